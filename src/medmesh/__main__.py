@@ -1,0 +1,3 @@
+from medmesh.cli import app
+
+app()

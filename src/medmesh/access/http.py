@@ -1,0 +1,60 @@
+"""The authentication and authorization checks of the HTTP API, kept in one place.
+
+The full policy (consent, care teams, SMART scopes) replaces `require_reader` later; every
+route that reads health data depends on it, so that change has one place to land.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from medmesh.access.credentials import hash_secret
+from medmesh.access.principals import ApiPrincipal, DevicePrincipal, Role
+from medmesh.domain.errors import MedmeshError
+from medmesh.store.database import Database
+from medmesh.store.registry import Devices
+from medmesh.store.tokens import ApiTokens
+
+
+class Unauthenticated(MedmeshError):
+    """No credentials, or credentials that match nothing."""
+
+
+class Forbidden(MedmeshError):
+    """Valid credentials that do not allow this request."""
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("a bearer token is required")
+    return token.strip()
+
+
+def _database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+async def require_device(request: Request) -> DevicePrincipal:
+    """The device whose secret is in the Authorization header."""
+    secret_hash = hash_secret(_bearer(request))
+    async with _database(request).read() as conn:
+        device = await Devices(conn).find_by_secret_hash(secret_hash)
+    if device is None:
+        raise Unauthenticated("the device credential is not valid")
+    return DevicePrincipal(device.id)
+
+
+async def require_reader(request: Request) -> ApiPrincipal:
+    """A person or system allowed to read health data through the API."""
+    secret_hash = hash_secret(_bearer(request))
+    async with _database(request).read() as conn:
+        record = await ApiTokens(conn).find_by_hash(secret_hash)
+    if record is None or record.revoked:
+        raise Unauthenticated("the API token is not valid")
+    role = Role(record.role)
+    if role not in (Role.ADMIN, Role.CLINICIAN):
+        raise Forbidden("this token may not read health data")
+    return ApiPrincipal(record.id, record.name, role)

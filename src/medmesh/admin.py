@@ -1,0 +1,89 @@
+"""Administrative actions shared by the CLI, the demo and the tests."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+from medmesh.access.credentials import (
+    API_TOKEN_PREFIX,
+    DEVICE_SECRET_PREFIX,
+    hash_secret,
+    new_secret,
+)
+from medmesh.access.principals import Role
+from medmesh.domain.registry import Device, DeviceAssignment, Patient
+from medmesh.store.database import Database
+from medmesh.store.registry import Assignments, Devices, Patients
+from medmesh.store.tokens import ApiTokens
+
+DEFAULT_IDENTIFIER_SYSTEM = "urn:medmesh:mrn"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCredential:
+    device_id: str
+    secret: str  # shown once; only its hash is stored
+
+
+async def create_patient(
+    database: Database,
+    *,
+    family: str,
+    given: str,
+    identifier: str,
+    identifier_system: str = DEFAULT_IDENTIFIER_SYSTEM,
+    birth_date: date | None = None,
+    gender: str | None = None,
+) -> Patient:
+    patient = Patient(
+        id=str(uuid.uuid4()),
+        identifier_system=identifier_system,
+        identifier_value=identifier,
+        family=family,
+        given=given,
+        birth_date=birth_date,
+        gender=gender,
+    )
+    async with database.write() as conn:
+        await Patients(conn).add(patient)
+    return patient
+
+
+async def register_device(
+    database: Database,
+    *,
+    display_name: str,
+    manufacturer: str | None = None,
+    model: str | None = None,
+    serial_number: str | None = None,
+) -> DeviceCredential:
+    device = Device(str(uuid.uuid4()), display_name, manufacturer, model, serial_number)
+    secret = new_secret(DEVICE_SECRET_PREFIX)
+    async with database.write() as conn:
+        await Devices(conn).add(device, hash_secret(secret))
+    return DeviceCredential(device.id, secret)
+
+
+async def rotate_device_secret(database: Database, device_id: str) -> DeviceCredential:
+    secret = new_secret(DEVICE_SECRET_PREFIX)
+    async with database.write() as conn:
+        await Devices(conn).set_secret_hash(device_id, hash_secret(secret))
+    return DeviceCredential(device_id, secret)
+
+
+async def assign_device(
+    database: Database, device_id: str, patient_id: str, start: datetime | None = None
+) -> DeviceAssignment:
+    assignment = DeviceAssignment(device_id, patient_id, start or datetime.now(UTC))
+    async with database.write() as conn:
+        await Assignments(conn).assign(assignment)
+    return assignment
+
+
+async def issue_api_token(database: Database, *, name: str, role: Role) -> str:
+    token = new_secret(API_TOKEN_PREFIX)
+    async with database.write() as conn:
+        await ApiTokens(conn).add(str(uuid.uuid4()), name, role.value, hash_secret(token))
+    return token

@@ -1,0 +1,55 @@
+"""The composition root: builds the HTTP application from Settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI
+
+import medmesh
+from medmesh.access.headers import SecurityHeaders
+from medmesh.config import Settings
+from medmesh.fhir.errors import install_error_handlers
+from medmesh.fhir.router import router as fhir_router
+from medmesh.ingest.http import router as ingest_router
+from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.store import migrate
+from medmesh.store.database import Database
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = Database(settings.database_url)
+        if settings.auto_migrate:
+            await migrate.upgrade(database)
+        app.state.database = database
+        app.state.pipeline = IngestPipeline(
+            database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
+        )
+        try:
+            yield
+        finally:
+            await database.dispose()
+
+    app = FastAPI(
+        title="medmesh",
+        version=medmesh.__version__,
+        description="Device readings in, FHIR R4 out.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(ingest_router)
+    app.include_router(fhir_router)
+    app.add_middleware(SecurityHeaders)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,178 @@
+"""The `medmesh` command line."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from typing import Annotated, TypeVar
+
+import typer
+import uvicorn
+
+from medmesh import admin
+from medmesh.access.principals import Role
+from medmesh.config import Settings
+from medmesh.domain.errors import MedmeshError
+from medmesh.store import migrate
+from medmesh.store.database import Database
+
+app = typer.Typer(help="medmesh: connected medical devices in, FHIR R4 out.", no_args_is_help=True)
+db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
+patient_app = typer.Typer(help="Patients.", no_args_is_help=True)
+device_app = typer.Typer(help="Devices and their assignment to patients.", no_args_is_help=True)
+token_app = typer.Typer(help="API bearer tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(patient_app, name="patient")
+app.add_typer(device_app, name="device")
+app.add_typer(token_app, name="token")
+
+T = TypeVar("T")
+
+
+def _run(action: Callable[[Database], Awaitable[T]]) -> T:
+    """Run an admin action against the configured database, migrated first."""
+
+    async def main() -> T:
+        database = Database(Settings().database_url)
+        try:
+            await migrate.upgrade(database)
+            return await action(database)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(main())
+    except MedmeshError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+) -> None:
+    """Run the platform (HTTP ingest and FHIR API)."""
+    from medmesh.app import create_app
+
+    settings = Settings()
+    host = host or settings.host
+    port = port or settings.port
+    typer.echo(f"medmesh listening on http://{host}:{port} (FHIR base http://{host}:{port}/fhir)")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command()
+def demo(
+    patients: Annotated[int, typer.Option(min=1, max=3, help="Simulated patients")] = 3,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between readings")] = 2.0,
+    port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+) -> None:
+    """Run the platform with simulated patients streaming readings into it."""
+    from medmesh.demo import run_demo
+
+    settings = Settings()
+    if port is not None:
+        settings = settings.model_copy(update={"port": port})
+    try:
+        asyncio.run(run_demo(settings, patients=patients, interval=interval))
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply all database migrations."""
+
+    async def noop(_: Database) -> None:
+        return None
+
+    _run(noop)
+    typer.echo("database is up to date")
+
+
+@patient_app.command("create")
+def patient_create(
+    family: Annotated[str, typer.Option(help="Family name")],
+    given: Annotated[str, typer.Option(help="Given name")],
+    identifier: Annotated[str, typer.Option(help="Medical record number")],
+    system: Annotated[
+        str, typer.Option(help="Identifier system")
+    ] = admin.DEFAULT_IDENTIFIER_SYSTEM,
+    birth_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
+    gender: Annotated[str | None, typer.Option(help="male, female, other or unknown")] = None,
+) -> None:
+    """Create a patient and print their id."""
+    if gender not in (None, "male", "female", "other", "unknown"):
+        raise typer.BadParameter("gender must be male, female, other or unknown")
+    try:
+        born = date.fromisoformat(birth_date) if birth_date else None
+    except ValueError:
+        raise typer.BadParameter("birth date must be YYYY-MM-DD") from None
+    patient = _run(
+        lambda db: admin.create_patient(
+            db,
+            family=family,
+            given=given,
+            identifier=identifier,
+            identifier_system=system,
+            birth_date=born,
+            gender=gender,
+        )
+    )
+    typer.echo(patient.id)
+
+
+@device_app.command("register")
+def device_register(
+    name: Annotated[str, typer.Option(help="A name people recognise")],
+    manufacturer: Annotated[str | None, typer.Option()] = None,
+    model: Annotated[str | None, typer.Option()] = None,
+    serial: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Register a device; prints its id and its secret (shown only this once)."""
+    credential = _run(
+        lambda db: admin.register_device(
+            db, display_name=name, manufacturer=manufacturer, model=model, serial_number=serial
+        )
+    )
+    typer.echo(f"device id:     {credential.device_id}")
+    typer.echo(f"device secret: {credential.secret}")
+    typer.echo("Store the secret on the device now; medmesh keeps only its hash.")
+
+
+@device_app.command("rotate-secret")
+def device_rotate_secret(device_id: str) -> None:
+    """Give a device a new secret; the old one stops working at once."""
+    credential = _run(lambda db: admin.rotate_device_secret(db, device_id))
+    typer.echo(f"device secret: {credential.secret}")
+
+
+@device_app.command("assign")
+def device_assign(
+    device_id: str,
+    patient_id: str,
+    start: Annotated[
+        datetime | None, typer.Option(help="From when (ISO 8601, UTC if no offset); default now")
+    ] = None,
+) -> None:
+    """Assign a device to a patient from a moment on (ending any open assignment)."""
+    _run(lambda db: admin.assign_device(db, device_id, patient_id, _aware(start)))
+    typer.echo("assigned")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who or what uses the token")],
+    role: Annotated[Role, typer.Option(help="admin or clinician")] = Role.CLINICIAN,
+) -> None:
+    """Issue an API bearer token (shown only this once)."""
+    token = _run(lambda db: admin.issue_api_token(db, name=name, role=role))
+    typer.echo(token)

@@ -1,0 +1,1 @@
+"""Plain typed values of medmesh: readings, the measurement vocabulary, units, errors. No I/O."""

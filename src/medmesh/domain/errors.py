@@ -1,0 +1,53 @@
+"""The error types of medmesh. Each edge (HTTP, MQTT, HL7) maps them to its own answer once.
+
+Messages never carry health data: they name what was wrong, not the value that was sent.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MedmeshError(Exception):
+    """Base of every error medmesh raises on purpose."""
+
+
+class RejectReason(StrEnum):
+    """Why a reading was refused; stored with its dead letter and returned to the device."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_CODE = "unknown-code"
+    UNIT_NOT_CONVERTIBLE = "unit-not-convertible"
+    IMPLAUSIBLE_VALUE = "implausible-value"
+    FUTURE_TIMESTAMP = "future-timestamp"
+    NO_PATIENT = "no-patient-assigned"
+    MALFORMED_BODY = "malformed-body"
+
+
+class InvalidReading(MedmeshError):
+    """A reading that cannot be stored; `reason` is machine-readable, the message is for people."""
+
+    def __init__(self, reason: RejectReason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class UnitNotConvertible(MedmeshError):
+    """A unit that has no conversion to the measurement's canonical UCUM unit."""
+
+
+class NotFound(MedmeshError):
+    """A resource that does not exist (or that the caller may not know exists)."""
+
+
+class Conflict(MedmeshError):
+    """A write that contradicts stored state, e.g. an overlapping device assignment."""
+
+
+class InvalidSearch(MedmeshError):
+    """A search parameter the API cannot honour; the message names the parameter."""
+
+
+class PayloadTooLarge(MedmeshError):
+    """A request or message larger than the configured limit."""

@@ -1,0 +1,59 @@
+"""Readings: what an adapter parsed from a device (`RawReading`) and what the pipeline stores
+(`Reading`, validated, in LOINC and canonical UCUM, tied to a patient)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from medmesh.domain.vocabulary import Measure
+
+# Namespace for observation ids derived from (device, message id): a redelivered message maps
+# to the same id, so storing it again is a no-op at every layer.
+_OBSERVATION_NAMESPACE = uuid.UUID("6f1c9a52-5d1e-4f0e-9a57-3c2b8d7e4a10")
+
+
+def observation_id(device_id: str, message_id: str) -> str:
+    """The stable id of the observation a device's message becomes."""
+    return str(uuid.uuid5(_OBSERVATION_NAMESPACE, f"{device_id}\x1f{message_id}"))
+
+
+@dataclass(frozen=True, slots=True)
+class RawReading:
+    """One reading as a device sent it, before validation.
+
+    `measure` is our short key (``heart-rate``) or a LOINC code. `value` is a number for a single
+    measure and a mapping of component key to number for a panel (blood pressure).
+    """
+
+    message_id: str
+    measure: str
+    effective: datetime
+    value: float | dict[str, float]
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class MeasuredValue:
+    """One quantity of a reading, in the quantity's canonical UCUM unit."""
+
+    code: str
+    value: float
+    unit: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """A validated reading: canonical codes and units, ready to store for `patient_id`."""
+
+    device_id: str
+    message_id: str
+    patient_id: str
+    measure: Measure
+    effective: datetime
+    values: tuple[MeasuredValue, ...]
+
+    @property
+    def observation_id(self) -> str:
+        return observation_id(self.device_id, self.message_id)

@@ -1,0 +1,39 @@
+"""Who and what readings belong to: patients, devices and the assignment of one to the other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Patient:
+    id: str
+    identifier_system: str
+    identifier_value: str
+    family: str
+    given: str
+    birth_date: date | None = None
+    gender: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: str
+    display_name: str
+    manufacturer: str | None = None
+    model: str | None = None
+    serial_number: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAssignment:
+    """A device worn by or placed with a patient from `start` until `end` (open when None)."""
+
+    device_id: str
+    patient_id: str
+    start: datetime
+    end: datetime | None = None
+
+    def covers(self, moment: datetime) -> bool:
+        return self.start <= moment and (self.end is None or moment < self.end)

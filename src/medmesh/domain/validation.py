@@ -1,0 +1,65 @@
+"""Validation of raw readings: known measure, convertible unit, plausible value, sane clock."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from medmesh.domain.errors import InvalidReading, RejectReason, UnitNotConvertible
+from medmesh.domain.reading import MeasuredValue, RawReading
+from medmesh.domain.units import convert
+from medmesh.domain.vocabulary import Measure, Quantity, measure_by_code, measure_by_key
+
+
+def resolve_measure(name: str) -> Measure:
+    """The measure a device means by a short key or a LOINC code."""
+    measure = measure_by_key(name) or measure_by_code(name)
+    if measure is None:
+        raise InvalidReading(RejectReason.UNKNOWN_CODE, "measurement type or code is not known")
+    return measure
+
+
+def _measured(quantity: Quantity, value: float, unit: str) -> MeasuredValue:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidReading(
+            RejectReason.MALFORMED, f"{quantity.key} value must be a finite number"
+        )
+    try:
+        canonical = convert(float(value), unit, quantity.unit)
+    except UnitNotConvertible as exc:
+        raise InvalidReading(RejectReason.UNIT_NOT_CONVERTIBLE, str(exc)) from exc
+    if not quantity.is_plausible(canonical):
+        raise InvalidReading(
+            RejectReason.IMPLAUSIBLE_VALUE,
+            f"{quantity.key} is outside the plausible range "
+            f"{quantity.low:g}–{quantity.high:g} {quantity.unit}",
+        )
+    return MeasuredValue(quantity.code, round(canonical, 4), quantity.unit)
+
+
+def validate_values(measure: Measure, raw: RawReading) -> tuple[MeasuredValue, ...]:
+    """Convert and range-check the value(s) of `raw` against `measure`."""
+    if measure.quantity is not None:
+        if isinstance(raw.value, dict):
+            raise InvalidReading(RejectReason.MALFORMED, f"{measure.key} takes a single number")
+        return (_measured(measure.quantity, raw.value, raw.unit),)
+    if not isinstance(raw.value, dict):
+        keys = ", ".join(c.key for c in measure.components)
+        raise InvalidReading(RejectReason.MALFORMED, f"{measure.key} takes an object with {keys}")
+    unknown = set(raw.value) - {c.key for c in measure.components}
+    missing = [c.key for c in measure.components if c.key not in raw.value]
+    if unknown or missing:
+        keys = ", ".join(c.key for c in measure.components)
+        raise InvalidReading(RejectReason.MALFORMED, f"{measure.key} needs exactly: {keys}")
+    return tuple(_measured(c, raw.value[c.key], raw.unit) for c in measure.components)
+
+
+def check_effective_time(effective: datetime, now: datetime, max_skew: timedelta) -> None:
+    """Refuse readings stamped further in the future than the allowed device clock skew."""
+    if effective.tzinfo is None:
+        raise InvalidReading(RejectReason.MALFORMED, "time must carry a UTC offset")
+    if effective - now > max_skew:
+        raise InvalidReading(
+            RejectReason.FUTURE_TIMESTAMP,
+            f"time is more than {int(max_skew.total_seconds())} s ahead of the server clock",
+        )

@@ -1,0 +1,156 @@
+"""The device measurements medmesh understands, with their LOINC codes and UCUM units.
+
+Codes follow the FHIR R4 vital-signs profiles (http://hl7.org/fhir/R4/observation-vitalsigns.html)
+and, for continuous glucose monitoring, the HL7 CGM implementation guide. Plausibility ranges are
+physiologic limits beyond which a value is a device fault, not a patient state: they reject
+garbage, they are not alert thresholds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+
+
+class Category(StrEnum):
+    """FHIR observation-category codes (http://terminology.hl7.org/CodeSystem/observation-category)."""
+
+    VITAL_SIGNS = "vital-signs"
+    LABORATORY = "laboratory"
+    ACTIVITY = "activity"
+
+
+@dataclass(frozen=True, slots=True)
+class Quantity:
+    """One measured quantity: LOINC code, canonical UCUM unit, plausible range (inclusive)."""
+
+    key: str
+    code: str
+    display: str
+    unit: str
+    low: float
+    high: float
+    also_codes: tuple[str, ...] = ()
+
+    def is_plausible(self, value: float) -> bool:
+        return self.low <= value <= self.high
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """A kind of reading a device sends: a single quantity, or a panel of component quantities."""
+
+    key: str
+    code: str
+    display: str
+    category: Category
+    quantity: Quantity | None = None
+    components: tuple[Quantity, ...] = field(default=())
+    also_codes: tuple[str, ...] = ()
+
+    @property
+    def is_panel(self) -> bool:
+        return bool(self.components)
+
+    def component(self, key: str) -> Quantity | None:
+        return next((c for c in self.components if c.key == key), None)
+
+
+def _single(
+    key: str,
+    code: str,
+    display: str,
+    unit: str,
+    low: float,
+    high: float,
+    category: Category = Category.VITAL_SIGNS,
+    also_codes: tuple[str, ...] = (),
+) -> Measure:
+    quantity = Quantity(key, code, display, unit, low, high, also_codes)
+    return Measure(key, code, display, category, quantity=quantity, also_codes=also_codes)
+
+
+SYSTOLIC = Quantity("systolic", "8480-6", "Systolic blood pressure", "mm[Hg]", 30, 300)
+DIASTOLIC = Quantity("diastolic", "8462-4", "Diastolic blood pressure", "mm[Hg]", 10, 200)
+
+MEASURES: tuple[Measure, ...] = (
+    _single("heart-rate", "8867-4", "Heart rate", "/min", 20, 300),
+    _single("respiratory-rate", "9279-1", "Respiratory rate", "/min", 2, 80),
+    # The oxygensat profile requires 2708-6; 59408-5 says it was measured by pulse oximetry.
+    _single(
+        "oxygen-saturation",
+        "2708-6",
+        "Oxygen saturation in Arterial blood",
+        "%",
+        50,
+        100,
+        also_codes=("59408-5",),
+    ),
+    _single("body-temperature", "8310-5", "Body temperature", "Cel", 25, 45),
+    Measure(
+        "blood-pressure",
+        "85354-9",
+        "Blood pressure panel with all children optional",
+        Category.VITAL_SIGNS,
+        components=(SYSTOLIC, DIASTOLIC),
+    ),
+    _single("body-weight", "29463-7", "Body weight", "kg", 0.2, 650),
+    _single(
+        "blood-glucose",
+        "41653-7",
+        "Glucose [Mass/volume] in Capillary blood by Glucometer",
+        "mg/dL",
+        10,
+        1000,
+        Category.LABORATORY,
+    ),
+    _single(
+        "cgm-glucose",
+        "99504-3",
+        "Glucose [Mass/volume] in Interstitial fluid",
+        "mg/dL",
+        20,
+        600,
+        Category.LABORATORY,
+    ),
+    _single(
+        "steps",
+        "55423-8",
+        "Number of steps in unspecified time Pedometer",
+        "{steps}",
+        0,
+        200_000,
+        Category.ACTIVITY,
+    ),
+)
+
+_BY_KEY: dict[str, Measure] = {m.key: m for m in MEASURES}
+_BY_CODE: dict[str, Measure] = {}
+for _m in MEASURES:
+    for _code in (_m.code, *_m.also_codes):
+        _BY_CODE[_code] = _m
+
+
+def measure_by_key(key: str) -> Measure | None:
+    """The measure a device names by our short key, e.g. ``heart-rate``."""
+    return _BY_KEY.get(key)
+
+
+def measure_by_code(code: str) -> Measure | None:
+    """The measure for a LOINC code, its primary code or an accepted alternative."""
+    return _BY_CODE.get(code)
+
+
+def quantity_by_code(code: str) -> Quantity | None:
+    """A single quantity or a panel component by its LOINC code."""
+    measure = _BY_CODE.get(code)
+    if measure is not None and measure.quantity is not None:
+        return measure.quantity
+    for m in MEASURES:
+        for c in m.components:
+            if c.code == code:
+                return c
+    return None

@@ -1,0 +1,72 @@
+"""The CapabilityStatement served at /fhir/metadata: what this server really supports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import medmesh
+
+
+def _param(name: str, kind: str, doc: str) -> dict[str, str]:
+    return {"name": name, "type": kind, "documentation": doc}
+
+
+def capability_statement(base_url: str, published: str) -> dict[str, Any]:
+    read_search = [{"code": "read"}, {"code": "search-type"}]
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": published,
+        "kind": "instance",
+        "software": {"name": "medmesh", "version": medmesh.__version__},
+        "implementation": {"description": "medmesh FHIR API", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "service": [
+                        {
+                            "coding": [
+                                {
+                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                    "code": "OAuth",
+                                }
+                            ],
+                            "text": "Bearer token in the Authorization header",
+                        }
+                    ]
+                },
+                "resource": [
+                    {
+                        "type": "Patient",
+                        "interaction": read_search,
+                        "searchParam": [
+                            _param("identifier", "token", "system|value or value"),
+                            _param("name", "string", "starts-with on family or given name"),
+                        ],
+                    },
+                    {
+                        "type": "Device",
+                        "interaction": read_search,
+                        "searchParam": [
+                            _param("patient", "reference", "devices ever assigned to the patient")
+                        ],
+                    },
+                    {
+                        "type": "Observation",
+                        "interaction": read_search,
+                        "searchParam": [
+                            _param("patient", "reference", "the patient observed"),
+                            _param("subject", "reference", "same as patient"),
+                            _param("code", "token", "LOINC code, system|code or code"),
+                            _param("date", "date", "effective time; prefixes eq, ge, gt, le, lt"),
+                            _param("_sort", "special", "date or -date"),
+                            _param("_count", "number", "page size, at most 1000"),
+                        ],
+                    },
+                ],
+            }
+        ],
+    }

@@ -1,0 +1,83 @@
+"""Every error answer of the HTTP API is a FHIR OperationOutcome, mapped here once.
+
+Diagnostics name what was wrong, never the submitted values (which may be health data).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from medmesh.access.http import Forbidden, Unauthenticated
+from medmesh.domain.errors import (
+    Conflict,
+    InvalidReading,
+    InvalidSearch,
+    MedmeshError,
+    NotFound,
+    PayloadTooLarge,
+)
+from medmesh.fhir.responses import FhirResponse, operation_outcome
+
+log = logging.getLogger(__name__)
+
+# error type → (HTTP status, FHIR issue-type code)
+_STATUS: list[tuple[type[MedmeshError], int, str]] = [
+    (Unauthenticated, 401, "login"),
+    (Forbidden, 403, "forbidden"),
+    (NotFound, 404, "not-found"),
+    (Conflict, 409, "conflict"),
+    (PayloadTooLarge, 413, "too-costly"),
+    (InvalidSearch, 400, "invalid"),
+    (InvalidReading, 400, "invalid"),
+]
+_HTTP_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}
+
+
+def _medmesh_error(_: Request, exc: Exception) -> FhirResponse:
+    for kind, status, code in _STATUS:
+        if isinstance(exc, kind):
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            return FhirResponse(
+                operation_outcome(code, str(exc)), status_code=status, headers=headers
+            )
+    log.error("unmapped error type %s", type(exc).__name__)
+    return FhirResponse(operation_outcome("exception", "internal error"), status_code=500)
+
+
+def _validation_error(_: Request, exc: Exception) -> FhirResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Only where and what, never the offending input.
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+        for e in exc.errors()
+    )
+    return FhirResponse(
+        operation_outcome("invalid", problems or "invalid request"), status_code=400
+    )
+
+
+def _http_error(_: Request, exc: Exception) -> FhirResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "processing")
+    return FhirResponse(
+        operation_outcome(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def _unexpected(_: Request, exc: Exception) -> FhirResponse:
+    # The frames, not the message: a message may quote data that was being processed.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unexpected %s handling a request\n%s", type(exc).__name__, frames)
+    return FhirResponse(operation_outcome("exception", "internal error"), status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(MedmeshError, _medmesh_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,133 @@
+"""Rendering stored records as FHIR R4 resources (plain dicts, serialised with orjson)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from medmesh.domain.reading import MeasuredValue
+from medmesh.domain.registry import Device, Patient
+from medmesh.domain.vocabulary import (
+    LOINC,
+    UCUM,
+    Category,
+    measure_by_code,
+    quantity_by_code,
+)
+from medmesh.store.observations import StoredObservation
+
+CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
+_CATEGORY_DISPLAY = {
+    Category.VITAL_SIGNS: "Vital Signs",
+    Category.LABORATORY: "Laboratory",
+    Category.ACTIVITY: "Activity",
+}
+# FHIR R4 vital-signs profiles each measure conforms to (http://hl7.org/fhir/R4/observation-vitalsigns.html).
+_PROFILE = "http://hl7.org/fhir/StructureDefinition/"
+_PROFILES = {
+    "8867-4": "heartrate",
+    "9279-1": "resprate",
+    "2708-6": "oxygensat",
+    "8310-5": "bodytemp",
+    "85354-9": "bp",
+    "29463-7": "bodyweight",
+}
+_UNIT_DISPLAY = {"/min": "/min", "Cel": "°C", "mm[Hg]": "mmHg", "{steps}": "steps"}
+
+
+def instant(moment: datetime) -> str:
+    """An ISO 8601 instant in UTC with a Z, as FHIR dateTime/instant want it."""
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _number(value: float) -> float | int:
+    return int(value) if value.is_integer() and abs(value) < 2**53 else value
+
+
+def _quantity(value: MeasuredValue) -> dict[str, Any]:
+    return {
+        "value": _number(value.value),
+        "unit": _UNIT_DISPLAY.get(value.unit, value.unit),
+        "system": UCUM,
+        "code": value.unit,
+    }
+
+
+def _concept(code: str) -> dict[str, Any]:
+    measure = measure_by_code(code)
+    quantity = quantity_by_code(code)
+    display = measure.display if measure is not None else quantity.display if quantity else code
+    codings = [{"system": LOINC, "code": code, "display": display}]
+    if measure is not None:
+        codings.extend({"system": LOINC, "code": c} for c in measure.also_codes)
+    return {"coding": codings, "text": display}
+
+
+def observation(obs: StoredObservation) -> dict[str, Any]:
+    measure = measure_by_code(obs.code)
+    category = measure.category if measure is not None else Category.VITAL_SIGNS
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": obs.id,
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": CATEGORY_SYSTEM,
+                        "code": category.value,
+                        "display": _CATEGORY_DISPLAY[category],
+                    }
+                ]
+            }
+        ],
+        "code": _concept(obs.code),
+        "subject": {"reference": f"Patient/{obs.patient_id}"},
+        "effectiveDateTime": instant(obs.effective),
+        "issued": instant(obs.received_at),
+        "device": {"reference": f"Device/{obs.device_id}"},
+    }
+    profile = _PROFILES.get(obs.code)
+    if profile is not None:
+        resource["meta"] = {"profile": [_PROFILE + "vitalsigns", _PROFILE + profile]}
+    if measure is not None and measure.is_panel:
+        order = {c.code: i for i, c in enumerate(measure.components)}
+        resource["component"] = [
+            {"code": _concept(v.code), "valueQuantity": _quantity(v)}
+            for v in sorted(obs.values, key=lambda v: order.get(v.code, len(order)))
+        ]
+    else:
+        resource["valueQuantity"] = _quantity(obs.values[0])
+    return resource
+
+
+def patient(record: Patient) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Patient",
+        "id": record.id,
+        "identifier": [{"system": record.identifier_system, "value": record.identifier_value}],
+        "name": [{"family": record.family, "given": [record.given]}],
+    }
+    if record.gender is not None:
+        resource["gender"] = record.gender
+    if record.birth_date is not None:
+        resource["birthDate"] = record.birth_date.isoformat()
+    return resource
+
+
+def device(record: Device, patient_id: str | None) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Device",
+        "id": record.id,
+        "status": "active",
+        "deviceName": [{"name": record.display_name, "type": "user-friendly-name"}],
+    }
+    if record.manufacturer:
+        resource["manufacturer"] = record.manufacturer
+    if record.model:
+        resource["modelNumber"] = record.model
+    if record.serial_number:
+        resource["serialNumber"] = record.serial_number
+    if patient_id is not None:
+        resource["patient"] = {"reference": f"Patient/{patient_id}"}
+    return resource

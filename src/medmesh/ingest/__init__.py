@@ -1,0 +1,1 @@
+"""Getting readings in: protocol adapters and formats feed one pipeline."""

@@ -1,0 +1,93 @@
+"""HTTP ingest: a device POSTs a batch of readings with its own bearer credential.
+
+The answer (202) is sent only after the batch is committed; a device that gets no answer sends
+the same batch again, and message ids make that safe.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from medmesh.access.http import require_device
+from medmesh.access.principals import DevicePrincipal
+from medmesh.domain.errors import PayloadTooLarge
+from medmesh.ingest.native import MalformedBody, parse_body
+from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.store.dead_letters import DeadLetter, DeadLetters
+
+router = APIRouter(prefix="/ingest/v1", tags=["ingest"])
+
+MAX_DEAD_LETTER_PAYLOAD = 65_536
+
+
+class RejectedReading(BaseModel):
+    index: int = Field(description="Position of the reading in the batch, from 0")
+    id: str | None = Field(description="The reading's message id, when it had a usable one")
+    reason: str = Field(description="Machine-readable reason, e.g. implausible-value")
+    detail: str
+
+
+class IngestReceipt(BaseModel):
+    accepted: int = Field(description="Readings stored by this request")
+    duplicates: int = Field(description="Readings already stored earlier (same message id)")
+    rejected: list[RejectedReading]
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    return bytes(body)
+
+
+@router.post(
+    "/readings",
+    status_code=202,
+    response_model=IngestReceipt,
+    summary="Send a batch of readings from an authenticated device",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+        }
+    },
+)
+async def post_readings(
+    request: Request, device: DevicePrincipal = Depends(require_device)
+) -> IngestReceipt:
+    settings = request.app.state.settings
+    pipeline: IngestPipeline = request.app.state.pipeline
+    body = await _read_body(request, settings.max_body_bytes)
+    try:
+        batch = parse_body(body, settings.max_batch_readings)
+    except MalformedBody as exc:
+        async with request.app.state.database.write() as conn:
+            await DeadLetters(conn).add_many(
+                [
+                    DeadLetter(
+                        pipeline.now(),
+                        "http",
+                        device.device_id,
+                        None,
+                        exc.reason.value,
+                        exc.message,
+                        body[:MAX_DEAD_LETTER_PAYLOAD].decode(errors="replace"),
+                    )
+                ]
+            )
+        raise
+    result = await pipeline.ingest(device.device_id, "http", batch)
+    return IngestReceipt(
+        accepted=len(result.stored),
+        duplicates=len(result.duplicates),
+        rejected=[
+            RejectedReading(index=r.index, id=r.message_id, reason=r.reason.value, detail=r.detail)
+            for r in result.rejected
+        ],
+    )

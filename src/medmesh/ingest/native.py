@@ -1,0 +1,116 @@
+"""The native JSON reading format.
+
+    {"readings": [
+      {"id": "m-1", "type": "heart-rate", "time": "2026-11-25T08:00:00Z",
+       "value": 72, "unit": "/min"},
+      {"id": "m-2", "type": "blood-pressure", "time": "2026-11-25T08:00:00Z",
+       "value": {"systolic": 128, "diastolic": 82}, "unit": "mm[Hg]"}
+    ]}
+
+`type` is a medmesh key (docs/readings.md) or a LOINC code; `id` is the device's message id,
+unique per device, which makes resending safe.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from medmesh.domain.errors import InvalidReading, RejectReason
+from medmesh.domain.reading import RawReading
+from medmesh.ingest.incoming import Incoming
+
+MAX_MESSAGE_ID_LENGTH = 128
+
+
+class MalformedBody(InvalidReading):
+    """The body as a whole is not a readings document."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(RejectReason.MALFORMED_BODY, message)
+
+
+def _malformed(message: str) -> InvalidReading:
+    return InvalidReading(RejectReason.MALFORMED, message)
+
+
+def _text(item: dict[str, Any], field: str) -> str:
+    value = item.get(field)
+    if not isinstance(value, str) or not value.strip():
+        raise _malformed(f"field {field!r} must be a non-empty string")
+    return value
+
+
+def _time(item: dict[str, Any]) -> datetime:
+    text = _text(item, "time")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise _malformed("field 'time' must be an RFC 3339 date-time") from None
+    if moment.tzinfo is None:
+        raise _malformed("field 'time' must carry a UTC offset, e.g. 'Z'")
+    return moment
+
+
+def _value(item: dict[str, Any]) -> float | dict[str, float]:
+    value = item.get("value")
+    if isinstance(value, bool) or value is None:
+        raise _malformed("field 'value' must be a number or an object of numbers")
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, dict) and value:
+        parts: dict[str, float] = {}
+        for key, part in value.items():
+            if isinstance(part, bool) or not isinstance(part, int | float):
+                raise _malformed("field 'value' must be a number or an object of numbers")
+            parts[key] = part
+        return parts
+    raise _malformed("field 'value' must be a number or an object of numbers")
+
+
+def parse_item(item: Any) -> RawReading:
+    """One reading of the native format, or InvalidReading(MALFORMED) naming the bad field."""
+    if not isinstance(item, dict):
+        raise _malformed("each reading must be a JSON object")
+    message_id = _text(item, "id")
+    if len(message_id) > MAX_MESSAGE_ID_LENGTH:
+        raise _malformed(f"field 'id' is longer than {MAX_MESSAGE_ID_LENGTH} characters")
+    return RawReading(
+        message_id=message_id,
+        measure=_text(item, "type"),
+        effective=_time(item),
+        value=_value(item),
+        unit=_text(item, "unit"),
+    )
+
+
+def _message_id(item: Any) -> str | None:
+    if isinstance(item, dict):
+        value = item.get("id")
+        if isinstance(value, str) and 0 < len(value) <= MAX_MESSAGE_ID_LENGTH:
+            return value
+    return None
+
+
+def parse_body(body: bytes, max_readings: int) -> list[Incoming]:
+    """Split a native JSON body into one `Incoming` per reading; raise MalformedBody if it is
+    not a readings document at all."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MalformedBody("the body is not valid JSON") from None
+    if not isinstance(document, dict) or not isinstance(document.get("readings"), list):
+        raise MalformedBody("the body must be an object with a 'readings' array")
+    items: list[Any] = document["readings"]
+    if len(items) > max_readings:
+        raise MalformedBody(f"a batch holds at most {max_readings} readings")
+    incoming = []
+    for item in items:
+        payload = orjson.dumps(item).decode()
+        try:
+            incoming.append(Incoming(payload, _message_id(item), reading=parse_item(item)))
+        except InvalidReading as exc:
+            incoming.append(Incoming(payload, _message_id(item), error=exc))
+    return incoming

@@ -1,0 +1,1 @@
+"""Simulated patients and devices that talk to medmesh over its real protocols."""

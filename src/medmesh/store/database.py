@@ -1,0 +1,91 @@
+"""Engines and transactions for the two backends behind one interface.
+
+SQLite: WAL journal with synchronous=FULL (an acknowledged commit survives a crash or power
+loss), and writes go through a single connection that opens its transactions with
+BEGIN IMMEDIATE, so a write never fails half-way on a lock upgrade. PostgreSQL: one asyncpg pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+def normalize_url(url: str) -> str:
+    """Accept plain `sqlite:///` and `postgresql://` URLs and pick the async driver."""
+    parsed = make_url(url)
+    if parsed.drivername in ("sqlite", "sqlite+aiosqlite"):
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+asyncpg"):
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself instead of the driver's implicit one.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=10000",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+class Database:
+    """The database of one medmesh deployment."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.backend: Backend = "sqlite" if self.url.startswith("sqlite") else "postgresql"
+        if self.backend == "sqlite":
+            self._reader = create_async_engine(self.url, echo=echo, hide_parameters=True)
+            self._writer = create_async_engine(
+                self.url, echo=echo, hide_parameters=True, pool_size=1, max_overflow=0
+            )
+            for engine, begin in ((self._reader, "BEGIN"), (self._writer, "BEGIN IMMEDIATE")):
+                event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+                event.listen(
+                    engine.sync_engine,
+                    "begin",
+                    lambda conn, _begin=begin: conn.exec_driver_sql(_begin),
+                )
+        else:
+            self._reader = create_async_engine(
+                self.url, echo=echo, hide_parameters=True, pool_size=10
+            )
+            self._writer = self._reader
+        # hide_parameters: SQL errors must not carry bound values (health data) into logs.
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine for migrations and administration (the writer)."""
+        return self._writer
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a read transaction."""
+        async with self._reader.connect() as conn, conn.begin():
+            yield conn
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a write transaction, committed when the block exits cleanly."""
+        async with self._writer.connect() as conn, conn.begin():
+            yield conn
+
+    async def dispose(self) -> None:
+        await self._reader.dispose()
+        if self._writer is not self._reader:
+            await self._writer.dispose()

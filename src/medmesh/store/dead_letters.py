@@ -1,0 +1,66 @@
+"""Repository for dead letters: input refused, with the reason, kept for review and replay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.store.schema import dead_letters
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    received_at: datetime
+    channel: str
+    device_id: str | None
+    message_id: str | None
+    reason: str
+    detail: str
+    payload: str
+
+
+class DeadLetters:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add_many(self, letters: list[DeadLetter]) -> None:
+        if not letters:
+            return
+        await self._conn.execute(
+            dead_letters.insert(),
+            [
+                {
+                    "received_at": d.received_at,
+                    "channel": d.channel,
+                    "device_id": d.device_id,
+                    "message_id": d.message_id,
+                    "reason": d.reason,
+                    "detail": d.detail[:500],
+                    "payload": d.payload,
+                }
+                for d in letters
+            ],
+        )
+
+    async def for_device(self, device_id: str, limit: int = 100) -> list[DeadLetter]:
+        query = (
+            select(dead_letters)
+            .where(dead_letters.c.device_id == device_id)
+            .order_by(dead_letters.c.id)
+            .limit(limit)
+        )
+        return [
+            DeadLetter(
+                r["received_at"],
+                r["channel"],
+                r["device_id"],
+                r["message_id"],
+                r["reason"],
+                r["detail"],
+                r["payload"],
+            )
+            for r in (await self._conn.execute(query)).mappings()
+        ]

@@ -1,0 +1,163 @@
+"""Repository for observations: compact rows written in batches, read by patient/code/time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
+
+from medmesh.domain.errors import NotFound
+from medmesh.domain.reading import MeasuredValue, Reading
+from medmesh.store._sql import insert_ignoring_duplicates
+from medmesh.store.schema import observation_components, observations
+
+Comparator = Literal["ge", "gt", "le", "lt"]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBound:
+    """One side of a time range: effective `op` `at` (e.g. ge 2026-11-25T00:00Z)."""
+
+    op: Comparator
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObservation:
+    id: str
+    patient_id: str
+    device_id: str
+    code: str
+    effective: datetime
+    values: tuple[MeasuredValue, ...]
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationQuery:
+    patient_id: str | None = None
+    codes: tuple[str, ...] = ()
+    bounds: tuple[TimeBound, ...] = ()
+    newest_first: bool = False
+    limit: int = 50
+    offset: int = 0
+
+
+def _bound(bound: TimeBound) -> ColumnElement[bool]:
+    column = observations.c.effective
+    match bound.op:
+        case "ge":
+            return column >= bound.at
+        case "gt":
+            return column > bound.at
+        case "le":
+            return column <= bound.at
+        case "lt":
+            return column < bound.at
+
+
+class Observations:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        if not ids:
+            return set()
+        query = select(observations.c.id).where(observations.c.id.in_(ids))
+        return set((await self._conn.execute(query)).scalars())
+
+    async def add_batch(self, readings: Sequence[Reading], received_at: datetime) -> None:
+        """Insert readings; one already stored (same device and message id) is left as it is."""
+        if not readings:
+            return
+        rows: list[dict[str, object]] = []
+        components: list[dict[str, object]] = []
+        for r in readings:
+            single = r.values[0] if not r.measure.is_panel else None
+            rows.append(
+                {
+                    "id": r.observation_id,
+                    "patient_id": r.patient_id,
+                    "device_id": r.device_id,
+                    "message_id": r.message_id,
+                    "code": r.measure.code,
+                    "effective": r.effective,
+                    "value": single.value if single else None,
+                    "unit": single.unit if single else None,
+                    "received_at": received_at,
+                }
+            )
+            if single is None:
+                components.extend(
+                    {
+                        "observation_id": r.observation_id,
+                        "code": v.code,
+                        "value": v.value,
+                        "unit": v.unit,
+                    }
+                    for v in r.values
+                )
+        await self._conn.execute(insert_ignoring_duplicates(self._conn, observations), rows)
+        if components:
+            await self._conn.execute(
+                insert_ignoring_duplicates(self._conn, observation_components), components
+            )
+
+    async def get(self, observation_id: str) -> StoredObservation:
+        found = await self._fetch(select(observations).where(observations.c.id == observation_id))
+        if not found:
+            raise NotFound("Observation not found")
+        return found[0]
+
+    async def search(self, query: ObservationQuery) -> list[StoredObservation]:
+        sql = select(observations)
+        if query.patient_id is not None:
+            sql = sql.where(observations.c.patient_id == query.patient_id)
+        if query.codes:
+            sql = sql.where(observations.c.code.in_(query.codes))
+        for bound in query.bounds:
+            sql = sql.where(_bound(bound))
+        if query.newest_first:
+            sql = sql.order_by(observations.c.effective.desc(), observations.c.id.desc())
+        else:
+            sql = sql.order_by(observations.c.effective, observations.c.id)
+        return await self._fetch(sql.limit(query.limit).offset(query.offset))
+
+    async def count_for_device(self, device_id: str) -> int:
+        query = select(observations.c.id).where(observations.c.device_id == device_id)
+        return len((await self._conn.execute(query)).all())
+
+    async def _fetch(self, sql: ColumnElement[bool] | object) -> list[StoredObservation]:
+        rows = (await self._conn.execute(sql)).mappings().all()  # type: ignore[call-overload]
+        panel_ids = [r["id"] for r in rows if r["value"] is None]
+        parts: dict[str, list[MeasuredValue]] = defaultdict(list)
+        if panel_ids:
+            component_rows = await self._conn.execute(
+                select(observation_components)
+                .where(observation_components.c.observation_id.in_(panel_ids))
+                .order_by(observation_components.c.observation_id, observation_components.c.code)
+            )
+            for c in component_rows.mappings():
+                parts[c["observation_id"]].append(MeasuredValue(c["code"], c["value"], c["unit"]))
+        return [
+            StoredObservation(
+                id=r["id"],
+                patient_id=r["patient_id"],
+                device_id=r["device_id"],
+                code=r["code"],
+                effective=r["effective"],
+                values=(
+                    (MeasuredValue(r["code"], r["value"], r["unit"]),)
+                    if r["value"] is not None
+                    else tuple(parts[r["id"]])
+                ),
+                received_at=r["received_at"],
+            )
+            for r in rows
+        ]

@@ -1,0 +1,218 @@
+"""Repositories for patients, devices and device-to-patient assignments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.domain.errors import Conflict, NotFound
+from medmesh.domain.registry import Device, DeviceAssignment, Patient
+from medmesh.store.schema import device_assignments, devices, patients
+
+
+def _patient(row: RowMapping) -> Patient:
+    return Patient(
+        id=row["id"],
+        identifier_system=row["identifier_system"],
+        identifier_value=row["identifier_value"],
+        family=row["family"],
+        given=row["given"],
+        birth_date=row["birth_date"],
+        gender=row["gender"],
+    )
+
+
+def _device(row: RowMapping) -> Device:
+    return Device(
+        id=row["id"],
+        display_name=row["display_name"],
+        manufacturer=row["manufacturer"],
+        model=row["model"],
+        serial_number=row["serial_number"],
+    )
+
+
+class Patients:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, patient: Patient) -> None:
+        existing = await self.find_by_identifier(
+            patient.identifier_system, patient.identifier_value
+        )
+        if existing is not None:
+            raise Conflict("a patient with this identifier already exists")
+        await self._conn.execute(
+            patients.insert().values(
+                id=patient.id,
+                identifier_system=patient.identifier_system,
+                identifier_value=patient.identifier_value,
+                family=patient.family,
+                given=patient.given,
+                birth_date=patient.birth_date,
+                gender=patient.gender,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    async def get(self, patient_id: str) -> Patient:
+        row = (
+            (await self._conn.execute(select(patients).where(patients.c.id == patient_id)))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFound("Patient not found")
+        return _patient(row)
+
+    async def find_by_identifier(self, system: str | None, value: str) -> Patient | None:
+        query = select(patients).where(patients.c.identifier_value == value)
+        if system is not None:
+            query = query.where(patients.c.identifier_system == system)
+        row = (await self._conn.execute(query)).mappings().first()
+        return None if row is None else _patient(row)
+
+    async def search(
+        self,
+        *,
+        identifier: tuple[str | None, str] | None = None,
+        name: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Patient]:
+        query = select(patients).order_by(patients.c.family, patients.c.given, patients.c.id)
+        if identifier is not None:
+            system, value = identifier
+            query = query.where(patients.c.identifier_value == value)
+            if system is not None:
+                query = query.where(patients.c.identifier_system == system)
+        if name is not None:
+            # FHIR string search: case-insensitive "starts with" on any part of the name.
+            prefix = name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(
+                or_(
+                    func.lower(patients.c.family).like(prefix + "%", escape="\\"),
+                    func.lower(patients.c.given).like(prefix + "%", escape="\\"),
+                )
+            )
+        rows = (await self._conn.execute(query.limit(limit).offset(offset))).mappings()
+        return [_patient(r) for r in rows]
+
+
+class Devices:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, device: Device, secret_hash: str) -> None:
+        await self._conn.execute(
+            devices.insert().values(
+                id=device.id,
+                display_name=device.display_name,
+                manufacturer=device.manufacturer,
+                model=device.model,
+                serial_number=device.serial_number,
+                secret_hash=secret_hash,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    async def set_secret_hash(self, device_id: str, secret_hash: str) -> None:
+        """Replace the device's credential (rotation); the old secret stops working at once."""
+        result = await self._conn.execute(
+            update(devices).where(devices.c.id == device_id).values(secret_hash=secret_hash)
+        )
+        if not result.rowcount:
+            raise NotFound("Device not found")
+
+    async def get(self, device_id: str) -> Device:
+        row = (
+            (await self._conn.execute(select(devices).where(devices.c.id == device_id)))
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise NotFound("Device not found")
+        return _device(row)
+
+    async def find_by_secret_hash(self, secret_hash: str) -> Device | None:
+        query = select(devices).where(devices.c.secret_hash == secret_hash)
+        row = (await self._conn.execute(query)).mappings().first()
+        return None if row is None else _device(row)
+
+    async def search(
+        self, *, patient_id: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Device]:
+        query = select(devices).order_by(devices.c.display_name, devices.c.id)
+        if patient_id is not None:
+            assigned = select(device_assignments.c.device_id).where(
+                device_assignments.c.patient_id == patient_id
+            )
+            query = query.where(devices.c.id.in_(assigned))
+        rows = (await self._conn.execute(query.limit(limit).offset(offset))).mappings()
+        return [_device(r) for r in rows]
+
+
+class Assignments:
+    """Which patient a device belonged to, over time. Assignments of one device never overlap."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def assign(self, assignment: DeviceAssignment) -> None:
+        """Assign a device from `start`; an open assignment of the device ends at `start`."""
+        await Devices(self._conn).get(assignment.device_id)
+        await Patients(self._conn).get(assignment.patient_id)
+        history = await self.for_device(assignment.device_id)
+        for other in history:
+            if other.end is None and other.start < assignment.start:
+                continue  # the open assignment is closed at the new start, below
+            overlaps = (other.end is None or other.end > assignment.start) and (
+                assignment.end is None or other.start < assignment.end
+            )
+            if overlaps:
+                raise Conflict("the device is already assigned for part of that period")
+        await self._conn.execute(
+            update(device_assignments)
+            .where(
+                and_(
+                    device_assignments.c.device_id == assignment.device_id,
+                    device_assignments.c.end.is_(None),
+                )
+            )
+            .values(end=assignment.start)
+        )
+        await self._conn.execute(
+            device_assignments.insert().values(
+                device_id=assignment.device_id,
+                patient_id=assignment.patient_id,
+                start=assignment.start,
+                end=assignment.end,
+            )
+        )
+
+    async def end(self, device_id: str, at: datetime) -> None:
+        await self._conn.execute(
+            update(device_assignments)
+            .where(
+                and_(
+                    device_assignments.c.device_id == device_id,
+                    device_assignments.c.end.is_(None),
+                )
+            )
+            .values(end=at)
+        )
+
+    async def for_device(self, device_id: str) -> Sequence[DeviceAssignment]:
+        query = (
+            select(device_assignments)
+            .where(device_assignments.c.device_id == device_id)
+            .order_by(device_assignments.c.start)
+        )
+        return [
+            DeviceAssignment(r["device_id"], r["patient_id"], r["start"], r["end"])
+            for r in (await self._conn.execute(query)).mappings()
+        ]

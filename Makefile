@@ -1,0 +1,42 @@
+# Two commands do everything on a fresh machine with Python 3.11+:
+#   make demo   runs the platform (embedded SQLite) with simulated patients streaming in
+#   make test   runs lint, format check, types and the whole test suite
+PYTHON ?= python3
+UV_VERSION = 0.13.9
+UV = .uv/bin/uv
+VENV = .venv
+export UV_PYTHON_DOWNLOADS = never
+
+.PHONY: demo serve test lint types pytest bench clean
+
+$(UV):
+	$(PYTHON) -m venv .uv
+	.uv/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+demo: $(VENV)/.synced
+	$(VENV)/bin/medmesh demo
+
+serve: $(VENV)/.synced
+	$(VENV)/bin/medmesh serve
+
+lint: $(VENV)/.synced
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+types: $(VENV)/.synced
+	$(VENV)/bin/mypy
+
+pytest: $(VENV)/.synced
+	$(VENV)/bin/pytest
+
+test: lint types pytest
+
+bench: $(VENV)/.synced
+	$(VENV)/bin/python benchmarks/ingest_and_search.py
+
+clean:
+	rm -rf .uv $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

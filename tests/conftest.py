@@ -1,0 +1,163 @@
+"""Shared fixtures: the store on both backends, the app in-process, and a live server.
+
+PostgreSQL tests connect to MEDMESH_TEST_POSTGRES_URL (default: the local server, user
+postgres). Where it is not reachable they skip with the reason, except in CI (CI set),
+where they fail: CI must exercise the real PostgreSQL backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from medmesh import admin
+from medmesh.access.principals import Role
+from medmesh.app import create_app
+from medmesh.config import Settings
+from medmesh.store import migrate
+from medmesh.store.database import Database
+from medmesh.store.schema import metadata
+
+POSTGRES_URL = os.environ.get(
+    "MEDMESH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+IN_CI = bool(os.environ.get("CI"))
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _admin_dsn() -> str:
+    return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(False)
+
+
+async def _create_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(_admin_dsn(), timeout=5)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _drop_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(_admin_dsn(), timeout=5)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    name = f"medmesh_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_create_pg_database(name))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        message = f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(exc).__name__})"
+        if IN_CI:
+            pytest.fail(f"{message}; CI requires it (see .ci/run)")
+        pytest.skip(message)
+    url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
+
+    async def prepare() -> None:
+        database = Database(url)
+        await migrate.upgrade(database)
+        await database.dispose()
+
+    asyncio.run(prepare())
+    yield url
+    asyncio.run(_drop_pg_database(name))
+
+
+async def _truncate(database: Database) -> None:
+    tables = ", ".join(t.name for t in metadata.sorted_tables)
+    async with database.write() as conn:
+        await conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database URL on each backend in turn."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'medmesh.db'}"
+
+        async def prepare() -> None:
+            database = Database(url)
+            await migrate.upgrade(database)
+            await database.dispose()
+
+        asyncio.run(prepare())
+        return url
+    url = str(request.getfixturevalue("postgres_url"))
+
+    async def empty() -> None:
+        database = Database(url)
+        await _truncate(database)
+        await database.dispose()
+
+    asyncio.run(empty())
+    return url
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = Database(database_url)
+    yield db
+    await db.dispose()
+
+
+@dataclass(frozen=True, slots=True)
+class World:
+    """A patient with an assigned device and a clinician token."""
+
+    patient_id: str
+    device_id: str
+    device_secret: str
+    token: str
+
+    @property
+    def device_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.device_secret}"}
+
+    @property
+    def reader_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+ASSIGNED_SINCE = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+async def make_world(database: Database, identifier: str = "MRN-1") -> World:
+    patient = await admin.create_patient(
+        database, family="Doe", given="Jane", identifier=identifier, gender="female"
+    )
+    credential = await admin.register_device(database, display_name="Cuff", model="BP-1")
+    await admin.assign_device(database, credential.device_id, patient.id, ASSIGNED_SINCE)
+    token = await admin.issue_api_token(database, name="dr test", role=Role.CLINICIAN)
+    return World(patient.id, credential.device_id, credential.secret, token)
+
+
+@pytest.fixture
+async def world(database: Database) -> World:
+    return await make_world(database)
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The real app, in-process, with its lifespan run."""
+    app = create_app(Settings(database_url=database_url, auto_migrate=False))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+    ):
+        yield http

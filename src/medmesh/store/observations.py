@@ -129,10 +129,6 @@ class Observations:
             sql = sql.order_by(observations.c.effective, observations.c.id)
         return await self._fetch(sql.limit(query.limit).offset(query.offset))
 
-    async def count_for_device(self, device_id: str) -> int:
-        query = select(observations.c.id).where(observations.c.device_id == device_id)
-        return len((await self._conn.execute(query)).all())
-
     async def _fetch(self, sql: ColumnElement[bool] | object) -> list[StoredObservation]:
         rows = (await self._conn.execute(sql)).mappings().all()  # type: ignore[call-overload]
         panel_ids = [r["id"] for r in rows if r["value"] is None]

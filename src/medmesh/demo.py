@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from medmesh import admin
 from medmesh.access.principals import Role
@@ -99,7 +100,8 @@ async def run_demo(settings: Settings, *, patients: int, interval: float) -> Non
             return
         await asyncio.sleep(0.05)
     base_url = f"http://{settings.host}:{settings.port}"
-    print(f"medmesh is listening on {base_url} (database: {database.url.split('://')[0]})")
+    where = make_url(database.url).render_as_string(hide_password=True)
+    print(f"medmesh is listening on {base_url} (database: {where})")
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
     print(f"  clinician token (new for this run): {token}")
     print(

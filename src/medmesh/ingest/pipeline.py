@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from medmesh.domain.errors import InvalidReading, RejectReason
-from medmesh.domain.reading import Reading, observation_id
+from medmesh.domain.reading import Reading
 from medmesh.domain.registry import DeviceAssignment
 from medmesh.domain.validation import check_effective_time, resolve_measure, validate_values
 from medmesh.ingest.incoming import Incoming
@@ -25,6 +25,20 @@ class Rejection:
     message_id: str | None
     reason: RejectReason
     detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceBatch:
+    """Readings one device sent in one message or request.
+
+    `patient_id` is set when the sender names the patient itself (HL7 PID); otherwise the
+    patient is the one the device was assigned to at each reading's time.
+    """
+
+    device_id: str
+    channel: str
+    items: Sequence[Incoming]
+    patient_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -65,53 +79,81 @@ class IngestPipeline:
         return self._clock()
 
     async def ingest(self, device_id: str, channel: str, batch: Sequence[Incoming]) -> IngestResult:
-        """Store a device's batch. Returns after the commit; raises if the commit failed."""
-        received_at = self.now()
-        result = IngestResult()
-        refused: list[DeadLetter] = []
-
-        def refuse(index: int, item: Incoming, error: InvalidReading) -> None:
-            result.rejected.append(Rejection(index, item.message_id, error.reason, error.message))
-            refused.append(
-                DeadLetter(
-                    received_at,
-                    channel,
-                    device_id,
-                    item.message_id,
-                    error.reason.value,
-                    error.message,
-                    item.payload,
-                )
-            )
-
-        async with self._database.write() as conn:
-            history = await Assignments(conn).for_device(device_id)
-            valid: dict[str, Reading] = {}
-            for index, item in enumerate(batch):
-                try:
-                    if item.error is not None:
-                        raise item.error
-                    assert item.reading is not None
-                    raw = item.reading
-                    measure = resolve_measure(raw.measure)
-                    values = validate_values(measure, raw)
-                    check_effective_time(raw.effective, received_at, self._max_clock_skew)
-                    patient_id = _patient_at(history, raw.effective)
-                except InvalidReading as error:
-                    refuse(index, item, error)
-                    continue
-                oid = observation_id(device_id, raw.message_id)
-                if oid in valid:
-                    result.duplicates.append(raw.message_id)
-                    continue
-                valid[oid] = Reading(
-                    device_id, raw.message_id, patient_id, measure, raw.effective, values
-                )
-            observations = Observations(conn)
-            already = await observations.existing_ids(list(valid))
-            fresh = [r for oid, r in valid.items() if oid not in already]
-            result.duplicates.extend(valid[oid].message_id for oid in already)
-            await observations.add_batch(fresh, received_at)
-            await DeadLetters(conn).add_many(refused)
-            result.stored = [r.observation_id for r in fresh]
+        """Store one device's batch. Returns after the commit; raises if the commit failed."""
+        (result,) = await self.ingest_many([DeviceBatch(device_id, channel, batch)])
         return result
+
+    async def ingest_many(
+        self, batches: Sequence[DeviceBatch], refused: Sequence[DeadLetter] = ()
+    ) -> list[IngestResult]:
+        """Store several batches (and messages refused whole, as `refused`) in one transaction.
+
+        Adapters that receive many small messages (MQTT) commit them together and acknowledge
+        each only after this returns.
+        """
+        received_at = self.now()
+        results = [IngestResult() for _ in batches]
+        letters = list(refused)
+        fresh: list[Reading] = []
+        async with self._database.write() as conn:
+            observations = Observations(conn)
+            assignments = Assignments(conn)
+            histories: dict[str, Sequence[DeviceAssignment]] = {}
+            valid: dict[str, tuple[IngestResult, Reading]] = {}
+            for batch, result in zip(batches, results, strict=True):
+                if batch.patient_id is None and batch.device_id not in histories:
+                    histories[batch.device_id] = await assignments.for_device(batch.device_id)
+                for index, item in enumerate(batch.items):
+                    try:
+                        reading = self._validate(batch, item, histories, received_at)
+                    except InvalidReading as error:
+                        result.rejected.append(
+                            Rejection(index, item.message_id, error.reason, error.message)
+                        )
+                        letters.append(_dead_letter(batch, item, error, received_at))
+                        continue
+                    if reading.observation_id in valid:
+                        result.duplicates.append(reading.message_id)
+                        continue
+                    valid[reading.observation_id] = (result, reading)
+            already = await observations.existing_ids(list(valid))
+            for oid, (result, reading) in valid.items():
+                if oid in already:
+                    result.duplicates.append(reading.message_id)
+                else:
+                    result.stored.append(oid)
+                    fresh.append(reading)
+            await observations.add_batch(fresh, received_at)
+            await DeadLetters(conn).add_many(letters)
+        return results
+
+    def _validate(
+        self,
+        batch: DeviceBatch,
+        item: Incoming,
+        histories: dict[str, Sequence[DeviceAssignment]],
+        received_at: datetime,
+    ) -> Reading:
+        if item.error is not None:
+            raise item.error
+        assert item.reading is not None
+        raw = item.reading
+        measure = resolve_measure(raw.measure)
+        values = validate_values(measure, raw)
+        check_effective_time(raw.effective, received_at, self._max_clock_skew)
+        patient_id = batch.patient_id or _patient_at(histories[batch.device_id], raw.effective)
+        return Reading(batch.device_id, raw.message_id, patient_id, measure, raw.effective, values)
+
+
+def _dead_letter(
+    batch: DeviceBatch, item: Incoming, error: InvalidReading, received_at: datetime
+) -> DeadLetter:
+    return DeadLetter(
+        received_at,
+        batch.channel,
+        batch.device_id,
+        item.message_id,
+        error.reason.value,
+        error.message,
+        item.payload,
+    )

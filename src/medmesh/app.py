@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -13,10 +15,17 @@ from medmesh.access.headers import SecurityHeaders
 from medmesh.config import Settings
 from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.router import router as fhir_router
+from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
+from medmesh.ingest.mqtt import MqttIngest
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store import migrate
 from medmesh.store.database import Database
+
+
+def build_formats(settings: Settings) -> Formats:
+    """Every payload format the adapters accept."""
+    return Formats(settings.max_batch_readings)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,13 +36,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         database = Database(settings.database_url)
         if settings.auto_migrate:
             await migrate.upgrade(database)
-        app.state.database = database
-        app.state.pipeline = IngestPipeline(
+        pipeline = IngestPipeline(
             database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
         )
+        formats = build_formats(settings)
+        app.state.database = database
+        app.state.pipeline = pipeline
+        app.state.formats = formats
+        tasks: list[asyncio.Task[None]] = []
+        mqtt = settings.mqtt()
+        if mqtt is not None:
+            app.state.mqtt = MqttIngest(mqtt, database, pipeline, formats)
+            tasks.append(asyncio.create_task(app.state.mqtt.run()))
         try:
             yield
         finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await database.dispose()
 
     app = FastAPI(

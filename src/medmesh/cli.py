@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 import uvicorn
 
 from medmesh import admin
+from medmesh.access.credentials import new_secret
+from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import Role
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError
 from medmesh.store import migrate
 from medmesh.store.database import Database
+from medmesh.store.registry import Devices
 
 app = typer.Typer(help="medmesh: connected medical devices in, FHIR R4 out.", no_args_is_help=True)
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
@@ -146,6 +150,62 @@ def device_register(
     typer.echo(f"device id:     {credential.device_id}")
     typer.echo(f"device secret: {credential.secret}")
     typer.echo("Store the secret on the device now; medmesh keeps only its hash.")
+
+
+@device_app.command("broker-credentials")
+def device_broker_credentials(
+    device_id: str,
+    password_file: Annotated[
+        Path, typer.Option(help="Mosquitto password file to add the device to")
+    ] = Path("deploy/mosquitto/passwd"),
+) -> None:
+    """Give a device its own MQTT login (user name = device id) in a Mosquitto password file.
+
+    Prints the password once; reload Mosquitto (SIGHUP) to apply.
+    """
+
+    async def check(db: Database) -> None:
+        async with db.read() as conn:
+            await Devices(conn).get(device_id)
+
+    _run(check)
+    password = new_secret("mqp")
+    set_password(password_file, device_id, password)
+    typer.echo(f"broker user:     {device_id}")
+    typer.echo(f"broker password: {password}")
+    typer.echo(f"written to {password_file}; reload the broker (kill -HUP) to apply.")
+
+
+@app.command("broker-user")
+def broker_user(
+    username: Annotated[str, typer.Argument(help="e.g. medmesh-ingest")],
+    password_file: Annotated[Path, typer.Option()] = Path("deploy/mosquitto/passwd"),
+) -> None:
+    """Add a platform (non-device) user, such as the ingest workers', to the password file."""
+    password = new_secret("mqp")
+    set_password(password_file, username, password)
+    typer.echo(f"broker password for {username}: {password}")
+
+
+@app.command("ingest-worker")
+def ingest_worker(
+    client_id: Annotated[
+        str | None, typer.Option(help="Unique per worker; default MEDMESH_MQTT_CLIENT_ID")
+    ] = None,
+) -> None:
+    """Run an MQTT ingest worker only (no HTTP); start several to share the load."""
+    from medmesh.worker import run_ingest_worker
+
+    settings = Settings()
+    if client_id:
+        settings = settings.model_copy(update={"mqtt_client_id": client_id})
+    if settings.mqtt() is None:
+        typer.echo("error: set MEDMESH_MQTT_HOST to the broker", err=True)
+        raise typer.Exit(2)
+    try:
+        asyncio.run(run_ingest_worker(settings))
+    except KeyboardInterrupt:
+        typer.echo("stopped")
 
 
 @device_app.command("rotate-secret")

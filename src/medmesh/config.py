@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from medmesh.ingest.mqtt import MqttSettings
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDMESH_", env_file=".env", extra="ignore")
@@ -21,3 +23,32 @@ class Settings(BaseSettings):
     )
     max_batch_readings: int = 1000
     max_body_bytes: int = 1_000_000
+
+    mqtt_host: str | None = Field(None, description="MQTT broker host; unset: no MQTT ingest")
+    mqtt_port: int = 1883
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_client_id: str = Field(
+        "medmesh-ingest", description="Unique per ingest worker; keeps its broker session"
+    )
+    mqtt_shared_group: str | None = Field(
+        "medmesh-ingest", description="MQTT 5 shared subscription group; empty: no sharing"
+    )
+    mqtt_ca_file: str | None = Field(None, description="CA bundle to verify the broker (TLS)")
+    mqtt_cert_file: str | None = Field(None, description="Client certificate (mutual TLS)")
+    mqtt_key_file: str | None = None
+
+    def mqtt(self) -> MqttSettings | None:
+        if not self.mqtt_host:
+            return None
+        return MqttSettings(
+            host=self.mqtt_host,
+            port=self.mqtt_port,
+            username=self.mqtt_username,
+            password=self.mqtt_password,
+            client_id=self.mqtt_client_id,
+            shared_group=self.mqtt_shared_group or None,
+            ca_file=self.mqtt_ca_file,
+            cert_file=self.mqtt_cert_file,
+            key_file=self.mqtt_key_file,
+        )

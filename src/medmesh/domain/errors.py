@@ -22,6 +22,10 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future-timestamp"
     NO_PATIENT = "no-patient-assigned"
     MALFORMED_BODY = "malformed-body"
+    UNKNOWN_DEVICE = "unknown-device"
+    DEVICE_MISMATCH = "device-mismatch"
+    UNKNOWN_TOPIC = "unknown-topic"
+    UNKNOWN_FORMAT = "unknown-format"
 
 
 class InvalidReading(MedmeshError):

@@ -14,6 +14,7 @@ from medmesh.domain.vocabulary import (
     measure_by_code,
     quantity_by_code,
 )
+from medmesh.store.device_status import DeviceStatus
 from medmesh.store.observations import StoredObservation
 
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -115,7 +116,46 @@ def patient(record: Patient) -> dict[str, Any]:
     return resource
 
 
-def device(record: Device, patient_id: str | None) -> dict[str, Any]:
+LAST_SEEN_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/device-last-seen"
+
+
+def _device_status(resource: dict[str, Any], status: DeviceStatus) -> None:
+    """Last seen as an extension (R4 Device has no such element); battery and connectivity
+    as Device.property; firmware as Device.version."""
+    resource["extension"] = [
+        {"url": LAST_SEEN_EXTENSION, "valueDateTime": instant(status.last_seen)}
+    ]
+    properties: list[dict[str, Any]] = []
+    if status.battery_percent is not None:
+        properties.append(
+            {
+                "type": {"text": "battery-level"},
+                "valueQuantity": [
+                    {
+                        "value": _number(status.battery_percent),
+                        "unit": "%",
+                        "system": UCUM,
+                        "code": "%",
+                    }
+                ],
+            }
+        )
+    if status.online is not None:
+        properties.append(
+            {
+                "type": {"text": "connectivity"},
+                "valueCode": [{"text": "online" if status.online else "offline"}],
+            }
+        )
+    if properties:
+        resource["property"] = properties
+    if status.firmware:
+        resource["version"] = [{"type": {"text": "firmware"}, "value": status.firmware}]
+
+
+def device(
+    record: Device, patient_id: str | None, status: DeviceStatus | None = None
+) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Device",
         "id": record.id,
@@ -130,4 +170,6 @@ def device(record: Device, patient_id: str | None) -> dict[str, Any]:
         resource["serialNumber"] = record.serial_number
     if patient_id is not None:
         resource["patient"] = {"reference": f"Patient/{patient_id}"}
+    if status is not None:
+        _device_status(resource, status)
     return resource

@@ -23,6 +23,7 @@ from medmesh.fhir.search import (
     single,
 )
 from medmesh.store.database import Database
+from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import Observations
 from medmesh.store.registry import Assignments, Devices, Patients
 
@@ -83,9 +84,10 @@ async def _device_resource(request: Request, device_id: str) -> dict[str, Any]:
     async with _db(request).read() as conn:
         record = await Devices(conn).get(device_id)
         history = await Assignments(conn).for_device(device_id)
+        status = await DeviceStatuses(conn).get(device_id)
     now = datetime.now(UTC)
     current = next((a.patient_id for a in history if a.covers(now)), None)
-    return resources.device(record, current)
+    return resources.device(record, current, status)
 
 
 @router.get("/Device/{device_id}", summary="Read a Device")

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 
 from medmesh.access.http import require_device
 from medmesh.access.principals import DevicePrincipal
-from medmesh.domain.errors import PayloadTooLarge
-from medmesh.ingest.native import MalformedBody, parse_body
+from medmesh.domain.errors import InvalidReading, PayloadTooLarge
+from medmesh.ingest.formats import NATIVE, Formats
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 
@@ -47,6 +47,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 @router.post(
+    "/readings/{format_name:path}",
+    status_code=202,
+    response_model=IngestReceipt,
+    summary="Send readings in another registered format (e.g. omh)",
+)
+async def post_readings_in_format(
+    format_name: str, request: Request, device: DevicePrincipal = Depends(require_device)
+) -> IngestReceipt:
+    return await _ingest(request, device, format_name)
+
+
+@router.post(
     "/readings",
     status_code=202,
     response_model=IngestReceipt,
@@ -61,12 +73,17 @@ async def _read_body(request: Request, limit: int) -> bytes:
 async def post_readings(
     request: Request, device: DevicePrincipal = Depends(require_device)
 ) -> IngestReceipt:
+    return await _ingest(request, device, NATIVE)
+
+
+async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -> IngestReceipt:
     settings = request.app.state.settings
     pipeline: IngestPipeline = request.app.state.pipeline
+    formats: Formats = request.app.state.formats
     body = await _read_body(request, settings.max_body_bytes)
     try:
-        batch = parse_body(body, settings.max_batch_readings)
-    except MalformedBody as exc:
+        batch = formats.parse(format_name, body, device.device_id)
+    except InvalidReading as exc:
         async with request.app.state.database.write() as conn:
             await DeadLetters(conn).add_many(
                 [

@@ -94,15 +94,24 @@ def _message_id(item: Any) -> str | None:
     return None
 
 
-def parse_body(body: bytes, max_readings: int) -> list[Incoming]:
+def parse_body(body: bytes, max_readings: int, device_id: str | None = None) -> list[Incoming]:
     """Split a native JSON body into one `Incoming` per reading; raise MalformedBody if it is
-    not a readings document at all."""
+    not a readings document at all.
+
+    The optional top-level `device` names the sender; when given it must be `device_id`, the
+    device the credential or topic belongs to.
+    """
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise MalformedBody("the body is not valid JSON") from None
     if not isinstance(document, dict) or not isinstance(document.get("readings"), list):
         raise MalformedBody("the body must be an object with a 'readings' array")
+    claimed = document.get("device")
+    if claimed is not None and device_id is not None and claimed != device_id:
+        raise InvalidReading(
+            RejectReason.DEVICE_MISMATCH, "the body names a different device than the sender"
+        )
     items: list[Any] = document["readings"]
     if len(items) > max_readings:
         raise MalformedBody(f"a batch holds at most {max_readings} readings")

@@ -15,6 +15,7 @@ from medmesh.domain.validation import check_effective_time, resolve_measure, val
 from medmesh.ingest.incoming import Incoming
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
+from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import Observations
 from medmesh.store.registry import Assignments
 
@@ -125,6 +126,7 @@ class IngestPipeline:
                     fresh.append(reading)
             await observations.add_batch(fresh, received_at)
             await DeadLetters(conn).add_many(letters)
+            await DeviceStatuses(conn).seen([b.device_id for b in batches], received_at)
         return results
 
     def _validate(

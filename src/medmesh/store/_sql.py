@@ -14,3 +14,14 @@ def insert_ignoring_duplicates(conn: AsyncConnection, table: Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def upsert(
+    conn: AsyncConnection, table: Table, key: list[str], values: dict[str, Any], update: list[str]
+) -> Any:
+    """INSERT … ON CONFLICT (key) DO UPDATE SET the `update` columns from the new row."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(**values)
+    return statement.on_conflict_do_update(
+        index_elements=key, set_={c: statement.excluded[c] for c in update}
+    )

@@ -138,6 +138,12 @@ class Devices:
             raise NotFound("Device not found")
         return _device(row)
 
+    async def existing_ids(self, device_ids: Sequence[str]) -> set[str]:
+        if not device_ids:
+            return set()
+        query = select(devices.c.id).where(devices.c.id.in_(device_ids))
+        return set((await self._conn.execute(query)).scalars())
+
     async def find_by_secret_hash(self, secret_hash: str) -> Device | None:
         query = select(devices).where(devices.c.secret_hash == secret_hash)
         row = (await self._conn.execute(query)).mappings().first()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Date,
     Float,
@@ -52,6 +53,19 @@ devices = Table(
     # SHA-256 of the device's high-entropy secret; the secret itself is shown once and not kept.
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+device_status = Table(
+    "device_status",
+    metadata,
+    Column("device_id", String(36), ForeignKey("devices.id"), primary_key=True),
+    # When the platform last heard from the device, on any channel.
+    Column("last_seen", UTCDateTime, nullable=False),
+    # As the device last reported them (status topic, or its MQTT last will for `online`).
+    Column("online", Boolean, nullable=True),
+    Column("battery_percent", Float, nullable=True),
+    Column("firmware", String(64), nullable=True),
+    Column("reported_at", UTCDateTime, nullable=True),
 )
 
 device_assignments = Table(

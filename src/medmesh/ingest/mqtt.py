@@ -1,0 +1,209 @@
+"""MQTT ingest through a real broker, with aiomqtt.
+
+Topics (`{device}` is the device id, which is also its broker user name):
+
+    medmesh/v1/devices/{device}/readings            native JSON batch
+    medmesh/v1/devices/{device}/readings/{format}   another registered format (e.g. omh)
+    medmesh/v1/devices/{device}/status              battery, firmware, online (and last will)
+
+Delivery is QoS 1 with manual acknowledgement: a PUBACK is sent only after the message's
+readings (or its dead letter) are committed. A worker that dies before that leaves the message
+unacknowledged in its persistent session, and the broker delivers it again on reconnect; the
+(device, message id) dedupe keeps the reading single. Several workers share the load through
+an MQTT 5 shared subscription (`$share/{group}/…`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from medmesh.domain.errors import InvalidReading, RejectReason
+from medmesh.ingest.formats import NATIVE, Formats
+from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
+from medmesh.ingest.status import parse_status
+from medmesh.store.database import Database
+from medmesh.store.dead_letters import DeadLetter
+from medmesh.store.device_status import DeviceStatuses
+from medmesh.store.registry import Devices
+
+log = logging.getLogger(__name__)
+
+TOPIC_ROOT = "medmesh/v1/devices"
+READINGS_FILTER = f"{TOPIC_ROOT}/+/readings/#"
+STATUS_FILTER = f"{TOPIC_ROOT}/+/status"
+MAX_DEAD_LETTER_PAYLOAD = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    client_id: str = "medmesh-ingest"
+    shared_group: str | None = "medmesh-ingest"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    max_batch: int = 500
+    session_expiry_seconds: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    device_id: str
+    kind: str  # "readings" or "status"
+    format: str
+
+
+def parse_topic(topic: str) -> Topic | None:
+    parts = topic.split("/")
+    if len(parts) < 5 or "/".join(parts[:3]) != TOPIC_ROOT or not parts[3]:
+        return None
+    device_id, kind, rest = parts[3], parts[4], parts[5:]
+    if kind == "readings":
+        return Topic(device_id, kind, "/".join(rest) if rest else NATIVE)
+    if kind == "status" and not rest:
+        return Topic(device_id, kind, "status")
+    return None
+
+
+def _payload_bytes(message: aiomqtt.Message) -> bytes:
+    payload = message.payload
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return str(payload).encode() if payload is not None else b""
+
+
+class MqttIngest:
+    """One ingest worker: subscribes, commits micro-batches, acknowledges after commit."""
+
+    def __init__(
+        self, settings: MqttSettings, database: Database, pipeline: IngestPipeline, formats: Formats
+    ) -> None:
+        self._settings = settings
+        self._database = database
+        self._pipeline = pipeline
+        self._formats = formats
+        self._known_devices: set[str] = set()
+        self.processed = 0
+        self.connected = asyncio.Event()
+
+    def _client(self) -> aiomqtt.Client:
+        s = self._settings
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = s.session_expiry_seconds
+        properties.ReceiveMaximum = s.max_batch  # lets the broker send a whole micro-batch
+        tls = None
+        if s.ca_file or s.cert_file:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=s.ca_file, certfile=s.cert_file, keyfile=s.key_file
+            )
+        return aiomqtt.Client(
+            s.host,
+            s.port,
+            identifier=s.client_id,
+            username=s.username,
+            password=s.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,  # keep the session: unacknowledged messages come back
+            properties=properties,
+            tls_params=tls,
+        )
+
+    async def run(self) -> None:
+        """Consume until cancelled, reconnecting after broker or database failures."""
+        delay = 0.5
+        while True:
+            try:
+                await self._consume()
+            except (aiomqtt.MqttError, OSError) as exc:
+                log.warning("MQTT ingest disconnected (%s); reconnecting", type(exc).__name__)
+            except Exception as exc:  # a failed commit: drop the session's unacked messages
+                log.error("MQTT ingest batch failed (%s); reconnecting", type(exc).__name__)
+            self.connected.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _consume(self) -> None:
+        s = self._settings
+        async with self._client() as client:
+            # aiomqtt has no manual-ack switch; paho (its engine) does. PUBACK is ours to send.
+            paho = client._client
+            paho.manual_ack_set(True)
+            prefix = f"$share/{s.shared_group}/" if s.shared_group else ""
+            await client.subscribe(prefix + READINGS_FILTER, qos=1)
+            await client.subscribe(prefix + STATUS_FILTER, qos=1)
+            self.connected.set()
+            log.info("MQTT ingest subscribed as %s", s.client_id)
+            messages = client.messages
+            async for first in messages:
+                pending = [first]
+                while len(messages) > 0 and len(pending) < s.max_batch:
+                    pending.append(await anext(messages))
+                await self.process(pending)
+                for message in pending:
+                    if message.qos > 0:
+                        paho.ack(message.mid, message.qos)
+                self.processed += len(pending)
+
+    async def _is_known(self, device_ids: set[str]) -> set[str]:
+        unknown = device_ids - self._known_devices
+        if unknown:
+            async with self._database.read() as conn:
+                found = await Devices(conn).existing_ids(list(unknown))
+            self._known_devices |= found
+        return device_ids & self._known_devices
+
+    async def process(self, messages: Sequence[aiomqtt.Message]) -> None:
+        """Store a micro-batch of messages: readings, status reports and dead letters."""
+        now = datetime.now(UTC)
+        topics = [parse_topic(m.topic.value) for m in messages]
+        known = await self._is_known({t.device_id for t in topics if t is not None})
+        batches: list[DeviceBatch] = []
+        refused: list[DeadLetter] = []
+        reports = []
+
+        def refuse(device_id: str | None, reason: RejectReason, detail: str, body: bytes) -> None:
+            payload = body[:MAX_DEAD_LETTER_PAYLOAD].decode(errors="replace")
+            refused.append(DeadLetter(now, "mqtt", device_id, None, reason.value, detail, payload))
+
+        for message, topic in zip(messages, topics, strict=True):
+            body = _payload_bytes(message)
+            if topic is None:
+                refuse(
+                    None, RejectReason.UNKNOWN_TOPIC, "topic is not a medmesh device topic", body
+                )
+                continue
+            if topic.device_id not in known:
+                refuse(topic.device_id, RejectReason.UNKNOWN_DEVICE, "no such device", body)
+                continue
+            try:
+                if topic.kind == "status":
+                    reports.append((topic.device_id, parse_status(body)))
+                else:
+                    items = self._formats.parse(topic.format, body, topic.device_id)
+                    batches.append(DeviceBatch(topic.device_id, "mqtt", items))
+            except InvalidReading as exc:
+                refuse(topic.device_id, exc.reason, exc.message, body)
+        if batches or refused:
+            await self._pipeline.ingest_many(batches, refused)
+        if reports:
+            async with self._database.write() as conn:
+                statuses = DeviceStatuses(conn)
+                for device_id, report in reports:
+                    await statuses.report(
+                        device_id,
+                        now,
+                        online=report.online,
+                        battery_percent=report.battery_percent,
+                        firmware=report.firmware,
+                    )

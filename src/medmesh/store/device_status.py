@@ -1,0 +1,97 @@
+"""Repository for what the platform knows of each device's state: last seen, battery,
+firmware, connectivity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.store._sql import upsert
+from medmesh.store.schema import device_status
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    device_id: str
+    last_seen: datetime
+    online: bool | None = None
+    battery_percent: float | None = None
+    firmware: str | None = None
+    reported_at: datetime | None = None
+
+
+class DeviceStatuses:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def seen(self, device_ids: Iterable[str], at: datetime) -> None:
+        """Record that each device was heard from at `at`."""
+        for device_id in dict.fromkeys(device_ids):
+            await self._conn.execute(
+                upsert(
+                    self._conn,
+                    device_status,
+                    ["device_id"],
+                    {"device_id": device_id, "last_seen": at},
+                    ["last_seen"],
+                )
+            )
+
+    async def report(
+        self,
+        device_id: str,
+        at: datetime,
+        *,
+        online: bool | None,
+        battery_percent: float | None,
+        firmware: str | None,
+    ) -> None:
+        """Record a status report; fields the report leaves out keep their earlier value."""
+        current = await self.get(device_id)
+        # A report of going offline is usually the broker publishing the device's last will:
+        # it is not a sign of life, so it leaves last_seen alone.
+        last_seen = at if online is not False or current is None else current.last_seen
+        values = {
+            "device_id": device_id,
+            "last_seen": last_seen,
+            "online": online if online is not None else current and current.online,
+            "battery_percent": battery_percent
+            if battery_percent is not None
+            else current and current.battery_percent,
+            "firmware": firmware if firmware is not None else current and current.firmware,
+            "reported_at": at,
+        }
+        await self._conn.execute(
+            upsert(
+                self._conn,
+                device_status,
+                ["device_id"],
+                values,
+                [k for k in values if k != "device_id"],
+            )
+        )
+
+    async def get(self, device_id: str) -> DeviceStatus | None:
+        row = (
+            (
+                await self._conn.execute(
+                    select(device_status).where(device_status.c.device_id == device_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            return None
+        return DeviceStatus(
+            row["device_id"],
+            row["last_seen"],
+            row["online"],
+            row["battery_percent"],
+            row["firmware"],
+            row["reported_at"],
+        )

@@ -161,3 +161,12 @@ async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
     ):
         yield http
+
+
+from tests.mosquitto_broker import (  # noqa: E402  (fixtures shared by the MQTT tests)
+    broker_certificates,
+    broker_dir,
+    start_broker,
+)
+
+__all__ = ["broker_certificates", "broker_dir", "start_broker"]

@@ -26,6 +26,7 @@ class RejectReason(StrEnum):
     DEVICE_MISMATCH = "device-mismatch"
     UNKNOWN_TOPIC = "unknown-topic"
     UNKNOWN_FORMAT = "unknown-format"
+    STORAGE_ERROR = "storage-error"
 
 
 class InvalidReading(MedmeshError):

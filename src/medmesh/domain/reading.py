@@ -14,6 +14,14 @@ from medmesh.domain.vocabulary import Measure
 _OBSERVATION_NAMESPACE = uuid.UUID("6f1c9a52-5d1e-4f0e-9a57-3c2b8d7e4a10")
 
 
+MAX_MESSAGE_ID_LENGTH = 128
+
+
+def is_valid_message_id(message_id: str) -> bool:
+    """1 to 128 printable characters: no control characters (NUL cannot be stored at all)."""
+    return 0 < len(message_id) <= MAX_MESSAGE_ID_LENGTH and message_id.isprintable()
+
+
 def observation_id(device_id: str, message_id: str) -> str:
     """The stable id of the observation a device's message becomes."""
     return str(uuid.uuid5(_OBSERVATION_NAMESPACE, f"{device_id}\x1f{message_id}"))

@@ -94,7 +94,7 @@ async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -
                         None,
                         exc.reason.value,
                         exc.message,
-                        body[:MAX_DEAD_LETTER_PAYLOAD].decode(errors="replace"),
+                        body[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", "surrogateescape"),
                     )
                 ]
             )

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from sqlalchemy.exc import SQLAlchemyError
 
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.ingest.formats import NATIVE, Formats
@@ -40,6 +41,7 @@ TOPIC_ROOT = "medmesh/v1/devices"
 READINGS_FILTER = f"{TOPIC_ROOT}/+/readings/#"
 STATUS_FILTER = f"{TOPIC_ROOT}/+/status"
 MAX_DEAD_LETTER_PAYLOAD = 65_536
+MAX_DEVICE_ID_LENGTH = 36  # device ids are UUIDs
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,8 @@ def parse_topic(topic: str) -> Topic | None:
     if len(parts) < 5 or "/".join(parts[:3]) != TOPIC_ROOT or not parts[3]:
         return None
     device_id, kind, rest = parts[3], parts[4], parts[5:]
+    if len(device_id) > MAX_DEVICE_ID_LENGTH or not device_id.isprintable():
+        return None
     if kind == "readings":
         return Topic(device_id, kind, "/".join(rest) if rest else NATIVE)
     if kind == "status" and not rest:
@@ -126,7 +130,10 @@ class MqttIngest:
             try:
                 await self._consume()
             except (aiomqtt.MqttError, OSError) as exc:
-                log.warning("MQTT ingest disconnected (%s); reconnecting", type(exc).__name__)
+                # Connection-level errors (refused, lost, not authorised): no message content.
+                log.warning(
+                    "MQTT ingest disconnected (%s: %s); reconnecting", type(exc).__name__, exc
+                )
             except Exception as exc:  # a failed commit: drop the session's unacked messages
                 log.error("MQTT ingest batch failed (%s); reconnecting", type(exc).__name__)
             self.connected.clear()
@@ -149,11 +156,56 @@ class MqttIngest:
                 pending = [first]
                 while len(messages) > 0 and len(pending) < s.max_batch:
                     pending.append(await anext(messages))
-                await self.process(pending)
+                await self._process_isolating_poison(pending)
                 for message in pending:
                     if message.qos > 0:
                         paho.ack(message.mid, message.qos)
                 self.processed += len(pending)
+
+    async def _process_isolating_poison(self, messages: Sequence[aiomqtt.Message]) -> None:
+        """Process a micro-batch; if it cannot be stored, find the message that breaks it.
+
+        Without this, a message the database refuses would come back after every reconnect
+        and block the queue for good. Each message is retried alone; one that still fails is
+        dead-lettered (reason storage-error) so the rest can be acknowledged. If even that
+        fails, the database is down: the error propagates, nothing is acknowledged, and the
+        broker redelivers later.
+        """
+        try:
+            await self.process(messages)
+            return
+        except SQLAlchemyError:
+            if len(messages) == 1 and not await self._dead_letter_unstorable(messages[0]):
+                raise
+            if len(messages) == 1:
+                return
+        for message in messages:
+            try:
+                await self.process([message])
+            except SQLAlchemyError:
+                if not await self._dead_letter_unstorable(message):
+                    raise
+
+    async def _dead_letter_unstorable(self, message: aiomqtt.Message) -> bool:
+        topic = parse_topic(message.topic.value)
+        letter = DeadLetter(
+            datetime.now(UTC),
+            "mqtt",
+            None,  # the topic may be what the database refused
+            None,
+            RejectReason.STORAGE_ERROR.value,
+            "the message could not be stored",
+            _payload_bytes(message)[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", "surrogateescape"),
+        )
+        try:
+            await self._pipeline.ingest_many([], [letter])
+        except SQLAlchemyError:
+            return False
+        log.error(
+            "dead-lettered an MQTT message the database refused (device topic: %s)",
+            "yes" if topic else "no",
+        )
+        return True
 
     async def _is_known(self, device_ids: set[str]) -> set[str]:
         unknown = device_ids - self._known_devices
@@ -173,7 +225,7 @@ class MqttIngest:
         reports = []
 
         def refuse(device_id: str | None, reason: RejectReason, detail: str, body: bytes) -> None:
-            payload = body[:MAX_DEAD_LETTER_PAYLOAD].decode(errors="replace")
+            payload = body[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", "surrogateescape")
             refused.append(DeadLetter(now, "mqtt", device_id, None, reason.value, detail, payload))
 
         for message, topic in zip(messages, topics, strict=True):

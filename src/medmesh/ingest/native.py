@@ -19,10 +19,9 @@ from typing import Any
 import orjson
 
 from medmesh.domain.errors import InvalidReading, RejectReason
-from medmesh.domain.reading import RawReading
+from medmesh.domain.reading import MAX_MESSAGE_ID_LENGTH as MAX_MESSAGE_ID_LENGTH
+from medmesh.domain.reading import RawReading, is_valid_message_id
 from medmesh.ingest.incoming import Incoming
-
-MAX_MESSAGE_ID_LENGTH = 128
 
 
 class MalformedBody(InvalidReading):
@@ -75,8 +74,8 @@ def parse_item(item: Any) -> RawReading:
     if not isinstance(item, dict):
         raise _malformed("each reading must be a JSON object")
     message_id = _text(item, "id")
-    if len(message_id) > MAX_MESSAGE_ID_LENGTH:
-        raise _malformed(f"field 'id' is longer than {MAX_MESSAGE_ID_LENGTH} characters")
+    if not is_valid_message_id(message_id):
+        raise _malformed(f"field 'id' must be 1 to {MAX_MESSAGE_ID_LENGTH} printable characters")
     return RawReading(
         message_id=message_id,
         measure=_text(item, "type"),
@@ -89,7 +88,7 @@ def parse_item(item: Any) -> RawReading:
 def _message_id(item: Any) -> str | None:
     if isinstance(item, dict):
         value = item.get("id")
-        if isinstance(value, str) and 0 < len(value) <= MAX_MESSAGE_ID_LENGTH:
+        if isinstance(value, str) and is_valid_message_id(value):
             return value
     return None
 

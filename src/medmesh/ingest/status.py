@@ -44,6 +44,8 @@ def parse_status(body: bytes) -> StatusReport:
         if not math.isfinite(battery) or not 0 <= battery <= 100:
             raise _malformed("'battery' must be between 0 and 100")
     firmware = document.get("firmware")
-    if firmware is not None and (not isinstance(firmware, str) or not 0 < len(firmware) <= 64):
-        raise _malformed("'firmware' must be a string of at most 64 characters")
+    if firmware is not None and (
+        not isinstance(firmware, str) or not 0 < len(firmware) <= 64 or not firmware.isprintable()
+    ):
+        raise _malformed("'firmware' must be 1 to 64 printable characters")
     return StatusReport(online, None if battery is None else float(battery), firmware)

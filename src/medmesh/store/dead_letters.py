@@ -19,7 +19,7 @@ class DeadLetter:
     message_id: str | None
     reason: str
     detail: str
-    payload: str
+    payload: str  # as received; undecodable bytes kept as surrogate escapes
 
 
 class DeadLetters:
@@ -39,7 +39,7 @@ class DeadLetters:
                     "message_id": d.message_id,
                     "reason": d.reason,
                     "detail": d.detail[:500],
-                    "payload": d.payload,
+                    "payload": d.payload.encode("utf-8", "surrogateescape"),
                 }
                 for d in letters
             ],
@@ -60,7 +60,7 @@ class DeadLetters:
                 r["message_id"],
                 r["reason"],
                 r["detail"],
-                r["payload"],
+                bytes(r["payload"]).decode("utf-8", "surrogateescape"),
             )
             for r in (await self._conn.execute(query)).mappings()
         ]

@@ -10,10 +10,10 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
-    Text,
     UniqueConstraint,
 )
 
@@ -123,8 +123,9 @@ dead_letters = Table(
     Column("message_id", String(128), nullable=True),
     Column("reason", String(32), nullable=False),
     Column("detail", String(500), nullable=False),
-    # The refused input as received (health data: kept for reprocessing, never logged).
-    Column("payload", Text, nullable=False),
+    # The refused input as received (health data: kept for reprocessing, never logged). Bytes,
+    # because refused input may hold anything, NUL included, which PostgreSQL text refuses.
+    Column("payload", LargeBinary, nullable=False),
     Index(None, "device_id", "received_at"),
 )
 

@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=128), nullable=True),
         sa.Column("reason", sa.String(length=32), nullable=False),
         sa.Column("detail", sa.String(length=500), nullable=False),
-        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_dead_letters")),
     )
     op.create_index(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -67,10 +69,12 @@ def serve(
     from medmesh.app import create_app
 
     settings = Settings()
-    host = host or settings.host
-    port = port or settings.port
+    host = host if host is not None else settings.host
+    port = port if port is not None else settings.port
     typer.echo(f"medmesh listening on http://{host}:{port} (FHIR base http://{host}:{port}/fhir)")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # uvicorn's access log would record query strings (search parameters): RequestLog instead.
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
 
 
 @app.command()
@@ -190,15 +194,21 @@ def broker_user(
 @app.command("ingest-worker")
 def ingest_worker(
     client_id: Annotated[
-        str | None, typer.Option(help="Unique per worker; default MEDMESH_MQTT_CLIENT_ID")
+        str | None,
+        typer.Option(
+            help="Unique and stable per worker (its broker session); "
+            "default MEDMESH_MQTT_CLIENT_ID-worker-HOSTNAME"
+        ),
     ] = None,
 ) -> None:
     """Run an MQTT ingest worker only (no HTTP); start several to share the load."""
     from medmesh.worker import run_ingest_worker
 
     settings = Settings()
-    if client_id:
-        settings = settings.model_copy(update={"mqtt_client_id": client_id})
+    # Distinct from `serve`'s client id, so a worker and a server on one host do not take
+    # over each other's broker session.
+    default_id = f"{settings.mqtt_client_id}-worker-{socket.gethostname()}"
+    settings = settings.model_copy(update={"mqtt_client_id": client_id or default_id})
     if settings.mqtt() is None:
         typer.echo("error: set MEDMESH_MQTT_HOST to the broker", err=True)
         raise typer.Exit(2)

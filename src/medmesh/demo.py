@@ -90,7 +90,11 @@ async def run_demo(settings: Settings, *, patients: int, interval: float) -> Non
 
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings), host=settings.host, port=settings.port, log_level="warning"
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_level="warning",
+            access_log=False,
         )
     )
     serving = asyncio.create_task(server.serve())

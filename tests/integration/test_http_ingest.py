@@ -198,3 +198,18 @@ async def test_one_device_cannot_write_for_another(
             await conn.execute(select(observations.c.device_id, observations.c.patient_id))
         ).all()
     assert owners == [(second.device_id, second.patient_id)]
+
+
+async def test_concurrent_resends_are_reported_as_stored_exactly_once(
+    client: httpx.AsyncClient, world: World, database: Database
+) -> None:
+    import asyncio
+
+    batch = {"readings": minute_series(300)}
+    receipts = await asyncio.gather(
+        *(client.post(URL, json=batch, headers=world.device_headers) for _ in range(4))
+    )
+    bodies = [r.json() for r in receipts]
+    assert sum(b["accepted"] for b in bodies) == 300
+    assert sum(b["duplicates"] for b in bodies) == 900
+    assert await _count(database) == 300

@@ -88,5 +88,6 @@ def convert(value: float, unit: str, to_unit: str) -> float:
         return value
     forward = _BY_PAIR.get((ucum, to_unit))
     if forward is None:
-        raise UnitNotConvertible(f"unit {unit!r} cannot be converted to {to_unit!r}")
+        shown = unit if len(unit) <= 24 else unit[:24] + "…"
+        raise UnitNotConvertible(f"unit {shown!r} cannot be converted to {to_unit!r}")
     return forward(value)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from medmesh.domain.errors import InvalidReading, RejectReason, UnitNotConvertible
 from medmesh.domain.reading import MeasuredValue, RawReading
-from medmesh.domain.units import convert
+from medmesh.domain.units import convert, normalize_unit
 from medmesh.domain.vocabulary import Measure, Quantity, measure_by_code, measure_by_key
 
 
@@ -20,12 +20,23 @@ def resolve_measure(name: str) -> Measure:
 
 
 def _measured(quantity: Quantity, value: float, unit: str) -> MeasuredValue:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float range
+        number = math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(number):
         raise InvalidReading(
             RejectReason.MALFORMED, f"{quantity.key} value must be a finite number"
         )
+    ucum = normalize_unit(unit)
+    if ucum != quantity.unit and ucum not in quantity.alt_units:
+        shown = unit if len(unit) <= 24 else unit[:24] + "…"
+        raise InvalidReading(
+            RejectReason.UNIT_NOT_CONVERTIBLE,
+            f"unit {shown!r} is not a unit of {quantity.key} (expected {quantity.unit})",
+        )
     try:
-        canonical = convert(float(value), unit, quantity.unit)
+        canonical = convert(number, unit, quantity.unit)
     except UnitNotConvertible as exc:
         raise InvalidReading(RejectReason.UNIT_NOT_CONVERTIBLE, str(exc)) from exc
     if not quantity.is_plausible(canonical):

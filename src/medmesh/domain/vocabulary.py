@@ -34,6 +34,9 @@ class Quantity:
     low: float
     high: float
     also_codes: tuple[str, ...] = ()
+    # Other UCUM units devices may send for this quantity; each converts (domain/units.py).
+    # A conversion that exists but is not listed here (mmol/L for blood pressure) is refused.
+    alt_units: tuple[str, ...] = ()
 
     def is_plausible(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -68,13 +71,18 @@ def _single(
     high: float,
     category: Category = Category.VITAL_SIGNS,
     also_codes: tuple[str, ...] = (),
+    alt_units: tuple[str, ...] = (),
 ) -> Measure:
-    quantity = Quantity(key, code, display, unit, low, high, also_codes)
+    quantity = Quantity(key, code, display, unit, low, high, also_codes, alt_units)
     return Measure(key, code, display, category, quantity=quantity, also_codes=also_codes)
 
 
-SYSTOLIC = Quantity("systolic", "8480-6", "Systolic blood pressure", "mm[Hg]", 30, 300)
-DIASTOLIC = Quantity("diastolic", "8462-4", "Diastolic blood pressure", "mm[Hg]", 10, 200)
+SYSTOLIC = Quantity(
+    "systolic", "8480-6", "Systolic blood pressure", "mm[Hg]", 30, 300, alt_units=("kPa",)
+)
+DIASTOLIC = Quantity(
+    "diastolic", "8462-4", "Diastolic blood pressure", "mm[Hg]", 10, 200, alt_units=("kPa",)
+)
 
 MEASURES: tuple[Measure, ...] = (
     _single("heart-rate", "8867-4", "Heart rate", "/min", 20, 300),
@@ -88,8 +96,9 @@ MEASURES: tuple[Measure, ...] = (
         50,
         100,
         also_codes=("59408-5",),
+        alt_units=("1",),
     ),
-    _single("body-temperature", "8310-5", "Body temperature", "Cel", 25, 45),
+    _single("body-temperature", "8310-5", "Body temperature", "Cel", 25, 45, alt_units=("[degF]",)),
     Measure(
         "blood-pressure",
         "85354-9",
@@ -97,7 +106,7 @@ MEASURES: tuple[Measure, ...] = (
         Category.VITAL_SIGNS,
         components=(SYSTOLIC, DIASTOLIC),
     ),
-    _single("body-weight", "29463-7", "Body weight", "kg", 0.2, 650),
+    _single("body-weight", "29463-7", "Body weight", "kg", 0.2, 650, alt_units=("[lb_av]", "g")),
     _single(
         "blood-glucose",
         "41653-7",
@@ -106,6 +115,7 @@ MEASURES: tuple[Measure, ...] = (
         10,
         1000,
         Category.LABORATORY,
+        alt_units=("mmol/L",),
     ),
     _single(
         "cgm-glucose",
@@ -115,6 +125,7 @@ MEASURES: tuple[Measure, ...] = (
         20,
         600,
         Category.LABORATORY,
+        alt_units=("mmol/L",),
     ),
     _single(
         "steps",

@@ -29,7 +29,7 @@ def searchset(
 ) -> dict[str, Any]:
     base = base_url(request)
     links = [{"relation": "self", "url": _page_url(request, paging.offset, paging.count)}]
-    if has_more:
+    if has_more and paging.count > 0:
         links.append(
             {
                 "relation": "next",

@@ -26,17 +26,8 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
             {
                 "mode": "server",
                 "security": {
-                    "service": [
-                        {
-                            "coding": [
-                                {
-                                    "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                                    "code": "OAuth",
-                                }
-                            ],
-                            "text": "Bearer token in the Authorization header",
-                        }
-                    ]
+                    "description": "Bearer token (medmesh token create) in the Authorization "
+                    "header; OAuth 2.0 / SMART on FHIR is not offered yet"
                 },
                 "resource": [
                     {

@@ -11,6 +11,7 @@ import traceback
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medmesh.access.http import Forbidden, Unauthenticated
 from medmesh.domain.errors import (
@@ -69,15 +70,46 @@ def _http_error(_: Request, exc: Exception) -> FhirResponse:
     )
 
 
-def _unexpected(_: Request, exc: Exception) -> FhirResponse:
+def _log_unexpected(exc: BaseException) -> None:
     # The frames, not the message: a message may quote data that was being processed.
     frames = "".join(traceback.format_tb(exc.__traceback__))
     log.error("unexpected %s handling a request\n%s", type(exc).__name__, frames)
-    return FhirResponse(operation_outcome("exception", "internal error"), status_code=500)
+
+
+class UnexpectedErrors:
+    """Answers an unexpected exception with a 500 OperationOutcome and logs it without its
+    message. Unlike Starlette's own handler it does not re-raise, so the server does not log
+    the message either."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            _log_unexpected(exc)
+            if started:
+                return  # too late for an answer; the client sees a broken response
+            response = FhirResponse(
+                operation_outcome("exception", "internal error"), status_code=500
+            )
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MedmeshError, _medmesh_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(UnexpectedErrors)

@@ -68,7 +68,9 @@ async def search_patients(
     token: tuple[str | None, str] | None = None
     if identifier is not None:
         system, sep, value = identifier.rpartition("|")
-        token = (system if sep and system else None, value)
+        # `|value` means "with no system"; every medmesh identifier has one, so it matches
+        # nothing (the empty system never equals a stored one).
+        token = (system if sep else None, value)
     async with _db(request).read() as conn:
         found = await Patients(conn).search(
             identifier=token,

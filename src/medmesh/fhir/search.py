@@ -41,22 +41,26 @@ def parse_date_range(text: str) -> tuple[datetime, datetime]:
     match = _DATE.fullmatch(text)
     if match is None:
         raise InvalidSearch("date must be a FHIR date or dateTime, e.g. 2026-11-25T08:00:00Z")
-    g = match.groupdict()
     try:
-        if g["m"] is None:
-            start = datetime(int(g["y"]), 1, 1, tzinfo=UTC)
-            return start, start.replace(year=start.year + 1)
-        if g["d"] is None:
-            start = datetime(int(g["y"]), int(g["m"]), 1, tzinfo=UTC)
-            return start, _add_months(start, 1)
-        if g["H"] is None:
-            start = datetime.combine(
-                date(int(g["y"]), int(g["m"]), int(g["d"])), datetime.min.time(), UTC
-            )
-            return start, start + timedelta(days=1)
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidSearch("date is not a valid calendar date or time") from None
+        return _range(match.groupdict(), text)
+    except (ValueError, OverflowError):
+        # Not a calendar date, or a range reaching past year 9999 / before year 1.
+        raise InvalidSearch("date is not a valid calendar date or time in range") from None
+
+
+def _range(g: dict[str, str | None], text: str) -> tuple[datetime, datetime]:
+    year = int(str(g["y"]))
+    if g["m"] is None:
+        start = datetime(year, 1, 1, tzinfo=UTC)
+        return start, start.replace(year=year + 1)
+    if g["d"] is None:
+        start = datetime(year, int(g["m"]), 1, tzinfo=UTC)
+        return start, _add_months(start, 1)
+    if g["H"] is None:
+        day = date(year, int(g["m"]), int(str(g["d"])))
+        start = datetime.combine(day, datetime.min.time(), UTC)
+        return start, start + timedelta(days=1)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     moment = moment.astimezone(UTC)
@@ -90,11 +94,12 @@ def parse_date_param(value: str) -> list[TimeBound]:
 
 def parse_reference(value: str, resource_type: str) -> str:
     """`Patient/123`, `123` or a full URL ending in `Patient/123` → `123`."""
-    parts = value.rstrip("/").split("/")
+    trailing_slash = value.endswith("/")
+    parts = (value[:-1] if trailing_slash else value).split("/")
     if len(parts) >= 2 and parts[-2] != resource_type:
         raise InvalidSearch(f"reference must point to a {resource_type}")
     ident = parts[-1]
-    if not ident:
+    if not ident or (len(parts) == 1 and trailing_slash):  # "", "Patient/" or "123/"
         raise InvalidSearch(f"reference to a {resource_type} is empty")
     return ident
 
@@ -119,7 +124,7 @@ def parse_paging(params: dict[str, list[str]]) -> Paging:
         values = params.get(name, [])
         if not values:
             return default
-        if len(values) > 1 or not values[0].isdigit():
+        if len(values) > 1 or not (values[0].isascii() and values[0].isdigit()):
             raise InvalidSearch(f"{name} must be a single non-negative integer")
         return min(int(values[0]), maximum)
 
@@ -145,7 +150,10 @@ OBSERVATION_PARAMS = {"patient", "subject", "code", "date", "_sort"}
 def observation_query(params: dict[str, list[str]]) -> ObservationQuery:
     reject_unknown(params, OBSERVATION_PARAMS)
     paging = parse_paging(params)
-    patient = single(params, "patient") or single(params, "subject")
+    patient, subject = single(params, "patient"), single(params, "subject")
+    if patient and subject:
+        raise InvalidSearch("give patient or subject, not both")
+    patient = patient or subject
     code = single(params, "code")
     bounds = [b for value in params.get("date", []) for b in parse_date_param(value)]
     sort = single(params, "_sort") or "date"

@@ -21,6 +21,37 @@ router = APIRouter(prefix="/ingest/v1", tags=["ingest"])
 MAX_DEAD_LETTER_PAYLOAD = 65_536
 
 
+# The native format, for the OpenAPI document only: the body is parsed by ingest/native.py,
+# which answers every problem with a specific reason instead of a generic 422.
+NATIVE_BATCH_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "required": ["readings"],
+    "properties": {
+        "device": {"type": "string", "description": "Optional; must be the sending device"},
+        "readings": {
+            "type": "array",
+            "maxItems": 1000,
+            "items": {
+                "type": "object",
+                "required": ["id", "type", "time", "value", "unit"],
+                "properties": {
+                    "id": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "type": {"type": "string", "description": "medmesh key or LOINC code"},
+                    "time": {"type": "string", "format": "date-time"},
+                    "value": {
+                        "oneOf": [
+                            {"type": "number"},
+                            {"type": "object", "additionalProperties": {"type": "number"}},
+                        ]
+                    },
+                    "unit": {"type": "string", "description": "UCUM, or a known alias"},
+                },
+            },
+        },
+    },
+}
+
+
 class RejectedReading(BaseModel):
     index: int = Field(description="Position of the reading in the batch, from 0")
     id: str | None = Field(description="The reading's message id, when it had a usable one")
@@ -66,7 +97,7 @@ async def post_readings_in_format(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+            "content": {"application/json": {"schema": NATIVE_BATCH_SCHEMA}},
         }
     },
 )

@@ -25,6 +25,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.ingest.formats import NATIVE, Formats
@@ -246,16 +247,18 @@ class MqttIngest:
                     batches.append(DeviceBatch(topic.device_id, "mqtt", items))
             except InvalidReading as exc:
                 refuse(topic.device_id, exc.reason, exc.message, body)
-        if batches or refused:
-            await self._pipeline.ingest_many(batches, refused)
-        if reports:
-            async with self._database.write() as conn:
-                statuses = DeviceStatuses(conn)
-                for device_id, report in reports:
-                    await statuses.report(
-                        device_id,
-                        now,
-                        online=report.online,
-                        battery_percent=report.battery_percent,
-                        firmware=report.firmware,
-                    )
+
+        async def record_statuses(conn: AsyncConnection) -> None:
+            statuses = DeviceStatuses(conn)
+            for device_id, report in reports:
+                await statuses.report(
+                    device_id,
+                    now,
+                    online=report.online,
+                    battery_percent=report.battery_percent,
+                    firmware=report.firmware,
+                )
+
+        await self._pipeline.ingest_many(
+            batches, refused, also=record_statuses if reports else None
+        )

@@ -13,6 +13,7 @@ unique per device, which makes resending safe.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any
 
@@ -42,15 +43,23 @@ def _text(item: dict[str, Any], field: str) -> str:
     return value
 
 
+# RFC 3339 date-time, seconds optional; the offset is checked separately for a clearer error.
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
 def _time(item: dict[str, Any]) -> datetime:
     text = _text(item, "time")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise _malformed("field 'time' must be an RFC 3339 date-time") from None
-    if moment.tzinfo is None:
+    if _RFC3339.fullmatch(text) is None:
+        raise _malformed("field 'time' must be an RFC 3339 date-time, e.g. 2026-11-25T08:00:00Z")
+    if text[-1] not in "Zz" and text[-6] not in "+-":
         raise _malformed("field 'time' must carry a UTC offset, e.g. 'Z'")
-    return moment
+    try:
+        # Python before 3.12 takes at most 6 fractional digits.
+        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).upper())
+    except ValueError:
+        raise _malformed("field 'time' is not a valid calendar date and time") from None
 
 
 def _value(item: dict[str, Any]) -> float | dict[str, float]:

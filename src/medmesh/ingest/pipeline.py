@@ -4,9 +4,11 @@ adapter acknowledge."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.domain.reading import Reading
@@ -85,17 +87,20 @@ class IngestPipeline:
         return result
 
     async def ingest_many(
-        self, batches: Sequence[DeviceBatch], refused: Sequence[DeadLetter] = ()
+        self,
+        batches: Sequence[DeviceBatch],
+        refused: Sequence[DeadLetter] = (),
+        also: Callable[[AsyncConnection], Awaitable[None]] | None = None,
     ) -> list[IngestResult]:
         """Store several batches (and messages refused whole, as `refused`) in one transaction.
 
         Adapters that receive many small messages (MQTT) commit them together and acknowledge
-        each only after this returns.
+        each only after this returns; `also` writes whatever else those messages carried
+        (device status) in the same transaction.
         """
         received_at = self.now()
         results = [IngestResult() for _ in batches]
         letters = list(refused)
-        fresh: list[Reading] = []
         async with self._database.write() as conn:
             observations = Observations(conn)
             assignments = Assignments(conn)
@@ -117,16 +122,16 @@ class IngestPipeline:
                         result.duplicates.append(reading.message_id)
                         continue
                     valid[reading.observation_id] = (result, reading)
-            already = await observations.existing_ids(list(valid))
+            inserted = await observations.add_batch([r for _, r in valid.values()], received_at)
             for oid, (result, reading) in valid.items():
-                if oid in already:
-                    result.duplicates.append(reading.message_id)
-                else:
+                if oid in inserted:
                     result.stored.append(oid)
-                    fresh.append(reading)
-            await observations.add_batch(fresh, received_at)
+                else:
+                    result.duplicates.append(reading.message_id)
             await DeadLetters(conn).add_many(letters)
             await DeviceStatuses(conn).seen([b.device_id for b in batches], received_at)
+            if also is not None:
+                await also(conn)
         return results
 
     def _validate(

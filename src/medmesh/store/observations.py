@@ -72,12 +72,15 @@ class Observations:
         query = select(observations.c.id).where(observations.c.id.in_(ids))
         return set((await self._conn.execute(query)).scalars())
 
-    async def add_batch(self, readings: Sequence[Reading], received_at: datetime) -> None:
-        """Insert readings; one already stored (same device and message id) is left as it is."""
+    async def add_batch(self, readings: Sequence[Reading], received_at: datetime) -> set[str]:
+        """Insert readings; one already stored (same device and message id) is left as it is.
+
+        Returns the ids of the rows this call inserted, so a concurrent resend of the same
+        batch is reported as duplicates rather than as stored twice.
+        """
         if not readings:
-            return
+            return set()
         rows: list[dict[str, object]] = []
-        components: list[dict[str, object]] = []
         for r in readings:
             single = r.values[0] if not r.measure.is_panel else None
             rows.append(
@@ -93,21 +96,19 @@ class Observations:
                     "received_at": received_at,
                 }
             )
-            if single is None:
-                components.extend(
-                    {
-                        "observation_id": r.observation_id,
-                        "code": v.code,
-                        "value": v.value,
-                        "unit": v.unit,
-                    }
-                    for v in r.values
-                )
-        await self._conn.execute(insert_ignoring_duplicates(self._conn, observations), rows)
+        insert = insert_ignoring_duplicates(self._conn, observations).returning(observations.c.id)
+        inserted = set((await self._conn.execute(insert, rows)).scalars())
+        components = [
+            {"observation_id": r.observation_id, "code": v.code, "value": v.value, "unit": v.unit}
+            for r in readings
+            if r.measure.is_panel and r.observation_id in inserted
+            for v in r.values
+        ]
         if components:
             await self._conn.execute(
                 insert_ignoring_duplicates(self._conn, observation_components), components
             )
+        return inserted
 
     async def get(self, observation_id: str) -> StoredObservation:
         found = await self._fetch(select(observations).where(observations.c.id == observation_id))

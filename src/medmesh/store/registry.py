@@ -149,6 +149,13 @@ class Devices:
         row = (await self._conn.execute(query)).mappings().first()
         return None if row is None else _device(row)
 
+    async def find_by_serial_number(self, serial: str) -> Device | None:
+        """The device with this serial number; None when no device, or more than one, has it
+        (serial numbers are unique per manufacturer only, so a shared one identifies nothing)."""
+        query = select(devices).where(devices.c.serial_number == serial).limit(2)
+        rows = (await self._conn.execute(query)).mappings().all()
+        return _device(rows[0]) if len(rows) == 1 else None
+
     async def search(
         self, *, patient_id: str | None = None, limit: int = 50, offset: int = 0
     ) -> list[Device]:

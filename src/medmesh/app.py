@@ -18,18 +18,31 @@ from medmesh.fhir.router import router as fhir_router
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.mqtt import MqttIngest
+from medmesh.ingest.omh import OMH, parse_omh
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.ingest.templates import load_templates, parser_for
+from medmesh.request_log import RequestLog
 from medmesh.store import migrate
 from medmesh.store.database import Database
 
 
 def build_formats(settings: Settings) -> Formats:
-    """Every payload format the adapters accept."""
-    return Formats(settings.max_batch_readings)
+    """Every payload format the adapters accept: native, omh and each mapping template.
+
+    A bad template raises InvalidTemplate here, so the server or worker does not start.
+    """
+    limit = settings.max_batch_readings
+    formats = Formats(limit)
+    formats.register(OMH, lambda body, device_id: parse_omh(body, device_id, limit))
+    if settings.templates_dir is not None:
+        for template in load_templates(settings.templates_dir):
+            formats.register(template.format_name, parser_for(template, limit))
+    return formats
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    formats = build_formats(settings)  # a bad mapping template stops here, before any I/O
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,7 +52,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         pipeline = IngestPipeline(
             database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
         )
-        formats = build_formats(settings)
         app.state.database = database
         app.state.pipeline = pipeline
         app.state.formats = formats
@@ -69,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(fhir_router)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestLog)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +25,11 @@ class Settings(BaseSettings):
     )
     max_batch_readings: int = 1000
     max_body_bytes: int = 1_000_000
+    templates_dir: Path | None = Field(
+        None,
+        description="Directory of vendor mapping templates (*.json), each accepted as the "
+        "format template/<name>; a bad template stops start-up (docs/formats.md)",
+    )
 
     mqtt_host: str | None = Field(None, description="MQTT broker host; unset: no MQTT ingest")
     mqtt_port: int = 1883

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from datetime import timedelta
 
 from medmesh.app import build_formats
@@ -11,6 +13,8 @@ from medmesh.ingest.mqtt import MqttIngest
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store import migrate
 from medmesh.store.database import Database
+
+log = logging.getLogger(__name__)
 
 
 async def run_ingest_worker(settings: Settings) -> None:
@@ -23,7 +27,15 @@ async def run_ingest_worker(settings: Settings) -> None:
     pipeline = IngestPipeline(
         database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
     )
+    ingest = MqttIngest(mqtt, database, pipeline, build_formats(settings))
+    consuming = asyncio.create_task(ingest.run())
+    loop = asyncio.get_running_loop()
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop, consuming.cancel)
     try:
-        await MqttIngest(mqtt, database, pipeline, build_formats(settings)).run()
+        await consuming
+    except asyncio.CancelledError:
+        pass
     finally:
+        log.info("MQTT ingest stopped after %d messages", ingest.processed)
         await database.dispose()

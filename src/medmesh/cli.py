@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -32,6 +33,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(patient_app, name="patient")
 app.add_typer(device_app, name="device")
 app.add_typer(token_app, name="token")
+sim_app = typer.Typer(help="Simulated devices.", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
 
 T = TypeVar("T")
 
@@ -79,18 +82,22 @@ def serve(
 
 @app.command()
 def demo(
-    patients: Annotated[int, typer.Option(min=1, max=3, help="Simulated patients")] = 3,
-    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between readings")] = 2.0,
+    patients: Annotated[int, typer.Option(min=1, max=5, help="Simulated patients")] = 5,
+    interval: Annotated[float, typer.Option(min=0.2, help="Seconds between sends")] = 2.0,
+    garbage: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Fraction a faulty extra device spoils")
+    ] = 0.02,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
 ) -> None:
-    """Run the platform with simulated patients streaming readings into it."""
+    """Run the platform with simulated patients streaming readings into it (over MQTT when
+    MEDMESH_MQTT_HOST is set, else HTTP), plus a faulty device that sends garbage."""
     from medmesh.demo import run_demo
 
     settings = Settings()
     if port is not None:
         settings = settings.model_copy(update={"port": port})
     try:
-        asyncio.run(run_demo(settings, patients=patients, interval=interval))
+        asyncio.run(run_demo(settings, patients=patients, interval=interval, garbage=garbage))
     except KeyboardInterrupt:
         typer.echo("stopped")
 
@@ -246,3 +253,61 @@ def token_create(
     """Issue an API bearer token (shown only this once)."""
     token = _run(lambda db: admin.issue_api_token(db, name=name, role=role))
     typer.echo(token)
+
+
+@sim_app.command("load")
+def sim_load(
+    transport: Annotated[str, typer.Option(help="http or mqtt")] = "http",
+    devices: Annotated[int, typer.Option(min=1, help="Simulated devices")] = 10,
+    rate: Annotated[float, typer.Option(min=0.1, help="Total readings per second")] = 500.0,
+    duration: Annotated[float, typer.Option(min=1.0, help="Seconds")] = 20.0,
+    batch_size: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+    garbage: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.0,
+    base_url: Annotated[str, typer.Option(help="The platform, for http")] = "http://127.0.0.1:8000",
+    mqtt_host: Annotated[str, typer.Option()] = "127.0.0.1",
+    mqtt_port: Annotated[int, typer.Option()] = 1883,
+    ca_file: Annotated[str | None, typer.Option(help="Broker CA, for MQTT over TLS")] = None,
+) -> None:
+    """Drive N simulated devices at a chosen rate and report the throughput achieved.
+
+    Registers the devices (and a patient each) in the configured database first. Over MQTT
+    the broker must accept them: the machine's anonymous broker does.
+    """
+    from medmesh.sim.load import DeviceLogin, LoadPlan, run_http_load, run_mqtt_load
+
+    if transport not in ("http", "mqtt"):
+        raise typer.BadParameter("transport is http or mqtt")
+
+    async def provision(db: Database) -> list[DeviceLogin]:
+        logins = []
+        for n in range(devices):
+            patient = await admin.create_patient(
+                db,
+                family=f"Load {n}",
+                given="Sim",
+                identifier=f"load-{uuid.uuid4()}",
+                identifier_system="urn:medmesh:load",
+            )
+            credential = await admin.register_device(db, display_name=f"load device {n}")
+            await admin.assign_device(
+                db, credential.device_id, patient.id, datetime(2000, 1, 1, tzinfo=UTC)
+            )
+            logins.append(DeviceLogin(credential.device_id, credential.secret))
+        return logins
+
+    logins = _run(provision)
+    plan = LoadPlan(logins, rate=rate, duration=duration, batch_size=batch_size, garbage=garbage)
+    if transport == "http":
+        report = asyncio.run(run_http_load(base_url, plan))
+    else:
+        mqtt_plan = LoadPlan(
+            [DeviceLogin(d.device_id, None) for d in logins],
+            rate=rate,
+            duration=duration,
+            batch_size=batch_size,
+            garbage=garbage,
+        )
+        report = asyncio.run(
+            run_mqtt_load(mqtt_plan, host=mqtt_host, port=mqtt_port, ca_file=ca_file)
+        )
+    typer.echo(report.summary())

@@ -16,7 +16,8 @@ from medmesh.access.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.sim.http_device import HttpDevice
-from medmesh.sim.patients import SimulatedPatient, demo_patients
+from medmesh.sim.models import PatientModel, demo_patients
+from medmesh.sim.mqtt_device import MqttDevice, MqttDeviceSettings
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices, Patients
@@ -27,12 +28,13 @@ BACKFILL = timedelta(hours=1)
 
 @dataclass(frozen=True, slots=True)
 class DemoSubject:
-    simulated: SimulatedPatient
+    simulated: PatientModel
     patient_id: str
+    device_id: str
     device_secret: str
 
 
-async def _provision(database: Database, simulated: SimulatedPatient) -> DemoSubject:
+async def _provision(database: Database, simulated: PatientModel) -> DemoSubject:
     """Create (once) the demo patient and their device; give the device a fresh secret."""
     async with database.read() as conn:
         patient = await Patients(conn).find_by_identifier(DEMO_SYSTEM, simulated.name)
@@ -55,36 +57,46 @@ async def _provision(database: Database, simulated: SimulatedPatient) -> DemoSub
         await admin.assign_device(
             database, credential.device_id, patient.id, datetime.now(UTC) - 2 * BACKFILL
         )
-    return DemoSubject(simulated, patient.id, credential.secret)
+    return DemoSubject(simulated, patient.id, credential.device_id, credential.secret)
 
 
-async def _stream(base_url: str, subject: DemoSubject, interval: float) -> None:
+async def _stream_http(base_url: str, subject: DemoSubject, interval: float) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         device = HttpDevice(client, subject.device_secret)
-        now = datetime.now(UTC)
-        # An hour of history, one reading set a minute; message ids come from the time, so a
-        # restarted demo resends without duplicating.
-        minute = (now - BACKFILL).replace(second=0, microsecond=0)
-        backlog = []
-        while minute < now:
-            backlog += subject.simulated.readings(minute, int(minute.timestamp() // 60))
-            minute += timedelta(minutes=1)
-        for start in range(0, len(backlog), 500):
-            await device.send(backlog[start : start + 500])
+        # An hour of history first; message ids come from sample times, so a restarted demo
+        # resends without duplicating.
+        since = datetime.now(UTC) - BACKFILL
         while True:
-            at = datetime.now(UTC)
-            tick = int(at.timestamp() // interval)
-            readings = subject.simulated.readings(at, tick)
-            for reading in readings:
-                reading["id"] = f"live-{reading['id']}"
-            await device.send(readings)
+            now = datetime.now(UTC)
+            readings = subject.simulated.readings_between(since, now)
+            for start in range(0, len(readings), 500):
+                await device.send_body(subject.simulated.encode(readings[start : start + 500]))
+            since = now
             await asyncio.sleep(interval)
 
 
-async def run_demo(settings: Settings, *, patients: int, interval: float) -> None:
+async def _stream_mqtt(settings: Settings, subject: DemoSubject, interval: float) -> None:
+    """Publish as the device would. The broker must accept the device: an anonymous broker
+    (the machine's default) does; with the shipped ACL, give the device broker credentials."""
+    device_settings = MqttDeviceSettings(
+        device_id=subject.device_id,
+        host=settings.mqtt_host or "127.0.0.1",
+        port=settings.mqtt_port,
+        ca_file=settings.mqtt_ca_file,
+        status_every=30.0,
+    )
+    async with MqttDevice(device_settings) as device:
+        await device.stream(subject.simulated, interval=interval, backfill=BACKFILL)
+
+
+async def run_demo(
+    settings: Settings, *, patients: int, interval: float, garbage: float = 0.02
+) -> None:
     database = Database(settings.database_url)
     await migrate.upgrade(database)
-    subjects = [await _provision(database, p) for p in demo_patients()[:patients]]
+    models = demo_patients(garbage=garbage)
+    chosen = models[:patients] + [m for m in models if m.name == "faulty-device"]
+    subjects = [await _provision(database, m) for m in chosen]
     token = await admin.issue_api_token(database, name="demo clinician", role=Role.CLINICIAN)
     await database.dispose()
 
@@ -112,8 +124,16 @@ async def run_demo(settings: Settings, *, patients: int, interval: float) -> Non
         f"  try: curl -H 'Authorization: Bearer {token}' "
         f"'{base_url}/fhir/Observation?patient={subjects[0].patient_id}&_sort=-date&_count=5'"
     )
-    print(f"  streaming {len(subjects)} simulated patients every {interval:g} s; Ctrl-C stops.")
-    streams = [asyncio.create_task(_stream(base_url, s, interval)) for s in subjects]
+    if settings.mqtt() is not None:
+        transport = f"MQTT via {settings.mqtt_host}:{settings.mqtt_port}"
+        streams = [asyncio.create_task(_stream_mqtt(settings, s, interval)) for s in subjects]
+    else:
+        transport = "HTTP (set MEDMESH_MQTT_HOST to stream over MQTT)"
+        streams = [asyncio.create_task(_stream_http(base_url, s, interval)) for s in subjects]
+    print(
+        f"  streaming {len(subjects)} simulated devices every {interval:g} s over {transport};"
+        " Ctrl-C stops."
+    )
     try:
         await serving
     finally:

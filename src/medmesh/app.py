@@ -17,6 +17,7 @@ from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.router import router as fhir_router
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
+from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mqtt import MqttIngest
 from medmesh.ingest.omh import OMH, parse_omh
 from medmesh.ingest.pipeline import IngestPipeline
@@ -60,9 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if mqtt is not None:
             app.state.mqtt = MqttIngest(mqtt, database, pipeline, formats)
             tasks.append(asyncio.create_task(app.state.mqtt.run()))
+        mllp: MllpServer | None = None
+        if settings.mllp_port is not None:
+            mllp = MllpServer(database, pipeline, max_message_bytes=settings.mllp_max_message_bytes)
+            await mllp.start(settings.mllp_host, settings.mllp_port, tls=settings.mllp_tls())
+            app.state.mllp = mllp
         try:
             yield
         finally:
+            if mllp is not None:
+                await mllp.stop()
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -67,11 +67,17 @@ def _aware(moment: datetime | None) -> datetime | None:
 def serve(
     host: Annotated[str | None, typer.Option(help="Interface to listen on")] = None,
     port: Annotated[int | None, typer.Option(help="TCP port")] = None,
+    mllp_port: Annotated[
+        int | None, typer.Option(help="Also listen for HL7 v2 over MLLP on this port")
+    ] = None,
 ) -> None:
-    """Run the platform (HTTP ingest and FHIR API)."""
+    """Run the platform: HTTP ingest and FHIR API; MQTT ingest when MEDMESH_MQTT_HOST is set;
+    HL7 v2 MLLP when a port is given."""
     from medmesh.app import create_app
 
     settings = Settings()
+    if mllp_port is not None:
+        settings = settings.model_copy(update={"mllp_port": mllp_port})
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
     typer.echo(f"medmesh listening on http://{host}:{port} (FHIR base http://{host}:{port}/fhir)")

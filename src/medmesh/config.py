@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 from pydantic import Field
@@ -44,6 +45,23 @@ class Settings(BaseSettings):
     mqtt_ca_file: str | None = Field(None, description="CA bundle to verify the broker (TLS)")
     mqtt_cert_file: str | None = Field(None, description="Client certificate (mutual TLS)")
     mqtt_key_file: str | None = None
+
+    mllp_port: int | None = Field(
+        None, description="HL7 v2 MLLP listener port (e.g. 2575); unset: no MLLP listener"
+    )
+    mllp_host: str = "127.0.0.1"
+    mllp_max_message_bytes: int = 1_048_576
+    mllp_cert_file: str | None = Field(
+        None, description="TLS certificate for MLLP; use TLS (or a VPN) outside loopback"
+    )
+    mllp_key_file: str | None = None
+
+    def mllp_tls(self) -> ssl.SSLContext | None:
+        if not self.mllp_cert_file:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.mllp_cert_file, self.mllp_key_file)
+        return context
 
     def mqtt(self) -> MqttSettings | None:
         if not self.mqtt_host:

@@ -1,0 +1,274 @@
+"""HL7 v2 over MLLP: the listener bedside monitors send ORU^R01 observation messages to.
+
+Each connection carries one message at a time (MLLP is request/response): the message is read
+(hl7_oru.py), its devices and patient resolved, its readings and refusals committed through
+the pipeline, and only then is the ACK written:
+
+- AA: every reading stored (or already stored: a resent message is stored once);
+- AE: the message was understood but some or all of its content was refused (unknown patient,
+  device or code, implausible value, ...), one ERR segment each; the rest was stored;
+- AR: the message was refused whole (not HL7, not ORU^R01, no MSH-10, bad MLLP frame).
+
+Every refusal is a dead letter (channel "mllp"). When the commit fails the connection is closed
+without an ACK, so the sender sends the message again. Logs carry counts and error types only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from hl7.mllp import (  # type: ignore[import-untyped]
+    HL7StreamReader,
+    HL7StreamWriter,
+    InvalidBlockError,
+    start_hl7_server,
+)
+
+from medmesh.domain.errors import InvalidReading, RejectReason
+from medmesh.ingest.hl7_ack import AckCode, AckError, build_ack
+from medmesh.ingest.hl7_oru import (
+    MessageRejected,
+    ObservationItem,
+    OruMessage,
+    PatientIdentifier,
+    read_oru,
+)
+from medmesh.ingest.incoming import Incoming
+from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
+from medmesh.store.database import Database
+from medmesh.store.dead_letters import DeadLetter
+from medmesh.store.registry import Devices, Patients
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "mllp"
+MAX_DEAD_LETTER_PAYLOAD = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    devices: dict[str, str]  # serial number -> device id, for the serials that are registered
+    patient_id: str | None  # None: each device's assignment decides
+    patient_error: str | None  # why PID-3 named no single patient
+
+
+class MllpServer:
+    """The MLLP listener: `start`/`stop`, or `serve` as a task."""
+
+    def __init__(
+        self,
+        database: Database,
+        pipeline: IngestPipeline,
+        *,
+        max_message_bytes: int = 1_048_576,
+        application: str = "medmesh",
+    ) -> None:
+        self._database = database
+        self._pipeline = pipeline
+        self._max_message_bytes = max_message_bytes
+        self._application = application
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one the system chose when started on port 0)."""
+        assert self._server is not None, "the server is not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 2575, *, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self._stopping = False
+        self._server = await start_hl7_server(
+            self._connection, host, port, limit=self._max_message_bytes, ssl=tls
+        )
+        log.info("MLLP listening on %s:%d", host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening and end open connections (a message in progress is not ACKed)."""
+        server, self._server, self._stopping = self._server, None, True
+        if server is not None:
+            server.close()
+        for task in list(self._connections):
+            task.cancel()
+        for task in list(self._connections):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if server is not None:  # from Python 3.12 this waits for the connections: ended above
+            await server.wait_closed()
+
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 2575, *, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """Listen until cancelled."""
+        await self.start(host, port, tls=tls)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    async def _connection(self, reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            while not self._stopping:
+                try:
+                    block: bytes = await reader.readblock()
+                except asyncio.IncompleteReadError:
+                    break  # the sender closed the connection
+                except InvalidBlockError:
+                    ack = await self._refuse_frame("MLLP block does not start with <VT>")
+                except ValueError:  # the stream's limit: the rest of the frame cannot be found
+                    ack = await self._refuse_frame("message larger than the allowed size")
+                    writer.writeblock(ack)
+                    await writer.drain()
+                    break
+                else:
+                    ack = await self.answer(block)
+                writer.writeblock(ack)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        except Exception as exc:  # a failed commit: no ACK, the sender resends
+            log.error("MLLP message not stored (%s); closing the connection", type(exc).__name__)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _refuse_frame(self, detail: str) -> bytes:
+        letter = DeadLetter(
+            datetime.now(UTC), CHANNEL, None, None, RejectReason.MALFORMED_BODY.value, detail, ""
+        )
+        await self._pipeline.ingest_many([], [letter])
+        error = AckError(RejectReason.MALFORMED_BODY, detail, hl7_error="100")
+        return self._encode(build_ack(None, AckCode.REJECT, detail, [error]))
+
+    def _encode(self, ack: str) -> bytes:
+        return ack.encode("utf-8", "surrogateescape")
+
+    async def answer(self, block: bytes) -> bytes:
+        """The ACK for one message (without MLLP framing), after its content is committed."""
+        text = block.decode("utf-8", "surrogateescape")
+        try:
+            message = read_oru(text)
+        except MessageRejected as rejected:
+            return self._encode(await self._reject(rejected, text))
+        resolved = await self._resolve(message)
+        batches, refused, errors, sources = self._batches(message, resolved)
+        results = await self._pipeline.ingest_many(batches, refused)
+        for result, items in zip(results, sources, strict=True):
+            for rejection in result.rejected:
+                item = items[rejection.index]
+                location = item.location(rejection.reason)
+                errors.append(AckError(rejection.reason, rejection.detail, location))
+        total = len(message.items)
+        if errors:
+            reasons = ", ".join(sorted({e.reason.value for e in errors}))
+            text = f"{len(errors)} of {total} observations refused: {reasons}"
+            code = AckCode.ERROR
+        else:
+            text, code = f"{total} observations accepted", AckCode.ACCEPT
+        log.debug("MLLP %s: %d observations, %d refused", code.value, total, len(errors))
+        ack = build_ack(
+            message.source,
+            code,
+            text,
+            errors,
+            control_id=message.control_id,
+            application=self._application,
+        )
+        return self._encode(ack)
+
+    async def _reject(self, rejected: MessageRejected, text: str) -> str:
+        device_id = None
+        if rejected.sending_serial:
+            async with self._database.read() as conn:
+                device = await Devices(conn).find_by_serial_number(rejected.sending_serial)
+            device_id = device.id if device is not None else None
+        letter = DeadLetter(
+            datetime.now(UTC),
+            CHANNEL,
+            device_id,
+            rejected.control_id[:128] or None,
+            rejected.reason.value,
+            rejected.detail,
+            text[:MAX_DEAD_LETTER_PAYLOAD],
+        )
+        await self._pipeline.ingest_many([], [letter])
+        log.debug("MLLP AR: %s", rejected.reason.value)
+        error = AckError(rejected.reason, rejected.detail, rejected.location, rejected.hl7_error)
+        return build_ack(
+            rejected.source,
+            AckCode.REJECT,
+            rejected.detail,
+            [error],
+            control_id=rejected.control_id,
+            application=self._application,
+        )
+
+    async def _resolve(self, message: OruMessage) -> _Resolved:
+        serials = {item.device_serial for item in message.items if item.device_serial}
+        async with self._database.read() as conn:
+            devices = Devices(conn)
+            found = {s: await devices.find_by_serial_number(s) for s in sorted(serials)}
+            patients = await _patients(Patients(conn), message.patient_identifiers)
+        registered = {s: d.id for s, d in found.items() if d is not None}
+        if not message.patient_identifiers:
+            return _Resolved(registered, None, None)
+        if len(patients) == 1:
+            return _Resolved(registered, patients.pop(), None)
+        if patients:
+            return _Resolved(registered, None, "the PID-3 identifiers match more than one patient")
+        return _Resolved(registered, None, "no patient matches the PID-3 identifiers")
+
+    def _batches(
+        self, message: OruMessage, resolved: _Resolved
+    ) -> tuple[list[DeviceBatch], list[DeadLetter], list[AckError], list[list[ObservationItem]]]:
+        """One batch per registered device; items of unknown devices become dead letters."""
+        by_device: dict[str, list[ObservationItem]] = defaultdict(list)
+        refused: list[DeadLetter] = []
+        errors: list[AckError] = []
+        now = datetime.now(UTC)
+        for item in message.items:
+            device_id = resolved.devices.get(item.device_serial)
+            if device_id is None:
+                reason = RejectReason.UNKNOWN_DEVICE
+                detail = "no single registered device has the OBX-18 or MSH-3 serial number"
+                incoming = item.incoming
+                letter = (incoming.message_id, reason.value, detail, incoming.payload)
+                refused.append(DeadLetter(now, CHANNEL, None, *letter))
+                errors.append(AckError(reason, detail, item.location(reason)))
+                continue
+            if resolved.patient_error is not None and item.incoming.error is None:
+                error = InvalidReading(RejectReason.NO_PATIENT, resolved.patient_error)
+                incoming = Incoming(item.incoming.payload, item.incoming.message_id, error=error)
+                item = ObservationItem(item.obx, item.device_serial, incoming, item.field)
+            by_device[device_id].append(item)
+        batches = [
+            DeviceBatch(device_id, CHANNEL, [i.incoming for i in items], resolved.patient_id)
+            for device_id, items in by_device.items()
+        ]
+        return batches, refused, errors, list(by_device.values())
+
+
+async def _patients(patients: Patients, identifiers: Sequence[PatientIdentifier]) -> set[str]:
+    """The ids of the patients the PID-3 identifiers name: by value, and by system when an
+    assigning authority is given (it must then be the identifier's system)."""
+    found: set[str] = set()
+    for identifier in identifiers:
+        for patient in await patients.search(identifier=(None, identifier.value), limit=10):
+            if not identifier.authorities or patient.identifier_system in identifier.authorities:
+                found.add(patient.id)
+    return found

@@ -6,39 +6,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from fastapi import FastAPI
 
 import medmesh
 from medmesh.access.headers import SecurityHeaders
+from medmesh.api.events import router as events_router
 from medmesh.config import Settings
 from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.router import router as fhir_router
-from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mqtt import MqttIngest
-from medmesh.ingest.omh import OMH, parse_omh
-from medmesh.ingest.pipeline import IngestPipeline
-from medmesh.ingest.templates import load_templates, parser_for
 from medmesh.request_log import RequestLog
-from medmesh.store import migrate
-from medmesh.store.database import Database
-
-
-def build_formats(settings: Settings) -> Formats:
-    """Every payload format the adapters accept: native, omh and each mapping template.
-
-    A bad template raises InvalidTemplate here, so the server or worker does not start.
-    """
-    limit = settings.max_batch_readings
-    formats = Formats(limit)
-    formats.register(OMH, lambda body, device_id: parse_omh(body, device_id, limit))
-    if settings.templates_dir is not None:
-        for template in load_templates(settings.templates_dir):
-            formats.register(template.format_name, parser_for(template, limit))
-    return formats
+from medmesh.services import Services, build_formats
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -47,23 +28,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = Database(settings.database_url)
-        if settings.auto_migrate:
-            await migrate.upgrade(database)
-        pipeline = IngestPipeline(
-            database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
-        )
-        app.state.database = database
-        app.state.pipeline = pipeline
+        services = await Services.start(settings, formats)
+        app.state.services = services
+        app.state.bus = services.bus
+        app.state.database = services.database
+        app.state.pipeline = services.pipeline
         app.state.formats = formats
         tasks: list[asyncio.Task[None]] = []
         mqtt = settings.mqtt()
         if mqtt is not None:
-            app.state.mqtt = MqttIngest(mqtt, database, pipeline, formats)
+            app.state.mqtt = MqttIngest(mqtt, services.database, services.pipeline, formats)
             tasks.append(asyncio.create_task(app.state.mqtt.run()))
         mllp: MllpServer | None = None
         if settings.mllp_port is not None:
-            mllp = MllpServer(database, pipeline, max_message_bytes=settings.mllp_max_message_bytes)
+            mllp = MllpServer(
+                services.database,
+                services.pipeline,
+                max_message_bytes=settings.mllp_max_message_bytes,
+            )
             await mllp.start(settings.mllp_host, settings.mllp_port, tls=settings.mllp_tls())
             app.state.mllp = mllp
         try:
@@ -76,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await database.dispose()
+            await services.stop()
 
     app = FastAPI(
         title="medmesh",
@@ -88,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(fhir_router)
+    app.include_router(events_router)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
 

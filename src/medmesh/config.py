@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
         None,
         description="Directory of vendor mapping templates (*.json), each accepted as the "
         "format template/<name>; a bad template stops start-up (docs/formats.md)",
+    )
+
+    event_bus: Literal["memory", "postgres"] = Field(
+        "memory",
+        description="memory: one process; postgres: LISTEN/NOTIFY between processes sharing "
+        "a PostgreSQL database (ingest workers and API servers)",
     )
 
     mqtt_host: str | None = Field(None, description="MQTT broker host; unset: no MQTT ingest")

@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from datetime import timedelta
 
-from medmesh.app import build_formats
 from medmesh.config import Settings
 from medmesh.ingest.mqtt import MqttIngest
-from medmesh.ingest.pipeline import IngestPipeline
-from medmesh.store import migrate
-from medmesh.store.database import Database
+from medmesh.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +17,8 @@ async def run_ingest_worker(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     mqtt = settings.mqtt()
     assert mqtt is not None
-    database = Database(settings.database_url)
-    if settings.auto_migrate:
-        await migrate.upgrade(database)
-    pipeline = IngestPipeline(
-        database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
-    )
-    ingest = MqttIngest(mqtt, database, pipeline, build_formats(settings))
+    services = await Services.start(settings)
+    ingest = MqttIngest(mqtt, services.database, services.pipeline, services.formats)
     consuming = asyncio.create_task(ingest.run())
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):
@@ -38,4 +29,4 @@ async def run_ingest_worker(settings: Settings) -> None:
         pass
     finally:
         log.info("MQTT ingest stopped after %d messages", ingest.processed)
-        await database.dispose()
+        await services.stop()

@@ -17,10 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from medmesh.access.credentials import new_secret
-from medmesh.app import build_formats
 from medmesh.config import Settings
 from medmesh.ingest.mqtt import MqttIngest, MqttSettings
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.services import build_formats
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_status import DeviceStatuses

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medmesh.app import build_formats
 from medmesh.config import Settings
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.ingest.incoming import Incoming
@@ -27,6 +26,7 @@ from medmesh.ingest.templates import (
     load_templates,
     parser_for,
 )
+from medmesh.services import build_formats
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "templates"
 MOMENT = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)

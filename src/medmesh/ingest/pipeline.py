@@ -4,6 +4,7 @@ adapter acknowledge."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,10 @@ from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import Observations
 from medmesh.store.registry import Assignments
+
+log = logging.getLogger(__name__)
+
+CommittedListener = Callable[[Sequence[Reading]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,13 @@ class IngestPipeline:
         self._database = database
         self._max_clock_skew = max_clock_skew
         self._clock = clock
+        self._listeners: list[CommittedListener] = []
+
+    def on_committed(self, listener: CommittedListener) -> None:
+        """Call `listener` with the readings of every batch once it is committed (rules,
+        events). A failing listener is logged; it never undoes or delays the acknowledgement
+        beyond its own run."""
+        self._listeners.append(listener)
 
     def now(self) -> datetime:
         return self._clock()
@@ -132,7 +144,18 @@ class IngestPipeline:
             await DeviceStatuses(conn).seen([b.device_id for b in batches], received_at)
             if also is not None:
                 await also(conn)
+        if self._listeners:
+            fresh = [reading for oid, (_, reading) in valid.items() if oid in inserted]
+            if fresh:
+                await self._notify(fresh)
         return results
+
+    async def _notify(self, readings: Sequence[Reading]) -> None:
+        for listener in self._listeners:
+            try:
+                await listener(readings)
+            except Exception as exc:  # the batch is stored; a listener must not undo that
+                log.error("after-commit listener failed (%s)", type(exc).__name__)
 
     def _validate(
         self,

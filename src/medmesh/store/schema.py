@@ -14,6 +14,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -138,4 +139,82 @@ api_tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# --- remote monitoring (alerts, care plans, webhooks) ------------------------------------------
+
+care_plans = Table(
+    "care_plans",
+    metadata,
+    Column("patient_id", String(36), ForeignKey("patients.id"), primary_key=True),
+    # Thresholds and reading schedule that override the clinical defaults (rules/defaults.py),
+    # as JSON: only what differs from the defaults is stored.
+    Column("thresholds", Text, nullable=False),
+    Column("schedule", Text, nullable=False),
+    # Who is notified first and who an unacknowledged urgent alert escalates to.
+    Column("primary_clinician", String(200), nullable=True),
+    Column("escalation_clinician", String(200), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(200), nullable=False),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("rule", String(64), nullable=False),  # e.g. spo2-low, news2, device-stale
+    # Same rule, same patient (and device, for device rules): at most one alert not resolved.
+    Column("dedupe_key", String(200), nullable=False),
+    Column("severity", String(16), nullable=False),  # info, warning, urgent, critical
+    Column("status", String(16), nullable=False),  # open, acknowledged, resolved
+    Column("title", String(200), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("device_id", String(36), nullable=True),
+    Column("observation_id", String(36), nullable=True),  # the reading that raised it
+    Column("opened_at", UTCDateTime, nullable=False),
+    Column("last_triggered_at", UTCDateTime, nullable=False),
+    Column("trigger_count", Integer, nullable=False),
+    Column("acknowledged_at", UTCDateTime, nullable=True),
+    Column("acknowledged_by", String(200), nullable=True),
+    Column("resolved_at", UTCDateTime, nullable=True),
+    Column("resolved_by", String(200), nullable=True),
+    Column("resolution", String(200), nullable=True),  # e.g. "value back in range", a note
+    Column("escalation_level", Integer, nullable=False),
+    Column("escalated_at", UTCDateTime, nullable=True),
+    Index(None, "patient_id", "status"),
+    Index(None, "dedupe_key", "status"),
+    Index(None, "status", "severity", "opened_at"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("criteria", String(500), nullable=False),  # e.g. Flag?patient=…, Observation?code=…
+    Column("endpoint", String(2000), nullable=False),  # https URL (rest-hook)
+    # Key for the HMAC-SHA256 signature of each payload; kept to sign, shown once on creation.
+    Column("signing_secret", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # requested, active, error, off
+    Column("resource", Text, nullable=False),  # the FHIR Subscription as submitted
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("last_error", String(500), nullable=True),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscription_id", String(36), ForeignKey("subscriptions.id"), nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, delivered, failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    UniqueConstraint("subscription_id", "event_id"),
+    Index(None, "status", "next_attempt_at"),
 )

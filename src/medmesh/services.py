@@ -1,0 +1,87 @@
+"""The services every medmesh process runs, built once from Settings: the database, the
+ingest pipeline, the payload formats and the event bus, wired together. `medmesh serve` and
+`medmesh ingest-worker` both start them here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from medmesh.config import Settings
+from medmesh.domain.reading import Reading
+from medmesh.events.bus import EventBus, InProcessBus
+from medmesh.events.model import READINGS, Event
+from medmesh.events.postgres import PostgresBus
+from medmesh.ingest.formats import Formats
+from medmesh.ingest.omh import OMH, parse_omh
+from medmesh.ingest.pipeline import CommittedListener, IngestPipeline
+from medmesh.ingest.templates import load_templates, parser_for
+from medmesh.store import migrate
+from medmesh.store.database import Database
+
+
+def build_formats(settings: Settings) -> Formats:
+    """Every payload format the adapters accept: native, omh and each mapping template.
+
+    A bad template raises InvalidTemplate here, so the server or worker does not start.
+    """
+    limit = settings.max_batch_readings
+    formats = Formats(limit)
+    formats.register(OMH, lambda body, device_id: parse_omh(body, device_id, limit))
+    if settings.templates_dir is not None:
+        for template in load_templates(settings.templates_dir):
+            formats.register(template.format_name, parser_for(template, limit))
+    return formats
+
+
+def build_bus(settings: Settings) -> EventBus:
+    if settings.event_bus == "postgres":
+        if not settings.database_url.startswith("postgres"):
+            raise ValueError("MEDMESH_EVENT_BUS=postgres needs a PostgreSQL database")
+        return PostgresBus(settings.database_url)
+    return InProcessBus()
+
+
+def readings_publisher(bus: EventBus) -> CommittedListener:
+    """A `readings` event per patient for every committed batch (ids and codes, no values)."""
+
+    async def publish(readings: Sequence[Reading]) -> None:
+        by_patient: dict[str, list[Reading]] = {}
+        for reading in readings:
+            by_patient.setdefault(reading.patient_id, []).append(reading)
+        for patient_id, mine in by_patient.items():
+            data = {
+                "count": len(mine),
+                "codes": sorted({r.measure.code for r in mine}),
+                "devices": sorted({r.device_id for r in mine}),
+            }
+            await bus.publish(Event(READINGS, patient_id, data))
+
+    return publish
+
+
+@dataclass
+class Services:
+    settings: Settings
+    database: Database
+    pipeline: IngestPipeline
+    formats: Formats
+    bus: EventBus
+
+    @classmethod
+    async def start(cls, settings: Settings, formats: Formats | None = None) -> Services:
+        database = Database(settings.database_url)
+        if settings.auto_migrate:
+            await migrate.upgrade(database)
+        pipeline = IngestPipeline(
+            database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
+        )
+        bus = build_bus(settings)
+        await bus.start()
+        pipeline.on_committed(readings_publisher(bus))
+        return cls(settings, database, pipeline, formats or build_formats(settings), bus)
+
+    async def stop(self) -> None:
+        await self.bus.stop()
+        await self.database.dispose()

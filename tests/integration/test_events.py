@@ -1,0 +1,96 @@
+"""The event bus as clients see it: Server-Sent Events from /api/v1/events, in one process and
+across processes through PostgreSQL LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import World
+from tests.helpers import minute_series
+from tests.live_server import live_server
+
+
+async def next_event(lines: Any, kind: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The data of the next SSE event of `kind` on an open stream."""
+
+    async def read() -> dict[str, Any]:
+        current = None
+        async for line in lines:
+            if line.startswith("event: "):
+                current = line.removeprefix("event: ")
+            elif line.startswith("data: ") and current == kind:
+                event: dict[str, Any] = orjson.loads(line.removeprefix("data: "))
+                return event
+        raise AssertionError("stream ended")
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def test_stored_readings_are_announced_to_a_connected_client(
+    database_url: str, world: World, tmp_path: Path
+) -> None:
+    with live_server(database_url, tmp_path / "server.log") as server:
+        async with (
+            httpx.AsyncClient(base_url=server.base_url, timeout=10) as http,
+            http.stream(
+                "GET",
+                "/api/v1/events",
+                params={"patient": world.patient_id},
+                headers=world.reader_headers,
+            ) as stream,
+        ):
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            lines = stream.aiter_lines()
+            await http.post(
+                "/ingest/v1/readings",
+                json={"readings": minute_series(3)},
+                headers=world.device_headers,
+            )
+            event = await next_event(lines, "readings")
+    assert event["patient_id"] == world.patient_id
+    assert event["data"] == {"count": 3, "codes": ["8867-4"], "devices": [world.device_id]}
+    assert "value" not in str(event["data"])  # ids and codes only
+
+
+async def test_the_event_stream_needs_a_token(database_url: str, tmp_path: Path) -> None:
+    with live_server(database_url, tmp_path / "server.log") as server:
+        response = httpx.get(f"{server.base_url}/api/v1/events", timeout=5)
+    assert response.status_code == 401
+
+
+async def test_an_event_in_one_process_reaches_a_client_of_another(
+    database_url: str, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY needs PostgreSQL; SQLite deployments are one process")
+    monkeypatch.setenv("MEDMESH_EVENT_BUS", "postgres")
+    with (
+        live_server(database_url, tmp_path / "a.log") as dashboard_side,
+        live_server(database_url, tmp_path / "b.log") as ingest_side,
+    ):
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            http.stream(
+                "GET",
+                f"{dashboard_side.base_url}/api/v1/events",
+                headers=world.reader_headers,
+            ) as stream,
+        ):
+            lines = stream.aiter_lines()
+            await anext(lines)  # connected: the subscription is in place
+            response = await http.post(
+                f"{ingest_side.base_url}/ingest/v1/readings",
+                json={"readings": minute_series(2)},
+                headers=world.device_headers,
+            )
+            assert response.status_code == 202
+            event = await next_event(lines, "readings")
+    assert event["patient_id"] == world.patient_id
+    assert event["data"]["count"] == 2

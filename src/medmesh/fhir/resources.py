@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +55,9 @@ def _quantity(value: MeasuredValue) -> dict[str, Any]:
     }
 
 
+# The parts below depend only on the code, so each is built once and shared between resources
+# (a 24-hour search renders ~1,500 Observations). Shared means read-only: never mutate them.
+@functools.cache
 def _concept(code: str) -> dict[str, Any]:
     measure = measure_by_code(code)
     quantity = quantity_by_code(code)
@@ -64,6 +68,18 @@ def _concept(code: str) -> dict[str, Any]:
     return {"coding": codings, "text": display}
 
 
+@functools.cache
+def _category(category: Category) -> list[dict[str, Any]]:
+    coding = {"system": CATEGORY_SYSTEM, "code": category.value}
+    return [{"coding": [{**coding, "display": _CATEGORY_DISPLAY[category]}]}]
+
+
+@functools.cache
+def _meta(code: str) -> dict[str, Any] | None:
+    profile = _PROFILES.get(code)
+    return None if profile is None else {"profile": [_PROFILE + "vitalsigns", _PROFILE + profile]}
+
+
 def observation(obs: StoredObservation) -> dict[str, Any]:
     measure = measure_by_code(obs.code)
     category = measure.category if measure is not None else Category.VITAL_SIGNS
@@ -71,26 +87,16 @@ def observation(obs: StoredObservation) -> dict[str, Any]:
         "resourceType": "Observation",
         "id": obs.id,
         "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": CATEGORY_SYSTEM,
-                        "code": category.value,
-                        "display": _CATEGORY_DISPLAY[category],
-                    }
-                ]
-            }
-        ],
+        "category": _category(category),
         "code": _concept(obs.code),
         "subject": {"reference": f"Patient/{obs.patient_id}"},
         "effectiveDateTime": instant(obs.effective),
         "issued": instant(obs.received_at),
         "device": {"reference": f"Device/{obs.device_id}"},
     }
-    profile = _PROFILES.get(obs.code)
-    if profile is not None:
-        resource["meta"] = {"profile": [_PROFILE + "vitalsigns", _PROFILE + profile]}
+    meta = _meta(obs.code)
+    if meta is not None:
+        resource["meta"] = meta
     if measure is not None and measure.is_panel:
         order = {c.code: i for i, c in enumerate(measure.components)}
         resource["component"] = [

@@ -67,6 +67,8 @@ class Broker:
                     f"acl_file {SHIPPED_ACL}",
                     "persistence false",
                     "max_inflight_messages 500",
+                    # as deploy/mosquitto/mosquitto.conf: the default 1000 drops a backlog
+                    "max_queued_messages 100000",
                     f"listener {self.port} 127.0.0.1",
                     f"listener {self.tls_port} 127.0.0.1",
                     f"cafile {self.directory / 'ca.crt'}",

@@ -11,10 +11,14 @@ from fastapi import FastAPI
 
 import medmesh
 from medmesh.access.headers import SecurityHeaders
+from medmesh.api.alerts import router as alerts_router
+from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.events import router as events_router
 from medmesh.config import Settings
 from medmesh.fhir.errors import install_error_handlers
+from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
+from medmesh.fhir.subscriptions import router as subscriptions_router
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mqtt import MqttIngest
@@ -53,11 +57,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if mllp is not None:
                 await mllp.stop()
+            if mqtt is not None:
+                await app.state.mqtt.stop()  # finishes and acknowledges the batch in hand
             for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(task, timeout=10)
             await services.stop()
 
     app = FastAPI(
@@ -70,7 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(fhir_router)
+    app.include_router(flags_router)
+    app.include_router(subscriptions_router)
     app.include_router(events_router)
+    app.include_router(alerts_router)
+    app.include_router(care_plans_router)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
 

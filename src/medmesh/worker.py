@@ -22,11 +22,10 @@ async def run_ingest_worker(settings: Settings) -> None:
     consuming = asyncio.create_task(ingest.run())
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(stop, consuming.cancel)
+        # Finish and acknowledge the batch in hand, leave the shared subscription, then exit.
+        loop.add_signal_handler(stop, lambda: asyncio.ensure_future(ingest.stop()))
     try:
         await consuming
-    except asyncio.CancelledError:
-        pass
     finally:
         log.info("MQTT ingest stopped after %d messages", ingest.processed)
         await services.stop()

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import InvalidReading, RejectReason
@@ -43,6 +43,14 @@ READINGS_FILTER = f"{TOPIC_ROOT}/+/readings/#"
 STATUS_FILTER = f"{TOPIC_ROOT}/+/status"
 MAX_DEAD_LETTER_PAYLOAD = 65_536
 MAX_DEVICE_ID_LENGTH = 36  # device ids are UUIDs
+TRANSIENT_RETRIES = 3
+# PostgreSQL SQLSTATEs worth retrying whole: deadlock, serialization failure.
+_TRANSIENT_SQLSTATES = {"40P01", "40001"}
+
+
+def _is_transient(exc: DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return sqlstate in _TRANSIENT_SQLSTATES or "database is locked" in str(exc.orig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,8 @@ class MqttIngest:
         self._known_devices: set[str] = set()
         self.processed = 0
         self.connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._waiting: asyncio.Future[aiomqtt.Message] | None = None
 
     def _client(self) -> aiomqtt.Client:
         s = self._settings
@@ -125,9 +135,9 @@ class MqttIngest:
         )
 
     async def run(self) -> None:
-        """Consume until cancelled, reconnecting after broker or database failures."""
+        """Consume until stopped, reconnecting after broker or database failures."""
         delay = 0.5
-        while True:
+        while not self._stopping.is_set():
             try:
                 await self._consume()
             except (aiomqtt.MqttError, OSError) as exc:
@@ -138,22 +148,41 @@ class MqttIngest:
             except Exception as exc:  # a failed commit: drop the session's unacked messages
                 log.error("MQTT ingest batch failed (%s); reconnecting", type(exc).__name__)
             self.connected.clear()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+            if not self._stopping.is_set():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def stop(self) -> None:
+        """Stop after the batch in hand is committed and acknowledged (never between the two),
+        and leave the shared subscription first, so the broker gives this worker's share to
+        the others instead of keeping it for a worker that may not come back."""
+        self._stopping.set()
+        if self._waiting is not None:
+            self._waiting.cancel()
 
     async def _consume(self) -> None:
         s = self._settings
+        prefix = f"$share/{s.shared_group}/" if s.shared_group else ""
+        filters = [prefix + READINGS_FILTER, prefix + STATUS_FILTER]
         async with self._client() as client:
             # aiomqtt has no manual-ack switch; paho (its engine) does. PUBACK is ours to send.
             paho = client._client
             paho.manual_ack_set(True)
-            prefix = f"$share/{s.shared_group}/" if s.shared_group else ""
-            await client.subscribe(prefix + READINGS_FILTER, qos=1)
-            await client.subscribe(prefix + STATUS_FILTER, qos=1)
+            for topic_filter in filters:
+                await client.subscribe(topic_filter, qos=1)
             self.connected.set()
             log.info("MQTT ingest subscribed as %s", s.client_id)
             messages = client.messages
-            async for first in messages:
+            while not self._stopping.is_set():
+                self._waiting = asyncio.ensure_future(anext(messages))
+                try:
+                    first = await self._waiting
+                except asyncio.CancelledError:
+                    if self._stopping.is_set():
+                        break
+                    raise
+                finally:
+                    self._waiting = None
                 pending = [first]
                 while len(messages) > 0 and len(pending) < s.max_batch:
                     pending.append(await anext(messages))
@@ -162,6 +191,9 @@ class MqttIngest:
                     if message.qos > 0:
                         paho.ack(message.mid, message.qos)
                 self.processed += len(pending)
+            if s.shared_group:
+                for topic_filter in filters:
+                    await client.unsubscribe(topic_filter)
 
     async def _process_isolating_poison(self, messages: Sequence[aiomqtt.Message]) -> None:
         """Process a micro-batch; if it cannot be stored, find the message that breaks it.
@@ -172,6 +204,15 @@ class MqttIngest:
         fails, the database is down: the error propagates, nothing is acknowledged, and the
         broker redelivers later.
         """
+        for attempt in range(1, TRANSIENT_RETRIES + 1):
+            try:
+                await self.process(messages)
+                return
+            except DBAPIError as exc:
+                if not _is_transient(exc) or attempt == TRANSIENT_RETRIES:
+                    break
+                log.warning("MQTT batch hit a transient database conflict; retrying")
+                await asyncio.sleep(0.05 * attempt)
         try:
             await self.process(messages)
             return
@@ -250,7 +291,7 @@ class MqttIngest:
 
         async def record_statuses(conn: AsyncConnection) -> None:
             statuses = DeviceStatuses(conn)
-            for device_id, report in reports:
+            for device_id, report in sorted(reports, key=lambda r: r[0]):  # lock order
                 await statuses.report(
                     device_id,
                     now,

@@ -29,8 +29,11 @@ class DeviceStatuses:
         self._conn = conn
 
     async def seen(self, device_ids: Iterable[str], at: datetime) -> None:
-        """Record that each device was heard from at `at`."""
-        for device_id in dict.fromkeys(device_ids):
+        """Record that each device was heard from at `at`.
+
+        Rows are written in device-id order, so two workers touching the same devices lock
+        them in the same order and cannot deadlock."""
+        for device_id in sorted(set(device_ids)):
             await self._conn.execute(
                 upsert(
                     self._conn,

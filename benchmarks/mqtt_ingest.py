@@ -1,0 +1,830 @@
+"""MQTT ingest throughput of medmesh worker processes, on SQLite and PostgreSQL.
+
+For each backend the script provisions devices (one patient each, assigned from 2020-01-01),
+then runs phases of 1 and of 2 ingest workers (`python -m medmesh ingest-worker`, one MQTT 5
+shared subscription group) against a PRIVATE Mosquitto broker it starts on a free port of
+127.0.0.1 (the machine's own broker is not touched). Each phase gets a fresh broker and fresh
+workers, so the per-worker message counts (logged by each worker on SIGTERM) are the phase's.
+
+Devices publish with paho-mqtt (MQTT 5, QoS 1) from a few publisher threads, one connection per
+device; every message is a native batch `{"readings": [...]}` of 1 or of 10 readings. The clock
+runs from the first publish until the observations table holds every reading (COUNT(*) polled
+every 50 ms): the figure is end-to-end committed throughput. The publish rate (first publish to
+last PUBACK from the broker) is printed too. Publishers, workers and broker share the machine,
+so on a small one they compete for CPU; each phase's CPU use is printed per process kind.
+
+Run: `.venv/bin/python benchmarks/mqtt_ingest.py` (`--help` for the counts, `--quick`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import orjson
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import Table, func, select
+from sqlalchemy.engine import make_url
+
+from medmesh import admin
+from medmesh.store import migrate
+from medmesh.store.database import Database
+from medmesh.store.schema import dead_letters, observations
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+ASSIGNED_FROM = datetime(2020, 1, 1, tzinfo=UTC)
+EPOCH = datetime(2021, 1, 1, tzinfo=UTC)  # phase p: 30 days later each; device k: k hours
+TOPIC = "medmesh/v1/devices/{}/readings"
+SHARED_GROUP = "medmesh-bench"
+POLL_SECONDS = 0.05
+STARTUP_TIMEOUT = 60.0  # a worker imports and migrates in ~3 s on an idle 2-core machine
+PUBACK_TIMEOUT = 120.0
+SETTLE_SECONDS = 0.5
+DEPLOY_MAX_QUEUED = 100_000  # deploy/mosquitto/mosquitto.conf; Mosquitto's default is 1000
+STOPPED = re.compile(rb"stopped after (\d+) messages")
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What to run and how much of it."""
+
+    backends: tuple[str, ...]
+    postgres_url: str  # maintenance database; the run creates and drops its own
+    devices: int
+    publishers: int  # publisher threads, the devices shared among them
+    workers: tuple[int, ...]  # worker counts to run
+    shapes: tuple[tuple[int, int], ...]  # (readings per message, messages per phase)
+    timeout: float  # per phase, for every reading to be committed
+    max_queued: int  # broker's max_queued_messages per client
+
+
+@dataclass(frozen=True, slots=True)
+class Cpu:
+    """CPU seconds used during a phase: all workers, the broker, this (publisher) process."""
+
+    workers: float | None
+    broker: float | None
+    client: float
+
+    def shares(self, seconds: float) -> str:
+        """Percentages of one core, workers/broker/publishers, e.g. `150/20/60`."""
+        parts = [self.workers, self.broker, self.client]
+        return "/".join("?" if p is None else f"{p / seconds * 100:.0f}" for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One phase: a backend, a number of workers and a message shape."""
+
+    backend: str
+    workers: int
+    per_message: int  # readings per message
+    messages: int
+    seconds: float  # first publish -> all readings committed (or the timeout)
+    publish_seconds: float  # first publish -> last PUBACK
+    stored: int  # readings committed within `seconds`
+    complete: bool
+    per_worker: list[int | None]
+    cpu: Cpu
+    warmup: int  # messages sent before the clock started (included in `per_worker`)
+
+    @property
+    def messages_per_second(self) -> float:
+        """Committed messages per second, end to end."""
+        return self.stored / self.per_message / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def readings_per_second(self) -> float:
+        """Committed readings per second, end to end."""
+        return self.stored / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def publish_rate(self) -> float:
+        """Messages per second accepted (PUBACKed) by the broker."""
+        return self.messages / self.publish_seconds if self.publish_seconds > 0 else 0.0
+
+
+@dataclass(slots=True)
+class Report:
+    """Every figure of a run, and the backends skipped with the reason."""
+
+    figures: list[Figure] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    """Print a line at once (progress shows while a phase runs)."""
+    print(message, flush=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def worker_python() -> str:
+    """The project's virtualenv interpreter (the one this script should run under)."""
+    return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+
+
+def mosquitto_binary() -> str | None:
+    """The mosquitto broker's path, if installed."""
+    if found := shutil.which("mosquitto"):
+        return found
+    return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+
+
+def process_cpu(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `timeout`."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+# --- the broker and the workers ---------------------------------------------------------------
+
+
+@dataclass
+class Broker:
+    """A private Mosquitto on a free port of 127.0.0.1, anonymous, without persistence."""
+
+    directory: Path
+    max_queued: int
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Write the configuration, start the broker and wait until it accepts connections."""
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("the mosquitto broker is not installed")
+        self.port = free_port()
+        config = self.directory / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "max_inflight_messages 500",
+            f"max_queued_messages {self.max_queued}",
+            "user root",
+        ]
+        config.write_text("\n".join(lines) + "\n")
+        log_path = self.directory / "mosquitto.log"
+        with log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                [binary, "-c", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches this script, which stops it in order
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start:\n{tail(log_path)}")
+
+    def stop(self) -> None:
+        """Stop the broker (its sessions go with it: persistence is off)."""
+        if self.process is not None:
+            stop_process(self.process)
+            self.process = None
+
+
+@dataclass
+class Worker:
+    """`medmesh ingest-worker` in a child process, logging to a file."""
+
+    database_url: str
+    broker_port: int
+    client_id: str
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def env(self) -> dict[str, str]:
+        """This environment without other MEDMESH_* settings, plus the worker's."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDMESH_")}
+        env.update(
+            MEDMESH_DATABASE_URL=self.database_url,
+            MEDMESH_MQTT_HOST="127.0.0.1",
+            MEDMESH_MQTT_PORT=str(self.broker_port),
+            MEDMESH_MQTT_SHARED_GROUP=SHARED_GROUP,
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def start(self) -> None:
+        """Start the worker and wait until it has subscribed."""
+        with self.log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                [worker_python(), "-m", "medmesh", "ingest-worker", "--client-id", self.client_id],
+                env=self.env(),
+                cwd=self.log_path.parent,  # no stray .env from the caller's directory
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if b"subscribed" in self.log_path.read_bytes():
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"worker {self.client_id} did not subscribe:\n{tail(self.log_path)}")
+
+    def cpu(self) -> float | None:
+        """CPU seconds the worker has used so far."""
+        return None if self.process is None else process_cpu(self.process.pid)
+
+    def stop(self) -> None:
+        """SIGTERM (the worker logs how many messages it stored), SIGKILL after 15 s."""
+        if self.process is not None:
+            stop_process(self.process)
+
+    def stopped_count(self) -> int | None:
+        """N of the worker's last "MQTT ingest stopped after N messages" line, if any."""
+        try:
+            found = STOPPED.findall(self.log_path.read_bytes())
+        except OSError:
+            return None
+        return int(found[-1]) if found else None
+
+
+def stop_all(workers: Sequence[Worker], broker: Broker) -> None:
+    """Stop the workers (all at once, then wait for each), then the broker."""
+    for worker in workers:
+        if worker.process is not None and worker.process.poll() is None:
+            worker.process.send_signal(signal.SIGTERM)
+    for worker in workers:
+        worker.stop()
+    broker.stop()
+
+
+# --- the devices ------------------------------------------------------------------------------
+
+
+async def provision(url: str, devices: int) -> list[str]:
+    """Migrate the database; create `devices` devices, each assigned to its own patient."""
+    db = Database(url)
+    found: list[str] = []
+    try:
+        await migrate.upgrade(db)
+        for k in range(devices):
+            patient = await admin.create_patient(
+                db, family="Bench", given=f"Device {k}", identifier=f"BENCH-{k}"
+            )
+            credential = await admin.register_device(db, display_name=f"bench device {k}")
+            await admin.assign_device(db, credential.device_id, patient.id, ASSIGNED_FROM)
+            found.append(credential.device_id)
+    finally:
+        await db.dispose()
+    return found
+
+
+def payloads(tag: str, start: datetime, messages: int, per_message: int) -> list[bytes]:
+    """One device's messages: native batches of `per_message` readings one second apart."""
+    bodies: list[bytes] = []
+    for n in range(messages):
+        readings = []
+        for i in range(per_message):
+            k = n * per_message + i
+            moment = start + timedelta(seconds=k)
+            readings.append(
+                {
+                    "id": f"{tag}-{k}",
+                    "type": "heart-rate",
+                    "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "value": 60 + k % 40,
+                    "unit": "/min",
+                }
+            )
+        bodies.append(orjson.dumps({"readings": readings}))
+    return bodies
+
+
+def connect_publishers(port: int, devices: Sequence[str]) -> list[paho.Client]:
+    """One MQTT 5 connection per device, each with its network thread, connected."""
+    clients: list[paho.Client] = []
+    try:
+        for _ in devices:
+            client = paho.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"bench-pub-{uuid.uuid4().hex[:12]}",
+                protocol=paho.MQTTv5,
+            )
+            client.connect("127.0.0.1", port)
+            client.loop_start()
+            clients.append(client)
+        deadline = time.monotonic() + 10
+        while not all(c.is_connected() for c in clients):
+            if time.monotonic() > deadline:
+                raise RuntimeError("publishers did not connect to the broker")
+            time.sleep(0.02)
+    except BaseException:
+        disconnect(clients)
+        raise
+    return clients
+
+
+def disconnect(clients: Sequence[paho.Client]) -> None:
+    """Disconnect every publisher and stop its network thread."""
+    for client in clients:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        with contextlib.suppress(Exception):
+            client.loop_stop()
+
+
+def publish_all(
+    clients: Sequence[paho.Client],
+    devices: Sequence[str],
+    bodies: Sequence[Sequence[bytes]],
+    threads: int,
+) -> float:
+    """Publish every device's messages (QoS 1) from `threads` threads, each taking its share
+    of the devices in turn; return the perf_counter() of the last PUBACK."""
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def run(share: Sequence[int]) -> None:
+        infos: list[paho.MQTTMessageInfo] = []
+        longest = max((len(bodies[d]) for d in share), default=0)
+        for n in range(longest):
+            for d in share:
+                if n < len(bodies[d]):
+                    infos.append(clients[d].publish(TOPIC.format(devices[d]), bodies[d][n], qos=1))
+        deadline = time.monotonic() + PUBACK_TIMEOUT
+        for info in infos:
+            info.wait_for_publish(timeout=max(0.0, deadline - time.monotonic()))
+        missing = sum(1 for info in infos if not info.is_published())
+        if missing:
+            with lock:
+                failures.append(f"{missing} of {len(infos)} messages not acknowledged")
+
+    shares = [list(range(t, len(devices), threads)) for t in range(threads)]
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for future in [pool.submit(run, share) for share in shares if share]:
+            future.result()
+    if failures:
+        raise RuntimeError("publishing failed: " + "; ".join(failures))
+    return time.perf_counter()
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+async def count(db: Database, table: Table = observations) -> int:
+    """COUNT(*) of a table."""
+    async with db.read() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def wait_for_count(db: Database, target: int, within: float) -> tuple[int, float]:
+    """Poll until the observations table holds `target` rows, for at most `within` seconds;
+    return (count, perf_counter() of that count)."""
+    deadline = time.monotonic() + within
+    while True:
+        stored = await count(db)
+        now = time.perf_counter()
+        if stored >= target or time.monotonic() >= deadline:
+            return stored, now
+        await asyncio.sleep(POLL_SECONDS)
+
+
+def cpu_mark(workers: Sequence[Worker], broker: Broker) -> Cpu:
+    """CPU seconds so far of the workers (summed), the broker and this process."""
+    parts = [w.cpu() for w in workers]
+    used = None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
+    broker_cpu = None if broker.process is None else process_cpu(broker.process.pid)
+    return Cpu(used, broker_cpu, time.process_time())
+
+
+def cpu_since(workers: Sequence[Worker], broker: Broker, mark: Cpu) -> Cpu:
+    """CPU seconds used since `mark`."""
+    now = cpu_mark(workers, broker)
+
+    def delta(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else a - b
+
+    return Cpu(
+        delta(now.workers, mark.workers), delta(now.broker, mark.broker), now.client - mark.client
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """What one phase runs."""
+
+    index: int
+    workers: int
+    per_message: int
+    messages: int
+
+
+async def run_phase(
+    backend: str,
+    url: str,
+    db: Database,
+    devices: Sequence[str],
+    phase: Phase,
+    workdir: Path,
+    opts: Options,
+) -> Figure:
+    """Fresh broker and workers; warm up; publish; wait for every reading to be committed."""
+    directory = workdir / f"phase-{phase.index}"
+    directory.mkdir()
+    broker = Broker(directory, opts.max_queued)
+    workers: list[Worker] = []
+    try:
+        await asyncio.to_thread(broker.start)
+        workers = [
+            Worker(url, broker.port, f"bench-{n}", directory / f"worker-{n}.log")
+            for n in range(phase.workers)
+        ]
+        await asyncio.gather(*(asyncio.to_thread(w.start) for w in workers))
+        clients = await asyncio.to_thread(connect_publishers, broker.port, devices)
+        try:
+            # Warm-up: a message per device, so every worker has met the devices and opened
+            # its database connections before the clock starts.
+            warm = [payloads(f"p{phase.index}-warm", EPOCH, 1, 1) for _ in devices]
+            target = await count(db) + len(devices)
+            await asyncio.to_thread(publish_all, clients, devices, warm, opts.publishers)
+            stored, _ = await wait_for_count(db, target, opts.timeout)
+            if stored < target:
+                raise RuntimeError(f"warm-up: {stored} of {target} readings stored")
+            per_device = max(1, phase.messages // len(devices))
+            bodies = [
+                payloads(
+                    f"p{phase.index}",
+                    EPOCH + timedelta(days=30 * phase.index, hours=k),
+                    per_device,
+                    phase.per_message,
+                )
+                for k in range(len(devices))
+            ]
+            messages = per_device * len(devices)
+            baseline = await count(db)
+            target = baseline + messages * phase.per_message
+            mark = cpu_mark(workers, broker)
+            began = time.perf_counter()
+            publishing = asyncio.create_task(
+                asyncio.to_thread(publish_all, clients, devices, bodies, opts.publishers)
+            )
+            stored, done = await wait_for_count(db, target, opts.timeout)
+            cpu = cpu_since(workers, broker, mark)
+            published = await publishing
+            # SIGTERM cancels a worker wherever it is, also between a commit and the PUBACKs
+            # (then its count misses that batch, which the broker would deliver again): let
+            # the workers finish acknowledging first. Not part of the measured time.
+            await asyncio.sleep(SETTLE_SECONDS)
+        finally:
+            await asyncio.to_thread(disconnect, clients)
+    except Exception:
+        for worker in workers:
+            log(f"{worker.client_id} log (last lines):\n{tail(worker.log_path)}")
+        raise
+    finally:
+        await asyncio.to_thread(stop_all, workers, broker)
+    figure = Figure(
+        backend,
+        phase.workers,
+        phase.per_message,
+        messages,
+        done - began,
+        published - began,
+        stored - baseline,
+        stored >= target,
+        [w.stopped_count() for w in workers],
+        cpu,
+        len(devices),
+    )
+    if not figure.complete:
+        letters = await count(db, dead_letters)
+        log(
+            f"[{backend}] TIMEOUT after {opts.timeout:g} s: {figure.stored} of "
+            f"{messages * phase.per_message} readings stored ({letters} dead letters in all); "
+            f"broker: {dropped_note(directory / 'mosquitto.log')}"
+        )
+    return figure
+
+
+def dropped_note(broker_log: Path) -> str:
+    """What the broker's log says about messages it dropped (a full queue drops QoS 1)."""
+    try:
+        lines = broker_log.read_text(errors="replace").splitlines()
+    except OSError:
+        return "no log"
+    dropped = [line for line in lines if "dropped" in line.lower()]
+    if not dropped:
+        return "its log mentions no dropped messages"
+    return f"{len(dropped)} log line(s) on dropped messages, e.g. {dropped[0]!r}"
+
+
+def per_worker_text(counts: Sequence[int | None]) -> str:
+    """Per-worker message counts, e.g. `2510+2510`."""
+    return "+".join("?" if c is None else str(c) for c in counts)
+
+
+async def bench_backend(
+    backend: str, url: str, workdir: Path, opts: Options, report: Report
+) -> None:
+    """Provision the devices, then run every (workers, shape) phase on one database."""
+    log(f"[{backend}] provisioning {opts.devices} devices (one patient each)")
+    devices = await provision(url, opts.devices)
+    db = Database(url)
+    try:
+        index = 0
+        for workers in opts.workers:
+            for per_message, messages in opts.shapes:
+                phase = Phase(index, workers, per_message, messages)
+                index += 1
+                figure = await run_phase(backend, url, db, devices, phase, workdir, opts)
+                report.figures.append(figure)
+                log(
+                    f"[{backend}] {workers} worker(s), {per_message} reading(s)/message: "
+                    f"{figure.messages_per_second:,.0f} messages/s, "
+                    f"{figure.readings_per_second:,.0f} readings/s "
+                    f"({figure.messages} in {figure.seconds:.2f} s; published in "
+                    f"{figure.publish_seconds:.2f} s); per worker "
+                    f"{per_worker_text(figure.per_worker)}; cpu % wrk/brk/pub "
+                    f"{figure.cpu.shares(figure.seconds)}"
+                )
+                reported = figure.per_worker
+                expected = figure.messages + figure.warmup
+                if None in reported or sum(c for c in reported if c is not None) != expected:
+                    log(
+                        f"[{backend}] note: the workers reported {per_worker_text(reported)} "
+                        f"messages, not {expected} in all (a batch committed but not "
+                        f"acknowledged at SIGTERM, or delivered twice)"
+                    )
+    finally:
+        await db.dispose()
+
+
+async def bench_sqlite(opts: Options, report: Report) -> None:
+    """The embedded backend, on a file in a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="medmesh-bench-mqtt-") as tmp:
+        await bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), opts, report)
+
+
+def admin_dsn(url: str) -> str:
+    """`url` as a plain DSN for asyncpg."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def bench_postgresql(opts: Options, report: Report) -> None:
+    """A fresh PostgreSQL database, dropped at the end; skipped if the server is unreachable."""
+    name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
+    try:
+        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        reason = f"postgresql: not reachable at {opts.postgres_url} ({type(exc).__name__}: {exc})"
+        report.skipped.append(reason)
+        log(f"skipped: {reason}")
+        return
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = make_url(opts.postgres_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        with tempfile.TemporaryDirectory(prefix="medmesh-bench-mqtt-") as tmp:
+            await bench_backend("postgresql", url, Path(tmp), opts, report)
+    finally:
+        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+# --- output -----------------------------------------------------------------------------------
+
+
+async def postgres_version(url: str) -> str:
+    """The PostgreSQL server's version, or why it is not known."""
+    try:
+        conn = await asyncpg.connect(admin_dsn(url), timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"not reachable ({type(exc).__name__})"
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def mosquitto_version() -> str:
+    """The first line of `mosquitto -h`, e.g. `mosquitto version 2.0.11`."""
+    binary = mosquitto_binary()
+    if binary is None:
+        return "not installed"
+    result = subprocess.run([binary, "-h"], capture_output=True, check=False, timeout=10)
+    first = (result.stdout or result.stderr).decode(errors="replace").splitlines()
+    return f"{first[0] if first else '?'} ({binary})"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load average: other work on the machine skews every figure."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except (AttributeError, OSError):
+        return "n/a"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
+
+
+async def print_machine(opts: Options) -> None:
+    """Facts that make the figures comparable between machines."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    log(f"machine:    nproc {affinity} (cpu_count {os.cpu_count()}), {platform.platform()}")
+    log(
+        f"python:     {platform.python_version()} ({sys.executable}); "
+        f"paho-mqtt {importlib.metadata.version('paho-mqtt')}"
+    )
+    log(f"load:       {load_average()}")
+    log(f"broker:     {await asyncio.to_thread(mosquitto_version)}")
+    log(f"sqlite:     {sqlite3.sqlite_version}")
+    if "postgresql" in opts.backends:
+        log(f"postgresql: {await postgres_version(opts.postgres_url)}")
+    shapes = ", ".join(f"{m} messages x {r} reading(s)" for r, m in opts.shapes)
+    log(
+        f"run:        {opts.devices} devices over {opts.publishers} publisher threads (QoS 1, "
+        f"MQTT 5); {', '.join(map(str, opts.workers))} worker(s); per phase {shapes}; "
+        f"broker max_queued_messages {opts.max_queued}; timeout {opts.timeout:g} s per phase"
+    )
+    log("")
+
+
+def print_table(report: Report) -> None:
+    """The summary table."""
+    log("")
+    log(
+        f"{'backend':<12}{'workers':>7}{'readings/msg':>14}{'messages/s':>12}{'readings/s':>12}"
+        f"  {'(messages, seconds)':<21}{'per-worker':<12}{'publish msg/s':>14}"
+        f"  cpu % wrk/brk/pub"
+    )
+    for f in report.figures:
+        mark = "" if f.complete else "  TIMEOUT"
+        log(
+            f"{f.backend:<12}{f.workers:>7}{f.per_message:>14}{f.messages_per_second:>12,.0f}"
+            f"{f.readings_per_second:>12,.0f}  {f'({f.messages}, {f.seconds:.2f})':<21}"
+            f"{per_worker_text(f.per_worker):<12}{f.publish_rate:>14,.0f}"
+            f"  {f.cpu.shares(f.seconds)}{mark}"
+        )
+    if report.figures:
+        log(
+            f"per-worker: messages each worker reported on SIGTERM, including the "
+            f"{report.figures[0].warmup} warm-up messages; cpu: % of one core over the phase "
+            f"(all workers / broker / this process: publishers and poller)"
+        )
+    for reason in report.skipped:
+        log(f"skipped: {reason}")
+    log(f"load at the end: {load_average()}")
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    """Command-line options; --quick shrinks the counts for a smoke run."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=("sqlite", "postgresql"),
+        help="backend to run (repeatable; default both)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help=f"PostgreSQL maintenance database (default {DEFAULT_POSTGRES_URL})",
+    )
+    parser.add_argument("--devices", type=int, default=20, help="devices (default 20)")
+    parser.add_argument("--publishers", type=int, default=4, help="publisher threads (default 4)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        action="append",
+        help="ingest worker processes of a phase (repeatable; default 1 and 2)",
+    )
+    parser.add_argument(
+        "--single", type=int, default=5000, help="messages of 1 reading per phase (default 5000)"
+    )
+    parser.add_argument(
+        "--ten", type=int, default=1000, help="messages of 10 readings per phase (default 1000)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=90.0, help="per phase, for all readings to be stored"
+    )
+    parser.add_argument(
+        "--max-queued",
+        type=int,
+        default=DEPLOY_MAX_QUEUED,
+        help="broker max_queued_messages (default as deploy/mosquitto: 100000; Mosquitto's "
+        "own default, 1000, drops QoS 1 messages a busy worker has not taken yet)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    args = parser.parse_args(argv)
+    workers = tuple(args.workers or (1, 2))
+    if min(args.devices, args.publishers, args.single, args.ten, *workers) < 1:
+        parser.error("counts must be at least 1")
+    if args.timeout <= 0 or args.max_queued < 0:
+        parser.error("--timeout must be positive and --max-queued not negative")
+    backends = tuple(args.backend or ("sqlite", "postgresql"))
+    single, ten, timeout = args.single, args.ten, args.timeout
+    if args.quick:
+        single, ten, timeout = min(single, 1000), min(ten, 200), min(timeout, 30.0)
+    return Options(
+        backends,
+        args.postgres_url,
+        args.devices,
+        min(args.publishers, args.devices),
+        workers,
+        ((1, single), (10, ten)),
+        timeout,
+        args.max_queued,
+    )
+
+
+async def main(opts: Options) -> Report:
+    """Run every chosen backend in turn; SIGTERM cancels the run (processes stopped, data gone)."""
+    task = asyncio.current_task()
+    if task is not None:
+        with contextlib.suppress(NotImplementedError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    await print_machine(opts)
+    if mosquitto_binary() is None:
+        log("skipped: the mosquitto broker is not installed")
+        return Report(skipped=["mosquitto is not installed"])
+    started = time.perf_counter()
+    report = Report()
+    if "sqlite" in opts.backends:
+        await bench_sqlite(opts, report)
+    if "postgresql" in opts.backends:
+        await bench_postgresql(opts, report)
+    print_table(report)
+    log(f"total: {time.perf_counter() - started:.0f} s")
+    return report
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main(parse_options()))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        sys.exit("interrupted; workers and broker stopped, benchmark data removed")

@@ -174,7 +174,7 @@ def device_broker_credentials(
     device_id: str,
     password_file: Annotated[
         Path, typer.Option(help="Mosquitto password file to add the device to")
-    ] = Path("deploy/mosquitto/passwd"),
+    ] = Path("/etc/mosquitto/medmesh/passwd"),
 ) -> None:
     """Give a device its own MQTT login (user name = device id) in a Mosquitto password file.
 
@@ -196,7 +196,7 @@ def device_broker_credentials(
 @app.command("broker-user")
 def broker_user(
     username: Annotated[str, typer.Argument(help="e.g. medmesh-ingest")],
-    password_file: Annotated[Path, typer.Option()] = Path("deploy/mosquitto/passwd"),
+    password_file: Annotated[Path, typer.Option()] = Path("/etc/mosquitto/medmesh/passwd"),
 ) -> None:
     """Add a platform (non-device) user, such as the ingest workers', to the password file."""
     password = new_secret("mqp")
@@ -279,10 +279,22 @@ def sim_load(
     Registers the devices (and a patient each) in the configured database first. Over MQTT
     the broker must accept them: the machine's anonymous broker does.
     """
-    from medmesh.sim.load import DeviceLogin, LoadPlan, run_http_load, run_mqtt_load
+    import httpx
+
+    from medmesh.sim.load import (
+        DeviceLogin,
+        LoadPlan,
+        check_loopback,
+        run_http_load,
+        run_mqtt_load,
+    )
 
     if transport not in ("http", "mqtt"):
         raise typer.BadParameter("transport is http or mqtt")
+    try:  # before anything is registered
+        check_loopback(httpx.URL(base_url).host if transport == "http" else mqtt_host, False)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
     async def provision(db: Database) -> list[DeviceLogin]:
         logins = []

@@ -27,7 +27,8 @@ def password_hash(password: str, salt: bytes | None = None) -> str:
 
 
 def set_password(password_file: Path, username: str, password: str) -> None:
-    """Add or replace `username` in the password file (atomically; mode 0600).
+    """Add or replace `username` in the password file, atomically. A new file gets mode 0600
+    (give it to the broker's user); an existing one keeps its owner, group and mode.
 
     Mosquitto reads the file at start-up and on SIGHUP.
     """
@@ -37,8 +38,15 @@ def set_password(password_file: Path, username: str, password: str) -> None:
     kept = [line for line in lines if line.split(":", 1)[0] != username]
     kept.append(f"{username}:{password_hash(password)}")
     password_file.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the file's owner, group and mode: the broker (often user mosquitto) must still be
+    # able to read it after the rewrite.
+    previous = password_file.stat() if password_file.exists() else None
     fd, tmp = tempfile.mkstemp(dir=password_file.parent, prefix=".pw-")
     with os.fdopen(fd, "w") as out:
         out.write("\n".join(kept) + "\n")
-    os.chmod(tmp, 0o600)
+    if previous is not None:
+        os.chmod(tmp, previous.st_mode & 0o777)
+        os.chown(tmp, previous.st_uid, previous.st_gid)
+    else:
+        os.chmod(tmp, 0o600)
     os.replace(tmp, password_file)

@@ -35,7 +35,8 @@ class Quantity:
     high: float
     also_codes: tuple[str, ...] = ()
     # Other UCUM units devices may send for this quantity; each converts (domain/units.py).
-    # A conversion that exists but is not listed here (mmol/L for blood pressure) is refused.
+    # A conversion that exists but is not listed here (mmol/L for a cholesterol-like measure,
+    # should one be added) is refused: units.py converts by unit, not by quantity.
     alt_units: tuple[str, ...] = ()
 
     def is_plausible(self, value: float) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-READINGS = "readings"  # data: {"count": n, "codes": [...], "device_id": ...}
+READINGS = "readings"  # data: {"count": n, "codes": [...], "devices": [...], "observations": [ids]}
 ALERT = "alert"  # data: the alert as the JSON API renders it
 DEVICE = "device"  # data: {"device_id": ..., "online": ..., "battery_percent": ...}
 

@@ -141,6 +141,10 @@ def single(params: dict[str, list[str]], name: str) -> str | None:
     values = params.get(name, [])
     if len(values) > 1:
         raise InvalidSearch(f"{name} may be given once")
+    if values and not values[0]:
+        # An empty value is most likely a client's unset variable; searching as if the
+        # parameter were absent would return far more than was asked for.
+        raise InvalidSearch(f"{name} is empty")
     return values[0] if values else None
 
 

@@ -30,6 +30,10 @@ _HL7_ERROR_BY_REASON = {
     RejectReason.NO_PATIENT: "204",
     RejectReason.UNKNOWN_DEVICE: "204",
     RejectReason.UNKNOWN_FORMAT: "200",
+    # No table 0357 code says "out of range"; a value the field cannot take is closest to a
+    # data type error, and far better than 207 (which reads as our own fault).
+    RejectReason.IMPLAUSIBLE_VALUE: "102",
+    RejectReason.FUTURE_TIMESTAMP: "102",
 }
 
 

@@ -204,29 +204,36 @@ class MqttIngest:
         fails, the database is down: the error propagates, nothing is acknowledged, and the
         broker redelivers later.
         """
+        try:
+            await self._process_retrying(messages)
+            return
+        except Exception as exc:
+            if isinstance(exc, SQLAlchemyError) and not isinstance(exc, DBAPIError):
+                raise  # not about the data (e.g. a closed pool): retry after reconnecting
+            if len(messages) == 1:
+                if not await self._dead_letter_unstorable(messages[0]):
+                    raise
+                return
+        for message in messages:
+            try:
+                await self._process_retrying([message])
+            except Exception as exc:  # whatever breaks one message must not block the queue
+                log.error("an MQTT message could not be processed (%s)", type(exc).__name__)
+                if not await self._dead_letter_unstorable(message):
+                    raise
+
+    async def _process_retrying(self, messages: Sequence[aiomqtt.Message]) -> None:
+        """`process`, retried a few times on deadlocks and serialization failures, which are
+        about timing between workers, not about the data."""
         for attempt in range(1, TRANSIENT_RETRIES + 1):
             try:
                 await self.process(messages)
                 return
             except DBAPIError as exc:
                 if not _is_transient(exc) or attempt == TRANSIENT_RETRIES:
-                    break
+                    raise
                 log.warning("MQTT batch hit a transient database conflict; retrying")
                 await asyncio.sleep(0.05 * attempt)
-        try:
-            await self.process(messages)
-            return
-        except SQLAlchemyError:
-            if len(messages) == 1 and not await self._dead_letter_unstorable(messages[0]):
-                raise
-            if len(messages) == 1:
-                return
-        for message in messages:
-            try:
-                await self.process([message])
-            except SQLAlchemyError:
-                if not await self._dead_letter_unstorable(message):
-                    raise
 
     async def _dead_letter_unstorable(self, message: aiomqtt.Message) -> bool:
         topic = parse_topic(message.topic.value)
@@ -282,7 +289,7 @@ class MqttIngest:
                 continue
             try:
                 if topic.kind == "status":
-                    reports.append((topic.device_id, parse_status(body)))
+                    reports.append((topic.device_id, parse_status(body), not message.retain))
                 else:
                     items = self._formats.parse(topic.format, body, topic.device_id)
                     batches.append(DeviceBatch(topic.device_id, "mqtt", items))
@@ -291,13 +298,14 @@ class MqttIngest:
 
         async def record_statuses(conn: AsyncConnection) -> None:
             statuses = DeviceStatuses(conn)
-            for device_id, report in sorted(reports, key=lambda r: r[0]):  # lock order
+            for device_id, report, live in sorted(reports, key=lambda r: r[0]):  # lock order
                 await statuses.report(
                     device_id,
                     now,
                     online=report.online,
                     battery_percent=report.battery_percent,
                     firmware=report.firmware,
+                    live=live,
                 )
 
         await self._pipeline.ingest_many(

@@ -13,7 +13,6 @@ unique per device, which makes resending safe.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +21,7 @@ import orjson
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.domain.reading import MAX_MESSAGE_ID_LENGTH as MAX_MESSAGE_ID_LENGTH
 from medmesh.domain.reading import RawReading, is_valid_message_id
+from medmesh.domain.timestamps import TimestampError, parse_rfc3339
 from medmesh.ingest.incoming import Incoming
 
 
@@ -43,23 +43,18 @@ def _text(item: dict[str, Any], field: str) -> str:
     return value
 
 
-# RFC 3339 date-time, seconds optional; the offset is checked separately for a clearer error.
-_RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})?"
-)
-
-
 def _time(item: dict[str, Any]) -> datetime:
-    text = _text(item, "time")
-    if _RFC3339.fullmatch(text) is None:
-        raise _malformed("field 'time' must be an RFC 3339 date-time, e.g. 2026-11-25T08:00:00Z")
-    if text[-1] not in "Zz" and text[-6] not in "+-":
-        raise _malformed("field 'time' must carry a UTC offset, e.g. 'Z'")
     try:
-        # Python before 3.12 takes at most 6 fractional digits.
-        return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).upper())
-    except ValueError:
-        raise _malformed("field 'time' is not a valid calendar date and time") from None
+        return parse_rfc3339(_text(item, "time"))
+    except TimestampError as exc:
+        raise _malformed(_TIME_ERRORS[exc.problem]) from None
+
+
+_TIME_ERRORS = {
+    "format": "field 'time' must be an RFC 3339 date-time, e.g. 2026-11-25T08:00:00Z",
+    "offset": "field 'time' must carry a UTC offset, e.g. 'Z'",
+    "calendar": "field 'time' is not a valid calendar date and time",
+}
 
 
 def _value(item: dict[str, Any]) -> float | dict[str, float]:

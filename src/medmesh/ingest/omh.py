@@ -7,13 +7,14 @@ lists the schemas and how their units and time frames map to medmesh.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
 from medmesh.domain.errors import InvalidReading, RejectReason
-from medmesh.domain.reading import RawReading
+from medmesh.domain.reading import RawReading, is_valid_message_id
+from medmesh.domain.timestamps import TimestampError, parse_rfc3339
 from medmesh.ingest.incoming import Incoming
 from medmesh.ingest.native import MAX_MESSAGE_ID_LENGTH, MalformedBody
 
@@ -103,13 +104,11 @@ def _number(parent: dict[str, Any], key: str, where: str) -> float:
 def _date_time(parent: dict[str, Any], key: str, where: str) -> datetime:
     text = _text(parent, key, where)
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+        # IEEE 1752.1 date-time: "If a timezone is not included, the timezone is assumed to
+        # be UTC."
+        return parse_rfc3339(text, assume_utc=True)
+    except TimestampError:
         raise _malformed(f"field '{where}' must be an RFC 3339 date-time") from None
-    if not any(separator in text for separator in "Tt "):  # a bare date reads as midnight
-        raise _malformed(f"field '{where}' must be an RFC 3339 date-time, not a date")
-    # IEEE 1752.1 date-time: "If a timezone is not included, the timezone is assumed to be UTC."
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _message_id(header: Any) -> str | None:
@@ -117,7 +116,7 @@ def _message_id(header: Any) -> str | None:
     if isinstance(header, dict):
         for key in ("uuid", "id"):
             value = header.get(key)
-            if isinstance(value, str) and value.strip() and len(value) <= MAX_MESSAGE_ID_LENGTH:
+            if isinstance(value, str) and value.strip() and is_valid_message_id(value):
                 return value
     return None
 

@@ -20,7 +20,8 @@ from jsonpath import JSONPathEnvironment, JSONPathError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medmesh.domain.errors import InvalidReading, MedmeshError, RejectReason, UnitNotConvertible
-from medmesh.domain.reading import RawReading
+from medmesh.domain.reading import RawReading, is_valid_message_id
+from medmesh.domain.timestamps import TimestampError, parse_rfc3339
 from medmesh.domain.units import convert
 from medmesh.domain.vocabulary import Measure, measure_by_code, measure_by_key
 from medmesh.ingest.formats import Parser
@@ -410,12 +411,11 @@ class TemplateParser:
             if not isinstance(value, str):
                 raise _malformed(f"{where} must be an RFC 3339 date-time")
             try:
-                moment = datetime.fromisoformat(value)
-            except ValueError:
+                return parse_rfc3339(value)
+            except TimestampError as exc:
+                if exc.problem == "offset":
+                    raise _malformed(f"{where} must carry a UTC offset, e.g. 'Z'") from None
                 raise _malformed(f"{where} must be an RFC 3339 date-time") from None
-            if moment.tzinfo is None:
-                raise _malformed(f"{where} must carry a UTC offset, e.g. 'Z'")
-            return moment
         if isinstance(value, str):  # some vendors quote their epoch numbers
             with contextlib.suppress(ValueError):
                 value = float(value)
@@ -438,10 +438,10 @@ class TemplateParser:
             if not isinstance(item, dict):
                 raise _malformed("each item must be a JSON object")
             base_id = self._base_id(item)
-            if len(base_id) > MAX_MESSAGE_ID_LENGTH:
+            if not is_valid_message_id(base_id):
                 base_id = None
                 raise _malformed(
-                    f"field 'messageId' is longer than {MAX_MESSAGE_ID_LENGTH} characters"
+                    f"field 'messageId' must be 1 to {MAX_MESSAGE_ID_LENGTH} printable characters"
                 )
             effective = self._effective(item)
         except InvalidReading as exc:

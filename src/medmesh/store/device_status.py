@@ -52,12 +52,18 @@ class DeviceStatuses:
         online: bool | None,
         battery_percent: float | None,
         firmware: str | None,
+        live: bool = True,
     ) -> None:
-        """Record a status report; fields the report leaves out keep their earlier value."""
+        """Record a status report; fields the report leaves out keep their earlier value.
+
+        `live` is False for a report the broker replays from its retained store (on every
+        subscribe): it tells the state, not that the device was just heard from.
+        """
         current = await self.get(device_id)
         # A report of going offline is usually the broker publishing the device's last will:
-        # it is not a sign of life, so it leaves last_seen alone.
-        last_seen = at if online is not False or current is None else current.last_seen
+        # it is not a sign of life either, so neither changes last_seen.
+        heard = live and online is not False
+        last_seen = at if heard or current is None else current.last_seen
         values = {
             "device_id": device_id,
             "last_seen": last_seen,

@@ -11,14 +11,10 @@ from fastapi import FastAPI
 
 import medmesh
 from medmesh.access.headers import SecurityHeaders
-from medmesh.api.alerts import router as alerts_router
-from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.events import router as events_router
 from medmesh.config import Settings
 from medmesh.fhir.errors import install_error_handlers
-from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
-from medmesh.fhir.subscriptions import router as subscriptions_router
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mqtt import MqttIngest
@@ -74,11 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(fhir_router)
-    app.include_router(flags_router)
-    app.include_router(subscriptions_router)
     app.include_router(events_router)
-    app.include_router(alerts_router)
-    app.include_router(care_plans_router)
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
 

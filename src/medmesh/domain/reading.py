@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from medmesh.domain.vocabulary import Measure
@@ -61,7 +61,8 @@ class Reading:
     measure: Measure
     effective: datetime
     values: tuple[MeasuredValue, ...]
+    # Derived once: the pipeline, the store and the events all ask for it.
+    observation_id: str = field(init=False)
 
-    @property
-    def observation_id(self) -> str:
-        return observation_id(self.device_id, self.message_id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "observation_id", observation_id(self.device_id, self.message_id))

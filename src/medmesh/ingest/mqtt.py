@@ -64,7 +64,8 @@ class MqttSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
-    max_batch: int = 500
+    max_batch: int = 500  # messages per transaction
+    max_batch_bytes: int = 256 * 1024  # payload bytes per transaction (about 2,500 readings)
     session_expiry_seconds: int = 3600
 
 
@@ -184,8 +185,13 @@ class MqttIngest:
                 finally:
                     self._waiting = None
                 pending = [first]
-                while len(messages) > 0 and len(pending) < s.max_batch:
-                    pending.append(await anext(messages))
+                size = len(_payload_bytes(first))
+                # Bounded by count and by bytes (≈ readings), so one transaction stays short
+                # and a critical reading never waits behind tens of thousands of others.
+                while len(messages) > 0 and len(pending) < s.max_batch and size < s.max_batch_bytes:
+                    message = await anext(messages)
+                    pending.append(message)
+                    size += len(_payload_bytes(message))
                 await self._process_isolating_poison(pending)
                 for message in pending:
                     if message.qos > 0:

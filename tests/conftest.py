@@ -168,5 +168,15 @@ from tests.mosquitto_broker import (  # noqa: E402  (fixtures shared by the MQTT
     broker_dir,
     start_broker,
 )
+from tests.webhook_receiver import (  # noqa: E402  (fixtures shared by the webhook tests)
+    start_receiver,
+    webhook_certificates,
+)
 
-__all__ = ["broker_certificates", "broker_dir", "start_broker"]
+__all__ = [
+    "broker_certificates",
+    "broker_dir",
+    "start_broker",
+    "start_receiver",
+    "webhook_certificates",
+]

@@ -8,18 +8,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.sessions import SessionMiddleware
 
 import medmesh
 from medmesh.access.headers import SecurityHeaders
+from medmesh.api.alerts import router as alerts_router
+from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.events import router as events_router
 from medmesh.config import Settings
 from medmesh.fhir.errors import install_error_handlers
+from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
+from medmesh.fhir.subscriptions import router as subscriptions_router
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mqtt import MqttIngest
 from medmesh.request_log import RequestLog
 from medmesh.services import Services, build_formats
+from medmesh.web import session as web_session
+from medmesh.web.routes import router as web_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -70,7 +77,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(fhir_router)
+    app.include_router(flags_router)
+    app.include_router(subscriptions_router)
     app.include_router(events_router)
+    app.include_router(web_router)
+    app.include_router(alerts_router)
+    app.include_router(care_plans_router)
+    app.add_middleware(SessionMiddleware, **web_session.middleware_options(settings))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
 

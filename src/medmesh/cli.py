@@ -15,7 +15,7 @@ import typer
 import uvicorn
 
 from medmesh import admin
-from medmesh.access.credentials import new_secret
+from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import Role
 from medmesh.config import Settings
@@ -23,6 +23,7 @@ from medmesh.domain.errors import MedmeshError
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
+from medmesh.store.tokens import ApiTokens
 
 app = typer.Typer(help="medmesh: connected medical devices in, FHIR R4 out.", no_args_is_help=True)
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
@@ -249,6 +250,27 @@ def device_assign(
     """Assign a device to a patient from a moment on (ending any open assignment)."""
     _run(lambda db: admin.assign_device(db, device_id, patient_id, _aware(start)))
     typer.echo("assigned")
+
+
+@token_app.command("revoke")
+def token_revoke(token: Annotated[str, typer.Argument(help="The token (mmt_…) or its id")]) -> None:
+    """Revoke an API token; it stops working on the next request (dashboard sessions too)."""
+
+    async def revoke(db: Database) -> bool:
+        async with db.write() as conn:
+            tokens = ApiTokens(conn)
+            token_id = token
+            if token.startswith(f"{API_TOKEN_PREFIX}_"):
+                record = await tokens.find_by_hash(hash_secret(token))
+                if record is None:
+                    return False
+                token_id = record.id
+            return await tokens.revoke(token_id)
+
+    if not _run(revoke):
+        typer.echo("error: no such active token", err=True)
+        raise typer.Exit(1)
+    typer.echo("revoked")
 
 
 @token_app.command("create")

@@ -6,10 +6,11 @@ import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from medmesh.ingest.mqtt import MqttSettings
+from medmesh.webhooks.policy import WebhookPolicy
 
 
 class Settings(BaseSettings):
@@ -39,6 +40,25 @@ class Settings(BaseSettings):
         "a PostgreSQL database (ingest workers and API servers)",
     )
 
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs dashboard session cookies; unset: a random key per process "
+        "(sessions end on restart and are not shared between processes)",
+    )
+    session_https_only: bool = Field(
+        False, description="Send the session cookie over HTTPS only; set it behind TLS"
+    )
+    session_idle_minutes: int = Field(
+        15, ge=1, description="Dashboard sessions end after this long without user activity"
+    )
+
+    alert_check_interval_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="How often stale devices, missed readings and unacknowledged urgent alerts "
+        "are checked (docs/alerts.md); 0: never",
+    )
+
     mqtt_host: str | None = Field(None, description="MQTT broker host; unset: no MQTT ingest")
     mqtt_port: int = 1883
     mqtt_username: str | None = None
@@ -62,6 +82,31 @@ class Settings(BaseSettings):
         None, description="TLS certificate for MLLP; use TLS (or a VPN) outside loopback"
     )
     mllp_key_file: str | None = None
+
+    webhook_ca_file: str | None = Field(
+        None,
+        description="CA certificate(s) (PEM) trusted, besides the system's, to verify webhook "
+        "receivers: for receivers with certificates from a private CA",
+    )
+    webhook_timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest one webhook POST may take, connection included"
+    )
+    webhook_max_attempts: int = Field(
+        6, ge=1, description="Attempts per webhook delivery before it is marked failed"
+    )
+    webhook_retry_seconds: list[float] = Field(
+        [5.0, 30.0, 120.0, 600.0, 3600.0],
+        min_length=1,
+        description="Wait before each webhook retry (±20 % jitter); the last repeats",
+    )
+
+    def webhook_policy(self) -> WebhookPolicy:
+        return WebhookPolicy(
+            timeout_seconds=self.webhook_timeout_seconds,
+            max_attempts=self.webhook_max_attempts,
+            retry_seconds=tuple(self.webhook_retry_seconds),
+            ca_file=self.webhook_ca_file,
+        )
 
     def mllp_tls(self) -> ssl.SSLContext | None:
         if not self.mllp_cert_file:

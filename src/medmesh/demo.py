@@ -118,6 +118,7 @@ async def run_demo(
     base_url = f"http://{settings.host}:{settings.port}"
     where = make_url(database.url).render_as_string(hide_password=True)
     print(f"medmesh is listening on {base_url} (database: {where})")
+    print(f"  dashboard:  {base_url}/   (sign in with the clinician token below)")
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
     print(f"  clinician token (new for this run): {token}")
     print(

@@ -17,8 +17,11 @@ from medmesh.ingest.formats import Formats
 from medmesh.ingest.omh import OMH, parse_omh
 from medmesh.ingest.pipeline import CommittedListener, IngestPipeline
 from medmesh.ingest.templates import load_templates, parser_for
+from medmesh.rules.engine import RuleEngine
+from medmesh.rules.periodic import PeriodicChecks
 from medmesh.store import migrate
 from medmesh.store.database import Database
+from medmesh.webhooks.dispatcher import WebhookDispatcher
 
 
 def build_formats(settings: Settings) -> Formats:
@@ -43,20 +46,29 @@ def build_bus(settings: Settings) -> EventBus:
     return InProcessBus()
 
 
+# Observation ids one `readings` event names at most: keeps it well under the 8000-byte NOTIFY
+# limit (events/postgres.py) and each webhook notification to a bounded size.
+READINGS_PER_EVENT = 100
+
+
 def readings_publisher(bus: EventBus) -> CommittedListener:
-    """A `readings` event per patient for every committed batch (ids and codes, no values)."""
+    """A `readings` event per patient (per 100 readings) for every committed batch: observation
+    ids, codes and devices, no values."""
 
     async def publish(readings: Sequence[Reading]) -> None:
         by_patient: dict[str, list[Reading]] = {}
         for reading in readings:
             by_patient.setdefault(reading.patient_id, []).append(reading)
-        for patient_id, mine in by_patient.items():
-            data = {
-                "count": len(mine),
-                "codes": sorted({r.measure.code for r in mine}),
-                "devices": sorted({r.device_id for r in mine}),
-            }
-            await bus.publish(Event(READINGS, patient_id, data))
+        for patient_id, all_mine in by_patient.items():
+            for start in range(0, len(all_mine), READINGS_PER_EVENT):
+                mine = all_mine[start : start + READINGS_PER_EVENT]
+                data = {
+                    "count": len(mine),
+                    "codes": sorted({r.measure.code for r in mine}),
+                    "devices": sorted({r.device_id for r in mine}),
+                    "observations": [r.observation_id for r in mine],
+                }
+                await bus.publish(Event(READINGS, patient_id, data))
 
     return publish
 
@@ -68,6 +80,8 @@ class Services:
     pipeline: IngestPipeline
     formats: Formats
     bus: EventBus
+    webhooks: WebhookDispatcher | None = None
+    alert_checks: PeriodicChecks | None = None
 
     @classmethod
     async def start(cls, settings: Settings, formats: Formats | None = None) -> Services:
@@ -80,8 +94,20 @@ class Services:
         bus = build_bus(settings)
         await bus.start()
         pipeline.on_committed(readings_publisher(bus))
-        return cls(settings, database, pipeline, formats or build_formats(settings), bus)
+        pipeline.on_committed(RuleEngine(database, bus, pipeline.now).on_committed)
+        webhooks = WebhookDispatcher(database, bus, settings.webhook_policy())
+        await webhooks.start()
+        alert_checks = None
+        if settings.alert_check_interval_seconds > 0:
+            alert_checks = PeriodicChecks(database, bus, settings.alert_check_interval_seconds)
+            alert_checks.start()
+        formats = formats or build_formats(settings)
+        return cls(settings, database, pipeline, formats, bus, webhooks, alert_checks)
 
     async def stop(self) -> None:
+        if self.alert_checks is not None:
+            await self.alert_checks.stop()
+        if self.webhooks is not None:
+            await self.webhooks.stop()
         await self.bus.stop()
         await self.database.dispose()

@@ -90,3 +90,14 @@ def test_cli_errors_are_clear_and_exit_non_zero(cli_env: str) -> None:
         ],
     )
     assert bad_date.exit_code == 2
+
+
+def test_a_revoked_token_stops_working(cli_env: str, tmp_path: Path) -> None:
+    token = _run("token", "create", "--name", "Dr Gone").strip()
+    with live_server(cli_env, tmp_path / "server.log") as server:
+        headers = {"Authorization": f"Bearer {token}"}
+        assert httpx.get(f"{server.base_url}/fhir/Patient", headers=headers).status_code == 200
+        assert _run("token", "revoke", token).strip() == "revoked"
+        assert httpx.get(f"{server.base_url}/fhir/Patient", headers=headers).status_code == 401
+    again = CliRunner().invoke(app, ["token", "revoke", token])
+    assert again.exit_code == 1

@@ -55,7 +55,13 @@ async def test_stored_readings_are_announced_to_a_connected_client(
             )
             event = await next_event(lines, "readings")
     assert event["patient_id"] == world.patient_id
-    assert event["data"] == {"count": 3, "codes": ["8867-4"], "devices": [world.device_id]}
+    data = event["data"]
+    assert {k: v for k, v in data.items() if k != "observations"} == {
+        "count": 3,
+        "codes": ["8867-4"],
+        "devices": [world.device_id],
+    }
+    assert len(data["observations"]) == 3  # their ids, for consumers to read through the store
     assert "value" not in str(event["data"])  # ids and codes only
 
 

@@ -57,6 +57,34 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                             _param("_count", "number", "page size, at most 1000"),
                         ],
                     },
+                    {
+                        "type": "Flag",
+                        "documentation": "alerts raised by medmesh rules (docs/alerts.md): "
+                        "active while open or acknowledged, inactive once resolved",
+                        "interaction": read_search,
+                        "searchParam": [
+                            _param("patient", "reference", "the patient the alert is about"),
+                            _param("subject", "reference", "same as patient"),
+                            _param("status", "token", "active or inactive"),
+                            _param("_count", "number", "page size, at most 1000"),
+                        ],
+                    },
+                    {
+                        "type": "Subscription",
+                        "documentation": "rest-hook channels only (https, or http to loopback "
+                        "for development); criteria Observation?patient=<id> with an optional "
+                        "&code=<system|code>, Flag?patient=<id>, or Flag; notifications signed "
+                        "with HMAC-SHA256 (X-Medmesh-Signature; see docs/webhooks.md)",
+                        "interaction": [
+                            {"code": "create"},
+                            {"code": "read"},
+                            {"code": "search-type"},
+                            {"code": "delete"},
+                        ],
+                        "searchParam": [
+                            _param("status", "token", "requested, active, error or off")
+                        ],
+                    },
                 ],
             }
         ],

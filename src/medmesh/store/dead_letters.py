@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.store.schema import dead_letters
@@ -64,3 +64,12 @@ class DeadLetters:
             )
             for r in (await self._conn.execute(query)).mappings()
         ]
+
+    async def reasons_since(self, device_id: str, since: datetime) -> dict[str, int]:
+        """How many of the device's messages were refused since `since`, by reason."""
+        query = (
+            select(dead_letters.c.reason, func.count())
+            .where(dead_letters.c.device_id == device_id, dead_letters.c.received_at >= since)
+            .group_by(dead_letters.c.reason)
+        )
+        return {reason: count for reason, count in await self._conn.execute(query)}

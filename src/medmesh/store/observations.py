@@ -116,6 +116,16 @@ class Observations:
             raise NotFound("Observation not found")
         return found[0]
 
+    async def get_many(self, observation_ids: Sequence[str]) -> list[StoredObservation]:
+        """The stored observations among `observation_ids`, oldest first (unknown ids skipped)."""
+        if not observation_ids:
+            return []
+        return await self._fetch(
+            select(observations)
+            .where(observations.c.id.in_(observation_ids))
+            .order_by(observations.c.effective, observations.c.id)
+        )
+
     async def search(self, query: ObservationQuery) -> list[StoredObservation]:
         sql = select(observations)
         if query.patient_id is not None:

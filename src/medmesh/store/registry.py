@@ -69,6 +69,13 @@ class Patients:
             raise NotFound("Patient not found")
         return _patient(row)
 
+    async def get_many(self, patient_ids: Sequence[str]) -> list[Patient]:
+        """The patients with these ids that exist, in no particular order."""
+        if not patient_ids:
+            return []
+        query = select(patients).where(patients.c.id.in_(list(dict.fromkeys(patient_ids))))
+        return [_patient(r) for r in (await self._conn.execute(query)).mappings()]
+
     async def find_by_identifier(self, system: str | None, value: str) -> Patient | None:
         query = select(patients).where(patients.c.identifier_value == value)
         if system is not None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import ColumnElement
 
 from medmesh.store.schema import api_tokens
 
@@ -35,15 +36,13 @@ class ApiTokens:
         )
 
     async def find_by_hash(self, token_hash: str) -> ApiTokenRecord | None:
-        row = (
-            (
-                await self._conn.execute(
-                    select(api_tokens).where(api_tokens.c.token_hash == token_hash)
-                )
-            )
-            .mappings()
-            .first()
-        )
+        return await self._find(api_tokens.c.token_hash == token_hash)
+
+    async def get(self, token_id: str) -> ApiTokenRecord | None:
+        return await self._find(api_tokens.c.id == token_id)
+
+    async def _find(self, condition: ColumnElement[bool]) -> ApiTokenRecord | None:
+        row = (await self._conn.execute(select(api_tokens).where(condition))).mappings().first()
         if row is None:
             return None
         return ApiTokenRecord(row["id"], row["name"], row["role"], row["revoked_at"] is not None)

@@ -1,0 +1,377 @@
+"""The clinician dashboard with a full ward streaming: is the patient panel still quick?
+
+Provisions (in-process, on SQLite) `--patients` patients (default 500), each with a device and
+two hours of minute heart rate and SpO2, some with open alerts, and one patient with 90 days of
+minute readings; starts `python -m medmesh serve`; signs in as a clinician over HTTP; then:
+
+1. idle: latency of the panel page (page 1, 50 rows), of a refresh of 50 rows by id, and of the
+   patient page over 24 hours and over 90 days (the long range aggregated by the database);
+2. streaming: every device posts one reading every `--interval` seconds (500 devices, 30 s:
+   about 17 single-reading HTTP requests a second, each its own commit) for `--seconds`;
+   meanwhile a client holds the panel's event stream open, counts its frames, and answers
+   each `rows` frame as the browser does, refreshing the rows of its page that changed; the
+   panel page is timed again under this load.
+
+Client and server share the machine; the figures are end-to-end wall-clock times.
+Run: `.venv/bin/python benchmarks/dashboard_panel.py` (`--help` for the knobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
+from medmesh.access.principals import Role
+from medmesh.domain.alerts import Alert, AlertStatus, Severity
+from medmesh.domain.registry import Device, DeviceAssignment, Patient
+from medmesh.store import migrate
+from medmesh.store.alerts import Alerts
+from medmesh.store.database import Database
+from medmesh.store.registry import Assignments, Devices, Patients
+from medmesh.store.schema import observations
+from medmesh.store.tokens import ApiTokens
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+STARTUP_TIMEOUT = 60.0
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass(frozen=True, slots=True)
+class Ward:
+    devices: list[tuple[str, str]]  # (device id, secret)
+    long_patient: str
+    token: str
+
+
+def _rows_for(
+    patient_id: str, device_id: str, start: datetime, minutes: int, prefix: str = "seed"
+) -> list[dict[str, Any]]:
+    rows = []
+    for m in range(minutes):
+        at = start + timedelta(minutes=m)
+        for code, value in (("8867-4", 60 + m % 40), ("2708-6", 93 + m % 6)):
+            rows.append(
+                {
+                    "id": str(uuid.uuid4()),
+                    "patient_id": patient_id,
+                    "device_id": device_id,
+                    "message_id": f"{prefix}-{code}-{m}",
+                    "code": code,
+                    "effective": at,
+                    "value": float(value),
+                    "unit": "/min" if code == "8867-4" else "%",
+                    "received_at": at,
+                }
+            )
+    return rows
+
+
+async def provision(url: str, count: int) -> Ward:
+    database = Database(url)
+    await migrate.upgrade(database)
+    now = datetime.now(UTC)
+    rng = random.Random(1)
+    devices: list[tuple[str, str]] = []
+    patients: list[str] = []
+    async with database.write() as conn:
+        for n in range(count):
+            patient = Patient(str(uuid.uuid4()), "urn:bench", f"B-{n}", f"Family{n:04d}", "Bench")
+            await Patients(conn).add(patient)
+            device = Device(str(uuid.uuid4()), f"Monitor {n}")
+            secret = new_secret("mmd")
+            await Devices(conn).add(device, hash_secret(secret))
+            await Assignments(conn).assign(
+                DeviceAssignment(device.id, patient.id, now - timedelta(days=91))
+            )
+            devices.append((device.id, secret))
+            patients.append(patient.id)
+        for n, patient_id in enumerate(patients):
+            rows = _rows_for(patient_id, devices[n][0], now - timedelta(hours=2), 120)
+            await conn.execute(observations.insert(), rows)
+        long_rows = _rows_for(
+            patients[0], devices[0][0], now - timedelta(days=90), 90 * 1440, "long"
+        )
+        for start in range(0, len(long_rows), 10_000):
+            await conn.execute(observations.insert(), long_rows[start : start + 10_000])
+        for patient_id in rng.sample(patients, max(1, count // 15)):
+            severity = rng.choice(list(Severity))
+            await Alerts(conn).add(
+                Alert(
+                    id=str(uuid.uuid4()),
+                    patient_id=patient_id,
+                    rule="bench",
+                    dedupe_key=f"bench:{patient_id}",
+                    severity=severity,
+                    status=AlertStatus.OPEN,
+                    title="Benchmark alert",
+                    detail="seeded",
+                    device_id=None,
+                    observation_id=None,
+                    opened_at=now,
+                    last_triggered_at=now,
+                    trigger_count=1,
+                )
+            )
+        token = new_secret(API_TOKEN_PREFIX)
+        await ApiTokens(conn).add(
+            str(uuid.uuid4()), "bench clinician", Role.CLINICIAN.value, hash_secret(token)
+        )
+    await database.dispose()
+    return Ward(devices, patients[0], token)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _spawn(url: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "MEDMESH_DATABASE_URL": url}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [str(VENV_PYTHON), "-m", "medmesh", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@contextlib.asynccontextmanager
+async def serving(url: str, log: Path) -> AsyncIterator[tuple[str, int]]:
+    port = _free_port()
+    process = _spawn(url, port, log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        async with httpx.AsyncClient() as probe:
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"server exited; see {log}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await probe.get(f"{base}/healthz", timeout=1)).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start; see {log}")
+                await asyncio.sleep(0.2)
+        yield base, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+async def sign_in(http: httpx.AsyncClient, token: str) -> None:
+    form = await http.get("/login")
+    found = CSRF.search(form.text)
+    assert found is not None
+    response = await http.post("/login", data={"token": token, "csrf_token": found.group(1)})
+    assert response.status_code == 303, "sign-in refused"
+
+
+async def timed(call: Callable[[], Awaitable[httpx.Response]], times: int) -> list[float]:
+    took = []
+    for _ in range(times):
+        started = time.perf_counter()
+        response = await call()
+        took.append(time.perf_counter() - started)
+        assert response.status_code == 200, response.status_code
+    return took
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def line(label: str, value: str) -> None:
+    print(f"  {label:<44} {value}")
+
+
+def summary(label: str, seconds: list[float]) -> str:
+    ms = sorted(s * 1000 for s in seconds)
+    p95 = ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))]
+    return f"  {label:<44} p50 {statistics.median(ms):7.1f} ms   p95 {p95:7.1f} ms   (n={len(ms)})"
+
+
+async def device(
+    http: httpx.AsyncClient, device_id: str, secret: str, interval: float, until: float
+) -> int:
+    """One device: a reading every `interval` seconds, starting at a random point of the first
+    interval (devices are not synchronised)."""
+    sent = 0
+    await asyncio.sleep(random.random() * interval)
+    while time.monotonic() < until:
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "readings": [
+                {
+                    "id": f"live-{device_id}-{sent}",
+                    "type": "heart-rate",
+                    "time": at,
+                    "value": 70 + sent % 30,
+                    "unit": "/min",
+                }
+            ]
+        }
+        response = await http.post(
+            "/ingest/v1/readings", json=body, headers={"Authorization": f"Bearer {secret}"}
+        )
+        sent += response.status_code == 202
+        await asyncio.sleep(interval)
+    return sent
+
+
+async def watch_panel(
+    http: httpx.AsyncClient,
+    visible: set[str],
+    until: float,
+    refreshes: list[float],
+    connected: asyncio.Event,
+) -> tuple[int, int, int]:
+    """The browser's side: read the panel stream, refresh visible changed rows per frame."""
+    frames = ids = 0
+    async with http.stream(
+        "GET", "/dashboard/events", headers={"Accept": "text/event-stream"}
+    ) as stream:
+        assert stream.status_code == 200, stream.status_code
+        connected.set()
+        kind = None
+        lines = stream.aiter_lines()
+        while time.monotonic() < until:
+            try:
+                line = await asyncio.wait_for(anext(lines), until - time.monotonic())
+            except TimeoutError:
+                break
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind == "rows":
+                changed = orjson.loads(line.removeprefix("data: "))["data"]["patients"]
+                frames += 1
+                ids += len(changed)
+                mine = [i for i in changed if i in visible]
+                if mine:
+                    started = time.perf_counter()
+                    response = await http.get("/panel/rows", params={"ids": ",".join(mine)})
+                    assert response.status_code == 200
+                    refreshes.append(time.perf_counter() - started)
+    return frames, ids, len(refreshes)
+
+
+async def main(options: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="medmesh-dash-"))
+    url = f"sqlite:///{workdir / 'medmesh.db'}"
+    started = time.monotonic()
+    ward = await provision(url, options.patients)
+    print(f"medmesh dashboard benchmark on {platform.node()} ({os.cpu_count()} CPUs), SQLite")
+    print(f"provisioned {options.patients} patients in {time.monotonic() - started:.0f} s")
+    async with (
+        serving(url, workdir / "server.log") as (base, pid),
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+    ):
+        await sign_in(http, ward.token)
+        page = (await http.get("/")).text
+        visible = set(re.findall(r'id="row-([0-9a-f-]{36})"', page))
+        ids = ",".join(sorted(visible))
+        print(f"\nidle (panel page 1 shows {len(visible)} of {options.patients} patients)")
+        print(summary("GET / (panel, page 1)", await timed(lambda: http.get("/"), 20)))
+        print(
+            summary(
+                "GET /panel/rows?ids=… (50 rows)",
+                await timed(lambda: http.get("/panel/rows", params={"ids": ids}), 20),
+            )
+        )
+        for key in ("24h", "90d"):
+            path = f"/patients/{ward.long_patient}?range={key}"
+            print(
+                summary(
+                    f"GET patient page, {key} (90 days stored)",
+                    await timed(lambda p=path: http.get(p), 10),
+                )
+            )
+
+        until = time.monotonic() + options.seconds
+        rate = len(ward.devices) / options.interval
+        print(
+            f"\nstreaming: {len(ward.devices)} devices, one reading each every "
+            f"{options.interval:g} s (~{rate:.0f} readings/s) for {options.seconds:g} s"
+        )
+        refreshes: list[float] = []
+        connected = asyncio.Event()
+        watcher = asyncio.create_task(watch_panel(http, visible, until + 1, refreshes, connected))
+        await asyncio.wait_for(connected.wait(), 30)
+        server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
+        # One client for all devices: 500 clients would spend seconds of this process's CPU
+        # on their own set-up and skew the figures.
+        devices_http = httpx.AsyncClient(
+            base_url=base, timeout=60, limits=httpx.Limits(max_connections=100)
+        )
+        senders = [
+            asyncio.create_task(device(devices_http, d, s, options.interval, until))
+            for d, s in ward.devices
+        ]
+        await asyncio.sleep(options.seconds / 4)
+        under_load = await timed(lambda: http.get("/"), 10)
+        sent = sum(await asyncio.gather(*senders))
+        await devices_http.aclose()
+        frames, named, answered = await watcher
+        server_used = cpu_seconds(pid)
+        client_used = time.process_time() - client_cpu
+        per_second = options.seconds
+        line("readings accepted", f"{sent} ({sent / per_second:.0f}/s)")
+        line(
+            "panel stream frames",
+            f"{frames} ({frames / per_second:.2f}/s), "
+            f"{named / max(frames, 1):.0f} patients named per frame",
+        )
+        line("row refreshes by the client", f"{answered} ({answered / per_second:.2f}/s)")
+        if server_used is not None and server_cpu is not None:
+            line(
+                "CPU, server / this client (% of one core)",
+                f"{(server_used - server_cpu) / per_second * 100:.0f}% / "
+                f"{client_used / per_second * 100:.0f}%",
+            )
+        if refreshes:
+            print(summary("GET /panel/rows (changed visible rows)", refreshes))
+        print(summary("GET / (panel, page 1) under load", under_load))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--patients", type=int, default=500)
+    parser.add_argument(
+        "--interval", type=float, default=30.0, help="seconds between a device's readings"
+    )
+    parser.add_argument("--seconds", type=float, default=40.0, help="length of the streaming phase")
+    asyncio.run(main(parser.parse_args()))
+    sys.exit(0)

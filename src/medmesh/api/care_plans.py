@@ -1,0 +1,130 @@
+"""GET/PUT /api/v1/patients/{id}/care-plan: a patient's alert thresholds, reading schedule and
+clinicians. GET shows the thresholds in force (defaults with the plan's overrides); PUT
+replaces the plan, and keeps only the thresholds that differ from the defaults."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from medmesh.access.http import require_reader
+from medmesh.access.principals import ApiPrincipal
+from medmesh.domain.care_plans import CarePlan, Schedule, Thresholds
+from medmesh.domain.vocabulary import measure_by_key
+from medmesh.rules.defaults import DEFAULT_THRESHOLDS, thresholds_for
+from medmesh.store.care_plans import CarePlans
+from medmesh.store.database import Database
+from medmesh.store.registry import Patients
+
+router = APIRouter(prefix="/api/v1", tags=["care plans"])
+
+
+class ScheduleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per_day: dict[str, int] = Field(
+        default_factory=dict, description="measure key (e.g. blood-pressure) → readings a day"
+    )
+    timezone: str = Field("UTC", description="IANA time zone the days are counted in")
+
+    @field_validator("per_day")
+    @classmethod
+    def _known_measures(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(k for k in value if measure_by_key(k) is None)
+        if unknown:
+            raise ValueError(f"unknown measure(s): {', '.join(unknown)}")
+        if any(not 1 <= count <= 1440 for count in value.values()):
+            raise ValueError("readings a day must be 1 to 1440")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not an IANA time zone, e.g. Europe/London") from None
+        return value
+
+
+class CarePlanBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="thresholds that differ from the defaults, by name"
+    )
+    schedule: ScheduleBody = Field(default_factory=ScheduleBody)
+    primary_clinician: str | None = Field(None, max_length=200)
+    escalation_clinician: str | None = Field(None, max_length=200)
+
+    @model_validator(mode="after")
+    def _usable(self) -> CarePlanBody:
+        unknown = sorted(set(self.thresholds) - set(Thresholds.names()))
+        if unknown:
+            raise ValueError(f"unknown threshold(s): {', '.join(unknown)}")
+        problems = DEFAULT_THRESHOLDS.with_overrides(self.thresholds).problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def care_plan_json(plan: CarePlan) -> dict[str, Any]:
+    thresholds = thresholds_for(plan)
+    return {
+        "patient_id": plan.patient_id,
+        "thresholds": {name: getattr(thresholds, name) for name in Thresholds.names()},
+        "overrides": dict(plan.threshold_overrides),
+        "schedule": {"per_day": dict(plan.schedule.per_day), "timezone": plan.schedule.timezone},
+        "primary_clinician": plan.primary_clinician,
+        "escalation_clinician": plan.escalation_clinician,
+        "updated_at": None
+        if plan.updated_at is None
+        else plan.updated_at.isoformat().replace("+00:00", "Z"),
+        "updated_by": plan.updated_by,
+    }
+
+
+def _database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+@router.get("/patients/{patient_id}/care-plan", summary="A patient's care plan")
+async def read_care_plan(
+    patient_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+) -> dict[str, Any]:
+    async with _database(request).read() as conn:
+        await Patients(conn).get(patient_id)
+        plan = await CarePlans(conn).get(patient_id)
+    return care_plan_json(plan)
+
+
+@router.put("/patients/{patient_id}/care-plan", summary="Replace a patient's care plan")
+async def replace_care_plan(
+    patient_id: str,
+    body: CarePlanBody,
+    request: Request,
+    who: ApiPrincipal = Depends(require_reader),
+) -> dict[str, Any]:
+    overrides = {
+        name: value
+        for name, value in body.thresholds.items()
+        if value != getattr(DEFAULT_THRESHOLDS, name)
+    }
+    plan = CarePlan(
+        patient_id,
+        overrides,
+        Schedule(dict(body.schedule.per_day), body.schedule.timezone),
+        body.primary_clinician,
+        body.escalation_clinician,
+    )
+    async with _database(request).write() as conn:
+        await Patients(conn).get(patient_id)
+        plans = CarePlans(conn)
+        await plans.put(plan, datetime.now(UTC), who.name)
+        stored = await plans.get(patient_id)
+    return care_plan_json(stored)

@@ -1,0 +1,167 @@
+"""Alerts as FHIR Flag resources (read and search under /fhir/Flag).
+
+A Flag is a heads-up about a patient, shown while it is active; that is what an alert is.
+(DetectedIssue is for a clinical issue with a proposed mitigation, e.g. a drug interaction.)
+Open and acknowledged alerts are active Flags, resolved ones inactive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+
+from medmesh.access.http import require_reader
+from medmesh.access.principals import ApiPrincipal
+from medmesh.domain.alerts import Alert, AlertStatus, Severity
+from medmesh.domain.errors import InvalidSearch
+from medmesh.fhir.bundle import searchset
+from medmesh.fhir.resources import instant
+from medmesh.fhir.responses import FhirResponse
+from medmesh.fhir.search import parse_paging, parse_reference, reject_unknown, single
+from medmesh.store.alerts import Alerts
+from medmesh.store.database import Database
+
+router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+
+RULE_SYSTEM = "https://medmesh.dev/fhir/CodeSystem/alert-rule"
+SEVERITY_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/alert-severity"
+ACKNOWLEDGEMENT_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/alert-acknowledgement"
+RESOLUTION_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/alert-resolution"
+ESCALATION_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/alert-escalation"
+PRIORITY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/flag-priority"
+PRIORITY_SYSTEM = "http://hl7.org/fhir/flag-priority-code"
+DETAIL_EXTENSION = "http://hl7.org/fhir/StructureDefinition/flag-detail"
+CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/flag-category"
+
+_PRIORITY = {
+    Severity.INFO: ("PN", "No alarm"),
+    Severity.WARNING: ("PL", "Low priority"),
+    Severity.URGENT: ("PM", "Medium priority"),
+    Severity.CRITICAL: ("PH", "High priority"),
+}
+# Device rules are about the equipment, the rest about the patient's condition.
+_ADMINISTRATIVE_RULES = {"device-stale"}
+_STATUSES = {
+    "active": (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED),
+    "inactive": (AlertStatus.RESOLVED,),
+}
+
+
+def _category(rule: str) -> list[dict[str, Any]]:
+    code, display = (
+        ("admin", "Administrative")
+        if rule in _ADMINISTRATIVE_RULES
+        else (
+            "clinical",
+            "Clinical",
+        )
+    )
+    return [{"coding": [{"system": CATEGORY_SYSTEM, "code": code, "display": display}]}]
+
+
+def _who_when(who: str | None, when: Any) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    if who is not None:
+        parts.append({"url": "by", "valueString": who})
+    if when is not None:
+        parts.append({"url": "at", "valueDateTime": instant(when)})
+    return parts
+
+
+def _extensions(alert: Alert) -> list[dict[str, Any]]:
+    code, display = _PRIORITY[alert.severity]
+    extensions: list[dict[str, Any]] = [
+        {"url": SEVERITY_EXTENSION, "valueCode": alert.severity.value},
+        {
+            "url": PRIORITY_EXTENSION,
+            "valueCodeableConcept": {
+                "coding": [{"system": PRIORITY_SYSTEM, "code": code, "display": display}]
+            },
+        },
+    ]
+    if alert.observation_id is not None:
+        extensions.append(
+            {
+                "url": DETAIL_EXTENSION,
+                "valueReference": {"reference": f"Observation/{alert.observation_id}"},
+            }
+        )
+    if alert.acknowledged_at is not None:
+        extensions.append(
+            {
+                "url": ACKNOWLEDGEMENT_EXTENSION,
+                "extension": _who_when(alert.acknowledged_by, alert.acknowledged_at),
+            }
+        )
+    if alert.resolved_at is not None:
+        parts = _who_when(alert.resolved_by, alert.resolved_at)
+        if alert.resolution:
+            parts.append({"url": "reason", "valueString": alert.resolution})
+        extensions.append({"url": RESOLUTION_EXTENSION, "extension": parts})
+    if alert.escalation_level > 0:
+        parts = [{"url": "level", "valueInteger": alert.escalation_level}]
+        parts += _who_when(None, alert.escalated_at)
+        extensions.append({"url": ESCALATION_EXTENSION, "extension": parts})
+    return extensions
+
+
+def flag(alert: Alert) -> dict[str, Any]:
+    period = {"start": instant(alert.opened_at)}
+    if alert.resolved_at is not None:
+        period["end"] = instant(alert.resolved_at)
+    resource: dict[str, Any] = {
+        "resourceType": "Flag",
+        "id": alert.id,
+        "extension": _extensions(alert),
+        "status": "inactive" if alert.status is AlertStatus.RESOLVED else "active",
+        "category": _category(alert.rule),
+        "code": {
+            "coding": [{"system": RULE_SYSTEM, "code": alert.rule, "display": alert.title}],
+            "text": f"{alert.title}: {alert.detail}",
+        },
+        "subject": {"reference": f"Patient/{alert.patient_id}"},
+        "period": period,
+    }
+    if alert.device_id is not None:
+        resource["author"] = {"reference": f"Device/{alert.device_id}"}
+    return resource
+
+
+def _db(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+@router.get("/Flag/{flag_id}", summary="Read a Flag (an alert)")
+async def read_flag(
+    flag_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+) -> FhirResponse:
+    async with _db(request).read() as conn:
+        alert = await Alerts(conn).get(flag_id)
+    return FhirResponse(flag(alert))
+
+
+@router.get("/Flag", summary="Search Flags (alerts) by patient and status")
+async def search_flags(request: Request, _: ApiPrincipal = Depends(require_reader)) -> FhirResponse:
+    params: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        params.setdefault(key, []).append(value)
+    reject_unknown(params, {"patient", "subject", "status"})
+    paging = parse_paging(params)
+    patient, subject = single(params, "patient"), single(params, "subject")
+    if patient and subject:
+        raise InvalidSearch("give patient or subject, not both")
+    reference = patient or subject
+    status = single(params, "status") or None  # empty counts as not given, as elsewhere
+    if status is not None and status not in _STATUSES:
+        raise InvalidSearch("status must be active or inactive")
+    async with _db(request).read() as conn:
+        found = await Alerts(conn).search(
+            patient_id=parse_reference(reference, "Patient") if reference else None,
+            statuses=_STATUSES[status] if status else (),
+            limit=paging.count + 1,
+            offset=paging.offset,
+        )
+    page = [flag(a) for a in found[: paging.count]]
+    return FhirResponse(searchset(request, page, paging, len(found) > paging.count))

@@ -1,0 +1,205 @@
+"""FHIR R4 Subscription (rest-hook) under /fhir: create, read, search, delete. Notifications
+are signed with a per-subscription secret, shown once on creation (docs/webhooks.md)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from medmesh.access.http import require_reader
+from medmesh.access.principals import ApiPrincipal
+from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.domain.subscription import (
+    InvalidSubscription,
+    check_endpoint,
+    parse_criteria,
+)
+from medmesh.fhir.bundle import base_url, searchset
+from medmesh.fhir.responses import FhirResponse
+from medmesh.fhir.search import parse_paging, reject_unknown, single
+from medmesh.store.database import Database
+from medmesh.store.registry import Patients
+from medmesh.store.subscriptions import ACTIVE, ERROR, OFF, StoredSubscription, Subscriptions
+from medmesh.store.webhook_deliveries import WebhookDeliveries
+
+router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+
+SECRET_HEADER = "X-Medmesh-Signing-Secret"  # noqa: S105  (a header name, not a secret)
+STATUSES = ("requested", ACTIVE, ERROR, OFF)
+
+
+def _invalid(kind: str, exc: InvalidSubscription) -> PydanticCustomError:
+    return PydanticCustomError(kind, str(exc).replace("{", "(").replace("}", ")"))
+
+
+class ChannelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    extension: list[dict[str, Any]] | None = None
+    type: Literal["rest-hook"]
+    endpoint: str
+    payload: Literal["application/fhir+json"] | None = None
+    header: list[str] | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        try:
+            return check_endpoint(value)
+        except InvalidSubscription as exc:
+            raise _invalid("endpoint", exc) from None
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: list[str] | None) -> None:
+        if value:
+            raise PydanticCustomError(
+                "not_supported",
+                "channel headers are not supported; receivers check X-Medmesh-Signature",
+            )
+        return None
+
+
+class SubscriptionIn(BaseModel):
+    """A Subscription as a client submits it; other elements, modifiers included, are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resourceType: Literal["Subscription"]
+    id: str | None = None  # the server assigns the id
+    meta: dict[str, Any] | None = None
+    language: str | None = None
+    text: dict[str, Any] | None = None
+    extension: list[dict[str, Any]] | None = None
+    contact: list[dict[str, Any]] | None = None
+    status: Literal["requested"]
+    end: str | None = None
+    reason: str = Field(min_length=1)
+    criteria: str = Field(min_length=1, max_length=500)
+    channel: ChannelIn
+
+    @field_validator("criteria")
+    @classmethod
+    def _criteria(cls, value: str) -> str:
+        try:
+            parse_criteria(value)
+        except InvalidSubscription as exc:
+            raise _invalid("criteria", exc) from None
+        return value
+
+    @field_validator("end")
+    @classmethod
+    def _end(cls, value: str | None) -> None:
+        if value is not None:
+            raise PydanticCustomError(
+                "not_supported", "end is not supported; DELETE the subscription to stop it"
+            )
+        return None
+
+
+def _db(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def _resource(subscription: StoredSubscription) -> dict[str, Any]:
+    resource = {"resourceType": "Subscription", "id": subscription.id, **subscription.resource}
+    resource["status"] = subscription.status
+    if subscription.status == ERROR and subscription.last_error:
+        resource["error"] = subscription.last_error
+    return resource
+
+
+def _criteria_error(message: str) -> RequestValidationError:
+    return RequestValidationError(
+        [{"loc": ("body", "criteria"), "msg": message, "type": "value_error"}]
+    )
+
+
+@router.post(
+    "/Subscription",
+    status_code=201,
+    summary="Create a rest-hook Subscription",
+    responses={
+        201: {
+            "description": f"Created. The {SECRET_HEADER} header holds the signing secret, "
+            "shown this once."
+        }
+    },
+)
+async def create_subscription(
+    body: SubscriptionIn, request: Request, principal: ApiPrincipal = Depends(require_reader)
+) -> FhirResponse:
+    criteria = parse_criteria(body.criteria)
+    submitted = body.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
+    subscription = StoredSubscription(
+        id=str(uuid.uuid4()),
+        criteria=body.criteria,
+        endpoint=body.channel.endpoint,
+        signing_secret=secrets.token_urlsafe(32),
+        status=ACTIVE,
+        resource={k: v for k, v in submitted.items() if k != "resourceType"},
+        created_at=datetime.now(UTC),
+        created_by=principal.token_id,
+    )
+    async with _db(request).write() as conn:
+        if criteria.patient_id is not None:
+            try:
+                await Patients(conn).get(criteria.patient_id)
+            except NotFound:
+                raise _criteria_error("the criteria name no known Patient") from None
+        await Subscriptions(conn).add(subscription)
+    headers = {
+        "Location": f"{base_url(request)}/Subscription/{subscription.id}",
+        SECRET_HEADER: subscription.signing_secret,
+    }
+    return FhirResponse(_resource(subscription), status_code=201, headers=headers)
+
+
+@router.get("/Subscription/{subscription_id}", summary="Read a Subscription")
+async def read_subscription(
+    subscription_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+) -> FhirResponse:
+    async with _db(request).read() as conn:
+        subscription = await Subscriptions(conn).get(subscription_id)
+    return FhirResponse(_resource(subscription))
+
+
+@router.get("/Subscription", summary="Search Subscriptions, by status")
+async def search_subscriptions(
+    request: Request, _: ApiPrincipal = Depends(require_reader)
+) -> FhirResponse:
+    params: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        params.setdefault(key, []).append(value)
+    reject_unknown(params, {"status"})
+    paging = parse_paging(params)
+    status = single(params, "status")
+    if status is not None and status not in STATUSES:
+        raise InvalidSearch(f"status must be one of {', '.join(STATUSES)}")
+    async with _db(request).read() as conn:
+        found = await Subscriptions(conn).search(status, paging.count + 1, paging.offset)
+    page = [_resource(s) for s in found[: paging.count]]
+    return FhirResponse(searchset(request, page, paging, len(found) > paging.count))
+
+
+@router.delete("/Subscription/{subscription_id}", summary="Turn a Subscription off")
+async def delete_subscription(
+    subscription_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+) -> FhirResponse:
+    """The subscription is kept, with status `off`; its pending notifications are dropped."""
+    async with _db(request).write() as conn:
+        subscriptions = Subscriptions(conn)
+        await subscriptions.get(subscription_id)
+        await subscriptions.set_status(subscription_id, OFF)
+        await WebhookDeliveries(conn).cancel_pending(subscription_id, "subscription off")
+        subscription = await subscriptions.get(subscription_id)
+    return FhirResponse(_resource(subscription))

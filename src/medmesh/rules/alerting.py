@@ -1,0 +1,80 @@
+"""Turning rule outcomes into alert rows: one active alert per dedupe key, re-triggers counted
+on it, auto-resolution when the condition cleared. Runs inside the caller's transaction, with
+the patient locked; the caller publishes the returned changes after the commit."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from medmesh.domain.alerts import CONDITION_CLEARED, SYSTEM_ACTOR, Alert, AlertStatus
+from medmesh.rules.outcomes import Cleared, Finding, Outcome
+from medmesh.store.alerts import Alerts
+
+
+def _opened(patient_id: str, finding: Finding, now: datetime) -> Alert:
+    return Alert(
+        id=str(uuid.uuid4()),
+        patient_id=patient_id,
+        rule=finding.rule,
+        dedupe_key=finding.dedupe_key,
+        severity=finding.severity,
+        status=AlertStatus.OPEN,
+        title=finding.title,
+        detail=finding.detail,
+        device_id=finding.device_id,
+        observation_id=finding.observation_id,
+        opened_at=now,
+        last_triggered_at=finding.at,
+        trigger_count=1,
+    )
+
+
+def _retriggered(alert: Alert, finding: Finding) -> Alert:
+    """The alert with newer evidence; its severity never drops while it is active."""
+    return dataclasses.replace(
+        alert,
+        severity=max(alert.severity, finding.severity, key=lambda s: s.rank),
+        title=finding.title,
+        detail=finding.detail,
+        device_id=finding.device_id,
+        observation_id=finding.observation_id,
+        last_triggered_at=finding.at,
+        trigger_count=alert.trigger_count + 1,
+    )
+
+
+async def apply_outcomes(
+    alerts: Alerts, patient_id: str, outcomes: Sequence[Outcome], now: datetime
+) -> list[Alert]:
+    """Store what the outcomes change; returns the changed alerts as stored.
+
+    A finding no newer than the alert's last evidence changes nothing, so evaluating the same
+    readings or the same day again is harmless.
+    """
+    active = await alerts.active_for_patient(patient_id)
+    changed: list[Alert] = []
+    for outcome in outcomes:
+        current = active.get(outcome.dedupe_key)
+        if isinstance(outcome, Cleared):
+            if current is None:
+                continue
+            resolved = current.resolve(SYSTEM_ACTOR, now, CONDITION_CLEARED)
+            if await alerts.transition(resolved, expected=current.status):
+                changed.append(resolved)
+            del active[outcome.dedupe_key]
+        elif current is None:
+            opened = _opened(patient_id, outcome, now)
+            await alerts.add(opened)
+            active[outcome.dedupe_key] = opened
+            changed.append(opened)
+        elif outcome.at > current.last_triggered_at:
+            updated = _retriggered(current, outcome)
+            if await alerts.retrigger(updated):
+                active[outcome.dedupe_key] = updated
+                changed.append(updated)
+    # Read back: a clinician may have acknowledged one meanwhile (the updates name only
+    # their own columns), and events must carry what is stored.
+    return [await alerts.get(alert.id) for alert in changed]

@@ -1,0 +1,194 @@
+"""Repository for alerts. Updates name the columns they change and the state they expect, so
+a clinician's acknowledgement and a rule's re-trigger never overwrite each other."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Select, select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.domain.alerts import Alert, AlertStatus, Severity
+from medmesh.domain.errors import NotFound
+from medmesh.store.schema import alerts, patients
+
+_ACTIVE = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value)
+
+
+def _alert(row: RowMapping) -> Alert:
+    return Alert(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        rule=row["rule"],
+        dedupe_key=row["dedupe_key"],
+        severity=Severity(row["severity"]),
+        status=AlertStatus(row["status"]),
+        title=row["title"],
+        detail=row["detail"],
+        device_id=row["device_id"],
+        observation_id=row["observation_id"],
+        opened_at=row["opened_at"],
+        last_triggered_at=row["last_triggered_at"],
+        trigger_count=row["trigger_count"],
+        acknowledged_at=row["acknowledged_at"],
+        acknowledged_by=row["acknowledged_by"],
+        resolved_at=row["resolved_at"],
+        resolved_by=row["resolved_by"],
+        resolution=row["resolution"],
+        escalation_level=row["escalation_level"],
+        escalated_at=row["escalated_at"],
+    )
+
+
+class Alerts:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def lock_patient(self, patient_id: str) -> None:
+        """Serialize alert changes for one patient until the transaction ends, so two batches
+        evaluated at once cannot both open the same alert.
+
+        PostgreSQL: FOR NO KEY UPDATE on the patient's row, which does not block the key-share
+        locks that inserting the patient's observations takes. SQLite has one writer at a time
+        already (no FOR clause is emitted there). Lock several patients in sorted order.
+        """
+        await self._conn.execute(
+            select(patients.c.id).where(patients.c.id == patient_id).with_for_update(key_share=True)
+        )
+
+    async def _all(self, query: Select[tuple[object, ...]]) -> list[Alert]:
+        return [_alert(r) for r in (await self._conn.execute(query)).mappings()]
+
+    async def get(self, alert_id: str) -> Alert:
+        found = await self._all(select(alerts).where(alerts.c.id == alert_id))
+        if not found:
+            raise NotFound("Alert not found")
+        return found[0]
+
+    async def search(
+        self,
+        patient_id: str | None = None,
+        statuses: Sequence[AlertStatus] = (),
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Alert]:
+        """Alerts newest first (by when they were opened)."""
+        query = select(alerts).order_by(alerts.c.opened_at.desc(), alerts.c.id.desc())
+        if patient_id is not None:
+            query = query.where(alerts.c.patient_id == patient_id)
+        if statuses:
+            query = query.where(alerts.c.status.in_([s.value for s in statuses]))
+        return await self._all(query.limit(limit).offset(offset))
+
+    async def open_counts_by_patient(self) -> dict[str, tuple[int, Severity]]:
+        """Per patient with alerts not resolved: how many, and the highest severity."""
+        query = select(alerts.c.patient_id, alerts.c.severity).where(alerts.c.status.in_(_ACTIVE))
+        counts: dict[str, tuple[int, Severity]] = {}
+        for patient_id, raw in (await self._conn.execute(query)).all():
+            severity = Severity(raw)
+            count, highest = counts.get(patient_id, (0, severity))
+            counts[patient_id] = (count + 1, max(highest, severity, key=lambda s: s.rank))
+        return counts
+
+    async def active_for_patient(self, patient_id: str) -> dict[str, Alert]:
+        """The patient's alerts not resolved, by dedupe key (at most one each)."""
+        query = select(alerts).where(
+            alerts.c.patient_id == patient_id, alerts.c.status.in_(_ACTIVE)
+        )
+        return {a.dedupe_key: a for a in await self._all(query)}
+
+    async def active_evidence(self, rules: Sequence[str]) -> dict[str, datetime]:
+        """Last evidence time of each active alert of these rules, by dedupe key."""
+        query = select(alerts.c.dedupe_key, alerts.c.last_triggered_at).where(
+            alerts.c.rule.in_(list(rules)), alerts.c.status.in_(_ACTIVE)
+        )
+        return {key: last for key, last in (await self._conn.execute(query)).all()}
+
+    async def awaiting_escalation(self, severities: Sequence[Severity]) -> list[Alert]:
+        """Open (unacknowledged) alerts of these severities not escalated yet, oldest first."""
+        query = (
+            select(alerts)
+            .where(
+                alerts.c.status == AlertStatus.OPEN.value,
+                alerts.c.severity.in_([s.value for s in severities]),
+                alerts.c.escalation_level == 0,
+            )
+            .order_by(alerts.c.opened_at)
+        )
+        return await self._all(query)
+
+    async def add(self, alert: Alert) -> None:
+        await self._conn.execute(
+            alerts.insert().values(
+                id=alert.id,
+                patient_id=alert.patient_id,
+                rule=alert.rule,
+                dedupe_key=alert.dedupe_key,
+                severity=alert.severity.value,
+                status=alert.status.value,
+                title=alert.title,
+                detail=alert.detail,
+                device_id=alert.device_id,
+                observation_id=alert.observation_id,
+                opened_at=alert.opened_at,
+                last_triggered_at=alert.last_triggered_at,
+                trigger_count=alert.trigger_count,
+                acknowledged_at=alert.acknowledged_at,
+                acknowledged_by=alert.acknowledged_by,
+                resolved_at=alert.resolved_at,
+                resolved_by=alert.resolved_by,
+                resolution=alert.resolution,
+                escalation_level=alert.escalation_level,
+                escalated_at=alert.escalated_at,
+            )
+        )
+
+    async def retrigger(self, alert: Alert) -> bool:
+        """Store a re-trigger of an active alert: evidence time, count, severity, wording."""
+        result = await self._conn.execute(
+            update(alerts)
+            .where(alerts.c.id == alert.id, alerts.c.status.in_(_ACTIVE))
+            .values(
+                last_triggered_at=alert.last_triggered_at,
+                trigger_count=alerts.c.trigger_count + 1,
+                severity=alert.severity.value,
+                title=alert.title,
+                detail=alert.detail,
+                device_id=alert.device_id,
+                observation_id=alert.observation_id,
+            )
+        )
+        return bool(result.rowcount)
+
+    async def transition(self, alert: Alert, expected: AlertStatus) -> bool:
+        """Store `alert`'s status, acknowledgement and resolution if the stored alert is still
+        `expected`; False when someone else changed it first."""
+        result = await self._conn.execute(
+            update(alerts)
+            .where(alerts.c.id == alert.id, alerts.c.status == expected.value)
+            .values(
+                status=alert.status.value,
+                acknowledged_at=alert.acknowledged_at,
+                acknowledged_by=alert.acknowledged_by,
+                resolved_at=alert.resolved_at,
+                resolved_by=alert.resolved_by,
+                resolution=alert.resolution,
+            )
+        )
+        return bool(result.rowcount)
+
+    async def escalate(self, alert_id: str, from_level: int, at: datetime) -> bool:
+        """Raise the escalation level by one if it is still `from_level` and the alert still
+        open; False when another process escalated it or a clinician acknowledged it."""
+        result = await self._conn.execute(
+            update(alerts)
+            .where(
+                alerts.c.id == alert_id,
+                alerts.c.escalation_level == from_level,
+                alerts.c.status == AlertStatus.OPEN.value,
+            )
+            .values(escalation_level=from_level + 1, escalated_at=at)
+        )
+        return bool(result.rowcount)

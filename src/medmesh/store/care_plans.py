@@ -1,0 +1,71 @@
+"""Repository for care plans: threshold overrides and the reading schedule as JSON, one row a
+patient. A patient without a row has the default plan."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.domain.care_plans import CarePlan, Schedule
+from medmesh.store._sql import upsert
+from medmesh.store.schema import care_plans
+
+
+def _plan(row: RowMapping) -> CarePlan:
+    schedule: dict[str, Any] = orjson.loads(row["schedule"])
+    return CarePlan(
+        patient_id=row["patient_id"],
+        threshold_overrides=orjson.loads(row["thresholds"]),
+        schedule=Schedule(
+            per_day={k: int(v) for k, v in schedule.get("per_day", {}).items()},
+            timezone=schedule.get("timezone", "UTC"),
+        ),
+        primary_clinician=row["primary_clinician"],
+        escalation_clinician=row["escalation_clinician"],
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+    )
+
+
+class CarePlans:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, patient_id: str) -> CarePlan:
+        """The patient's plan; the default plan (no overrides, no schedule) if none is stored."""
+        found = await self.for_patients([patient_id])
+        return found.get(patient_id, CarePlan(patient_id))
+
+    async def for_patients(self, patient_ids: Sequence[str]) -> dict[str, CarePlan]:
+        """Stored plans of these patients (patients without one are left out)."""
+        if not patient_ids:
+            return {}
+        query = select(care_plans).where(care_plans.c.patient_id.in_(list(patient_ids)))
+        return {p.patient_id: p for p in map(_plan, (await self._conn.execute(query)).mappings())}
+
+    async def scheduled(self) -> list[CarePlan]:
+        """Stored plans that expect readings on a schedule."""
+        rows = (await self._conn.execute(select(care_plans))).mappings()
+        return [plan for plan in map(_plan, rows) if plan.schedule.per_day]
+
+    async def put(self, plan: CarePlan, at: datetime, by: str) -> None:
+        values = {
+            "patient_id": plan.patient_id,
+            "thresholds": orjson.dumps(dict(plan.threshold_overrides)).decode(),
+            "schedule": orjson.dumps(
+                {"per_day": dict(plan.schedule.per_day), "timezone": plan.schedule.timezone}
+            ).decode(),
+            "primary_clinician": plan.primary_clinician,
+            "escalation_clinician": plan.escalation_clinician,
+            "updated_at": at,
+            "updated_by": by,
+        }
+        await self._conn.execute(
+            upsert(self._conn, care_plans, ["patient_id"], values, list(values)[1:])
+        )

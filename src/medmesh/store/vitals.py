@@ -1,0 +1,228 @@
+"""Reads behind the clinician dashboard: the latest value of each vital sign per patient, and
+one quantity's values over a time range, raw or aggregated into time buckets (chart series).
+All of them are range scans of the (patient, code, effective) index of `observations`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    String,
+    cast,
+    extract,
+    func,
+    literal,
+    select,
+    true,
+    type_coerce,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.store.schema import observation_components, observations, patients
+
+# Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's.
+_MAX_PATIENTS_PER_STATEMENT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class LatestValue:
+    """A patient's newest observation of one code; `values` maps each quantity's code (the
+    observation's own code, or a panel's component codes) to its value."""
+
+    patient_id: str
+    code: str
+    effective: datetime
+    values: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """The values of one quantity within a time bucket."""
+
+    at: float  # the mean time of the readings in it, in seconds since the Unix epoch
+    low: float
+    high: float
+    mean: float
+    count: int
+
+
+class Vitals:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def latest(
+        self, patient_ids: Sequence[str], codes: Sequence[str]
+    ) -> dict[tuple[str, str], LatestValue]:
+        """The newest observation per (patient, code), for every pair that has one.
+
+        One statement, whatever the number of pairs: per pair, a correlated
+        `ORDER BY effective DESC LIMIT 1` (an index seek), rather than a GROUP BY that would
+        read every stored row of the patients.
+        """
+        rows: list[_Newest] = []
+        wanted_codes = list(dict.fromkeys(codes))
+        ids = list(dict.fromkeys(patient_ids))
+        for start in range(0, len(ids), _MAX_PATIENTS_PER_STATEMENT):
+            if not wanted_codes:
+                break
+            statement = _newest(ids[start : start + _MAX_PATIENTS_PER_STATEMENT], wanted_codes)
+            result = await self._conn.execute(statement)
+            rows.extend(
+                (oid, pid, code, effective, value) for oid, pid, code, effective, value in result
+            )
+        components: dict[str, dict[str, float]] = {}
+        panel_ids = [r[0] for r in rows if r[4] is None]
+        if panel_ids:
+            query = select(
+                observation_components.c.observation_id,
+                observation_components.c.code,
+                observation_components.c.value,
+            ).where(observation_components.c.observation_id.in_(panel_ids))
+            for observation_id, code, value in await self._conn.execute(query):
+                components.setdefault(observation_id, {})[code] = value
+        latest: dict[tuple[str, str], LatestValue] = {}
+        for observation_id, patient_id, code, effective, value in rows:
+            values = {code: value} if value is not None else components.get(observation_id, {})
+            latest[(patient_id, code)] = LatestValue(patient_id, code, effective, values)
+        return latest
+
+    async def buckets(
+        self,
+        patient_id: str,
+        code: str,
+        *,
+        component: str | None = None,
+        origin: datetime,
+        width: float,
+    ) -> list[tuple[int, Bucket]]:
+        """Values after `origin`, aggregated per bucket of `width` seconds: (index, bucket)
+        pairs in time order, index 0 starting at `origin`; empty buckets are left out.
+
+        The database does the work, so a 90-day range of minute readings is read as a few
+        hundred rows (web/charts.py does the same for raw points, and decides the grid).
+        """
+        epoch = _epoch(self._conn.dialect.name, observations.c.effective)
+        offset = (epoch - literal(origin.timestamp(), Float)) / literal(width, Float)
+        index = func.floor(offset) if self._conn.dialect.name == "postgresql" else offset
+        value = observations.c.value if component is None else observation_components.c.value
+        inner = select(
+            cast(index, Integer).label("bucket"),
+            cast(epoch, Float).label("at"),
+            value.label("value"),
+        )
+        if component is None:
+            inner = inner.where(observations.c.value.is_not(None))
+        else:
+            inner = inner.join(
+                observation_components,
+                observation_components.c.observation_id == observations.c.id,
+            ).where(observation_components.c.code == component)
+        rows = inner.where(
+            observations.c.patient_id == patient_id,
+            observations.c.code == code,
+            observations.c.effective > origin,
+        ).subquery()
+        query = (
+            select(
+                rows.c.bucket,
+                func.avg(rows.c.at),
+                func.min(rows.c.value),
+                func.max(rows.c.value),
+                func.avg(rows.c.value),
+                func.count(),
+            )
+            .group_by(rows.c.bucket)
+            .order_by(rows.c.bucket)
+        )
+        return [
+            (int(i), Bucket(float(at), float(low), float(high), float(mean), int(count)))
+            for i, at, low, high, mean, count in await self._conn.execute(query)
+        ]
+
+    async def series(
+        self,
+        patient_id: str,
+        code: str,
+        *,
+        component: str | None = None,
+        after: datetime,
+        until: datetime | None = None,
+        received_after: datetime | None = None,
+    ) -> list[tuple[datetime, float]]:
+        """(effective, value) of one quantity, oldest first, for effective in (after, until]
+        and, with `received_after`, only readings stored since then.
+
+        `component` picks one quantity of a panel (systolic of a blood pressure).
+        """
+        if component is None:
+            query = select(observations.c.effective, observations.c.value).where(
+                observations.c.value.is_not(None)
+            )
+        else:
+            query = (
+                select(observations.c.effective, observation_components.c.value)
+                .join(
+                    observation_components,
+                    observation_components.c.observation_id == observations.c.id,
+                )
+                .where(observation_components.c.code == component)
+            )
+        query = query.where(
+            observations.c.patient_id == patient_id,
+            observations.c.code == code,
+            observations.c.effective > after,
+        )
+        if until is not None:
+            query = query.where(observations.c.effective <= until)
+        if received_after is not None:
+            query = query.where(observations.c.received_at > received_after)
+        result = await self._conn.execute(query.order_by(observations.c.effective))
+        return [(effective, value) for effective, value in result]
+
+
+def _epoch(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[float]:
+    """Seconds since the Unix epoch, with their fraction."""
+    if dialect == "postgresql":
+        return type_coerce(extract("epoch", column), Float)
+    # SQLite keeps naive UTC text; julianday() reads it to the microsecond.
+    return (func.julianday(column) - 2440587.5) * 86400.0
+
+
+_Newest = tuple[str, str, str, datetime, float | None]  # id, patient, code, effective, value
+
+
+def _newest(
+    patient_ids: Sequence[str], codes: Sequence[str]
+) -> Select[str, str, str, datetime, float | None]:
+    """The newest observation of each (patient, code): the pairs are the patients' rows
+    crossed with the codes, each picking its newest observation id through the index."""
+    code_rows = [select(literal(code, String).label("code")) for code in codes]
+    wanted = (union_all(*code_rows) if len(code_rows) > 1 else code_rows[0]).subquery("wanted")
+    candidate = observations.alias("candidate")
+    newest_id = (
+        select(candidate.c.id)
+        .where(candidate.c.patient_id == patients.c.id, candidate.c.code == wanted.c.code)
+        .order_by(candidate.c.effective.desc())
+        .limit(1)
+        .correlate(patients, wanted)
+        .scalar_subquery()
+    )
+    pairs = (
+        select(newest_id)
+        .select_from(patients.join(wanted, true()))
+        .where(patients.c.id.in_(patient_ids))
+    )
+    return select(
+        observations.c.id,
+        observations.c.patient_id,
+        observations.c.code,
+        observations.c.effective,
+        observations.c.value,
+    ).where(observations.c.id.in_(pairs))

@@ -1,0 +1,147 @@
+"""Chart series for the patient page, downsampled on the server: a range is split into at most
+~500 equal time buckets and each series sends its min, max and mean per bucket, so 90 days of
+minute readings reach the browser as a few kilobytes and the chart still shows every extreme.
+
+Up to `RAW_RANGE` the readings are read and bucketed here (`downsample`); for longer ranges the
+database aggregates on the same grid (`Vitals.buckets`), and `regrid` folds in the edges.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from medmesh.store.vitals import Bucket, Vitals
+from medmesh.web.vitals import VitalSpec
+
+MAX_POINTS = 500
+RAW_RANGE = timedelta(hours=24)
+
+RANGES: dict[str, timedelta] = {
+    "6h": timedelta(hours=6),
+    "24h": timedelta(hours=24),
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+}
+RANGE_LABELS = {"6h": "6 h", "24h": "24 h", "7d": "7 d", "30d": "30 d", "90d": "90 d"}
+DEFAULT_RANGE = "24h"
+
+
+@dataclass(frozen=True, slots=True)
+class Grid:
+    """`count` buckets of `width` seconds from `origin` (seconds since the epoch)."""
+
+    origin: float
+    width: float
+    count: int
+
+    @classmethod
+    def over(cls, start: datetime, end: datetime, count: int = MAX_POINTS) -> Grid:
+        span = max((end - start).total_seconds(), 1.0)
+        return cls(start.timestamp(), span / count, count)
+
+    def index(self, at: float) -> int:
+        """The bucket of a time; times past either edge fall into the edge bucket."""
+        return min(max(math.floor((at - self.origin) / self.width), 0), self.count - 1)
+
+
+def merge(a: Bucket, b: Bucket) -> Bucket:
+    count = a.count + b.count
+    return Bucket(
+        at=(a.at * a.count + b.at * b.count) / count,
+        low=min(a.low, b.low),
+        high=max(a.high, b.high),
+        mean=(a.mean * a.count + b.mean * b.count) / count,
+        count=count,
+    )
+
+
+def downsample(points: Sequence[tuple[float, float]], grid: Grid) -> list[Bucket]:
+    """Points (time, value), oldest first, as at most `grid.count` buckets, empty ones left
+    out. No more points than buckets: each point stays itself, at its own time."""
+    if len(points) <= grid.count:
+        return [Bucket(at, value, value, value, 1) for at, value in points]
+    return regrid([(grid.index(at), Bucket(at, v, v, v, 1)) for at, v in points], grid)
+
+
+def regrid(indexed: Sequence[tuple[int, Bucket]], grid: Grid) -> list[Bucket]:
+    """Buckets with their grid index, in order, merged where indexes fall together (and
+    indexes past the grid's edges folded into the edge buckets)."""
+    merged: list[Bucket] = []
+    last = -1
+    for index, bucket in indexed:
+        index = min(max(index, 0), grid.count - 1)
+        if merged and index == last:
+            merged[-1] = merge(merged[-1], bucket)
+        else:
+            merged.append(bucket)
+            last = index
+    return merged
+
+
+def uplot_data(series: Sequence[tuple[str, Sequence[Bucket]]]) -> dict[str, Any]:
+    """uPlot's layout: one time axis and, per series, mean/low/high arrays aligned to it, with
+    None where a series has no value at a time (two glucose sources read at different times).
+
+    {"x": [t, ...], "series": {"sys": {"mean": [...], "low": [...], "high": [...]}, ...}}
+    """
+    times = sorted({round(b.at, 3) for _, buckets in series for b in buckets})
+    position = {t: i for i, t in enumerate(times)}
+    out: dict[str, dict[str, list[float | None]]] = {}
+    for key, buckets in series:
+        mean: list[float | None] = [None] * len(times)
+        low: list[float | None] = [None] * len(times)
+        high: list[float | None] = [None] * len(times)
+        for b in buckets:
+            i = position[round(b.at, 3)]
+            mean[i], low[i], high[i] = round(b.mean, 2), b.low, b.high
+        out[key] = {"mean": mean, "low": low, "high": high}
+    return {"x": times, "series": out}
+
+
+async def load_series(
+    vitals: Vitals, patient_id: str, vital: VitalSpec, start: datetime, end: datetime
+) -> list[tuple[str, list[Bucket]]]:
+    """Each series of the vital from `start` (exclusive) on, on a grid over [start, end]."""
+    grid = Grid.over(start, end)
+    loaded: list[tuple[str, list[Bucket]]] = []
+    for spec in vital.series:
+        if end - start <= RAW_RANGE:
+            raw = await vitals.series(patient_id, spec.code, component=spec.component, after=start)
+            buckets = downsample([(at.timestamp(), value) for at, value in raw], grid)
+        else:
+            indexed = await vitals.buckets(
+                patient_id, spec.code, component=spec.component, origin=start, width=grid.width
+            )
+            buckets = regrid(indexed, grid)
+        loaded.append((spec.key, buckets))
+    return loaded
+
+
+async def load_new(
+    vitals: Vitals,
+    patient_id: str,
+    vital: VitalSpec,
+    start: datetime,
+    received_after: datetime,
+    end: datetime,
+) -> list[tuple[str, list[Bucket]]]:
+    """Each series' readings taken after `start` and stored after `received_after` (what a
+    live chart has not seen yet), downsampled if a long absence let many pile up."""
+    grid = Grid.over(start, end)
+    loaded: list[tuple[str, list[Bucket]]] = []
+    for spec in vital.series:
+        raw = await vitals.series(
+            patient_id,
+            spec.code,
+            component=spec.component,
+            after=start,
+            received_after=received_after,
+        )
+        points = [(at.timestamp(), value) for at, value in raw]
+        loaded.append((spec.key, downsample(points, grid)))
+    return loaded

@@ -1,0 +1,215 @@
+"""The dashboard's pages: the patient panel, a patient's vitals and alerts, a device; and the
+fragments and series their live updates fetch. Query values arrive as text and are read
+leniently (a bad page number shows page 1), so no request lands on the API's error format."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+
+from medmesh.domain.alerts import Severity
+from medmesh.store.dead_letters import DeadLetters
+from medmesh.store.device_status import DeviceStatuses
+from medmesh.store.registry import Assignments, Devices, Patients
+from medmesh.store.vitals import Vitals
+from medmesh.web.charts import (
+    DEFAULT_RANGE,
+    RANGE_LABELS,
+    RANGES,
+    RAW_RANGE,
+    load_new,
+    load_series,
+    uplot_data,
+)
+from medmesh.web.panel import PanelPage, panel_page, panel_rows
+from medmesh.web.patient import (
+    ChartCard,
+    alert_history,
+    chart_card,
+    connectivity,
+    current_devices,
+)
+from medmesh.web.responses import WebRoute, database
+from medmesh.web.session import Clinician, signed_in, signed_in_quietly
+from medmesh.web.templating import page
+from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS, VitalSpec
+
+router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+MAX_ROW_IDS = 100
+REFUSED_WINDOW = timedelta(hours=24)
+LATE_READINGS = timedelta(hours=6)  # how old a newly arrived reading may be to be added live
+COMMIT_OVERLAP = timedelta(seconds=30)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _positive(raw: str | None, default: int = 1) -> int:
+    return int(raw) if raw is not None and raw.isdigit() and 0 < int(raw) < 1_000_000 else default
+
+
+def _range_key(raw: str | None) -> str:
+    return raw if raw in RANGES else DEFAULT_RANGE
+
+
+# --- the patient panel ---------------------------------------------------------------------
+
+
+def _panel_context(clinician: Clinician, found: PanelPage, **extra: Any) -> dict[str, Any]:
+    return {
+        "clinician": clinician,
+        "nav": "panel",
+        "panel": found,
+        "vitals": PANEL_VITALS,
+        "severities": sorted(Severity, key=lambda s: s.rank, reverse=True),
+        **extra,
+    }
+
+
+@router.get("/")
+async def panel(request: Request, clinician: Clinician = Depends(signed_in)) -> Response:
+    number = _positive(request.query_params.get("page"))
+    async with database(request).read() as conn:
+        found = await panel_page(conn, number, _now())
+    return page(request, "panel.html", _panel_context(clinician, found))
+
+
+@router.get("/panel/rows")
+async def panel_fragment(
+    request: Request, clinician: Clinician = Depends(signed_in_quietly)
+) -> Response:
+    """Live refresh of the panel: `ids=a,b` gives those rows (swapped in by id), `page=n`
+    the page's whole table body, re-sorted, with the summary."""
+    ids = request.query_params.get("ids")
+    async with database(request).read() as conn:
+        if ids is not None:
+            wanted = [i for i in ids.split(",") if i][:MAX_ROW_IDS]
+            rows = await panel_rows(conn, wanted, _now())
+            return page(request, "_panel_rows.html", {"rows": rows, "oob": True})
+        found = await panel_page(conn, _positive(request.query_params.get("page")), _now())
+    return page(request, "_panel_body.html", _panel_context(clinician, found, oob=True))
+
+
+# --- a patient -----------------------------------------------------------------------------
+
+
+@router.get("/patients/{patient_id}")
+async def patient_page(
+    request: Request, patient_id: str, clinician: Clinician = Depends(signed_in)
+) -> Response:
+    range_key = _range_key(request.query_params.get("range"))
+    now = _now()
+    start = now - RANGES[range_key]
+    db = database(request)
+    async with db.read() as conn:
+        patient = await Patients(conn).get(patient_id)
+        devices = await current_devices(conn, patient_id, now)
+        latest = await Vitals(conn).latest([patient_id], [c for v in CHART_VITALS for c in v.codes])
+        history = await alert_history(conn, patient_id)
+
+    async def chart(vital: VitalSpec) -> ChartCard:
+        # A connection each: a long range is a few heavy aggregations, run side by side.
+        async with db.read() as own:
+            series = await load_series(Vitals(own), patient_id, vital, start, now)
+        return chart_card(vital, series, latest, patient_id, range_key, now)
+
+    cards = await asyncio.gather(*(chart(vital) for vital in CHART_VITALS))
+    chart_config = {
+        "patient": patient_id,
+        "downsampled": RANGES[range_key] > RAW_RANGE,
+        "range": range_key,
+        "rangeSeconds": RANGES[range_key].total_seconds(),
+        "now": now.timestamp(),
+        "vitals": [card.config for card in cards],
+    }
+    return page(
+        request,
+        "patient.html",
+        {
+            "clinician": clinician,
+            "patient": patient,
+            "devices": devices,
+            "charts": cards,
+            "chart_config": chart_config,
+            "range_key": range_key,
+            "range_labels": RANGE_LABELS,
+            "downsampled": RANGES[range_key] > RAW_RANGE,
+            **history,
+        },
+    )
+
+
+@router.get("/patients/{patient_id}/series")
+async def patient_series(
+    request: Request, patient_id: str, _: Clinician = Depends(signed_in_quietly)
+) -> JSONResponse:
+    """Readings stored after `since` (server time, seconds since the epoch, as the previous
+    answer gave it) for the charts to add: {"now": t, "vitals": {"hr": uPlot data, ...}}.
+    Late readings count too if taken within LATE_READINGS and the range. The window reaches
+    COMMIT_OVERLAP further back, for batches that were being committed at `since` (stored
+    with an earlier receipt time); the charts drop what they already have."""
+    range_key = _range_key(request.query_params.get("range"))
+    now = _now()
+    try:
+        since = datetime.fromtimestamp(float(request.query_params.get("since", "")), UTC)
+    except (ValueError, OverflowError, OSError):
+        since = now
+    since -= COMMIT_OVERLAP
+    start = max(now - RANGES[range_key], now - LATE_READINGS)
+    async with database(request).read() as conn:
+        await Patients(conn).get(patient_id)
+        vitals = Vitals(conn)
+        data = {}
+        for vital in CHART_VITALS:
+            series = await load_new(vitals, patient_id, vital, start, since, now)
+            data[vital.key] = uplot_data(series)
+    return JSONResponse({"now": now.timestamp(), "vitals": data})
+
+
+@router.get("/patients/{patient_id}/alerts")
+async def patient_alerts(
+    request: Request, patient_id: str, clinician: Clinician = Depends(signed_in_quietly)
+) -> Response:
+    async with database(request).read() as conn:
+        patient = await Patients(conn).get(patient_id)
+        history = await alert_history(conn, patient_id)
+    context = {"clinician": clinician, "patient": patient, **history}
+    return page(request, "_alert_history.html", context)
+
+
+# --- a device ------------------------------------------------------------------------------
+
+
+@router.get("/devices/{device_id}")
+async def device_page(
+    request: Request, device_id: str, clinician: Clinician = Depends(signed_in)
+) -> Response:
+    now = _now()
+    async with database(request).read() as conn:
+        device = await Devices(conn).get(device_id)
+        status = await DeviceStatuses(conn).get(device_id)
+        assignment = next(
+            (a for a in await Assignments(conn).for_device(device_id) if a.covers(now)), None
+        )
+        patient = None if assignment is None else await Patients(conn).get(assignment.patient_id)
+        refused = await DeadLetters(conn).reasons_since(device_id, now - REFUSED_WINDOW)
+    return page(
+        request,
+        "device.html",
+        {
+            "clinician": clinician,
+            "device": device,
+            "status": status,
+            "connectivity": connectivity(status, now),
+            "assignment": assignment,
+            "patient": patient,
+            "refused": sorted(refused.items(), key=lambda item: -item[1]),
+            "refused_total": sum(refused.values()),
+        },
+    )

@@ -1,0 +1,78 @@
+"""How dashboard routes answer what goes wrong: HTML pages and redirects, where the JSON and
+FHIR APIs answer with OperationOutcomes (their handlers are app-wide, so the dashboard's
+routes catch their own errors first)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.responses import RedirectResponse
+from fastapi.routing import APIRoute
+
+from medmesh.domain.errors import Conflict, NotFound
+from medmesh.events.bus import EventBus
+from medmesh.store.database import Database
+from medmesh.web.session import CsrfRejected, SignInRequired
+from medmesh.web.templating import page
+
+
+def database(request: Request) -> Database:
+    db: Database = request.app.state.database
+    return db
+
+
+def bus(request: Request) -> EventBus:
+    events: EventBus = request.app.state.bus
+    return events
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def sign_in_answer(request: Request, *, expired: bool) -> Response:
+    """To the sign-in page: a redirect for a page, an HX-Redirect for htmx, a bare 401 for
+    scripts and event streams (which cannot follow a redirect usefully)."""
+    target = "/login?expired=1" if expired else "/login"
+    if is_htmx(request):
+        return Response(status_code=401, headers={"HX-Redirect": target})
+    accept = request.headers.get("accept", "")
+    if "text/event-stream" in accept or "application/json" in accept:
+        return Response(status_code=401)
+    return RedirectResponse(target, status_code=303)
+
+
+def problem(request: Request, status: int, title: str, message: str) -> Response:
+    if is_htmx(request):
+        # htmx leaves the page as it is on errors; the message goes to the status region.
+        return Response(message, status_code=status, media_type="text/plain")
+    return page(request, "error.html", {"title": title, "message": message}, status)
+
+
+class WebRoute(APIRoute):
+    """A dashboard route: sign-in, CSRF, missing and conflicting records answered in HTML."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SignInRequired as exc:
+                return sign_in_answer(request, expired=exc.expired)
+            except CsrfRejected:
+                return problem(
+                    request,
+                    403,
+                    "Form expired",
+                    "This form is no longer valid (the page was open too long, or cookies "
+                    "are blocked). Reload the page and try again.",
+                )
+            except NotFound as exc:
+                return problem(request, 404, "Not found", str(exc))
+            except Conflict as exc:
+                return problem(request, 409, "Changed meanwhile", str(exc))
+
+        return guarded

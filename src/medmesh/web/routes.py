@@ -1,0 +1,17 @@
+"""The clinician dashboard's routes, in one router for the app to include: sign-in, pages,
+live updates, alert actions, and the static files (vendored htmx and uPlot, our CSS and JS)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.staticfiles import StaticFiles
+
+from medmesh.web import actions, auth, live, pages
+from medmesh.web.templating import STATIC_DIR
+
+router = APIRouter(include_in_schema=False)
+router.include_router(auth.router)
+router.include_router(pages.router)
+router.include_router(live.router)
+router.include_router(actions.router)
+router.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

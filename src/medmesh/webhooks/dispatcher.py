@@ -1,0 +1,119 @@
+"""The dispatcher: turns each bus event into a pending delivery for every active Subscription it
+matches, and runs the sender that delivers them.
+
+Every process may run one. A delivery is keyed by (subscription, event), so when PostgreSQL
+LISTEN/NOTIFY hands the same event to several processes, one row is stored and one POST made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from medmesh.domain.subscription import Criteria, InvalidSubscription, parse_criteria
+from medmesh.events.bus import EventBus, Subscription
+from medmesh.events.model import ALERT, READINGS, Event
+from medmesh.store.database import Database
+from medmesh.store.subscriptions import Subscriptions
+from medmesh.store.webhook_deliveries import WebhookDeliveries
+from medmesh.webhooks.policy import WebhookPolicy
+from medmesh.webhooks.sender import WebhookSender
+
+log = logging.getLogger(__name__)
+
+QUEUE_SIZE = 10_000  # events waiting for the dispatcher before the bus drops the oldest
+
+
+def matches(criteria: Criteria, event: Event) -> bool:
+    """Whether the event is one the criteria ask to be notified of."""
+    if criteria.patient_id is not None and event.patient_id != criteria.patient_id:
+        return False
+    if event.kind == READINGS and criteria.resource_type == "Observation":
+        codes = event.data.get("codes")
+        if not criteria.codes or not isinstance(codes, list):
+            return True  # an event too large to carry its codes may hold any code
+        return not set(criteria.codes).isdisjoint(codes)
+    return event.kind == ALERT and criteria.resource_type == "Flag"
+
+
+@functools.lru_cache(maxsize=4096)
+def _criteria(text: str) -> Criteria | None:
+    try:
+        return parse_criteria(text)
+    except InvalidSubscription:
+        return None  # stored before a rule changed; it matches nothing
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class WebhookDispatcher:
+    def __init__(
+        self,
+        database: Database,
+        bus: EventBus,
+        policy: WebhookPolicy,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self._database = database
+        self._bus = bus
+        self._clock = clock
+        self.sender = WebhookSender(database, policy, clock)
+        self._subscription: Subscription | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._subscription = self._bus.subscribe(QUEUE_SIZE)
+        await self.sender.start()
+        self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._subscription is not None:
+            self._subscription.close()
+        await self.sender.stop()
+
+    async def _run(self) -> None:
+        assert self._subscription is not None
+        dropped = 0
+        async for event in self._subscription:
+            if self._subscription.dropped > dropped:
+                log.error(
+                    "webhook dispatcher fell behind: %d events dropped",
+                    self._subscription.dropped - dropped,
+                )
+                dropped = self._subscription.dropped
+            try:
+                await self.dispatch(event)
+            except Exception as exc:  # one event lost is better than a dispatcher stopped
+                log.error("webhook dispatch of event %s failed (%s)", event.id, type(exc).__name__)
+
+    async def dispatch(self, event: Event) -> int:
+        """Queue the event for the subscriptions it matches; returns how many rows were added
+        (0 when another process queued them first)."""
+        if event.kind not in (READINGS, ALERT):
+            return 0
+        async with self._database.read() as conn:
+            active = await Subscriptions(conn).active()
+        targets = []
+        for subscription in active:
+            criteria = _criteria(subscription.criteria)
+            if criteria is not None and matches(criteria, event):
+                targets.append(subscription.id)
+        if not targets:
+            return 0
+        async with self._database.write() as conn:
+            added = await WebhookDeliveries(conn).enqueue(
+                targets, event.id, event.to_json(), self._clock()
+            )
+        if added:
+            self.sender.wake()
+        return added

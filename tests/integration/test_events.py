@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import World
-from tests.helpers import minute_series
+from tests.helpers import minute_series, reading
 from tests.live_server import live_server
 
 
@@ -100,3 +100,36 @@ async def test_an_event_in_one_process_reaches_a_client_of_another(
             event = await next_event(lines, "readings")
     assert event["patient_id"] == world.patient_id
     assert event["data"]["count"] == 2
+
+
+async def test_an_alert_raised_in_one_process_reaches_a_client_of_another(
+    database_url: str, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY needs PostgreSQL; SQLite deployments are one process")
+    monkeypatch.setenv("MEDMESH_EVENT_BUS", "postgres")
+    critical = reading("low-1", kind="blood-glucose", value=45, unit="mg/dL")
+    with (
+        live_server(database_url, tmp_path / "dashboard.log") as dashboard_side,
+        live_server(database_url, tmp_path / "ingest.log") as ingest_side,
+    ):
+        async with (
+            httpx.AsyncClient(timeout=10) as http,
+            http.stream(
+                "GET",
+                f"{dashboard_side.base_url}/api/v1/events",
+                headers=world.reader_headers,
+            ) as stream,
+        ):
+            lines = stream.aiter_lines()
+            await anext(lines)
+            response = await http.post(
+                f"{ingest_side.base_url}/ingest/v1/readings",
+                json={"readings": [critical]},
+                headers=world.device_headers,
+            )
+            assert response.status_code == 202
+            event = await next_event(lines, "alert")
+    assert event["patient_id"] == world.patient_id
+    assert event["data"]["severity"] == "critical"
+    assert event["data"]["status"] == "open"

@@ -23,7 +23,6 @@ import contextlib
 import os
 import platform
 import signal
-import socket
 import sqlite3
 import statistics
 import sys
@@ -41,6 +40,7 @@ import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
+from _common import free_port, load_average, postgres_version
 from medmesh import admin
 from medmesh.access.principals import Role
 from medmesh.store import migrate
@@ -186,13 +186,6 @@ def percentile(values: Sequence[float], pct: int) -> float:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def server_python() -> str:
@@ -552,18 +545,6 @@ async def bench_postgresql(opts: Options, report: Report) -> None:
 # --- output -----------------------------------------------------------------------------------
 
 
-async def postgres_version(url: str) -> str:
-    """The PostgreSQL server's version, or why it is not known."""
-    try:
-        conn = await pg_admin(url)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"not reachable ({type(exc).__name__})"
-    try:
-        return str(await conn.fetchval("SHOW server_version"))
-    finally:
-        await conn.close()
-
-
 async def print_machine(opts: Options) -> None:
     """Facts that make the figures comparable between machines."""
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
@@ -579,15 +560,6 @@ async def print_machine(opts: Options) -> None:
         f"{opts.searches} searches"
     )
     log("")
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load average: other work on the machine skews every figure."""
-    try:
-        one, five, fifteen = os.getloadavg()
-    except (AttributeError, OSError):
-        return "n/a"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
 
 
 def print_table(report: Report) -> None:

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import os
 import platform
-import socket
 import sqlite3
 import statistics
 import sys
@@ -32,6 +31,7 @@ from pathlib import Path
 import asyncpg
 from sqlalchemy.engine import make_url
 
+from _common import free_port
 from medmesh import admin
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.pipeline import IngestPipeline
@@ -72,12 +72,6 @@ class Figure:
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: Sequence[float], pct: int) -> float:

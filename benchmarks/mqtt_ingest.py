@@ -25,7 +25,6 @@ import importlib.metadata
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import sqlite3
@@ -48,6 +47,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import make_url
 
+from _common import (
+    admin_dsn,
+    free_port,
+    load_average,
+    mosquitto_binary,
+    mosquitto_version,
+    postgres_version,
+)
 from medmesh import admin
 from medmesh.store import migrate
 from medmesh.store.database import Database
@@ -144,23 +151,9 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def worker_python() -> str:
     """The project's virtualenv interpreter (the one this script should run under)."""
     return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-
-
-def mosquitto_binary() -> str | None:
-    """The mosquitto broker's path, if installed."""
-    if found := shutil.which("mosquitto"):
-        return found
-    return "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
 
 
 def process_cpu(pid: int) -> float | None:
@@ -624,11 +617,6 @@ async def bench_sqlite(opts: Options, report: Report) -> None:
         await bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), opts, report)
 
 
-def admin_dsn(url: str) -> str:
-    """`url` as a plain DSN for asyncpg."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 async def bench_postgresql(opts: Options, report: Report) -> None:
     """A fresh PostgreSQL database, dropped at the end; skipped if the server is unreachable."""
     name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
@@ -656,37 +644,6 @@ async def bench_postgresql(opts: Options, report: Report) -> None:
 
 
 # --- output -----------------------------------------------------------------------------------
-
-
-async def postgres_version(url: str) -> str:
-    """The PostgreSQL server's version, or why it is not known."""
-    try:
-        conn = await asyncpg.connect(admin_dsn(url), timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        return f"not reachable ({type(exc).__name__})"
-    try:
-        return str(await conn.fetchval("SHOW server_version"))
-    finally:
-        await conn.close()
-
-
-def mosquitto_version() -> str:
-    """The first line of `mosquitto -h`, e.g. `mosquitto version 2.0.11`."""
-    binary = mosquitto_binary()
-    if binary is None:
-        return "not installed"
-    result = subprocess.run([binary, "-h"], capture_output=True, check=False, timeout=10)
-    first = (result.stdout or result.stderr).decode(errors="replace").splitlines()
-    return f"{first[0] if first else '?'} ({binary})"
-
-
-def load_average() -> str:
-    """The 1/5/15-minute load average: other work on the machine skews every figure."""
-    try:
-        one, five, fifteen = os.getloadavg()
-    except (AttributeError, OSError):
-        return "n/a"
-    return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
 
 
 async def print_machine(opts: Options) -> None:

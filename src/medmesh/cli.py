@@ -276,7 +276,7 @@ def token_revoke(token: Annotated[str, typer.Argument(help="The token (mmt_…) 
 @token_app.command("create")
 def token_create(
     name: Annotated[str, typer.Option(help="Who or what uses the token")],
-    role: Annotated[Role, typer.Option(help="admin or clinician")] = Role.CLINICIAN,
+    role: Annotated[Role, typer.Option(help="clinician or system")] = Role.CLINICIAN,
 ) -> None:
     """Issue an API bearer token (shown only this once)."""
     token = _run(lambda db: admin.issue_api_token(db, name=name, role=role))

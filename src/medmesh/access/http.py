@@ -54,7 +54,7 @@ async def require_reader(request: Request) -> ApiPrincipal:
         record = await ApiTokens(conn).find_by_hash(secret_hash)
     if record is None or record.revoked:
         raise Unauthenticated("the API token is not valid")
-    if record.role not in {Role.ADMIN.value, Role.CLINICIAN.value}:
+    if record.role not in {Role.SYSTEM.value, Role.CLINICIAN.value}:
         raise Forbidden("this token may not read health data")
     role = Role(record.role)
     return ApiPrincipal(record.id, record.name, role)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from medmesh.store.types import UTCDateTime
@@ -40,6 +41,10 @@ patients = Table(
     Column("birth_date", Date, nullable=True),
     Column("gender", String(10), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # The organisation that manages the patient's record (its clinicians form care teams).
+    Column("organization_id", String(36), nullable=False, server_default="default"),
+    # A legal hold stops erasure until it is lifted (litigation, investigation).
+    Column("legal_hold", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("identifier_system", "identifier_value"),
 )
 
@@ -139,6 +144,191 @@ api_tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # Whose token it is: a user account, or an OAuth client (SMART Backend Services).
+    Column("user_id", String(36), nullable=True),
+    Column("client_id", String(36), nullable=True),
+    Column("organization_id", String(36), nullable=False, server_default="default"),
+    # SMART scopes granted, space-separated (e.g. "patient/Observation.rs").
+    Column("scopes", Text, nullable=False, server_default=""),
+    # SMART launch context of patient-facing tokens: the patient whose record it opens.
+    Column("patient_id", String(36), nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+)
+
+# --- access: accounts, care teams, consent, break-glass, audit, OAuth clients ----------------
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("organization_id", String(36), ForeignKey("organizations.id"), nullable=False),
+    Column("username", String(100), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("role", String(32), nullable=False),  # patient, clinician, org-admin
+    # The patient record a patient account belongs to; NULL for staff.
+    Column("patient_id", String(36), nullable=True),
+    Column("password_hash", String(200), nullable=False),  # argon2id, PHC string
+    Column("totp_secret", String(64), nullable=True),  # base32; NULL until enrolled
+    Column("totp_last_step", Integer, nullable=True),  # refuses a replayed code
+    Column("failed_logins", Integer, nullable=False, server_default=false()),
+    Column("locked_until", UTCDateTime, nullable=True),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+care_team_members = Table(
+    "care_team_members",
+    metadata,
+    Column("patient_id", String(36), ForeignKey("patients.id"), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), primary_key=True),
+    Column("role", String(64), nullable=False),  # e.g. primary, nurse, escalation
+    Column("added_at", UTCDateTime, nullable=False),
+    Column("added_by", String(200), nullable=False),
+    Index(None, "user_id"),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # active, inactive (revoked)
+    Column("grantee_type", String(16), nullable=False),  # Practitioner (a user), Organization
+    Column("grantee_id", String(36), nullable=False),
+    # JSON lists; empty: any. Categories are observation-category codes (vital-signs, …),
+    # purposes v3 PurposeOfUse codes (TREAT, HRESCH, …).
+    Column("categories", Text, nullable=False),
+    Column("purposes", Text, nullable=False),
+    Column("period_start", UTCDateTime, nullable=True),
+    Column("period_end", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index(None, "patient_id", "status"),
+    Index(None, "grantee_id", "status"),
+)
+
+break_glass = Table(
+    "break_glass",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "user_id", "patient_id"),
+)
+
+# Append-only and hash-chained: each row's hash covers its fields and the previous row's hash;
+# `seq` is assigned without gaps under a lock, so a deleted row shows as a gap.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("recorded", UTCDateTime, nullable=False),
+    Column("action", String(1), nullable=False),  # FHIR AuditEvent.action: C R U D E
+    Column("subtype", String(32), nullable=False),  # read, search, export, erase, …
+    Column("outcome", String(2), nullable=False),  # 0 success, 4 refused, 8 failed
+    Column("actor_kind", String(16), nullable=False),  # user, client, token, device, cli
+    Column("actor_id", String(100), nullable=False),
+    Column("actor_name", String(200), nullable=False),
+    Column("organization_id", String(36), nullable=True),
+    Column("resource_type", String(64), nullable=True),
+    Column("resource_id", String(100), nullable=True),
+    Column("patient_id", String(36), nullable=True),  # no FK: audit outlives erasure
+    Column("purpose", String(16), nullable=True),
+    Column("basis", String(100), nullable=True),  # self, care-team, consent:<id>, break-glass:<id>
+    Column("source", String(100), nullable=True),  # the caller's network address
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index(None, "patient_id", "recorded"),
+)
+
+oauth_clients = Table(
+    "oauth_clients",
+    metadata,
+    Column("id", String(100), primary_key=True),  # the client_id
+    Column("organization_id", String(36), ForeignKey("organizations.id"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("jwks", Text, nullable=False),  # public keys verifying its assertions (JWK Set)
+    Column("scopes", Text, nullable=False),  # the most it may ask for, space-separated
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled", Boolean, nullable=False, server_default=false()),
+)
+
+# Client assertions already used (jti), kept until they expire: a replayed one is refused.
+oauth_assertions = Table(
+    "oauth_assertions",
+    metadata,
+    Column("client_id", String(100), primary_key=True),
+    Column("jti", String(200), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# --- encryption at rest, export, erasure -------------------------------------------------------
+
+# Each patient's data key, wrapped (encrypted) by a master key of the key provider. Deleting
+# the row is crypto-shredding: every copy of the patient's ciphertext becomes unreadable.
+patient_keys = Table(
+    "patient_keys",
+    metadata,
+    Column("patient_id", String(36), primary_key=True),  # no FK: erasure deletes both
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("master_key_id", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "master_key_id"),
+)
+
+export_jobs = Table(
+    "export_jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_id", String(36), nullable=False),  # the requester; only they may fetch it
+    Column("request", String(2000), nullable=False),  # the kick-off URL, for the manifest
+    Column("kind", String(16), nullable=False),  # patient, group, system
+    Column("patient_ids", Text, nullable=False),  # JSON list, fixed at kick-off
+    Column("types", Text, nullable=False),  # JSON list of resource types
+    Column("since", UTCDateTime, nullable=True),
+    Column("status", String(16), nullable=False),  # queued, running, complete, failed, cancelled
+    Column("error", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+export_files = Table(
+    "export_files",
+    metadata,
+    Column(
+        "job_id", String(36), ForeignKey("export_jobs.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("name", String(100), primary_key=True),  # e.g. Observation-1.ndjson
+    Column("resource_type", String(64), nullable=False),
+    Column("count", Integer, nullable=False),
+    # NDJSON, encrypted (AES-256-GCM) with a key of the job's own, wrapped by the master key.
+    Column("data", LargeBinary, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("master_key_id", String(64), nullable=False),
+)
+
+erasure_certificates = Table(
+    "erasure_certificates",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), nullable=False),  # the erased record's id, nothing else
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("document", Text, nullable=False),  # canonical JSON of what was destroyed
+    Column("signature", String(200), nullable=False),  # Ed25519 over the document, base64
 )
 
 # --- remote monitoring (alerts, care plans, webhooks) ------------------------------------------

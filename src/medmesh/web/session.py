@@ -27,7 +27,7 @@ SESSION_COOKIE = "medmesh_session"
 MAX_SESSION = timedelta(hours=12)
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-_READERS = {Role.CLINICIAN.value, Role.ADMIN.value}
+_READERS = {Role.CLINICIAN.value, Role.SYSTEM.value}
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,11 +12,13 @@ from medmesh.access.credentials import (
     hash_secret,
     new_secret,
 )
-from medmesh.access.principals import Role
+from medmesh.access.passwords import hash_password
+from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
 from medmesh.store.database import Database
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.tokens import ApiTokens
+from medmesh.store.users import Users
 
 DEFAULT_IDENTIFIER_SYSTEM = "urn:medmesh:mrn"
 
@@ -87,3 +89,40 @@ async def issue_api_token(database: Database, *, name: str, role: Role) -> str:
     async with database.write() as conn:
         await ApiTokens(conn).add(str(uuid.uuid4()), name, role.value, hash_secret(token))
     return token
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccount:
+    id: str
+    username: str
+    role: Role
+    organization_id: str
+    patient_id: str | None
+
+
+async def create_user(
+    database: Database,
+    *,
+    username: str,
+    display_name: str,
+    role: Role,
+    password: str,
+    organization_id: str = DEFAULT_ORGANIZATION,
+    patient_id: str | None = None,
+) -> UserAccount:
+    """An account for a person; a patient account belongs to one patient record."""
+    if (role is Role.PATIENT) != (patient_id is not None):
+        raise ValueError("a patient account needs its patient record, and only it has one")
+    account = UserAccount(str(uuid.uuid4()), username, role, organization_id, patient_id)
+    password_hash = hash_password(password)  # checks the password rules first
+    async with database.write() as conn:
+        await Users(conn).add(
+            user_id=account.id,
+            organization_id=organization_id,
+            username=username,
+            display_name=display_name,
+            role=role.value,
+            password_hash=password_hash,
+            patient_id=patient_id,
+        )
+    return account

@@ -1,0 +1,114 @@
+"""Repository for user accounts: patients, clinicians and organisation admins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import RowMapping
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.domain.errors import Conflict
+from medmesh.store.schema import organizations, users
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    id: str
+    organization_id: str
+    username: str
+    display_name: str
+    role: str
+    patient_id: str | None
+    password_hash: str
+    totp_secret: str | None
+    totp_last_step: int | None
+    failed_logins: int
+    locked_until: datetime | None
+    disabled: bool
+
+
+def _user(row: RowMapping) -> UserRecord:
+    return UserRecord(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        username=row["username"],
+        display_name=row["display_name"],
+        role=row["role"],
+        patient_id=row["patient_id"],
+        password_hash=row["password_hash"],
+        totp_secret=row["totp_secret"],
+        totp_last_step=row["totp_last_step"],
+        failed_logins=row["failed_logins"],
+        locked_until=row["locked_until"],
+        disabled=bool(row["disabled"]),
+    )
+
+
+class Users:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(
+        self,
+        *,
+        user_id: str,
+        organization_id: str,
+        username: str,
+        display_name: str,
+        role: str,
+        password_hash: str,
+        patient_id: str | None = None,
+    ) -> None:
+        if await self.find_by_username(username) is not None:
+            raise Conflict("this username is taken")
+        await self._conn.execute(
+            users.insert().values(
+                id=user_id,
+                organization_id=organization_id,
+                username=username,
+                display_name=display_name,
+                role=role,
+                patient_id=patient_id,
+                password_hash=password_hash,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+    async def get(self, user_id: str) -> UserRecord | None:
+        row = (await self._conn.execute(select(users).where(users.c.id == user_id))).mappings()
+        found = row.first()
+        return None if found is None else _user(found)
+
+    async def find_by_username(self, username: str) -> UserRecord | None:
+        rows = await self._conn.execute(select(users).where(users.c.username == username))
+        found = rows.mappings().first()
+        return None if found is None else _user(found)
+
+    async def update(self, user_id: str, **values: object) -> None:
+        """Set columns of one account (password hash, TOTP state, lockout counters…)."""
+        await self._conn.execute(update(users).where(users.c.id == user_id).values(**values))
+
+
+class Organizations:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, organization_id: str, name: str) -> None:
+        found = await self._conn.execute(
+            select(organizations.c.id).where(organizations.c.id == organization_id)
+        )
+        if found.first() is not None:
+            raise Conflict("an organisation with this id exists")
+        await self._conn.execute(
+            organizations.insert().values(
+                id=organization_id, name=name, created_at=datetime.now(UTC)
+            )
+        )
+
+    async def name(self, organization_id: str) -> str | None:
+        rows = await self._conn.execute(
+            select(organizations.c.name).where(organizations.c.id == organization_id)
+        )
+        return rows.scalar_one_or_none()

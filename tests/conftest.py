@@ -125,7 +125,8 @@ class World:
     patient_id: str
     device_id: str
     device_secret: str
-    token: str
+    token: str  # a clinician on the patient's care team, scope user/*.cruds
+    clinician_id: str
 
     @property
     def device_headers(self) -> dict[str, str]:
@@ -137,6 +138,7 @@ class World:
 
 
 ASSIGNED_SINCE = datetime(2020, 1, 1, tzinfo=UTC)
+CLINICIAN_PASSWORD = "correct horse battery staple"
 
 
 async def make_world(database: Database, identifier: str = "MRN-1") -> World:
@@ -145,8 +147,16 @@ async def make_world(database: Database, identifier: str = "MRN-1") -> World:
     )
     credential = await admin.register_device(database, display_name="Cuff", model="BP-1")
     await admin.assign_device(database, credential.device_id, patient.id, ASSIGNED_SINCE)
-    token = await admin.issue_api_token(database, name="dr test", role=Role.CLINICIAN)
-    return World(patient.id, credential.device_id, credential.secret, token)
+    clinician = await admin.create_user(
+        database,
+        username=f"dr-test-{identifier.lower()}",
+        display_name="dr test",
+        role=Role.CLINICIAN,
+        password=CLINICIAN_PASSWORD,
+    )
+    await admin.add_to_care_team(database, patient.id, clinician.id, added_by="test")
+    token = await admin.issue_user_token(database, user_id=clinician.id, scopes="user/*.cruds")
+    return World(patient.id, credential.device_id, credential.secret, token, clinician.id)
 
 
 @pytest.fixture

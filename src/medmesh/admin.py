@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from medmesh.access.credentials import (
     API_TOKEN_PREFIX,
@@ -15,8 +15,10 @@ from medmesh.access.credentials import (
 from medmesh.access.passwords import hash_password
 from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
+from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
 from medmesh.store.registry import Assignments, Devices, Patients
+from medmesh.store.schema import api_tokens
 from medmesh.store.tokens import ApiTokens
 from medmesh.store.users import Users
 
@@ -126,3 +128,40 @@ async def create_user(
             patient_id=patient_id,
         )
     return account
+
+
+async def issue_user_token(
+    database: Database, *, user_id: str, scopes: str, lifetime: timedelta | None = None
+) -> str:
+    """A bearer token for a user's own API use (interim; the OAuth work replaces it)."""
+    token = new_secret(API_TOKEN_PREFIX)
+    now = datetime.now(UTC)
+    async with database.write() as conn:
+        user = await Users(conn).get(user_id)
+        if user is None:
+            raise ValueError("no such user")
+        await conn.execute(
+            api_tokens.insert().values(
+                id=str(uuid.uuid4()),
+                name=user.display_name,
+                role=user.role,
+                token_hash=hash_secret(token),
+                created_at=now,
+                user_id=user.id,
+                organization_id=user.organization_id,
+                scopes=scopes,
+                patient_id=user.patient_id,
+                expires_at=now + lifetime if lifetime else None,
+            )
+        )
+    return token
+
+
+async def add_to_care_team(
+    database: Database, patient_id: str, user_id: str, *, role: str = "primary", added_by: str
+) -> None:
+    async with database.write() as conn:
+        await Patients(conn).get(patient_id)
+        if await Users(conn).get(user_id) is None:
+            raise ValueError("no such user")
+        await CareTeams(conn).add(patient_id, user_id, role, added_by)

@@ -1,19 +1,28 @@
 """The authentication and authorization checks of the HTTP API, kept in one place.
 
-The full policy (consent, care teams, SMART scopes) replaces `require_reader` later; every
-route that reads health data depends on it, so that change has one place to land.
+Every route that touches health data gets its `Principal` from `require_principal` and asks
+`authorize` (one patient) or `authorized_patients` (a search across patients). Both apply
+`access.policy` and write what was decided to the audit log, permitted or not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+
 from fastapi import Request
 
+from medmesh.access import policy
+from medmesh.access.audit import AuditEntry
+from medmesh.access.bearer import principal_for_token
 from medmesh.access.credentials import hash_secret
-from medmesh.access.principals import ApiPrincipal, DevicePrincipal, Role
-from medmesh.domain.errors import MedmeshError
+from medmesh.access.policy import Decision
+from medmesh.access.principals import DevicePrincipal, Principal, Role
+from medmesh.access.scopes import Interaction
+from medmesh.domain.errors import MedmeshError, NotFound
+from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
-from medmesh.store.tokens import ApiTokens
 
 
 class Unauthenticated(MedmeshError):
@@ -22,6 +31,16 @@ class Unauthenticated(MedmeshError):
 
 class Forbidden(MedmeshError):
     """Valid credentials that do not allow this request."""
+
+
+# FHIR AuditEvent.action of each interaction.
+_ACTION = {
+    Interaction.CREATE: "C",
+    Interaction.READ: "R",
+    Interaction.UPDATE: "U",
+    Interaction.DELETE: "D",
+    Interaction.SEARCH: "E",
+}
 
 
 def _bearer(request: Request) -> str:
@@ -37,6 +56,10 @@ def _database(request: Request) -> Database:
     return database
 
 
+def _source(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
 async def require_device(request: Request) -> DevicePrincipal:
     """The device whose secret is in the Authorization header."""
     secret_hash = hash_secret(_bearer(request))
@@ -47,14 +70,182 @@ async def require_device(request: Request) -> DevicePrincipal:
     return DevicePrincipal(device.id)
 
 
-async def require_reader(request: Request) -> ApiPrincipal:
-    """A person or system allowed to read health data through the API."""
-    secret_hash = hash_secret(_bearer(request))
+async def require_principal(request: Request) -> Principal:
+    """The person or system whose bearer token is in the Authorization header."""
+    token = _bearer(request)
     async with _database(request).read() as conn:
-        record = await ApiTokens(conn).find_by_hash(secret_hash)
-    if record is None or record.revoked:
-        raise Unauthenticated("the API token is not valid")
-    if record.role not in {Role.SYSTEM.value, Role.CLINICIAN.value}:
-        raise Forbidden("this token may not read health data")
-    role = Role(record.role)
-    return ApiPrincipal(record.id, record.name, role)
+        principal = await principal_for_token(conn, token, now=datetime.now(UTC))
+    if principal is None:
+        raise Unauthenticated("the bearer token is not valid (unknown, expired or revoked)")
+    return principal
+
+
+def _entry(
+    request: Request,
+    principal: Principal,
+    decision: Decision,
+    *,
+    patient_id: str | None,
+    resource_type: str,
+    interaction: Interaction,
+    subtype: str,
+    resource_id: str | None,
+) -> AuditEntry:
+    return AuditEntry(
+        action=_ACTION[interaction],
+        subtype=subtype,
+        outcome="0" if decision.permitted else "4",
+        actor_kind=principal.kind.value,
+        actor_id=principal.id,
+        actor_name=principal.name,
+        organization_id=principal.organization_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        patient_id=patient_id,
+        purpose=decision.purpose,
+        basis=decision.basis,
+        source=_source(request),
+    )
+
+
+async def audit(request: Request, entries: Iterable[AuditEntry]) -> None:
+    """Append to the audit log, in a transaction of its own."""
+    batch = list(entries)
+    if not batch:
+        return
+    async with _database(request).write() as conn:
+        log = AuditLog(conn)
+        for entry in batch:
+            await log.append(entry)
+
+
+async def authorize(
+    request: Request,
+    principal: Principal,
+    *,
+    patient_id: str,
+    resource_type: str,
+    interaction: Interaction,
+    subtype: str,
+    resource_id: str | None = None,
+    hide: bool = False,
+) -> Decision:
+    """Decide and audit one access to one patient's record; refuse by raising.
+
+    `hide`: answer a refusal as "not found", for reads by id, so a caller cannot learn that a
+    resource exists in a record they may not see.
+    """
+    async with _database(request).read() as conn:
+        decision = await policy.decide(
+            conn, principal, patient_id, resource_type, interaction, now=datetime.now(UTC)
+        )
+    await audit(
+        request,
+        [
+            _entry(
+                request,
+                principal,
+                decision,
+                patient_id=patient_id,
+                resource_type=resource_type,
+                interaction=interaction,
+                subtype=subtype,
+                resource_id=resource_id,
+            )
+        ],
+    )
+    if decision.permitted:
+        return decision
+    if hide:
+        raise NotFound(f"{resource_type}/{resource_id} is not known")
+    if decision.basis == policy.Refusal.INSUFFICIENT_SCOPE.value:
+        raise Forbidden(f"the token's scopes do not allow {subtype} of {resource_type}")
+    raise Forbidden("you may not see this patient's record")
+
+
+async def authorized_patients(
+    request: Request, principal: Principal, *, resource_type: str, interaction: Interaction
+) -> dict[str, Decision]:
+    """The patients a search by this principal may cover (no audit yet: audit what the search
+    returned with `audit_results`)."""
+    if not principal.scopes.allows(resource_type, interaction):
+        await audit(
+            request,
+            [
+                _entry(
+                    request,
+                    principal,
+                    Decision(False, policy.Refusal.INSUFFICIENT_SCOPE.value, principal.purpose),
+                    patient_id=None,
+                    resource_type=resource_type,
+                    interaction=interaction,
+                    subtype="search",
+                    resource_id=None,
+                )
+            ],
+        )
+        raise Forbidden(f"the token's scopes do not allow search of {resource_type}")
+    async with _database(request).read() as conn:
+        return await policy.visible_patients(
+            conn, principal, resource_type, interaction, now=datetime.now(UTC)
+        )
+
+
+async def audit_results(
+    request: Request,
+    principal: Principal,
+    decisions: Mapping[str, Decision],
+    patient_ids: Iterable[str],
+    *,
+    resource_type: str,
+    interaction: Interaction = Interaction.SEARCH,
+    subtype: str = "search",
+) -> None:
+    """One audit record per patient whose data a search (or export) returned."""
+    await audit(
+        request,
+        [
+            _entry(
+                request,
+                principal,
+                decisions[patient_id],
+                patient_id=patient_id,
+                resource_type=resource_type,
+                interaction=interaction,
+                subtype=subtype,
+                resource_id=None,
+            )
+            for patient_id in sorted(set(patient_ids))
+            if patient_id in decisions
+        ],
+    )
+
+
+def require_role(principal: Principal, *roles: Role) -> None:
+    if principal.role not in roles:
+        raise Forbidden(f"this needs the role {' or '.join(r.value for r in roles)}")
+
+
+async def search_scope(
+    request: Request,
+    principal: Principal,
+    patient_id: str | None,
+    *,
+    resource_type: str,
+    interaction: Interaction = Interaction.SEARCH,
+) -> dict[str, Decision]:
+    """The patients a search may cover: the one it names (decided and audited, refused by
+    raising), or every patient the principal may see when it names none."""
+    if patient_id is not None:
+        decision = await authorize(
+            request,
+            principal,
+            patient_id=patient_id,
+            resource_type=resource_type,
+            interaction=interaction,
+            subtype="search" if interaction is Interaction.SEARCH else "read",
+        )
+        return {patient_id: decision}
+    return await authorized_patients(
+        request, principal, resource_type=resource_type, interaction=interaction
+    )

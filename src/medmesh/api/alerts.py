@@ -8,11 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmesh.access.http import require_reader
-from medmesh.access.principals import ApiPrincipal
+from medmesh.access.http import audit_results, authorize, require_principal, search_scope
+from medmesh.access.policy import ALERTS_CATEGORY
+from medmesh.access.principals import Principal
+from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus
 from medmesh.domain.alerts import alert_json as _render
-from medmesh.domain.errors import InvalidSearch
+from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.events.bus import EventBus
 from medmesh.rules import lifecycle
 from medmesh.store.alerts import Alerts
@@ -64,25 +66,56 @@ async def list_alerts(
     status: list[str] = Query(default=[]),
     limit: int = Query(100, ge=1, le=500),
     offset: int = Query(0, ge=0),
-    _: ApiPrincipal = Depends(require_reader),
+    principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
+    wanted = _statuses(status)
+    decisions = await search_scope(request, principal, patient, resource_type="Flag")
+    within = [p for p, d in decisions.items() if d.allows_category(ALERTS_CATEGORY)]
     async with _database(request).read() as conn:
-        found = await Alerts(conn).search(patient, _statuses(status), limit, offset)
+        found = await Alerts(conn).search(patient, wanted, limit, offset, within=within)
+    if patient is None:
+        await audit_results(
+            request, principal, decisions, [a.patient_id for a in found], resource_type="Flag"
+        )
     return {"alerts": [alert_json(a) for a in found]}
+
+
+async def _authorized_alert(
+    request: Request, principal: Principal, alert_id: str, interaction: Interaction
+) -> Alert:
+    """The alert, if the principal may see (read) or act on (update) it; else not found."""
+    async with _database(request).read() as conn:
+        try:
+            alert = await Alerts(conn).get(alert_id)
+        except NotFound:
+            raise NotFound(f"alert {alert_id} is not known") from None
+    decision = await authorize(
+        request,
+        principal,
+        patient_id=alert.patient_id,
+        resource_type="Flag",
+        interaction=interaction,
+        subtype="read" if interaction is Interaction.READ else "update",
+        resource_id=alert_id,
+        hide=True,
+    )
+    if not decision.allows_category(ALERTS_CATEGORY):
+        raise NotFound(f"alert {alert_id} is not known")
+    return alert
 
 
 @router.get("/alerts/{alert_id}", summary="One alert")
 async def read_alert(
-    alert_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+    alert_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> dict[str, Any]:
-    async with _database(request).read() as conn:
-        return alert_json(await Alerts(conn).get(alert_id))
+    return alert_json(await _authorized_alert(request, principal, alert_id, Interaction.READ))
 
 
 @router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert")
 async def acknowledge_alert(
-    alert_id: str, request: Request, who: ApiPrincipal = Depends(require_reader)
+    alert_id: str, request: Request, who: Principal = Depends(require_principal)
 ) -> dict[str, Any]:
+    await _authorized_alert(request, who, alert_id, Interaction.UPDATE)
     alert = await lifecycle.acknowledge(_database(request), _bus(request), alert_id, who.name)
     return alert_json(alert)
 
@@ -92,8 +125,9 @@ async def resolve_alert(
     alert_id: str,
     body: Resolution,
     request: Request,
-    who: ApiPrincipal = Depends(require_reader),
+    who: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
+    await _authorized_alert(request, who, alert_id, Interaction.UPDATE)
     alert = await lifecycle.resolve(
         _database(request), _bus(request), alert_id, who.name, body.reason
     )

@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from medmesh.access.http import require_reader
-from medmesh.access.principals import ApiPrincipal
+from medmesh.access.http import authorize, require_principal
+from medmesh.access.principals import Principal
+from medmesh.access.scopes import Interaction
 from medmesh.domain.care_plans import CarePlan, Schedule, Thresholds
 from medmesh.domain.vocabulary import measure_by_key
 from medmesh.rules.defaults import DEFAULT_THRESHOLDS, thresholds_for
@@ -95,8 +96,18 @@ def _database(request: Request) -> Database:
 
 @router.get("/patients/{patient_id}/care-plan", summary="A patient's care plan")
 async def read_care_plan(
-    patient_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+    patient_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> dict[str, Any]:
+    await authorize(
+        request,
+        principal,
+        patient_id=patient_id,
+        resource_type="CarePlan",
+        interaction=Interaction.READ,
+        subtype="read",
+        resource_id=patient_id,
+        hide=True,
+    )
     async with _database(request).read() as conn:
         await Patients(conn).get(patient_id)
         plan = await CarePlans(conn).get(patient_id)
@@ -108,8 +119,18 @@ async def replace_care_plan(
     patient_id: str,
     body: CarePlanBody,
     request: Request,
-    who: ApiPrincipal = Depends(require_reader),
+    who: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
+    await authorize(
+        request,
+        who,
+        patient_id=patient_id,
+        resource_type="CarePlan",
+        interaction=Interaction.UPDATE,
+        subtype="update",
+        resource_id=patient_id,
+        hide=True,
+    )
     overrides = {
         name: value
         for name, value in body.thresholds.items()

@@ -8,6 +8,7 @@ garbage, they are not alert thresholds.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -166,3 +167,8 @@ def quantity_by_code(code: str) -> Quantity | None:
             if c.code == code:
                 return c
     return None
+
+
+def codes_in_categories(categories: Collection[str]) -> tuple[str, ...]:
+    """The stored codes of every measure in these observation categories."""
+    return tuple(sorted(m.code for m in MEASURES if m.category.value in categories))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from medmesh.events.bus import Subscription
 from medmesh.events.model import Event
@@ -25,7 +25,7 @@ def sse_frame(event: Event) -> bytes:
 
 async def sse_events(
     subscription: Subscription,
-    wanted: Callable[[Event], bool],
+    wanted: Callable[[Event], bool | Awaitable[bool]],
     is_disconnected: Callable[[], object],
 ) -> AsyncIterator[bytes]:
     """Frames for the events `wanted` lets through, with a comment line as keep-alive so
@@ -41,7 +41,10 @@ async def sse_events(
                     return
                 yield b": keep-alive\n\n"
                 continue
-            if wanted(event):
+            keep = wanted(event)
+            if not isinstance(keep, bool):
+                keep = await keep
+            if keep:
                 yield sse_frame(event)
     finally:
         subscription.close()

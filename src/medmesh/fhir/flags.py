@@ -11,10 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from medmesh.access.http import require_reader
-from medmesh.access.principals import ApiPrincipal
+from medmesh.access.http import audit_results, authorize, require_principal, search_scope
+from medmesh.access.policy import ALERTS_CATEGORY
+from medmesh.access.principals import Principal
+from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
-from medmesh.domain.errors import InvalidSearch
+from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir.bundle import searchset
 from medmesh.fhir.resources import instant
 from medmesh.fhir.responses import FhirResponse
@@ -135,15 +137,32 @@ def _db(request: Request) -> Database:
 
 @router.get("/Flag/{flag_id}", summary="Read a Flag (an alert)")
 async def read_flag(
-    flag_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+    flag_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     async with _db(request).read() as conn:
-        alert = await Alerts(conn).get(flag_id)
+        try:
+            alert = await Alerts(conn).get(flag_id)
+        except NotFound:
+            raise NotFound(f"Flag/{flag_id} is not known") from None
+    decision = await authorize(
+        request,
+        principal,
+        patient_id=alert.patient_id,
+        resource_type="Flag",
+        interaction=Interaction.READ,
+        subtype="read",
+        resource_id=flag_id,
+        hide=True,
+    )
+    if not decision.allows_category(ALERTS_CATEGORY):
+        raise NotFound(f"Flag/{flag_id} is not known")
     return FhirResponse(flag(alert))
 
 
 @router.get("/Flag", summary="Search Flags (alerts) by patient and status")
-async def search_flags(request: Request, _: ApiPrincipal = Depends(require_reader)) -> FhirResponse:
+async def search_flags(
+    request: Request, principal: Principal = Depends(require_principal)
+) -> FhirResponse:
     params: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
         params.setdefault(key, []).append(value)
@@ -156,12 +175,20 @@ async def search_flags(request: Request, _: ApiPrincipal = Depends(require_reade
     status = single(params, "status") or None  # empty counts as not given, as elsewhere
     if status is not None and status not in _STATUSES:
         raise InvalidSearch("status must be active or inactive")
+    patient_id = parse_reference(reference, "Patient") if reference else None
+    decisions = await search_scope(request, principal, patient_id, resource_type="Flag")
     async with _db(request).read() as conn:
         found = await Alerts(conn).search(
-            patient_id=parse_reference(reference, "Patient") if reference else None,
+            patient_id=patient_id,
             statuses=_STATUSES[status] if status else (),
             limit=paging.count + 1,
             offset=paging.offset,
+            within=[p for p, d in decisions.items() if d.allows_category(ALERTS_CATEGORY)],
         )
-    page = [flag(a) for a in found[: paging.count]]
+    shown = found[: paging.count]
+    if patient_id is None:
+        await audit_results(
+            request, principal, decisions, [a.patient_id for a in shown], resource_type="Flag"
+        )
+    page = [flag(a) for a in shown]
     return FhirResponse(searchset(request, page, paging, len(found) > paging.count))

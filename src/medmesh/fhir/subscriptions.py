@@ -13,8 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from medmesh.access.http import require_reader
-from medmesh.access.principals import ApiPrincipal
+from medmesh.access.http import require_principal, search_scope
+from medmesh.access.principals import Principal
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.domain.subscription import (
     InvalidSubscription,
@@ -136,9 +136,20 @@ def _criteria_error(message: str) -> RequestValidationError:
     },
 )
 async def create_subscription(
-    body: SubscriptionIn, request: Request, principal: ApiPrincipal = Depends(require_reader)
+    body: SubscriptionIn, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     criteria = parse_criteria(body.criteria)
+    # Subscribing is searching ahead of time: the subscriber must be able to search what the
+    # criteria name. Notifications are checked again when each event happens.
+    if criteria.patient_id is not None:
+        async with _db(request).read() as conn:
+            try:
+                await Patients(conn).get(criteria.patient_id)
+            except NotFound:
+                raise _criteria_error("the criteria name no known Patient") from None
+    await search_scope(
+        request, principal, criteria.patient_id, resource_type=criteria.resource_type
+    )
     submitted = body.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
     subscription = StoredSubscription(
         id=str(uuid.uuid4()),
@@ -148,14 +159,9 @@ async def create_subscription(
         status=ACTIVE,
         resource={k: v for k, v in submitted.items() if k != "resourceType"},
         created_at=datetime.now(UTC),
-        created_by=principal.token_id,
+        created_by=principal.token_id or principal.id,
     )
     async with _db(request).write() as conn:
-        if criteria.patient_id is not None:
-            try:
-                await Patients(conn).get(criteria.patient_id)
-            except NotFound:
-                raise _criteria_error("the criteria name no known Patient") from None
         await Subscriptions(conn).add(subscription)
     headers = {
         "Location": f"{base_url(request)}/Subscription/{subscription.id}",
@@ -166,16 +172,26 @@ async def create_subscription(
 
 @router.get("/Subscription/{subscription_id}", summary="Read a Subscription")
 async def read_subscription(
-    subscription_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+    subscription_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
+    return FhirResponse(_resource(await _own(request, principal, subscription_id)))
+
+
+async def _own(request: Request, principal: Principal, subscription_id: str) -> StoredSubscription:
+    """A subscription belongs to the credential that made it; others do not see it."""
     async with _db(request).read() as conn:
-        subscription = await Subscriptions(conn).get(subscription_id)
-    return FhirResponse(_resource(subscription))
+        try:
+            subscription = await Subscriptions(conn).get(subscription_id)
+        except NotFound:
+            subscription = None
+    if subscription is None or subscription.created_by != (principal.token_id or principal.id):
+        raise NotFound(f"Subscription/{subscription_id} is not known")
+    return subscription
 
 
 @router.get("/Subscription", summary="Search Subscriptions, by status")
 async def search_subscriptions(
-    request: Request, _: ApiPrincipal = Depends(require_reader)
+    request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params: dict[str, list[str]] = {}
     for key, value in request.query_params.multi_items():
@@ -186,16 +202,19 @@ async def search_subscriptions(
     if status is not None and status not in STATUSES:
         raise InvalidSearch(f"status must be one of {', '.join(STATUSES)}")
     async with _db(request).read() as conn:
-        found = await Subscriptions(conn).search(status, paging.count + 1, paging.offset)
+        found = await Subscriptions(conn).search(
+            status, paging.count + 1, paging.offset, created_by=principal.token_id or principal.id
+        )
     page = [_resource(s) for s in found[: paging.count]]
     return FhirResponse(searchset(request, page, paging, len(found) > paging.count))
 
 
 @router.delete("/Subscription/{subscription_id}", summary="Turn a Subscription off")
 async def delete_subscription(
-    subscription_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
+    subscription_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     """The subscription is kept, with status `off`; its pending notifications are dropped."""
+    await _own(request, principal, subscription_id)
     async with _db(request).write() as conn:
         subscriptions = Subscriptions(conn)
         await subscriptions.get(subscription_id)

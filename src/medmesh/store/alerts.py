@@ -3,7 +3,7 @@ a clinician's acknowledgement and a rule's re-trigger never overwrite each other
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import Select, select, update
@@ -73,9 +73,12 @@ class Alerts:
         statuses: Sequence[AlertStatus] = (),
         limit: int = 100,
         offset: int = 0,
+        within: Collection[str] | None = None,
     ) -> list[Alert]:
-        """Alerts newest first (by when they were opened)."""
+        """Alerts newest first (by when they were opened); `within`: only these patients'."""
         query = select(alerts).order_by(alerts.c.opened_at.desc(), alerts.c.id.desc())
+        if within is not None:
+            query = query.where(alerts.c.patient_id.in_(list(within)))
         if patient_id is not None:
             query = query.where(alerts.c.patient_id == patient_id)
         if statuses:

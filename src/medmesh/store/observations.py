@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
@@ -42,6 +42,8 @@ class StoredObservation:
 @dataclass(frozen=True, slots=True)
 class ObservationQuery:
     patient_id: str | None = None
+    # What the caller may see, when limited: groups of (patient ids, codes or None for any).
+    access: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...] | None = None
     codes: tuple[str, ...] = ()
     bounds: tuple[TimeBound, ...] = ()
     newest_first: bool = False
@@ -60,6 +62,18 @@ def _bound(bound: TimeBound) -> ColumnElement[bool]:
             return column <= bound.at
         case "lt":
             return column < bound.at
+
+
+def _within(
+    access: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...],
+) -> ColumnElement[bool]:
+    groups: list[ColumnElement[bool]] = []
+    for patient_ids, codes in access:
+        group: ColumnElement[bool] = observations.c.patient_id.in_(patient_ids)
+        if codes is not None:
+            group = and_(group, observations.c.code.in_(codes))
+        groups.append(group)
+    return or_(false(), *groups)
 
 
 class Observations:
@@ -132,6 +146,8 @@ class Observations:
             sql = sql.where(observations.c.patient_id == query.patient_id)
         if query.codes:
             sql = sql.where(observations.c.code.in_(query.codes))
+        if query.access is not None:
+            sql = sql.where(_within(query.access))
         for bound in query.bounds:
             sql = sql.where(_bound(bound))
         if query.newest_first:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import and_, func, or_, select, update
@@ -88,10 +88,14 @@ class Patients:
         *,
         identifier: tuple[str | None, str] | None = None,
         name: str | None = None,
+        within: Collection[str] | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[Patient]:
+        """`within`: only these patients (the ones the caller may see); None: no limit."""
         query = select(patients).order_by(patients.c.family, patients.c.given, patients.c.id)
+        if within is not None:
+            query = query.where(patients.c.id.in_(list(within)))
         if identifier is not None:
             system, value = identifier
             query = query.where(patients.c.identifier_value == value)
@@ -164,9 +168,23 @@ class Devices:
         return _device(rows[0]) if len(rows) == 1 else None
 
     async def search(
-        self, *, patient_id: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        patient_id: str | None = None,
+        within: Collection[str] | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[Device]:
+        """`within`: only devices ever assigned to these patients; None: no limit."""
         query = select(devices).order_by(devices.c.display_name, devices.c.id)
+        if within is not None:
+            query = query.where(
+                devices.c.id.in_(
+                    select(device_assignments.c.device_id).where(
+                        device_assignments.c.patient_id.in_(list(within))
+                    )
+                )
+            )
         if patient_id is not None:
             assigned = select(device_assignments.c.device_id).where(
                 device_assignments.c.patient_id == patient_id

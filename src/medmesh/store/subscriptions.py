@@ -79,9 +79,15 @@ class Subscriptions:
         return found
 
     async def search(
-        self, status: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        created_by: str | None = None,
     ) -> list[StoredSubscription]:
         query = select(subscriptions).order_by(subscriptions.c.created_at, subscriptions.c.id)
+        if created_by is not None:
+            query = query.where(subscriptions.c.created_by == created_by)
         if status is not None:
             query = query.where(subscriptions.c.status == status)
         rows = await self._conn.execute(query.limit(limit).offset(offset))

@@ -1,0 +1,204 @@
+"""The one access decision: may this principal do this to this patient's record, and why.
+
+Order of the rules (docs/access.md):
+1. The credential's SMART scopes must allow the resource type and interaction at all.
+2. A patient sees only their own record.
+3. A clinician sees the patients whose care team they are in; beyond it, the patients whose
+   consent names them or their organisation; in an emergency, a patient they opened with
+   break-glass (a reason is required; audited and shown to the patient).
+4. A backend service (system) sees its own organisation's patients, and the patients whose
+   consent names its organisation.
+5. An organisation admin manages accounts, consents and erasure, and reads no health data.
+
+Every decision reads the stored facts afresh, so a revoked consent or a care-team change
+takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.access.principals import Principal, Role
+from medmesh.access.scopes import Context, Interaction
+from medmesh.domain.consent import Consent
+from medmesh.domain.vocabulary import codes_in_categories, measure_by_code
+from medmesh.store.consents import (
+    BreakGlass,
+    CareTeams,
+    Consents,
+    patient_organization,
+    patients_of_organization,
+)
+
+EMERGENCY_PURPOSE = "ETREAT"
+ALERTS_CATEGORY = "alerts"  # the consent category of alerts (Flags)
+
+
+class Refusal(StrEnum):
+    INSUFFICIENT_SCOPE = "insufficient-scope"
+    NOT_OWN_RECORD = "not-own-record"
+    NO_CARE_RELATIONSHIP = "no-care-relationship"
+    ROLE_WITHOUT_ACCESS = "role-without-access"
+    UNKNOWN_PATIENT = "unknown-patient"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    permitted: bool
+    # Why: self, care-team, organization, consent:<id>, break-glass:<id>; or a Refusal code.
+    basis: str
+    purpose: str
+    # The data categories a consent limits the access to; None: every category.
+    categories: frozenset[str] | None = None
+
+    def allows_category(self, category: str) -> bool:
+        return self.categories is None or category in self.categories
+
+
+def _permit(basis: str, purpose: str, categories: frozenset[str] | None = None) -> Decision:
+    return Decision(True, basis, purpose, categories)
+
+
+def _refuse(refusal: Refusal, purpose: str) -> Decision:
+    return Decision(False, refusal.value, purpose)
+
+
+def category_of_code(code: str) -> str | None:
+    """The data category of a reading's LOINC code (observation-category)."""
+    measure = measure_by_code(code)
+    return None if measure is None else measure.category.value
+
+
+def _consented(
+    found: list[Consent], principal: Principal, patient_id: str, now: datetime
+) -> Decision | None:
+    granting = [
+        c
+        for c in found
+        if c.patient_id == patient_id
+        and c.grants(
+            user_id=principal.id if principal.role is Role.CLINICIAN else None,
+            organization_id=principal.organization_id,
+            purpose=principal.purpose,
+            at=now,
+        )
+    ]
+    if not granting:
+        return None
+    categories: frozenset[str] | None = frozenset()
+    for consent in granting:
+        if not consent.categories:
+            categories = None
+            break
+        assert categories is not None
+        categories = categories | consent.categories
+    return _permit(f"consent:{granting[0].id}", principal.purpose, categories)
+
+
+async def decide(
+    conn: AsyncConnection,
+    principal: Principal,
+    patient_id: str,
+    resource_type: str,
+    interaction: Interaction,
+    *,
+    now: datetime,
+) -> Decision:
+    purpose = principal.purpose
+    contexts = principal.scopes.contexts(resource_type, interaction)
+    if not contexts:
+        return _refuse(Refusal.INSUFFICIENT_SCOPE, purpose)
+    own = principal.patient_id is not None and principal.patient_id == patient_id
+    if Context.PATIENT in contexts and own:
+        return _permit("self", purpose)
+    if principal.role is Role.PATIENT:
+        if Context.USER in contexts and own:
+            return _permit("self", purpose)
+        return _refuse(Refusal.NOT_OWN_RECORD, purpose)
+    if principal.role is Role.CLINICIAN and Context.USER in contexts:
+        if await CareTeams(conn).is_member(patient_id, principal.id):
+            return _permit("care-team", purpose)
+        consents = await Consents(conn).for_patient(patient_id, active_only=True)
+        consented = _consented(consents, principal, patient_id, now)
+        if consented is not None:
+            return consented
+        emergency = await BreakGlass(conn).active(principal.id, patient_id, now)
+        if emergency is not None:
+            return _permit(f"break-glass:{emergency}", EMERGENCY_PURPOSE)
+        return _refuse(Refusal.NO_CARE_RELATIONSHIP, purpose)
+    if principal.role is Role.SYSTEM and Context.SYSTEM in contexts:
+        organization = await patient_organization(conn, patient_id)
+        if organization is not None and organization == principal.organization_id:
+            return _permit("organization", purpose)
+        consents = await Consents(conn).for_patient(patient_id, active_only=True)
+        consented = _consented(consents, principal, patient_id, now)
+        if consented is not None:
+            return consented
+        return _refuse(Refusal.NO_CARE_RELATIONSHIP, purpose)
+    return _refuse(Refusal.ROLE_WITHOUT_ACCESS, purpose)
+
+
+async def visible_patients(
+    conn: AsyncConnection,
+    principal: Principal,
+    resource_type: str,
+    interaction: Interaction,
+    *,
+    now: datetime,
+) -> dict[str, Decision]:
+    """Every patient whose record the principal may search now, with the decision for each
+    (a search without a patient parameter covers exactly these)."""
+    contexts = principal.scopes.contexts(resource_type, interaction)
+    purpose = principal.purpose
+    decisions: dict[str, Decision] = {}
+    if principal.patient_id is not None and (
+        Context.PATIENT in contexts or (principal.role is Role.PATIENT and Context.USER in contexts)
+    ):
+        decisions[principal.patient_id] = _permit("self", purpose)
+    if principal.role is Role.CLINICIAN and Context.USER in contexts:
+        user_id: str | None = principal.id
+        for patient_id in await BreakGlass(conn).active_patients(principal.id, now):
+            emergency = await BreakGlass(conn).active(principal.id, patient_id, now)
+            decisions[patient_id] = _permit(f"break-glass:{emergency}", EMERGENCY_PURPOSE)
+    elif principal.role is Role.SYSTEM and Context.SYSTEM in contexts:
+        user_id = None
+    else:
+        return decisions
+    # Consents first, then stronger grounds overwrite them (they carry no category limit).
+    granted = await Consents(conn).granted_to(
+        user_id=user_id, organization_id=principal.organization_id
+    )
+    for patient_id in sorted({c.patient_id for c in granted}):
+        consented = _consented(granted, principal, patient_id, now)
+        if consented is not None:
+            decisions[patient_id] = consented
+    if principal.role is Role.CLINICIAN:
+        for patient_id in await CareTeams(conn).patients_of(principal.id):
+            decisions[patient_id] = _permit("care-team", purpose)
+    else:
+        for patient_id in await patients_of_organization(conn, principal.organization_id):
+            decisions[patient_id] = _permit("organization", purpose)
+    return decisions
+
+
+ObservationAccess = tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...]
+
+
+def observation_access(decisions: dict[str, Decision]) -> ObservationAccess:
+    """The (patients, codes) groups a search may return, from per-patient decisions: patients
+    seen in full in one group, those a consent limits to some categories grouped by them."""
+    full = tuple(sorted(p for p, d in decisions.items() if d.categories is None))
+    limited: dict[frozenset[str], list[str]] = {}
+    for patient_id, decision in decisions.items():
+        if decision.categories is not None:
+            limited.setdefault(decision.categories, []).append(patient_id)
+    groups: list[tuple[tuple[str, ...], tuple[str, ...] | None]] = [(full, None)] if full else []
+    for categories, patient_ids in limited.items():
+        codes = codes_in_categories(categories)
+        if codes:
+            groups.append((tuple(sorted(patient_ids)), codes))
+    return tuple(groups)

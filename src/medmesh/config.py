@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         15, ge=1, description="Dashboard sessions end after this long without user activity"
     )
 
+    break_glass_minutes: int = Field(
+        60,
+        ge=1,
+        le=24 * 60,
+        description="How long emergency (break-glass) access to a record lasts once opened",
+    )
+
     alert_check_interval_seconds: float = Field(
         60.0,
         ge=0,

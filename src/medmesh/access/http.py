@@ -249,3 +249,35 @@ async def search_scope(
     return await authorized_patients(
         request, principal, resource_type=resource_type, interaction=interaction
     )
+
+
+async def record(
+    request: Request,
+    principal: Principal,
+    *,
+    interaction: Interaction,
+    permitted: bool,
+    patient_id: str | None,
+    resource_type: str,
+    subtype: str,
+    basis: str,
+    resource_id: str | None = None,
+    purpose: str | None = None,
+) -> None:
+    """Audit an access decided outside `policy.decide` (consent management, break-glass…)."""
+    decision = Decision(permitted, basis, purpose or principal.purpose)
+    await audit(
+        request,
+        [
+            _entry(
+                request,
+                principal,
+                decision,
+                patient_id=patient_id,
+                resource_type=resource_type,
+                interaction=interaction,
+                subtype=subtype,
+                resource_id=resource_id,
+            )
+        ],
+    )

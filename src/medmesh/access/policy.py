@@ -202,3 +202,20 @@ def observation_access(decisions: dict[str, Decision]) -> ObservationAccess:
         if codes:
             groups.append((tuple(sorted(patient_ids)), codes))
     return tuple(groups)
+
+
+async def consent_manager_basis(
+    conn: AsyncConnection, principal: Principal, patient_id: str, interaction: Interaction
+) -> str | None:
+    """Why the principal may manage (read, record, revoke) the patient's consents: `self` for
+    the patient, `organization-admin` for an admin of the patient's organisation; None: may
+    not. Care-team clinicians and grantees do not manage them."""
+    if not principal.scopes.allows("Consent", interaction):
+        return None
+    if principal.role is Role.PATIENT and principal.patient_id == patient_id:
+        return "self"
+    if principal.role is Role.ORG_ADMIN:
+        organization = await patient_organization(conn, patient_id)
+        if organization is not None and organization == principal.organization_id:
+            return "organization-admin"
+    return None

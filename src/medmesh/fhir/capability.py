@@ -70,6 +70,25 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                         ],
                     },
                     {
+                        "type": "Consent",
+                        "documentation": "a patient's permission to share their record beyond "
+                        "the care team (scope patient-privacy, provision.type permit, one "
+                        "provision.actor: Practitioner/<user id> or Organization/<id>; "
+                        "provision.code: data categories; provision.purpose: v3 ActReason); "
+                        "managed by the patient or their organisation's admin; DELETE revokes "
+                        "it (status inactive) with effect on the next request (docs/access.md)",
+                        "interaction": [
+                            {"code": "create"},
+                            {"code": "read"},
+                            {"code": "search-type"},
+                            {"code": "delete"},
+                        ],
+                        "searchParam": [
+                            _param("patient", "reference", "whose consents"),
+                            _param("status", "token", "active or inactive"),
+                        ],
+                    },
+                    {
                         "type": "Subscription",
                         "documentation": "rest-hook channels only (https, or http to loopback "
                         "for development); criteria Observation?patient=<id> with an optional "

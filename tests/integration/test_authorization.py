@@ -1,0 +1,439 @@
+"""Who may see what, over every route that touches health data, through the real app and
+database on both backends: patient A's credentials never reach patient B's record; a clinician
+outside the care team is refused until the patient consents, and again once it is revoked;
+break-glass opens a record, is audited and shown to the patient.
+
+The matrix is checked against the app's own route list, so a new route that serves patient
+data fails here until it is given a row."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+from sqlalchemy import select
+
+from medmesh import admin
+from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
+from medmesh.access.principals import Role
+from medmesh.app import create_app
+from medmesh.config import Settings
+from medmesh.store.database import Database
+from medmesh.store.schema import api_tokens, audit_log
+from medmesh.store.users import Organizations
+from tests.conftest import CLINICIAN_PASSWORD, World, make_world
+from tests.helpers import reading
+
+
+@dataclass(frozen=True, slots=True)
+class Cast:
+    """Two patients, and the people and systems around them."""
+
+    a: World
+    b: World
+    a_observation: str
+    b_observation: str
+    b_alert: str
+    patient_a: dict[str, str]  # A's own account, scope patient/*.cruds
+    outsider: dict[str, str]  # a clinician of the same organisation, in no care team
+    outsider_id: str
+    partner: dict[str, str]  # a partner organisation's backend service, system/*.rs
+    admin: dict[str, str]  # the organisation's admin
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _service_token(database: Database, organization_id: str, scopes: str) -> str:
+    token = new_secret(API_TOKEN_PREFIX)
+    async with database.write() as conn:
+        await conn.execute(
+            api_tokens.insert().values(
+                id=str(uuid.uuid4()),
+                name=f"{organization_id} integration",
+                role=Role.SYSTEM.value,
+                token_hash=hash_secret(token),
+                created_at=datetime.now(UTC),
+                organization_id=organization_id,
+                scopes=scopes,
+            )
+        )
+    return token
+
+
+async def _user_token(
+    database: Database, username: str, role: Role, scopes: str, **kw: Any
+) -> tuple[str, str]:
+    user = await admin.create_user(
+        database,
+        username=username,
+        display_name=username.replace("-", " ").title(),
+        role=role,
+        password=CLINICIAN_PASSWORD,
+        **kw,
+    )
+    return user.id, await admin.issue_user_token(database, user_id=user.id, scopes=scopes)
+
+
+@pytest.fixture
+async def http(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        database_url=database_url, auto_migrate=False, alert_check_interval_seconds=0
+    )
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as h,
+    ):
+        yield h
+
+
+async def _ingest(http: httpx.AsyncClient, world: World, *readings: dict[str, Any]) -> None:
+    response = await http.post(
+        "/ingest/v1/readings", json={"readings": list(readings)}, headers=world.device_headers
+    )
+    assert response.status_code == 202, response.text
+    assert not response.json()["rejected"]
+
+
+async def _first(http: httpx.AsyncClient, world: World, path: str, key: str) -> str:
+    response = await http.get(
+        path, params={"patient": world.patient_id}, headers=world.reader_headers
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    items = body["entry"] if "entry" in body else body[key]
+    return str(items[0]["resource"]["id"] if "entry" in body else items[0]["id"])
+
+
+@pytest.fixture
+async def cast(database: Database, http: httpx.AsyncClient) -> Cast:
+    a = await make_world(database, "MRN-A")
+    b = await make_world(database, "MRN-B")
+    now = datetime.now(UTC)
+    for world in (a, b):
+        await _ingest(
+            http,
+            world,
+            reading("hr-1", at=now - timedelta(minutes=30)),
+            reading("steps-1", "steps", 4000, "{steps}", now - timedelta(minutes=20)),
+            reading("bg-1", "blood-glucose", 40, "mg/dL", now - timedelta(minutes=10)),
+        )
+    _, patient_token = await _user_token(
+        database, "patient-a", Role.PATIENT, "patient/*.cruds", patient_id=a.patient_id
+    )
+    outsider_id, outsider_token = await _user_token(
+        database, "dr-outsider", Role.CLINICIAN, "user/*.cruds"
+    )
+    _, admin_token = await _user_token(database, "org-admin", Role.ORG_ADMIN, "user/*.cruds")
+    async with database.write() as conn:
+        await Organizations(conn).add("partner", "Partner Hospital")
+    partner = await _service_token(database, "partner", "system/*.rs")
+    return Cast(
+        a=a,
+        b=b,
+        a_observation=await _first(http, a, "/fhir/Observation", "entry"),
+        b_observation=await _first(http, b, "/fhir/Observation", "entry"),
+        b_alert=await _first(http, b, "/api/v1/alerts", "alerts"),
+        patient_a=_bearer(patient_token),
+        outsider=_bearer(outsider_token),
+        outsider_id=outsider_id,
+        partner=_bearer(partner),
+        admin=_bearer(admin_token),
+    )
+
+
+def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, path, extra request arguments) reaching for patient B's data, one per route."""
+    b = c.b.patient_id
+    subscription = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "watch",
+        "criteria": f"Observation?patient={b}",
+        "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook"},
+    }
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": f"Patient/{b}"},
+        "provision": {"actor": [{"reference": {"reference": "Organization/partner"}}]},
+    }
+    return [
+        ("GET", f"/fhir/Patient/{b}", {}),
+        ("GET", "/fhir/Observation", {"params": {"patient": b}}),
+        ("GET", f"/fhir/Observation/{c.b_observation}", {}),
+        ("GET", "/fhir/Device", {"params": {"patient": b}}),
+        ("GET", f"/fhir/Device/{c.b.device_id}", {}),
+        ("GET", "/fhir/Flag", {"params": {"patient": b}}),
+        ("GET", f"/fhir/Flag/{c.b_alert}", {}),
+        ("GET", "/api/v1/alerts", {"params": {"patient": b}}),
+        ("GET", f"/api/v1/alerts/{c.b_alert}", {}),
+        ("POST", f"/api/v1/alerts/{c.b_alert}/acknowledge", {}),
+        ("POST", f"/api/v1/alerts/{c.b_alert}/resolve", {"json": {"reason": "not mine"}}),
+        ("GET", f"/api/v1/patients/{b}/care-plan", {}),
+        ("PUT", f"/api/v1/patients/{b}/care-plan", {"json": {}}),
+        ("GET", "/api/v1/events", {"params": {"patient": b}}),
+        ("POST", "/fhir/Subscription", {"json": subscription}),
+        ("GET", "/fhir/Consent", {"params": {"patient": b}}),
+        ("POST", "/fhir/Consent", {"json": consent}),
+        ("GET", f"/api/v1/patients/{b}/break-glass", {}),
+    ]
+
+
+# Routes that serve no patient's health data, or only the caller's own (checked elsewhere).
+NOT_PATIENT_DATA = {
+    ("GET", "/healthz"),
+    ("GET", "/fhir/metadata"),
+    ("POST", "/ingest/v1/readings"),  # devices write their own readings only (test_http_ingest)
+    ("POST", "/ingest/v1/readings/{format_name}"),
+    ("GET", "/fhir/Patient"),  # searches: checked below to return only what may be seen
+    ("GET", "/fhir/Subscription"),  # a caller's own subscriptions (test_subscription_api)
+    ("GET", "/fhir/Subscription/{subscription_id}"),
+    ("DELETE", "/fhir/Subscription/{subscription_id}"),
+    ("GET", "/fhir/Consent/{consent_id}"),  # by id: checked below
+    ("DELETE", "/fhir/Consent/{consent_id}"),
+    ("POST", "/api/v1/break-glass"),  # checked below
+    ("PUT", "/api/v1/patients/{patient_id}/care-team/{user_id}"),  # org admins only, below
+    ("DELETE", "/api/v1/patients/{patient_id}/care-team/{user_id}"),
+}
+
+
+def _template(path: str, c: Cast) -> str:
+    """The route template a concrete path of `_b_requests` belongs to."""
+    replacements = {
+        c.b.patient_id: "{patient_id}",
+        c.b_observation: "{observation_id}",
+        c.b.device_id: "{device_id}",
+        c.b_alert: "{alert_id}" if "/api/" in path else "{flag_id}",
+    }
+    for value, name in replacements.items():
+        path = path.replace(value, name)
+    return path
+
+
+async def test_every_route_serving_patient_data_is_in_the_matrix(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    app = http._transport.app  # type: ignore[attr-defined]
+    routes = {
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
+        for method in route.methods
+    }
+    covered = {(m, _template(p, cast)) for m, p, _ in _b_requests(cast)} | NOT_PATIENT_DATA
+    assert routes - covered == set(), "give these routes a row in the authorization matrix"
+
+
+@pytest.mark.parametrize("who", ["patient_a", "outsider", "partner", "admin"])
+async def test_nobody_without_a_relationship_reaches_patient_b(
+    http: httpx.AsyncClient, cast: Cast, who: str
+) -> None:
+    headers = getattr(cast, who)
+    for method, path, extra in _b_requests(cast):
+        if who == "admin" and ("Consent" in path or "break-glass" in path):
+            continue  # an admin of B's organisation manages B's consents (tested below)
+        response = await http.request(method, path, headers=headers, **extra)
+        assert response.status_code in (403, 404), (who, method, path, response.status_code)
+        assert response.json()["resourceType"] == "OperationOutcome", (method, path)
+        # Ids the caller sent may come back; nothing else of B's: name, MRN, values.
+        said = _UUID.sub("<id>", response.text)
+        for secret in (r"MRN-B", r"Doe", r"\b4000\b", r"\b40\b"):
+            assert not re.search(secret, said), (method, path, secret, said)
+
+
+async def test_searches_without_a_patient_return_only_what_the_caller_may_see(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    for headers, expected in ((cast.patient_a, {cast.a.patient_id}), (cast.outsider, set())):
+        for path in ("/fhir/Observation", "/fhir/Flag", "/fhir/Device", "/fhir/Patient"):
+            response = await http.get(path, headers=headers)
+            assert response.status_code == 200, (path, response.text)
+            text = response.text
+            assert cast.b.patient_id not in text, path
+            if not expected:
+                assert "entry" not in response.json() or not response.json()["entry"], path
+        alerts = await http.get("/api/v1/alerts", headers=headers)
+        assert {a["patient_id"] for a in alerts.json()["alerts"]} == expected
+
+
+async def test_a_patient_reads_their_own_record(http: httpx.AsyncClient, cast: Cast) -> None:
+    a = cast.a.patient_id
+    for path in (f"/fhir/Patient/{a}", f"/fhir/Observation/{cast.a_observation}"):
+        assert (await http.get(path, headers=cast.patient_a)).status_code == 200, path
+    mine = await http.get("/fhir/Observation", params={"patient": a}, headers=cast.patient_a)
+    assert len(mine.json()["entry"]) == 3
+
+
+async def _consent(
+    http: httpx.AsyncClient, cast: Cast, grantee: str, categories: list[str] | None = None
+) -> str:
+    provision: dict[str, Any] = {
+        "type": "permit",
+        "actor": [{"reference": {"reference": grantee}}],
+        "purpose": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
+        ],
+    }
+    if categories:
+        provision["code"] = [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": c,
+                    }
+                ]
+            }
+            for c in categories
+        ]
+    body = {
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": f"Patient/{cast.a.patient_id}"},
+        "provision": provision,
+    }
+    response = await http.post("/fhir/Consent", json=body, headers=cast.patient_a)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def _observations(
+    http: httpx.AsyncClient, cast: Cast, headers: dict[str, str]
+) -> httpx.Response:
+    return await http.get(
+        "/fhir/Observation", params={"patient": cast.a.patient_id}, headers=headers
+    )
+
+
+async def test_consent_lets_an_outsider_in_and_revocation_shuts_them_out_on_the_next_request(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    assert (await _observations(http, cast, cast.outsider)).status_code == 403
+    consent_id = await _consent(http, cast, f"Practitioner/{cast.outsider_id}")
+    allowed = await _observations(http, cast, cast.outsider)
+    assert allowed.status_code == 200
+    assert len(allowed.json()["entry"]) == 3
+    revoked = await http.delete(f"/fhir/Consent/{consent_id}", headers=cast.patient_a)
+    assert revoked.status_code == 200
+    assert revoked.json()["status"] == "inactive"
+    assert (await _observations(http, cast, cast.outsider)).status_code == 403
+    # The outsider cannot revoke, nor read the consent record itself.
+    assert (await http.get(f"/fhir/Consent/{consent_id}", headers=cast.outsider)).status_code == 404
+
+
+async def test_a_consent_limited_to_vital_signs_hides_other_categories(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    await _consent(http, cast, "Organization/partner", ["vital-signs"])
+    found = (await _observations(http, cast, cast.partner)).json()
+    codes = {e["resource"]["code"]["coding"][0]["code"] for e in found["entry"]}
+    assert codes == {"8867-4"}  # heart rate; steps (activity) and glucose (laboratory) hidden
+    flags = await http.get(
+        "/fhir/Flag", params={"patient": cast.a.patient_id}, headers=cast.partner
+    )
+    assert flags.status_code == 200
+    assert "entry" not in flags.json() or not flags.json()["entry"]
+
+
+async def test_break_glass_opens_a_record_is_audited_and_shown_to_the_patient(
+    http: httpx.AsyncClient, cast: Cast, database: Database
+) -> None:
+    short = await http.post(
+        "/api/v1/break-glass",
+        json={"patient": cast.a.patient_id, "reason": "ER"},
+        headers=cast.outsider,
+    )
+    assert short.status_code == 400  # a reason is required, of some substance
+    opened = await http.post(
+        "/api/v1/break-glass",
+        json={"patient": cast.a.patient_id, "reason": "unconscious in the emergency room"},
+        headers=cast.outsider,
+    )
+    assert opened.status_code == 201, opened.text
+    grant = opened.json()["id"]
+    assert (await _observations(http, cast, cast.outsider)).status_code == 200
+    async with database.read() as conn:
+        rows = (
+            await conn.execute(
+                select(audit_log.c.subtype, audit_log.c.purpose, audit_log.c.basis).where(
+                    audit_log.c.actor_id == cast.outsider_id,
+                    audit_log.c.patient_id == cast.a.patient_id,
+                    audit_log.c.outcome == "0",
+                )
+            )
+        ).all()
+    assert ("break-glass", "ETREAT", f"break-glass:{grant}") in rows
+    assert ("search", "ETREAT", f"break-glass:{grant}") in rows
+    shown = await http.get(
+        f"/api/v1/patients/{cast.a.patient_id}/break-glass", headers=cast.patient_a
+    )
+    (access,) = shown.json()["accesses"]
+    assert access["clinician"] == "Dr Outsider"
+    assert access["reason"] == "unconscious in the emergency room"
+    # Patients and services cannot break the glass.
+    for headers in (cast.patient_a, cast.partner):
+        refused = await http.post(
+            "/api/v1/break-glass",
+            json={"patient": cast.b.patient_id, "reason": "just curious, honestly"},
+            headers=headers,
+        )
+        assert refused.status_code == 403
+
+
+async def test_refusals_are_audited_too(
+    http: httpx.AsyncClient, cast: Cast, database: Database
+) -> None:
+    await http.get(f"/fhir/Patient/{cast.b.patient_id}", headers=cast.patient_a)
+    async with database.read() as conn:
+        refused = (
+            await conn.execute(
+                select(audit_log.c.outcome, audit_log.c.basis).where(
+                    audit_log.c.patient_id == cast.b.patient_id,
+                    audit_log.c.resource_type == "Patient",
+                    audit_log.c.outcome == "4",
+                )
+            )
+        ).all()
+    assert ("4", "not-own-record") in refused
+
+
+async def test_an_organisation_admin_manages_care_teams_but_reads_no_health_data(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    assert (await _observations(http, cast, cast.admin)).status_code == 403
+    consents = await http.get(
+        "/fhir/Consent", params={"patient": cast.a.patient_id}, headers=cast.admin
+    )
+    assert consents.status_code == 200
+    path = f"/api/v1/patients/{cast.a.patient_id}/care-team/{cast.outsider_id}"
+    assert (await http.put(path, json={"role": "nurse"}, headers=cast.outsider)).status_code == 403
+    assert (await http.put(path, json={"role": "nurse"}, headers=cast.admin)).status_code == 204
+    assert (await _observations(http, cast, cast.outsider)).status_code == 200
+    assert (await http.delete(path, headers=cast.admin)).status_code == 204
+    assert (await _observations(http, cast, cast.outsider)).status_code == 403
+
+
+async def test_a_token_whose_scopes_omit_a_resource_type_is_refused(
+    http: httpx.AsyncClient, cast: Cast, database: Database
+) -> None:
+    narrow = await _service_token(database, "default", "system/Patient.rs")
+    response = await http.get(
+        "/fhir/Observation", params={"patient": cast.a.patient_id}, headers=_bearer(narrow)
+    )
+    assert response.status_code == 403
+    assert "scopes" in response.json()["issue"][0]["diagnostics"]
+    ok = await http.get(f"/fhir/Patient/{cast.a.patient_id}", headers=_bearer(narrow))
+    assert ok.status_code == 200

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from medmesh.access.subscribers import SubscriberCheck
 from medmesh.config import Settings
 from medmesh.domain.reading import Reading
 from medmesh.events.bus import EventBus, InProcessBus
@@ -95,7 +96,9 @@ class Services:
         await bus.start()
         pipeline.on_committed(readings_publisher(bus))
         pipeline.on_committed(RuleEngine(database, bus, pipeline.now).on_committed)
-        webhooks = WebhookDispatcher(database, bus, settings.webhook_policy())
+        webhooks = WebhookDispatcher(
+            database, bus, settings.webhook_policy(), audience=SubscriberCheck(database)
+        )
         await webhooks.start()
         alert_checks = None
         if settings.alert_check_interval_seconds > 0:

@@ -23,10 +23,13 @@ from sqlalchemy import select
 from medmesh import admin
 from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.principals import Role
+from medmesh.access.subscribers import SubscriberCheck
 from medmesh.app import create_app
 from medmesh.config import Settings
+from medmesh.events.model import READINGS, Event
 from medmesh.store.database import Database
 from medmesh.store.schema import api_tokens, audit_log
+from medmesh.store.subscriptions import Subscriptions
 from medmesh.store.users import Organizations
 from tests.conftest import CLINICIAN_PASSWORD, World, make_world
 from tests.helpers import reading
@@ -437,3 +440,25 @@ async def test_a_token_whose_scopes_omit_a_resource_type_is_refused(
     assert "scopes" in response.json()["issue"][0]["diagnostics"]
     ok = await http.get(f"/fhir/Patient/{cast.a.patient_id}", headers=_bearer(narrow))
     assert ok.status_code == 200
+
+
+async def test_webhook_notifications_stop_when_the_consent_behind_them_is_revoked(
+    http: httpx.AsyncClient, cast: Cast, database: Database
+) -> None:
+    consent_id = await _consent(http, cast, f"Practitioner/{cast.outsider_id}")
+    body = {
+        "resourceType": "Subscription",
+        "status": "requested",
+        "reason": "watch",
+        "criteria": f"Observation?patient={cast.a.patient_id}",
+        "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook"},
+    }
+    created = await http.post("/fhir/Subscription", json=body, headers=cast.outsider)
+    assert created.status_code == 201, created.text
+    async with database.read() as conn:
+        subscription = await Subscriptions(conn).get(created.json()["id"])
+    event = Event(READINGS, cast.a.patient_id, {"count": 1, "codes": ["8867-4"]})
+    check = SubscriberCheck(database)
+    assert await check(subscription, event)
+    await http.delete(f"/fhir/Consent/{consent_id}", headers=cast.patient_a)
+    assert not await check(subscription, event)

@@ -17,12 +17,15 @@ import pytest
 from fastapi import FastAPI
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.flag import Flag
+from sqlalchemy import select
 
+from medmesh.access.credentials import hash_secret
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.services import Services
 from medmesh.store.database import Database
+from medmesh.store.schema import api_tokens
 from medmesh.store.subscriptions import ACTIVE, StoredSubscription, Subscriptions
 from medmesh.store.webhook_deliveries import Delivery, WebhookDeliveries
 from medmesh.webhooks.dispatcher import WebhookDispatcher
@@ -367,6 +370,15 @@ async def test_a_subscription_whose_deliveries_keep_failing_is_put_in_error(
     assert len(receiver.requests) == 5
 
 
+async def _token_id(database: Database, token: str) -> str:
+    """The stored id of a bearer token: a subscription belongs to the token that made it."""
+    async with database.read() as conn:
+        rows = await conn.execute(
+            select(api_tokens.c.id).where(api_tokens.c.token_hash == hash_secret(token))
+        )
+        return str(rows.scalar_one())
+
+
 async def test_two_dispatchers_on_one_database_deliver_each_event_once(
     database_url: str,
     world: World,
@@ -400,7 +412,7 @@ async def test_two_dispatchers_on_one_database_deliver_each_event_once(
                     status=ACTIVE,
                     resource={},
                     created_at=datetime.now(UTC),
-                    created_by="test",
+                    created_by=await _token_id(first.database, world.token),
                 )
             )
         events = [

@@ -11,14 +11,14 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from medmesh.domain.subscription import Criteria, InvalidSubscription, parse_criteria
 from medmesh.events.bus import EventBus, Subscription
 from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.store.database import Database
-from medmesh.store.subscriptions import Subscriptions
+from medmesh.store.subscriptions import StoredSubscription, Subscriptions
 from medmesh.store.webhook_deliveries import WebhookDeliveries
 from medmesh.webhooks.policy import WebhookPolicy
 from medmesh.webhooks.sender import WebhookSender
@@ -59,8 +59,12 @@ class WebhookDispatcher:
         bus: EventBus,
         policy: WebhookPolicy,
         clock: Callable[[], datetime] = _now,
+        audience: Callable[[StoredSubscription, Event], Awaitable[bool]] | None = None,
     ) -> None:
+        """`audience` decides, when an event happens, whether a matching subscription's owner
+        may be told of it (the access policy, wired in by the composition root)."""
         self._database = database
+        self._audience = audience
         self._bus = bus
         self._clock = clock
         self.sender = WebhookSender(database, policy, clock)
@@ -106,7 +110,11 @@ class WebhookDispatcher:
         targets = []
         for subscription in active:
             criteria = _criteria(subscription.criteria)
-            if criteria is not None and matches(criteria, event):
+            if (
+                criteria is not None
+                and matches(criteria, event)
+                and (self._audience is None or await self._audience(subscription, event))
+            ):
                 targets.append(subscription.id)
         if not targets:
             return 0

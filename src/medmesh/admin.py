@@ -14,6 +14,7 @@ from medmesh.access.credentials import (
 )
 from medmesh.access.passwords import hash_password
 from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
+from medmesh.domain.errors import NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
@@ -163,5 +164,5 @@ async def add_to_care_team(
     async with database.write() as conn:
         await Patients(conn).get(patient_id)
         if await Users(conn).get(user_id) is None:
-            raise ValueError("no such user")
+            raise NotFound("no such user")
         await CareTeams(conn).add(patient_id, user_id, role, added_by)

@@ -19,11 +19,13 @@ from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import Role
 from medmesh.config import Settings
-from medmesh.domain.errors import MedmeshError
+from medmesh.domain.errors import MedmeshError, NotFound
 from medmesh.store import migrate
+from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
 from medmesh.store.tokens import ApiTokens
+from medmesh.store.users import Users
 
 app = typer.Typer(help="medmesh: connected medical devices in, FHIR R4 out.", no_args_is_help=True)
 db_app = typer.Typer(help="Database administration.", no_args_is_help=True)
@@ -34,6 +36,10 @@ app.add_typer(db_app, name="db")
 app.add_typer(patient_app, name="patient")
 app.add_typer(device_app, name="device")
 app.add_typer(token_app, name="token")
+care_team_app = typer.Typer(
+    help="Who cares for a patient (and so may see their record).", no_args_is_help=True
+)
+app.add_typer(care_team_app, name="care-team")
 sim_app = typer.Typer(help="Simulated devices.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 
@@ -281,6 +287,48 @@ def token_create(
     """Issue an API bearer token (shown only this once)."""
     token = _run(lambda db: admin.issue_api_token(db, name=name, role=role))
     typer.echo(token)
+
+
+async def _user_id(database: Database, username: str) -> str:
+    async with database.read() as conn:
+        user = await Users(conn).find_by_username(username)
+    if user is None:
+        raise NotFound(f"no user named {username}")
+    return user.id
+
+
+@care_team_app.command("add")
+def care_team_add(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id")],
+    username: Annotated[str, typer.Argument(help="A clinician's username")],
+    role: Annotated[str, typer.Option(help="primary, nurse, escalation or member")] = "member",
+) -> None:
+    """Put a clinician on a patient's care team."""
+
+    async def add(database: Database) -> None:
+        user_id = await _user_id(database, username)
+        await admin.add_to_care_team(database, patient_id, user_id, role=role, added_by="cli")
+
+    _run(add)
+    typer.echo(f"{username} is on the care team ({role})")
+
+
+@care_team_app.command("remove")
+def care_team_remove(
+    patient_id: Annotated[str, typer.Argument(help="The patient's id")],
+    username: Annotated[str, typer.Argument(help="A clinician's username")],
+) -> None:
+    """Take a clinician off a patient's care team."""
+
+    async def remove(database: Database) -> bool:
+        user_id = await _user_id(database, username)
+        async with database.write() as conn:
+            return await CareTeams(conn).remove(patient_id, user_id)
+
+    if not _run(remove):
+        typer.echo("error: not on this care team", err=True)
+        raise typer.Exit(1)
+    typer.echo("removed")
 
 
 @sim_app.command("load")

@@ -16,6 +16,7 @@ from medmesh.api.alerts import router as alerts_router
 from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.events import router as events_router
 from medmesh.config import Settings
+from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(fhir_router)
     app.include_router(flags_router)
+    app.include_router(audit_events_router)
     app.include_router(subscriptions_router)
     app.include_router(events_router)
     app.include_router(web_router)

@@ -121,7 +121,9 @@ def rfc3339(moment: datetime) -> str:
     """`moment` in UTC, always with microseconds: 2026-11-25T22:05:49.000000Z."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime given where an aware UTC time is required")
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def canonical(fields: dict[str, Any]) -> bytes:

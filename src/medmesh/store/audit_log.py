@@ -10,12 +10,13 @@ to grow, never fork. Triggers (migration 0004) refuse UPDATE and DELETE.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import RowMapping
+from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.audit import GENESIS_HASH, AuditEntry, AuditRecord, seal
@@ -38,8 +39,14 @@ class ChainHead:
         return f"{self.seq}:{self.hash}"
 
 
-def _record(row: RowMapping) -> AuditRecord:
-    return AuditRecord(**row)
+# The columns in AuditRecord's field order: rows become records positionally, which is
+# several times faster than by name and matters when verifying millions of them.
+_COLUMNS = [audit_log.c[f.name] for f in fields(AuditRecord)]
+
+
+def _records(result: Result[Any]) -> list[AuditRecord]:
+    rows: Iterable[tuple[Any, ...]] = result
+    return [AuditRecord(*row) for row in rows]
 
 
 class AuditLog:
@@ -81,11 +88,11 @@ class AuditLog:
         return None if row is None else ChainHead(row.seq, row.hash)
 
     async def get(self, record_id: str) -> AuditRecord:
-        rows = await self._conn.execute(select(audit_log).where(audit_log.c.id == record_id))
-        found = rows.mappings().first()
-        if found is None:
+        query = select(*_COLUMNS).where(audit_log.c.id == record_id)
+        found = _records(await self._conn.execute(query))
+        if not found:
             raise NotFound("AuditEvent not found")
-        return _record(found)
+        return found[0]
 
     async def search(
         self,
@@ -98,7 +105,7 @@ class AuditLog:
     ) -> list[AuditRecord]:
         """Records newest first (in the order they were appended), optionally about one
         patient and recorded in [since, until)."""
-        query = select(audit_log)
+        query = select(*_COLUMNS)
         if patient_id is not None:
             query = query.where(audit_log.c.patient_id == patient_id)
         if since is not None:
@@ -106,14 +113,14 @@ class AuditLog:
         if until is not None:
             query = query.where(audit_log.c.recorded < until)
         query = query.order_by(audit_log.c.seq.desc()).limit(count).offset(offset)
-        return [_record(r) for r in (await self._conn.execute(query)).mappings()]
+        return _records(await self._conn.execute(query))
 
     async def after(self, seq: int, limit: int) -> list[AuditRecord]:
         """Up to `limit` records with a seq above `seq`, in chain order."""
         query = (
-            select(audit_log).where(audit_log.c.seq > seq).order_by(audit_log.c.seq).limit(limit)
+            select(*_COLUMNS).where(audit_log.c.seq > seq).order_by(audit_log.c.seq).limit(limit)
         )
-        return [_record(r) for r in (await self._conn.execute(query)).mappings()]
+        return _records(await self._conn.execute(query))
 
     async def chunks(self, *, after: int = 0, size: int = 5000) -> AsyncIterator[list[AuditRecord]]:
         """The whole chain in order, `size` records at a time (keyset paging on seq, so a

@@ -6,6 +6,8 @@ layer pays per access, and the cost of `medmesh audit verify`):
 - single: one `AuditLog.append` per write transaction, one appender after another;
 - concurrent: the same with several asyncio tasks appending at once (each in its own write
   transaction), so they queue on the append lock (PostgreSQL advisory lock, SQLite writer lock);
+- writer: concurrent requests recording through one `AuditWriter` (group commit: what queued
+  while a transaction committed goes into the next one together);
 - batched: `append_many` with a batch of entries per write transaction (fills the log for
   the verification phase too);
 - verify: `verify_chain` over the whole log, which must be intact.
@@ -32,6 +34,7 @@ from sqlalchemy.engine import make_url
 
 from _common import admin_dsn, load_average, postgres_version
 from medmesh.access.audit import AuditEntry, verify_chain
+from medmesh.access.audit_writer import AuditWriter
 from medmesh.store import migrate
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
@@ -47,6 +50,8 @@ class Options:
     postgres_url: str
     single: int  # appends, one per transaction
     tasks: int  # concurrent appenders in the concurrent phase
+    writer_tasks: int  # concurrent requests recording through one AuditWriter (group commit)
+    writer_records: int
     batched: int  # records appended with append_many
     batch_size: int
 
@@ -118,6 +123,17 @@ async def bench(backend: str, url: str, opts: Options) -> list[Figure]:
 
         await asyncio.gather(*(appender() for _ in range(opts.tasks)))
 
+    async def group_commit() -> None:
+        writer = AuditWriter(database)
+        share = opts.writer_records // opts.writer_tasks
+
+        async def requester() -> None:
+            for _ in range(share):
+                await writer.record(_entry(next(counter)))
+
+        await asyncio.gather(*(requester() for _ in range(opts.writer_tasks)))
+        await writer.aclose()
+
     async def batched() -> None:
         for _ in range(opts.batched // opts.batch_size):
             async with database.write() as conn:
@@ -141,6 +157,12 @@ async def bench(backend: str, url: str, opts: Options) -> list[Figure]:
                 f"concurrent{opts.tasks}",
                 opts.single // opts.tasks * opts.tasks,
                 concurrent,
+            ),
+            await _timed(
+                backend,
+                f"writer{opts.writer_tasks}",
+                opts.writer_records // opts.writer_tasks * opts.writer_tasks,
+                group_commit,
             ),
             await _timed(
                 backend,
@@ -184,7 +206,8 @@ async def main(opts: Options) -> None:
     if "postgresql" in opts.backends:
         log(f"postgresql: {await postgres_version(opts.postgres_url)}")
     log(
-        f"run:        {opts.single:,} single appends, the same over {opts.tasks} tasks, "
+        f"run:        {opts.single:,} single appends, the same over {opts.tasks} tasks and "
+        f"{opts.writer_records:,} through AuditWriter from {opts.writer_tasks} tasks, "
         f"{opts.batched:,} in batches of {opts.batch_size}, then verify everything"
     )
     figures: list[Figure] = []
@@ -209,17 +232,38 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--single", type=int, default=5000, help="appends, one per transaction")
     parser.add_argument("--tasks", type=int, default=8, help="concurrent appenders")
+    parser.add_argument(
+        "--writer-tasks", type=int, default=64, help="concurrent requests using AuditWriter"
+    )
+    parser.add_argument("--writer-records", type=int, default=20_000)
     parser.add_argument("--batched", type=int, default=200_000, help="records via append_many")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     args = parser.parse_args(argv)
-    if min(args.single, args.tasks, args.batched, args.batch_size) < 1:
+    counts = (args.single, args.tasks, args.writer_tasks, args.writer_records, args.batched)
+    if min(*counts, args.batch_size) < 1:
         parser.error("counts must be at least 1")
     backends = tuple(args.backend or ("sqlite", "postgresql"))
     if args.quick:
-        return Options(backends, args.postgres_url, 500, args.tasks, 20_000, args.batch_size)
+        return Options(
+            backends,
+            args.postgres_url,
+            500,
+            args.tasks,
+            args.writer_tasks,
+            5000,
+            20_000,
+            args.batch_size,
+        )
     return Options(
-        backends, args.postgres_url, args.single, args.tasks, args.batched, args.batch_size
+        backends,
+        args.postgres_url,
+        args.single,
+        args.tasks,
+        args.writer_tasks,
+        args.writer_records,
+        args.batched,
+        args.batch_size,
     )
 
 

@@ -96,8 +96,10 @@ def verify(
 
 @audit_app.command("head")
 def head(database_url: DatabaseUrl = None) -> None:
-    """Print the chain's head as SEQ:HASH, to write down somewhere the database's
-    administrators cannot change (an anchor for `verify --anchor`)."""
+    """Print the chain's head as SEQ:HASH, an anchor for `verify --anchor`.
+
+    Write it down regularly where the database's administrators cannot change it.
+    """
 
     async def read(database: Database) -> ChainHead | None:
         async with database.read() as conn:

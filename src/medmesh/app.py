@@ -17,6 +17,7 @@ from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.events import router as events_router
 from medmesh.config import Settings
+from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.consents import router as consents_router
 from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.flags import router as flags_router
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.bus = services.bus
         app.state.database = services.database
         app.state.pipeline = services.pipeline
+        app.state.audit = services.audit
         app.state.formats = formats
         tasks: list[asyncio.Task[None]] = []
         mqtt = settings.mqtt()
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(fhir_router)
     app.include_router(flags_router)
+    app.include_router(audit_events_router)
     app.include_router(subscriptions_router)
     app.include_router(events_router)
     app.include_router(web_router)

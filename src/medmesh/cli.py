@@ -18,6 +18,7 @@ from medmesh import admin
 from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import Role
+from medmesh.commands.audit import audit_app
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError, NotFound
 from medmesh.store import migrate
@@ -42,6 +43,7 @@ care_team_app = typer.Typer(
 app.add_typer(care_team_app, name="care-team")
 sim_app = typer.Typer(help="Simulated devices.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
+app.add_typer(audit_app, name="audit")
 
 T = TypeVar("T")
 

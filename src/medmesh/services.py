@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from medmesh.access.audit_writer import AuditWriter
 from medmesh.access.subscribers import SubscriberCheck
 from medmesh.config import Settings
 from medmesh.domain.reading import Reading
@@ -83,6 +84,7 @@ class Services:
     bus: EventBus
     webhooks: WebhookDispatcher | None = None
     alert_checks: PeriodicChecks | None = None
+    audit: AuditWriter | None = None
 
     @classmethod
     async def start(cls, settings: Settings, formats: Formats | None = None) -> Services:
@@ -96,8 +98,10 @@ class Services:
         await bus.start()
         pipeline.on_committed(readings_publisher(bus))
         pipeline.on_committed(RuleEngine(database, bus, pipeline.now).on_committed)
+        # Audit records of concurrent requests share write transactions (group commit).
+        audit = AuditWriter(database)
         webhooks = WebhookDispatcher(
-            database, bus, settings.webhook_policy(), audience=SubscriberCheck(database)
+            database, bus, settings.webhook_policy(), audience=SubscriberCheck(database, audit)
         )
         await webhooks.start()
         alert_checks = None
@@ -105,7 +109,7 @@ class Services:
             alert_checks = PeriodicChecks(database, bus, settings.alert_check_interval_seconds)
             alert_checks.start()
         formats = formats or build_formats(settings)
-        return cls(settings, database, pipeline, formats, bus, webhooks, alert_checks)
+        return cls(settings, database, pipeline, formats, bus, webhooks, alert_checks, audit)
 
     async def stop(self) -> None:
         if self.alert_checks is not None:
@@ -113,4 +117,6 @@ class Services:
         if self.webhooks is not None:
             await self.webhooks.stop()
         await self.bus.stop()
+        if self.audit is not None:
+            await self.audit.aclose()
         await self.database.dispose()

@@ -57,7 +57,15 @@ async def test_metadata_is_a_capability_statement_for_r4(client: httpx.AsyncClie
     CapabilityStatement.model_validate(statement)
     assert statement["fhirVersion"] == "4.0.1"
     types = {r["type"] for r in statement["rest"][0]["resource"]}
-    assert types == {"Patient", "Device", "Observation", "Flag", "Subscription", "Consent"}
+    assert types == {
+        "Patient",
+        "Device",
+        "Observation",
+        "Flag",
+        "Subscription",
+        "Consent",
+        "AuditEvent",
+    }
 
 
 async def test_observations_are_valid_fhir_with_loinc_and_ucum(

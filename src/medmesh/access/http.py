@@ -7,6 +7,7 @@ Every route that touches health data gets its `Principal` from `require_principa
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -14,13 +15,13 @@ from fastapi import Request
 
 from medmesh.access import policy
 from medmesh.access.audit import AuditEntry
+from medmesh.access.audit_writer import AuditWriter
 from medmesh.access.bearer import principal_for_token
 from medmesh.access.credentials import hash_secret
 from medmesh.access.policy import Decision
 from medmesh.access.principals import DevicePrincipal, Principal, Role
 from medmesh.access.scopes import Interaction
 from medmesh.domain.errors import MedmeshError, NotFound
-from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
 
@@ -109,14 +110,9 @@ def _entry(
 
 
 async def audit(request: Request, entries: Iterable[AuditEntry]) -> None:
-    """Append to the audit log, in a transaction of its own."""
-    batch = list(entries)
-    if not batch:
-        return
-    async with _database(request).write() as conn:
-        log = AuditLog(conn)
-        for entry in batch:
-            await log.append(entry)
+    """Append to the audit log; returns once committed (the answer waits for its record)."""
+    writer: AuditWriter = request.app.state.audit
+    await asyncio.gather(*(writer.record(entry) for entry in entries))
 
 
 async def authorize(

@@ -219,3 +219,20 @@ async def consent_manager_basis(
         if organization is not None and organization == principal.organization_id:
             return "organization-admin"
     return None
+
+
+async def audit_reader_basis(
+    conn: AsyncConnection, principal: Principal, patient_id: str, interaction: Interaction
+) -> str | None:
+    """Why the principal may read the accesses to the patient's record (AuditEvent): the
+    patient ("who looked at my record"), and for accountability their organisation's admins
+    and backend services (a compliance system). Clinicians do not read other people's trail."""
+    if not principal.scopes.allows("AuditEvent", interaction):
+        return None
+    if principal.role is Role.PATIENT:
+        return "self" if principal.patient_id == patient_id else None
+    if principal.role in (Role.ORG_ADMIN, Role.SYSTEM):
+        organization = await patient_organization(conn, patient_id)
+        if organization is not None and organization == principal.organization_id:
+            return "organization-admin" if principal.role is Role.ORG_ADMIN else "organization"
+    return None

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 from medmesh.access import policy
 from medmesh.access.audit import AuditEntry
+from medmesh.access.audit_writer import AuditWriter
 from medmesh.access.bearer import principal_for_token_id
 from medmesh.access.scopes import Interaction
 from medmesh.events.model import ALERT, READINGS, Event
-from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
 from medmesh.store.subscriptions import StoredSubscription
 
@@ -18,8 +18,9 @@ from medmesh.store.subscriptions import StoredSubscription
 class SubscriberCheck:
     """Decides, and audits, each notification before it is queued."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, audit: AuditWriter) -> None:
         self._database = database
+        self._audit = audit
 
     async def __call__(self, subscription: StoredSubscription, event: Event) -> bool:
         if event.patient_id is None:
@@ -34,24 +35,23 @@ class SubscriberCheck:
                 conn, principal, event.patient_id, resource_type, Interaction.SEARCH, now=now
             )
         permitted = decision.permitted and _within_categories(decision, event)
-        async with self._database.write() as conn:
-            await AuditLog(conn).append(
-                AuditEntry(
-                    action="E",
-                    subtype="notify",
-                    outcome="0" if permitted else "4",
-                    actor_kind=principal.kind.value,
-                    actor_id=principal.id,
-                    actor_name=principal.name,
-                    organization_id=principal.organization_id,
-                    resource_type=resource_type,
-                    resource_id=f"Subscription/{subscription.id}",
-                    patient_id=event.patient_id,
-                    purpose=decision.purpose,
-                    basis=decision.basis,
-                    source=None,
-                )
+        await self._audit.record(
+            AuditEntry(
+                action="E",
+                subtype="notify",
+                outcome="0" if permitted else "4",
+                actor_kind=principal.kind.value,
+                actor_id=principal.id,
+                actor_name=principal.name,
+                organization_id=principal.organization_id,
+                resource_type=resource_type,
+                resource_id=f"Subscription/{subscription.id}",
+                patient_id=event.patient_id,
+                purpose=decision.purpose,
+                basis=decision.basis,
+                source=None,
             )
+        )
         return permitted
 
 

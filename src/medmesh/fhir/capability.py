@@ -89,6 +89,17 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
                         ],
                     },
                     {
+                        "type": "AuditEvent",
+                        "documentation": "the hash-chained audit log (docs/audit.md), newest "
+                        "first; each event carries its record's seq and chain hash",
+                        "interaction": read_search,
+                        "searchParam": [
+                            _param("patient", "reference", "the patient whose record was used"),
+                            _param("date", "date", "when recorded; prefixes eq, ge, gt, le, lt"),
+                            _param("_count", "number", "page size, at most 1000"),
+                        ],
+                    },
+                    {
                         "type": "Subscription",
                         "documentation": "rest-hook channels only (https, or http to loopback "
                         "for development); criteria Observation?patient=<id> with an optional "

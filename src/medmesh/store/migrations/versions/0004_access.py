@@ -254,8 +254,59 @@ def upgrade() -> None:
             sa.Column("legal_hold", sa.Boolean(), server_default=sa.false(), nullable=False)
         )
 
+    _create_audit_guard()
+
+
+# The audit log is append-only: the database itself refuses UPDATE and DELETE (an integrity
+# error on both backends), so no code path or stray statement changes history quietly. Whoever
+# can drop these triggers can still tamper; `medmesh audit verify` detects it.
+_AUDIT_GUARD_MESSAGE = "audit_log is append-only: UPDATE and DELETE are refused"
+
+
+def _create_audit_guard() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            f"""
+            CREATE FUNCTION audit_log_append_only() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION '{_AUDIT_GUARD_MESSAGE} (% attempted)', TG_OP
+                    USING ERRCODE = 'restrict_violation';
+            END
+            $$
+            """
+        )
+        # Row triggers do not fire on TRUNCATE, which the test fixtures use to empty tables.
+        op.execute(
+            """
+            CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+            FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()
+            """
+        )
+    else:
+        for operation in ("UPDATE", "DELETE"):
+            op.execute(
+                f"""
+                CREATE TRIGGER audit_log_no_{operation.lower()} BEFORE {operation} ON audit_log
+                BEGIN
+                    SELECT RAISE(ABORT, '{_AUDIT_GUARD_MESSAGE} ({operation} attempted)');
+                END
+                """
+            )
+
+
+def _drop_audit_guard() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS audit_log_append_only ON audit_log")
+        op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
+    else:
+        op.execute("DROP TRIGGER IF EXISTS audit_log_no_update")
+        op.execute("DROP TRIGGER IF EXISTS audit_log_no_delete")
+
 
 def downgrade() -> None:
+    _drop_audit_guard()
+
     with op.batch_alter_table("patients", schema=None) as batch_op:
         batch_op.drop_column("legal_hold")
         batch_op.drop_column("organization_id")

@@ -1,0 +1,1 @@
+"""Sub-commands of the `medmesh` command line, one module per topic."""

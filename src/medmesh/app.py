@@ -15,6 +15,7 @@ from medmesh.access.headers import SecurityHeaders
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.events import router as events_router
+from medmesh.api.oauth import router as oauth_router
 from medmesh.config import Settings
 from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.flags import router as flags_router
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_router)
     app.include_router(alerts_router)
     app.include_router(care_plans_router)
+    app.include_router(oauth_router)
     app.add_middleware(SessionMiddleware, **web_session.middleware_options(settings))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)

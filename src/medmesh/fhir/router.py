@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 
 from medmesh.access.http import require_reader
 from medmesh.access.principals import ApiPrincipal
+from medmesh.access.smart_discovery import token_endpoint
 from medmesh.fhir import resources
 from medmesh.fhir.bundle import base_url, searchset
 from medmesh.fhir.capability import capability_statement
@@ -45,7 +46,8 @@ def _db(request: Request) -> Database:
 
 @router.get("/metadata", name="fhir_metadata", summary="CapabilityStatement")
 async def metadata(request: Request) -> FhirResponse:
-    return FhirResponse(capability_statement(base_url(request), _STARTED))
+    token_url = token_endpoint(request.app.state.settings.public_base_url)
+    return FhirResponse(capability_statement(base_url(request), _STARTED, token_url))
 
 
 @router.get("/Patient/{patient_id}", summary="Read a Patient")

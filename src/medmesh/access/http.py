@@ -6,14 +6,16 @@ route that reads health data depends on it, so that change has one place to land
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fastapi import Request
 
+from medmesh.access.bearer import principal_for_token
 from medmesh.access.credentials import hash_secret
 from medmesh.access.principals import ApiPrincipal, DevicePrincipal, Role
 from medmesh.domain.errors import MedmeshError
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
-from medmesh.store.tokens import ApiTokens
 
 
 class Unauthenticated(MedmeshError):
@@ -49,12 +51,12 @@ async def require_device(request: Request) -> DevicePrincipal:
 
 async def require_reader(request: Request) -> ApiPrincipal:
     """A person or system allowed to read health data through the API."""
-    secret_hash = hash_secret(_bearer(request))
+    token = _bearer(request)
     async with _database(request).read() as conn:
-        record = await ApiTokens(conn).find_by_hash(secret_hash)
-    if record is None or record.revoked:
+        # Expiry, revocation and disabled accounts or clients are all decided there.
+        principal = await principal_for_token(conn, token, now=datetime.now(UTC))
+    if principal is None or principal.token_id is None:
         raise Unauthenticated("the API token is not valid")
-    if record.role not in {Role.SYSTEM.value, Role.CLINICIAN.value}:
+    if principal.role not in {Role.SYSTEM, Role.CLINICIAN}:
         raise Forbidden("this token may not read health data")
-    role = Role(record.role)
-    return ApiPrincipal(record.id, record.name, role)
+    return ApiPrincipal(principal.token_id, principal.name, principal.role)

@@ -146,6 +146,17 @@ async def test_disabling_an_account_stops_its_tokens_and_new_ones(database: Data
         await admin.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
 
 
+async def test_a_token_whose_scopes_the_accounts_new_role_may_not_hold_stops_working(
+    database: Database,
+) -> None:
+    account = await clinician(database)
+    token = await admin.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
+    patient = await admin.create_patient(database, family="Bello", given="A", identifier="M4")
+    async with database.write() as conn:
+        await Users(conn).update(account.id, role=Role.PATIENT.value, patient_id=patient.id)
+    assert await resolve(database, token) is None
+
+
 async def test_a_service_token_acts_for_its_organisation_with_system_scopes(
     database: Database,
 ) -> None:

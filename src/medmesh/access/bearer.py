@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.access.credentials import hash_secret
+from medmesh.access.grants import ALLOWED_CONTEXTS
 from medmesh.access.principals import ActorKind, Principal, Role
 from medmesh.access.scopes import InvalidScope, Scopes
 from medmesh.store.oauth_clients import OAuthClients
@@ -48,6 +49,8 @@ async def _user_principal(
     if user is None or user.disabled:
         return None
     role = Role(user.role)
+    if any(scope.context not in ALLOWED_CONTEXTS[role] for scope in scopes.granted):
+        return None  # the account's role changed since the token was issued
     # A patient account only ever opens its own record, whatever the token row says.
     patient_id = user.patient_id if role is Role.PATIENT else record.patient_id
     return Principal(

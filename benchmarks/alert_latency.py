@@ -86,7 +86,6 @@ from _common import (
     postgres_version,
 )
 from medmesh import admin
-from medmesh.access.principals import Role
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import observations
@@ -741,7 +740,7 @@ async def provision(url: str, devices: int, probes: int) -> Provisioned:
 
         background = [(await patient_with_device(f"bg-{k}")).device_id for k in range(devices)]
         found = [await patient_with_device(f"probe-{k}") for k in range(probes)]
-        token = await admin.issue_api_token(db, name="bench-dashboard", role=Role.CLINICIAN)
+        token = await admin.issue_service_token(db, name="bench-dashboard", scopes="system/*.rs")
     finally:
         await db.dispose()
     return Provisioned(background, found, token)

@@ -42,7 +42,6 @@ from sqlalchemy.engine import make_url
 
 from _common import free_port, load_average, postgres_version
 from medmesh import admin
-from medmesh.access.principals import Role
 from medmesh.store import migrate
 from medmesh.store.database import Database
 
@@ -240,7 +239,7 @@ async def provision(url: str, senders: int) -> Provisioned:
         )
         cred = await admin.register_device(db, display_name="bench search device")
         await admin.assign_device(db, cred.device_id, search_patient.id, ASSIGNED_FROM)
-        token = await admin.issue_api_token(db, name="bench", role=Role.CLINICIAN)
+        token = await admin.issue_service_token(db, name="bench", scopes="system/*.rs")
     finally:
         await db.dispose()
     search_sender = Sender(cred.device_id, cred.secret, SEARCH_DAY)

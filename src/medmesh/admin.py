@@ -2,26 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from medmesh.access.client_keys import parse_client_jwks
 from medmesh.access.credentials import (
     API_TOKEN_PREFIX,
     DEVICE_SECRET_PREFIX,
     hash_secret,
     new_secret,
 )
+from medmesh.access.grants import ScopeNotAllowed, grantable_scopes
 from medmesh.access.passwords import hash_password
 from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
-from medmesh.domain.errors import NotFound
+from medmesh.access.scopes import Context
+from medmesh.domain.errors import Conflict, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
+from medmesh.store.oauth_clients import OAuthClients
 from medmesh.store.registry import Assignments, Devices, Patients
-from medmesh.store.schema import api_tokens
 from medmesh.store.tokens import ApiTokens
-from medmesh.store.users import Users
+from medmesh.store.users import Organizations, Users
 
 DEFAULT_IDENTIFIER_SYSTEM = "urn:medmesh:mrn"
 
@@ -87,10 +91,76 @@ async def assign_device(
     return assignment
 
 
-async def issue_api_token(database: Database, *, name: str, role: Role) -> str:
+async def issue_user_token(
+    database: Database,
+    *,
+    user_id: str,
+    scopes: str,
+    lifetime: timedelta | None = None,
+    patient_id: str | None = None,
+) -> str:
+    """A bearer token for a person's account, shown once (only its hash is kept).
+
+    A patient account's token opens their own record (SMART patient context) and holds
+    patient/ scopes only; a clinician's holds user/ scopes, and patient/ scopes given a launch
+    patient (`patient_id`). No lifetime: valid until revoked or the account is disabled.
+    """
+    async with database.read() as conn:
+        user = await Users(conn).get(user_id)
+    if user is None:
+        raise NotFound("no user account with this id")
+    if user.disabled:
+        raise Conflict("this user account is disabled")
+    role = Role(user.role)
+    granted = grantable_scopes(role, scopes, holder=f"a {role.value} account")
+    if role is Role.PATIENT:
+        if patient_id not in (None, user.patient_id):
+            raise ScopeNotAllowed("a patient account's token opens only their own record")
+        patient_id = user.patient_id
+    elif any(s.context is Context.PATIENT for s in granted.granted) and patient_id is None:
+        raise ScopeNotAllowed("patient/ scopes need a launch patient (the patient's id)")
+    elif patient_id is not None and not any(s.context is Context.PATIENT for s in granted.granted):
+        raise ScopeNotAllowed("a launch patient goes with patient/ scopes")
+    token = new_secret(API_TOKEN_PREFIX)
+    now = datetime.now(UTC)
+    async with database.write() as conn:
+        if patient_id is not None:
+            await Patients(conn).get(patient_id)  # NotFound for an unknown patient
+        await ApiTokens(conn).add(
+            str(uuid.uuid4()),
+            user.display_name,
+            role.value,
+            hash_secret(token),
+            user_id=user.id,
+            organization_id=user.organization_id,
+            scopes=str(granted),
+            patient_id=patient_id,
+            expires_at=None if lifetime is None else now + lifetime,
+            created_at=now,
+        )
+    return token
+
+
+async def issue_service_token(
+    database: Database, *, name: str, organization_id: str = DEFAULT_ORGANIZATION, scopes: str
+) -> str:
+    """A bearer token for an organisation's own integration (system/ scopes), shown once;
+    valid until revoked. Partners' systems use SMART Backend Services instead."""
+    granted = grantable_scopes(Role.SYSTEM, scopes, holder="a service token")
+    if not name.strip():
+        raise ValueError("a service token needs a name saying who uses it")
     token = new_secret(API_TOKEN_PREFIX)
     async with database.write() as conn:
-        await ApiTokens(conn).add(str(uuid.uuid4()), name, role.value, hash_secret(token))
+        if await Organizations(conn).name(organization_id) is None:
+            raise NotFound("no organisation with this id")
+        await ApiTokens(conn).add(
+            str(uuid.uuid4()),
+            name.strip(),
+            Role.SYSTEM.value,
+            hash_secret(token),
+            organization_id=organization_id,
+            scopes=str(granted),
+        )
     return token
 
 
@@ -131,31 +201,39 @@ async def create_user(
     return account
 
 
-async def issue_user_token(
-    database: Database, *, user_id: str, scopes: str, lifetime: timedelta | None = None
+async def register_client(
+    database: Database,
+    *,
+    name: str,
+    jwks: str,
+    scopes: str,
+    organization_id: str = DEFAULT_ORGANIZATION,
 ) -> str:
-    """A bearer token for a user's own API use (interim; the OAuth work replaces it)."""
-    token = new_secret(API_TOKEN_PREFIX)
-    now = datetime.now(UTC)
+    """Register a partner's backend service (SMART Backend Services) and return its client_id.
+
+    `jwks` is its public JWK Set (RS384/ES384 keys, each with a kid); `scopes` the system/
+    scopes it may ever be granted (each token request is narrowed to them).
+    """
+    if not name.strip():
+        raise ValueError("a client needs a name saying whose system it is")
+    keys = parse_client_jwks(jwks)  # InvalidJwks says what is wrong
+    ceiling = grantable_scopes(Role.SYSTEM, scopes, holder="a backend service client")
+    client_id = str(uuid.uuid4())
     async with database.write() as conn:
-        user = await Users(conn).get(user_id)
-        if user is None:
-            raise ValueError("no such user")
-        await conn.execute(
-            api_tokens.insert().values(
-                id=str(uuid.uuid4()),
-                name=user.display_name,
-                role=user.role,
-                token_hash=hash_secret(token),
-                created_at=now,
-                user_id=user.id,
-                organization_id=user.organization_id,
-                scopes=scopes,
-                patient_id=user.patient_id,
-                expires_at=now + lifetime if lifetime else None,
-            )
+        await OAuthClients(conn).add(
+            client_id=client_id,
+            organization_id=organization_id,
+            name=name.strip(),
+            jwks=json.dumps(keys.as_dict(private=False)),
+            scopes=str(ceiling),
         )
-    return token
+    return client_id
+
+
+async def set_client_disabled(database: Database, client_id: str, disabled: bool) -> None:
+    """Disable (or re-enable) a client: its tokens stop working on the next request."""
+    async with database.write() as conn:
+        await OAuthClients(conn).set_disabled(client_id, disabled)
 
 
 async def add_to_care_team(

@@ -16,6 +16,7 @@ from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.events import router as events_router
+from medmesh.api.oauth import router as oauth_router
 from medmesh.config import Settings
 from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.consents import router as consents_router
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(care_plans_router)
     app.include_router(consents_router)
     app.include_router(break_glass_router)
+    app.include_router(oauth_router)
     app.add_middleware(SessionMiddleware, **web_session.middleware_options(settings))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)

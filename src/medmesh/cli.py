@@ -7,7 +7,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -17,8 +17,9 @@ import uvicorn
 from medmesh import admin
 from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
-from medmesh.access.principals import Role
+from medmesh.access.principals import DEFAULT_ORGANIZATION
 from medmesh.commands.audit import audit_app
+from medmesh.commands.clients import app as clients_app
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError, NotFound
 from medmesh.store import migrate
@@ -44,6 +45,7 @@ app.add_typer(care_team_app, name="care-team")
 sim_app = typer.Typer(help="Simulated devices.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 app.add_typer(audit_app, name="audit")
+app.add_typer(clients_app, name="client")
 
 T = TypeVar("T")
 
@@ -283,12 +285,60 @@ def token_revoke(token: Annotated[str, typer.Argument(help="The token (mmt_…) 
 
 @token_app.command("create")
 def token_create(
-    name: Annotated[str, typer.Option(help="Who or what uses the token")],
-    role: Annotated[Role, typer.Option(help="clinician or system")] = Role.CLINICIAN,
+    scope: Annotated[str, typer.Option(help='SMART scopes, space-separated, e.g. "user/*.rs"')],
+    user: Annotated[
+        str | None, typer.Option(help="Username of the account the token is for")
+    ] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(help="Name of an integration of the organisation (system/ scopes)"),
+    ] = None,
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, help="User tokens: expire after N days (default: until revoked)"),
+    ] = None,
+    patient: Annotated[
+        str | None,
+        typer.Option(help="Clinician tokens with patient/ scopes: the launch patient's id"),
+    ] = None,
+    organization: Annotated[
+        str | None, typer.Option(help="Service tokens: the organisation (default: default)")
+    ] = None,
 ) -> None:
-    """Issue an API bearer token (shown only this once)."""
-    token = _run(lambda db: admin.issue_api_token(db, name=name, role=role))
-    typer.echo(token)
+    """Issue an API bearer token for a user account (--user) or a service (--service); the
+    token is shown only this once."""
+    if (user is None) == (service is None):
+        raise typer.BadParameter("give either --user USERNAME or --service NAME")
+    if service is not None:
+        if days is not None or patient is not None:
+            raise typer.BadParameter("--days and --patient are for user tokens")
+        if not service.strip():
+            raise typer.BadParameter("--service needs a name")
+        token = _run(
+            lambda db: admin.issue_service_token(
+                db,
+                name=service,
+                organization_id=organization or DEFAULT_ORGANIZATION,
+                scopes=scope,
+            )
+        )
+        typer.echo(token)
+        return
+    if organization is not None:
+        raise typer.BadParameter("--organization is for service tokens; a user's is their own")
+    username = user or ""
+
+    async def issue(db: Database) -> str:
+        async with db.read() as conn:
+            account = await Users(conn).find_by_username(username)
+        if account is None:
+            raise NotFound("no user account with this username")
+        lifetime = timedelta(days=days) if days is not None else None
+        return await admin.issue_user_token(
+            db, user_id=account.id, scopes=scope, lifetime=lifetime, patient_id=patient
+        )
+
+    typer.echo(_run(issue))
 
 
 async def _user_id(database: Database, username: str) -> str:

@@ -22,6 +22,12 @@ class Settings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8000
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000",
+        description="The URL clients reach this server at (scheme, host, port; no trailing "
+        "path); the OAuth token endpoint is <this>/oauth/token, the exact `aud` of client "
+        "assertions",
+    )
     auto_migrate: bool = Field(True, description="Apply database migrations at start-up")
     max_clock_skew_seconds: int = Field(
         300, description="How far ahead of the server clock a reading's time may be"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -21,8 +22,10 @@ from medmesh.sim.mqtt_device import MqttDevice, MqttDeviceSettings
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices, Patients
+from medmesh.store.users import Users
 
 DEMO_SYSTEM = "urn:medmesh:demo"
+DEMO_CLINICIAN = "demo-clinician"
 BACKFILL = timedelta(hours=1)
 
 
@@ -32,6 +35,27 @@ class DemoSubject:
     patient_id: str
     device_id: str
     device_secret: str
+
+
+async def _clinician_token(database: Database) -> str:
+    """A fresh token (user/*.rs) for the demo clinician's account, created on the first run."""
+    async with database.read() as conn:
+        account = await Users(conn).find_by_username(DEMO_CLINICIAN)
+    if account is None:
+        # Nobody signs in with this password; the demo hands out a token instead.
+        created = await admin.create_user(
+            database,
+            username=DEMO_CLINICIAN,
+            display_name="Demo Clinician",
+            role=Role.CLINICIAN,
+            password=secrets.token_urlsafe(24),
+        )
+        user_id = created.id
+    else:
+        user_id = account.id
+    return await admin.issue_user_token(
+        database, user_id=user_id, scopes="user/*.rs", lifetime=timedelta(days=1)
+    )
 
 
 async def _provision(database: Database, simulated: PatientModel) -> DemoSubject:
@@ -97,7 +121,7 @@ async def run_demo(
     models = demo_patients(garbage=garbage)
     chosen = models[:patients] + [m for m in models if m.name == "faulty-device"]
     subjects = [await _provision(database, m) for m in chosen]
-    token = await admin.issue_api_token(database, name="demo clinician", role=Role.CLINICIAN)
+    token = await _clinician_token(database)
     await database.dispose()
 
     server = uvicorn.Server(

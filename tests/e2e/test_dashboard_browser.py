@@ -52,7 +52,14 @@ async def provision(url: str) -> Ward:
         )
         await admin.assign_device(database, device.device_id, patient.id, since)
         made[family] = (patient.id, device)
-    token = await admin.issue_api_token(database, name="Dr Ada Smith", role=Role.CLINICIAN)
+    clinician = await admin.create_user(
+        database,
+        username="ada.smith",
+        display_name="Dr Ada Smith",
+        role=Role.CLINICIAN,
+        password="correct horse battery staple",
+    )
+    token = await admin.issue_user_token(database, user_id=clinician.id, scopes="user/*.rs")
     await database.dispose()
     doe_id, doe_device = made["Doe"]
     return Ward(token, doe_id, doe_device.device_id, doe_device.secret, made["Okafor"][1].secret)

@@ -9,7 +9,6 @@ data fails here until it is given a row."""
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,14 +20,14 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from medmesh import admin
-from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
+from medmesh.access.audit_writer import AuditWriter
 from medmesh.access.principals import Role
 from medmesh.access.subscribers import SubscriberCheck
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.events.model import READINGS, Event
 from medmesh.store.database import Database
-from medmesh.store.schema import api_tokens, audit_log
+from medmesh.store.schema import audit_log
 from medmesh.store.subscriptions import Subscriptions
 from medmesh.store.users import Organizations
 from tests.conftest import CLINICIAN_PASSWORD, World, make_world
@@ -59,20 +58,12 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 async def _service_token(database: Database, organization_id: str, scopes: str) -> str:
-    token = new_secret(API_TOKEN_PREFIX)
-    async with database.write() as conn:
-        await conn.execute(
-            api_tokens.insert().values(
-                id=str(uuid.uuid4()),
-                name=f"{organization_id} integration",
-                role=Role.SYSTEM.value,
-                token_hash=hash_secret(token),
-                created_at=datetime.now(UTC),
-                organization_id=organization_id,
-                scopes=scopes,
-            )
-        )
-    return token
+    return await admin.issue_service_token(
+        database,
+        name=f"{organization_id} integration",
+        organization_id=organization_id,
+        scopes=scopes,
+    )
 
 
 async def _user_token(
@@ -458,7 +449,9 @@ async def test_webhook_notifications_stop_when_the_consent_behind_them_is_revoke
     async with database.read() as conn:
         subscription = await Subscriptions(conn).get(created.json()["id"])
     event = Event(READINGS, cast.a.patient_id, {"count": 1, "codes": ["8867-4"]})
-    check = SubscriberCheck(database)
+    writer = AuditWriter(database)
+    check = SubscriberCheck(database, writer)
     assert await check(subscription, event)
     await http.delete(f"/fhir/Consent/{consent_id}", headers=cast.patient_a)
     assert not await check(subscription, event)
+    await writer.aclose()

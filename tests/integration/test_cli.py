@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from medmesh import admin
+from medmesh.access.principals import Role
 from medmesh.cli import app
+from medmesh.store.database import Database
 from tests.helpers import reading
 from tests.live_server import live_server
 
@@ -18,6 +22,25 @@ from tests.live_server import live_server
 def cli_env(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MEDMESH_DATABASE_URL", database_url)
     return database_url
+
+
+def _clinician_account(database_url: str, username: str) -> None:
+    """A clinician account (made through admin: account commands are not this module's)."""
+
+    async def create() -> None:
+        database = Database(database_url)
+        try:
+            await admin.create_user(
+                database,
+                username=username,
+                display_name=f"Dr {username}",
+                role=Role.CLINICIAN,
+                password="correct horse battery staple",
+            )
+        finally:
+            await database.dispose()
+
+    asyncio.run(create())
 
 
 def _run(*args: str) -> str:
@@ -45,7 +68,9 @@ def test_a_newcomer_can_provision_and_send_a_first_reading(cli_env: str, tmp_pat
     device_id = re.search(r"device id:\s+(\S+)", registered).group(1)  # type: ignore[union-attr]
     secret = re.search(r"device secret:\s+(\S+)", registered).group(1)  # type: ignore[union-attr]
     _run("device", "assign", device_id, patient_id, "--start", "2026-01-01T00:00:00")
-    token = _run("token", "create", "--name", "Dr Who", "--role", "clinician").strip()
+    _clinician_account(cli_env, "drwho")
+    _run("care-team", "add", patient_id, "drwho", "--role", "primary")
+    token = _run("token", "create", "--user", "drwho", "--scope", "user/*.rs").strip()
     assert token.startswith("mmt_") and secret.startswith("mmd_")
 
     with live_server(cli_env, tmp_path / "server.log") as server:
@@ -93,7 +118,8 @@ def test_cli_errors_are_clear_and_exit_non_zero(cli_env: str) -> None:
 
 
 def test_a_revoked_token_stops_working(cli_env: str, tmp_path: Path) -> None:
-    token = _run("token", "create", "--name", "Dr Gone").strip()
+    _clinician_account(cli_env, "drgone")
+    token = _run("token", "create", "--user", "drgone", "--scope", "user/*.rs").strip()
     with live_server(cli_env, tmp_path / "server.log") as server:
         headers = {"Authorization": f"Bearer {token}"}
         assert httpx.get(f"{server.base_url}/fhir/Patient", headers=headers).status_code == 200

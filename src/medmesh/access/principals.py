@@ -48,12 +48,3 @@ class Principal:
 @dataclass(frozen=True, slots=True)
 class DevicePrincipal:
     device_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ApiPrincipal:
-    """The bearer of an API token (replaced by `Principal` as the policy lands)."""
-
-    token_id: str
-    name: str
-    role: Role

@@ -96,22 +96,29 @@ class Scopes:
 
     def within(self, ceiling: Scopes) -> Scopes:
         """These scopes narrowed to what `ceiling` allows (a client asking for more than it
-        was registered for gets the intersection, as RFC 6749 §3.3 permits)."""
-        kept = set()
+        was registered for gets the intersection, as RFC 6749 §3.3 permits). A wildcard asked
+        for within a specific ceiling becomes that specific scope: system/*.rs within
+        system/Observation.rs is system/Observation.rs."""
+        kept: dict[tuple[Context, str], set[Interaction]] = {}
         for scope in self.granted:
-            allowed = {
-                i
-                for i in scope.interactions
-                if any(
-                    c.context == scope.context
-                    and c.resource_type in ("*", scope.resource_type)
-                    and i in c.interactions
-                    for c in ceiling.granted
-                )
-            }
-            if allowed:
-                kept.add(Scope(scope.context, scope.resource_type, frozenset(allowed)))
-        return Scopes(frozenset(kept))
+            for limit in ceiling.granted:
+                if limit.context != scope.context:
+                    continue
+                if limit.resource_type == "*":
+                    resource_type = scope.resource_type
+                elif scope.resource_type in ("*", limit.resource_type):
+                    resource_type = limit.resource_type
+                else:
+                    continue
+                allowed = scope.interactions & limit.interactions
+                if allowed:
+                    kept.setdefault((scope.context, resource_type), set()).update(allowed)
+        return Scopes(
+            frozenset(
+                Scope(context, resource_type, frozenset(interactions))
+                for (context, resource_type), interactions in kept.items()
+            )
+        )
 
     def __str__(self) -> str:
         return " ".join(sorted(str(s) for s in self.granted))

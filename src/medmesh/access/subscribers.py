@@ -28,7 +28,7 @@ class SubscriberCheck:
         resource_type = "Flag" if event.kind == ALERT else "Observation"
         now = datetime.now(UTC)
         async with self._database.read() as conn:
-            principal = await principal_for_token_id(conn, subscription.created_by, now=now)
+            principal = await principal_for_token_id(conn, subscription.created_by)
             if principal is None:
                 return False
             decision = await policy.decide(

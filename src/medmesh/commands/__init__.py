@@ -1,1 +1,1 @@
-"""Sub-commands of the `medmesh` command line, one module per topic."""
+"""Command-line sub-apps of `medmesh`, one module per topic, registered in cli.py."""

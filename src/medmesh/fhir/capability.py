@@ -11,7 +11,24 @@ def _param(name: str, kind: str, doc: str) -> dict[str, str]:
     return {"name": name, "type": kind, "documentation": doc}
 
 
-def capability_statement(base_url: str, published: str) -> dict[str, Any]:
+# SMART App Launch: the security extension naming the OAuth endpoints, and the service code.
+_OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+_SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+
+
+def _security(token_endpoint: str) -> dict[str, Any]:
+    return {
+        "extension": [
+            {"url": _OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_endpoint}]}
+        ],
+        "service": [{"coding": [{"system": _SECURITY_SERVICE, "code": "SMART-on-FHIR"}]}],
+        "description": "OAuth 2.0 bearer tokens with SMART scopes: SMART Backend Services "
+        "(client credentials, private_key_jwt; see .well-known/smart-configuration) or a "
+        "token issued by an operator (medmesh token create)",
+    }
+
+
+def capability_statement(base_url: str, published: str, token_endpoint: str) -> dict[str, Any]:
     read_search = [{"code": "read"}, {"code": "search-type"}]
     return {
         "resourceType": "CapabilityStatement",
@@ -25,10 +42,7 @@ def capability_statement(base_url: str, published: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "security": {
-                    "description": "Bearer token (medmesh token create) in the Authorization "
-                    "header; OAuth 2.0 / SMART on FHIR is not offered yet"
-                },
+                "security": _security(token_endpoint),
                 "resource": [
                     {
                         "type": "Patient",

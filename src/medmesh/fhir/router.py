@@ -19,6 +19,7 @@ from medmesh.access.http import (
 from medmesh.access.policy import Decision, Refusal, category_of_code, observation_access
 from medmesh.access.principals import Principal, Role
 from medmesh.access.scopes import Interaction
+from medmesh.access.smart_discovery import token_endpoint
 from medmesh.domain.errors import NotFound
 from medmesh.fhir import resources
 from medmesh.fhir.bundle import base_url, searchset
@@ -54,7 +55,8 @@ def _db(request: Request) -> Database:
 
 @router.get("/metadata", name="fhir_metadata", summary="CapabilityStatement")
 async def metadata(request: Request) -> FhirResponse:
-    return FhirResponse(capability_statement(base_url(request), _STARTED))
+    token_url = token_endpoint(request.app.state.settings.public_base_url)
+    return FhirResponse(capability_statement(base_url(request), _STARTED, token_url))
 
 
 @router.get("/Patient/{patient_id}", summary="Read a Patient")

@@ -12,9 +12,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.access.bearer import principal_for_token_id
 from medmesh.access.http import require_principal, search_scope
-from medmesh.access.principals import Principal
+from medmesh.access.principals import ActorKind, Principal
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.domain.subscription import (
     InvalidSubscription,
@@ -27,6 +29,7 @@ from medmesh.fhir.search import parse_paging, reject_unknown, single
 from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 from medmesh.store.subscriptions import ACTIVE, ERROR, OFF, StoredSubscription, Subscriptions
+from medmesh.store.tokens import ApiTokens
 from medmesh.store.webhook_deliveries import WebhookDeliveries
 
 router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
@@ -177,14 +180,35 @@ async def read_subscription(
     return FhirResponse(_resource(await _own(request, principal, subscription_id)))
 
 
+async def _token_ids(conn: AsyncConnection, principal: Principal) -> list[str]:
+    tokens = ApiTokens(conn)
+    if principal.kind is ActorKind.USER:
+        return await tokens.ids_for(user_id=principal.id)
+    return await tokens.ids_for(client_id=principal.id)
+
+
 async def _own(request: Request, principal: Principal, subscription_id: str) -> StoredSubscription:
-    """A subscription belongs to the credential that made it; others do not see it."""
+    """A subscription belongs to whoever made it (the same account or client, with any of its
+    tokens); others do not see it."""
     async with _db(request).read() as conn:
         try:
             subscription = await Subscriptions(conn).get(subscription_id)
         except NotFound:
             subscription = None
-    if subscription is None or subscription.created_by != (principal.token_id or principal.id):
+        owner = (
+            None
+            if subscription is None
+            else await principal_for_token_id(conn, subscription.created_by)
+        )
+    if (
+        subscription is None
+        or owner is None
+        or (owner.kind, owner.id)
+        != (
+            principal.kind,
+            principal.id,
+        )
+    ):
         raise NotFound(f"Subscription/{subscription_id} is not known")
     return subscription
 
@@ -202,8 +226,12 @@ async def search_subscriptions(
     if status is not None and status not in STATUSES:
         raise InvalidSearch(f"status must be one of {', '.join(STATUSES)}")
     async with _db(request).read() as conn:
+        # Made with any token of the same account or client (a service token is its own).
+        mine = set(await _token_ids(conn, principal))
+        if principal.token_id is not None:
+            mine.add(principal.token_id)
         found = await Subscriptions(conn).search(
-            status, paging.count + 1, paging.offset, created_by=principal.token_id or principal.id
+            status, paging.count + 1, paging.offset, created_by=mine
         )
     page = [_resource(s) for s in found[: paging.count]]
     return FhirResponse(searchset(request, page, paging, len(found) > paging.count))

@@ -3,6 +3,7 @@ each notification."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -83,11 +84,12 @@ class Subscriptions:
         status: str | None = None,
         limit: int = 50,
         offset: int = 0,
-        created_by: str | None = None,
+        created_by: Collection[str] | None = None,
     ) -> list[StoredSubscription]:
+        """`created_by`: only subscriptions made with these tokens (ids)."""
         query = select(subscriptions).order_by(subscriptions.c.created_at, subscriptions.c.id)
         if created_by is not None:
-            query = query.where(subscriptions.c.created_by == created_by)
+            query = query.where(subscriptions.c.created_by.in_(list(created_by)))
         if status is not None:
             query = query.where(subscriptions.c.status == status)
         rows = await self._conn.execute(query.limit(limit).offset(offset))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import Request
@@ -110,6 +110,8 @@ async def authenticate(database: Database, token: str) -> ApiTokenRecord | None:
         record = await ApiTokens(conn).find_by_hash(hash_secret(token.strip()))
     if record is None or record.revoked or record.role not in _READERS:
         return None
+    if record.expired(datetime.now(UTC)):
+        return None
     return record
 
 
@@ -151,7 +153,12 @@ async def current_clinician(request: Request, *, touch: bool) -> Clinician:
     database: Database = request.app.state.database
     async with database.read() as conn:
         record = await ApiTokens(conn).get(token_id)
-    if record is None or record.revoked or record.role not in _READERS:
+    if (
+        record is None
+        or record.revoked
+        or record.expired(datetime.now(UTC))
+        or record.role not in _READERS
+    ):
         session.clear()
         raise SignInRequired(expired=True)
     if touch:

@@ -19,7 +19,7 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 MAX_REASON = 200
 
 
-async def _answer(request: Request, alert_id: str, clinician: session.Clinician) -> Response:
+async def _answer(request: Request, alert_id: str, clinician: session.SessionUser) -> Response:
     """htmx: the refreshed alert history; a plain form post: back to the patient's page."""
     async with database(request).read() as conn:
         alert = await Alerts(conn).get(alert_id)
@@ -36,21 +36,21 @@ async def _answer(request: Request, alert_id: str, clinician: session.Clinician)
 @router.post("/alerts/{alert_id}/acknowledge")
 async def acknowledge(request: Request, alert_id: str) -> Response:
     await session.check_csrf(request)
-    clinician = await session.current_clinician(request, touch=True)
-    await lifecycle.acknowledge(database(request), bus(request), alert_id, clinician.name)
+    clinician = await session.signed_in(request)
+    await lifecycle.acknowledge(database(request), bus(request), alert_id, clinician.display_name)
     return await _answer(request, alert_id, clinician)
 
 
 @router.post("/alerts/{alert_id}/resolve")
 async def resolve(request: Request, alert_id: str) -> Response:
     await session.check_csrf(request)
-    clinician = await session.current_clinician(request, touch=True)
+    clinician = await session.signed_in(request)
     reason = (await request.form()).get("reason")
     if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
         return problem(
             request, 400, "Reason needed", f"Give a reason of 1 to {MAX_REASON} characters."
         )
     await lifecycle.resolve(
-        database(request), bus(request), alert_id, clinician.name, reason.strip()
+        database(request), bus(request), alert_id, clinician.display_name, reason.strip()
     )
     return await _answer(request, alert_id, clinician)

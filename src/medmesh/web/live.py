@@ -24,7 +24,7 @@ from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.events.sse import KEEPALIVE_SECONDS, sse_events, sse_frame
 from medmesh.store.registry import Patients
 from medmesh.web.responses import WebRoute, database
-from medmesh.web.session import Clinician, remaining_seconds, signed_in_quietly
+from medmesh.web.session import SessionUser, remaining_seconds, signed_in_quietly
 
 TICK_SECONDS = 1.0
 MAX_STREAM_SECONDS = 300.0
@@ -118,7 +118,7 @@ async def _disconnected(request: Request) -> bool:
 
 @router.get("/dashboard/events")
 async def panel_events(
-    request: Request, _: Clinician = Depends(signed_in_quietly)
+    request: Request, _: SessionUser = Depends(signed_in_quietly)
 ) -> StreamingResponse:
     bus: EventBus = request.app.state.bus
     frames = panel_frames(
@@ -129,7 +129,7 @@ async def panel_events(
 
 @router.get("/patients/{patient_id}/events")
 async def patient_events(
-    request: Request, patient_id: str, _: Clinician = Depends(signed_in_quietly)
+    request: Request, patient_id: str, _: SessionUser = Depends(signed_in_quietly)
 ) -> StreamingResponse:
     async with database(request).read() as conn:
         await Patients(conn).get(patient_id)

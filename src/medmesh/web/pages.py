@@ -34,7 +34,7 @@ from medmesh.web.patient import (
     current_devices,
 )
 from medmesh.web.responses import WebRoute, database
-from medmesh.web.session import Clinician, signed_in, signed_in_quietly
+from medmesh.web.session import SessionUser, signed_in, signed_in_quietly
 from medmesh.web.templating import page
 from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS, VitalSpec
 
@@ -61,7 +61,7 @@ def _range_key(raw: str | None) -> str:
 # --- the patient panel ---------------------------------------------------------------------
 
 
-def _panel_context(clinician: Clinician, found: PanelPage, **extra: Any) -> dict[str, Any]:
+def _panel_context(clinician: SessionUser, found: PanelPage, **extra: Any) -> dict[str, Any]:
     return {
         "clinician": clinician,
         "nav": "panel",
@@ -73,7 +73,7 @@ def _panel_context(clinician: Clinician, found: PanelPage, **extra: Any) -> dict
 
 
 @router.get("/")
-async def panel(request: Request, clinician: Clinician = Depends(signed_in)) -> Response:
+async def panel(request: Request, clinician: SessionUser = Depends(signed_in)) -> Response:
     number = _positive(request.query_params.get("page"))
     async with database(request).read() as conn:
         found = await panel_page(conn, number, _now())
@@ -82,7 +82,7 @@ async def panel(request: Request, clinician: Clinician = Depends(signed_in)) -> 
 
 @router.get("/panel/rows")
 async def panel_fragment(
-    request: Request, clinician: Clinician = Depends(signed_in_quietly)
+    request: Request, clinician: SessionUser = Depends(signed_in_quietly)
 ) -> Response:
     """Live refresh of the panel: `ids=a,b` gives those rows (swapped in by id), `page=n`
     the page's whole table body, re-sorted, with the summary."""
@@ -101,7 +101,7 @@ async def panel_fragment(
 
 @router.get("/patients/{patient_id}")
 async def patient_page(
-    request: Request, patient_id: str, clinician: Clinician = Depends(signed_in)
+    request: Request, patient_id: str, clinician: SessionUser = Depends(signed_in)
 ) -> Response:
     range_key = _range_key(request.query_params.get("range"))
     now = _now()
@@ -147,7 +147,7 @@ async def patient_page(
 
 @router.get("/patients/{patient_id}/series")
 async def patient_series(
-    request: Request, patient_id: str, _: Clinician = Depends(signed_in_quietly)
+    request: Request, patient_id: str, _: SessionUser = Depends(signed_in_quietly)
 ) -> JSONResponse:
     """Readings stored after `since` (server time, seconds since the epoch, as the previous
     answer gave it) for the charts to add: {"now": t, "vitals": {"hr": uPlot data, ...}}.
@@ -174,7 +174,7 @@ async def patient_series(
 
 @router.get("/patients/{patient_id}/alerts")
 async def patient_alerts(
-    request: Request, patient_id: str, clinician: Clinician = Depends(signed_in_quietly)
+    request: Request, patient_id: str, clinician: SessionUser = Depends(signed_in_quietly)
 ) -> Response:
     async with database(request).read() as conn:
         patient = await Patients(conn).get(patient_id)
@@ -188,7 +188,7 @@ async def patient_alerts(
 
 @router.get("/devices/{device_id}")
 async def device_page(
-    request: Request, device_id: str, clinician: Clinician = Depends(signed_in)
+    request: Request, device_id: str, clinician: SessionUser = Depends(signed_in)
 ) -> Response:
     now = _now()
     async with database(request).read() as conn:

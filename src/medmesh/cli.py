@@ -18,6 +18,7 @@ from medmesh import admin
 from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import Role
+from medmesh.commands import users
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError
 from medmesh.store import migrate
@@ -36,6 +37,8 @@ app.add_typer(device_app, name="device")
 app.add_typer(token_app, name="token")
 sim_app = typer.Typer(help="Simulated devices.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
+app.add_typer(users.user_app, name="user")
+app.add_typer(users.org_app, name="org")
 
 T = TypeVar("T")
 

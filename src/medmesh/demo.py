@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from medmesh import admin
+from medmesh.access import totp
 from medmesh.access.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
@@ -21,9 +23,11 @@ from medmesh.sim.mqtt_device import MqttDevice, MqttDeviceSettings
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices, Patients
+from medmesh.store.users import Users
 
 DEMO_SYSTEM = "urn:medmesh:demo"
 BACKFILL = timedelta(hours=1)
+DEMO_CLINICIAN = "demo.clinician"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,35 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
             database, credential.device_id, patient.id, datetime.now(UTC) - 2 * BACKFILL
         )
     return DemoSubject(simulated, patient.id, credential.device_id, credential.secret)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoClinician:
+    username: str
+    password: str
+    totp_secret: str
+
+
+async def _provision_clinician(database: Database) -> DemoClinician:
+    """The demo's clinician account, with a new password and TOTP key each run (printed: the
+    demo runs on loopback for one person)."""
+    password = secrets.token_urlsafe(12)
+    secret = totp.new_secret()
+    async with database.read() as conn:
+        existing = await Users(conn).find_by_username(DEMO_CLINICIAN)
+    if existing is None:
+        await admin.create_user(
+            database,
+            username=DEMO_CLINICIAN,
+            display_name="Dr Demo Clinician",
+            role=Role.CLINICIAN,
+            password=password,
+        )
+    else:
+        await admin.reset_password(database, DEMO_CLINICIAN, password)
+        await admin.set_disabled(database, DEMO_CLINICIAN, disabled=False)
+    await admin.activate_totp(database, DEMO_CLINICIAN, secret)
+    return DemoClinician(DEMO_CLINICIAN, password, secret)
 
 
 async def _stream_http(base_url: str, subject: DemoSubject, interval: float) -> None:
@@ -98,6 +131,7 @@ async def run_demo(
     chosen = models[:patients] + [m for m in models if m.name == "faulty-device"]
     subjects = [await _provision(database, m) for m in chosen]
     token = await admin.issue_api_token(database, name="demo clinician", role=Role.CLINICIAN)
+    clinician = await _provision_clinician(database)
     await database.dispose()
 
     server = uvicorn.Server(
@@ -118,9 +152,18 @@ async def run_demo(
     base_url = f"http://{settings.host}:{settings.port}"
     where = make_url(database.url).render_as_string(hide_password=True)
     print(f"medmesh is listening on {base_url} (database: {where})")
-    print(f"  dashboard:  {base_url}/   (sign in with the clinician token below)")
+    print(f"  dashboard:  {base_url}/   (sign in as the demo clinician:)")
+    print(f"    username {clinician.username}   password {clinician.password}")
+    print(
+        f"    code: add the key {clinician.totp_secret} to an authenticator app (time-based, "
+        "6 digits), or print the current code with"
+    )
+    print(
+        f"    .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{clinician.totp_secret}')"
+        '.now())"'
+    )
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
-    print(f"  clinician token (new for this run): {token}")
+    print(f"  API token of the demo clinician (new for this run): {token}")
     print(
         f"  try: curl -H 'Authorization: Bearer {token}' "
         f"'{base_url}/fhir/Observation?patient={subjects[0].patient_id}&_sort=-date&_count=5'"

@@ -91,11 +91,13 @@ def check_password_rules(password: str, *, username: str, rules: PasswordRules) 
     if any(not character.isprintable() and character != " " for character in normal):
         raise WeakPassword("a password may not contain control or other invisible characters")
     folded = normal.casefold()
-    if folded.strip() in common_passwords():
+    squeezed = "".join(folded.split())  # "i love you" is guessed as early as "iloveyou"
+    listed = common_passwords()
+    if folded.strip() in listed or squeezed in listed:
         raise WeakPassword(
             "this password is on a list of common or breached passwords; choose another"
         )
-    if _is_repetition(folded):
+    if _is_repetition(folded) or _is_repetition(squeezed):
         raise WeakPassword("a password that repeats one short sequence is easy to guess")
     name = normalise(username).casefold()
     if len(name) >= 3 and name in folded:

@@ -326,6 +326,12 @@ async def test_a_patient_may_turn_on_two_step_sign_in(
     page = await http.get("/me/two-step")
     secret = enrolment_secret(page.text)
     code = pyotp.TOTP(secret).at(datetime.fromtimestamp(clock[0], UTC))
+    wrong = await http.post(
+        "/me/two-step",
+        data={"code": f"{(int(code) + 1) % 1_000_000:06d}", "csrf_token": csrf_of(page.text)},
+    )
+    assert wrong.status_code == 400 and 'role="alert"' in wrong.text
+    assert "Two-step sign-in is off" in (await http.get("/me")).text
     done = await http.post("/me/two-step", data={"code": code, "csrf_token": csrf_of(page.text)})
     assert done.status_code == 303
     assert "Two-step sign-in is on" in (await http.get("/me")).text

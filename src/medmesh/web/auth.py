@@ -105,7 +105,7 @@ async def login(request: Request) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
-def _restart(request: Request, error: str, status: int) -> Response:
+def restart(request: Request, error: str, status: int) -> Response:
     """Back to the first step (the pending sign-in is over)."""
     session.sign_out(request)
     return login_page(request, error=error, status=status)
@@ -126,13 +126,13 @@ async def code(request: Request) -> Response:
     await session.check_csrf(request)
     user_id = session.pending_user(request)
     if user_id is None:
-        return _restart(request, PENDING_OVER, 401)
+        return restart(request, PENDING_OVER, 401)
     try:
         account = await sign_in_service(request).code(
             user_id, await _field(request, "code"), address=client_address(request), now=moment()
         )
     except (AccountLocked, AddressThrottled) as refusal:
-        return _restart(request, str(refusal), 429)
+        return restart(request, str(refusal), 429)
     except SignInRefused as refusal:
         return page(request, "login_code.html", {"error": str(refusal)}, status_code=401)
     return _signed_in(request, account)
@@ -152,7 +152,7 @@ async def enrol_form(request: Request) -> Response:
     try:
         enrolment = await sign_in_service(request).enrolment(user_id, now=moment())
     except SignInRefused as refusal:
-        return _restart(request, str(refusal), _status(refusal))
+        return restart(request, str(refusal), _status(refusal))
     return page(request, "login_enrol.html", enrol_context(enrolment, None, "/login/enrol"))
 
 
@@ -161,16 +161,19 @@ async def enrol(request: Request) -> Response:
     await session.check_csrf(request)
     user_id = session.pending_user(request)
     if user_id is None:
-        return _restart(request, PENDING_OVER, 401)
+        return restart(request, PENDING_OVER, 401)
     service = sign_in_service(request)
     try:
         account = await service.confirm_enrolment(
             user_id, await _field(request, "code"), address=client_address(request), now=moment()
         )
     except (AccountLocked, AddressThrottled) as refusal:
-        return _restart(request, str(refusal), 429)
+        return restart(request, str(refusal), 429)
     except SignInRefused as refusal:
-        enrolment = await service.enrolment(user_id, now=moment())
+        try:
+            enrolment = await service.enrolment(user_id, now=moment())
+        except SignInRefused as ended:  # disabled or locked meanwhile
+            return restart(request, str(ended), _status(ended))
         context = enrol_context(enrolment, str(refusal), "/login/enrol")
         return page(request, "login_enrol.html", context, status_code=401)
     return _signed_in(request, account)

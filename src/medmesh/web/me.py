@@ -9,7 +9,7 @@ from fastapi.responses import RedirectResponse
 from medmesh.access.accounts import AccountLocked, AddressThrottled, SignInRefused, totp_active
 from medmesh.store.users import Users
 from medmesh.web import session
-from medmesh.web.auth import client_address, enrol_context, login_page, moment, sign_in_service
+from medmesh.web.auth import client_address, enrol_context, moment, restart, sign_in_service
 from medmesh.web.responses import WebRoute, database
 from medmesh.web.session import ElsewhereHome, SessionUser
 from medmesh.web.templating import page
@@ -42,7 +42,10 @@ async def two_step_form(request: Request) -> Response:
     user = await _patient(request)
     if await _two_step_active(request, user):
         return RedirectResponse("/me", status_code=303)
-    enrolment = await sign_in_service(request).enrolment(user.user_id, now=moment())
+    try:
+        enrolment = await sign_in_service(request).enrolment(user.user_id, now=moment())
+    except SignInRefused as refusal:  # locked meanwhile
+        return restart(request, str(refusal), 429)
     context = {"user": user, **enrol_context(enrolment, None, "/me/two-step")}
     return page(request, "me_two_step.html", context)
 
@@ -61,10 +64,12 @@ async def two_step(request: Request) -> Response:
             now=moment(),
         )
     except (AccountLocked, AddressThrottled) as refusal:
-        session.sign_out(request)
-        return login_page(request, error=str(refusal), status=429)
+        return restart(request, str(refusal), 429)
     except SignInRefused as refusal:
-        enrolment = await service.enrolment(user.user_id, now=moment())
+        try:
+            enrolment = await service.enrolment(user.user_id, now=moment())
+        except SignInRefused as ended:
+            return restart(request, str(ended), 429)
         context = {"user": user, **enrol_context(enrolment, str(refusal), "/me/two-step")}
         return page(request, "me_two_step.html", context, status_code=400)
     return RedirectResponse("/me", status_code=303)

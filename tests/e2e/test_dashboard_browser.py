@@ -33,6 +33,8 @@ AXE = Path(__file__).parent / "vendor" / "axe-core-4.14.1" / "axe.min.js"
 USERNAME = "ada.smith"
 PASSWORD = "violet kettle harbour"
 NEWCOMER = "grace.hopper"
+PATIENT = "jane.doe"
+PATIENT_PASSWORD = "a long walk by the river at dawn"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,14 @@ async def provision(url: str) -> Ward:
     )
     secret = pyotp.random_base32(32)
     await admin.activate_totp(database, USERNAME, secret)
+    await admin.create_user(
+        database,
+        username=PATIENT,
+        display_name="Jane Doe",
+        role=Role.PATIENT,
+        password=PATIENT_PASSWORD,
+        patient_id=made["Doe"][0],
+    )
     await admin.create_user(  # not enrolled yet: gets the TOTP set-up page
         database,
         username=NEWCOMER,
@@ -329,6 +339,23 @@ async def test_a_clinician_follows_a_patient_live_and_acknowledges_a_critical_al
             await page.wait_for_url(base + "/")
             assert "Dr Grace Hopper" in await page.locator(".who").inner_text()
             await newcomer.close()
+
+            # A patient (password only: TOTP is optional for them) lands on their own page.
+            patient = await browser.new_context(
+                bypass_csp=True, viewport={"width": 1280, "height": 900}
+            )
+            page = await patient.new_page()
+            await page.goto(base + "/login")
+            await page.get_by_label("Username").fill(PATIENT)
+            await page.get_by_label("Password").fill(PATIENT_PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_url(base + "/me")
+            found["me"] = await axe_violations(page)
+            await page.screenshot(path=artifacts / "me.png")
+            await page.get_by_role("link", name="Set up two-step sign-in").click()
+            await page.wait_for_url(base + "/me/two-step")
+            found["me-two-step"] = await axe_violations(page)
+            await patient.close()
             step("accessibility audit")
     assert found == {name: [] for name in found}
 

@@ -394,6 +394,18 @@ async def test_the_session_ends_after_inactivity(
     assert (await http.get("/")).headers["location"] == "/login"  # and it is gone
 
 
+async def test_the_session_ends_after_twelve_hours_however_active(
+    http: httpx.AsyncClient, database: Database, clock: list[float]
+) -> None:
+    csrf = await sign_in(http, await make_clinician(database, "ada"))
+    for _ in range(12 * 6 - 1):  # a report of activity every ten minutes
+        clock[0] += 10 * 60
+        active = await http.post("/session/activity", headers={"X-CSRF-Token": csrf})
+        assert active.status_code == 204
+    clock[0] += 10 * 60 + 1
+    assert (await http.get("/")).headers["location"] == "/login?expired=1"
+
+
 async def test_a_disabled_accounts_session_ends_at_its_next_request(
     http: httpx.AsyncClient, database: Database, database_url: str
 ) -> None:

@@ -150,6 +150,24 @@ async def test_signing_in_starts_a_new_session_with_a_new_csrf_token(
     assert refused.status_code == 403
 
 
+async def test_a_new_password_attempt_cancels_an_earlier_accepted_password(
+    http: httpx.AsyncClient, database: Database
+) -> None:
+    await make_clinician(database, "ada")
+    await submit_password(http, "ada", STAFF_PASSWORD)
+    assert (await http.get("/login/code")).status_code == 200
+    await submit_password(http, "someone.else", "wrong horse battery")
+    assert (await http.get("/login/code")).headers["location"] == "/login"
+
+
+async def test_an_overlong_password_is_refused_like_a_wrong_one(
+    http: httpx.AsyncClient, database: Database
+) -> None:
+    await make_clinician(database, "ada")
+    response = await submit_password(http, "ada", STAFF_PASSWORD + "x" * 2000)
+    assert response.status_code == 401 and WRONG in response.text
+
+
 async def test_the_code_step_expires_after_five_minutes(
     http: httpx.AsyncClient, database: Database, clock: list[float]
 ) -> None:

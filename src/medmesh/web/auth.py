@@ -52,7 +52,9 @@ def client_address(request: Request) -> str:
 
 async def _field(request: Request, name: str) -> str:
     value = (await request.form()).get(name)
-    return value[:MAX_FIELD] if isinstance(value, str) else ""
+    # Too long for any account: treated as a wrong answer, never cut short (NIST: no
+    # truncation).
+    return value if isinstance(value, str) and len(value) <= MAX_FIELD else ""
 
 
 def _status(refusal: SignInRefused) -> int:
@@ -88,6 +90,7 @@ async def login_form(request: Request, expired: bool = False) -> Response:
 @router.post("/login")
 async def login(request: Request) -> Response:
     await session.check_csrf(request)
+    session.drop_pending(request)  # a new attempt: an earlier accepted password no longer counts
     username = await _field(request, "username")
     try:
         accepted = await sign_in_service(request).password(

@@ -165,6 +165,11 @@ def pending_user(request: Request) -> str | None:
     return user_id
 
 
+def drop_pending(request: Request) -> None:
+    request.session.pop("pending", None)
+    request.session.pop("pending_since", None)
+
+
 def sign_out(request: Request) -> None:
     request.session.clear()
 

@@ -541,3 +541,15 @@ async def test_a_patient_account_belongs_to_an_existing_patient_record(database:
             password="a long walk by the river",
             patient_id="no-such-patient",
         )
+
+
+async def test_a_totp_step_is_recorded_once_and_only_forwards(database: Database) -> None:
+    ada = await make_clinician(database, "ada")
+    async with database.write() as conn:
+        users = Users(conn)
+        assert await users.use_totp_step(ada.user_id, 1000)
+        assert not await users.use_totp_step(ada.user_id, 1000)  # the same code again
+        assert not await users.use_totp_step(ada.user_id, 999)
+        assert await users.use_totp_step(ada.user_id, 1001)
+        assert await users.count_failure(ada.user_id) == 1
+        assert await users.count_failure(ada.user_id) == 2

@@ -41,7 +41,9 @@ from typing import Any
 import httpx
 import orjson
 
-from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
+from medmesh import admin
+from medmesh.access import totp
+from medmesh.access.credentials import hash_secret, new_secret
 from medmesh.access.principals import Role
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
@@ -50,19 +52,20 @@ from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.schema import observations
-from medmesh.store.tokens import ApiTokens
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 STARTUP_TIMEOUT = 60.0
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+BENCH_USER = "bench.clinician"
+BENCH_PASSWORD = "violet kettle harbour"
 
 
 @dataclass(frozen=True, slots=True)
 class Ward:
     devices: list[tuple[str, str]]  # (device id, secret)
     long_patient: str
-    token: str
+    totp_secret: str  # of the clinician BENCH_USER, whose password is BENCH_PASSWORD
 
 
 def _rows_for(
@@ -134,12 +137,17 @@ async def provision(url: str, count: int) -> Ward:
                     trigger_count=1,
                 )
             )
-        token = new_secret(API_TOKEN_PREFIX)
-        await ApiTokens(conn).add(
-            str(uuid.uuid4()), "bench clinician", Role.CLINICIAN.value, hash_secret(token)
-        )
+    await admin.create_user(
+        database,
+        username=BENCH_USER,
+        display_name="Bench Clinician",
+        role=Role.CLINICIAN,
+        password=BENCH_PASSWORD,
+    )
+    secret = totp.new_secret()
+    await admin.activate_totp(database, BENCH_USER, secret)
     await database.dispose()
-    return Ward(devices, patients[0], token)
+    return Ward(devices, patients[0], secret)
 
 
 def _free_port() -> int:
@@ -185,12 +193,18 @@ async def serving(url: str, log: Path) -> AsyncIterator[tuple[str, int]]:
             process.kill()
 
 
-async def sign_in(http: httpx.AsyncClient, token: str) -> None:
-    form = await http.get("/login")
-    found = CSRF.search(form.text)
-    assert found is not None
-    response = await http.post("/login", data={"token": token, "csrf_token": found.group(1)})
-    assert response.status_code == 303, "sign-in refused"
+async def sign_in(http: httpx.AsyncClient, secret: str) -> None:
+    """Username and password, then the code an authenticator app would show."""
+    steps = (
+        ("/login", {"username": BENCH_USER, "password": BENCH_PASSWORD}),
+        ("/login/code", {"code": totp.code_at(secret, datetime.now(UTC))}),
+    )
+    for path, fields in steps:
+        form = await http.get(path)
+        found = CSRF.search(form.text)
+        assert found is not None
+        response = await http.post(path, data={**fields, "csrf_token": found.group(1)})
+        assert response.status_code == 303, "sign-in refused"
 
 
 async def timed(call: Callable[[], Awaitable[httpx.Response]], times: int) -> list[float]:
@@ -297,7 +311,7 @@ async def main(options: argparse.Namespace) -> None:
         serving(url, workdir / "server.log") as (base, pid),
         httpx.AsyncClient(base_url=base, timeout=60) as http,
     ):
-        await sign_in(http, ward.token)
+        await sign_in(http, ward.totp_secret)
         page = (await http.get("/")).text
         visible = set(re.findall(r'id="row-([0-9a-f-]{36})"', page))
         ids = ",".join(sorted(visible))

@@ -18,6 +18,7 @@ from medmesh import admin
 from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import DEFAULT_ORGANIZATION
+from medmesh.commands import users
 from medmesh.commands.audit import audit_app
 from medmesh.commands.clients import app as clients_app
 from medmesh.config import Settings
@@ -46,6 +47,8 @@ sim_app = typer.Typer(help="Simulated devices.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
 app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="client")
+app.add_typer(users.user_app, name="user")
+app.add_typer(users.org_app, name="org")
 
 T = TypeVar("T")
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ssl
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from medmesh.access.lockout import LockoutPolicy
 from medmesh.ingest.mqtt import MqttSettings
 from medmesh.webhooks.policy import WebhookPolicy
 
@@ -64,6 +66,21 @@ class Settings(BaseSettings):
         le=24 * 60,
         description="How long emergency (break-glass) access to a record lasts once opened",
     )
+    signin_max_failures: int = Field(
+        5, ge=1, description="Consecutive failed sign-ins (password or code) that lock an account"
+    )
+    signin_lockout_minutes: int = Field(
+        15, ge=1, description="First lock of an account; each further lock lasts twice as long"
+    )
+    signin_address_max_failures: int = Field(
+        20,
+        ge=1,
+        description="Failed sign-ins from one client address, across accounts, that "
+        "turn the address away for the rest of the window",
+    )
+    signin_address_window_minutes: int = Field(
+        15, ge=1, description="The window over which failures per address are counted"
+    )
 
     alert_check_interval_seconds: float = Field(
         60.0,
@@ -112,6 +129,14 @@ class Settings(BaseSettings):
         min_length=1,
         description="Wait before each webhook retry (±20 % jitter); the last repeats",
     )
+
+    def lockout_policy(self) -> LockoutPolicy:
+        return LockoutPolicy(
+            max_failures=self.signin_max_failures,
+            lock_for=timedelta(minutes=self.signin_lockout_minutes),
+            address_max_failures=self.signin_address_max_failures,
+            address_window=timedelta(minutes=self.signin_address_window_minutes),
+        )
 
     def webhook_policy(self) -> WebhookPolicy:
         return WebhookPolicy(

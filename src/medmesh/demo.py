@@ -13,6 +13,7 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from medmesh import admin
+from medmesh.access import totp
 from medmesh.access.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
@@ -27,6 +28,7 @@ from medmesh.store.users import Users
 DEMO_SYSTEM = "urn:medmesh:demo"
 DEMO_CLINICIAN = "demo-clinician"
 BACKFILL = timedelta(hours=1)
+DEMO_CLINICIAN = "demo.clinician"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,24 +39,18 @@ class DemoSubject:
     device_secret: str
 
 
-async def _clinician_token(database: Database) -> str:
-    """A fresh token (user/*.rs) for the demo clinician's account, created on the first run."""
+async def _clinician_token(database: Database, patient_ids: list[str]) -> str:
+    """Put the demo clinician on the demo patients' care team (what lets them see the records)
+    and give them a fresh one-day API token (user/*.rs)."""
     async with database.read() as conn:
         account = await Users(conn).find_by_username(DEMO_CLINICIAN)
-    if account is None:
-        # Nobody signs in with this password; the demo hands out a token instead.
-        created = await admin.create_user(
-            database,
-            username=DEMO_CLINICIAN,
-            display_name="Demo Clinician",
-            role=Role.CLINICIAN,
-            password=secrets.token_urlsafe(24),
+    assert account is not None  # made by _provision_clinician
+    for patient_id in patient_ids:
+        await admin.add_to_care_team(
+            database, patient_id, account.id, role="primary", added_by="demo"
         )
-        user_id = created.id
-    else:
-        user_id = account.id
     return await admin.issue_user_token(
-        database, user_id=user_id, scopes="user/*.rs", lifetime=timedelta(days=1)
+        database, user_id=account.id, scopes="user/*.rs", lifetime=timedelta(days=1)
     )
 
 
@@ -82,6 +78,35 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
             database, credential.device_id, patient.id, datetime.now(UTC) - 2 * BACKFILL
         )
     return DemoSubject(simulated, patient.id, credential.device_id, credential.secret)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoClinician:
+    username: str
+    password: str
+    totp_secret: str
+
+
+async def _provision_clinician(database: Database) -> DemoClinician:
+    """The demo's clinician account, with a new password and TOTP key each run (printed: the
+    demo runs on loopback for one person)."""
+    password = secrets.token_urlsafe(12)
+    secret = totp.new_secret()
+    async with database.read() as conn:
+        existing = await Users(conn).find_by_username(DEMO_CLINICIAN)
+    if existing is None:
+        await admin.create_user(
+            database,
+            username=DEMO_CLINICIAN,
+            display_name="Dr Demo Clinician",
+            role=Role.CLINICIAN,
+            password=password,
+        )
+    else:
+        await admin.reset_password(database, DEMO_CLINICIAN, password)
+        await admin.set_disabled(database, DEMO_CLINICIAN, disabled=False)
+    await admin.activate_totp(database, DEMO_CLINICIAN, secret)
+    return DemoClinician(DEMO_CLINICIAN, password, secret)
 
 
 async def _stream_http(base_url: str, subject: DemoSubject, interval: float) -> None:
@@ -121,7 +146,8 @@ async def run_demo(
     models = demo_patients(garbage=garbage)
     chosen = models[:patients] + [m for m in models if m.name == "faulty-device"]
     subjects = [await _provision(database, m) for m in chosen]
-    token = await _clinician_token(database)
+    clinician = await _provision_clinician(database)
+    token = await _clinician_token(database, [s.patient_id for s in subjects])
     await database.dispose()
 
     server = uvicorn.Server(
@@ -142,9 +168,18 @@ async def run_demo(
     base_url = f"http://{settings.host}:{settings.port}"
     where = make_url(database.url).render_as_string(hide_password=True)
     print(f"medmesh is listening on {base_url} (database: {where})")
-    print(f"  dashboard:  {base_url}/   (sign in with the clinician token below)")
+    print(f"  dashboard:  {base_url}/   (sign in as the demo clinician:)")
+    print(f"    username {clinician.username}   password {clinician.password}")
+    print(
+        f"    code: add the key {clinician.totp_secret} to an authenticator app (time-based, "
+        "6 digits), or print the current code with"
+    )
+    print(
+        f"    .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{clinician.totp_secret}')"
+        '.now())"'
+    )
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
-    print(f"  clinician token (new for this run): {token}")
+    print(f"  API token of the demo clinician (new for this run): {token}")
     print(
         f"  try: curl -H 'Authorization: Bearer {token}' "
         f"'{base_url}/fhir/Observation?patient={subjects[0].patient_id}&_sort=-date&_count=5'"

@@ -1,7 +1,7 @@
 """The clinician dashboard in a real browser against a real server (SQLite): sign in with a
-token, watch the panel and a patient's charts update live as a device posts readings, see a
-critical SpO2 alert appear within a second, acknowledge it from the keyboard, and pass an
-automated accessibility audit (axe-core, WCAG 2 A and AA rules).
+username, password and TOTP code, watch the panel and a patient's charts update live as a
+device posts readings, see a critical SpO2 alert appear within a second, acknowledge it from
+the keyboard, and pass an automated accessibility audit (axe-core, WCAG 2 A and AA rules).
 
 Screenshots go to test-artifacts/e2e/. Run with -s to see the timings."""
 
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pyotp
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page
 
 from medmesh import admin
@@ -29,9 +30,16 @@ ALERT_DEADLINE = 1.0  # seconds from the critical reading's POST to the alert on
 AXE = Path(__file__).parent / "vendor" / "axe-core-4.14.1" / "axe.min.js"
 
 
+USERNAME = "ada.smith"
+PASSWORD = "violet kettle harbour"
+NEWCOMER = "grace.hopper"
+PATIENT = "jane.doe"
+PATIENT_PASSWORD = "a long walk by the river at dawn"
+
+
 @dataclass(frozen=True, slots=True)
 class Ward:
-    token: str
+    totp_secret: str
     patient_id: str
     device_id: str
     device_secret: str
@@ -52,17 +60,35 @@ async def provision(url: str) -> Ward:
         )
         await admin.assign_device(database, device.device_id, patient.id, since)
         made[family] = (patient.id, device)
-    clinician = await admin.create_user(
+    ada = await admin.create_user(
         database,
-        username="ada.smith",
+        username=USERNAME,
         display_name="Dr Ada Smith",
         role=Role.CLINICIAN,
-        password="correct horse battery staple",
+        password=PASSWORD,
     )
-    token = await admin.issue_user_token(database, user_id=clinician.id, scopes="user/*.rs")
+    for patient_id, _ in made.values():  # her panel: the patients she cares for
+        await admin.add_to_care_team(database, patient_id, ada.id, added_by="test")
+    secret = pyotp.random_base32(32)
+    await admin.activate_totp(database, USERNAME, secret)
+    await admin.create_user(
+        database,
+        username=PATIENT,
+        display_name="Jane Doe",
+        role=Role.PATIENT,
+        password=PATIENT_PASSWORD,
+        patient_id=made["Doe"][0],
+    )
+    await admin.create_user(  # not enrolled yet: gets the TOTP set-up page
+        database,
+        username=NEWCOMER,
+        display_name="Dr Grace Hopper",
+        role=Role.CLINICIAN,
+        password=PASSWORD,
+    )
     await database.dispose()
     doe_id, doe_device = made["Doe"]
-    return Ward(token, doe_id, doe_device.device_id, doe_device.secret, made["Okafor"][1].secret)
+    return Ward(secret, doe_id, doe_device.device_id, doe_device.secret, made["Okafor"][1].secret)
 
 
 def reading(message_id: str, kind: str, at: datetime, value: Any, unit: str) -> dict[str, Any]:
@@ -113,9 +139,21 @@ async def number_above(locator: Locator, attribute: str, floor: int) -> bool:
     return int(await locator.get_attribute(attribute) or "0") > floor
 
 
-async def sign_in(page: Page, base_url: str, token: str) -> None:
+async def enter_password(
+    page: Page, base_url: str, username: str = USERNAME, then: str = "/login/code"
+) -> None:
     await page.goto(base_url + "/login")
-    await page.get_by_label("API token").fill(token)
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base_url + then)
+
+
+async def enter_code(page: Page, base_url: str, secret: str, *, steps_ahead: int = 0) -> None:
+    """The code an authenticator app shows; steps_ahead=1 for a second sign-in that may fall
+    in the 30 seconds whose code the first used up (the next code is accepted too)."""
+    code = pyotp.TOTP(secret).at(datetime.now(UTC), counter_offset=steps_ahead)
+    await page.get_by_label("Code from your authenticator app").fill(code)
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url(base_url + "/")
 
@@ -152,17 +190,21 @@ async def test_a_clinician_follows_a_patient_live_and_acknowledges_a_critical_al
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.on("console", console)
 
-            # Signing in: pages need a session, a wrong token gets none, the right one does.
+            # Signing in: pages need a session, a wrong password gets none; the right one and
+            # the authenticator's code do.
             await page.goto(base + "/")
             assert page.url == base + "/login"
-            await page.get_by_label("API token").fill("not-a-token")
+            await page.get_by_label("Username").fill(USERNAME)
+            await page.get_by_label("Password").fill("not the password")
             await page.keyboard.press("Enter")
-            await page.get_by_text("not valid for the dashboard").wait_for()
-            assert await page.get_by_label("API token").get_attribute("aria-invalid") == "true"
+            await page.get_by_role("alert").filter(has_text="not right").wait_for()
+            assert await page.get_by_label("Username").input_value() == USERNAME
+            assert await page.get_by_label("Password").get_attribute("aria-invalid") == "true"
             problems.clear()  # the refused sign-in's 401 is logged by the browser, as it should
-            await page.get_by_label("API token").fill(ward.token)
+            await page.get_by_label("Password").fill(PASSWORD)
             await page.get_by_role("button", name="Sign in").click()
-            await page.wait_for_url(base + "/")
+            await page.wait_for_url(base + "/login/code")
+            await enter_code(page, base, ward.totp_secret)
             step("signed in")
 
             # The panel: most urgent first; the first Tab reaches the skip link, visibly.
@@ -240,9 +282,12 @@ async def test_a_clinician_follows_a_patient_live_and_acknowledges_a_critical_al
             await page.keyboard.press("Enter")
             await critical.locator(".status-acknowledged").wait_for()
             assert "Acknowledged by Dr Ada Smith" in await critical.inner_text()
-            assert await page.evaluate("document.activeElement.id") == await critical.get_attribute(
-                "id"
-            )
+            alert_id = await critical.get_attribute("id")
+
+            async def focus_kept() -> bool:  # htmx restores focus once the swap has settled
+                return bool(await page.evaluate("document.activeElement.id") == alert_id)
+
+            await eventually(focus_kept)
             await critical.screenshot(path=artifacts / "alert-acknowledged.png")
             step("acknowledged")
 
@@ -271,7 +316,10 @@ async def test_a_clinician_follows_a_patient_live_and_acknowledges_a_critical_al
             page = await audit.new_page()
             await page.goto(base + "/login")
             found = {"login": await axe_violations(page)}
-            await sign_in(page, base, ward.token)
+            await enter_password(page, base)
+            found["code"] = await axe_violations(page)
+            await page.screenshot(path=artifacts / "sign-in-code.png")
+            await enter_code(page, base, ward.totp_secret, steps_ahead=1)
             for name, path in (
                 ("panel", "/"),
                 ("patient", f"/patients/{ward.patient_id}?range=7d"),
@@ -280,6 +328,39 @@ async def test_a_clinician_follows_a_patient_live_and_acknowledges_a_critical_al
                 await page.goto(base + path)
                 found[name] = await axe_violations(page)
             await audit.close()
+
+            # A new clinician sets up the authenticator app before the first session.
+            newcomer = await browser.new_context(
+                bypass_csp=True, viewport={"width": 1280, "height": 900}
+            )
+            page = await newcomer.new_page()
+            await enter_password(page, base, NEWCOMER, then="/login/enrol")
+            found["enrol"] = await axe_violations(page)
+            await page.screenshot(path=artifacts / "sign-in-enrol.png")
+            secret = "".join((await page.locator("#totp-secret").inner_text()).split())
+            code = pyotp.TOTP(secret).now()
+            await page.get_by_label("Code from your authenticator app").fill(code)
+            await page.get_by_role("button", name="Turn on two-step sign-in").click()
+            await page.wait_for_url(base + "/")
+            assert "Dr Grace Hopper" in await page.locator(".who").inner_text()
+            await newcomer.close()
+
+            # A patient (password only: TOTP is optional for them) lands on their own page.
+            patient = await browser.new_context(
+                bypass_csp=True, viewport={"width": 1280, "height": 900}
+            )
+            page = await patient.new_page()
+            await page.goto(base + "/login")
+            await page.get_by_label("Username").fill(PATIENT)
+            await page.get_by_label("Password").fill(PATIENT_PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_url(base + "/me")
+            found["me"] = await axe_violations(page)
+            await page.screenshot(path=artifacts / "me.png")
+            await page.get_by_role("link", name="Set up two-step sign-in").click()
+            await page.wait_for_url(base + "/me/two-step")
+            found["me-two-step"] = await axe_violations(page)
+            await patient.close()
             step("accessibility audit")
     assert found == {name: [] for name in found}
 

@@ -1,6 +1,7 @@
-"""The clinician dashboard over HTTP, in-process, on both backends: sign-in with an API token,
-the session's limits, CSRF, the panel's order, alert actions, chart series and the device page.
-The real browser checks are in tests/e2e."""
+"""The clinician dashboard over HTTP, in-process, on both backends: sign-in (password and
+TOTP code; the details are in test_accounts.py), the session's limits, CSRF, the panel's
+order, alert actions, chart series and the device page. The real browser checks are in
+tests/e2e."""
 
 from __future__ import annotations
 
@@ -15,19 +16,23 @@ import orjson
 import pytest
 
 from medmesh import admin
-from medmesh.access.credentials import hash_secret
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
 from medmesh.store.device_status import DeviceStatuses
-from medmesh.store.tokens import ApiTokens
+from medmesh.store.schema import care_team_members, users
 from medmesh.web import session
+from tests.accounts_fixtures import (
+    STAFF_PASSWORD,
+    Person,
+    make_clinician,
+    sign_in,
+    submit_password,
+)
 from tests.conftest import World
 from tests.helpers import stamp
-
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
@@ -40,18 +45,12 @@ async def http(database_url: str, world: World) -> AsyncIterator[httpx.AsyncClie
         yield c
 
 
-def csrf_of(html: str) -> str:
-    found = CSRF.search(html)
-    assert found, "no CSRF field on the page"
-    return found.group(1)
-
-
-async def sign_in(http: httpx.AsyncClient, token: str) -> str:
-    """Sign in; the CSRF token of the new session."""
-    form = await http.get("/login")
-    response = await http.post("/login", data={"token": token, "csrf_token": csrf_of(form.text)})
-    assert response.status_code == 303 and response.headers["location"] == "/"
-    return csrf_of((await http.get("/")).text)
+@pytest.fixture
+async def clinician(database: Database, world: World) -> Person:
+    """A clinician on the world patient's care team (the panel lists their patients)."""
+    person = await make_clinician(database, "dr.test", "dr test")
+    await admin.add_to_care_team(database, world.patient_id, person.user_id, added_by="test")
+    return person
 
 
 async def add_alert(
@@ -98,47 +97,41 @@ async def test_every_page_sends_a_visitor_without_a_session_to_sign_in(
     assert fragment.status_code == 401 and fragment.headers["HX-Redirect"] == "/login"
 
 
-async def test_a_wrong_token_is_refused(http: httpx.AsyncClient, world: World) -> None:
-    form = await http.get("/login")
-    response = await http.post(
-        "/login", data={"token": "mmt_not-a-token", "csrf_token": csrf_of(form.text)}
-    )
+async def test_a_wrong_password_is_refused(http: httpx.AsyncClient, clinician: Person) -> None:
+    response = await submit_password(http, clinician.username, "not the password")
     assert response.status_code == 401
-    assert "not valid" in response.text
+    assert "not right" in response.text
     assert (await http.get("/")).status_code == 303
 
 
 async def test_signing_in_sets_a_strict_http_only_cookie_with_ids_only(
-    http: httpx.AsyncClient, world: World
+    http: httpx.AsyncClient, clinician: Person
 ) -> None:
-    form = await http.get("/login")
-    response = await http.post(
-        "/login", data={"token": world.token, "csrf_token": csrf_of(form.text)}
-    )
-    cookie = response.headers["set-cookie"]
-    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
-    assert world.token not in cookie
+    await sign_in(http, clinician)
+    cookie = http.cookies[session.SESSION_COOKIE]
+    assert STAFF_PASSWORD not in cookie and (clinician.totp_secret or "-") not in cookie
     assert (await http.get("/")).status_code == 200
 
 
-async def test_a_revoked_token_ends_its_session(
-    http: httpx.AsyncClient, world: World, database: Database
+async def test_a_deleted_account_ends_its_session(
+    http: httpx.AsyncClient, clinician: Person, database: Database
 ) -> None:
-    await sign_in(http, world.token)
+    await sign_in(http, clinician)
     async with database.write() as conn:
-        record = await ApiTokens(conn).find_by_hash(hash_secret(world.token))
-        assert record is not None
-        await ApiTokens(conn).revoke(record.id)
+        await conn.execute(
+            care_team_members.delete().where(care_team_members.c.user_id == clinician.user_id)
+        )
+        await conn.execute(users.delete().where(users.c.id == clinician.user_id))
     response = await http.get("/")
     assert response.headers["location"] == "/login?expired=1"
 
 
 async def test_the_session_ends_after_inactivity_but_not_while_in_use(
-    http: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch
+    http: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch, clinician: Person
 ) -> None:
     clock = [datetime.now(UTC).timestamp()]
     monkeypatch.setattr(session, "now", lambda: clock[0])
-    await sign_in(http, world.token)
+    await sign_in(http, clinician)
     clock[0] += 10 * 60
     assert (await http.get("/")).status_code == 200  # the clinician's own request
     clock[0] += 10 * 60
@@ -149,11 +142,11 @@ async def test_the_session_ends_after_inactivity_but_not_while_in_use(
 
 
 async def test_the_page_reports_activity_that_keeps_the_session(
-    http: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch
+    http: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch, clinician: Person
 ) -> None:
     clock = [datetime.now(UTC).timestamp()]
     monkeypatch.setattr(session, "now", lambda: clock[0])
-    csrf = await sign_in(http, world.token)
+    csrf = await sign_in(http, clinician)
     clock[0] += 14 * 60
     assert (await http.post("/session/activity")).status_code == 403
     reported = await http.post("/session/activity", headers={"X-CSRF-Token": csrf})
@@ -167,8 +160,10 @@ async def test_the_page_reports_activity_that_keeps_the_session(
     assert expired.status_code == 401
 
 
-async def test_signing_out_ends_the_session(http: httpx.AsyncClient, world: World) -> None:
-    csrf = await sign_in(http, world.token)
+async def test_signing_out_ends_the_session(
+    http: httpx.AsyncClient, world: World, clinician: Person
+) -> None:
+    csrf = await sign_in(http, clinician)
     response = await http.post("/logout", data={"csrf_token": csrf})
     assert response.status_code == 303 and response.headers["location"] == "/login"
     assert (await http.get("/")).status_code == 303
@@ -178,18 +173,20 @@ async def test_signing_out_ends_the_session(http: httpx.AsyncClient, world: Worl
 
 
 async def test_sign_in_without_the_form_token_is_refused(
-    http: httpx.AsyncClient, world: World
+    http: httpx.AsyncClient, clinician: Person
 ) -> None:
     await http.get("/login")
-    response = await http.post("/login", data={"token": world.token})
+    response = await http.post(
+        "/login", data={"username": clinician.username, "password": clinician.password}
+    )
     assert response.status_code == 403
 
 
 async def test_state_changing_requests_need_the_sessions_csrf_token(
-    http: httpx.AsyncClient, world: World, database: Database
+    http: httpx.AsyncClient, world: World, database: Database, clinician: Person
 ) -> None:
     alert = await add_alert(database, world.patient_id, Severity.URGENT)
-    csrf = await sign_in(http, world.token)
+    csrf = await sign_in(http, clinician)
     path = f"/alerts/{alert.id}/acknowledge"
     assert (await http.post(path)).status_code == 403
     assert (await http.post(path, data={"csrf_token": "forged"})).status_code == 403
@@ -204,19 +201,20 @@ async def test_state_changing_requests_need_the_sessions_csrf_token(
 
 
 async def test_the_panel_lists_the_most_urgent_patients_first(
-    http: httpx.AsyncClient, world: World, database: Database
+    http: httpx.AsyncClient, world: World, database: Database, clinician: Person
 ) -> None:
     made = {}
     for family in ("Able", "Brook", "Cole", "Dunn"):
         made[family] = await admin.create_patient(
             database, family=family, given="Test", identifier=f"MRN-{family}"
         )
+        await admin.add_to_care_team(database, made[family].id, clinician.user_id, added_by="t")
     await add_alert(database, made["Dunn"].id, Severity.CRITICAL)
     await add_alert(database, made["Brook"].id, Severity.WARNING)
     await add_alert(database, made["Brook"].id, Severity.WARNING, title="Glucose high")
     await add_alert(database, made["Cole"].id, Severity.WARNING)
     await add_alert(database, made["Able"].id, Severity.URGENT, status=AlertStatus.RESOLVED)
-    await sign_in(http, world.token)
+    await sign_in(http, clinician)
     html = (await http.get("/")).text
     order = re.findall(r'class="patient-name" href="/patients/[^"]+">([^,]+),', html)
     assert order == ["Dunn", "Brook", "Cole", "Able", "Doe"]
@@ -224,7 +222,7 @@ async def test_the_panel_lists_the_most_urgent_patients_first(
 
 
 async def test_rows_are_refreshed_by_id_with_their_latest_vitals(
-    http: httpx.AsyncClient, world: World
+    http: httpx.AsyncClient, world: World, clinician: Person
 ) -> None:
     await http.post(
         "/ingest/v1/readings",
@@ -241,7 +239,7 @@ async def test_rows_are_refreshed_by_id_with_their_latest_vitals(
         },
         headers=world.device_headers,
     )
-    await sign_in(http, world.token)
+    await sign_in(http, clinician)
     response = await http.get(f"/panel/rows?ids={world.patient_id},unknown")
     assert response.status_code == 200
     assert f'id="row-{world.patient_id}"' in response.text and 'hx-swap-oob="true"' in response.text
@@ -252,7 +250,7 @@ async def test_rows_are_refreshed_by_id_with_their_latest_vitals(
 
 
 async def test_the_patient_page_charts_readings_and_sends_new_ones(
-    http: httpx.AsyncClient, world: World
+    http: httpx.AsyncClient, world: World, clinician: Person
 ) -> None:
     now = datetime.now(UTC)
     readings = [
@@ -268,7 +266,7 @@ async def test_the_patient_page_charts_readings_and_sends_new_ones(
     await http.post(
         "/ingest/v1/readings", json={"readings": readings}, headers=world.device_headers
     )
-    await sign_in(http, world.token)
+    await sign_in(http, clinician)
     page = await http.get(f"/patients/{world.patient_id}?range=6h")
     assert page.status_code == 200
     config = orjson.loads(
@@ -297,9 +295,9 @@ async def test_the_patient_page_charts_readings_and_sends_new_ones(
 
 
 async def test_every_range_renders_with_at_most_500_points_per_series(
-    http: httpx.AsyncClient, world: World
+    http: httpx.AsyncClient, world: World, clinician: Person
 ) -> None:
-    await sign_in(http, world.token)
+    await sign_in(http, clinician)
     for key in ("6h", "24h", "7d", "30d", "90d", "bogus"):
         response = await http.get(f"/patients/{world.patient_id}?range={key}")
         assert response.status_code == 200, key
@@ -307,10 +305,10 @@ async def test_every_range_renders_with_at_most_500_points_per_series(
 
 
 async def test_alerts_are_acknowledged_and_resolved_as_the_signed_in_clinician(
-    http: httpx.AsyncClient, world: World, database: Database
+    http: httpx.AsyncClient, world: World, database: Database, clinician: Person
 ) -> None:
     alert = await add_alert(database, world.patient_id, Severity.CRITICAL)
-    csrf = await sign_in(http, world.token)
+    csrf = await sign_in(http, clinician)
     response = await http.post(f"/alerts/{alert.id}/acknowledge", data={"csrf_token": csrf})
     assert response.status_code == 303
     assert response.headers["location"] == f"/patients/{world.patient_id}#alert-{alert.id}"
@@ -335,7 +333,7 @@ async def test_alerts_are_acknowledged_and_resolved_as_the_signed_in_clinician(
 
 
 async def test_the_device_page_shows_status_patient_and_refused_messages(
-    http: httpx.AsyncClient, world: World, database: Database
+    http: httpx.AsyncClient, world: World, database: Database, clinician: Person
 ) -> None:
     async with database.write() as conn:
         await DeviceStatuses(conn).report(
@@ -349,7 +347,7 @@ async def test_the_device_page_shows_status_patient_and_refused_messages(
         "unit": "/min",
     }
     await http.post("/ingest/v1/readings", json={"readings": [bad]}, headers=world.device_headers)
-    await sign_in(http, world.token)
+    await sign_in(http, clinician)
     html = (await http.get(f"/devices/{world.device_id}")).text
     assert "Online" in html and "12 %" in html and "Low battery" in html and "2.4.1" in html
     assert f'href="/patients/{world.patient_id}"' in html
@@ -360,11 +358,15 @@ async def test_the_device_page_shows_status_patient_and_refused_messages(
 
 
 async def test_health_data_stays_out_of_urls_and_logs(
-    http: httpx.AsyncClient, world: World, database: Database, caplog: pytest.LogCaptureFixture
+    http: httpx.AsyncClient,
+    world: World,
+    database: Database,
+    caplog: pytest.LogCaptureFixture,
+    clinician: Person,
 ) -> None:
     caplog.set_level(logging.INFO)  # what a deployment logs (aiosqlite's DEBUG shows SQL values)
     await add_alert(database, world.patient_id, Severity.CRITICAL, title="SpO2 83 %")
-    csrf = await sign_in(http, world.token)
+    csrf = await sign_in(http, clinician)
     pages = [
         (await http.get(path)).text
         for path in ("/", f"/patients/{world.patient_id}", f"/devices/{world.device_id}")
@@ -379,5 +381,5 @@ async def test_health_data_stays_out_of_urls_and_logs(
             url = re.sub(r"#.*$", "", url) or "#"
             assert allowed.match(url) or url.startswith(("/alerts/", "/panel/rows?page=")), url
     logged = "\n".join(r.getMessage() for r in caplog.records)
-    for secret in ("Doe", "Jane", "SpO2 83", "MRN-1", world.token):
+    for secret in ("Doe", "Jane", "SpO2 83", "MRN-1", STAFF_PASSWORD):
         assert secret not in logged

@@ -32,9 +32,15 @@ def frames_of(raw: bytes) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+async def everyone(_: str) -> bool:
+    return True
+
+
 async def test_many_readings_become_one_rows_frame_per_tick() -> None:
     bus = InProcessBus()
-    stream = panel_frames(bus.subscribe(), never_disconnected, lifetime=1.6, tick=0.5)
+    stream = panel_frames(
+        bus.subscribe(), never_disconnected, lifetime=1.6, visible=everyone, tick=0.5
+    )
     assert (await anext(stream)).startswith(b"retry:")
     await bus.publish(Event(READINGS, "p1", {}))
     first = await asyncio.wait_for(anext(stream), 1)  # nothing sent lately: goes at once
@@ -52,7 +58,9 @@ async def test_many_readings_become_one_rows_frame_per_tick() -> None:
 
 async def test_alerts_are_passed_on_for_announcement_and_name_their_row() -> None:
     bus = InProcessBus()
-    stream = panel_frames(bus.subscribe(), never_disconnected, lifetime=1.0, tick=0.2)
+    stream = panel_frames(
+        bus.subscribe(), never_disconnected, lifetime=1.0, visible=everyone, tick=0.2
+    )
     await anext(stream)
     alert = {"id": "a1", "patient_id": "p9", "severity": "critical", "status": "open"}
     await bus.publish(Event(ALERT, "p9", alert))
@@ -66,7 +74,7 @@ async def test_alerts_are_passed_on_for_announcement_and_name_their_row() -> Non
 async def test_a_stream_ends_with_its_session_and_unsubscribes() -> None:
     bus = InProcessBus()
     subscription = bus.subscribe()
-    stream = panel_frames(subscription, never_disconnected, lifetime=0.3)
+    stream = panel_frames(subscription, never_disconnected, lifetime=0.3, visible=everyone)
     received = [frame async for frame in stream]
     assert len(received) == 1  # the greeting, then the end
     await bus.publish(Event(READINGS, "p1", {}))

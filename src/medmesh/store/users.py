@@ -90,6 +90,28 @@ class Users:
         """Set columns of one account (password hash, TOTP state, lockout counters…)."""
         await self._conn.execute(update(users).where(users.c.id == user_id).values(**values))
 
+    async def count_failure(self, user_id: str) -> int:
+        """One more consecutive failed sign-in, counted in the database (two servers failing
+        the same account at once both count); the new count."""
+        await self._conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(failed_logins=users.c.failed_logins + 1)
+        )
+        found = await self._conn.execute(select(users.c.failed_logins).where(users.c.id == user_id))
+        return int(found.scalar_one())
+
+    async def use_totp_step(self, user_id: str, step: int) -> bool:
+        """Record the step of a code just accepted, unless the same or a later step was used
+        meanwhile (a replay racing the first use): False then."""
+        last = users.c.totp_last_step
+        result = await self._conn.execute(
+            update(users)
+            .where(users.c.id == user_id, (last.is_(None)) | (last < step))
+            .values(totp_last_step=step, failed_logins=0, locked_until=None)
+        )
+        return result.rowcount == 1
+
 
 class Organizations:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -106,6 +128,9 @@ class Organizations:
                 id=organization_id, name=name, created_at=datetime.now(UTC)
             )
         )
+
+    async def exists(self, organization_id: str) -> bool:
+        return await self.name(organization_id) is not None
 
     async def name(self, organization_id: str) -> str | None:
         rows = await self._conn.execute(

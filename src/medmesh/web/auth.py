@@ -1,17 +1,76 @@
-"""Signing in and out of the dashboard, and the activity ping that keeps a session alive while
-the clinician is using a page that does not otherwise talk to the server."""
+"""Signing in and out: username and password, then the TOTP code (or, for staff without one,
+setting up TOTP), each step a form with the session's CSRF token; and the activity ping that
+keeps a session alive while the person is using a page that does not otherwise talk to the
+server."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
+from medmesh.access.accounts import (
+    STAFF,
+    Account,
+    AccountLocked,
+    AddressThrottled,
+    NextStep,
+    SignIn,
+    SignInRefused,
+)
+from medmesh.access.totp import Enrolment
+from medmesh.config import Settings
 from medmesh.web import session
 from medmesh.web.responses import WebRoute, database
 from medmesh.web.session import SignInRequired
 from medmesh.web.templating import page
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
+
+MAX_FIELD = 1024  # longer than any username, password or code
+
+
+def sign_in_service(request: Request) -> SignIn:
+    """The app's sign-in service, made at its first use: its throttle counts per process."""
+    service: SignIn | None = getattr(request.app.state, "sign_in", None)
+    if service is None:
+        settings: Settings = request.app.state.settings
+        service = SignIn(database(request), settings.lockout_policy())
+        request.app.state.sign_in = service
+    return service
+
+
+def moment() -> datetime:
+    return datetime.fromtimestamp(session.now(), UTC)
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def _field(request: Request, name: str) -> str:
+    value = (await request.form()).get(name)
+    # Too long for any account: treated as a wrong answer, never cut short (NIST: no
+    # truncation).
+    return value if isinstance(value, str) and len(value) <= MAX_FIELD else ""
+
+
+def _status(refusal: SignInRefused) -> int:
+    return 429 if isinstance(refusal, AccountLocked | AddressThrottled) else 401
+
+
+def login_page(
+    request: Request, *, error: str | None = None, status: int = 200, **extra: Any
+) -> Response:
+    context = {"expired": False, "error": error, "username": "", **extra}
+    return page(request, "login.html", context, status_code=status)
+
+
+def _signed_in(request: Request, account: Account) -> Response:
+    session.sign_in(request, account)
+    return RedirectResponse("/" if account.role in STAFF else "/me", status_code=303)
 
 
 @router.get("/login")
@@ -20,25 +79,107 @@ async def login_form(request: Request, expired: bool = False) -> Response:
         session.sign_out(request)
     else:
         try:
-            await session.current_clinician(request, touch=False)
+            user = await session.current_user(request, touch=False)
         except SignInRequired:
             pass
         else:
-            return RedirectResponse("/", status_code=303)
-    return page(request, "login.html", {"expired": expired, "error": None})
+            return RedirectResponse(user.home, status_code=303)
+    return login_page(request, expired=expired)
 
 
 @router.post("/login")
 async def login(request: Request) -> Response:
     await session.check_csrf(request)
-    form = await request.form()
-    token = form.get("token")
-    record = await session.authenticate(database(request), token if isinstance(token, str) else "")
-    if record is None:
-        context = {"expired": False, "error": "This token is not valid for the dashboard."}
-        return page(request, "login.html", context, status_code=401)
-    session.sign_in(request, record)
-    return RedirectResponse("/", status_code=303)
+    session.drop_pending(request)  # a new attempt: an earlier accepted password no longer counts
+    username = await _field(request, "username")
+    try:
+        accepted = await sign_in_service(request).password(
+            username,
+            await _field(request, "password"),
+            address=client_address(request),
+            now=moment(),
+        )
+    except SignInRefused as refusal:
+        return login_page(request, error=str(refusal), status=_status(refusal), username=username)
+    if accepted.next is NextStep.DONE:
+        return _signed_in(request, accepted.account)
+    session.begin_second_step(request, accepted.account)
+    target = "/login/code" if accepted.next is NextStep.CODE else "/login/enrol"
+    return RedirectResponse(target, status_code=303)
+
+
+def restart(request: Request, error: str, status: int) -> Response:
+    """Back to the first step (the pending sign-in is over)."""
+    session.sign_out(request)
+    return login_page(request, error=error, status=status)
+
+
+PENDING_OVER = "The sign-in took too long. Enter your username and password again."
+
+
+@router.get("/login/code")
+async def code_form(request: Request) -> Response:
+    if session.pending_user(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    return page(request, "login_code.html", {"error": None})
+
+
+@router.post("/login/code")
+async def code(request: Request) -> Response:
+    await session.check_csrf(request)
+    user_id = session.pending_user(request)
+    if user_id is None:
+        return restart(request, PENDING_OVER, 401)
+    try:
+        account = await sign_in_service(request).code(
+            user_id, await _field(request, "code"), address=client_address(request), now=moment()
+        )
+    except (AccountLocked, AddressThrottled) as refusal:
+        return restart(request, str(refusal), 429)
+    except SignInRefused as refusal:
+        return page(request, "login_code.html", {"error": str(refusal)}, status_code=401)
+    return _signed_in(request, account)
+
+
+def enrol_context(enrolment: Enrolment, error: str | None, action: str) -> dict[str, Any]:
+    secret = enrolment.secret
+    grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+    return {"secret": grouped, "uri": enrolment.uri, "error": error, "action": action}
+
+
+@router.get("/login/enrol")
+async def enrol_form(request: Request) -> Response:
+    user_id = session.pending_user(request)
+    if user_id is None:
+        return RedirectResponse("/login", status_code=303)
+    try:
+        enrolment = await sign_in_service(request).enrolment(user_id, now=moment())
+    except SignInRefused as refusal:
+        return restart(request, str(refusal), _status(refusal))
+    return page(request, "login_enrol.html", enrol_context(enrolment, None, "/login/enrol"))
+
+
+@router.post("/login/enrol")
+async def enrol(request: Request) -> Response:
+    await session.check_csrf(request)
+    user_id = session.pending_user(request)
+    if user_id is None:
+        return restart(request, PENDING_OVER, 401)
+    service = sign_in_service(request)
+    try:
+        account = await service.confirm_enrolment(
+            user_id, await _field(request, "code"), address=client_address(request), now=moment()
+        )
+    except (AccountLocked, AddressThrottled) as refusal:
+        return restart(request, str(refusal), 429)
+    except SignInRefused as refusal:
+        try:
+            enrolment = await service.enrolment(user_id, now=moment())
+        except SignInRefused as ended:  # disabled or locked meanwhile
+            return restart(request, str(ended), _status(ended))
+        context = enrol_context(enrolment, str(refusal), "/login/enrol")
+        return page(request, "login_enrol.html", context, status_code=401)
+    return _signed_in(request, account)
 
 
 @router.post("/logout")
@@ -50,7 +191,7 @@ async def logout(request: Request) -> Response:
 
 @router.post("/session/activity", status_code=204)
 async def activity(request: Request) -> Response:
-    """The clinician is at the keyboard (the page reports it at most once a minute)."""
+    """The person is at the keyboard (the page reports it at most once a minute)."""
     await session.check_csrf(request)
-    await session.current_clinician(request, touch=True)
+    await session.current_user(request, touch=True)
     return Response(status_code=204)

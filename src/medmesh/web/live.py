@@ -22,9 +22,9 @@ from fastapi.responses import StreamingResponse
 from medmesh.events.bus import EventBus, Subscription
 from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.events.sse import KEEPALIVE_SECONDS, sse_events, sse_frame
-from medmesh.store.registry import Patients
-from medmesh.web.responses import WebRoute, database
-from medmesh.web.session import Clinician, remaining_seconds, signed_in_quietly
+from medmesh.web.access import VisiblePatients, open_record
+from medmesh.web.responses import WebRoute
+from medmesh.web.session import SessionUser, remaining_seconds, signed_in_quietly
 
 TICK_SECONDS = 1.0
 MAX_STREAM_SECONDS = 300.0
@@ -41,6 +41,7 @@ async def panel_frames(
     is_disconnected: Callable[[], Awaitable[bool]],
     *,
     lifetime: float,
+    visible: Callable[[str], Awaitable[bool]],
     tick: float = TICK_SECONDS,
 ) -> AsyncIterator[bytes]:
     """Coalesced frames for the patient panel: a change is sent at once if nothing was sent
@@ -76,7 +77,9 @@ async def panel_frames(
                 event = await asyncio.wait_for(subscription.get(), min(timeout, deadline - now))
             except TimeoutError:
                 continue
-            if event.patient_id is not None and event.kind in (READINGS, ALERT):
+            if event.patient_id is None or not await visible(event.patient_id):
+                continue  # not this clinician's patient: not even that something happened
+            if event.kind in (READINGS, ALERT):
                 changed[event.patient_id] = None
             if event.kind == ALERT:
                 alerts.append(event.data)
@@ -118,25 +121,32 @@ async def _disconnected(request: Request) -> bool:
 
 @router.get("/dashboard/events")
 async def panel_events(
-    request: Request, _: Clinician = Depends(signed_in_quietly)
+    request: Request, user: SessionUser = Depends(signed_in_quietly)
 ) -> StreamingResponse:
     bus: EventBus = request.app.state.bus
     frames = panel_frames(
-        bus.subscribe(), lambda: _disconnected(request), lifetime=_lifetime(request)
+        bus.subscribe(),
+        lambda: _disconnected(request),
+        lifetime=_lifetime(request),
+        visible=VisiblePatients(request, user),
     )
     return _stream(frames)
 
 
 @router.get("/patients/{patient_id}/events")
 async def patient_events(
-    request: Request, patient_id: str, _: Clinician = Depends(signed_in_quietly)
+    request: Request, patient_id: str, user: SessionUser = Depends(signed_in_quietly)
 ) -> StreamingResponse:
-    async with database(request).read() as conn:
-        await Patients(conn).get(patient_id)
+    await open_record(request, user, patient_id)
     bus: EventBus = request.app.state.bus
+    visible = VisiblePatients(request, user)
 
-    def wanted(event: Event) -> bool:
-        return event.patient_id == patient_id and event.kind in (READINGS, ALERT)
+    async def wanted(event: Event) -> bool:
+        return (
+            event.patient_id == patient_id
+            and event.kind in (READINGS, ALERT)
+            and await visible(patient_id)
+        )
 
     frames = sse_events(bus.subscribe(), wanted, request.is_disconnected)
     return _stream(for_at_most(frames, _lifetime(request)))

@@ -11,11 +11,13 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Severity
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.vitals import Vitals
+from medmesh.web.access import audit_shown, open_record, panel_patients
 from medmesh.web.charts import (
     DEFAULT_RANGE,
     RANGE_LABELS,
@@ -34,7 +36,7 @@ from medmesh.web.patient import (
     current_devices,
 )
 from medmesh.web.responses import WebRoute, database
-from medmesh.web.session import Clinician, signed_in, signed_in_quietly
+from medmesh.web.session import SessionUser, signed_in, signed_in_quietly
 from medmesh.web.templating import page
 from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS, VitalSpec
 
@@ -61,7 +63,7 @@ def _range_key(raw: str | None) -> str:
 # --- the patient panel ---------------------------------------------------------------------
 
 
-def _panel_context(clinician: Clinician, found: PanelPage, **extra: Any) -> dict[str, Any]:
+def _panel_context(clinician: SessionUser, found: PanelPage, **extra: Any) -> dict[str, Any]:
     return {
         "clinician": clinician,
         "nav": "panel",
@@ -73,26 +75,34 @@ def _panel_context(clinician: Clinician, found: PanelPage, **extra: Any) -> dict
 
 
 @router.get("/")
-async def panel(request: Request, clinician: Clinician = Depends(signed_in)) -> Response:
+async def panel(request: Request, clinician: SessionUser = Depends(signed_in)) -> Response:
     number = _positive(request.query_params.get("page"))
+    decisions = await panel_patients(request, clinician)
     async with database(request).read() as conn:
-        found = await panel_page(conn, number, _now())
+        found = await panel_page(conn, number, _now(), within=decisions.keys())
+    await audit_shown(request, clinician, decisions, [r.patient.id for r in found.rows])
     return page(request, "panel.html", _panel_context(clinician, found))
 
 
 @router.get("/panel/rows")
 async def panel_fragment(
-    request: Request, clinician: Clinician = Depends(signed_in_quietly)
+    request: Request, clinician: SessionUser = Depends(signed_in_quietly)
 ) -> Response:
     """Live refresh of the panel: `ids=a,b` gives those rows (swapped in by id), `page=n`
     the page's whole table body, re-sorted, with the summary."""
     ids = request.query_params.get("ids")
+    decisions = await panel_patients(request, clinician)
     async with database(request).read() as conn:
         if ids is not None:
-            wanted = [i for i in ids.split(",") if i][:MAX_ROW_IDS]
+            wanted = [i for i in ids.split(",") if i in decisions][:MAX_ROW_IDS]
             rows = await panel_rows(conn, wanted, _now())
-            return page(request, "_panel_rows.html", {"rows": rows, "oob": True})
-        found = await panel_page(conn, _positive(request.query_params.get("page")), _now())
+        else:
+            number = _positive(request.query_params.get("page"))
+            found = await panel_page(conn, number, _now(), within=decisions.keys())
+            rows = found.rows
+    await audit_shown(request, clinician, decisions, [r.patient.id for r in rows])
+    if ids is not None:
+        return page(request, "_panel_rows.html", {"rows": rows, "oob": True})
     return page(request, "_panel_body.html", _panel_context(clinician, found, oob=True))
 
 
@@ -101,9 +111,10 @@ async def panel_fragment(
 
 @router.get("/patients/{patient_id}")
 async def patient_page(
-    request: Request, patient_id: str, clinician: Clinician = Depends(signed_in)
+    request: Request, patient_id: str, clinician: SessionUser = Depends(signed_in)
 ) -> Response:
     range_key = _range_key(request.query_params.get("range"))
+    await open_record(request, clinician, patient_id)
     now = _now()
     start = now - RANGES[range_key]
     db = database(request)
@@ -147,7 +158,7 @@ async def patient_page(
 
 @router.get("/patients/{patient_id}/series")
 async def patient_series(
-    request: Request, patient_id: str, _: Clinician = Depends(signed_in_quietly)
+    request: Request, patient_id: str, user: SessionUser = Depends(signed_in_quietly)
 ) -> JSONResponse:
     """Readings stored after `since` (server time, seconds since the epoch, as the previous
     answer gave it) for the charts to add: {"now": t, "vitals": {"hr": uPlot data, ...}}.
@@ -162,6 +173,7 @@ async def patient_series(
         since = now
     since -= COMMIT_OVERLAP
     start = max(now - RANGES[range_key], now - LATE_READINGS)
+    await open_record(request, user, patient_id, interaction=Interaction.SEARCH, subtype="search")
     async with database(request).read() as conn:
         await Patients(conn).get(patient_id)
         vitals = Vitals(conn)
@@ -174,8 +186,9 @@ async def patient_series(
 
 @router.get("/patients/{patient_id}/alerts")
 async def patient_alerts(
-    request: Request, patient_id: str, clinician: Clinician = Depends(signed_in_quietly)
+    request: Request, patient_id: str, clinician: SessionUser = Depends(signed_in_quietly)
 ) -> Response:
+    await open_record(request, clinician, patient_id, resource_type="Flag")
     async with database(request).read() as conn:
         patient = await Patients(conn).get(patient_id)
         history = await alert_history(conn, patient_id)
@@ -188,7 +201,7 @@ async def patient_alerts(
 
 @router.get("/devices/{device_id}")
 async def device_page(
-    request: Request, device_id: str, clinician: Clinician = Depends(signed_in)
+    request: Request, device_id: str, clinician: SessionUser = Depends(signed_in)
 ) -> Response:
     now = _now()
     async with database(request).read() as conn:
@@ -197,8 +210,13 @@ async def device_page(
         assignment = next(
             (a for a in await Assignments(conn).for_device(device_id) if a.covers(now)), None
         )
-        patient = None if assignment is None else await Patients(conn).get(assignment.patient_id)
         refused = await DeadLetters(conn).reasons_since(device_id, now - REFUSED_WINDOW)
+    patient = None
+    if assignment is not None:
+        # A device in use is part of its patient's record.
+        await open_record(request, clinician, assignment.patient_id, resource_type="Device")
+        async with database(request).read() as conn:
+            patient = await Patients(conn).get(assignment.patient_id)
     return page(
         request,
         "device.html",

@@ -8,7 +8,7 @@ are read in full: their latest vitals in one statement, their alerts in one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -58,10 +58,17 @@ def urgency_order(
 
 
 async def panel_page(
-    conn: AsyncConnection, page: int, now: datetime, size: int = PAGE_SIZE
+    conn: AsyncConnection,
+    page: int,
+    now: datetime,
+    size: int = PAGE_SIZE,
+    *,
+    within: Collection[str],
 ) -> PanelPage:
-    counts = await Alerts(conn).open_counts_by_patient()
-    everyone = urgency_order(await Patients(conn).search(limit=MAX_PATIENTS), counts)
+    """A page of the panel of the patients `within` (those the clinician may see)."""
+    counts = {p: c for p, c in (await Alerts(conn).open_counts_by_patient()).items() if p in within}
+    found = await Patients(conn).search(within=within, limit=MAX_PATIENTS)
+    everyone = urgency_order(found, counts)
     pages = max(1, math.ceil(len(everyone) / size))
     page = min(max(page, 1), pages)
     chosen = everyone[(page - 1) * size : page * size]

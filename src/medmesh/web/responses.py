@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.events.bus import EventBus
 from medmesh.store.database import Database
-from medmesh.web.session import CsrfRejected, SignInRequired
+from medmesh.web.session import CsrfRejected, ElsewhereHome, SignInRequired
 from medmesh.web.templating import page
 
 
@@ -44,6 +44,16 @@ def sign_in_answer(request: Request, *, expired: bool) -> Response:
     return RedirectResponse(target, status_code=303)
 
 
+def elsewhere_answer(request: Request, home: str) -> Response:
+    """To the person's own home page; scripts and streams get a bare 403."""
+    if is_htmx(request):
+        return Response(status_code=403, headers={"HX-Redirect": home})
+    accept = request.headers.get("accept", "")
+    if "text/event-stream" in accept or "application/json" in accept:
+        return Response(status_code=403)
+    return RedirectResponse(home, status_code=303)
+
+
 def problem(request: Request, status: int, title: str, message: str) -> Response:
     if is_htmx(request):
         # htmx leaves the page as it is on errors; the message goes to the status region.
@@ -62,6 +72,8 @@ class WebRoute(APIRoute):
                 return await handler(request)
             except SignInRequired as exc:
                 return sign_in_answer(request, expired=exc.expired)
+            except ElsewhereHome as exc:
+                return elsewhere_answer(request, exc.home)
             except CsrfRejected:
                 return problem(
                     request,

@@ -1,17 +1,19 @@
-"""The clinician dashboard's routes, in one router for the app to include: sign-in, pages,
-live updates, alert actions, and the static files (vendored htmx and uPlot, our CSS and JS)."""
+"""The web UI's routes, in one router for the app to include: sign-in, the clinician pages,
+the patient's own page, live updates, alert actions, and the static files (vendored htmx and
+uPlot, our CSS and JS)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from medmesh.web import actions, auth, live, pages
+from medmesh.web import actions, auth, live, me, pages
 from medmesh.web.templating import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
 router.include_router(pages.router)
+router.include_router(me.router)
 router.include_router(live.router)
 router.include_router(actions.router)
 router.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

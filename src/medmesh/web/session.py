@@ -1,10 +1,11 @@
-"""Dashboard sessions: a signed, HttpOnly, SameSite=Strict cookie (Starlette's
-SessionMiddleware) that holds the clinician's API token id and name, a CSRF token, and when the
-session began and when the clinician last did something. Nothing else, and no health data.
+"""Web sessions: a signed, HttpOnly, SameSite=Strict cookie (Starlette's SessionMiddleware)
+holding who signed in (user id, username, display name, role, organisation, patient id), a
+CSRF token, and when the session began and when the person last did something. No health data.
 
-Until accounts exist, a clinician signs in with an API token (role clinician or admin). The
-session ends after `session_idle_minutes` without user activity, after `MAX_SESSION` in any
-case, and as soon as its token is revoked.
+Signing in takes two steps for an account with TOTP (password, then code): between them the
+session holds only the pending user id and when the password was accepted. The session ends
+after `session_idle_minutes` without user activity, after `MAX_SESSION` in any case, and as
+soon as the account is disabled, deleted or changes role or organisation.
 """
 
 from __future__ import annotations
@@ -12,28 +13,43 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from fastapi import Request
 
-from medmesh.access.credentials import hash_secret
+from medmesh.access.accounts import STAFF, Account, account_of
 from medmesh.access.principals import Role
 from medmesh.config import Settings
 from medmesh.store.database import Database
-from medmesh.store.tokens import ApiTokenRecord, ApiTokens
+from medmesh.store.users import Users
 
 SESSION_COOKIE = "medmesh_session"
 MAX_SESSION = timedelta(hours=12)
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
-_READERS = {Role.CLINICIAN.value, Role.SYSTEM.value}
+PENDING_FOR = timedelta(minutes=5)  # from the password to the code (or enrolment)
 
 
 @dataclass(frozen=True, slots=True)
-class Clinician:
-    token_id: str
-    name: str
+class SessionUser:
+    """The person signed in to this session."""
+
+    user_id: str
+    username: str
+    display_name: str
+    role: Role
+    organization_id: str
+    patient_id: str | None
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in STAFF
+
+    @property
+    def home(self) -> str:
+        """Where this person lands after signing in."""
+        return "/" if self.is_staff else "/me"
 
 
 class SignInRequired(Exception):
@@ -47,6 +63,16 @@ class SignInRequired(Exception):
 
 class CsrfRejected(Exception):
     """A state-changing request without this session's CSRF token."""
+
+
+class ElsewhereHome(Exception):
+    """A signed-in person on a page that is not for their role: sent to their own home page
+    (patients to /me, staff to the panel). Routing, not authorization: access/policy.py
+    decides what each may see."""
+
+    def __init__(self, home: str) -> None:
+        super().__init__("another home page")
+        self.home = home
 
 
 def middleware_options(settings: Settings) -> dict[str, Any]:
@@ -102,44 +128,64 @@ async def check_csrf(request: Request) -> None:
         raise CsrfRejected
 
 
-async def authenticate(database: Database, token: str) -> ApiTokenRecord | None:
-    """The token's record if it may sign in to the dashboard."""
-    if not token.strip():
-        return None
-    async with database.read() as conn:
-        record = await ApiTokens(conn).find_by_hash(hash_secret(token.strip()))
-    if record is None or record.revoked or record.role not in _READERS:
-        return None
-    if record.expired(datetime.now(UTC)):
-        return None
-    return record
-
-
-def sign_in(request: Request, record: ApiTokenRecord) -> None:
-    """A new session (new CSRF token too, so nothing from before sign-in carries over)."""
+def sign_in(request: Request, account: Account) -> None:
+    """A new session (new CSRF token too, so nothing from before sign-in carries over: the
+    cookie is the whole session, so this is what a new session id is elsewhere)."""
     request.session.clear()
     moment = int(now())
     request.session.update(
-        tid=record.id,
-        name=record.name,
+        uid=account.user_id,
+        user=account.username,
+        name=account.display_name,
+        role=account.role.value,
+        org=account.organization_id,
+        pid=account.patient_id,
         csrf=secrets.token_urlsafe(32),
         since=moment,
         seen=moment,
     )
 
 
+def begin_second_step(request: Request, account: Account) -> None:
+    """The password was right; the code (or enrolment) is still to come. A fresh session
+    that names the pending account and nothing else."""
+    request.session.clear()
+    request.session.update(
+        pending=account.user_id, pending_since=int(now()), csrf=secrets.token_urlsafe(32)
+    )
+
+
+def pending_user(request: Request) -> str | None:
+    """The account whose password was accepted within PENDING_FOR, if any."""
+    user_id, since = request.session.get("pending"), request.session.get("pending_since")
+    if not isinstance(user_id, str) or not isinstance(since, int):
+        return None
+    if now() - since > PENDING_FOR.total_seconds():
+        return None
+    return user_id
+
+
+def drop_pending(request: Request) -> None:
+    request.session.pop("pending", None)
+    request.session.pop("pending_since", None)
+
+
 def sign_out(request: Request) -> None:
     request.session.clear()
 
 
-async def current_clinician(request: Request, *, touch: bool) -> Clinician:
-    """The signed-in clinician, or SignInRequired. `touch` marks the request as the
-    clinician's own doing, which keeps the session alive; background refreshes (live updates)
-    do not."""
+def _end(request: Request) -> SignInRequired:
+    request.session.clear()
+    return SignInRequired(expired=True)
+
+
+async def current_user(request: Request, *, touch: bool) -> SessionUser:
+    """The signed-in person, or SignInRequired. `touch` marks the request as the person's own
+    doing, which keeps the session alive; background refreshes (live updates) do not. Each
+    call checks the account: disabled, deleted or changed, the session ends."""
     session = request.session
-    token_id, name = session.get("tid"), session.get("name")
-    since, seen = session.get("since"), session.get("seen")
-    if not (isinstance(token_id, str) and isinstance(name, str)):
+    user_id, since, seen = session.get("uid"), session.get("since"), session.get("seen")
+    if not isinstance(user_id, str):
         raise SignInRequired(expired=False)
     moment = now()
     if (
@@ -148,26 +194,33 @@ async def current_clinician(request: Request, *, touch: bool) -> Clinician:
         or moment - seen > idle_seconds(request)
         or moment - since > MAX_SESSION.total_seconds()
     ):
-        session.clear()
-        raise SignInRequired(expired=True)
+        raise _end(request)
     database: Database = request.app.state.database
     async with database.read() as conn:
-        record = await ApiTokens(conn).get(token_id)
-    if (
-        record is None
-        or record.revoked
-        or record.expired(datetime.now(UTC))
-        or record.role not in _READERS
+        record = await Users(conn).get(user_id)
+    if record is None or record.disabled:
+        raise _end(request)
+    account = account_of(record)
+    if (account.role.value, account.organization_id, account.patient_id) != (
+        session.get("role"),
+        session.get("org"),
+        session.get("pid"),
     ):
-        session.clear()
-        raise SignInRequired(expired=True)
+        raise _end(request)
     if touch:
         session["seen"] = int(moment)
-    return Clinician(token_id, name)
+    return SessionUser(
+        user_id=account.user_id,
+        username=account.username,
+        display_name=account.display_name,
+        role=account.role,
+        organization_id=account.organization_id,
+        patient_id=account.patient_id,
+    )
 
 
 def remaining_seconds(request: Request) -> float:
-    """How long the session lasts without further activity (call after current_clinician)."""
+    """How long the session lasts without further activity (call after current_user)."""
     seen = request.session.get("seen")
     since = request.session.get("since")
     if not isinstance(seen, int) or not isinstance(since, int):
@@ -179,11 +232,19 @@ def remaining_seconds(request: Request) -> float:
     )
 
 
-async def signed_in(request: Request) -> Clinician:
-    """Dependency of pages and actions: the clinician, whose activity this request is."""
-    return await current_clinician(request, touch=True)
+async def _staff(request: Request, *, touch: bool) -> SessionUser:
+    user = await current_user(request, touch=touch)
+    if not user.is_staff:
+        raise ElsewhereHome(user.home)
+    return user
 
 
-async def signed_in_quietly(request: Request) -> Clinician:
-    """Dependency of live updates: the clinician, without prolonging the session."""
-    return await current_clinician(request, touch=False)
+async def signed_in(request: Request) -> SessionUser:
+    """Dependency of the staff pages and actions: the clinician or organisation admin, whose
+    activity this request is."""
+    return await _staff(request, touch=True)
+
+
+async def signed_in_quietly(request: Request) -> SessionUser:
+    """Dependency of the staff pages' live updates: without prolonging the session."""
+    return await _staff(request, touch=False)

@@ -1,0 +1,95 @@
+"""The dashboard's side of the access policy: a signed-in person as a `Principal`, and the
+checks every page that shows health data makes (through access.http, so they are audited)."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import Request
+
+from medmesh.access.http import audit_results, authorize, authorized_patients
+from medmesh.access.policy import Decision
+from medmesh.access.principals import ActorKind, Principal, Role
+from medmesh.access.scopes import Interaction, Scopes
+from medmesh.web.session import SessionUser
+
+# What a signed-in person's session may do: everything their role and the policy allow.
+_STAFF_SCOPES = Scopes.parse("user/*.cruds")
+_PATIENT_SCOPES = Scopes.parse("patient/*.rs")
+RECHECK_SECONDS = 5.0
+
+
+def principal_of(request: Request, user: SessionUser) -> Principal:
+    """The session's person as the policy sees them."""
+    return Principal(
+        kind=ActorKind.USER,
+        id=user.user_id,
+        name=user.display_name,
+        role=user.role,
+        organization_id=user.organization_id,
+        scopes=_PATIENT_SCOPES if user.role is Role.PATIENT else _STAFF_SCOPES,
+        patient_id=user.patient_id,
+        source=request.client.host if request.client is not None else None,
+    )
+
+
+async def open_record(
+    request: Request,
+    user: SessionUser,
+    patient_id: str,
+    *,
+    resource_type: str = "Observation",
+    interaction: Interaction = Interaction.READ,
+    subtype: str = "read",
+) -> Decision:
+    """Decide and audit one look at a patient's record; not found when refused."""
+    return await authorize(
+        request,
+        principal_of(request, user),
+        patient_id=patient_id,
+        resource_type=resource_type,
+        interaction=interaction,
+        subtype=subtype,
+        resource_id=patient_id,
+        hide=True,
+    )
+
+
+async def panel_patients(request: Request, user: SessionUser) -> dict[str, Decision]:
+    """The patients this person may see on the panel (care team, consents, break-glass)."""
+    return await authorized_patients(
+        request,
+        principal_of(request, user),
+        resource_type="Observation",
+        interaction=Interaction.SEARCH,
+    )
+
+
+async def audit_shown(
+    request: Request, user: SessionUser, decisions: dict[str, Decision], patient_ids: list[str]
+) -> None:
+    """Record that these patients' data were shown (a panel page or refresh)."""
+    await audit_results(
+        request,
+        principal_of(request, user),
+        decisions,
+        patient_ids,
+        resource_type="Observation",
+    )
+
+
+class VisiblePatients:
+    """The set of patients a live stream may carry, decided again every few seconds so a
+    revoked consent or care-team change stops the flow without a reconnect."""
+
+    def __init__(self, request: Request, user: SessionUser) -> None:
+        self._request = request
+        self._user = user
+        self._ids: set[str] = set()
+        self._checked = float("-inf")
+
+    async def __call__(self, patient_id: str) -> bool:
+        if time.monotonic() - self._checked > RECHECK_SECONDS:
+            self._ids = set(await panel_patients(self._request, self._user))
+            self._checked = time.monotonic()
+        return patient_id in self._ids

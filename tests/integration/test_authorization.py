@@ -30,6 +30,7 @@ from medmesh.store.database import Database
 from medmesh.store.schema import audit_log
 from medmesh.store.subscriptions import Subscriptions
 from medmesh.store.users import Organizations
+from tests.accounts_fixtures import Person, sign_in
 from tests.conftest import CLINICIAN_PASSWORD, World, make_world
 from tests.helpers import reading
 
@@ -455,3 +456,30 @@ async def test_webhook_notifications_stop_when_the_consent_behind_them_is_revoke
     await http.delete(f"/fhir/Consent/{consent_id}", headers=cast.patient_a)
     assert not await check(subscription, event)
     await writer.aclose()
+
+
+async def test_a_patient_sees_who_looked_at_their_record_and_why(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    await _observations(http, cast, cast.a.reader_headers)  # their care-team clinician
+    await http.post(
+        "/api/v1/break-glass",
+        json={"patient": cast.a.patient_id, "reason": "unconscious in the emergency room"},
+        headers=cast.outsider,
+    )
+    await _observations(http, cast, cast.outsider)
+    await _observations(http, cast, cast.patient_a)  # their own looking is not listed
+    await sign_in(http, Person("", "patient-a", CLINICIAN_PASSWORD, None))
+    page = await http.get("/me")
+    assert page.status_code == 200
+    rows = re.findall(
+        r"<tr>\s*<td><time[^>]*>[^<]*</time></td>\s*<td>([^<]*)</td>\s*<td>(.*?)</td>",
+        page.text,
+        re.S,
+    )
+    people = [who for who, _ in rows]
+    assert "Dr Outsider" in people and "dr test" in people
+    assert "Patient A" not in people
+    emergency = [what for who, what in rows if who == "Dr Outsider"]
+    assert any("(emergency)" in what for what in emergency)
+    assert "unconscious in the emergency room" in page.text

@@ -1,12 +1,19 @@
-"""A patient's own page (`/me`): who is signed in and, optionally, setting up two-step sign-in
-(TOTP). The lead adds the patient's readings and who looked at their record here."""
+"""A patient's own page (`/me`): who looked at their record (from the audit log, emergency
+accesses with their reason) and, optionally, setting up two-step sign-in (TOTP)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from medmesh.access.accounts import AccountLocked, AddressThrottled, SignInRefused, totp_active
+from medmesh.access.policy import EMERGENCY_PURPOSE
+from medmesh.store.audit_log import AuditLog
+from medmesh.store.consents import BreakGlass
 from medmesh.store.users import Users
 from medmesh.web import session
 from medmesh.web.auth import client_address, enrol_context, moment, restart, sign_in_service
@@ -30,10 +37,60 @@ async def _two_step_active(request: Request, user: SessionUser) -> bool:
     return record is not None and totp_active(record)
 
 
+ACCESSES_SHOWN = 100
+_WHAT = {
+    "read": "looked at",
+    "search": "looked through",
+    "update": "updated",
+    "create": "added to",
+    "export": "exported",
+    "break-glass": "opened in an emergency",
+    "notify": "was notified of new data in",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    when: datetime
+    who: str
+    what: str
+    part: str
+    emergency: bool
+    refused: bool
+
+
+async def _accesses(request: Request, user: SessionUser) -> tuple[list[Access], list[Any]]:
+    """Others' accesses to the patient's record, newest first, and the emergency ones."""
+    assert user.patient_id is not None
+    async with database(request).read() as conn:
+        records = await AuditLog(conn).search(patient_id=user.patient_id, count=ACCESSES_SHOWN)
+        emergencies = await BreakGlass(conn).for_patient(user.patient_id)
+    accesses = [
+        Access(
+            when=r.recorded,
+            who=r.actor_name,
+            what=_WHAT.get(r.subtype, r.subtype),
+            part=r.resource_type or "record",
+            emergency=r.purpose == EMERGENCY_PURPOSE,
+            refused=r.outcome != "0",
+        )
+        for r in records
+        if r.actor_id != user.user_id
+    ]
+    return accesses, list(emergencies)
+
+
 @router.get("/me")
 async def me(request: Request) -> Response:
     user = await _patient(request)
-    context = {"user": user, "nav": "me", "two_step": await _two_step_active(request, user)}
+    accesses, emergencies = await _accesses(request, user)
+    context = {
+        "user": user,
+        "nav": "me",
+        "two_step": await _two_step_active(request, user),
+        "accesses": accesses,
+        "emergencies": emergencies,
+    }
     return page(request, "me.html", context)
 
 

@@ -16,12 +16,14 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from sqlalchemy import func, select
 
+from medmesh import admin
+from medmesh.access.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportRunner, new_job
 from medmesh.store.database import Database
 from medmesh.store.exports import RUNNING, ExportFile, ExportJobs
-from medmesh.store.schema import export_files, export_jobs
+from medmesh.store.schema import care_team_members, export_files, export_jobs
 from tests.export_fixtures import (
     A_READINGS,
     B_READINGS,
@@ -308,3 +310,36 @@ async def test_a_job_left_running_by_a_stopped_server_is_run_again_on_start(
         found = await _download(h, manifest, clinic.headers)
     assert len(found["Observation"]) == A_READINGS  # the partial file was replaced
     assert [p["id"] for p in found["Patient"]] == [clinic.a.patient_id]
+
+
+async def test_a_care_team_panel_is_a_group_of_the_clinicians_patients(
+    export_app: ExportApp, database: Database
+) -> None:
+    clinic = await make_clinic(database, export_app.http)
+    http, headers = export_app.http, clinic.headers
+    nurse = await admin.create_user(
+        database,
+        username="nurse.north",
+        display_name="Nurse North",
+        role=Role.CLINICIAN,
+        password="a long enough passphrase for tests",
+    )
+    async with database.write() as conn:
+        await conn.execute(
+            care_team_members.insert().values(
+                patient_id=clinic.a.patient_id,
+                user_id=nurse.id,
+                role="nurse",
+                added_at=now(),
+                added_by="test",
+            )
+        )
+    group = await http.get(f"/fhir/Group/care-team-{nurse.id}", headers=headers)
+    assert group.status_code == 200
+    Group.model_validate(group.json())
+    assert group.json()["member"] == [{"entity": {"reference": f"Patient/{clinic.a.patient_id}"}}]
+    status_url = await kick_off(http, f"/fhir/Group/care-team-{nurse.id}/$export", headers)
+    found = await _download(http, await wait_for_manifest(http, status_url, headers), headers)
+    assert [p["id"] for p in found["Patient"]] == [clinic.a.patient_id]
+    assert len(found["Observation"]) == A_READINGS
+    assert (await http.get("/fhir/Group/care-team-nobody", headers=headers)).status_code == 404

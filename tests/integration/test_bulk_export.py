@@ -343,3 +343,47 @@ async def test_a_care_team_panel_is_a_group_of_the_clinicians_patients(
     assert [p["id"] for p in found["Patient"]] == [clinic.a.patient_id]
     assert len(found["Observation"]) == A_READINGS
     assert (await http.get("/fhir/Group/care-team-nobody", headers=headers)).status_code == 404
+
+
+async def test_a_job_queued_where_no_runner_runs_waits_until_a_runner_claims_it(
+    database_url: str, database: Database
+) -> None:
+    settings = Settings(database_url=database_url, auto_migrate=False, export_runner=False)
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as h,
+    ):
+        clinic = await make_clinic(database, h)
+        status_url = await kick_off(h, "/fhir/Patient/$export", clinic.headers, _type="Patient")
+        waiting = await h.get(status_url, headers=clinic.headers)
+        assert waiting.status_code == 202
+        assert waiting.headers["x-progress"] == "queued"
+        # Another process's runner (here: one made by hand) claims and runs it.
+        await ExportRunner(database, app.state.export_settings).run_queued()
+        manifest = await wait_for_manifest(h, status_url, clinic.headers)
+    assert [(i["type"], i["count"]) for i in manifest["output"]] == [("Patient", 2)]
+
+
+async def test_a_cancelled_job_can_store_no_further_file(database: Database) -> None:
+    job = new_job(
+        token_id="t",
+        request_url="http://test/fhir/Patient/$export",
+        kind="patient",
+        patient_ids=[],
+        types=("Patient",),
+        since=None,
+        expiry=timedelta(hours=1),
+    )
+    file = ExportFile("Patient-1.ndjson", "Patient", 1, b"{}\n", b"", "none")
+    async with database.write() as conn:
+        jobs = ExportJobs(conn)
+        await jobs.add(job)
+        assert await jobs.claim(job.id)
+        assert await jobs.add_file_if_running(job.id, file)
+        assert await jobs.cancel(job.id, now())
+        assert await jobs.files(job.id) == []
+        later = ExportFile("Patient-2.ndjson", "Patient", 1, b"{}\n", b"", "none")
+        assert not await jobs.add_file_if_running(job.id, later)
+        assert await jobs.files(job.id) == []
+        assert not await jobs.claim(job.id)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
@@ -200,11 +200,11 @@ async def observations_after(
         sql = sql.where(observations.c.received_at < window.received_until)
     if after is not None:
         effective, ident = after
+        # The `>=` conjunct gives the planner an index range on (patient_id, effective); the
+        # OR alone makes SQLite scan the patient's rows from the first on every page.
         sql = sql.where(
-            or_(
-                observations.c.effective > effective,
-                and_(observations.c.effective == effective, observations.c.id > ident),
-            )
+            observations.c.effective >= effective,
+            or_(observations.c.effective > effective, observations.c.id > ident),
         )
     sql = sql.order_by(observations.c.effective, observations.c.id).limit(limit)
     return await Observations(conn)._fetch(sql)

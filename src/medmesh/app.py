@@ -19,8 +19,11 @@ from medmesh.api.events import router as events_router
 from medmesh.api.oauth import router as oauth_router
 from medmesh.config import Settings
 from medmesh.fhir.audit_events import router as audit_events_router
+from medmesh.fhir.bulk import router as bulk_router
 from medmesh.fhir.consents import router as consents_router
 from medmesh.fhir.errors import install_error_handlers
+from medmesh.fhir.everything import router as everything_router
+from medmesh.fhir.export_jobs import ExportRunner, export_settings
 from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
@@ -46,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.pipeline = services.pipeline
         app.state.audit = services.audit
         app.state.formats = formats
+        if settings.export_runner:
+            app.state.exports = ExportRunner(services.database, app.state.export_settings)
+            await app.state.exports.start()
         tasks: list[asyncio.Task[None]] = []
         mqtt = settings.mqtt()
         if mqtt is not None:
@@ -70,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for task in tasks:
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     await asyncio.wait_for(task, timeout=10)
+            if settings.export_runner:
+                await app.state.exports.stop()
             await services.stop()
 
     app = FastAPI(
@@ -79,8 +87,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.export_settings = export_settings(settings)
     install_error_handlers(app)
     app.include_router(ingest_router)
+    app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
+    app.include_router(everything_router)
     app.include_router(fhir_router)
     app.include_router(flags_router)
     app.include_router(audit_events_router)

@@ -89,6 +89,21 @@ class Settings(BaseSettings):
         "are checked (docs/alerts.md); 0: never",
     )
 
+    export_expiry_hours: float = Field(
+        24.0, gt=0, description="Bulk export files are deleted this long after the export ends"
+    )
+    export_file_resources: int = Field(
+        10_000, ge=1, description="Resources per bulk export NDJSON file at most"
+    )
+    export_runner: bool = Field(
+        True,
+        description="Run bulk export jobs in this process; with several API processes on one "
+        "database, leave it on in exactly one (docs/export.md)",
+    )
+    export_sweep_interval_seconds: float = Field(
+        600.0, gt=0, description="How often expired bulk exports are deleted"
+    )
+
     mqtt_host: str | None = Field(None, description="MQTT broker host; unset: no MQTT ingest")
     mqtt_port: int = 1883
     mqtt_username: str | None = None

@@ -8,6 +8,8 @@ data fails here until it is given a row."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -184,6 +186,8 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", "/fhir/Consent", {"params": {"patient": b}}),
         ("POST", "/fhir/Consent", {"json": consent}),
         ("GET", f"/api/v1/patients/{b}/break-glass", {}),
+        ("GET", f"/fhir/Patient/{b}/$everything", {}),
+        ("GET", "/fhir/AuditEvent", {"params": {"patient": b}}),
     ]
 
 
@@ -202,6 +206,17 @@ NOT_PATIENT_DATA = {
     ("POST", "/api/v1/break-glass"),  # checked below
     ("PUT", "/api/v1/patients/{patient_id}/care-team/{user_id}"),  # org admins only, below
     ("DELETE", "/api/v1/patients/{patient_id}/care-team/{user_id}"),
+    # Bulk export and groups: checked below to carry only what may be seen.
+    ("GET", "/fhir/Patient/$export"),
+    ("GET", "/fhir/Group/{group_id}/$export"),
+    ("GET", "/fhir/Group/{group_id}"),
+    ("GET", "/fhir/$export-status/{job_id}"),  # the starter's own jobs (test_bulk_export)
+    ("DELETE", "/fhir/$export-status/{job_id}"),
+    ("GET", "/fhir/$export-file/{job_id}/{name}"),
+    ("GET", "/fhir/AuditEvent/{event_id}"),  # by id: refused like an unknown id (below)
+    ("POST", "/oauth/token"),  # public: SMART Backend Services (test_backend_services)
+    ("GET", "/.well-known/smart-configuration"),
+    ("GET", "/fhir/.well-known/smart-configuration"),
 }
 
 
@@ -238,8 +253,8 @@ async def test_nobody_without_a_relationship_reaches_patient_b(
 ) -> None:
     headers = getattr(cast, who)
     for method, path, extra in _b_requests(cast):
-        if who == "admin" and ("Consent" in path or "break-glass" in path):
-            continue  # an admin of B's organisation manages B's consents (tested below)
+        if who == "admin" and any(w in path for w in ("Consent", "break-glass", "Audit")):
+            continue  # an admin of B's organisation manages consents and reads the trail
         response = await http.request(method, path, headers=headers, **extra)
         assert response.status_code in (403, 404), (who, method, path, response.status_code)
         assert response.json()["resourceType"] == "OperationOutcome", (method, path)
@@ -483,3 +498,45 @@ async def test_a_patient_sees_who_looked_at_their_record_and_why(
     emergency = [what for who, what in rows if who == "Dr Outsider"]
     assert any("(emergency)" in what for what in emergency)
     assert "unconscious in the emergency room" in page.text
+
+
+async def _exported_patients(
+    http: httpx.AsyncClient, path: str, headers: dict[str, str]
+) -> set[str]:
+    kicked = await http.get(path, headers={**headers, "Prefer": "respond-async"})
+    assert kicked.status_code == 202, kicked.text
+    status = kicked.headers["content-location"].replace("http://test", "")
+    for _ in range(500):
+        answer = await http.get(status, headers=headers)
+        if answer.status_code == 200:
+            break
+        assert answer.status_code == 202, answer.text
+        await asyncio.sleep(0.02)
+    found: set[str] = set()
+    for output in answer.json()["output"]:
+        ndjson = await http.get(output["url"].replace("http://test", ""), headers=headers)
+        for line in ndjson.text.splitlines():
+            resource = json.loads(line)
+            if resource["resourceType"] == "Patient":
+                found.add(resource["id"])
+            elif "subject" in resource:
+                found.add(resource["subject"]["reference"].split("/")[1])
+    return found
+
+
+async def test_bulk_export_and_groups_carry_only_what_the_caller_may_see(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    a, b = cast.a.patient_id, cast.b.patient_id
+    for headers, expected in (
+        (cast.patient_a, {a}),
+        (cast.outsider, set()),
+        (cast.partner, set()),
+        (cast.a.reader_headers, {a}),
+    ):
+        for path in ("/fhir/Patient/$export", "/fhir/Group/default/$export"):
+            assert await _exported_patients(http, path, headers) == expected, (path, expected)
+        group = (await http.get("/fhir/Group/default", headers=headers)).json()
+        members = {m["entity"]["reference"] for m in group.get("member", [])}
+        assert members == {f"Patient/{p}" for p in expected}
+    assert b not in (await http.get(f"/fhir/Patient/{a}/$everything", headers=cast.patient_a)).text

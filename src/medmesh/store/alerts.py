@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -195,3 +195,39 @@ class Alerts:
             .values(escalation_level=from_level + 1, escalated_at=at)
         )
         return bool(result.rowcount)
+
+
+async def alerts_for_export(
+    conn: AsyncConnection,
+    patient_id: str,
+    *,
+    opened_from: datetime | None = None,
+    opened_before: datetime | None = None,
+    changed_since: datetime | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+) -> list[Alert]:
+    """One patient's alerts, oldest first: opened in [opened_from, opened_before), and changed
+    (opened, re-triggered, acknowledged, escalated or resolved) at or after `changed_since`."""
+    query = select(alerts).where(alerts.c.patient_id == patient_id)
+    if opened_from is not None:
+        query = query.where(alerts.c.opened_at >= opened_from)
+    if opened_before is not None:
+        query = query.where(alerts.c.opened_at < opened_before)
+    if changed_since is not None:
+        query = query.where(
+            or_(
+                *(
+                    column >= changed_since
+                    for column in (
+                        alerts.c.opened_at,
+                        alerts.c.last_triggered_at,
+                        alerts.c.acknowledged_at,
+                        alerts.c.escalated_at,
+                        alerts.c.resolved_at,
+                    )
+                )
+            )
+        )
+    query = query.order_by(alerts.c.opened_at, alerts.c.id).limit(limit).offset(offset)
+    return [_alert(r) for r in (await conn.execute(query)).mappings()]

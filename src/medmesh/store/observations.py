@@ -184,3 +184,43 @@ class Observations:
             )
             for r in rows
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportWindow:
+    """Which of a patient's observations an export takes: effective time bounds, and
+    received at or after `received_from` and before `received_until` (the export's snapshot)."""
+
+    bounds: tuple[TimeBound, ...] = ()
+    received_from: datetime | None = None
+    received_until: datetime | None = None
+
+
+async def observations_after(
+    conn: AsyncConnection,
+    patient_id: str,
+    window: ExportWindow,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[StoredObservation]:
+    """One patient's observations ordered by (effective, id), the `limit` after `after`.
+
+    Keyset paging: each page is an index range scan, however deep into a year of data.
+    """
+    sql = select(observations).where(observations.c.patient_id == patient_id)
+    for bound in window.bounds:
+        sql = sql.where(_bound(bound))
+    if window.received_from is not None:
+        sql = sql.where(observations.c.received_at >= window.received_from)
+    if window.received_until is not None:
+        sql = sql.where(observations.c.received_at < window.received_until)
+    if after is not None:
+        effective, ident = after
+        # The `>=` conjunct gives the planner an index range on (patient_id, effective); the
+        # OR alone makes SQLite scan the patient's rows from the first on every page.
+        sql = sql.where(
+            observations.c.effective >= effective,
+            or_(observations.c.effective > effective, observations.c.id > ident),
+        )
+    sql = sql.order_by(observations.c.effective, observations.c.id).limit(limit)
+    return await Observations(conn)._fetch(sql)

@@ -1,0 +1,132 @@
+"""One patient's record as FHIR resources, a bounded piece at a time: what `$everything`
+pages through and what `$export` writes. Nothing here holds more than one piece in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.fhir import resources
+from medmesh.fhir.flags import flag
+from medmesh.store.alerts import alerts_for_export
+from medmesh.store.device_status import DeviceStatuses
+from medmesh.store.observations import (
+    ExportWindow,
+    StoredObservation,
+    TimeBound,
+    observations_after,
+)
+from medmesh.store.registry import Assignments, Devices, Patients
+
+# The resource types of a patient's record, in the order $everything returns them.
+RECORD_TYPES = ("Patient", "Device", "Flag", "Observation")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Which parts of a record to take.
+
+    `start`/`end`: clinical time (Observation.effective, Flag opened) in [start, end).
+    `since`: received or changed at or after (FHIR `_since`; Patient and Device have no
+    change time in medmesh and are always taken). `until`: received before (an export's
+    transactionTime, so its files are one consistent snapshot).
+    """
+
+    types: tuple[str, ...] = RECORD_TYPES
+    start: datetime | None = None
+    end: datetime | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def observation_window(self) -> ExportWindow:
+        bounds: list[TimeBound] = []
+        if self.start is not None:
+            bounds.append(TimeBound("ge", self.start))
+        if self.end is not None:
+            bounds.append(TimeBound("lt", self.end))
+        return ExportWindow(tuple(bounds), self.since, self.until)
+
+
+def parse_types(value: str | None) -> tuple[str, ...]:
+    """`_type` (comma-separated) as record types in RECORD_TYPES order; absent: all of them."""
+    if value is None:
+        return RECORD_TYPES
+    asked = {t.strip() for t in value.split(",")}
+    unknown = sorted(asked - set(RECORD_TYPES))
+    if unknown:
+        raise InvalidSearch(
+            f"_type: unsupported resource type(s) {', '.join(unknown)}; "
+            f"supported: {', '.join(RECORD_TYPES)}"
+        )
+    return tuple(t for t in RECORD_TYPES if t in asked)
+
+
+def parse_instant(value: str, name: str) -> datetime:
+    """A FHIR instant (with time zone), e.g. `_since`."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidSearch(f"{name} must be a FHIR instant, e.g. 2026-11-25T08:00:00Z") from None
+    if moment.tzinfo is None:
+        raise InvalidSearch(f"{name} must include a time zone, e.g. 2026-11-25T08:00:00Z")
+    return moment.astimezone(UTC)
+
+
+async def patient_resource(conn: AsyncConnection, patient_id: str) -> dict[str, Any] | None:
+    try:
+        return resources.patient(await Patients(conn).get(patient_id))
+    except NotFound:
+        return None
+
+
+async def device_resources(
+    conn: AsyncConnection,
+    patient_id: str,
+    limit: int,
+    offset: int = 0,
+    visible: Collection[str] = (),
+) -> list[dict[str, Any]]:
+    """The devices ever assigned to the patient. A device's patient reference is kept only
+    when its current holder is this patient or in `visible` (the other patients of the same
+    export): one patient's record never names a patient the reader is not given."""
+    found = await Devices(conn).search(patient_id=patient_id, limit=limit, offset=offset)
+    now = datetime.now(UTC)
+    rendered = []
+    for device in found:
+        history = await Assignments(conn).for_device(device.id)
+        current = next((a.patient_id for a in history if a.covers(now)), None)
+        status = await DeviceStatuses(conn).get(device.id)
+        holder = current if current == patient_id or current in visible else None
+        rendered.append(resources.device(device, holder, status))
+    return rendered
+
+
+async def flag_resources(
+    conn: AsyncConnection, patient_id: str, wanted: RecordFilter, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    found = await alerts_for_export(
+        conn,
+        patient_id,
+        opened_from=wanted.start,
+        opened_before=wanted.end,
+        changed_since=wanted.since,
+        limit=limit,
+        offset=offset,
+    )
+    return [flag(a) for a in found]
+
+
+async def observation_page(
+    conn: AsyncConnection,
+    patient_id: str,
+    wanted: RecordFilter,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[StoredObservation]:
+    """The next `limit` observations after the key `after` (effective, id), oldest first."""
+    return await observations_after(conn, patient_id, wanted.observation_window(), after, limit)

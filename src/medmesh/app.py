@@ -12,6 +12,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 import medmesh
 from medmesh.access.headers import SecurityHeaders
+from medmesh.access.rate_limit import RateLimit
+from medmesh.access.request_limits import RequestSizeLimit
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.events import router as events_router
@@ -83,6 +85,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web_router)
     app.include_router(alerts_router)
     app.include_router(care_plans_router)
+    app.add_middleware(RequestSizeLimit, limits=settings.request_limits())
+    if (rate_limits := settings.rate_limits()) is not None:
+        app.add_middleware(
+            RateLimit, limits=rate_limits, session_identity=web_session.signed_in_identity
+        )
     app.add_middleware(SessionMiddleware, **web_session.middleware_options(settings))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)

@@ -22,6 +22,7 @@ from medmesh.domain.subscription import (
     parse_criteria,
 )
 from medmesh.fhir.bundle import base_url, searchset
+from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, reject_unknown, single
 from medmesh.store.database import Database
@@ -29,7 +30,9 @@ from medmesh.store.registry import Patients
 from medmesh.store.subscriptions import ACTIVE, ERROR, OFF, StoredSubscription, Subscriptions
 from medmesh.store.webhook_deliveries import WebhookDeliveries
 
-router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+router = APIRouter(
+    prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
+)
 
 SECRET_HEADER = "X-Medmesh-Signing-Secret"  # noqa: S105  (a header name, not a secret)
 STATUSES = ("requested", ACTIVE, ERROR, OFF)
@@ -130,8 +133,9 @@ def _criteria_error(message: str) -> RequestValidationError:
     summary="Create a rest-hook Subscription",
     responses={
         201: {
+            **fhir_ok("Subscription", 201)[201],
             "description": f"Created. The {SECRET_HEADER} header holds the signing secret, "
-            "shown this once."
+            "shown this once.",
         }
     },
 )
@@ -164,7 +168,11 @@ async def create_subscription(
     return FhirResponse(_resource(subscription), status_code=201, headers=headers)
 
 
-@router.get("/Subscription/{subscription_id}", summary="Read a Subscription")
+@router.get(
+    "/Subscription/{subscription_id}",
+    summary="Read a Subscription",
+    responses=fhir_ok("Subscription"),
+)
 async def read_subscription(
     subscription_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
 ) -> FhirResponse:
@@ -173,7 +181,11 @@ async def read_subscription(
     return FhirResponse(_resource(subscription))
 
 
-@router.get("/Subscription", summary="Search Subscriptions, by status")
+@router.get(
+    "/Subscription",
+    summary="Search Subscriptions, by status",
+    responses=fhir_search("Subscription"),
+)
 async def search_subscriptions(
     request: Request, _: ApiPrincipal = Depends(require_reader)
 ) -> FhirResponse:
@@ -191,7 +203,11 @@ async def search_subscriptions(
     return FhirResponse(searchset(request, page, paging, len(found) > paging.count))
 
 
-@router.delete("/Subscription/{subscription_id}", summary="Turn a Subscription off")
+@router.delete(
+    "/Subscription/{subscription_id}",
+    summary="Turn a Subscription off",
+    responses=fhir_ok("Subscription"),
+)
 async def delete_subscription(
     subscription_id: str, request: Request, _: ApiPrincipal = Depends(require_reader)
 ) -> FhirResponse:

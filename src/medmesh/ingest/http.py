@@ -12,11 +12,12 @@ from pydantic import BaseModel, Field
 from medmesh.access.http import require_device
 from medmesh.access.principals import DevicePrincipal
 from medmesh.domain.errors import InvalidReading
+from medmesh.fhir.openapi import ERROR_RESPONSES
 from medmesh.ingest.formats import NATIVE, Formats
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 
-router = APIRouter(prefix="/ingest/v1", tags=["ingest"])
+router = APIRouter(prefix="/ingest/v1", tags=["ingest"], responses=ERROR_RESPONSES)
 
 MAX_DEAD_LETTER_PAYLOAD = 65_536
 

@@ -5,6 +5,7 @@ client's excess does not hold up another."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -106,7 +107,7 @@ async def test_batch_within_the_device_limit_is_stored(
 
 
 async def test_other_routes_have_the_smaller_general_limit(
-    limited: httpx.AsyncClient, world: World
+    limited: httpx.AsyncClient, world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     plan = {"thresholds": {}, "primary_clinician": "x" * 600}
     response = await limited.put(
@@ -114,6 +115,20 @@ async def test_other_routes_have_the_smaller_general_limit(
     )
     _assert_refusal(response, 413, "too-costly")
     assert "larger than 500 bytes" in response.text
+
+    async def chunks() -> AsyncIterator[bytes]:  # no length: FastAPI's body parser meets it
+        body = json.dumps(plan).encode()
+        for start in range(0, len(body), 100):
+            yield body[start : start + 100]
+
+    with caplog.at_level(logging.ERROR):
+        streamed = await limited.put(
+            f"/api/v1/patients/{world.patient_id}/care-plan",
+            content=chunks(),
+            headers={**world.reader_headers, "Content-Type": "application/json"},
+        )
+    _assert_refusal(streamed, 413, "too-costly")
+    assert not caplog.records  # refused as a limit, not logged as an unexpected error
 
 
 async def test_overlong_url_and_too_many_headers_are_refused(

@@ -3,7 +3,8 @@
 A body over its route's limit is refused with 413: at once when Content-Length declares it,
 and as soon as the count passes the limit when it streams without one (chunked). The URL and
 the number of headers are limited too: uvicorn's default parser (httptools) refuses only a
-request line past about 64 kB, and takes any number of headers. Every refusal is a FHIR OperationOutcome that names the limit, never the data.
+request line past about 64 kB, and takes any number of headers. Every refusal is a FHIR
+OperationOutcome that names the limit, never the data.
 """
 
 from __future__ import annotations

@@ -52,9 +52,8 @@ def schema_world(database_url: str) -> World:
 
 
 def _run_operation(operation: Any, world: World) -> None:
-    headers = (
-        world.device_headers if operation.path.startswith("/ingest/") else (world.reader_headers)
-    )
+    device = operation.path.startswith("/ingest/")
+    headers = world.device_headers if device else world.reader_headers
     # An event stream never ends by itself: it is cut after half a second, with what it sent;
     # it has one optional parameter, so a few examples cover it.
     stream = operation.path == "/api/v1/events"

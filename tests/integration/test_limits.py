@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -248,3 +249,34 @@ async def test_made_up_tokens_spend_the_address_budget_but_not_a_known_clients(
         _assert_refusal(refused, 429, "throttled")
         allowed = await http.get(f"/fhir/Patient/{world.patient_id}", headers=world.reader_headers)
         assert allowed.status_code == 200
+
+
+async def _sign_in(http: httpx.AsyncClient, token: str) -> None:
+    form = await http.get("/login")
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
+    assert csrf is not None
+    response = await http.post("/login", data={"token": token, "csrf_token": csrf.group(1)})
+    assert response.status_code == 303
+
+
+async def test_signed_in_dashboard_user_has_a_budget_of_their_own(
+    database_url: str, world: World, database: Database
+) -> None:
+    other_token = await admin.issue_api_token(database, name="dr other", role=Role.CLINICIAN)
+    async with (
+        running_app(
+            database_url,
+            rate_limit_client_burst=3,
+            rate_limit_client_per_minute=1,
+            rate_limit_anonymous_burst=20,
+        ) as app,
+        http_client(app, "127.0.0.5") as first,
+        http_client(app, "127.0.0.5") as second,  # a colleague behind the same address
+    ):
+        await _sign_in(first, world.token)
+        await _sign_in(second, other_token)
+        for _ in range(3):
+            assert (await first.get("/")).status_code == 200
+        refused = await first.get("/")
+        _assert_refusal(refused, 429, "throttled")
+        assert (await second.get("/")).status_code == 200

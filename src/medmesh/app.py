@@ -12,6 +12,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 import medmesh
 from medmesh.access.headers import SecurityHeaders
+from medmesh.access.rate_limit import RateLimit
+from medmesh.access.request_limits import RequestSizeLimit
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router
@@ -103,6 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(consents_router)
     app.include_router(break_glass_router)
     app.include_router(oauth_router)
+    app.add_middleware(RequestSizeLimit, limits=settings.request_limits())
+    if (rate_limits := settings.rate_limits()) is not None:
+        app.add_middleware(
+            RateLimit, limits=rate_limits, session_identity=web_session.signed_in_identity
+        )
     app.add_middleware(SessionMiddleware, **web_session.middleware_options(settings))
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)

@@ -11,6 +11,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from medmesh.access.lockout import LockoutPolicy
+from medmesh.access.rate_limit import Budget, RateLimits
+from medmesh.access.request_limits import RequestLimits
 from medmesh.ingest.mqtt import MqttSettings
 from medmesh.webhooks.policy import WebhookPolicy
 
@@ -35,7 +37,34 @@ class Settings(BaseSettings):
         300, description="How far ahead of the server clock a reading's time may be"
     )
     max_batch_readings: int = 1000
-    max_body_bytes: int = 1_000_000
+    max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Largest device batch (POST /ingest/...), in bytes"
+    )
+    max_request_body_bytes: int = Field(
+        262_144,
+        gt=0,
+        description="Largest request body of every other route, in bytes (docs/security.md)",
+    )
+    max_url_bytes: int = Field(8192, gt=0, description="Longest path and query string")
+    max_request_headers: int = Field(100, gt=0, description="Most headers one request may have")
+
+    rate_limit_enabled: bool = Field(
+        True, description="Limit requests per client (docs/security.md); off: benchmarks only"
+    )
+    rate_limit_device_per_minute: float = Field(
+        600, gt=0, description="Requests a device may send per minute, on average"
+    )
+    rate_limit_device_burst: int = Field(300, ge=1, description="…and at once after a pause")
+    rate_limit_client_per_minute: float = Field(
+        1200, gt=0, description="Requests per minute of an API token or dashboard session"
+    )
+    rate_limit_client_burst: int = Field(300, ge=1)
+    rate_limit_anonymous_per_minute: float = Field(
+        120,
+        gt=0,
+        description="Requests per minute from one address without an accepted credential",
+    )
+    rate_limit_anonymous_burst: int = Field(60, ge=1)
     templates_dir: Path | None = Field(
         None,
         description="Directory of vendor mapping templates (*.json), each accepted as the "
@@ -151,6 +180,23 @@ class Settings(BaseSettings):
             lock_for=timedelta(minutes=self.signin_lockout_minutes),
             address_max_failures=self.signin_address_max_failures,
             address_window=timedelta(minutes=self.signin_address_window_minutes),
+        )
+
+    def request_limits(self) -> RequestLimits:
+        return RequestLimits(
+            body_bytes=self.max_request_body_bytes,
+            body_bytes_by_prefix=(("/ingest/", self.max_body_bytes),),
+            url_bytes=self.max_url_bytes,
+            header_count=self.max_request_headers,
+        )
+
+    def rate_limits(self) -> RateLimits | None:
+        if not self.rate_limit_enabled:
+            return None
+        return RateLimits(
+            device=Budget(self.rate_limit_device_per_minute, self.rate_limit_device_burst),
+            client=Budget(self.rate_limit_client_per_minute, self.rate_limit_client_burst),
+            anonymous=Budget(self.rate_limit_anonymous_per_minute, self.rate_limit_anonymous_burst),
         )
 
     def webhook_policy(self) -> WebhookPolicy:

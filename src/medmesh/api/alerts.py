@@ -16,11 +16,12 @@ from medmesh.domain.alerts import Alert, AlertStatus
 from medmesh.domain.alerts import alert_json as _render
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.events.bus import EventBus
+from medmesh.fhir.openapi import ERROR_RESPONSES
 from medmesh.rules import lifecycle
 from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
 
-router = APIRouter(prefix="/api/v1", tags=["alerts"])
+router = APIRouter(prefix="/api/v1", tags=["alerts"], responses=ERROR_RESPONSES)
 
 
 def alert_json(alert: Alert) -> dict[str, Any]:
@@ -65,7 +66,7 @@ async def list_alerts(
     patient: str | None = None,
     status: list[str] = Query(default=[]),
     limit: int = Query(100, ge=1, le=500),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=10**9),  # past a 64-bit integer the database fails
     principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
     wanted = _statuses(status)

@@ -20,12 +20,13 @@ from medmesh.access.policy import EMERGENCY_PURPOSE
 from medmesh.access.principals import Principal, Role
 from medmesh.access.scopes import Context, Interaction
 from medmesh.domain.errors import NotFound
+from medmesh.fhir.openapi import ERROR_RESPONSES
 from medmesh.store.consents import BreakGlass, CareTeams, patient_organization
 from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 from medmesh.store.users import Users
 
-router = APIRouter(prefix="/api/v1", tags=["access"])
+router = APIRouter(prefix="/api/v1", tags=["access"], responses=ERROR_RESPONSES)
 
 
 class BreakGlassRequest(BaseModel):

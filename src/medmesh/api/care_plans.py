@@ -16,12 +16,13 @@ from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
 from medmesh.domain.care_plans import CarePlan, Schedule, Thresholds
 from medmesh.domain.vocabulary import measure_by_key
+from medmesh.fhir.openapi import ERROR_RESPONSES
 from medmesh.rules.defaults import DEFAULT_THRESHOLDS, thresholds_for
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 
-router = APIRouter(prefix="/api/v1", tags=["care plans"])
+router = APIRouter(prefix="/api/v1", tags=["care plans"], responses=ERROR_RESPONSES)
 
 
 class ScheduleBody(BaseModel):

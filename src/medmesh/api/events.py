@@ -18,13 +18,19 @@ from medmesh.domain.errors import MedmeshError
 from medmesh.events.bus import EventBus
 from medmesh.events.model import Event
 from medmesh.events.sse import sse_events
+from medmesh.fhir.openapi import ERROR_RESPONSES, EVENT_STREAM
 
-router = APIRouter(prefix="/api/v1", tags=["events"])
+router = APIRouter(prefix="/api/v1", tags=["events"], responses=ERROR_RESPONSES)
 
 _RECHECK_SECONDS = 5.0
 
 
-@router.get("/events", summary="Live events (Server-Sent Events)")
+@router.get(
+    "/events",
+    summary="Live events (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses=EVENT_STREAM,
+)
 async def event_stream(
     request: Request, patient: str | None = None, principal: Principal = Depends(require_principal)
 ) -> StreamingResponse:

@@ -18,6 +18,7 @@ from medmesh.access.scopes import Interaction
 from medmesh.domain.audit import AuditRecord
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir.bundle import searchset
+from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.resources import instant
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import (
@@ -30,7 +31,9 @@ from medmesh.fhir.search import (
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
 
-router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+router = APIRouter(
+    prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
+)
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
@@ -194,7 +197,11 @@ async def _trail_of(
     return basis is not None
 
 
-@router.get("/AuditEvent/{event_id}", summary="Read an AuditEvent (one audit record)")
+@router.get(
+    "/AuditEvent/{event_id}",
+    summary="Read an AuditEvent (one audit record)",
+    responses=fhir_ok("AuditEvent"),
+)
 async def read_audit_event(
     event_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -214,7 +221,11 @@ async def read_audit_event(
     return FhirResponse(audit_event(found))
 
 
-@router.get("/AuditEvent", summary="Search AuditEvents by patient and date, newest first")
+@router.get(
+    "/AuditEvent",
+    summary="Search AuditEvents by patient and date, newest first",
+    responses=fhir_search("AuditEvent"),
+)
 async def search_audit_events(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:

@@ -20,6 +20,7 @@ from medmesh.fhir.bundle import base_url
 from medmesh.fhir.export_access import exportable_patients, visible_members
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings, new_job, open_file
 from medmesh.fhir.groups import group_resource, panel
+from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok
 from medmesh.fhir.records import parse_instant, parse_types
 from medmesh.fhir.resources import instant
 from medmesh.fhir.responses import FhirResponse, operation_outcome
@@ -27,7 +28,22 @@ from medmesh.fhir.search import reject_unknown, single
 from medmesh.store.database import Database
 from medmesh.store.exports import CANCELLED, COMPLETE, FAILED, ExportJob, ExportJobs
 
-router = APIRouter(prefix="/fhir", tags=["fhir bulk data"], default_response_class=FhirResponse)
+router = APIRouter(
+    prefix="/fhir",
+    tags=["fhir bulk data"],
+    default_response_class=FhirResponse,
+    responses=ERROR_RESPONSES,
+)
+_KICKED_OFF: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Accepted: poll the Content-Location URL for the status"}
+}
+_STATUS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Complete: the manifest",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+    202: {"description": "In progress (X-Progress, Retry-After)"},
+}
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = {NDJSON, "application/ndjson", "ndjson"}
@@ -93,6 +109,7 @@ async def _kick_off(
     "/Patient/$export",
     summary="Bulk export of every patient the caller may see (async, NDJSON)",
     status_code=202,
+    responses=_KICKED_OFF,
 )
 async def export_patients(
     request: Request, principal: Principal = Depends(require_principal)
@@ -104,6 +121,7 @@ async def export_patients(
     "/Group/{group_id}/$export",
     summary="Bulk export of a group's members (async, NDJSON)",
     status_code=202,
+    responses=_KICKED_OFF,
 )
 async def export_group(
     group_id: str, request: Request, principal: Principal = Depends(require_principal)
@@ -113,7 +131,9 @@ async def export_group(
     return await _kick_off(request, principal, "group", list(found.patient_ids))
 
 
-@router.get("/Group/{group_id}", summary="Read a Group (a panel of patients)")
+@router.get(
+    "/Group/{group_id}", summary="Read a Group (a panel of patients)", responses=fhir_ok("Group")
+)
 async def read_group(
     group_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -148,7 +168,11 @@ def _manifest(request: Request, job: ExportJob, files: list[Any]) -> dict[str, A
     }
 
 
-@router.get("/$export-status/{job_id}", summary="Status of a bulk export; its manifest when done")
+@router.get(
+    "/$export-status/{job_id}",
+    summary="Status of a bulk export; its manifest when done",
+    responses=_STATUS,
+)
 async def export_status(
     job_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> Response:
@@ -172,7 +196,12 @@ async def export_status(
     )
 
 
-@router.delete("/$export-status/{job_id}", summary="Cancel a bulk export and delete its files")
+@router.delete(
+    "/$export-status/{job_id}",
+    summary="Cancel a bulk export and delete its files",
+    status_code=202,
+    responses={202: {"description": "Cancelled; its files are deleted"}},
+)
 async def cancel_export(
     job_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> Response:

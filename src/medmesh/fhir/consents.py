@@ -22,6 +22,7 @@ from medmesh.domain.consent import CATEGORIES, PURPOSES, Consent, ConsentStatus,
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.domain.timestamps import parse_rfc3339
 from medmesh.fhir.bundle import base_url, searchset
+from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, parse_reference, reject_unknown, single
 from medmesh.store.consents import Consents
@@ -29,7 +30,9 @@ from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 from medmesh.store.users import Organizations, Users
 
-router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+router = APIRouter(
+    prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
+)
 
 CATEGORY_SYSTEM = "http://terminology.hl7.org/CodeSystem/observation-category"
 MEDMESH_CATEGORY_SYSTEM = "https://medmesh.dev/fhir/CodeSystem/data-category"
@@ -240,7 +243,12 @@ async def _record(
     )
 
 
-@router.post("/Consent", status_code=201, summary="Record a patient's consent to share")
+@router.post(
+    "/Consent",
+    status_code=201,
+    summary="Record a patient's consent to share",
+    responses=fhir_ok("Consent", 201),
+)
 async def create_consent(
     body: ConsentIn, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -297,7 +305,7 @@ async def _consent(
     return consent, basis
 
 
-@router.get("/Consent/{consent_id}", summary="Read a Consent")
+@router.get("/Consent/{consent_id}", summary="Read a Consent", responses=fhir_ok("Consent"))
 async def read_consent(
     consent_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -306,7 +314,7 @@ async def read_consent(
     return FhirResponse(consent_resource(consent))
 
 
-@router.get("/Consent", summary="Search a patient's Consents")
+@router.get("/Consent", summary="Search a patient's Consents", responses=fhir_search("Consent"))
 async def search_consents(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -332,7 +340,7 @@ async def search_consents(
     return FhirResponse(searchset(request, page, paging, len(window) > paging.count))
 
 
-@router.delete("/Consent/{consent_id}", summary="Revoke a Consent")
+@router.delete("/Consent/{consent_id}", summary="Revoke a Consent", responses=fhir_ok("Consent"))
 async def revoke_consent(
     consent_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:

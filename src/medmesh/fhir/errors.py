@@ -36,7 +36,14 @@ _STATUS: list[tuple[type[MedmeshError], int, str]] = [
     (InvalidSearch, 400, "invalid"),
     (InvalidReading, 400, "invalid"),
 ]
-_HTTP_CODES = {401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported"}
+_HTTP_CODES = {
+    401: "login",
+    403: "forbidden",
+    404: "not-found",
+    405: "not-supported",
+    413: "too-costly",
+    429: "throttled",
+}
 
 
 def _medmesh_error(_: Request, exc: Exception) -> FhirResponse:

@@ -22,6 +22,7 @@ from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
 from medmesh.fhir.bundle import base_url
 from medmesh.fhir.export_access import may_export_record
+from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok
 from medmesh.fhir.records import (
     RecordFilter,
     device_resources,
@@ -36,7 +37,9 @@ from medmesh.fhir.search import parse_date_range, parse_paging, reject_unknown, 
 from medmesh.store.database import Database
 from medmesh.store.observations import Observations
 
-router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+router = APIRouter(
+    prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
+)
 
 CURSOR = "_cursor"
 _PARAMS = {"start", "end", "_since", "_type", CURSOR}
@@ -135,6 +138,7 @@ def _link(request: Request, cursor: Cursor | None, count: int) -> str:
 @router.get(
     "/Patient/{patient_id}/$everything",
     summary="A patient's whole record (Patient, Devices, Flags, Observations), paged",
+    responses=fhir_ok("Bundle"),
 )
 async def patient_everything(
     patient_id: str, request: Request, principal: Principal = Depends(require_principal)

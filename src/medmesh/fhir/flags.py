@@ -18,13 +18,16 @@ from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir.bundle import searchset
+from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.resources import instant
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, parse_reference, reject_unknown, single
 from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
 
-router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+router = APIRouter(
+    prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
+)
 
 RULE_SYSTEM = "https://medmesh.dev/fhir/CodeSystem/alert-rule"
 SEVERITY_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/alert-severity"
@@ -135,7 +138,7 @@ def _db(request: Request) -> Database:
     return database
 
 
-@router.get("/Flag/{flag_id}", summary="Read a Flag (an alert)")
+@router.get("/Flag/{flag_id}", summary="Read a Flag (an alert)", responses=fhir_ok("Flag"))
 async def read_flag(
     flag_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -159,7 +162,11 @@ async def read_flag(
     return FhirResponse(flag(alert))
 
 
-@router.get("/Flag", summary="Search Flags (alerts) by patient and status")
+@router.get(
+    "/Flag",
+    summary="Search Flags (alerts) by patient and status",
+    responses=fhir_search("Flag"),
+)
 async def search_flags(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:

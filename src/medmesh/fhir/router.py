@@ -24,6 +24,7 @@ from medmesh.domain.errors import NotFound
 from medmesh.fhir import resources
 from medmesh.fhir.bundle import base_url, searchset
 from medmesh.fhir.capability import capability_statement
+from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import (
     observation_query,
@@ -37,7 +38,9 @@ from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import Observations
 from medmesh.store.registry import Assignments, Devices, Patients
 
-router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+router = APIRouter(
+    prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
+)
 _STARTED = datetime.now(UTC).isoformat()
 
 
@@ -53,13 +56,18 @@ def _db(request: Request) -> Database:
     return database
 
 
-@router.get("/metadata", name="fhir_metadata", summary="CapabilityStatement")
+@router.get(
+    "/metadata",
+    name="fhir_metadata",
+    summary="CapabilityStatement",
+    responses=fhir_ok("CapabilityStatement"),
+)
 async def metadata(request: Request) -> FhirResponse:
     token_url = token_endpoint(request.app.state.settings.public_base_url)
     return FhirResponse(capability_statement(base_url(request), _STARTED, token_url))
 
 
-@router.get("/Patient/{patient_id}", summary="Read a Patient")
+@router.get("/Patient/{patient_id}", summary="Read a Patient", responses=fhir_ok("Patient"))
 async def read_patient(
     patient_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -78,7 +86,11 @@ async def read_patient(
     return FhirResponse(resources.patient(record))
 
 
-@router.get("/Patient", summary="Search Patients by identifier or name")
+@router.get(
+    "/Patient",
+    summary="Search Patients by identifier or name",
+    responses=fhir_search("Patient"),
+)
 async def search_patients(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -129,7 +141,7 @@ async def _device_patients(request: Request, device_id: str) -> list[str]:
     return [a.patient_id for a in sorted(history, key=lambda a: a.start, reverse=True)]
 
 
-@router.get("/Device/{device_id}", summary="Read a Device")
+@router.get("/Device/{device_id}", summary="Read a Device", responses=fhir_ok("Device"))
 async def read_device(
     device_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -168,7 +180,7 @@ async def read_device(
     return FhirResponse(await _device_resource(request, device_id))
 
 
-@router.get("/Device", summary="Search Devices, by patient")
+@router.get("/Device", summary="Search Devices, by patient", responses=fhir_search("Device"))
 async def search_devices(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -210,7 +222,11 @@ async def search_devices(
     return FhirResponse(searchset(request, page, paging, len(found) > paging.count))
 
 
-@router.get("/Observation/{observation_id}", summary="Read an Observation")
+@router.get(
+    "/Observation/{observation_id}",
+    summary="Read an Observation",
+    responses=fhir_ok("Observation"),
+)
 async def read_observation(
     observation_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -235,7 +251,7 @@ async def read_observation(
     return FhirResponse(resources.observation(record))
 
 
-@router.get("/Observation", summary="Search Observations")
+@router.get("/Observation", summary="Search Observations", responses=fhir_search("Observation"))
 async def search_observations(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:

@@ -24,6 +24,7 @@ from medmesh.domain.subscription import (
     parse_criteria,
 )
 from medmesh.fhir.bundle import base_url, searchset
+from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, reject_unknown, single
 from medmesh.store.database import Database
@@ -32,7 +33,9 @@ from medmesh.store.subscriptions import ACTIVE, ERROR, OFF, StoredSubscription, 
 from medmesh.store.tokens import ApiTokens
 from medmesh.store.webhook_deliveries import WebhookDeliveries
 
-router = APIRouter(prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse)
+router = APIRouter(
+    prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
+)
 
 SECRET_HEADER = "X-Medmesh-Signing-Secret"  # noqa: S105  (a header name, not a secret)
 STATUSES = ("requested", ACTIVE, ERROR, OFF)
@@ -133,8 +136,9 @@ def _criteria_error(message: str) -> RequestValidationError:
     summary="Create a rest-hook Subscription",
     responses={
         201: {
+            **fhir_ok("Subscription", 201)[201],
             "description": f"Created. The {SECRET_HEADER} header holds the signing secret, "
-            "shown this once."
+            "shown this once.",
         }
     },
 )
@@ -173,7 +177,11 @@ async def create_subscription(
     return FhirResponse(_resource(subscription), status_code=201, headers=headers)
 
 
-@router.get("/Subscription/{subscription_id}", summary="Read a Subscription")
+@router.get(
+    "/Subscription/{subscription_id}",
+    summary="Read a Subscription",
+    responses=fhir_ok("Subscription"),
+)
 async def read_subscription(
     subscription_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -213,7 +221,11 @@ async def _own(request: Request, principal: Principal, subscription_id: str) -> 
     return subscription
 
 
-@router.get("/Subscription", summary="Search Subscriptions, by status")
+@router.get(
+    "/Subscription",
+    summary="Search Subscriptions, by status",
+    responses=fhir_search("Subscription"),
+)
 async def search_subscriptions(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
@@ -237,7 +249,11 @@ async def search_subscriptions(
     return FhirResponse(searchset(request, page, paging, len(found) > paging.count))
 
 
-@router.delete("/Subscription/{subscription_id}", summary="Turn a Subscription off")
+@router.delete(
+    "/Subscription/{subscription_id}",
+    summary="Turn a Subscription off",
+    responses=fhir_ok("Subscription"),
+)
 async def delete_subscription(
     subscription_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -90,6 +91,13 @@ def middleware_options(settings: Settings) -> dict[str, Any]:
         "same_site": "strict",
         "https_only": settings.session_https_only,
     }
+
+
+def signed_in_identity(session: Mapping[str, Any]) -> str | None:
+    """Who a session belongs to, for rate limiting (None before sign-in); not a check that
+    the session is still valid."""
+    user_id = session.get("uid")
+    return user_id if isinstance(user_id, str) else None
 
 
 def now() -> float:

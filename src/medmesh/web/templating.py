@@ -15,12 +15,6 @@ from medmesh.web import session
 _HERE = Path(__file__).parent
 STATIC_DIR = _HERE / "static"
 
-# Pages load scripts and styles from this origin only: no inline script, no eval.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-)
-
 
 def _iso(moment: datetime | None) -> str:
     return "" if moment is None else moment.astimezone(UTC).isoformat()
@@ -41,13 +35,11 @@ templates.env.globals["csrf_header"] = session.CSRF_HEADER
 def page(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
-    """A rendered template with the session's CSRF token and the page security headers."""
+    """A rendered template with the session's CSRF token. Its Content-Security-Policy and the
+    other security headers come from access/headers.py, like every response's."""
     full = {
         "csrf_token": session.csrf_token(request),
         "idle_seconds": int(session.idle_seconds(request)),
         **context,
     }
-    response = templates.TemplateResponse(request, name, full, status_code=status_code)
-    response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return templates.TemplateResponse(request, name, full, status_code=status_code)

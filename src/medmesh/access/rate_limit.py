@@ -1,0 +1,205 @@
+"""Rate limits per client: a token bucket for each credential, or for each address where a
+request carries none, refused with 429, Retry-After and an OperationOutcome.
+
+Counters live in this process (see docs/security.md for several processes). A credential is
+only hashed here, not checked; so that made-up credentials cannot each buy a fresh budget, a
+credential the API has not yet accepted is let through only while its address has
+unauthenticated budget left, and each refusal (401) of one is charged to that budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from medmesh.access.credentials import DEVICE_SECRET_PREFIX
+from medmesh.fhir.responses import FhirResponse, operation_outcome
+
+# Cheap, and polled by load balancers and browsers: never limited.
+EXEMPT_PATHS = frozenset({"/healthz"})
+EXEMPT_PREFIXES = ("/static/",)
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """`per_minute` requests on average, and up to `burst` at once after a quiet spell."""
+
+    per_minute: float
+    burst: int
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    device: Budget  # a device's secret (mmd_…) on ingest
+    client: Budget  # an API token, or a signed-in dashboard session
+    anonymous: Budget  # per client address: no credential, or one refused with 401
+    max_clients: int = 100_000  # buckets kept; the least recently used go first
+
+
+class TokenBuckets:
+    """One token bucket per key. Two floats a key: a full bucket is the same as none, so
+    forgetting the least recently used key loses nothing but its debt."""
+
+    def __init__(self, max_keys: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._max_keys = max_keys
+        self._clock = clock
+
+    def _level(self, key: str, budget: Budget) -> tuple[float, float]:
+        now = self._clock()
+        tokens, at = self._buckets.get(key, (float(budget.burst), now))
+        return min(float(budget.burst), tokens + (now - at) * budget.per_second), now
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+
+    def take(self, key: str, budget: Budget) -> float:
+        """Take one token: 0.0 if there was one, else the seconds until there will be."""
+        tokens, now = self._level(key, budget)
+        if tokens >= 1.0:
+            self._store(key, tokens - 1.0, now)
+            return 0.0
+        self._store(key, tokens, now)
+        return (1.0 - tokens) / budget.per_second
+
+    def wait(self, key: str, budget: Budget) -> float:
+        """Seconds until `key` has a token (0.0: it has one now), taking none."""
+        tokens, _ = self._level(key, budget)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / budget.per_second
+
+
+@dataclass(frozen=True, slots=True)
+class _Client:
+    key: str
+    budget: Budget
+    address_key: str
+    unverified: bool  # a credential the API has not accepted yet
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
+
+
+def address_key(scope: Scope) -> str:
+    """The client's address; for IPv6 its /64, which one subscriber usually holds whole."""
+    client = scope.get("client")
+    host = client[0] if client else "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"address:{host}"
+    if address.version == 6:
+        return f"address:{ipaddress.ip_network(f'{address}/64', strict=False)}"
+    return f"address:{address}"
+
+
+def _authorization(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
+
+
+class RateLimit:
+    """`session_identity` names the signed-in user of a session (None: not signed in); it
+    runs inside SessionMiddleware."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: RateLimits,
+        session_identity: Callable[[Mapping[str, Any]], str | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        self.session_identity = session_identity
+        self.buckets = TokenBuckets(limits.max_clients, clock)
+        self._accepted: OrderedDict[str, None] = OrderedDict()
+
+    def _identify(self, scope: Scope) -> _Client:
+        address = address_key(scope)
+        authorization = _authorization(scope)
+        if authorization is not None:
+            scheme, _, secret = authorization.partition(" ")
+            secret = secret.strip() if scheme.lower() == "bearer" else authorization
+            device = secret.startswith(f"{DEVICE_SECRET_PREFIX}_")
+            kind, budget = (
+                ("device", self.limits.device) if device else ("client", self.limits.client)
+            )
+            key = f"{kind}:{_digest(secret)}"
+            return _Client(key, budget, address, key not in self._accepted)
+        session = scope.get("session")
+        if self.session_identity is not None and isinstance(session, Mapping):
+            identity = self.session_identity(session)
+            if identity is not None:
+                return _Client(f"session:{_digest(identity)}", self.limits.client, address, False)
+        return _Client(address, self.limits.anonymous, address, False)
+
+    def _remember(self, client: _Client, status: int) -> None:
+        if status == 401:
+            self._accepted.pop(client.key, None)
+            self.buckets.take(client.address_key, self.limits.anonymous)
+            return
+        self._accepted[client.key] = None
+        self._accepted.move_to_end(client.key)
+        while len(self._accepted) > self.limits.max_clients:
+            self._accepted.popitem(last=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in EXEMPT_PATHS or path.startswith(EXEMPT_PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        client = self._identify(scope)
+        wait = 0.0
+        if client.unverified:
+            wait = self.buckets.wait(client.address_key, self.limits.anonymous)
+        if not wait:
+            wait = self.buckets.take(client.key, client.budget)
+        if wait:
+            await _too_many(wait)(scope, receive, send)
+            return
+        if client.key.startswith("address:"):
+            await self.app(scope, receive, send)
+            return
+
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            if client.key.startswith(("device:", "client:")):
+                self._remember(client, status)
+
+
+def _too_many(wait: float) -> FhirResponse:
+    seconds = max(1, math.ceil(wait))
+    return FhirResponse(
+        operation_outcome(
+            "throttled", f"too many requests from this client; retry after {seconds} s"
+        ),
+        status_code=429,
+        headers={"Retry-After": str(seconds)},
+    )

@@ -20,6 +20,7 @@ from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import Role
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError
+from medmesh.services import build_database
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
@@ -44,7 +45,7 @@ def _run(action: Callable[[Database], Awaitable[T]]) -> T:
     """Run an admin action against the configured database, migrated first."""
 
     async def main() -> T:
-        database = Database(Settings().database_url)
+        database = build_database(Settings())
         try:
             await migrate.upgrade(database)
             return await action(database)

@@ -20,6 +20,16 @@ class Settings(BaseSettings):
         "sqlite:///./medmesh.db",
         description="sqlite:///path.db (embedded default) or postgresql://user@host/db",
     )
+    master_key_file: Path | None = Field(
+        None,
+        description="The master keyring (JSON, mode 0600, created on first start if missing); "
+        "unset: next to the SQLite database file (docs/encryption.md)",
+    )
+    key_store_path: Path | None = Field(
+        None,
+        description="SQLite file of the per-patient data keys, kept OUT of the main database and "
+        "its backups so erasure destroys them; unset: next to the SQLite database file",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     auto_migrate: bool = Field(True, description="Apply database migrations at start-up")

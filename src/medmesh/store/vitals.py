@@ -1,30 +1,27 @@
 """Reads behind the clinician dashboard: the latest value of each vital sign per patient, and
 one quantity's values over a time range, raw or aggregated into time buckets (chart series).
-All of them are range scans of the (patient, code, effective) index of `observations`."""
+All of them are range scans of the (patient, code, effective) index of `observations`; values
+are decrypted here with the patient's data key."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
-    ColumnElement,
-    Float,
-    Integer,
     Select,
     String,
-    cast,
-    extract,
-    func,
     literal,
     select,
     true,
-    type_coerce,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.store.database import cipher_of
+from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row
 from medmesh.store.schema import observation_components, observations, patients
 
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's.
@@ -77,19 +74,29 @@ class Vitals:
             rows.extend(
                 (oid, pid, code, effective, value) for oid, pid, code, effective, value in result
             )
+        cipher = cipher_of(self._conn)
+        keys = {pid: await cipher.key(pid) for pid in {r[1] for r in rows}}
         components: dict[str, dict[str, float]] = {}
         panel_ids = [r[0] for r in rows if r[4] is None]
         if panel_ids:
+            owner = {r[0]: r[1] for r in rows}
             query = select(
                 observation_components.c.observation_id,
                 observation_components.c.code,
                 observation_components.c.value,
             ).where(observation_components.c.observation_id.in_(panel_ids))
-            for observation_id, code, value in await self._conn.execute(query):
+            for observation_id, code, sealed in await self._conn.execute(query):
+                value = keys[owner[observation_id]].open_float(
+                    sealed, COMPONENT_VALUE, component_row(observation_id, code)
+                )
                 components.setdefault(observation_id, {})[code] = value
         latest: dict[tuple[str, str], LatestValue] = {}
-        for observation_id, patient_id, code, effective, value in rows:
-            values = {code: value} if value is not None else components.get(observation_id, {})
+        for observation_id, patient_id, code, effective, sealed in rows:
+            values = (
+                {code: keys[patient_id].open_float(sealed, VALUE, observation_id)}
+                if sealed is not None
+                else components.get(observation_id, {})
+            )
             latest[(patient_id, code)] = LatestValue(patient_id, code, effective, values)
         return latest
 
@@ -105,46 +112,33 @@ class Vitals:
         """Values after `origin`, aggregated per bucket of `width` seconds: (index, bucket)
         pairs in time order, index 0 starting at `origin`; empty buckets are left out.
 
-        The database does the work, so a 90-day range of minute readings is read as a few
-        hundred rows (web/charts.py does the same for raw points, and decides the grid).
+        Values are ciphertext, so the database cannot aggregate them: the range is read (one
+        index range scan) and decrypted and bucketed here (benchmarks/encryption.py measures a
+        month of minute readings).
         """
-        epoch = _epoch(self._conn.dialect.name, observations.c.effective)
-        offset = (epoch - literal(origin.timestamp(), Float)) / literal(width, Float)
-        index = func.floor(offset) if self._conn.dialect.name == "postgresql" else offset
-        value = observations.c.value if component is None else observation_components.c.value
-        inner = select(
-            cast(index, Integer).label("bucket"),
-            cast(epoch, Float).label("at"),
-            value.label("value"),
-        )
-        if component is None:
-            inner = inner.where(observations.c.value.is_not(None))
-        else:
-            inner = inner.join(
-                observation_components,
-                observation_components.c.observation_id == observations.c.id,
-            ).where(observation_components.c.code == component)
-        rows = inner.where(
-            observations.c.patient_id == patient_id,
-            observations.c.code == code,
-            observations.c.effective > origin,
-        ).subquery()
-        query = (
-            select(
-                rows.c.bucket,
-                func.avg(rows.c.at),
-                func.min(rows.c.value),
-                func.max(rows.c.value),
-                func.avg(rows.c.value),
-                func.count(),
+        points = await self.series(patient_id, code, component=component, after=origin)
+        start = origin.timestamp()
+        grouped: dict[int, list[tuple[float, float]]] = {}
+        for effective, value in points:
+            at = effective.timestamp()
+            grouped.setdefault(math.floor((at - start) / width), []).append((at, value))
+        result = []
+        for index in sorted(grouped):
+            members = grouped[index]
+            values = [v for _, v in members]
+            result.append(
+                (
+                    index,
+                    Bucket(
+                        at=math.fsum(t for t, _ in members) / len(members),
+                        low=min(values),
+                        high=max(values),
+                        mean=math.fsum(values) / len(values),
+                        count=len(values),
+                    ),
+                )
             )
-            .group_by(rows.c.bucket)
-            .order_by(rows.c.bucket)
-        )
-        return [
-            (int(i), Bucket(float(at), float(low), float(high), float(mean), int(count)))
-            for i, at, low, high, mean, count in await self._conn.execute(query)
-        ]
+        return result
 
     async def series(
         self,
@@ -162,12 +156,12 @@ class Vitals:
         `component` picks one quantity of a panel (systolic of a blood pressure).
         """
         if component is None:
-            query = select(observations.c.effective, observations.c.value).where(
+            query = select(observations.c.id, observations.c.effective, observations.c.value).where(
                 observations.c.value.is_not(None)
             )
         else:
             query = (
-                select(observations.c.effective, observation_components.c.value)
+                select(observations.c.id, observations.c.effective, observation_components.c.value)
                 .join(
                     observation_components,
                     observation_components.c.observation_id == observations.c.id,
@@ -183,24 +177,26 @@ class Vitals:
             query = query.where(observations.c.effective <= until)
         if received_after is not None:
             query = query.where(observations.c.received_at > received_after)
-        result = await self._conn.execute(query.order_by(observations.c.effective))
-        return [(effective, value) for effective, value in result]
+        result = (await self._conn.execute(query.order_by(observations.c.effective))).all()
+        if not result:
+            return []
+        key = await cipher_of(self._conn).key(patient_id)
+        if component is None:
+            return [
+                (effective, key.open_float(sealed, VALUE, oid)) for oid, effective, sealed in result
+            ]
+        return [
+            (effective, key.open_float(sealed, COMPONENT_VALUE, component_row(oid, component)))
+            for oid, effective, sealed in result
+        ]
 
 
-def _epoch(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[float]:
-    """Seconds since the Unix epoch, with their fraction."""
-    if dialect == "postgresql":
-        return type_coerce(extract("epoch", column), Float)
-    # SQLite keeps naive UTC text; julianday() reads it to the microsecond.
-    return (func.julianday(column) - 2440587.5) * 86400.0
-
-
-_Newest = tuple[str, str, str, datetime, float | None]  # id, patient, code, effective, value
+_Newest = tuple[str, str, str, datetime, bytes | None]  # id, patient, code, effective, value
 
 
 def _newest(
     patient_ids: Sequence[str], codes: Sequence[str]
-) -> Select[str, str, str, datetime, float | None]:
+) -> Select[str, str, str, datetime, bytes | None]:
     """The newest observation of each (patient, code): the pairs are the patients' rows
     crossed with the codes, each picking its newest observation id through the index."""
     code_rows = [select(literal(code, String).label("code")) for code in codes]

@@ -18,6 +18,8 @@ from medmesh import admin
 from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import Role
+from medmesh.commands.erasure import add_erasure_commands
+from medmesh.commands.keys import keys_app
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError
 from medmesh.services import build_database
@@ -37,6 +39,8 @@ app.add_typer(device_app, name="device")
 app.add_typer(token_app, name="token")
 sim_app = typer.Typer(help="Simulated devices.", no_args_is_help=True)
 app.add_typer(sim_app, name="sim")
+app.add_typer(keys_app, name="keys")
+add_erasure_commands(patient_app)
 
 T = TypeVar("T")
 

@@ -30,6 +30,12 @@ class Settings(BaseSettings):
         description="SQLite file of the per-patient data keys, kept OUT of the main database and "
         "its backups so erasure destroys them; unset: next to the SQLite database file",
     )
+    erasure_retention_days: int = Field(
+        0,
+        ge=0,
+        description="Refuse to erase a patient with clinical data younger than this many days "
+        "(medical-records retention law); 0: no minimum (docs/erasure.md)",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     auto_migrate: bool = Field(True, description="Apply database migrations at start-up")

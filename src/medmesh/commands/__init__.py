@@ -1,0 +1,1 @@
+"""Command-line sub-apps, each registered in cli.py with one line."""

@@ -8,7 +8,7 @@ import asyncio
 import stat
 import struct
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -281,10 +281,12 @@ async def test_month_chart_buckets_are_computed_from_decrypted_values(
         [heart_rate(world.patient_id, world.device_id, n, float(60 + n % 3)) for n in range(9)],
     )
     async with database.read() as conn:
-        buckets = await Vitals(conn).buckets(world.patient_id, "8867-4", origin=START, width=180.0)
-    # Readings at minutes 0..8, 3-minute buckets; minute 0 is not after the origin.
-    assert [(i, b.count, b.low, b.high) for i, b in buckets] == [
-        (0, 2, 61.0, 62.0),
-        (1, 3, 60.0, 62.0),
-        (2, 3, 60.0, 62.0),
+        buckets = await Vitals(conn).buckets(
+            world.patient_id, "8867-4", origin=START - timedelta(seconds=30), width=180.0
+        )
+    # Readings at minutes 0..8 (values 60, 61, 62, 60, …), 3-minute buckets, none on an edge.
+    assert [(i, b.count, b.low, b.high, b.mean) for i, b in buckets] == [
+        (0, 3, 60.0, 62.0, 61.0),
+        (1, 3, 60.0, 62.0, 61.0),
+        (2, 3, 60.0, 62.0, 61.0),
     ]

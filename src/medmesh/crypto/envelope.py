@@ -38,6 +38,10 @@ def associated_data(column: str, owner: str, row: str) -> bytes:
     return f"medmesh/{FORMAT_VERSION}\x1f{column}\x1f{owner}\x1f{row}".encode()
 
 
+_HEADER = bytes((FORMAT_VERSION,))
+_OVERHEAD = 1 + _NONCE_BYTES + 16
+
+
 @dataclass(frozen=True, slots=True)
 class DataKey:
     """One owner's unwrapped data key, ready to seal and open."""
@@ -49,15 +53,17 @@ class DataKey:
     def seal(self, plaintext: bytes, column: str, row: str) -> bytes:
         nonce = os.urandom(_NONCE_BYTES)
         aad = associated_data(column, self.owner, row)
-        return bytes((FORMAT_VERSION,)) + nonce + self._aead.encrypt(nonce, plaintext, aad)
+        return _HEADER + nonce + self._aead.encrypt(nonce, plaintext, aad)
 
     def open(self, sealed: bytes, column: str, row: str) -> bytes:
-        if len(sealed) < 1 + _NONCE_BYTES + 16 or sealed[0] != FORMAT_VERSION:
+        if len(sealed) < _OVERHEAD or sealed[0] != FORMAT_VERSION:
             raise Undecryptable(f"{column} holds no ciphertext of a known format")
-        nonce = sealed[1 : 1 + _NONCE_BYTES]
+        view = memoryview(sealed)
         try:
             return self._aead.decrypt(
-                nonce, sealed[1 + _NONCE_BYTES :], associated_data(column, self.owner, row)
+                view[1 : 1 + _NONCE_BYTES],
+                view[1 + _NONCE_BYTES :],
+                associated_data(column, self.owner, row),
             )
         except InvalidTag:
             raise Undecryptable(f"{column} of a row failed authentication") from None
@@ -153,11 +159,15 @@ class Cipher:
     async def keys_for(self, owners: list[str] | set[str]) -> dict[str, DataKey]:
         """The data keys of these owners; an owner without one is left out."""
         found: dict[str, DataKey] = {}
+        missing = []
         for owner in owners:
-            try:
-                found[owner] = await self.key(owner)
-            except DataKeyDestroyed:
-                continue
+            cached = self._cached(owner)
+            if cached is None:
+                missing.append(owner)
+            else:
+                found[owner] = cached
+        for owner, stored in (await self.keys.get_many(missing)).items():
+            found[owner] = await self._unwrap(stored)
         return found
 
     async def destroy(self, owner: str) -> str | None:

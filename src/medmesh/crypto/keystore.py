@@ -6,6 +6,7 @@ implementing `PatientKeyStore`."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,10 @@ class StoredKey:
 class PatientKeyStore(Protocol):
     async def get(self, patient_id: str) -> StoredKey | None:
         """The patient's key, or None when they have none (yet, or any more)."""
+        ...
+
+    async def get_many(self, patient_ids: list[str]) -> dict[str, StoredKey]:
+        """The keys of those of these patients that have one, in one round trip."""
         ...
 
     async def add_if_absent(self, key: StoredKey) -> StoredKey:
@@ -105,6 +110,21 @@ class LocalKeyStore:
 
     async def get(self, patient_id: str) -> StoredKey | None:
         return await asyncio.to_thread(self._get, patient_id)
+
+    def _get_many(self, patient_ids: list[str]) -> dict[str, StoredKey]:
+        with self._connect() as db:
+            # One bound parameter (a JSON list), whatever the number of patients.
+            rows = db.execute(
+                "SELECT patient_id, key_id, master_key_id, wrapped_key FROM patient_keys "
+                "WHERE patient_id IN (SELECT value FROM json_each(?))",
+                (json.dumps(patient_ids),),
+            ).fetchall()
+        return {p: StoredKey(p, k, WrappedKey(m, w)) for p, k, m, w in rows}
+
+    async def get_many(self, patient_ids: list[str]) -> dict[str, StoredKey]:
+        if not patient_ids:
+            return {}
+        return await asyncio.to_thread(self._get_many, patient_ids)
 
     def _add_if_absent(self, key: StoredKey) -> StoredKey:
         with self._connect() as db:

@@ -11,11 +11,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
+    ColumnElement,
+    Float,
     Select,
     String,
+    extract,
+    func,
     literal,
     select,
     true,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -116,11 +121,38 @@ class Vitals:
         index range scan) and decrypted and bucketed here (benchmarks/encryption.py measures a
         month of minute readings).
         """
-        points = await self.series(patient_id, code, component=component, after=origin)
+        # Epoch seconds computed by the database: no datetime object per row.
+        epoch = _epoch(self._conn.dialect.name, observations.c.effective)
+        if component is None:
+            query = select(observations.c.id, epoch, observations.c.value).where(
+                observations.c.value.is_not(None)
+            )
+        else:
+            query = (
+                select(observations.c.id, epoch, observation_components.c.value)
+                .join(
+                    observation_components,
+                    observation_components.c.observation_id == observations.c.id,
+                )
+                .where(observation_components.c.code == component)
+            )
+        query = query.where(
+            observations.c.patient_id == patient_id,
+            observations.c.code == code,
+            observations.c.effective > origin,
+        )
+        rows = (await self._conn.execute(query)).all()
+        if not rows:
+            return []
+        key = await cipher_of(self._conn).key(patient_id)
         start = origin.timestamp()
         grouped: dict[int, list[tuple[float, float]]] = {}
-        for effective, value in points:
-            at = effective.timestamp()
+        for oid, at, sealed in rows:
+            value = (
+                key.open_float(sealed, VALUE, oid)
+                if component is None
+                else key.open_float(sealed, COMPONENT_VALUE, component_row(oid, component))
+            )
             grouped.setdefault(math.floor((at - start) / width), []).append((at, value))
         result = []
         for index in sorted(grouped):
@@ -189,6 +221,14 @@ class Vitals:
             (effective, key.open_float(sealed, COMPONENT_VALUE, component_row(oid, component)))
             for oid, effective, sealed in result
         ]
+
+
+def _epoch(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[float]:
+    """Seconds since the Unix epoch, with their fraction."""
+    if dialect == "postgresql":
+        return type_coerce(extract("epoch", column), Float)
+    # SQLite keeps naive UTC text; julianday() reads it to the microsecond.
+    return (func.julianday(column) - 2440587.5) * 86400.0
 
 
 _Newest = tuple[str, str, str, datetime, bytes | None]  # id, patient, code, effective, value

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
+from typer.testing import CliRunner
 
 from medmesh import admin
+from medmesh.cli import app
 from medmesh.crypto import rotation
 from medmesh.crypto.errors import KeyringError, Undecryptable
 from medmesh.crypto.keyring import LocalKeyFile
@@ -290,3 +292,33 @@ async def test_month_chart_buckets_are_computed_from_decrypted_values(
         (1, 3, 60.0, 62.0, 61.0),
         (2, 3, 60.0, 62.0, 61.0),
     ]
+
+
+def test_the_cli_reports_rotates_and_retires_master_keys(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDMESH_DATABASE_URL", database_url)
+    monkeypatch.setenv("MEDMESH_MASTER_KEY_FILE", str(tmp_path / "keys" / "master-keys.json"))
+    monkeypatch.setenv("MEDMESH_KEY_STORE_PATH", str(tmp_path / "keys" / "patient-keys.db"))
+    runner = CliRunner()
+    for n in range(2):
+        created = runner.invoke(
+            app, ["patient", "create", "--family", f"K{n}", "--given", "G", "--identifier", f"K{n}"]
+        )
+        assert created.exit_code == 0, created.output
+    status = runner.invoke(app, ["keys", "status"])
+    assert status.exit_code == 0 and "mk-1 (active): wraps 2 data keys" in status.output
+    refused = runner.invoke(app, ["keys", "retire", "mk-1"])
+    assert refused.exit_code == 1 and "still wrapped with mk-1" in refused.output
+    rotated = runner.invoke(app, ["keys", "rotate", "--batch-size", "1"])
+    assert rotated.exit_code == 0, rotated.output
+    assert "new active master key: mk-2" in rotated.output
+    assert "data keys rewrapped: 2" in rotated.output
+    retired = runner.invoke(app, ["keys", "retire", "mk-1"])
+    assert retired.exit_code == 0, retired.output
+    status = runner.invoke(app, ["keys", "status"])
+    assert status.output.strip() == "mk-2 (active): wraps 2 data keys"
+    found = runner.invoke(
+        app, ["patient", "create", "--family", "K0", "--given", "G", "--identifier", "K0"]
+    )
+    assert found.exit_code == 1 and "already exists" in found.output  # the blind index survived

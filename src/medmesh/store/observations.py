@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
 from medmesh.crypto.envelope import DataKey
+from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.errors import NotFound
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.store._sql import insert_ignoring_duplicates
@@ -90,7 +91,7 @@ class Observations:
         """
         if not readings:
             return set()
-        keys = await _keys(self._conn, {r.patient_id for r in readings})
+        keys = await patient_keys(self._conn, {r.patient_id for r in readings})
         rows: list[dict[str, object]] = []
         for r in readings:
             single = r.values[0] if not r.measure.is_panel else None
@@ -163,7 +164,7 @@ class Observations:
 
     async def _fetch(self, sql: ColumnElement[bool] | object) -> list[StoredObservation]:
         rows = (await self._conn.execute(sql)).mappings().all()  # type: ignore[call-overload]
-        keys = await _keys(self._conn, {r["patient_id"] for r in rows})
+        keys = await patient_keys(self._conn, {r["patient_id"] for r in rows})
         owner = {r["id"]: r["patient_id"] for r in rows}
         panel_ids = [r["id"] for r in rows if r["value"] is None]
         parts: dict[str, list[MeasuredValue]] = defaultdict(list)
@@ -203,6 +204,10 @@ class Observations:
         ]
 
 
-async def _keys(conn: AsyncConnection, patient_ids: set[str]) -> dict[str, DataKey]:
-    cipher = cipher_of(conn)
-    return {pid: await cipher.key(pid) for pid in patient_ids}
+async def patient_keys(conn: AsyncConnection, patient_ids: set[str]) -> dict[str, DataKey]:
+    """The patients' data keys, fetched together; DataKeyDestroyed if one has none (erased:
+    e.g. rows read from a copy of the database taken before their erasure)."""
+    keys = await cipher_of(conn).keys_for(patient_ids)
+    if len(keys) != len(patient_ids):
+        raise DataKeyDestroyed("a patient's data key does not exist (erased?)")
+    return keys

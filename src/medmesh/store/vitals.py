@@ -26,7 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.store.database import cipher_of
-from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row
+from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row, patient_keys
 from medmesh.store.schema import observation_components, observations, patients
 
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's.
@@ -79,8 +79,7 @@ class Vitals:
             rows.extend(
                 (oid, pid, code, effective, value) for oid, pid, code, effective, value in result
             )
-        cipher = cipher_of(self._conn)
-        keys = {pid: await cipher.key(pid) for pid in {r[1] for r in rows}}
+        keys = await patient_keys(self._conn, {r[1] for r in rows})
         components: dict[str, dict[str, float]] = {}
         panel_ids = [r[0] for r in rows if r[4] is None]
         if panel_ids:

@@ -109,14 +109,20 @@ class LocalKeyFile:
             "index_key": _b64(os.urandom(32)),
             "signing_key": _b64(signing),
         }
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return  # another process created it first; use theirs
+        # Written whole to a private temporary file, then linked into place: another process
+        # starting at the same moment sees either no keyring or a complete one, never half.
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(document, out, indent=2)
             out.flush()
             os.fsync(out.fileno())
+        try:
+            os.link(temporary, self.path)
+        except FileExistsError:
+            pass  # another process created it first; use theirs
+        finally:
+            temporary.unlink()
 
     def _load(self) -> None:
         try:

@@ -139,6 +139,8 @@ async def test_tampered_ciphertext_does_not_decrypt(database: Database, world: W
     async with database.read() as conn:
         with pytest.raises(Undecryptable):
             await Observations(conn).get(row_id)
+        with pytest.raises(Undecryptable):  # the chart's batch path checks the same
+            await Vitals(conn).series(world.patient_id, "8867-4", after=START - timedelta(1))
 
 
 async def test_ciphertext_moved_to_another_row_does_not_decrypt(

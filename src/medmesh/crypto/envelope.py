@@ -15,6 +15,7 @@ import struct
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -80,6 +81,23 @@ class DataKey:
     def open_float(self, sealed: bytes, column: str, row: str) -> float:
         value: float = _FLOAT.unpack(self.open(sealed, column, row))[0]
         return value
+
+    def open_floats(self, sealed: Sequence[tuple[str, bytes]], column: str) -> list[float]:
+        """Open many (row, sealed float) pairs of one column: a chart's month of readings.
+        The same checks as `open`, with the per-value work cut to the decryption."""
+        prefix = f"medmesh/{FORMAT_VERSION}\x1f{column}\x1f{self.owner}\x1f".encode()
+        decrypt = self._aead.decrypt
+        unpack = _FLOAT.unpack
+        size = _OVERHEAD + _FLOAT.size
+        values = []
+        try:
+            for row, blob in sealed:
+                if len(blob) != size or blob[0] != FORMAT_VERSION:
+                    raise Undecryptable(f"{column} holds no ciphertext of a known format")
+                values.append(unpack(decrypt(blob[1:13], blob[13:], prefix + row.encode()))[0])
+        except InvalidTag:
+            raise Undecryptable(f"{column} of a row failed authentication") from None
+        return values
 
 
 def wrap_context(owner: str, key_id: str) -> bytes:

@@ -144,14 +144,16 @@ class Vitals:
         if not rows:
             return []
         key = await cipher_of(self._conn).key(patient_id)
+        if component is None:
+            values = key.open_floats([(oid, sealed) for oid, _, sealed in rows], VALUE)
+        else:
+            values = key.open_floats(
+                [(component_row(oid, component), sealed) for oid, _, sealed in rows],
+                COMPONENT_VALUE,
+            )
         start = origin.timestamp()
         grouped: dict[int, list[tuple[float, float]]] = {}
-        for oid, at, sealed in rows:
-            value = (
-                key.open_float(sealed, VALUE, oid)
-                if component is None
-                else key.open_float(sealed, COMPONENT_VALUE, component_row(oid, component))
-            )
+        for (_, at, _), value in zip(rows, values, strict=True):
             grouped.setdefault(math.floor((at - start) / width), []).append((at, value))
         result = []
         for index in sorted(grouped):
@@ -213,13 +215,13 @@ class Vitals:
             return []
         key = await cipher_of(self._conn).key(patient_id)
         if component is None:
-            return [
-                (effective, key.open_float(sealed, VALUE, oid)) for oid, effective, sealed in result
-            ]
-        return [
-            (effective, key.open_float(sealed, COMPONENT_VALUE, component_row(oid, component)))
-            for oid, effective, sealed in result
-        ]
+            values = key.open_floats([(oid, sealed) for oid, _, sealed in result], VALUE)
+        else:
+            values = key.open_floats(
+                [(component_row(oid, component), sealed) for oid, _, sealed in result],
+                COMPONENT_VALUE,
+            )
+        return [(at, value) for (_, at, _), value in zip(result, values, strict=True)]
 
 
 def _epoch(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[float]:

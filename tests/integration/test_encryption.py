@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
@@ -35,6 +36,8 @@ from tests.crypto_fixtures import (
     raw_rows,
     store,
 )
+from tests.helpers import reading
+from tests.live_server import live_server
 
 
 @pytest.fixture
@@ -324,3 +327,68 @@ def test_the_cli_reports_rotates_and_retires_master_keys(
         app, ["patient", "create", "--family", "K0", "--given", "G", "--identifier", "K0"]
     )
     assert found.exit_code == 1 and "already exists" in found.output  # the blind index survived
+
+
+async def test_a_running_server_keeps_ingesting_and_serving_during_rotation(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = tmp_path / "keys"
+    monkeypatch.setenv("MEDMESH_MASTER_KEY_FILE", str(keys / "master-keys.json"))
+    monkeypatch.setenv("MEDMESH_KEY_STORE_PATH", str(keys / "patient-keys.db"))
+    admin_side = keyed_database(database_url, keys)
+    try:
+        world = await make_world(admin_side)
+        for n in range(20):
+            await admin.create_patient(admin_side, family=f"R{n}", given="G", identifier=f"R-{n}")
+        with live_server(database_url, tmp_path / "server.log") as server:
+            rotated = asyncio.Event()
+            sent = 0
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+
+                async def keep_using_the_server() -> None:
+                    nonlocal sent
+                    while not rotated.is_set() or sent == 0:
+                        batch = [reading(f"rot-{sent}", value=70 + sent % 20)]
+                        posted = await http.post(
+                            "/ingest/v1/readings",
+                            json={"readings": batch},
+                            headers=world.device_headers,
+                        )
+                        assert posted.status_code == 202, posted.text
+                        sent += 1
+                        found = await http.get(
+                            "/fhir/Observation",
+                            params={"patient": world.patient_id, "_count": "1000"},
+                            headers=world.reader_headers,
+                        )
+                        assert found.status_code == 200
+                        assert len(found.json().get("entry", [])) == sent
+                        named = await http.get(
+                            "/fhir/Patient", params={"name": "r1"}, headers=world.reader_headers
+                        )
+                        assert named.status_code == 200
+                        assert len(named.json()["entry"]) == 11  # R1, R10…R19
+
+                async def rotate() -> rotation.RotationReport:
+                    try:
+                        return await rotation.rotate(admin_side.cipher, batch_size=2)
+                    finally:
+                        rotated.set()
+
+                using = asyncio.create_task(keep_using_the_server())
+                report = await rotate()
+                await using
+                assert report.by_master_key == {"mk-2": 21}
+                await rotation.retire(admin_side.cipher, "mk-1")
+                # Everything the server stored still opens with mk-1 gone (it re-reads the
+                # keyring when it changes).
+                after = await http.get(
+                    "/fhir/Observation",
+                    params={"patient": world.patient_id, "_count": "1000"},
+                    headers=world.reader_headers,
+                )
+                values = {e["resource"]["valueQuantity"]["value"] for e in after.json()["entry"]}
+        assert len(values) == min(sent, 20) and sent >= 1
+        assert (await admin_side.cipher.keys.count_by_master_key()) == {"mk-2": 21}
+    finally:
+        await admin_side.dispose()

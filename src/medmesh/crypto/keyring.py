@@ -100,7 +100,7 @@ class LocalKeyFile:
         self._load()
 
     def _create(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         signing = Ed25519PrivateKey.generate().private_bytes_raw()
         document = {
             "format": KEYRING_FORMAT,

@@ -152,26 +152,26 @@ class Vitals:
                 COMPONENT_VALUE,
             )
         start = origin.timestamp()
-        grouped: dict[int, list[tuple[float, float]]] = {}
+        # One pass, per bucket: [count, sum of times, sum of values, low, high].
+        totals: dict[int, list[float]] = {}
+        floor = math.floor
         for (_, at, _), value in zip(rows, values, strict=True):
-            grouped.setdefault(math.floor((at - start) / width), []).append((at, value))
-        result = []
-        for index in sorted(grouped):
-            members = grouped[index]
-            values = [v for _, v in members]
-            result.append(
-                (
-                    index,
-                    Bucket(
-                        at=math.fsum(t for t, _ in members) / len(members),
-                        low=min(values),
-                        high=max(values),
-                        mean=math.fsum(values) / len(values),
-                        count=len(values),
-                    ),
-                )
-            )
-        return result
+            index = floor((at - start) / width)
+            bucket = totals.get(index)
+            if bucket is None:
+                totals[index] = [1, at, value, value, value]
+                continue
+            bucket[0] += 1
+            bucket[1] += at
+            bucket[2] += value
+            if value < bucket[3]:
+                bucket[3] = value
+            elif value > bucket[4]:
+                bucket[4] = value
+        return [
+            (index, Bucket(at=t / n, low=low, high=high, mean=v / n, count=int(n)))
+            for index, (n, t, v, low, high) in sorted(totals.items())
+        ]
 
     async def series(
         self,

@@ -45,11 +45,13 @@ from medmesh import admin
 from medmesh.access import totp
 from medmesh.access.credentials import hash_secret, new_secret
 from medmesh.access.principals import Role
+from medmesh.crypto.envelope import DataKey
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
 from medmesh.store import migrate
 from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
+from medmesh.store.observations import VALUE
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.schema import observations
 
@@ -69,21 +71,24 @@ class Ward:
 
 
 def _rows_for(
-    patient_id: str, device_id: str, start: datetime, minutes: int, prefix: str = "seed"
+    key: DataKey, device_id: str, start: datetime, minutes: int, prefix: str = "seed"
 ) -> list[dict[str, Any]]:
+    """Observation rows, values sealed with the patient's key as the repository seals them."""
+    patient_id = key.owner
     rows = []
     for m in range(minutes):
         at = start + timedelta(minutes=m)
         for code, value in (("8867-4", 60 + m % 40), ("2708-6", 93 + m % 6)):
+            row_id = str(uuid.uuid4())
             rows.append(
                 {
-                    "id": str(uuid.uuid4()),
+                    "id": row_id,
                     "patient_id": patient_id,
                     "device_id": device_id,
                     "message_id": f"{prefix}-{code}-{m}",
                     "code": code,
                     "effective": at,
-                    "value": float(value),
+                    "value": key.seal_float(float(value), VALUE, row_id),
                     "unit": "/min" if code == "8867-4" else "%",
                     "received_at": at,
                 }
@@ -111,10 +116,15 @@ async def provision(url: str, count: int) -> Ward:
             devices.append((device.id, secret))
             patients.append(patient.id)
         for n, patient_id in enumerate(patients):
-            rows = _rows_for(patient_id, devices[n][0], now - timedelta(hours=2), 120)
+            key = await database.cipher.key(patient_id)
+            rows = _rows_for(key, devices[n][0], now - timedelta(hours=2), 120)
             await conn.execute(observations.insert(), rows)
         long_rows = _rows_for(
-            patients[0], devices[0][0], now - timedelta(days=90), 90 * 1440, "long"
+            await database.cipher.key(patients[0]),
+            devices[0][0],
+            now - timedelta(days=90),
+            90 * 1440,
+            "long",
         )
         for start in range(0, len(long_rows), 10_000):
             await conn.execute(observations.insert(), long_rows[start : start + 10_000])

@@ -21,8 +21,11 @@ from medmesh.access.principals import DEFAULT_ORGANIZATION
 from medmesh.commands import users
 from medmesh.commands.audit import audit_app
 from medmesh.commands.clients import app as clients_app
+from medmesh.commands.erasure import add_erasure_commands
+from medmesh.commands.keys import keys_app
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError, NotFound
+from medmesh.services import build_database
 from medmesh.store import migrate
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
@@ -49,6 +52,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="client")
 app.add_typer(users.user_app, name="user")
 app.add_typer(users.org_app, name="org")
+app.add_typer(keys_app, name="keys")
+add_erasure_commands(patient_app)
 
 T = TypeVar("T")
 
@@ -57,7 +62,7 @@ def _run(action: Callable[[Database], Awaitable[T]]) -> T:
     """Run an admin action against the configured database, migrated first."""
 
     async def main() -> T:
-        database = Database(Settings().database_url)
+        database = build_database(Settings())
         try:
             await migrate.upgrade(database)
             return await action(database)

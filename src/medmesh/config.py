@@ -24,6 +24,22 @@ class Settings(BaseSettings):
         "sqlite:///./medmesh.db",
         description="sqlite:///path.db (embedded default) or postgresql://user@host/db",
     )
+    master_key_file: Path | None = Field(
+        None,
+        description="The master keyring (JSON, mode 0600, created on first start if missing); "
+        "unset: next to the SQLite database file (docs/encryption.md)",
+    )
+    key_store_path: Path | None = Field(
+        None,
+        description="SQLite file of the per-patient data keys, kept OUT of the main database and "
+        "its backups so erasure destroys them; unset: next to the SQLite database file",
+    )
+    erasure_retention_days: int = Field(
+        0,
+        ge=0,
+        description="Refuse to erase a patient with clinical data younger than this many days "
+        "(medical-records retention law); 0: no minimum (docs/erasure.md)",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     public_base_url: str = Field(

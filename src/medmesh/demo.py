@@ -17,6 +17,7 @@ from medmesh.access import totp
 from medmesh.access.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
+from medmesh.services import build_database
 from medmesh.sim.http_device import HttpDevice
 from medmesh.sim.models import PatientModel, demo_patients
 from medmesh.sim.mqtt_device import MqttDevice, MqttDeviceSettings
@@ -141,7 +142,7 @@ async def _stream_mqtt(settings: Settings, subject: DemoSubject, interval: float
 async def run_demo(
     settings: Settings, *, patients: int, interval: float, garbage: float = 0.02
 ) -> None:
-    database = Database(settings.database_url)
+    database = build_database(settings)
     await migrate.upgrade(database)
     models = demo_patients(garbage=garbage)
     chosen = models[:patients] + [m for m in models if m.name == "faulty-device"]

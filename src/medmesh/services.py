@@ -11,6 +11,7 @@ from datetime import timedelta
 from medmesh.access.audit_writer import AuditWriter
 from medmesh.access.subscribers import SubscriberCheck
 from medmesh.config import Settings
+from medmesh.crypto.local import local_cipher
 from medmesh.domain.reading import Reading
 from medmesh.events.bus import EventBus, InProcessBus
 from medmesh.events.model import READINGS, Event
@@ -38,6 +39,12 @@ def build_formats(settings: Settings) -> Formats:
         for template in load_templates(settings.templates_dir):
             formats.register(template.format_name, parser_for(template, limit))
     return formats
+
+
+def build_database(settings: Settings) -> Database:
+    """The database, carrying the cipher built from the key settings (docs/encryption.md)."""
+    cipher = local_cipher(settings.database_url, settings.master_key_file, settings.key_store_path)
+    return Database(settings.database_url, cipher=cipher)
 
 
 def build_bus(settings: Settings) -> EventBus:
@@ -88,7 +95,7 @@ class Services:
 
     @classmethod
     async def start(cls, settings: Settings, formats: Formats | None = None) -> Services:
-        database = Database(settings.database_url)
+        database = build_database(settings)
         if settings.auto_migrate:
             await migrate.upgrade(database)
         pipeline = IngestPipeline(

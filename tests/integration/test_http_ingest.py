@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from medmesh import admin
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
+from medmesh.store.observations import ObservationQuery, Observations
 from medmesh.store.schema import dead_letters, observations
 from tests.conftest import World, make_world
 from tests.helpers import BASE_TIME, minute_series, reading
@@ -104,12 +105,8 @@ async def test_units_are_converted_to_the_canonical_unit(
     ]
     await client.post(URL, json={"readings": batch}, headers=world.device_headers)
     async with database.read() as conn:
-        rows = (
-            await conn.execute(
-                select(observations.c.code, observations.c.value, observations.c.unit)
-            )
-        ).all()
-    stored = {code: (round(value, 1), unit) for code, value, unit in rows}
+        found = await Observations(conn).search(ObservationQuery(patient_id=world.patient_id))
+    stored = {o.code: (round(o.values[0].value, 1), o.values[0].unit) for o in found}
     assert stored == {
         "8310-5": (37.0, "Cel"),
         "41653-7": (99.1, "mg/dL"),

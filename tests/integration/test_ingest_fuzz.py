@@ -40,6 +40,7 @@ from medmesh.domain.vocabulary import MEASURES, Measure, Quantity
 from medmesh.ingest.native import MAX_MESSAGE_ID_LENGTH, parse_item
 from medmesh.store import migrate
 from medmesh.store.database import Database
+from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row
 from medmesh.store.schema import dead_letters, observation_components, observations
 from tests.conftest import ASSIGNED_SINCE, World
 from tests.helpers import reading
@@ -134,17 +135,26 @@ class FuzzServer:
                 observation_components.c.observation_id.in_(ids)
             )
             parts = (await conn.execute(their_parts)).mappings().all()
+        # Values are sealed with the patient's key: open them as the store does.
+        key = await database.cipher.key(self.patient_id)
         rows: dict[str, Row] = {}
         for r in stored:
             # Every row is the observation of its (device, message id), for the one patient.
             assert r["id"] == observation_id(device_id, r["message_id"])
             assert r["patient_id"] == self.patient_id
             if r["value"] is not None:
-                values: Values = ((r["code"], r["value"], r["unit"]),)
+                value = key.open_float(r["value"], VALUE, r["id"])
+                values: Values = ((r["code"], value, r["unit"]),)
             else:
                 values = tuple(
                     sorted(
-                        (p["code"], p["value"], p["unit"])
+                        (
+                            p["code"],
+                            key.open_float(
+                                p["value"], COMPONENT_VALUE, component_row(r["id"], p["code"])
+                            ),
+                            p["unit"],
+                        )
                         for p in parts
                         if p["observation_id"] == r["id"]
                     )

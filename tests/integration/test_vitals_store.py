@@ -1,5 +1,5 @@
-"""The dashboard's reads on both backends: latest vitals in one statement, and the database's
-bucketing of long ranges agreeing with the Python downsampler it stands in for."""
+"""The dashboard's reads on both backends: latest vitals in one statement, and the store's
+bucketing of long ranges (over decrypted values) agreeing with the Python downsampler."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy import event
 
 from medmesh import admin
 from medmesh.store.database import Database
+from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row
 from medmesh.store.schema import observation_components, observations
 from medmesh.store.vitals import Vitals
 from medmesh.web.charts import Grid, downsample, regrid
@@ -23,14 +24,34 @@ START = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 async def store(database: Database, world: World, rows: list[dict[str, Any]]) -> None:
+    """Insert observation rows, their values sealed as the repository seals them."""
     base = {"patient_id": world.patient_id, "device_id": world.device_id, "unit": "/min"}
+    key = await database.cipher.key(world.patient_id)
+    full = [{**base, "id": str(uuid.uuid4()), "message_id": str(uuid.uuid4()), **r} for r in rows]
+    for r in full:
+        r["received_at"] = r["effective"]
+        if r["value"] is not None:
+            r["value"] = key.seal_float(r["value"], VALUE, r["id"])
+    async with database.write() as conn:
+        await conn.execute(observations.insert(), full)
+
+
+async def store_components(
+    database: Database, world: World, rows: list[tuple[str, str, float]]
+) -> None:
+    """Insert panel components (observation id, code, value), sealed."""
+    key = await database.cipher.key(world.patient_id)
     async with database.write() as conn:
         await conn.execute(
-            observations.insert(),
+            observation_components.insert(),
             [
-                {**base, "id": str(uuid.uuid4()), "message_id": str(uuid.uuid4()), **r}
-                | {"received_at": r["effective"]}
-                for r in rows
+                {
+                    "observation_id": i,
+                    "code": code,
+                    "value": key.seal_float(value, COMPONENT_VALUE, component_row(i, code)),
+                    "unit": "mm[Hg]",
+                }
+                for i, code, value in rows
             ],
         )
 
@@ -76,15 +97,15 @@ async def test_panel_components_are_bucketed_per_quantity(database: Database, wo
             for n, i in enumerate(ids)
         ],
     )
-    async with database.write() as conn:
-        await conn.execute(
-            observation_components.insert(),
-            [
-                {"observation_id": i, "code": code, "value": value + n, "unit": "mm[Hg]"}
-                for n, i in enumerate(ids)
-                for code, value in (("8480-6", 120.0), ("8462-4", 80.0))
-            ],
-        )
+    await store_components(
+        database,
+        world,
+        [
+            (i, code, value + n)
+            for n, i in enumerate(ids)
+            for code, value in (("8480-6", 120.0), ("8462-4", 80.0))
+        ],
+    )
     async with database.read() as conn:
         systolic = await Vitals(conn).buckets(
             world.patient_id,
@@ -115,14 +136,7 @@ async def test_latest_vitals_of_a_whole_page_take_two_statements(
         for m in range(5)
     ] + [{"id": "bp", "code": "85354-9", "effective": START, "value": None}]
     await store(database, world, rows)
-    async with database.write() as conn:
-        await conn.execute(
-            observation_components.insert(),
-            [
-                {"observation_id": "bp", "code": "8480-6", "value": 130.0, "unit": "mm[Hg]"},
-                {"observation_id": "bp", "code": "8462-4", "value": 85.0, "unit": "mm[Hg]"},
-            ],
-        )
+    await store_components(database, world, [("bp", "8480-6", 130.0), ("bp", "8462-4", 85.0)])
     statements: list[str] = []
     async with database.read() as conn:
 

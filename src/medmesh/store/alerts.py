@@ -10,14 +10,20 @@ from sqlalchemy import Select, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.crypto.envelope import DataKey
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.errors import NotFound
+from medmesh.store.database import cipher_of
 from medmesh.store.schema import alerts, patients
 
 _ACTIVE = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value)
 
 
-def _alert(row: RowMapping) -> Alert:
+# The detail quotes values ("SpO2 88 % for 5 min"): sealed with the patient's key.
+_DETAIL = "alerts.detail"
+
+
+def _alert(row: RowMapping, key: DataKey) -> Alert:
     return Alert(
         id=row["id"],
         patient_id=row["patient_id"],
@@ -26,7 +32,7 @@ def _alert(row: RowMapping) -> Alert:
         severity=Severity(row["severity"]),
         status=AlertStatus(row["status"]),
         title=row["title"],
-        detail=row["detail"],
+        detail=key.open_text(row["detail"], _DETAIL, row["id"]),
         device_id=row["device_id"],
         observation_id=row["observation_id"],
         opened_at=row["opened_at"],
@@ -59,7 +65,13 @@ class Alerts:
         )
 
     async def _all(self, query: Select[tuple[object, ...]]) -> list[Alert]:
-        return [_alert(r) for r in (await self._conn.execute(query)).mappings()]
+        rows = (await self._conn.execute(query)).mappings().all()
+        keys = await cipher_of(self._conn).keys_for({r["patient_id"] for r in rows})
+        return [_alert(r, keys[r["patient_id"]]) for r in rows if r["patient_id"] in keys]
+
+    async def _sealed_detail(self, alert: Alert) -> bytes:
+        key = await cipher_of(self._conn).key(alert.patient_id)
+        return key.seal_text(alert.detail, _DETAIL, alert.id)
 
     async def get(self, alert_id: str) -> Alert:
         found = await self._all(select(alerts).where(alerts.c.id == alert_id))
@@ -123,6 +135,7 @@ class Alerts:
         return await self._all(query)
 
     async def add(self, alert: Alert) -> None:
+        detail = await self._sealed_detail(alert)
         await self._conn.execute(
             alerts.insert().values(
                 id=alert.id,
@@ -132,7 +145,7 @@ class Alerts:
                 severity=alert.severity.value,
                 status=alert.status.value,
                 title=alert.title,
-                detail=alert.detail,
+                detail=detail,
                 device_id=alert.device_id,
                 observation_id=alert.observation_id,
                 opened_at=alert.opened_at,
@@ -150,6 +163,7 @@ class Alerts:
 
     async def retrigger(self, alert: Alert) -> bool:
         """Store a re-trigger of an active alert: evidence time, count, severity, wording."""
+        detail = await self._sealed_detail(alert)
         result = await self._conn.execute(
             update(alerts)
             .where(alerts.c.id == alert.id, alerts.c.status.in_(_ACTIVE))
@@ -158,7 +172,7 @@ class Alerts:
                 trigger_count=alerts.c.trigger_count + 1,
                 severity=alert.severity.value,
                 title=alert.title,
-                detail=alert.detail,
+                detail=detail,
                 device_id=alert.device_id,
                 observation_id=alert.observation_id,
             )
@@ -230,4 +244,4 @@ async def alerts_for_export(
             )
         )
     query = query.order_by(alerts.c.opened_at, alerts.c.id).limit(limit).offset(offset)
-    return [_alert(r) for r in (await conn.execute(query)).mappings()]
+    return await Alerts(conn)._all(query)

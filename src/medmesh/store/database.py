@@ -16,7 +16,20 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from medmesh.crypto.envelope import Cipher
+from medmesh.crypto.local import local_cipher
+
 Backend = Literal["sqlite", "postgresql"]
+
+CIPHER = "medmesh.cipher"
+
+
+def cipher_of(conn: AsyncConnection) -> Cipher:
+    """The cipher of the database this connection belongs to."""
+    cipher = conn.info.get(CIPHER)
+    if not isinstance(cipher, Cipher):
+        raise RuntimeError("this connection was not opened through medmesh's Database")
+    return cipher
 
 
 def normalize_url(url: str) -> str:
@@ -46,8 +59,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
 class Database:
     """The database of one medmesh deployment."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, cipher: Cipher | None = None) -> None:
         self.url = normalize_url(url)
+        # Every connection carries the cipher, so repositories (built on a connection) reach
+        # the patients' data keys; by default the local keyring and key store (crypto/local.py).
+        self.cipher = cipher if cipher is not None else local_cipher(self.url)
         self.backend: Backend = "sqlite" if self.url.startswith("sqlite") else "postgresql"
         if self.backend == "sqlite":
             self._reader = create_async_engine(self.url, echo=echo, hide_parameters=True)
@@ -67,6 +83,11 @@ class Database:
             )
             self._writer = self._reader
         # hide_parameters: SQL errors must not carry bound values (health data) into logs.
+        for engine in {self._reader, self._writer}:
+            event.listen(engine.sync_engine, "connect", self._attach_cipher)
+
+    def _attach_cipher(self, _dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[CIPHER] = self.cipher
 
     @property
     def engine(self) -> AsyncEngine:

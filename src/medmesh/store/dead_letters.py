@@ -8,7 +8,14 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.crypto.envelope import PLATFORM_OWNER
+from medmesh.store.database import cipher_of
 from medmesh.store.schema import dead_letters
+
+# Refused readings may come from a device with no patient yet, so they are sealed with the
+# platform's dead-letter key (an ordinary data key, owned by no patient). Bound to the column
+# only: the row id is assigned by the database on insert.
+_PAYLOAD = "dead_letters.payload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +36,7 @@ class DeadLetters:
     async def add_many(self, letters: list[DeadLetter]) -> None:
         if not letters:
             return
+        key = await cipher_of(self._conn).key_or_create(PLATFORM_OWNER)
         await self._conn.execute(
             dead_letters.insert(),
             [
@@ -39,7 +47,7 @@ class DeadLetters:
                     "message_id": d.message_id,
                     "reason": d.reason,
                     "detail": d.detail[:500],
-                    "payload": d.payload.encode("utf-8", "surrogateescape"),
+                    "payload": key.seal(d.payload.encode("utf-8", "surrogateescape"), _PAYLOAD, ""),
                 }
                 for d in letters
             ],
@@ -52,6 +60,7 @@ class DeadLetters:
             .order_by(dead_letters.c.id)
             .limit(limit)
         )
+        key = await cipher_of(self._conn).key_or_create(PLATFORM_OWNER)
         return [
             DeadLetter(
                 r["received_at"],
@@ -60,7 +69,7 @@ class DeadLetters:
                 r["message_id"],
                 r["reason"],
                 r["detail"],
-                bytes(r["payload"]).decode("utf-8", "surrogateescape"),
+                key.open(bytes(r["payload"]), _PAYLOAD, "").decode("utf-8", "surrogateescape"),
             )
             for r in (await self._conn.execute(query)).mappings()
         ]

@@ -12,12 +12,23 @@ from sqlalchemy import and_, false, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
+from medmesh.crypto.envelope import DataKey
+from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.errors import NotFound
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.store._sql import insert_ignoring_duplicates
+from medmesh.store.database import cipher_of
 from medmesh.store.schema import observation_components, observations
 
 Comparator = Literal["ge", "gt", "le", "lt"]
+
+# Columns of sealed values (their ciphertext is bound to the column, the patient and the row).
+VALUE = "observations.value"
+COMPONENT_VALUE = "observation_components.value"
+
+
+def component_row(observation_id: str, code: str) -> str:
+    return f"{observation_id}/{code}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +105,11 @@ class Observations:
         """
         if not readings:
             return set()
+        keys = await patient_keys(self._conn, {r.patient_id for r in readings})
         rows: list[dict[str, object]] = []
         for r in readings:
             single = r.values[0] if not r.measure.is_panel else None
+            key = keys[r.patient_id]
             rows.append(
                 {
                     "id": r.observation_id,
@@ -105,7 +118,9 @@ class Observations:
                     "message_id": r.message_id,
                     "code": r.measure.code,
                     "effective": r.effective,
-                    "value": single.value if single else None,
+                    "value": (
+                        key.seal_float(single.value, VALUE, r.observation_id) if single else None
+                    ),
                     "unit": single.unit if single else None,
                     "received_at": received_at,
                 }
@@ -113,7 +128,14 @@ class Observations:
         insert = insert_ignoring_duplicates(self._conn, observations).returning(observations.c.id)
         inserted = set((await self._conn.execute(insert, rows)).scalars())
         components = [
-            {"observation_id": r.observation_id, "code": v.code, "value": v.value, "unit": v.unit}
+            {
+                "observation_id": r.observation_id,
+                "code": v.code,
+                "value": keys[r.patient_id].seal_float(
+                    v.value, COMPONENT_VALUE, component_row(r.observation_id, v.code)
+                ),
+                "unit": v.unit,
+            }
             for r in readings
             if r.measure.is_panel and r.observation_id in inserted
             for v in r.values
@@ -158,6 +180,8 @@ class Observations:
 
     async def _fetch(self, sql: ColumnElement[bool] | object) -> list[StoredObservation]:
         rows = (await self._conn.execute(sql)).mappings().all()  # type: ignore[call-overload]
+        keys = await patient_keys(self._conn, {r["patient_id"] for r in rows})
+        owner = {r["id"]: r["patient_id"] for r in rows}
         panel_ids = [r["id"] for r in rows if r["value"] is None]
         parts: dict[str, list[MeasuredValue]] = defaultdict(list)
         if panel_ids:
@@ -167,7 +191,11 @@ class Observations:
                 .order_by(observation_components.c.observation_id, observation_components.c.code)
             )
             for c in component_rows.mappings():
-                parts[c["observation_id"]].append(MeasuredValue(c["code"], c["value"], c["unit"]))
+                oid = c["observation_id"]
+                value = keys[owner[oid]].open_float(
+                    c["value"], COMPONENT_VALUE, component_row(oid, c["code"])
+                )
+                parts[oid].append(MeasuredValue(c["code"], value, c["unit"]))
         return [
             StoredObservation(
                 id=r["id"],
@@ -176,7 +204,13 @@ class Observations:
                 code=r["code"],
                 effective=r["effective"],
                 values=(
-                    (MeasuredValue(r["code"], r["value"], r["unit"]),)
+                    (
+                        MeasuredValue(
+                            r["code"],
+                            keys[r["patient_id"]].open_float(r["value"], VALUE, r["id"]),
+                            r["unit"],
+                        ),
+                    )
                     if r["value"] is not None
                     else tuple(parts[r["id"]])
                 ),
@@ -224,3 +258,12 @@ async def observations_after(
         )
     sql = sql.order_by(observations.c.effective, observations.c.id).limit(limit)
     return await Observations(conn)._fetch(sql)
+
+
+async def patient_keys(conn: AsyncConnection, patient_ids: set[str]) -> dict[str, DataKey]:
+    """The patients' data keys, fetched together; DataKeyDestroyed if one has none (erased:
+    e.g. rows read from a copy of the database taken before their erasure)."""
+    keys = await cipher_of(conn).keys_for(patient_ids)
+    if len(keys) != len(patient_ids):
+        raise DataKeyDestroyed("a patient's data key does not exist (erased?)")
+    return keys

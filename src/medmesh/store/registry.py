@@ -3,26 +3,62 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.crypto.envelope import Cipher
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
+from medmesh.store.database import cipher_of
 from medmesh.store.schema import device_assignments, devices, patients
 
 
-def _patient(row: RowMapping) -> Patient:
-    return Patient(
-        id=row["id"],
-        identifier_system=row["identifier_system"],
-        identifier_value=row["identifier_value"],
-        family=row["family"],
-        given=row["given"],
-        birth_date=row["birth_date"],
-        gender=row["gender"],
+def _identifier_index(cipher: Cipher, system: str, value: str) -> str:
+    return cipher.blind_index("patient-identifier", f"{system}\x1f{value}")
+
+
+async def _patients(conn: AsyncConnection, rows: Sequence[RowMapping]) -> list[Patient]:
+    """Decrypt patient rows (rows of an erased patient, should one remain, are skipped)."""
+    keys = await cipher_of(conn).keys_for({r["id"] for r in rows})
+    found = []
+    for row in rows:
+        key = keys.get(row["id"])
+        if key is None:
+            continue
+        pid = row["id"]
+        born = row["birth_date"]
+        found.append(
+            Patient(
+                id=pid,
+                identifier_system=row["identifier_system"],
+                identifier_value=key.open_text(row["identifier_value"], _IDENTIFIER, pid),
+                family=key.open_text(row["family"], _FAMILY, pid),
+                given=key.open_text(row["given"], _GIVEN, pid),
+                birth_date=(
+                    None
+                    if born is None
+                    else date.fromisoformat(key.open_text(born, _BIRTH_DATE, pid))
+                ),
+                gender=row["gender"],
+            )
+        )
+    return found
+
+
+_IDENTIFIER = "patients.identifier_value"
+_FAMILY = "patients.family"
+_GIVEN = "patients.given"
+_BIRTH_DATE = "patients.birth_date"
+
+
+def _starts_any_part(name: str, patient: Patient) -> bool:
+    """FHIR string search: case-insensitive "starts with" on any part of the name."""
+    prefix = name.casefold()
+    return patient.family.casefold().startswith(prefix) or patient.given.casefold().startswith(
+        prefix
     )
 
 
@@ -41,47 +77,69 @@ class Patients:
         self._conn = conn
 
     async def add(self, patient: Patient) -> None:
+        cipher = cipher_of(self._conn)
         existing = await self.find_by_identifier(
             patient.identifier_system, patient.identifier_value
         )
         if existing is not None:
             raise Conflict("a patient with this identifier already exists")
+        key = await cipher.key_or_create(patient.id)
+        pid = patient.id
+        born = patient.birth_date
         await self._conn.execute(
             patients.insert().values(
-                id=patient.id,
+                id=pid,
                 identifier_system=patient.identifier_system,
-                identifier_value=patient.identifier_value,
-                family=patient.family,
-                given=patient.given,
-                birth_date=patient.birth_date,
+                identifier_value=key.seal_text(patient.identifier_value, _IDENTIFIER, pid),
+                identifier_index=_identifier_index(
+                    cipher, patient.identifier_system, patient.identifier_value
+                ),
+                family=key.seal_text(patient.family, _FAMILY, pid),
+                given=key.seal_text(patient.given, _GIVEN, pid),
+                birth_date=None
+                if born is None
+                else key.seal_text(born.isoformat(), _BIRTH_DATE, pid),
                 gender=patient.gender,
                 created_at=datetime.now(UTC),
             )
         )
 
     async def get(self, patient_id: str) -> Patient:
-        row = (
+        rows = (
             (await self._conn.execute(select(patients).where(patients.c.id == patient_id)))
             .mappings()
-            .first()
+            .all()
         )
-        if row is None:
+        found = await _patients(self._conn, rows)
+        if not found:
             raise NotFound("Patient not found")
-        return _patient(row)
+        return found[0]
 
     async def get_many(self, patient_ids: Sequence[str]) -> list[Patient]:
         """The patients with these ids that exist, in no particular order."""
         if not patient_ids:
             return []
         query = select(patients).where(patients.c.id.in_(list(dict.fromkeys(patient_ids))))
-        return [_patient(r) for r in (await self._conn.execute(query)).mappings()]
+        return await _patients(self._conn, (await self._conn.execute(query)).mappings().all())
 
     async def find_by_identifier(self, system: str | None, value: str) -> Patient | None:
-        query = select(patients).where(patients.c.identifier_value == value)
+        found = await self._by_identifier(system, value)
+        return found[0] if found else None
+
+    async def _by_identifier(self, system: str | None, value: str) -> list[Patient]:
+        """Patients with this identifier; without a system, the identifier in any system
+        (one blind index per system in use, so few)."""
+        cipher = cipher_of(self._conn)
         if system is not None:
-            query = query.where(patients.c.identifier_system == system)
-        row = (await self._conn.execute(query)).mappings().first()
-        return None if row is None else _patient(row)
+            systems = [system]
+        else:
+            distinct = select(patients.c.identifier_system).distinct()
+            systems = list((await self._conn.execute(distinct)).scalars())
+        if not systems:
+            return []
+        wanted = [_identifier_index(cipher, s, value) for s in systems]
+        query = select(patients).where(patients.c.identifier_index.in_(wanted))
+        return await _patients(self._conn, (await self._conn.execute(query)).mappings().all())
 
     async def search(
         self,
@@ -92,26 +150,28 @@ class Patients:
         limit: int = 50,
         offset: int = 0,
     ) -> list[Patient]:
-        """`within`: only these patients (the ones the caller may see); None: no limit."""
-        query = select(patients).order_by(patients.c.family, patients.c.given, patients.c.id)
-        if within is not None:
-            query = query.where(patients.c.id.in_(list(within)))
+        """Patients ordered by family name, given name, id.
+
+        Names are ciphertext under each patient's own key, so the database can neither filter
+        nor order by them: the candidates are decrypted here and filtered and sorted in Python
+        (docs/encryption.md weighs this against blind indexes of name prefixes). `within`:
+        only these patients (the ones the caller may see); None: no limit.
+        """
         if identifier is not None:
-            system, value = identifier
-            query = query.where(patients.c.identifier_value == value)
-            if system is not None:
-                query = query.where(patients.c.identifier_system == system)
+            candidates = await self._by_identifier(*identifier)
+        else:
+            query = select(patients)
+            if within is not None:
+                query = query.where(patients.c.id.in_(list(within)))
+            rows = (await self._conn.execute(query)).mappings().all()
+            candidates = await _patients(self._conn, rows)
+        if within is not None:
+            allowed = set(within)
+            candidates = [p for p in candidates if p.id in allowed]
         if name is not None:
-            # FHIR string search: case-insensitive "starts with" on any part of the name.
-            prefix = name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(
-                or_(
-                    func.lower(patients.c.family).like(prefix + "%", escape="\\"),
-                    func.lower(patients.c.given).like(prefix + "%", escape="\\"),
-                )
-            )
-        rows = (await self._conn.execute(query.limit(limit).offset(offset))).mappings()
-        return [_patient(r) for r in rows]
+            candidates = [p for p in candidates if _starts_any_part(name, p)]
+        candidates.sort(key=lambda p: (p.family, p.given, p.id))
+        return candidates[offset : offset + limit]
 
 
 class Devices:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
-    Date,
     Float,
     ForeignKey,
     Index,
@@ -30,22 +29,28 @@ metadata = MetaData(
     }
 )
 
+# Health data columns (names, birth dates, identifiers, values, alert details) hold AES-256-GCM
+# ciphertext under the patient's data key (crypto/envelope.py), bound to their column, patient
+# and row; the keys live outside this database (crypto/keystore.py).
 patients = Table(
     "patients",
     metadata,
     Column("id", String(36), primary_key=True),
     Column("identifier_system", String(200), nullable=False),
-    Column("identifier_value", String(100), nullable=False),
-    Column("family", String(100), nullable=False),
-    Column("given", String(100), nullable=False),
-    Column("birth_date", Date, nullable=True),
+    Column("identifier_value", LargeBinary, nullable=False),  # sealed
+    # HMAC-SHA256 of (system, value) under the platform's blind index key: finds a patient by
+    # identifier (HL7 PID, FHIR search) without storing the identifier in the clear.
+    Column("identifier_index", String(64), nullable=False),
+    Column("family", LargeBinary, nullable=False),  # sealed
+    Column("given", LargeBinary, nullable=False),  # sealed
+    Column("birth_date", LargeBinary, nullable=True),  # sealed ISO date
     Column("gender", String(10), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     # The organisation that manages the patient's record (its clinicians form care teams).
     Column("organization_id", String(36), nullable=False, server_default="default"),
     # A legal hold stops erasure until it is lifted (litigation, investigation).
     Column("legal_hold", Boolean, nullable=False, server_default=false()),
-    UniqueConstraint("identifier_system", "identifier_value"),
+    UniqueConstraint("identifier_index"),
 )
 
 devices = Table(
@@ -96,8 +101,9 @@ observations = Table(
     Column("message_id", String(128), nullable=False),
     Column("code", String(16), nullable=False),
     Column("effective", UTCDateTime, nullable=False),
-    # NULL for panels (blood pressure), whose values are in observation_components.
-    Column("value", Float, nullable=True),
+    # Sealed float; NULL for panels (blood pressure), whose values are in
+    # observation_components.
+    Column("value", LargeBinary, nullable=True),
     Column("unit", String(16), nullable=True),
     Column("received_at", UTCDateTime, nullable=False),
     UniqueConstraint("device_id", "message_id"),
@@ -115,7 +121,7 @@ observation_components = Table(
         primary_key=True,
     ),
     Column("code", String(16), primary_key=True),
-    Column("value", Float, nullable=False),
+    Column("value", LargeBinary, nullable=False),  # sealed float
     Column("unit", String(16), nullable=False),
 )
 
@@ -129,8 +135,8 @@ dead_letters = Table(
     Column("message_id", String(128), nullable=True),
     Column("reason", String(32), nullable=False),
     Column("detail", String(500), nullable=False),
-    # The refused input as received (health data: kept for reprocessing, never logged). Bytes,
-    # because refused input may hold anything, NUL included, which PostgreSQL text refuses.
+    # The refused input as received (health data: kept for reprocessing, never logged), sealed
+    # with the platform's dead-letter key (its sender may have no patient yet).
     Column("payload", LargeBinary, nullable=False),
     Index(None, "device_id", "received_at"),
 )
@@ -277,18 +283,6 @@ oauth_assertions = Table(
 
 # --- encryption at rest, export, erasure -------------------------------------------------------
 
-# Each patient's data key, wrapped (encrypted) by a master key of the key provider. Deleting
-# the row is crypto-shredding: every copy of the patient's ciphertext becomes unreadable.
-patient_keys = Table(
-    "patient_keys",
-    metadata,
-    Column("patient_id", String(36), primary_key=True),  # no FK: erasure deletes both
-    Column("wrapped_key", LargeBinary, nullable=False),
-    Column("master_key_id", String(64), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
-    Index(None, "master_key_id"),
-)
-
 export_jobs = Table(
     "export_jobs",
     metadata,
@@ -359,7 +353,7 @@ alerts = Table(
     Column("severity", String(16), nullable=False),  # info, warning, urgent, critical
     Column("status", String(16), nullable=False),  # open, acknowledged, resolved
     Column("title", String(200), nullable=False),
-    Column("detail", Text, nullable=False),
+    Column("detail", LargeBinary, nullable=False),  # sealed: it quotes values
     Column("device_id", String(36), nullable=True),
     Column("observation_id", String(36), nullable=True),  # the reading that raised it
     Column("opened_at", UTCDateTime, nullable=False),

@@ -1,9 +1,11 @@
 """Reads behind the clinician dashboard: the latest value of each vital sign per patient, and
 one quantity's values over a time range, raw or aggregated into time buckets (chart series).
-All of them are range scans of the (patient, code, effective) index of `observations`."""
+All of them are range scans of the (patient, code, effective) index of `observations`; values
+are decrypted here with the patient's data key."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,10 +13,8 @@ from datetime import datetime
 from sqlalchemy import (
     ColumnElement,
     Float,
-    Integer,
     Select,
     String,
-    cast,
     extract,
     func,
     literal,
@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.store.database import cipher_of
+from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row, patient_keys
 from medmesh.store.schema import observation_components, observations, patients
 
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's.
@@ -77,19 +79,28 @@ class Vitals:
             rows.extend(
                 (oid, pid, code, effective, value) for oid, pid, code, effective, value in result
             )
+        keys = await patient_keys(self._conn, {r[1] for r in rows})
         components: dict[str, dict[str, float]] = {}
         panel_ids = [r[0] for r in rows if r[4] is None]
         if panel_ids:
+            owner = {r[0]: r[1] for r in rows}
             query = select(
                 observation_components.c.observation_id,
                 observation_components.c.code,
                 observation_components.c.value,
             ).where(observation_components.c.observation_id.in_(panel_ids))
-            for observation_id, code, value in await self._conn.execute(query):
+            for observation_id, code, sealed in await self._conn.execute(query):
+                value = keys[owner[observation_id]].open_float(
+                    sealed, COMPONENT_VALUE, component_row(observation_id, code)
+                )
                 components.setdefault(observation_id, {})[code] = value
         latest: dict[tuple[str, str], LatestValue] = {}
-        for observation_id, patient_id, code, effective, value in rows:
-            values = {code: value} if value is not None else components.get(observation_id, {})
+        for observation_id, patient_id, code, effective, sealed in rows:
+            values = (
+                {code: keys[patient_id].open_float(sealed, VALUE, observation_id)}
+                if sealed is not None
+                else components.get(observation_id, {})
+            )
             latest[(patient_id, code)] = LatestValue(patient_id, code, effective, values)
         return latest
 
@@ -105,45 +116,61 @@ class Vitals:
         """Values after `origin`, aggregated per bucket of `width` seconds: (index, bucket)
         pairs in time order, index 0 starting at `origin`; empty buckets are left out.
 
-        The database does the work, so a 90-day range of minute readings is read as a few
-        hundred rows (web/charts.py does the same for raw points, and decides the grid).
+        Values are ciphertext, so the database cannot aggregate them: the range is read (one
+        index range scan) and decrypted and bucketed here (benchmarks/encryption.py measures a
+        month of minute readings).
         """
+        # Epoch seconds computed by the database: no datetime object per row.
         epoch = _epoch(self._conn.dialect.name, observations.c.effective)
-        offset = (epoch - literal(origin.timestamp(), Float)) / literal(width, Float)
-        index = func.floor(offset) if self._conn.dialect.name == "postgresql" else offset
-        value = observations.c.value if component is None else observation_components.c.value
-        inner = select(
-            cast(index, Integer).label("bucket"),
-            cast(epoch, Float).label("at"),
-            value.label("value"),
-        )
         if component is None:
-            inner = inner.where(observations.c.value.is_not(None))
+            query = select(observations.c.id, epoch, observations.c.value).where(
+                observations.c.value.is_not(None)
+            )
         else:
-            inner = inner.join(
-                observation_components,
-                observation_components.c.observation_id == observations.c.id,
-            ).where(observation_components.c.code == component)
-        rows = inner.where(
+            query = (
+                select(observations.c.id, epoch, observation_components.c.value)
+                .join(
+                    observation_components,
+                    observation_components.c.observation_id == observations.c.id,
+                )
+                .where(observation_components.c.code == component)
+            )
+        query = query.where(
             observations.c.patient_id == patient_id,
             observations.c.code == code,
             observations.c.effective > origin,
-        ).subquery()
-        query = (
-            select(
-                rows.c.bucket,
-                func.avg(rows.c.at),
-                func.min(rows.c.value),
-                func.max(rows.c.value),
-                func.avg(rows.c.value),
-                func.count(),
-            )
-            .group_by(rows.c.bucket)
-            .order_by(rows.c.bucket)
         )
+        rows = (await self._conn.execute(query)).all()
+        if not rows:
+            return []
+        key = await cipher_of(self._conn).key(patient_id)
+        if component is None:
+            values = key.open_floats([(oid, sealed) for oid, _, sealed in rows], VALUE)
+        else:
+            values = key.open_floats(
+                [(component_row(oid, component), sealed) for oid, _, sealed in rows],
+                COMPONENT_VALUE,
+            )
+        start = origin.timestamp()
+        # One pass, per bucket: [count, sum of times, sum of values, low, high].
+        totals: dict[int, list[float]] = {}
+        floor = math.floor
+        for (_, at, _), value in zip(rows, values, strict=True):
+            index = floor((at - start) / width)
+            bucket = totals.get(index)
+            if bucket is None:
+                totals[index] = [1, at, value, value, value]
+                continue
+            bucket[0] += 1
+            bucket[1] += at
+            bucket[2] += value
+            if value < bucket[3]:
+                bucket[3] = value
+            elif value > bucket[4]:
+                bucket[4] = value
         return [
-            (int(i), Bucket(float(at), float(low), float(high), float(mean), int(count)))
-            for i, at, low, high, mean, count in await self._conn.execute(query)
+            (index, Bucket(at=t / n, low=low, high=high, mean=v / n, count=int(n)))
+            for index, (n, t, v, low, high) in sorted(totals.items())
         ]
 
     async def series(
@@ -162,12 +189,12 @@ class Vitals:
         `component` picks one quantity of a panel (systolic of a blood pressure).
         """
         if component is None:
-            query = select(observations.c.effective, observations.c.value).where(
+            query = select(observations.c.id, observations.c.effective, observations.c.value).where(
                 observations.c.value.is_not(None)
             )
         else:
             query = (
-                select(observations.c.effective, observation_components.c.value)
+                select(observations.c.id, observations.c.effective, observation_components.c.value)
                 .join(
                     observation_components,
                     observation_components.c.observation_id == observations.c.id,
@@ -183,8 +210,18 @@ class Vitals:
             query = query.where(observations.c.effective <= until)
         if received_after is not None:
             query = query.where(observations.c.received_at > received_after)
-        result = await self._conn.execute(query.order_by(observations.c.effective))
-        return [(effective, value) for effective, value in result]
+        result = (await self._conn.execute(query.order_by(observations.c.effective))).all()
+        if not result:
+            return []
+        key = await cipher_of(self._conn).key(patient_id)
+        if component is None:
+            values = key.open_floats([(oid, sealed) for oid, _, sealed in result], VALUE)
+        else:
+            values = key.open_floats(
+                [(component_row(oid, component), sealed) for oid, _, sealed in result],
+                COMPONENT_VALUE,
+            )
+        return [(at, value) for (_, at, _), value in zip(result, values, strict=True)]
 
 
 def _epoch(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[float]:
@@ -195,12 +232,12 @@ def _epoch(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[float
     return (func.julianday(column) - 2440587.5) * 86400.0
 
 
-_Newest = tuple[str, str, str, datetime, float | None]  # id, patient, code, effective, value
+_Newest = tuple[str, str, str, datetime, bytes | None]  # id, patient, code, effective, value
 
 
 def _newest(
     patient_ids: Sequence[str], codes: Sequence[str]
-) -> Select[str, str, str, datetime, float | None]:
+) -> Select[str, str, str, datetime, bytes | None]:
     """The newest observation of each (patient, code): the pairs are the patients' rows
     crossed with the codes, each picking its newest observation id through the index."""
     code_rows = [select(literal(code, String).label("code")) for code in codes]

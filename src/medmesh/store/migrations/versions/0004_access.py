@@ -1,4 +1,4 @@
-"""access, consent, audit, encryption keys, export, erasure
+"""access, consent, audit, export, erasure
 
 Revision ID: 0004
 Revises: 0003
@@ -97,19 +97,6 @@ def upgrade() -> None:
         organizations,
         [{"id": "default", "name": "Default organisation", "created_at": datetime.now(UTC)}],
     )
-    op.create_table(
-        "patient_keys",
-        sa.Column("patient_id", sa.String(length=36), nullable=False),
-        sa.Column("wrapped_key", sa.LargeBinary(), nullable=False),
-        sa.Column("master_key_id", sa.String(length=64), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.PrimaryKeyConstraint("patient_id", name=op.f("pk_patient_keys")),
-    )
-    with op.batch_alter_table("patient_keys", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_patient_keys_master_key_id"), ["master_key_id"], unique=False
-        )
-
     op.create_table(
         "consents",
         sa.Column("id", sa.String(length=36), nullable=False),
@@ -335,10 +322,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_consents_grantee_id_status"))
 
     op.drop_table("consents")
-    with op.batch_alter_table("patient_keys", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_patient_keys_master_key_id"))
-
-    op.drop_table("patient_keys")
     op.drop_table("organizations")
     op.drop_table("oauth_assertions")
     op.drop_table("export_jobs")

@@ -1,0 +1,187 @@
+"""The rows about one patient, for erasure: hold flag, retention facts, deletion of every row
+that holds or points at their data, and the stored erasure certificates. Audit rows are kept:
+they hold ids only, and the law asks for them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Delete, and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.domain.errors import NotFound
+from medmesh.store.schema import (
+    alerts,
+    api_tokens,
+    break_glass,
+    care_plans,
+    care_team_members,
+    consents,
+    dead_letters,
+    device_assignments,
+    erasure_certificates,
+    export_files,
+    export_jobs,
+    observation_components,
+    observations,
+    patients,
+    users,
+    webhook_deliveries,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCertificate:
+    id: str
+    patient_id: str
+    issued_at: datetime
+    document: str
+    signature: str
+
+
+class PatientRecords:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def legal_hold(self, patient_id: str) -> bool:
+        """The patient's legal-hold flag, read under a write lock on PostgreSQL, so it cannot
+        be set between this check and the deletion in the same transaction."""
+        query = (
+            select(patients.c.legal_hold)
+            .where(patients.c.id == patient_id)
+            .with_for_update(key_share=True)
+        )
+        hold = (await self._conn.execute(query)).scalar_one_or_none()
+        if hold is None:
+            raise NotFound("Patient not found")
+        return bool(hold)
+
+    async def set_legal_hold(self, patient_id: str, on: bool) -> None:
+        result = await self._conn.execute(
+            update(patients).where(patients.c.id == patient_id).values(legal_hold=on)
+        )
+        if not result.rowcount:
+            raise NotFound("Patient not found")
+
+    async def newest_clinical_data(self, patient_id: str) -> datetime | None:
+        """When the patient's newest reading was taken (None: no readings)."""
+        query = select(func.max(observations.c.effective)).where(
+            observations.c.patient_id == patient_id
+        )
+        newest: datetime | None = (await self._conn.execute(query)).scalar_one_or_none()
+        return newest
+
+    async def delete_all(self, patient_id: str) -> dict[str, int]:
+        """Delete every row about the patient; returns rows deleted per table (zeros kept)."""
+        counts: dict[str, int] = {}
+
+        async def run(name: str, statement: Delete) -> None:
+            result = await self._conn.execute(statement)
+            counts[name] = counts.get(name, 0) + int(result.rowcount or 0)
+
+        theirs = select(observations.c.id).where(observations.c.patient_id == patient_id)
+        await run(
+            "observation_components",
+            delete(observation_components).where(
+                observation_components.c.observation_id.in_(theirs)
+            ),
+        )
+        await run(
+            "observations", delete(observations).where(observations.c.patient_id == patient_id)
+        )
+        await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
+        await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))
+        await run("consents", delete(consents).where(consents.c.patient_id == patient_id))
+        await run(
+            "care_team_members",
+            delete(care_team_members).where(care_team_members.c.patient_id == patient_id),
+        )
+        await run("break_glass", delete(break_glass).where(break_glass.c.patient_id == patient_id))
+        accounts = select(users.c.id).where(users.c.patient_id == patient_id)
+        await run(
+            "api_tokens",
+            delete(api_tokens).where(
+                or_(api_tokens.c.patient_id == patient_id, api_tokens.c.user_id.in_(accounts))
+            ),
+        )
+        await run("users", delete(users).where(users.c.patient_id == patient_id))
+        await self._delete_dead_letters(patient_id, counts)
+        await run(
+            "device_assignments",
+            delete(device_assignments).where(device_assignments.c.patient_id == patient_id),
+        )
+        await self._delete_exports(patient_id, counts)
+        await self._delete_webhook_deliveries(patient_id, counts)
+        await run("patients", delete(patients).where(patients.c.id == patient_id))
+        return counts
+
+    async def _delete_dead_letters(self, patient_id: str, counts: dict[str, int]) -> None:
+        """Refused input from the patient's devices while assigned to them (their readings)."""
+        windows = (
+            await self._conn.execute(
+                select(
+                    device_assignments.c.device_id,
+                    device_assignments.c.start,
+                    device_assignments.c.end,
+                ).where(device_assignments.c.patient_id == patient_id)
+            )
+        ).all()
+        total = 0
+        for device_id, start, end in windows:
+            condition = and_(
+                dead_letters.c.device_id == device_id, dead_letters.c.received_at >= start
+            )
+            if end is not None:
+                condition = and_(condition, dead_letters.c.received_at < end)
+            result = await self._conn.execute(delete(dead_letters).where(condition))
+            total += int(result.rowcount or 0)
+        counts["dead_letters"] = total
+
+    async def _delete_exports(self, patient_id: str, counts: dict[str, int]) -> None:
+        """Bulk exports that include the patient (their files hold the patient's data)."""
+        rows = await self._conn.execute(select(export_jobs.c.id, export_jobs.c.patient_ids))
+        jobs = [job for job, ids in rows if patient_id in json.loads(ids or "[]")]
+        counts["export_files"] = counts["export_jobs"] = 0
+        if jobs:
+            files = await self._conn.execute(
+                delete(export_files).where(export_files.c.job_id.in_(jobs))
+            )
+            done = await self._conn.execute(delete(export_jobs).where(export_jobs.c.id.in_(jobs)))
+            counts["export_files"] = int(files.rowcount or 0)
+            counts["export_jobs"] = int(done.rowcount or 0)
+
+    async def _delete_webhook_deliveries(self, patient_id: str, counts: dict[str, int]) -> None:
+        """Webhook notifications naming the patient (FHIR references carry their id)."""
+        needle = patient_id.encode("ascii")
+        rows = await self._conn.execute(
+            select(webhook_deliveries.c.id, webhook_deliveries.c.payload)
+        )
+        about = [row_id for row_id, payload in rows if needle in bytes(payload)]
+        counts["webhook_deliveries"] = 0
+        if about:
+            result = await self._conn.execute(
+                delete(webhook_deliveries).where(webhook_deliveries.c.id.in_(about))
+            )
+            counts["webhook_deliveries"] = int(result.rowcount or 0)
+
+    async def add_certificate(self, certificate: StoredCertificate) -> None:
+        await self._conn.execute(
+            erasure_certificates.insert().values(
+                id=certificate.id,
+                patient_id=certificate.patient_id,
+                issued_at=certificate.issued_at,
+                document=certificate.document,
+                signature=certificate.signature,
+            )
+        )
+
+    async def certificate(self, certificate_id: str) -> StoredCertificate:
+        query = select(erasure_certificates).where(erasure_certificates.c.id == certificate_id)
+        row = (await self._conn.execute(query)).mappings().first()
+        if row is None:
+            raise NotFound("Erasure certificate not found")
+        return StoredCertificate(
+            row["id"], row["patient_id"], row["issued_at"], row["document"], row["signature"]
+        )

@@ -109,6 +109,12 @@ async def test_patient_export_runs_to_a_manifest_of_valid_ndjson_files(
     assert {d["id"] for d in found["Device"]} == {clinic.a.device_id, clinic.b_device_id}
     ids = [o["id"] for o in found["Observation"]]
     assert len(set(ids)) == observations
+    # At rest the files are ciphertext, each under a wrapped key of its own.
+    async with database.read() as conn:
+        stored = (await conn.execute(select(export_files))).mappings().all()
+    assert stored and all(b"resourceType" not in f["data"] for f in stored)
+    assert clinic.a.patient_id.encode() not in b"".join(f["data"] for f in stored)
+    assert len({f["wrapped_key"] for f in stored}) == len(stored)
 
 
 async def test_type_and_since_choose_what_is_exported(

@@ -226,4 +226,4 @@ async def export_file(
         file = await ExportJobs(conn).file(job.id, name) if job.status == COMPLETE else None
     if file is None:
         raise NotFound("export file not found")
-    return Response(open_file(job.id, file), media_type=NDJSON)
+    return Response(await open_file(_db(request), job.id, file), media_type=NDJSON)

@@ -22,6 +22,9 @@ from typing import Any
 import orjson
 
 from medmesh.config import Settings
+from medmesh.crypto.files import open_file as open_sealed_file
+from medmesh.crypto.files import seal_file
+from medmesh.crypto.keyring import WrappedKey
 from medmesh.fhir import resources
 from medmesh.fhir.records import (
     RECORD_TYPES,
@@ -38,7 +41,6 @@ from medmesh.store.exports import QUEUED, RUNNING, ExportFile, ExportJob, Export
 log = logging.getLogger(__name__)
 
 CHUNK = 1000  # rows read from the database at a time
-UNENCRYPTED = "none"
 
 
 def _now() -> datetime:
@@ -46,27 +48,28 @@ def _now() -> datetime:
 
 
 # --- the one place export files are sealed and opened -------------------------------------
-# TODO(lead, at merge with encryption at rest): encrypt `data` with a data key of the job's
-# own (AES-256-GCM), wrapped by the master key; return (ciphertext, wrapped key, master key id).
-# Until then files are stored as plain NDJSON, marked with the key id "none".
+# Each file is encrypted (AES-256-GCM) under a key of its own, wrapped by the master key and
+# bound to the job and file name: export files hold whole records.
 
 
-def _seal(job_id: str, data: bytes) -> tuple[bytes, bytes, str]:
-    """An export file's bytes as stored: (data, wrapped_key, master_key_id)."""
-    del job_id
-    return data, b"", UNENCRYPTED
+def _file_name(job_id: str, name: str) -> str:
+    return f"export/{job_id}/{name}"
 
 
-def _open(job_id: str, data: bytes, wrapped_key: bytes, master_key_id: str) -> bytes:
+async def _seal(
+    database: Database, job_id: str, name: str, data: bytes
+) -> tuple[bytes, bytes, str]:
+    """An export file's bytes as stored: (ciphertext, wrapped key, master key id)."""
+    sealed, wrapped = await seal_file(database.cipher.provider, _file_name(job_id, name), data)
+    return sealed, wrapped.blob, wrapped.master_key_id
+
+
+async def open_file(database: Database, job_id: str, file: ExportFile) -> bytes:
     """The NDJSON bytes of a stored export file."""
-    del job_id, wrapped_key
-    if master_key_id != UNENCRYPTED:
-        raise ValueError("export file sealed with a key this build cannot open")
-    return data
-
-
-def open_file(job_id: str, file: ExportFile) -> bytes:
-    return _open(job_id, file.data, file.wrapped_key, file.master_key_id)
+    wrapped = WrappedKey(file.master_key_id, file.wrapped_key)
+    return await open_sealed_file(
+        database.cipher.provider, _file_name(job_id, file.name), file.data, wrapped
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -112,9 +115,12 @@ class _Files:
             return
         number = self._numbers.get(resource_type, 0) + 1
         self._numbers[resource_type] = number
-        data, wrapped_key, key_id = _seal(self._job_id, b"".join(self._lines))
+        name = f"{resource_type}-{number}.ndjson"
+        data, wrapped_key, key_id = await _seal(
+            self._database, self._job_id, name, b"".join(self._lines)
+        )
         file = ExportFile(
-            f"{resource_type}-{number}.ndjson",
+            name,
             resource_type,
             len(self._lines),
             data,

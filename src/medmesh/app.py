@@ -17,6 +17,7 @@ from medmesh.access.request_limits import RequestSizeLimit
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router
+from medmesh.api.erasure import router as erasure_router
 from medmesh.api.events import router as events_router
 from medmesh.api.oauth import router as oauth_router
 from medmesh.config import Settings
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(care_plans_router)
     app.include_router(consents_router)
     app.include_router(break_glass_router)
+    app.include_router(erasure_router)
     app.include_router(oauth_router)
     app.add_middleware(RequestSizeLimit, limits=settings.request_limits())
     if (rate_limits := settings.rate_limits()) is not None:

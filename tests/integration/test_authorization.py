@@ -23,6 +23,7 @@ from sqlalchemy import select
 
 from medmesh import admin
 from medmesh.access.audit_writer import AuditWriter
+from medmesh.access.erasure import set_legal_hold
 from medmesh.access.principals import Role
 from medmesh.access.subscribers import SubscriberCheck
 from medmesh.app import create_app
@@ -187,6 +188,7 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", "/fhir/Consent", {"json": consent}),
         ("GET", f"/api/v1/patients/{b}/break-glass", {}),
         ("GET", f"/fhir/Patient/{b}/$everything", {}),
+        ("POST", f"/api/v1/patients/{b}/erasure", {"json": {"reason": "asked to"}}),
         ("GET", "/fhir/AuditEvent", {"params": {"patient": b}}),
     ]
 
@@ -253,8 +255,10 @@ async def test_nobody_without_a_relationship_reaches_patient_b(
 ) -> None:
     headers = getattr(cast, who)
     for method, path, extra in _b_requests(cast):
-        if who == "admin" and any(w in path for w in ("Consent", "break-glass", "Audit")):
-            continue  # an admin of B's organisation manages consents and reads the trail
+        if who == "admin" and any(
+            w in path for w in ("Consent", "break-glass", "Audit", "erasure")
+        ):
+            continue  # an admin of B's organisation manages consents, the trail, erasure
         response = await http.request(method, path, headers=headers, **extra)
         assert response.status_code in (403, 404), (who, method, path, response.status_code)
         assert response.json()["resourceType"] == "OperationOutcome", (method, path)
@@ -540,3 +544,29 @@ async def test_bulk_export_and_groups_carry_only_what_the_caller_may_see(
         members = {m["entity"]["reference"] for m in group.get("member", [])}
         assert members == {f"Patient/{p}" for p in expected}
     assert b not in (await http.get(f"/fhir/Patient/{a}/$everything", headers=cast.patient_a)).text
+
+
+async def test_an_organisation_admin_erases_a_record_unless_it_is_on_legal_hold(
+    http: httpx.AsyncClient, cast: Cast, database: Database
+) -> None:
+    a = cast.a.patient_id
+    path = f"/api/v1/patients/{a}/erasure"
+    await set_legal_hold(database, a, True)
+    held = await http.post(path, json={"reason": "patient's request"}, headers=cast.admin)
+    assert held.status_code == 409
+    assert (await http.get(f"/fhir/Patient/{a}", headers=cast.a.reader_headers)).status_code == 200
+    await set_legal_hold(database, a, False)
+    erased = await http.post(path, json={"reason": "patient's request"}, headers=cast.admin)
+    assert erased.status_code == 200, erased.text
+    certificate = erased.json()
+    assert certificate["document"]["patient_id"] == a and certificate["signature"]
+    assert (await http.get(f"/fhir/Patient/{a}", headers=cast.a.reader_headers)).status_code == 404
+    async with database.read() as conn:
+        subtypes = (
+            await conn.execute(
+                select(audit_log.c.outcome, audit_log.c.basis).where(
+                    audit_log.c.patient_id == a, audit_log.c.subtype == "erase"
+                )
+            )
+        ).all()
+    assert ("4", "legal-hold") in subtypes and ("0", "organization-admin") in subtypes

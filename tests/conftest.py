@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from medmesh import admin
 from medmesh.access.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
+from medmesh.crypto.local import default_key_paths
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import metadata
@@ -77,6 +79,8 @@ def postgres_url() -> Iterator[str]:
     asyncio.run(prepare())
     yield url
     asyncio.run(_drop_pg_database(name))
+    # The test database's default key directory goes with it (docs/encryption.md).
+    shutil.rmtree(default_key_paths(url)[0].parent, ignore_errors=True)
 
 
 async def _truncate(database: Database) -> None:

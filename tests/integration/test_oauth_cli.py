@@ -48,7 +48,7 @@ def make_accounts(database_url: str) -> None:
             patient = await admin.create_patient(database, family="Ng", given="Li", identifier="9")
             for username, role, patient_id in (
                 ("dr.li", Role.CLINICIAN, None),
-                ("li", Role.PATIENT, patient.id),
+                ("li.ng", Role.PATIENT, patient.id),
             ):
                 await admin.create_user(
                     database,
@@ -119,9 +119,9 @@ def test_client_registration_refuses_bad_keys_scopes_and_organisations(
 def test_user_tokens_get_only_the_scopes_their_role_may_hold(cli_env: str) -> None:
     make_accounts(cli_env)
     assert run("token", "create", "--user", "dr.li", "--scope", "user/*.rs").startswith("mmt_")
-    assert run("token", "create", "--user", "li", "--scope", "patient/*.rs", "--days", "30")
+    assert run("token", "create", "--user", "li.ng", "--scope", "patient/*.rs", "--days", "30")
     create = ("token", "create", "--scope")
-    assert "patient/ scopes only, not user/" in fails(*create, "user/*.rs", "--user", "li")
+    assert "patient/ scopes only, not user/" in fails(*create, "user/*.rs", "--user", "li.ng")
     assert "not system/*.rs" in fails(*create, "system/*.rs", "--user", "dr.li")
     assert "need a launch patient" in fails(*create, "patient/*.rs", "--user", "dr.li")
     assert "not a SMART scope" in fails(*create, "user/Observation", "--user", "dr.li")

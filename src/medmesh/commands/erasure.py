@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
+from medmesh.access.audit import AuditEntry
 from medmesh.access.erasure import erase_patient, set_legal_hold, verify_certificate
 from medmesh.commands._runner import run_with_database
 from medmesh.config import Settings
+from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
 
 
@@ -32,9 +34,31 @@ def erase(
             requested_by=requested_by,
             retention=timedelta(days=days) if days else None,
         )
+        await _audit(database, patient_id, requested_by, "0", "operator")
         return certificate.to_json()
 
     typer.echo(run_with_database(action))
+
+
+async def _audit(
+    database: Database, patient_id: str, who: str, outcome: str, basis: str, subtype: str = "erase"
+) -> None:
+    """Erasure and legal holds at the command line are in the audit trail too."""
+    async with database.write() as conn:
+        await AuditLog(conn).append(
+            AuditEntry(
+                action="D" if subtype == "erase" else "U",
+                subtype=subtype,
+                outcome=outcome,
+                actor_kind="cli",
+                actor_id="cli",
+                actor_name=who[:200],
+                resource_type="Patient",
+                resource_id=patient_id,
+                patient_id=patient_id,
+                basis=basis,
+            )
+        )
 
 
 def hold(
@@ -45,6 +69,7 @@ def hold(
 
     async def action(database: Database, _settings: Settings) -> None:
         await set_legal_hold(database, patient_id, on)
+        await _audit(database, patient_id, "operator", "0", "operator", "legal-hold")
 
     run_with_database(action)
     typer.echo(f"legal hold {'placed' if on else 'lifted'}")

@@ -92,7 +92,12 @@ async def test_too_large_and_too_many_answers_carry_the_headers(
     database_url: str, world: World
 ) -> None:
     async with (
-        running_app(database_url, max_body_bytes=500, rate_limit_client_burst=1) as app,
+        running_app(
+            database_url,
+            max_body_bytes=500,
+            rate_limit_client_burst=1,
+            rate_limit_client_per_minute=1,  # no refill between the two requests, however slow
+        ) as app,
         http_client(app) as http,
     ):
         big = {"readings": [reading(f"r{i}", value=SECRET_VALUE) for i in range(20)]}

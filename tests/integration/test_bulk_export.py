@@ -22,7 +22,7 @@ from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportRunner, new_job
 from medmesh.store.database import Database
-from medmesh.store.exports import RUNNING, ExportFile, ExportJobs
+from medmesh.store.exports import RUNNING, ExportFile, ExportJobs, export_key_owner
 from medmesh.store.schema import care_team_members, export_files, export_jobs
 from tests.export_fixtures import (
     A_READINGS,
@@ -109,12 +109,14 @@ async def test_patient_export_runs_to_a_manifest_of_valid_ndjson_files(
     assert {d["id"] for d in found["Device"]} == {clinic.a.device_id, clinic.b_device_id}
     ids = [o["id"] for o in found["Observation"]]
     assert len(set(ids)) == observations
-    # At rest the files are ciphertext, each under a wrapped key of its own.
+    # At rest the files are ciphertext under the job's key, which is not in the main database.
     async with database.read() as conn:
         stored = (await conn.execute(select(export_files))).mappings().all()
     assert stored and all(b"resourceType" not in f["data"] for f in stored)
     assert clinic.a.patient_id.encode() not in b"".join(f["data"] for f in stored)
-    assert len({f["wrapped_key"] for f in stored}) == len(stored)
+    assert {f["wrapped_key"] for f in stored} == {b""}
+    job_id = status_url.rsplit("/", 1)[1]
+    assert await database.cipher.keys.get(export_key_owner(job_id)) is not None
 
 
 async def test_type_and_since_choose_what_is_exported(
@@ -274,6 +276,9 @@ async def test_expiry_sweep_deletes_old_exports_and_their_files(
     assert await runner.sweep(now() + timedelta(hours=25)) == 1
     assert await _stored_files(database, status_url) == 0
     assert (await http.get(status_url, headers=headers)).status_code == 404
+    # The files' key is destroyed with them: a backup holding the files cannot open them.
+    job_id = status_url.rsplit("/", 1)[1]
+    assert await database.cipher.keys.get(export_key_owner(job_id)) is None
 
 
 async def test_a_job_left_running_by_a_stopped_server_is_run_again_on_start(

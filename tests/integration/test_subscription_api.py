@@ -107,7 +107,6 @@ async def test_subscriptions_are_found_by_status(client: httpx.AsyncClient, worl
         ({"criteria": "Observation"}, "criteria", "need a patient"),
         ({"criteria": "Observation?patient=1&date=ge2026"}, "criteria", "supported"),
         ({"criteria": "Observation?patient=1&code=http://snomed.info/sct|1"}, "criteria", "LOINC"),
-        ({"criteria": "Observation?patient=no-such-patient"}, "criteria", "no known Patient"),
         ({"criteria": "Flag?patient=1&patient=2"}, "criteria", "once"),
         ({"status": "active"}, "status", "requested"),
         ({"reason": None}, "reason", "required"),
@@ -132,6 +131,15 @@ async def test_an_invalid_subscription_is_refused_naming_the_field(
     assert "receiver.example.org" not in diagnostics  # what was wrong, not what was sent
     listed = await client.get("/fhir/Subscription", headers=world.reader_headers)
     assert "entry" not in listed.json() or not listed.json()["entry"]
+
+
+async def test_an_unknown_patient_is_refused_like_one_the_subscriber_may_not_see(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    """403 either way: the answer does not tell whether the patient exists."""
+    other = await _create(client, world, _body(criteria="Observation?patient=no-such-patient"))
+    assert other.status_code == 403
+    assert other.json()["issue"][0]["code"] == "forbidden"
 
 
 @SQLITE_ONLY

@@ -135,11 +135,14 @@ async def list_break_glass(
 
 
 async def _admin_of(request: Request, principal: Principal, patient_id: str) -> None:
+    """Refused alike whether or not the patient exists."""
     async with _db(request).read() as conn:
         organization = await patient_organization(conn, patient_id)
-    if organization is None:
-        raise NotFound(f"Patient/{patient_id} is not known")
-    if principal.role is not Role.ORG_ADMIN or organization != principal.organization_id:
+    if (
+        principal.role is not Role.ORG_ADMIN
+        or not principal.scopes.allows("CareTeam", Interaction.UPDATE)
+        or organization != principal.organization_id
+    ):
         raise Forbidden("care teams are managed by the patient's organisation's admins")
 
 

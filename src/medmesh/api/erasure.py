@@ -13,7 +13,7 @@ from medmesh.access.erasure import LegalHold, WithinRetention, erase_patient
 from medmesh.access.http import Forbidden, record, require_principal
 from medmesh.access.principals import Principal, Role
 from medmesh.access.scopes import Interaction
-from medmesh.domain.errors import Conflict, NotFound
+from medmesh.domain.errors import Conflict
 from medmesh.fhir.openapi import ERROR_RESPONSES
 from medmesh.store.consents import patient_organization
 from medmesh.store.database import Database
@@ -42,9 +42,12 @@ async def erase(
     database: Database = request.app.state.database
     async with database.read() as conn:
         organization = await patient_organization(conn, patient_id)
-    if organization is None:
-        raise NotFound(f"Patient/{patient_id} is not known")
-    allowed = principal.role is Role.ORG_ADMIN and organization == principal.organization_id
+    # Refused alike whether or not the patient exists: a refusal tells nothing about records.
+    allowed = (
+        principal.role is Role.ORG_ADMIN
+        and principal.scopes.allows("Patient", Interaction.DELETE)
+        and organization == principal.organization_id
+    )
 
     async def audit(permitted: bool, basis: str) -> None:
         await record(
@@ -60,7 +63,8 @@ async def erase(
         )
 
     if not allowed:
-        await audit(False, "not-organization-admin")
+        if organization is not None:
+            await audit(False, "not-organization-admin")
         raise Forbidden("only an admin of the patient's organisation erases a record")
     days: int = request.app.state.settings.erasure_retention_days
     try:

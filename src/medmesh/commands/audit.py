@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from medmesh.access.audit import ChainReport, InvalidAnchor, parse_anchor, verify_chain
 from medmesh.config import Settings
+from medmesh.services import build_database
 from medmesh.store.audit_log import AuditLog, ChainHead
 from medmesh.store.database import Database
 
@@ -35,7 +36,10 @@ def _read_only(url: str | None, action: Callable[[Database], Awaitable[T]]) -> T
     """Run `action` on the database without migrating it: checking must not change it."""
 
     async def main() -> T:
-        database = Database(url or Settings().database_url)
+        settings = Settings()
+        if url:
+            settings = settings.model_copy(update={"database_url": url})
+        database = build_database(settings)
         try:
             return await action(database)
         finally:

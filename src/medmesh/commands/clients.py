@@ -15,6 +15,7 @@ from medmesh.access.principals import DEFAULT_ORGANIZATION
 from medmesh.access.smart_discovery import token_endpoint
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError
+from medmesh.services import build_database
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.oauth_clients import OAuthClientRecord, OAuthClients
@@ -32,7 +33,7 @@ def _run(action: Callable[[Database], Awaitable[T]]) -> T:
     becomes a one-line message and exit status 1."""
 
     async def main() -> T:
-        database = Database(Settings().database_url)
+        database = build_database(Settings())
         try:
             await migrate.upgrade(database)
             return await action(database)

@@ -16,6 +16,7 @@ from medmesh import admin
 from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
 from medmesh.config import Settings
 from medmesh.domain.errors import MedmeshError
+from medmesh.services import build_database
 from medmesh.store import migrate
 from medmesh.store.database import Database
 
@@ -38,7 +39,7 @@ def _run(action: Callable[[Database], Awaitable[T]]) -> T:
     clear message and exit status 1."""
 
     async def main() -> T:
-        database = Database(Settings().database_url)
+        database = build_database(Settings())
         try:
             await migrate.upgrade(database)
             return await action(database)

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from medmesh.access.bearer import principal_for_token_id
 from medmesh.access.http import require_principal
 from medmesh.access.principals import Principal
 from medmesh.domain.errors import InvalidSearch, NotFound
@@ -144,10 +145,18 @@ async def read_group(
 
 
 async def _own_job(request: Request, principal: Principal, job_id: str) -> ExportJob:
+    """The job, if the caller started it (with any token of the same account or client: a
+    backend service's next 5-minute token fetches what the previous one started)."""
     async with _db(request).read() as conn:
         job = await ExportJobs(conn).get(job_id)
-    # Another token's job answers exactly like no job: its existence is not told either.
-    if job is None or job.token_id != principal.token_id or job.status == CANCELLED:
+        owner = None if job is None else await principal_for_token_id(conn, job.token_id)
+    # Another caller's job answers exactly like no job: its existence is not told either.
+    if (
+        job is None
+        or owner is None
+        or (owner.kind, owner.id) != (principal.kind, principal.id)
+        or job.status == CANCELLED
+    ):
         raise NotFound("export job not found")
     return job
 

@@ -22,9 +22,6 @@ from typing import Any
 import orjson
 
 from medmesh.config import Settings
-from medmesh.crypto.files import open_file as open_sealed_file
-from medmesh.crypto.files import seal_file
-from medmesh.crypto.keyring import WrappedKey
 from medmesh.fhir import resources
 from medmesh.fhir.records import (
     RECORD_TYPES,
@@ -36,7 +33,14 @@ from medmesh.fhir.records import (
 )
 from medmesh.fhir.responses import operation_outcome
 from medmesh.store.database import Database
-from medmesh.store.exports import QUEUED, RUNNING, ExportFile, ExportJob, ExportJobs
+from medmesh.store.exports import (
+    QUEUED,
+    RUNNING,
+    ExportFile,
+    ExportJob,
+    ExportJobs,
+    export_key_owner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +52,26 @@ def _now() -> datetime:
 
 
 # --- the one place export files are sealed and opened -------------------------------------
-# Each file is encrypted (AES-256-GCM) under a key of its own, wrapped by the master key and
-# bound to the job and file name: export files hold whole records.
-
-
-def _file_name(job_id: str, name: str) -> str:
-    return f"export/{job_id}/{name}"
+# Export files hold whole records, so they are encrypted (AES-256-GCM) under a data key of the
+# job's own, kept like patients' keys in the key store outside the main database; the key is
+# destroyed with the job (expiry sweep, erasure of a patient it includes), so a backup of the
+# main database taken while the export existed cannot open its files afterwards.
+_COLUMN = "export_files.data"
 
 
 async def _seal(
     database: Database, job_id: str, name: str, data: bytes
 ) -> tuple[bytes, bytes, str]:
-    """An export file's bytes as stored: (ciphertext, wrapped key, master key id)."""
-    sealed, wrapped = await seal_file(database.cipher.provider, _file_name(job_id, name), data)
-    return sealed, wrapped.blob, wrapped.master_key_id
+    """An export file's bytes as stored: (ciphertext, b"" (the key is in the key store), its
+    key id)."""
+    key = await database.cipher.key_or_create(export_key_owner(job_id))
+    return key.seal(data, _COLUMN, name), b"", key.key_id
 
 
 async def open_file(database: Database, job_id: str, file: ExportFile) -> bytes:
     """The NDJSON bytes of a stored export file."""
-    wrapped = WrappedKey(file.master_key_id, file.wrapped_key)
-    return await open_sealed_file(
-        database.cipher.provider, _file_name(job_id, file.name), file.data, wrapped
-    )
+    key = await database.cipher.key(export_key_owner(job_id))
+    return key.open(file.data, _COLUMN, file.name)
 
 
 # ------------------------------------------------------------------------------------------

@@ -148,15 +148,16 @@ async def create_subscription(
     criteria = parse_criteria(body.criteria)
     # Subscribing is searching ahead of time: the subscriber must be able to search what the
     # criteria name. Notifications are checked again when each event happens.
+    # Decided first: a refusal (403) says nothing about whether the patient exists.
+    await search_scope(
+        request, principal, criteria.patient_id, resource_type=criteria.resource_type
+    )
     if criteria.patient_id is not None:
         async with _db(request).read() as conn:
             try:
                 await Patients(conn).get(criteria.patient_id)
             except NotFound:
                 raise _criteria_error("the criteria name no known Patient") from None
-    await search_scope(
-        request, principal, criteria.patient_id, resource_type=criteria.resource_type
-    )
     submitted = body.model_dump(mode="json", exclude_none=True, exclude={"id", "status"})
     subscription = StoredSubscription(
         id=str(uuid.uuid4()),

@@ -12,6 +12,8 @@ from sqlalchemy import Delete, and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import NotFound
+from medmesh.store.database import cipher_of
+from medmesh.store.exports import export_key_owner
 from medmesh.store.schema import (
     alerts,
     api_tokens,
@@ -149,6 +151,8 @@ class PatientRecords:
                 delete(export_files).where(export_files.c.job_id.in_(jobs))
             )
             done = await self._conn.execute(delete(export_jobs).where(export_jobs.c.id.in_(jobs)))
+            for job in jobs:  # their files' keys too: copies of the files become unreadable
+                await cipher_of(self._conn).destroy(export_key_owner(job))
             counts["export_files"] = int(files.rowcount or 0)
             counts["export_jobs"] = int(done.rowcount or 0)
 

@@ -11,6 +11,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.store.database import cipher_of
 from medmesh.store.schema import export_files, export_jobs
 
 QUEUED, RUNNING, COMPLETE, FAILED, CANCELLED = (
@@ -214,9 +215,15 @@ class ExportJobs:
         return list((await self._conn.execute(query)).scalars())
 
     async def delete(self, job_id: str) -> None:
-        """The job and its files, gone."""
+        """The job and its files, gone, and the key of its files destroyed."""
         await self.delete_files(job_id)
         await self._conn.execute(delete(export_jobs).where(export_jobs.c.id == job_id))
+        await cipher_of(self._conn).destroy(export_key_owner(job_id))
+
+
+def export_key_owner(job_id: str) -> str:
+    """Whose key an export job's files are sealed with, in the key store."""
+    return f"export:{job_id}"
 
 
 def _sequence(name: str) -> int:

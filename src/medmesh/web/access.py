@@ -4,14 +4,16 @@ checks every page that shows health data makes (through access.http, so they are
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from fastapi import Request
 
 from medmesh.access.http import audit_results, authorize, authorized_patients
-from medmesh.access.policy import Decision
+from medmesh.access.policy import Decision, category_of_code
 from medmesh.access.principals import ActorKind, Principal, Role
 from medmesh.access.scopes import Interaction, Scopes
 from medmesh.web.session import SessionUser
+from medmesh.web.vitals import VitalSpec
 
 # What a signed-in person's session may do: everything their role and the policy allow.
 _STAFF_SCOPES = Scopes.parse("user/*.cruds")
@@ -56,13 +58,28 @@ async def open_record(
 
 
 async def panel_patients(request: Request, user: SessionUser) -> dict[str, Decision]:
-    """The patients this person may see on the panel (care team, consents, break-glass)."""
-    return await authorized_patients(
+    """The patients on this person's panel: care team, break-glass, and consents to the whole
+    record. A consent limited to some data categories does not put the patient on the panel,
+    whose rows show every vital sign and alert (such a grantee uses the patient page or API)."""
+    decisions = await authorized_patients(
         request,
         principal_of(request, user),
         resource_type="Observation",
         interaction=Interaction.SEARCH,
     )
+    return {p: d for p, d in decisions.items() if d.categories is None}
+
+
+def visible_vitals(decision: Decision, vitals: Sequence[VitalSpec]) -> list[VitalSpec]:
+    """The charts a decision allows: those whose every code is in an allowed category."""
+    return [
+        v
+        for v in vitals
+        if all(
+            (category := category_of_code(code)) is not None and decision.allows_category(category)
+            for code in v.codes
+        )
+    ]
 
 
 async def audit_shown(

@@ -11,13 +11,14 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from medmesh.access.policy import ALERTS_CATEGORY
 from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Severity
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.vitals import Vitals
-from medmesh.web.access import audit_shown, open_record, panel_patients
+from medmesh.web.access import audit_shown, open_record, panel_patients, visible_vitals
 from medmesh.web.charts import (
     DEFAULT_RANGE,
     RANGE_LABELS,
@@ -43,6 +44,7 @@ from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS, VitalSpec
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 MAX_ROW_IDS = 100
+NO_ALERTS: dict[str, Any] = {"alerts": [], "active": [], "unacknowledged": 0}
 REFUSED_WINDOW = timedelta(hours=24)
 LATE_READINGS = timedelta(hours=6)  # how old a newly arrived reading may be to be added live
 COMMIT_OVERLAP = timedelta(seconds=30)
@@ -114,15 +116,20 @@ async def patient_page(
     request: Request, patient_id: str, clinician: SessionUser = Depends(signed_in)
 ) -> Response:
     range_key = _range_key(request.query_params.get("range"))
-    await open_record(request, clinician, patient_id)
+    decision = await open_record(request, clinician, patient_id)
+    shown = visible_vitals(decision, CHART_VITALS)  # a consent may limit the categories
     now = _now()
     start = now - RANGES[range_key]
     db = database(request)
     async with db.read() as conn:
         patient = await Patients(conn).get(patient_id)
         devices = await current_devices(conn, patient_id, now)
-        latest = await Vitals(conn).latest([patient_id], [c for v in CHART_VITALS for c in v.codes])
-        history = await alert_history(conn, patient_id)
+        latest = await Vitals(conn).latest([patient_id], [c for v in shown for c in v.codes])
+        history = (
+            await alert_history(conn, patient_id)
+            if decision.allows_category(ALERTS_CATEGORY)
+            else NO_ALERTS
+        )
 
     async def chart(vital: VitalSpec) -> ChartCard:
         # A connection each: a long range is a few heavy aggregations, run side by side.
@@ -130,7 +137,7 @@ async def patient_page(
             series = await load_series(Vitals(own), patient_id, vital, start, now)
         return chart_card(vital, series, latest, patient_id, range_key, now)
 
-    cards = await asyncio.gather(*(chart(vital) for vital in CHART_VITALS))
+    cards = await asyncio.gather(*(chart(vital) for vital in shown))
     chart_config = {
         "patient": patient_id,
         "downsampled": RANGES[range_key] > RAW_RANGE,
@@ -173,12 +180,14 @@ async def patient_series(
         since = now
     since -= COMMIT_OVERLAP
     start = max(now - RANGES[range_key], now - LATE_READINGS)
-    await open_record(request, user, patient_id, interaction=Interaction.SEARCH, subtype="search")
+    decision = await open_record(
+        request, user, patient_id, interaction=Interaction.SEARCH, subtype="search"
+    )
     async with database(request).read() as conn:
         await Patients(conn).get(patient_id)
         vitals = Vitals(conn)
         data = {}
-        for vital in CHART_VITALS:
+        for vital in visible_vitals(decision, CHART_VITALS):
             series = await load_new(vitals, patient_id, vital, start, since, now)
             data[vital.key] = uplot_data(series)
     return JSONResponse({"now": now.timestamp(), "vitals": data})
@@ -188,10 +197,14 @@ async def patient_series(
 async def patient_alerts(
     request: Request, patient_id: str, clinician: SessionUser = Depends(signed_in_quietly)
 ) -> Response:
-    await open_record(request, clinician, patient_id, resource_type="Flag")
+    decision = await open_record(request, clinician, patient_id, resource_type="Flag")
     async with database(request).read() as conn:
         patient = await Patients(conn).get(patient_id)
-        history = await alert_history(conn, patient_id)
+        history = (
+            await alert_history(conn, patient_id)
+            if decision.allows_category(ALERTS_CATEGORY)
+            else NO_ALERTS
+        )
     context = {"clinician": clinician, "patient": patient, **history}
     return page(request, "_alert_history.html", context)
 

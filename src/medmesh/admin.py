@@ -19,7 +19,7 @@ from medmesh.access.credentials import (
 from medmesh.access.grants import ScopeNotAllowed, grantable_scopes
 from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
 from medmesh.access.scopes import Context
-from medmesh.domain.errors import Conflict, NotFound
+from medmesh.domain.errors import Conflict, InvalidSearch, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
@@ -29,6 +29,7 @@ from medmesh.store.tokens import ApiTokens
 from medmesh.store.users import Organizations, UserRecord, Users
 
 DEFAULT_IDENTIFIER_SYSTEM = "urn:medmesh:mrn"
+CARE_TEAM_ROLES = ("primary", "nurse", "escalation", "member")
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +259,11 @@ async def add_to_care_team(
 ) -> None:
     async with database.write() as conn:
         await Patients(conn).get(patient_id)
-        if await Users(conn).get(user_id) is None:
-            raise NotFound("no such user")
+        user = await Users(conn).get(user_id)
+        if user is None or user.role != Role.CLINICIAN.value:
+            raise NotFound("no clinician with this account")
+        if role not in CARE_TEAM_ROLES:
+            raise InvalidSearch(f"care-team roles are {', '.join(CARE_TEAM_ROLES)}")
         await CareTeams(conn).add(patient_id, user_id, role, added_by)
 
 

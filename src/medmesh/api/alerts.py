@@ -1,5 +1,6 @@
-"""The JSON API for alerts: list, read, acknowledge, resolve. The acting clinician is the
-name of the API token. Errors are OperationOutcomes like everywhere else."""
+"""The JSON API for alerts: list, read, acknowledge, resolve, each decided by the access policy
+(acting on an alert is an update of the patient's record). The acting clinician is the
+principal's name. Errors are OperationOutcomes like everywhere else."""
 
 from __future__ import annotations
 

@@ -3,7 +3,8 @@
 minute readings reach the browser as a few kilobytes and the chart still shows every extreme.
 
 Up to `RAW_RANGE` the readings are read and bucketed here (`downsample`); for longer ranges the
-database aggregates on the same grid (`Vitals.buckets`), and `regrid` folds in the edges.
+store aggregates on the same grid (`Vitals.buckets`: values are ciphertext, so they are
+decrypted and bucketed in one pass in Python), and `regrid` folds in the edges.
 """
 
 from __future__ import annotations

@@ -6,10 +6,9 @@ import asyncio
 import logging
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 import uvicorn
@@ -19,14 +18,13 @@ from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import DEFAULT_ORGANIZATION
 from medmesh.commands import users
+from medmesh.commands._runner import run
 from medmesh.commands.audit import audit_app
 from medmesh.commands.clients import app as clients_app
 from medmesh.commands.erasure import add_erasure_commands
 from medmesh.commands.keys import keys_app
 from medmesh.config import Settings
-from medmesh.domain.errors import MedmeshError, NotFound
-from medmesh.services import build_database
-from medmesh.store import migrate
+from medmesh.domain.errors import NotFound
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
@@ -54,26 +52,6 @@ app.add_typer(users.user_app, name="user")
 app.add_typer(users.org_app, name="org")
 app.add_typer(keys_app, name="keys")
 add_erasure_commands(patient_app)
-
-T = TypeVar("T")
-
-
-def _run(action: Callable[[Database], Awaitable[T]]) -> T:
-    """Run an admin action against the configured database, migrated first."""
-
-    async def main() -> T:
-        database = build_database(Settings())
-        try:
-            await migrate.upgrade(database)
-            return await action(database)
-        finally:
-            await database.dispose()
-
-    try:
-        return asyncio.run(main())
-    except MedmeshError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -134,7 +112,7 @@ def db_upgrade() -> None:
     async def noop(_: Database) -> None:
         return None
 
-    _run(noop)
+    run(noop)
     typer.echo("database is up to date")
 
 
@@ -156,7 +134,7 @@ def patient_create(
         born = date.fromisoformat(birth_date) if birth_date else None
     except ValueError:
         raise typer.BadParameter("birth date must be YYYY-MM-DD") from None
-    patient = _run(
+    patient = run(
         lambda db: admin.create_patient(
             db,
             family=family,
@@ -178,7 +156,7 @@ def device_register(
     serial: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """Register a device; prints its id and its secret (shown only this once)."""
-    credential = _run(
+    credential = run(
         lambda db: admin.register_device(
             db, display_name=name, manufacturer=manufacturer, model=model, serial_number=serial
         )
@@ -204,7 +182,7 @@ def device_broker_credentials(
         async with db.read() as conn:
             await Devices(conn).get(device_id)
 
-    _run(check)
+    run(check)
     password = new_secret("mqp")
     set_password(password_file, device_id, password)
     typer.echo(f"broker user:     {device_id}")
@@ -253,7 +231,7 @@ def ingest_worker(
 @device_app.command("rotate-secret")
 def device_rotate_secret(device_id: str) -> None:
     """Give a device a new secret; the old one stops working at once."""
-    credential = _run(lambda db: admin.rotate_device_secret(db, device_id))
+    credential = run(lambda db: admin.rotate_device_secret(db, device_id))
     typer.echo(f"device secret: {credential.secret}")
 
 
@@ -266,7 +244,7 @@ def device_assign(
     ] = None,
 ) -> None:
     """Assign a device to a patient from a moment on (ending any open assignment)."""
-    _run(lambda db: admin.assign_device(db, device_id, patient_id, _aware(start)))
+    run(lambda db: admin.assign_device(db, device_id, patient_id, _aware(start)))
     typer.echo("assigned")
 
 
@@ -285,7 +263,7 @@ def token_revoke(token: Annotated[str, typer.Argument(help="The token (mmt_…) 
                 token_id = record.id
             return await tokens.revoke(token_id)
 
-    if not _run(revoke):
+    if not run(revoke):
         typer.echo("error: no such active token", err=True)
         raise typer.Exit(1)
     typer.echo("revoked")
@@ -322,7 +300,7 @@ def token_create(
             raise typer.BadParameter("--days and --patient are for user tokens")
         if not service.strip():
             raise typer.BadParameter("--service needs a name")
-        token = _run(
+        token = run(
             lambda db: admin.issue_service_token(
                 db,
                 name=service,
@@ -346,7 +324,7 @@ def token_create(
             db, user_id=account.id, scopes=scope, lifetime=lifetime, patient_id=patient
         )
 
-    typer.echo(_run(issue))
+    typer.echo(run(issue))
 
 
 async def _user_id(database: Database, username: str) -> str:
@@ -369,7 +347,7 @@ def care_team_add(
         user_id = await _user_id(database, username)
         await admin.add_to_care_team(database, patient_id, user_id, role=role, added_by="cli")
 
-    _run(add)
+    run(add)
     typer.echo(f"{username} is on the care team ({role})")
 
 
@@ -385,7 +363,7 @@ def care_team_remove(
         async with database.write() as conn:
             return await CareTeams(conn).remove(patient_id, user_id)
 
-    if not _run(remove):
+    if not run(remove):
         typer.echo("error: not on this care team", err=True)
         raise typer.Exit(1)
     typer.echo("removed")
@@ -443,7 +421,7 @@ def sim_load(
             logins.append(DeviceLogin(credential.device_id, credential.secret))
         return logins
 
-    logins = _run(provision)
+    logins = run(provision)
     plan = LoadPlan(logins, rate=rate, duration=duration, batch_size=batch_size, garbage=garbage)
     if transport == "http":
         report = asyncio.run(run_http_load(base_url, plan))

@@ -19,6 +19,9 @@ T = TypeVar("T")
 
 
 def run_with_database(action: Callable[[Database, Settings], Awaitable[T]]) -> T:
+    """Run `action(database, settings)`; a refusal (MedmeshError, or the ValueError our admin
+    functions raise for bad arguments) becomes a one-line message and exit status 1."""
+
     async def main() -> T:
         settings = Settings()
         database = build_database(settings)
@@ -30,6 +33,15 @@ def run_with_database(action: Callable[[Database, Settings], Awaitable[T]]) -> T
 
     try:
         return asyncio.run(main())
-    except MedmeshError as exc:
+    except (MedmeshError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def run(action: Callable[[Database], Awaitable[T]]) -> T:
+    """Run `action(database)` like `run_with_database`."""
+
+    async def with_settings(database: Database, _: Settings) -> T:
+        return await action(database)
+
+    return run_with_database(with_settings)

@@ -3,20 +3,16 @@ Backend Services clients authenticating with private_key_jwt)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
 from medmesh import admin
 from medmesh.access.principals import DEFAULT_ORGANIZATION
 from medmesh.access.smart_discovery import token_endpoint
+from medmesh.commands._runner import run
 from medmesh.config import Settings
-from medmesh.domain.errors import MedmeshError
-from medmesh.services import build_database
-from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.oauth_clients import OAuthClientRecord, OAuthClients
 
@@ -24,27 +20,7 @@ app = typer.Typer(
     help="OAuth clients: partners' systems using SMART Backend Services.", no_args_is_help=True
 )
 
-T = TypeVar("T")
 MAX_JWKS_BYTES = 65_536
-
-
-def _run(action: Callable[[Database], Awaitable[T]]) -> T:
-    """Run an admin action against the configured database, migrated first; a MedmeshError
-    becomes a one-line message and exit status 1."""
-
-    async def main() -> T:
-        database = build_database(Settings())
-        try:
-            await migrate.upgrade(database)
-            return await action(database)
-        finally:
-            await database.dispose()
-
-    try:
-        return asyncio.run(main())
-    except MedmeshError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command("register")
@@ -73,7 +49,7 @@ def register(
         jwks = jwks_file.read_text(encoding="utf-8")
     except UnicodeError:
         raise typer.BadParameter("the JWK Set file is not UTF-8 text") from None
-    client_id = _run(
+    client_id = run(
         lambda db: admin.register_client(
             db, name=name, jwks=jwks, scopes=scope, organization_id=organization
         )
@@ -96,7 +72,7 @@ def list_clients() -> None:
         async with db.read() as conn:
             return await OAuthClients(conn).list()
 
-    clients = _run(fetch)
+    clients = run(fetch)
     if not clients:
         typer.echo("no clients registered")
     for client in clients:
@@ -106,12 +82,12 @@ def list_clients() -> None:
 @app.command("disable")
 def disable(client_id: str) -> None:
     """Disable a client: no new tokens, and its tokens stop working on the next request."""
-    _run(lambda db: admin.set_client_disabled(db, client_id, True))
+    run(lambda db: admin.set_client_disabled(db, client_id, True))
     typer.echo("disabled")
 
 
 @app.command("enable")
 def enable(client_id: str) -> None:
     """Enable a disabled client again."""
-    _run(lambda db: admin.set_client_disabled(db, client_id, False))
+    run(lambda db: admin.set_client_disabled(db, client_id, False))
     typer.echo("enabled")

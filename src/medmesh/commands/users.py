@@ -4,53 +4,26 @@ an argument (arguments end up in shell history and process listings)."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 from enum import StrEnum
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 
 from medmesh import admin
 from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
-from medmesh.config import Settings
-from medmesh.domain.errors import MedmeshError
-from medmesh.services import build_database
-from medmesh.store import migrate
-from medmesh.store.database import Database
+from medmesh.commands._runner import run
 
 user_app = typer.Typer(
     help="People's accounts: patients, clinicians, org admins.", no_args_is_help=True
 )
 org_app = typer.Typer(help="Organisations accounts belong to.", no_args_is_help=True)
 
-T = TypeVar("T")
-
 
 class AccountRole(StrEnum):
     PATIENT = Role.PATIENT.value
     CLINICIAN = Role.CLINICIAN.value
     ORG_ADMIN = Role.ORG_ADMIN.value
-
-
-def _run(action: Callable[[Database], Awaitable[T]]) -> T:
-    """Run an action against the configured database (migrated first); a refusal becomes a
-    clear message and exit status 1."""
-
-    async def main() -> T:
-        database = build_database(Settings())
-        try:
-            await migrate.upgrade(database)
-            return await action(database)
-        finally:
-            await database.dispose()
-
-    try:
-        return asyncio.run(main())
-    except (MedmeshError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _password(from_stdin: bool) -> str:
@@ -89,7 +62,7 @@ def create(
     """Create an account and print its id. Clinicians and org admins set up their
     authenticator app at their first sign-in."""
     password = _password(password_stdin)
-    account = _run(
+    account = run(
         lambda db: admin.create_user(
             db,
             username=username,
@@ -107,7 +80,7 @@ def create(
 def reset_password(username: Username, password_stdin: PasswordStdin = False) -> None:
     """Set a new password (the person's choice, checked by the rules); unlocks the account."""
     password = _password(password_stdin)
-    _run(lambda db: admin.reset_password(db, username, password))
+    run(lambda db: admin.reset_password(db, username, password))
     typer.echo("password changed")
 
 
@@ -115,28 +88,28 @@ def reset_password(username: Username, password_stdin: PasswordStdin = False) ->
 def reset_totp(username: Username) -> None:
     """Forget the account's authenticator (a lost phone); staff set up a new one at their
     next sign-in."""
-    _run(lambda db: admin.reset_totp(db, username))
+    run(lambda db: admin.reset_totp(db, username))
     typer.echo("two-step sign-in reset")
 
 
 @user_app.command("unlock")
 def unlock(username: Username) -> None:
     """Lift a lock after too many failed sign-ins."""
-    _run(lambda db: admin.unlock(db, username))
+    run(lambda db: admin.unlock(db, username))
     typer.echo("unlocked")
 
 
 @user_app.command("disable")
 def disable(username: Username) -> None:
     """Stop the account from signing in; its open sessions end at their next request."""
-    _run(lambda db: admin.set_disabled(db, username, disabled=True))
+    run(lambda db: admin.set_disabled(db, username, disabled=True))
     typer.echo("disabled")
 
 
 @user_app.command("enable")
 def enable(username: Username) -> None:
     """Let a disabled account sign in again."""
-    _run(lambda db: admin.set_disabled(db, username, disabled=False))
+    run(lambda db: admin.set_disabled(db, username, disabled=False))
     typer.echo("enabled")
 
 
@@ -149,5 +122,5 @@ def org_create(
     if not organization_id.strip() or len(organization_id) > 36 or not name.strip():
         typer.echo("error: an organisation needs an id of 1 to 36 characters and a name", err=True)
         raise typer.Exit(1)
-    _run(lambda db: admin.create_organization(db, organization_id.strip(), name.strip()))
+    run(lambda db: admin.create_organization(db, organization_id.strip(), name.strip()))
     typer.echo(organization_id.strip())

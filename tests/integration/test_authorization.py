@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote, unquote
 
 import httpx
 import pytest
@@ -570,3 +571,35 @@ async def test_an_organisation_admin_erases_a_record_unless_it_is_on_legal_hold(
             )
         ).all()
     assert ("4", "legal-hold") in subtypes and ("0", "organization-admin") in subtypes
+
+
+async def test_ids_no_record_could_have_are_not_found_not_errors(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    odd = quote("j\x87\tI\xf8\x95\x12r\x9d\x92_r" + "x" * 50, safe="")  # control chars, long
+    for path in (
+        "/fhir/Patient/{}",
+        "/fhir/Observation/{}",
+        "/fhir/Device/{}",
+        "/fhir/Flag/{}",
+        "/fhir/AuditEvent/{}",
+        "/fhir/Consent/{}",
+        "/fhir/Subscription/{}",
+        "/fhir/Group/{}",
+        "/fhir/Patient/{}/$everything",
+        "/api/v1/alerts/{}",
+        "/api/v1/patients/{}/care-plan",
+        "/api/v1/patients/{}/break-glass",
+    ):
+        response = await http.get(path.format(odd), headers=cast.a.reader_headers)
+        assert response.status_code in (400, 403, 404), (path, response.status_code)
+    searched = await http.get(
+        "/fhir/Observation", params={"patient": unquote(odd)}, headers=cast.a.reader_headers
+    )
+    assert searched.status_code in (400, 403)
+    glass = await http.post(
+        "/api/v1/break-glass",
+        json={"patient": "x" * 60, "reason": "a long enough reason"},
+        headers=cast.outsider,
+    )
+    assert glass.status_code == 404

@@ -65,7 +65,10 @@ async def test_metadata_is_a_capability_statement_for_r4(client: httpx.AsyncClie
         "Subscription",
         "Consent",
         "AuditEvent",
+        "Group",
     }
+    patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
+    assert {o["name"] for o in patient["operation"]} == {"everything", "export"}
 
 
 async def test_observations_are_valid_fhir_with_loinc_and_ucum(

@@ -8,6 +8,7 @@ Every route that touches health data gets its `Principal` from `require_principa
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -42,6 +43,16 @@ _ACTION = {
     Interaction.DELETE: "D",
     Interaction.SEARCH: "E",
 }
+
+
+# Ids medmesh gives out (UUIDs, and FHIR ids generally) are short and plain; anything else
+# names no record, and would not fit an audit record either.
+_PLAIN_ID = re.compile(r"[A-Za-z0-9\-.]{1,36}")
+_PLAIN_REFERENCE = re.compile(r"[A-Za-z0-9\-./:]{1,100}")
+
+
+def _plain(value: str | None, pattern: re.Pattern[str]) -> str | None:
+    return value if value is not None and pattern.fullmatch(value) else None
 
 
 def _bearer(request: Request) -> str:
@@ -101,8 +112,8 @@ def _entry(
         actor_name=principal.name,
         organization_id=principal.organization_id,
         resource_type=resource_type,
-        resource_id=resource_id,
-        patient_id=patient_id,
+        resource_id=_plain(resource_id, _PLAIN_REFERENCE),
+        patient_id=_plain(patient_id, _PLAIN_ID),
         purpose=decision.purpose,
         basis=decision.basis,
         source=_source(request),
@@ -131,6 +142,10 @@ async def authorize(
     `hide`: answer a refusal as "not found", for reads by id, so a caller cannot learn that a
     resource exists in a record they may not see.
     """
+    if _plain(patient_id, _PLAIN_ID) is None:  # no record has such an id
+        if hide:
+            raise NotFound(f"this {resource_type} is not known")
+        raise Forbidden("you may not see this patient's record")
     async with _database(request).read() as conn:
         decision = await policy.decide(
             conn, principal, patient_id, resource_type, interaction, now=datetime.now(UTC)

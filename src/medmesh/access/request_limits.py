@@ -10,6 +10,7 @@ OperationOutcome that names the limit, never the data.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -33,6 +34,9 @@ class RequestLimits:
             if path.startswith(prefix):
                 return limit
         return self.body_bytes
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _BodyTooLarge(PayloadTooLarge):
@@ -84,6 +88,11 @@ class RequestSizeLimit:
                 431, "too-long", f"the request has more than {self.limits.header_count} headers"
             )
             await refusal(scope, receive, send)
+            return
+        if _CONTROL.search(scope["path"]):
+            # No id of ours holds a control character (NUL included, which PostgreSQL text
+            # refuses): such a path names nothing.
+            await _refusal(404, "not-found", "no resource has this path")(scope, receive, send)
             return
         limit = self.limits.body_limit(scope["path"])
         declared = _declared_length(scope)

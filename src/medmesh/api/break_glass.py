@@ -32,7 +32,7 @@ router = APIRouter(prefix="/api/v1", tags=["access"], responses=ERROR_RESPONSES)
 class BreakGlassRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    patient: str = Field(min_length=1, max_length=64, description="The patient's id")
+    patient: str = Field(pattern=r"^[A-Za-z0-9\-.]{1,64}$", description="The patient's id")
     reason: str = Field(
         min_length=10,
         max_length=500,

@@ -14,6 +14,10 @@ def _param(name: str, kind: str, doc: str) -> dict[str, str]:
 # SMART App Launch: the security extension naming the OAuth endpoints, and the service code.
 _OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+_BULK = "http://hl7.org/fhir/uv/bulkdata"
+_PATIENT_EXPORT = f"{_BULK}/OperationDefinition/patient-export"
+_GROUP_EXPORT = f"{_BULK}/OperationDefinition/group-export"
 
 
 def _security(token_endpoint: str) -> dict[str, Any]:
@@ -38,6 +42,7 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
         "software": {"name": "medmesh", "version": medmesh.__version__},
         "implementation": {"description": "medmesh FHIR API", "url": base_url},
         "fhirVersion": "4.0.1",
+        "instantiates": [f"{_BULK}/CapabilityStatement/bulk-data"],
         "format": ["json"],
         "rest": [
             {
@@ -50,6 +55,32 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "searchParam": [
                             _param("identifier", "token", "system|value or value"),
                             _param("name", "string", "starts-with on family or given name"),
+                        ],
+                        "operation": [
+                            {
+                                "name": "everything",
+                                "definition": _EVERYTHING,
+                                "documentation": "the whole record, paged (docs/export.md)",
+                            },
+                            {
+                                "name": "export",
+                                "definition": _PATIENT_EXPORT,
+                                "documentation": "Bulk Data export, async NDJSON",
+                            },
+                        ],
+                    },
+                    {
+                        "type": "Group",
+                        "documentation": "Group/<organisation id>: its patients; "
+                        "Group/care-team-<user id>: a clinician's care-team panel; members "
+                        "listed only as far as the caller may see them",
+                        "interaction": [{"code": "read"}],
+                        "operation": [
+                            {
+                                "name": "export",
+                                "definition": _GROUP_EXPORT,
+                                "documentation": "Bulk Data export of the members",
+                            }
                         ],
                     },
                     {

@@ -19,6 +19,7 @@ _DATE = re.compile(
     r"(?P<y>\d{4})(-(?P<m>\d{2})(-(?P<d>\d{2})"
     r"(T(?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})(?P<f>\.\d{1,9})?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
 )
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 id syntax
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 
@@ -101,6 +102,8 @@ def parse_reference(value: str, resource_type: str) -> str:
     ident = parts[-1]
     if not ident or (len(parts) == 1 and trailing_slash):  # "", "Patient/" or "123/"
         raise InvalidSearch(f"reference to a {resource_type} is empty")
+    if not _FHIR_ID.fullmatch(ident):
+        raise InvalidSearch(f"reference to a {resource_type} must end in a FHIR id")
     return ident
 
 

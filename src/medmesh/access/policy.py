@@ -161,9 +161,8 @@ async def visible_patients(
         decisions[principal.patient_id] = _permit("self", purpose)
     if principal.role is Role.CLINICIAN and Context.USER in contexts:
         user_id: str | None = principal.id
-        for patient_id in await BreakGlass(conn).active_patients(principal.id, now):
-            emergency = await BreakGlass(conn).active(principal.id, patient_id, now)
-            decisions[patient_id] = _permit(f"break-glass:{emergency}", EMERGENCY_PURPOSE)
+        for patient_id, grant in (await BreakGlass(conn).active_grants(principal.id, now)).items():
+            decisions[patient_id] = _permit(f"break-glass:{grant}", EMERGENCY_PURPOSE)
     elif principal.role is Role.SYSTEM and Context.SYSTEM in contexts:
         user_id = None
     else:

@@ -25,6 +25,7 @@ from medmesh.fhir.search import (
     parse_date_param,
     parse_paging,
     parse_reference,
+    query_params,
     reject_unknown,
     single,
 )
@@ -229,9 +230,7 @@ async def read_audit_event(
 async def search_audit_events(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        params.setdefault(key, []).append(value)
+    params = query_params(request)
     reject_unknown(params, {"patient", "date"})
     paging = parse_paging(params)
     patient = single(params, "patient") or principal.patient_id

@@ -25,7 +25,7 @@ from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok
 from medmesh.fhir.records import parse_instant, parse_types
 from medmesh.fhir.resources import instant
 from medmesh.fhir.responses import FhirResponse, operation_outcome
-from medmesh.fhir.search import reject_unknown, single
+from medmesh.fhir.search import query_params, reject_unknown, single
 from medmesh.store.database import Database
 from medmesh.store.exports import CANCELLED, COMPLETE, FAILED, ExportJob, ExportJobs
 
@@ -74,9 +74,7 @@ async def _kick_off(
 ) -> Response:
     if not _wants_async(request):
         raise InvalidSearch("$export runs asynchronously: send the header Prefer: respond-async")
-    params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        params.setdefault(key, []).append(value)
+    params = query_params(request)
     reject_unknown(params, KICK_OFF_PARAMS)
     output_format = single(params, "_outputFormat")
     if output_format is not None and output_format not in OUTPUT_FORMATS:

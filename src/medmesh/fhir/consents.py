@@ -24,7 +24,7 @@ from medmesh.domain.timestamps import parse_rfc3339
 from medmesh.fhir.bundle import base_url, searchset
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.responses import FhirResponse
-from medmesh.fhir.search import parse_paging, parse_reference, reject_unknown, single
+from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
 from medmesh.store.consents import Consents
 from medmesh.store.database import Database
 from medmesh.store.registry import Patients
@@ -318,9 +318,7 @@ async def read_consent(
 async def search_consents(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        params.setdefault(key, []).append(value)
+    params = query_params(request)
     reject_unknown(params, {"patient", "status"})
     paging = parse_paging(params)
     reference = single(params, "patient") or principal.patient_id

@@ -33,7 +33,7 @@ from medmesh.fhir.records import (
     patient_resource,
 )
 from medmesh.fhir.responses import FhirResponse
-from medmesh.fhir.search import parse_date_range, parse_paging, reject_unknown, single
+from medmesh.fhir.search import parse_date_range, parse_paging, query_params, reject_unknown, single
 from medmesh.store.database import Database
 from medmesh.store.observations import Observations
 
@@ -143,9 +143,7 @@ def _link(request: Request, cursor: Cursor | None, count: int) -> str:
 async def patient_everything(
     patient_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        params.setdefault(key, []).append(value)
+    params = query_params(request)
     reject_unknown(params, _PARAMS)
     params.pop("_offset", None)  # paging here is by cursor; an offset is meaningless
     count = parse_paging(params).count

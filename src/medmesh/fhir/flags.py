@@ -21,7 +21,7 @@ from medmesh.fhir.bundle import searchset
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.resources import instant
 from medmesh.fhir.responses import FhirResponse
-from medmesh.fhir.search import parse_paging, parse_reference, reject_unknown, single
+from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
 from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
 
@@ -170,9 +170,7 @@ async def read_flag(
 async def search_flags(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        params.setdefault(key, []).append(value)
+    params = query_params(request)
     reject_unknown(params, {"patient", "subject", "status"})
     paging = parse_paging(params)
     patient, subject = single(params, "patient"), single(params, "subject")

@@ -30,6 +30,7 @@ from medmesh.fhir.search import (
     observation_query,
     parse_paging,
     parse_reference,
+    query_params,
     reject_unknown,
     single,
 )
@@ -42,13 +43,6 @@ router = APIRouter(
     prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
 )
 _STARTED = datetime.now(UTC).isoformat()
-
-
-def _params(request: Request) -> dict[str, list[str]]:
-    params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        params.setdefault(key, []).append(value)
-    return params
 
 
 def _db(request: Request) -> Database:
@@ -94,7 +88,7 @@ async def read_patient(
 async def search_patients(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    params = _params(request)
+    params = query_params(request)
     reject_unknown(params, {"identifier", "name"})
     paging = parse_paging(params)
     identifier = single(params, "identifier")
@@ -184,7 +178,7 @@ async def read_device(
 async def search_devices(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    params = _params(request)
+    params = query_params(request)
     reject_unknown(params, {"patient"})
     paging = parse_paging(params)
     patient = single(params, "patient")
@@ -255,7 +249,7 @@ async def read_observation(
 async def search_observations(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    params = _params(request)
+    params = query_params(request)
     query = observation_query(params)
     paging = parse_paging(params)
     decisions: dict[str, Decision]

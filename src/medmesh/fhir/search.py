@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from starlette.requests import Request
+
 from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.vocabulary import LOINC, measure_by_code
 from medmesh.store.observations import ObservationQuery, TimeBound
@@ -91,6 +93,14 @@ def parse_date_param(value: str) -> list[TimeBound]:
         case "lt":
             return [TimeBound("lt", start)]
     raise InvalidSearch(f"date prefix {prefix!r} is not supported; use eq, ge, gt, le or lt")
+
+
+def query_params(request: Request) -> dict[str, list[str]]:
+    """A request's query parameters, each name with all its values in order."""
+    params: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        params.setdefault(key, []).append(value)
+    return params
 
 
 def parse_reference(value: str, resource_type: str) -> str:

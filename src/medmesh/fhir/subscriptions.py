@@ -26,7 +26,7 @@ from medmesh.domain.subscription import (
 from medmesh.fhir.bundle import base_url, searchset
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.responses import FhirResponse
-from medmesh.fhir.search import parse_paging, reject_unknown, single
+from medmesh.fhir.search import parse_paging, query_params, reject_unknown, single
 from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 from medmesh.store.subscriptions import ACTIVE, ERROR, OFF, StoredSubscription, Subscriptions
@@ -230,9 +230,7 @@ async def _own(request: Request, principal: Principal, subscription_id: str) -> 
 async def search_subscriptions(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        params.setdefault(key, []).append(value)
+    params = query_params(request)
     reject_unknown(params, {"status"})
     paging = parse_paging(params)
     status = single(params, "status")

@@ -182,15 +182,19 @@ class BreakGlass:
         )
         return rows.scalars().first()
 
-    async def active_patients(self, user_id: str, at: datetime) -> list[str]:
+    async def active_grants(self, user_id: str, at: datetime) -> dict[str, str]:
+        """Patient id → id of the user's running emergency access to them (the one lasting
+        longest, as `active` picks)."""
         rows = await self._conn.execute(
-            select(break_glass.c.patient_id).where(
+            select(break_glass.c.patient_id, break_glass.c.id)
+            .where(
                 break_glass.c.user_id == user_id,
                 break_glass.c.started_at <= at,
                 break_glass.c.expires_at > at,
             )
+            .order_by(break_glass.c.expires_at)
         )
-        return sorted({r[0] for r in rows})
+        return {patient_id: grant_id for patient_id, grant_id in rows}
 
     async def for_patient(self, patient_id: str) -> Sequence[RowMapping]:
         rows = await self._conn.execute(

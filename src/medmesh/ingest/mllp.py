@@ -160,6 +160,11 @@ class MllpServer:
         assert self._server is not None, "the server is not started"
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of partial messages held now, all connections together."""
+        return self._admission.buffered
+
     async def start(
         self, host: str = "127.0.0.1", port: int = 2575, *, tls: ssl.SSLContext | None = None
     ) -> None:

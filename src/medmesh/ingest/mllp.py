@@ -80,6 +80,7 @@ class _Frames:
         self._max = max_message_bytes
         self._buffer = bytearray()
         self._held = 0  # bytes of the buffer reserved in the server-wide budget
+        self._scanned = 0  # bytes of the buffer known to hold no end of frame
 
     def _sync(self) -> None:
         self._admission.free(self._held - len(self._buffer))
@@ -87,6 +88,7 @@ class _Frames:
 
     def release(self) -> None:
         self._buffer.clear()
+        self._scanned = 0
         self._sync()
 
     async def next(self) -> bytes:
@@ -94,10 +96,11 @@ class _Frames:
         wait = self._limits.read_timeout if self._buffer else self._limits.idle_timeout
         deadline = loop.time() + wait
         while True:
-            end = self._buffer.find(END_BLOCK)
+            end = self._buffer.find(END_BLOCK, max(0, self._scanned - 1))
             if end >= 0:
                 block = bytes(self._buffer[:end])
                 del self._buffer[: end + len(END_BLOCK)]
+                self._scanned = 0
                 self._sync()
                 if len(block) > self._max + 1:
                     raise _FrameError("message larger than the allowed size", close=True)
@@ -107,6 +110,7 @@ class _Frames:
             if len(self._buffer) > self._max + 1:
                 self.release()
                 raise _FrameError("message larger than the allowed size", close=True)
+            self._scanned = len(self._buffer)
             remaining = deadline - loop.time()
             try:
                 if remaining <= 0:

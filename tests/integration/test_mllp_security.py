@@ -74,7 +74,7 @@ async def _cuff_of(database: Database, world: World) -> None:
 
 
 async def test_a_device_cannot_write_into_another_patients_record_by_naming_them_in_pid(
-    database: Database, world: World, listener: MllpServer
+    database_url: str, database: Database, world: World, listener: MllpServer
 ) -> None:
     other = await make_world(database, identifier="MRN-2")
     await _cuff_of(database, world)
@@ -91,6 +91,13 @@ async def test_a_device_cannot_write_into_another_patients_record_by_naming_them
     ok = await peer.send(oru("MIX-2", *VITALS))
     assert msa(ok)[0] == "AA"
     assert len(await stored(database, world.patient_id)) == 5
+    # Marked as a shared bedside monitor (the CLI), the device's patients come from PID.
+    said = _medmesh(database_url, "device", "shared-monitor", world.device_id)
+    assert "shared monitor" in said
+    assert msa(await peer.send(oru("MIX-3", *VITALS, pid=OTHER_PID)))[0] == "AA"
+    assert len(await stored(database, other.patient_id)) == 5
+    _medmesh(database_url, "device", "shared-monitor", world.device_id, "--off")
+    assert msa(await peer.send(oru("MIX-4", *VITALS, pid=OTHER_PID)))[0] == "AE"
     peer.writer.close()
 
 

@@ -124,7 +124,9 @@ async def provision(url: str) -> None:
     try:
         await migrate.upgrade(database)
         await admin.create_patient(database, family="Bench", given="Mark", identifier="BENCH-MRN-1")
-        await admin.register_device(database, display_name="Bench monitor", serial_number=SERIAL)
+        await admin.register_device(
+            database, display_name="Bench monitor", serial_number=SERIAL, shared_monitor=True
+        )
     finally:
         await database.dispose()
 

@@ -69,12 +69,20 @@ async def register_device(
     manufacturer: str | None = None,
     model: str | None = None,
     serial_number: str | None = None,
+    shared_monitor: bool = False,
 ) -> DeviceCredential:
-    device = Device(str(uuid.uuid4()), display_name, manufacturer, model, serial_number)
+    device = Device(
+        str(uuid.uuid4()), display_name, manufacturer, model, serial_number, shared_monitor
+    )
     secret = new_secret(DEVICE_SECRET_PREFIX)
     async with database.write() as conn:
         await Devices(conn).add(device, hash_secret(secret))
     return DeviceCredential(device.id, secret)
+
+
+async def set_shared_monitor(database: Database, device_id: str, shared: bool) -> None:
+    async with database.write() as conn:
+        await Devices(conn).set_shared_monitor(device_id, shared)
 
 
 async def rotate_device_secret(database: Database, device_id: str) -> DeviceCredential:

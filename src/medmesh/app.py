@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.database,
                 services.pipeline,
                 max_message_bytes=settings.mllp_max_message_bytes,
+                limits=settings.mllp_limits(),
             )
             await mllp.start(settings.mllp_host, settings.mllp_port, tls=settings.mllp_tls())
             app.state.mllp = mllp

@@ -154,16 +154,40 @@ def device_register(
     manufacturer: Annotated[str | None, typer.Option()] = None,
     model: Annotated[str | None, typer.Option()] = None,
     serial: Annotated[str | None, typer.Option()] = None,
+    shared_monitor: Annotated[
+        bool,
+        typer.Option(
+            "--shared-monitor",
+            help="A bedside monitor shared by patients: over HL7, its patient is the one PID "
+            "names. Without it, PID must name the patient the device is assigned to.",
+        ),
+    ] = False,
 ) -> None:
     """Register a device; prints its id and its secret (shown only this once)."""
     credential = run(
         lambda db: admin.register_device(
-            db, display_name=name, manufacturer=manufacturer, model=model, serial_number=serial
+            db,
+            display_name=name,
+            manufacturer=manufacturer,
+            model=model,
+            serial_number=serial,
+            shared_monitor=shared_monitor,
         )
     )
     typer.echo(f"device id:     {credential.device_id}")
     typer.echo(f"device secret: {credential.secret}")
     typer.echo("Store the secret on the device now; medmesh keeps only its hash.")
+
+
+@device_app.command("shared-monitor")
+def device_shared_monitor(
+    device_id: str,
+    off: Annotated[bool, typer.Option("--off", help="Make it an ordinary device again")] = False,
+) -> None:
+    """Mark a device as a shared bedside monitor: over HL7, its patient is the one PID names."""
+    run(lambda db: admin.set_shared_monitor(db, device_id, not off))
+    state = "an ordinary device (patient from its assignment)" if off else "a shared monitor"
+    typer.echo(f"device {device_id} is now {state}")
 
 
 @device_app.command("broker-credentials")

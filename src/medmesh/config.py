@@ -5,14 +5,15 @@ from __future__ import annotations
 import ssl
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from medmesh.access.lockout import LockoutPolicy
 from medmesh.access.rate_limit import Budget, RateLimits
 from medmesh.access.request_limits import RequestLimits
+from medmesh.ingest.mllp_guard import LOOPBACK, MllpLimits, parse_networks
 from medmesh.ingest.mqtt import MqttSettings
 from medmesh.webhooks.policy import WebhookPolicy
 
@@ -51,6 +52,13 @@ class Settings(BaseSettings):
     auto_migrate: bool = Field(True, description="Apply database migrations at start-up")
     max_clock_skew_seconds: int = Field(
         300, description="How far ahead of the server clock a reading's time may be"
+    )
+    reassignment_backfill_hours: float = Field(
+        24.0,
+        ge=0,
+        description="Readings of a device's previous patient are accepted up to this long "
+        "before the device's last assignment change; older ones are refused with "
+        "before-reassignment (docs/readings.md)",
     )
     max_batch_readings: int = 1000
     max_body_bytes: int = Field(
@@ -172,6 +180,48 @@ class Settings(BaseSettings):
         None, description="TLS certificate for MLLP; use TLS (or a VPN) outside loopback"
     )
     mllp_key_file: str | None = None
+    mllp_client_ca_file: str | None = Field(
+        None,
+        description="CA certificate(s) (PEM) that issue MLLP senders' client certificates; "
+        "set (with MEDMESH_MLLP_CERT_FILE): every sender must present one (mutual TLS)",
+    )
+    mllp_allowed_senders: Annotated[list[str], NoDecode] = Field(
+        list(LOOPBACK),
+        description="Addresses or networks MLLP connections are accepted from, comma-separated "
+        "(10.1.2.0/24,10.1.3.7); default loopback only; 0.0.0.0/0,::/0 for any",
+    )
+    mllp_idle_timeout_seconds: float = Field(
+        300.0, gt=0, description="Close an MLLP connection with no message in progress this long"
+    )
+    mllp_read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Close an MLLP connection whose message is not whole this long "
+        "after its first byte (also the TLS handshake limit)",
+    )
+    mllp_max_connections: int = Field(100, ge=1, description="Open MLLP connections at most")
+    mllp_max_connections_per_address: int = Field(
+        10, ge=1, description="Open MLLP connections from one sender address at most"
+    )
+    mllp_max_buffered_bytes: int = Field(
+        32 * 1_048_576,
+        gt=0,
+        description="Memory all partial MLLP messages together may hold; a connection whose "
+        "next bytes would pass it is closed",
+    )
+
+    @field_validator("mllp_allowed_senders", mode="before")
+    @classmethod
+    def _split_senders(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("mllp_allowed_senders")
+    @classmethod
+    def _check_senders(cls, value: list[str]) -> list[str]:
+        parse_networks(value)
+        return value
 
     webhook_ca_file: str | None = Field(
         None,
@@ -225,10 +275,25 @@ class Settings(BaseSettings):
 
     def mllp_tls(self) -> ssl.SSLContext | None:
         if not self.mllp_cert_file:
+            if self.mllp_client_ca_file:
+                raise ValueError("MEDMESH_MLLP_CLIENT_CA_FILE needs MEDMESH_MLLP_CERT_FILE (TLS)")
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.mllp_cert_file, self.mllp_key_file)
+        if self.mllp_client_ca_file:
+            context.load_verify_locations(cafile=self.mllp_client_ca_file)
+            context.verify_mode = ssl.CERT_REQUIRED
         return context
+
+    def mllp_limits(self) -> MllpLimits:
+        return MllpLimits(
+            allowed_senders=parse_networks(self.mllp_allowed_senders),
+            idle_timeout=self.mllp_idle_timeout_seconds,
+            read_timeout=self.mllp_read_timeout_seconds,
+            max_connections=self.mllp_max_connections,
+            max_connections_per_address=self.mllp_max_connections_per_address,
+            max_buffered_bytes=self.mllp_max_buffered_bytes,
+        )
 
     def mqtt(self) -> MqttSettings | None:
         if not self.mqtt_host:

@@ -99,7 +99,9 @@ class Services:
         if settings.auto_migrate:
             await migrate.upgrade(database)
         pipeline = IngestPipeline(
-            database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
+            database,
+            max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
+            reassignment_backfill=timedelta(hours=settings.reassignment_backfill_hours),
         )
         bus = build_bus(settings)
         await bus.start()

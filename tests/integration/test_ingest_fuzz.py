@@ -268,7 +268,8 @@ def check_exchange(body: bytes, sent: Exchange) -> list[Any] | None:
         return None
     assert sent.status == 202, sent.answer
     receipt = sent.answer
-    assert set(receipt) == {"accepted", "duplicates", "rejected"}
+    assert set(receipt) - {"ignored_fields"} == {"accepted", "duplicates", "rejected"}
+    assert receipt.get("ignored_fields", []) == _ignored(body)
     assert receipt["accepted"] + receipt["duplicates"] + len(receipt["rejected"]) == len(items)
 
     expected = [expected_outcome(item, sent.sent_at) for item in items]
@@ -302,9 +303,25 @@ def check_exchange(body: bytes, sent: Exchange) -> list[Any] | None:
     return items
 
 
+def _ignored(body: bytes) -> list[str]:
+    """The receipt's ignored_fields: unread body fields, and reading fields as readings[].x."""
+    document = orjson.loads(body)
+    names = {key[:64] for key in document if key not in ("readings", "device")}
+    for item in document["readings"]:
+        if len(names) >= 20:
+            break
+        if isinstance(item, dict):
+            known = ("id", "type", "time", "value", "unit")
+            names |= {f"readings[].{key[:64]}" for key in item if key not in known}
+    return sorted(names)[:20]
+
+
 def _assert_detail_does_not_quote_the_value(item: Any, rejection: dict[str, Any]) -> None:
-    if not isinstance(item, dict) or rejection["reason"] == "unit-not-convertible":
-        return  # that detail names the unit the device sent
+    if not isinstance(item, dict):
+        return
+    if rejection["reason"] == "unit-not-convertible":
+        assert rejection["detail"].startswith("field 'unit' is not a unit of ")
+        return  # names the field and the expected units, not the unit sent
     value = item.get("value")
     if isinstance(value, bool) or not isinstance(value, int | float):
         return
@@ -385,8 +402,13 @@ def valid_readings(draw: st.DrawFn, message_id: str) -> Pristine:
     quantities = measure.components or ((measure.quantity,) if measure.quantity else ())
     unit = draw(st.sampled_from(_spellings(quantities[0].unit)))
     device_ucum = UNIT_ALIASES.get(unit, unit)
-    integral = device_ucum == quantities[0].unit and draw(st.booleans())
+    # Counts (steps) are whole numbers; a blood pressure's systolic is above its diastolic.
+    whole = quantities[0].whole
+    integral = device_ucum == quantities[0].unit and (whole or draw(st.booleans()))
     canonical = {q.code: draw(canonical_values(q, integral)) for q in quantities}
+    if measure.is_panel:
+        systolic, diastolic = (canonical[q.code] for q in quantities)
+        assume(systolic - diastolic > 0.01)
     sent = {q.key: convert(canonical[q.code], q.unit, device_ucum) for q in quantities}
     if integral:
         sent = {k: int(v) for k, v in sent.items()}

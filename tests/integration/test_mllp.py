@@ -89,7 +89,7 @@ async def server(database: Database) -> AsyncIterator[MllpServer]:
 @pytest.fixture
 async def monitor(database: Database) -> str:
     credential = await admin.register_device(
-        database, display_name="Bedside monitor", serial_number="MONITOR-7"
+        database, display_name="Bedside monitor", serial_number="MONITOR-7", shared_monitor=True
     )
     return credential.device_id
 

@@ -21,6 +21,7 @@ class RejectReason(StrEnum):
     IMPLAUSIBLE_VALUE = "implausible-value"
     FUTURE_TIMESTAMP = "future-timestamp"
     NO_PATIENT = "no-patient-assigned"
+    BEFORE_REASSIGNMENT = "before-reassignment"
     MALFORMED_BODY = "malformed-body"
     UNKNOWN_DEVICE = "unknown-device"
     DEVICE_MISMATCH = "device-mismatch"
@@ -52,6 +53,10 @@ class Conflict(MedmeshError):
 
 class InvalidSearch(MedmeshError):
     """A search parameter the API cannot honour; the message names the parameter."""
+
+
+class UnsupportedMediaType(MedmeshError):
+    """A request body in a media type the route does not read (HTTP 415)."""
 
 
 class PayloadTooLarge(MedmeshError):

@@ -24,6 +24,9 @@ class Device:
     manufacturer: str | None = None
     model: str | None = None
     serial_number: str | None = None
+    # A bedside monitor shared by the patients of a bed or ward: over HL7 its patient comes
+    # from PID by design. Any other device's readings belong to the patient it is assigned to.
+    shared_monitor: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,23 +29,44 @@ def _measured(quantity: Quantity, value: float, unit: str) -> MeasuredValue:
             RejectReason.MALFORMED, f"{quantity.key} value must be a finite number"
         )
     ucum = normalize_unit(unit)
+    # The detail names the field and what is expected, never the unit sent: it goes back to the
+    # device and into dead_letters.detail in clear (docs/readings.md).
+    not_convertible = InvalidReading(
+        RejectReason.UNIT_NOT_CONVERTIBLE,
+        f"field 'unit' is not a unit of {quantity.key} (expected {_expected(quantity)})",
+    )
     if ucum != quantity.unit and ucum not in quantity.alt_units:
-        shown = unit if len(unit) <= 24 else unit[:24] + "…"
-        raise InvalidReading(
-            RejectReason.UNIT_NOT_CONVERTIBLE,
-            f"unit {shown!r} is not a unit of {quantity.key} (expected {quantity.unit})",
-        )
+        raise not_convertible
     try:
         canonical = convert(number, unit, quantity.unit)
-    except UnitNotConvertible as exc:
-        raise InvalidReading(RejectReason.UNIT_NOT_CONVERTIBLE, str(exc)) from exc
+    except UnitNotConvertible:
+        raise not_convertible from None
     if not quantity.is_plausible(canonical):
         raise InvalidReading(
             RejectReason.IMPLAUSIBLE_VALUE,
             f"{quantity.key} is outside the plausible range "
             f"{quantity.low:g}–{quantity.high:g} {quantity.unit}",
         )
+    if quantity.whole and not canonical.is_integer():
+        raise InvalidReading(
+            RejectReason.IMPLAUSIBLE_VALUE, f"{quantity.key} must be a whole number"
+        )
     return MeasuredValue(quantity.code, round(canonical, 4), quantity.unit)
+
+
+def _expected(quantity: Quantity) -> str:
+    return " or ".join((quantity.unit, *quantity.alt_units))
+
+
+def _check_panel(measure: Measure, values: tuple[MeasuredValue, ...]) -> None:
+    """Consistency between the parts of a panel: a systolic pressure is above the diastolic."""
+    if measure.key == "blood-pressure":
+        systolic, diastolic = values
+        if systolic.value <= diastolic.value:
+            raise InvalidReading(
+                RejectReason.IMPLAUSIBLE_VALUE,
+                "blood-pressure systolic must be higher than diastolic",
+            )
 
 
 def validate_values(measure: Measure, raw: RawReading) -> tuple[MeasuredValue, ...]:
@@ -62,7 +83,9 @@ def validate_values(measure: Measure, raw: RawReading) -> tuple[MeasuredValue, .
     if unknown or missing:
         keys = ", ".join(c.key for c in measure.components)
         raise InvalidReading(RejectReason.MALFORMED, f"{measure.key} needs exactly: {keys}")
-    return tuple(_measured(c, raw.value[c.key], raw.unit) for c in measure.components)
+    values = tuple(_measured(c, raw.value[c.key], raw.unit) for c in measure.components)
+    _check_panel(measure, values)
+    return values
 
 
 def check_effective_time(effective: datetime, now: datetime, max_skew: timedelta) -> None:

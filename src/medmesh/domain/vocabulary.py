@@ -39,6 +39,8 @@ class Quantity:
     # A conversion that exists but is not listed here (mmol/L for a cholesterol-like measure,
     # should one be added) is refused: units.py converts by unit, not by quantity.
     alt_units: tuple[str, ...] = ()
+    # Counted, not measured (steps): only whole numbers are plausible.
+    whole: bool = False
 
     def is_plausible(self, value: float) -> bool:
         return self.low <= value <= self.high
@@ -74,8 +76,9 @@ def _single(
     category: Category = Category.VITAL_SIGNS,
     also_codes: tuple[str, ...] = (),
     alt_units: tuple[str, ...] = (),
+    whole: bool = False,
 ) -> Measure:
-    quantity = Quantity(key, code, display, unit, low, high, also_codes, alt_units)
+    quantity = Quantity(key, code, display, unit, low, high, also_codes, alt_units, whole)
     return Measure(key, code, display, category, quantity=quantity, also_codes=also_codes)
 
 
@@ -137,6 +140,7 @@ MEASURES: tuple[Measure, ...] = (
         0,
         200_000,
         Category.ACTIVITY,
+        whole=True,
     ),
 )
 

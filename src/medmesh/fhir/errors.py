@@ -11,6 +11,7 @@ import traceback
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medmesh.access.http import Forbidden, Unauthenticated
@@ -21,6 +22,7 @@ from medmesh.domain.errors import (
     MedmeshError,
     NotFound,
     PayloadTooLarge,
+    UnsupportedMediaType,
 )
 from medmesh.fhir.responses import FhirResponse, operation_outcome
 
@@ -33,6 +35,7 @@ _STATUS: list[tuple[type[MedmeshError], int, str]] = [
     (NotFound, 404, "not-found"),
     (Conflict, 409, "conflict"),
     (PayloadTooLarge, 413, "too-costly"),
+    (UnsupportedMediaType, 415, "not-supported"),
     (InvalidSearch, 400, "invalid"),
     (InvalidReading, 400, "invalid"),
 ]
@@ -74,6 +77,15 @@ def _http_error(_: Request, exc: Exception) -> FhirResponse:
     code = _HTTP_CODES.get(exc.status_code, "processing")
     return FhirResponse(
         operation_outcome(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def _client_disconnect(_: Request, exc: Exception) -> FhirResponse:
+    # The client went away before its body was complete (a device losing its link): nothing
+    # was read or stored, and there is nobody to answer. The 400 is for the request log only.
+    log.info("client disconnected before the request body was complete")
+    return FhirResponse(
+        operation_outcome("incomplete", "the request body was not complete"), status_code=400
     )
 
 
@@ -119,4 +131,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MedmeshError, _medmesh_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_middleware(UnexpectedErrors)

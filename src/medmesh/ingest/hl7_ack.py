@@ -28,6 +28,7 @@ _HL7_ERROR_BY_REASON = {
     RejectReason.UNKNOWN_CODE: "103",
     RejectReason.UNIT_NOT_CONVERTIBLE: "103",
     RejectReason.NO_PATIENT: "204",
+    RejectReason.BEFORE_REASSIGNMENT: "204",
     RejectReason.UNKNOWN_DEVICE: "204",
     RejectReason.UNKNOWN_FORMAT: "200",
     # No table 0357 code says "out of range"; a value the field cannot take is closest to a

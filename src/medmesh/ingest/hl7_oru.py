@@ -313,7 +313,7 @@ class _ObservationReader:
             raise _Refused(6, RejectReason.MALFORMED, "OBX-6 units are missing")
         ucum = mdc.ucum(unit_code, unit_text, _value(segment, 6, 3))
         if ucum is None:
-            detail = f"OBX-6 unit {_code_text(unit_code or unit_text)} is not a known MDC unit"
+            detail = "OBX-6 is not a known MDC or UCUM unit"  # the field, not the unit sent
             raise _Refused(6, RejectReason.UNIT_NOT_CONVERTIBLE, detail)
         times = (("OBX-14", _value(segment, 14)), ("OBR-7", obr_time), ("MSH-7", self._time))
         name, text = next(((n, t) for n, t in times if t), times[-1])

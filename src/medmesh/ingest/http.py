@@ -11,9 +11,10 @@ from pydantic import BaseModel, Field
 
 from medmesh.access.http import require_device
 from medmesh.access.principals import DevicePrincipal
-from medmesh.domain.errors import InvalidReading
+from medmesh.domain.errors import InvalidReading, UnsupportedMediaType
 from medmesh.fhir.openapi import ERROR_RESPONSES
 from medmesh.ingest.formats import NATIVE, Formats
+from medmesh.ingest.native import ignored_fields
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 
@@ -64,12 +65,18 @@ class IngestReceipt(BaseModel):
     accepted: int = Field(description="Readings stored by this request")
     duplicates: int = Field(description="Readings already stored earlier (same message id)")
     rejected: list[RejectedReading]
+    ignored_fields: list[str] | None = Field(
+        None,
+        description="Native format, present only when some were sent: fields medmesh does "
+        "not read and ignored, by name (`patient`, `readings[].note`); at most 20",
+    )
 
 
 @router.post(
     "/readings/{format_name:path}",
     status_code=202,
     response_model=IngestReceipt,
+    response_model_exclude_unset=True,
     summary="Send readings in another registered format (e.g. omh)",
 )
 async def post_readings_in_format(
@@ -82,6 +89,7 @@ async def post_readings_in_format(
     "/readings",
     status_code=202,
     response_model=IngestReceipt,
+    response_model_exclude_unset=True,
     summary="Send a batch of readings from an authenticated device",
     openapi_extra={
         "requestBody": {
@@ -96,9 +104,24 @@ async def post_readings(
     return await _ingest(request, device, NATIVE)
 
 
+def _check_media_type(request: Request) -> None:
+    """Every format is JSON: `application/json` or `application/<anything>+json`. A body
+    without a Content-Type is read as JSON (some device stacks send none)."""
+    header = request.headers.get("content-type")
+    if header is None:
+        return
+    media_type = header.split(";", 1)[0].strip().lower()
+    if media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return
+    raise UnsupportedMediaType("the body must be JSON: Content-Type application/json")
+
+
 async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -> IngestReceipt:
     pipeline: IngestPipeline = request.app.state.pipeline
     formats: Formats = request.app.state.formats
+    _check_media_type(request)
     # Its size is limited (max_body_bytes) before it gets here: access/request_limits.py.
     body = await request.body()
     try:
@@ -120,7 +143,8 @@ async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -
             )
         raise
     result = await pipeline.ingest(device.device_id, "http", batch)
-    return IngestReceipt(
+    ignored = ignored_fields(body) if format_name == NATIVE else []
+    receipt = IngestReceipt(
         accepted=len(result.stored),
         duplicates=len(result.duplicates),
         rejected=[
@@ -128,3 +152,6 @@ async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -
             for r in result.rejected
         ],
     )
+    if ignored:  # unset otherwise, so the receipt stays as it was for clean bodies
+        receipt.ignored_fields = ignored
+    return receipt

@@ -24,13 +24,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from hl7.mllp import (  # type: ignore[import-untyped]
-    HL7StreamReader,
-    HL7StreamWriter,
-    InvalidBlockError,
-    start_hl7_server,
-)
-
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.ingest.hl7_ack import AckCode, AckError, build_ack
 from medmesh.ingest.hl7_oru import (
@@ -41,6 +34,7 @@ from medmesh.ingest.hl7_oru import (
     read_oru,
 )
 from medmesh.ingest.incoming import Incoming
+from medmesh.ingest.mllp_guard import Admission, MllpLimits
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
@@ -50,11 +44,95 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "mllp"
 MAX_DEAD_LETTER_PAYLOAD = 65_536
+START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\x0d"
+_CHUNK = 65_536
+
+
+class _FrameError(Exception):
+    """A frame that is answered with AR: `close` when the rest of the stream cannot be read."""
+
+    def __init__(self, detail: str, *, close: bool = False) -> None:
+        super().__init__(detail)
+        self.detail, self.close = detail, close
+
+
+class _ConnectionDone(Exception):
+    """End the connection without an answer: the sender closed it, or a limit ran out."""
+
+    def __init__(self, why: str | None = None) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class _Frames:
+    """MLLP frames off one connection, `<VT> message <FS><CR>`, holding partial frames within
+    the size and memory limits and giving up on a sender that is idle or slow too long."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        admission: Admission,
+        max_message_bytes: int,
+    ) -> None:
+        self._reader = reader
+        self._admission = admission
+        self._limits = admission.limits
+        self._max = max_message_bytes
+        self._buffer = bytearray()
+        self._held = 0  # bytes of the buffer reserved in the server-wide budget
+        self._scanned = 0  # bytes of the buffer known to hold no end of frame
+
+    def _sync(self) -> None:
+        self._admission.free(self._held - len(self._buffer))
+        self._held = len(self._buffer)
+
+    def release(self) -> None:
+        self._buffer.clear()
+        self._scanned = 0
+        self._sync()
+
+    async def next(self) -> bytes:
+        loop = asyncio.get_running_loop()
+        wait = self._limits.read_timeout if self._buffer else self._limits.idle_timeout
+        deadline = loop.time() + wait
+        while True:
+            end = self._buffer.find(END_BLOCK, max(0, self._scanned - 1))
+            if end >= 0:
+                block = bytes(self._buffer[:end])
+                del self._buffer[: end + len(END_BLOCK)]
+                self._scanned = 0
+                self._sync()
+                if len(block) > self._max + 1:
+                    raise _FrameError("message larger than the allowed size", close=True)
+                if not block.startswith(START_BLOCK):
+                    raise _FrameError("MLLP block does not start with <VT>")
+                return block[1:]
+            if len(self._buffer) > self._max + 1:
+                self.release()
+                raise _FrameError("message larger than the allowed size", close=True)
+            self._scanned = len(self._buffer)
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                chunk = await asyncio.wait_for(self._reader.read(_CHUNK), remaining)
+            except TimeoutError:
+                state = "a partial message" if self._buffer else "no message"
+                raise _ConnectionDone(f"timed out with {state}") from None
+            if not chunk:
+                raise _ConnectionDone()
+            if not self._admission.reserve(len(chunk)):
+                raise _ConnectionDone("partial messages hold MEDMESH_MLLP_MAX_BUFFERED_BYTES")
+            if not self._buffer:  # a message starts: it has read_timeout to arrive whole
+                deadline = loop.time() + self._limits.read_timeout
+            self._buffer += chunk
+            self._held += len(chunk)
 
 
 @dataclass(frozen=True, slots=True)
 class _Resolved:
     devices: dict[str, str]  # serial number -> device id, for the serials that are registered
+    shared: frozenset[str]  # ids of the devices that are shared monitors
     patient_id: str | None  # None: each device's assignment decides
     patient_error: str | None  # why PID-3 named no single patient
 
@@ -68,11 +146,13 @@ class MllpServer:
         pipeline: IngestPipeline,
         *,
         max_message_bytes: int = 1_048_576,
+        limits: MllpLimits | None = None,
         application: str = "medmesh",
     ) -> None:
         self._database = database
         self._pipeline = pipeline
         self._max_message_bytes = max_message_bytes
+        self._admission = Admission(limits or MllpLimits())
         self._application = application
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -84,12 +164,21 @@ class MllpServer:
         assert self._server is not None, "the server is not started"
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of partial messages held now, all connections together."""
+        return self._admission.buffered
+
     async def start(
         self, host: str = "127.0.0.1", port: int = 2575, *, tls: ssl.SSLContext | None = None
     ) -> None:
         self._stopping = False
-        self._server = await start_hl7_server(
-            self._connection, host, port, limit=self._max_message_bytes, ssl=tls
+        self._server = await asyncio.start_server(
+            self._connection,
+            host,
+            port,
+            ssl=tls,
+            ssl_handshake_timeout=self._admission.limits.read_timeout if tls else None,
         )
         log.info("MLLP listening on %s:%d", host, self.port)
 
@@ -116,36 +205,48 @@ class MllpServer:
         finally:
             await self.stop()
 
-    async def _connection(self, reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        address = str(peer[0]) if peer else ""
+        refusal = self._admission.admit(address)
+        if refusal is not None:
+            log.warning("MLLP connection from %s refused: %s", address, refusal)
+            await _close(writer)
+            return
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
+        frames = _Frames(reader, self._admission, self._max_message_bytes)
         try:
             while not self._stopping:
+                close = False
                 try:
-                    block: bytes = await reader.readblock()
-                except asyncio.IncompleteReadError:
-                    break  # the sender closed the connection
-                except InvalidBlockError:
-                    ack = await self._refuse_frame("MLLP block does not start with <VT>")
-                except ValueError:  # the stream's limit: the rest of the frame cannot be found
-                    ack = await self._refuse_frame("message larger than the allowed size")
-                    writer.writeblock(ack)
-                    await writer.drain()
-                    break
+                    block = await frames.next()
+                except _FrameError as refused:
+                    ack = await self._refuse_frame(refused.detail)
+                    close = refused.close
                 else:
                     ack = await self.answer(block)
-                writer.writeblock(ack)
+                writer.write(START_BLOCK + ack + END_BLOCK)
                 await writer.drain()
-        except ConnectionError:
+                if close:
+                    break
+        except _ConnectionDone as done:
+            if done.why:
+                log.info("MLLP connection from %s closed: %s", address, done.why)
+        except (ConnectionError, ssl.SSLError):
+            pass
+        except asyncio.CancelledError:
+            # stop(): end quietly. (Re-raising makes asyncio's start_server log the
+            # cancelled connection task as an error on Python 3.11.)
             pass
         except Exception as exc:  # a failed commit: no ACK, the sender resends
             log.error("MLLP message not stored (%s); closing the connection", type(exc).__name__)
         finally:
+            frames.release()
+            self._admission.release(address)
             self._connections.discard(task)
-            writer.close()
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await writer.wait_closed()
+            await _close(writer)
 
     async def _refuse_frame(self, detail: str) -> bytes:
         letter = DeadLetter(
@@ -225,13 +326,15 @@ class MllpServer:
             found = {s: await devices.find_by_serial_number(s) for s in sorted(serials)}
             patients = await _patients(Patients(conn), message.patient_identifiers)
         registered = {s: d.id for s, d in found.items() if d is not None}
+        shared = frozenset(d.id for d in found.values() if d is not None and d.shared_monitor)
         if not message.patient_identifiers:
-            return _Resolved(registered, None, None)
+            return _Resolved(registered, shared, None, None)
         if len(patients) == 1:
-            return _Resolved(registered, patients.pop(), None)
+            return _Resolved(registered, shared, patients.pop(), None)
         if patients:
-            return _Resolved(registered, None, "the PID-3 identifiers match more than one patient")
-        return _Resolved(registered, None, "no patient matches the PID-3 identifiers")
+            detail = "the PID-3 identifiers match more than one patient"
+            return _Resolved(registered, shared, None, detail)
+        return _Resolved(registered, shared, None, "no patient matches the PID-3 identifiers")
 
     def _batches(
         self, message: OruMessage, resolved: _Resolved
@@ -256,11 +359,25 @@ class MllpServer:
                 incoming = Incoming(item.incoming.payload, item.incoming.message_id, error=error)
                 item = ObservationItem(item.obx, item.device_serial, incoming, item.field)
             by_device[device_id].append(item)
+        # A shared monitor's patient is the one PID names; any other device's is the one it is
+        # assigned to, and PID, when given, must name that patient (else no-patient-assigned).
         batches = [
-            DeviceBatch(device_id, CHANNEL, [i.incoming for i in items], resolved.patient_id)
+            DeviceBatch(
+                device_id,
+                CHANNEL,
+                [i.incoming for i in items],
+                patient_id=resolved.patient_id if device_id in resolved.shared else None,
+                claimed_patient_id=None if device_id in resolved.shared else resolved.patient_id,
+            )
             for device_id, items in by_device.items()
         ]
         return batches, refused, errors, list(by_device.values())
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
+        await writer.wait_closed()
 
 
 async def _patients(patients: Patients, identifiers: Sequence[PatientIdentifier]) -> set[str]:

@@ -89,6 +89,34 @@ def parse_item(item: Any) -> RawReading:
     )
 
 
+BODY_FIELDS = frozenset({"readings", "device"})
+READING_FIELDS = frozenset({"id", "type", "time", "value", "unit"})
+MAX_IGNORED_FIELDS = 20
+_MAX_FIELD_NAME = 64
+
+
+def ignored_fields(body: bytes) -> list[str]:
+    """The fields of a native body that medmesh does not read, so a device vendor can see
+    them in the receipt: `patient` for the body, `readings[].note` for a reading's (each
+    name once, at most 20, names cut to 64 characters). Only names, never values."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return []
+    if not isinstance(document, dict):
+        return []
+    found = {str(key)[:_MAX_FIELD_NAME]: None for key in document if key not in BODY_FIELDS}
+    readings = document.get("readings")
+    for item in readings if isinstance(readings, list) else ():
+        if len(found) >= MAX_IGNORED_FIELDS:
+            break
+        if isinstance(item, dict):
+            for key in item:
+                if key not in READING_FIELDS:
+                    found.setdefault(f"readings[].{str(key)[:_MAX_FIELD_NAME]}", None)
+    return sorted(found)[:MAX_IGNORED_FIELDS]
+
+
 def _message_id(item: Any) -> str | None:
     if isinstance(item, dict):
         value = item.get("id")

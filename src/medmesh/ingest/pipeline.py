@@ -39,14 +39,17 @@ class Rejection:
 class DeviceBatch:
     """Readings one device sent in one message or request.
 
-    `patient_id` is set when the sender names the patient itself (HL7 PID); otherwise the
-    patient is the one the device was assigned to at each reading's time.
+    `patient_id` is set when the sender names the patient and is trusted to (an HL7 shared
+    bedside monitor, whose patients come from PID by design); otherwise the patient is the one
+    the device was assigned to at each reading's time. `claimed_patient_id` is a patient the
+    sender names (HL7 PID of any other device): it must be that assigned patient.
     """
 
     device_id: str
     channel: str
     items: Sequence[Incoming]
     patient_id: str | None = None
+    claimed_patient_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +63,12 @@ class IngestResult:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _last_change(history: Sequence[DeviceAssignment], now: datetime) -> datetime | None:
+    """When the device was last assigned or unassigned, up to `now`."""
+    moments = [m for a in history for m in (a.start, a.end) if m is not None and m <= now]
+    return max(moments, default=None)
 
 
 def _patient_at(history: Sequence[DeviceAssignment], moment: datetime) -> str:
@@ -77,10 +86,12 @@ class IngestPipeline:
         database: Database,
         *,
         max_clock_skew: timedelta = timedelta(minutes=5),
+        reassignment_backfill: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self._database = database
         self._max_clock_skew = max_clock_skew
+        self._reassignment_backfill = reassignment_backfill
         self._clock = clock
         self._listeners: list[CommittedListener] = []
 
@@ -171,8 +182,33 @@ class IngestPipeline:
         measure = resolve_measure(raw.measure)
         values = validate_values(measure, raw)
         check_effective_time(raw.effective, received_at, self._max_clock_skew)
-        patient_id = batch.patient_id or _patient_at(histories[batch.device_id], raw.effective)
+        patient_id = batch.patient_id or self._assigned_patient(
+            histories[batch.device_id], raw.effective, received_at
+        )
+        if batch.claimed_patient_id is not None and batch.claimed_patient_id != patient_id:
+            raise InvalidReading(
+                RejectReason.NO_PATIENT,
+                "the patient the message names is not the one the device was assigned to at "
+                "the reading's time",
+            )
         return Reading(batch.device_id, raw.message_id, patient_id, measure, raw.effective, values)
+
+    def _assigned_patient(
+        self, history: Sequence[DeviceAssignment], moment: datetime, received_at: datetime
+    ) -> str:
+        # Once a device changes hands, whoever holds it could write into the previous
+        # patient's record by back-dating: only a grace period for readings still buffered
+        # on the device is allowed before the change.
+        patient_id = _patient_at(history, moment)
+        change = _last_change(history, received_at)
+        if change is not None and moment < change - self._reassignment_backfill:
+            hours = self._reassignment_backfill.total_seconds() / 3600
+            raise InvalidReading(
+                RejectReason.BEFORE_REASSIGNMENT,
+                f"time is more than {hours:g} h before the device's last assignment change "
+                "(MEDMESH_REASSIGNMENT_BACKFILL_HOURS)",
+            )
+        return patient_id
 
 
 def _dead_letter(

@@ -69,6 +69,7 @@ def _device(row: RowMapping) -> Device:
         manufacturer=row["manufacturer"],
         model=row["model"],
         serial_number=row["serial_number"],
+        shared_monitor=bool(row["shared_monitor"]),
     )
 
 
@@ -186,6 +187,7 @@ class Devices:
                 manufacturer=device.manufacturer,
                 model=device.model,
                 serial_number=device.serial_number,
+                shared_monitor=device.shared_monitor,
                 secret_hash=secret_hash,
                 created_at=datetime.now(UTC),
             )
@@ -195,6 +197,13 @@ class Devices:
         """Replace the device's credential (rotation); the old secret stops working at once."""
         result = await self._conn.execute(
             update(devices).where(devices.c.id == device_id).values(secret_hash=secret_hash)
+        )
+        if not result.rowcount:
+            raise NotFound("Device not found")
+
+    async def set_shared_monitor(self, device_id: str, shared: bool) -> None:
+        result = await self._conn.execute(
+            update(devices).where(devices.c.id == device_id).values(shared_monitor=shared)
         )
         if not result.rowcount:
             raise NotFound("Device not found")

@@ -17,21 +17,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
-from _common import admin_dsn, load_average, postgres_version
+from _common import DEFAULT_POSTGRES_URL, print_machine, scratch_postgres
 from medmesh import admin
 from medmesh.app import create_app
 from medmesh.config import Settings
@@ -44,7 +39,6 @@ from medmesh.store.database import Database
 from medmesh.store.exports import ExportJobs
 from medmesh.store.observations import Observations
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 START = datetime(2025, 1, 1, tzinfo=UTC)
 SEED_BATCH = 5000
 
@@ -187,30 +181,14 @@ async def bench(backend: str, url: str, opts: argparse.Namespace) -> Result:
 
 
 async def main(opts: argparse.Namespace) -> None:
-    print(f"machine: nproc {os.cpu_count()}, {platform.platform()}")
-    print(f"python:  {platform.python_version()}")
-    print(f"load:    {load_average()}")
-    print(f"postgresql: {await postgres_version(opts.postgres_url)}")
+    await print_machine(postgres_url=opts.postgres_url if "postgresql" in opts.backends else None)
     results = []
     if "sqlite" in opts.backends:
         with tempfile.TemporaryDirectory(prefix="medmesh-bench-") as tmp:
             results.append(await bench("sqlite", f"sqlite:///{tmp}/bench.db", opts))
     if "postgresql" in opts.backends:
-        name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        url = make_url(opts.postgres_url).set(database=name).render_as_string(False)
-        try:
+        async with scratch_postgres(opts.postgres_url) as url:
             results.append(await bench("postgresql", url, opts))
-        finally:
-            conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
     print()
     print(
         f"{opts.patients} patients x {opts.observations} observations "

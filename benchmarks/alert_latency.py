@@ -1077,10 +1077,10 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--load-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rates = tuple(args.rate or (1000.0, 10000.0))
+    rates = tuple(args.rate or ((500.0,) if args.quick else (1000.0, 10000.0)))
     samples, warmup = args.samples, args.warmup
     if args.quick:
-        samples, warmup = min(samples, 15), min(warmup, 2.0)
+        samples, warmup = min(samples, 5), min(warmup, 1.0)
     if min(samples, args.devices, args.batch) < 1 or min(rates) <= 0:
         parser.error("counts and rates must be positive")
     if args.spacing <= 0 or args.timeout <= 0 or warmup < 0:

@@ -222,11 +222,11 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         return Options(
             backends,
             args.postgres_url,
-            500,
+            100,
             args.tasks,
             args.writer_tasks,
+            1000,
             5000,
-            20_000,
             args.batch_size,
         )
     return Options(

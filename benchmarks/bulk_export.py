@@ -210,10 +210,10 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--observations", type=int, default=10_000, help="per patient")
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
-    parser.add_argument("--quick", action="store_true", help="5 patients x 1,000 observations")
+    parser.add_argument("--quick", action="store_true", help="3 patients x 300 observations")
     opts = parser.parse_args()
     if opts.quick:
-        opts.patients, opts.observations = 5, 1000
+        opts.patients, opts.observations = 3, 300
     return opts
 
 

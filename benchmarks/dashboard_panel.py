@@ -407,11 +407,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="20 patients, 3 days stored, 4 s of streaming at 1 s: a smoke run",
+        help="20 patients, 2 days stored, 3 s of streaming at 1 s: a smoke run",
     )
     options = parser.parse_args()
     if options.quick:
-        options.patients, options.long_days, options.seconds, options.interval = 20, 3, 4.0, 1.0
+        options.patients, options.long_days, options.seconds, options.interval = 20, 2, 3.0, 1.0
         options.repeat = 3
     asyncio.run(main(options))
     sys.exit(0)

@@ -256,13 +256,13 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--backend", action="append", choices=("sqlite", "postgresql"))
     parser.add_argument("--messages", type=int, default=2000, help="per phase (default 2000)")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="cap on each phase")
-    parser.add_argument("--quick", action="store_true", help="200 messages a phase, 5 s cap")
+    parser.add_argument("--quick", action="store_true", help="60 messages a phase, 3 s cap")
     args = parser.parse_args(argv)
     if args.messages < 4:
         parser.error("--messages must be at least 4")
     backends = tuple(args.backend or ("sqlite", "postgresql"))
     if args.quick:
-        return Options(backends, 200, (1, 4), 5.0, 2)
+        return Options(backends, 60, (1, 4), 3.0, 2)
     return Options(backends, args.messages, (1, 4), args.max_seconds, 10)
 
 

@@ -648,7 +648,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     args = parser.parse_args(argv)
-    workers = tuple(args.workers or (1, 2))
+    workers = tuple(args.workers or ((1,) if args.quick else (1, 2)))
     if min(args.devices, args.publishers, args.single, args.ten, *workers) < 1:
         parser.error("counts must be at least 1")
     if args.timeout <= 0 or args.max_queued < 0:
@@ -656,7 +656,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     backends = tuple(args.backend or ("sqlite", "postgresql"))
     single, ten, timeout = args.single, args.ten, args.timeout
     if args.quick:
-        single, ten, timeout = min(single, 1000), min(ten, 200), min(timeout, 30.0)
+        single, ten, timeout = min(single, 200), min(ten, 50), min(timeout, 30.0)
     return Options(
         backends,
         args.postgres_url,

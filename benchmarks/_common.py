@@ -17,9 +17,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -223,3 +225,60 @@ def load_average() -> str:
     except (AttributeError, OSError):
         return "n/a"
     return f"{one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
+
+
+@dataclass
+class Broker:
+    """A private Mosquitto on a free port of 127.0.0.1, anonymous, without persistence."""
+
+    directory: Path
+    max_queued: int
+    max_inflight: int = 500
+    stop_timeout: float = 15.0
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Write the configuration, start the broker and wait until it accepts connections."""
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("the mosquitto broker is not installed")
+        self.port = free_port()
+        config = self.directory / "mosquitto.conf"
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            f"max_inflight_messages {self.max_inflight}",
+            f"max_queued_messages {self.max_queued}",
+            "user root",
+        ]
+        config.write_text("\n".join(lines) + "\n")
+        log_path = self.directory / "mosquitto.log"
+        with log_path.open("ab") as out:
+            self.process = subprocess.Popen(
+                [binary, "-c", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches this script, which stops it in order
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start:\n{tail(log_path)}")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+    def stop(self) -> None:
+        """Stop the broker (its sessions go with it: persistence is off)."""
+        if self.process is not None:
+            stop_process(self.process, timeout=self.stop_timeout)
+            self.process = None

@@ -50,7 +50,6 @@ import contextlib
 import importlib.metadata
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -72,6 +71,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from _common import (
+    Broker,
     add_backend_options,
     cancel_on_sigterm,
     free_port,
@@ -221,59 +221,6 @@ def parse_instant(text: str) -> datetime:
 
 
 # --- the broker -------------------------------------------------------------------------------
-
-
-@dataclass
-class Broker:
-    """A private Mosquitto on a free port of 127.0.0.1, anonymous, without persistence."""
-
-    directory: Path
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Write the configuration, start the broker and wait until it accepts connections."""
-        binary = mosquitto_binary()
-        if binary is None:
-            raise RuntimeError("the mosquitto broker is not installed")
-        self.port = free_port()
-        config = self.directory / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            f"max_inflight_messages {MAX_INFLIGHT}",
-            f"max_queued_messages {MAX_QUEUED}",
-            "user root",
-        ]
-        config.write_text("\n".join(lines) + "\n")
-        log_path = self.directory / "mosquitto.log"
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches this script, which stops it in order
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start:\n{tail(log_path)}")
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process, timeout=STOP_TIMEOUT)
-            self.process = None
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -798,7 +745,7 @@ async def run_phase(
     """Fresh broker and server; the event stream; background load; the probes."""
     directory = workdir / f"phase-{phase.index}"
     directory.mkdir()
-    broker = Broker(directory)
+    broker = Broker(directory, MAX_QUEUED, MAX_INFLIGHT, STOP_TIMEOUT)
     load: BackgroundLoad | None = None
     publisher: ProbePublisher | None = None
     try:

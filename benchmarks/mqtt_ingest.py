@@ -25,7 +25,6 @@ import importlib.metadata
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -43,9 +42,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Table, func, select
 
 from _common import (
+    Broker,
     add_backend_options,
     cancel_on_sigterm,
-    free_port,
     load_average,
     log,
     mosquitto_binary,
@@ -145,57 +144,6 @@ class Report:
 
 
 # --- the broker and the workers ---------------------------------------------------------------
-
-
-@dataclass
-class Broker:
-    """A private Mosquitto on a free port of 127.0.0.1, anonymous, without persistence."""
-
-    directory: Path
-    max_queued: int
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Write the configuration, start the broker and wait until it accepts connections."""
-        binary = mosquitto_binary()
-        if binary is None:
-            raise RuntimeError("the mosquitto broker is not installed")
-        self.port = free_port()
-        config = self.directory / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            "max_inflight_messages 500",
-            f"max_queued_messages {self.max_queued}",
-            "user root",
-        ]
-        config.write_text("\n".join(lines) + "\n")
-        log_path = self.directory / "mosquitto.log"
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches this script, which stops it in order
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start:\n{tail(log_path)}")
-
-    def stop(self) -> None:
-        """Stop the broker (its sessions go with it: persistence is off)."""
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
 
 @dataclass

@@ -50,14 +50,9 @@ import contextlib
 import importlib.metadata
 import math
 import os
-import platform
-import signal
-import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -69,30 +64,33 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from _common import (
-    admin_dsn,
+    Broker,
+    add_backend_options,
+    cancel_on_sigterm,
     free_port,
     load_average,
+    log,
     mosquitto_binary,
-    mosquitto_version,
-    postgres_version,
+    nearest_rank,
+    on_each_backend,
+    print_machine,
+    process_cpu,
+    stop_process,
+    tail,
+    venv_python,
 )
 from medmesh import admin
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import observations
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ASSIGNED_FROM = datetime(2020, 1, 1, tzinfo=UTC)
 BACKGROUND_EPOCH = datetime(2021, 1, 1, tzinfo=UTC)  # phase p starts 200 days later each
 TOPIC = "medmesh/v1/devices/{}/readings"
@@ -214,54 +212,6 @@ class Report:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def log(message: str) -> None:
-    """Print a line at once (progress shows while a phase runs)."""
-    print(message, flush=True)
-
-
-def venv_python() -> str:
-    """The project's virtualenv interpreter (the one this script should run under)."""
-    return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-
-
-def process_cpu(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
-    if pid is None:
-        return None
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    """The last lines of a log file, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited within `timeout`."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest-rank percentile; timeouts enter as +inf, so a percentile they reach shows."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
 def stamp(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -271,59 +221,6 @@ def parse_instant(text: str) -> datetime:
 
 
 # --- the broker -------------------------------------------------------------------------------
-
-
-@dataclass
-class Broker:
-    """A private Mosquitto on a free port of 127.0.0.1, anonymous, without persistence."""
-
-    directory: Path
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Write the configuration, start the broker and wait until it accepts connections."""
-        binary = mosquitto_binary()
-        if binary is None:
-            raise RuntimeError("the mosquitto broker is not installed")
-        self.port = free_port()
-        config = self.directory / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            f"max_inflight_messages {MAX_INFLIGHT}",
-            f"max_queued_messages {MAX_QUEUED}",
-            "user root",
-        ]
-        config.write_text("\n".join(lines) + "\n")
-        log_path = self.directory / "mosquitto.log"
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches this script, which stops it in order
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start:\n{tail(log_path)}")
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
 
 # --- the server -------------------------------------------------------------------------------
@@ -848,7 +745,7 @@ async def run_phase(
     """Fresh broker and server; the event stream; background load; the probes."""
     directory = workdir / f"phase-{phase.index}"
     directory.mkdir()
-    broker = Broker(directory)
+    broker = Broker(directory, MAX_QUEUED, MAX_INFLIGHT, STOP_TIMEOUT)
     load: BackgroundLoad | None = None
     publisher: ProbePublisher | None = None
     try:
@@ -950,7 +847,7 @@ def ms(seconds: float) -> str:
 
 def summary_line(f: Figure) -> str:
     values = [s.latency if s.latency is not None else math.inf for s in f.samples]
-    parts = [ms(percentile(values, p)) for p in (50, 95, 99, 100)] if values else ["-"] * 4
+    parts = [ms(nearest_rank(values, p)) for p in (50, 95, 99, 100)] if values else ["-"] * 4
     return (
         f"p50 {parts[0]} ms, p95 {parts[1]} ms, p99 {parts[2]} ms, max {parts[3]} ms, "
         f"{f.timeouts} timeout(s) of {len(f.samples)}"
@@ -989,54 +886,17 @@ async def bench_backend(
         await db.dispose()
 
 
-async def bench_sqlite(opts: Options, report: Report) -> None:
-    with tempfile.TemporaryDirectory(prefix="medmesh-bench-alert-") as tmp:
-        await bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), opts, report)
-
-
-async def bench_postgresql(opts: Options, report: Report) -> None:
-    """A fresh PostgreSQL database, dropped at the end; skipped if the server is unreachable."""
-    name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        reason = f"postgresql: not reachable at {opts.postgres_url} ({type(exc).__name__}: {exc})"
-        report.skipped.append(reason)
-        log(f"skipped: {reason}")
-        return
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = make_url(opts.postgres_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        with tempfile.TemporaryDirectory(prefix="medmesh-bench-alert-") as tmp:
-            await bench_backend("postgresql", url, Path(tmp), opts, report)
-    finally:
-        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
 # --- output -----------------------------------------------------------------------------------
 
 
-async def print_machine(opts: Options) -> None:
-    """Facts that make the figures comparable between machines."""
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    log(f"machine:    nproc {affinity} (cpu_count {os.cpu_count()}), {platform.platform()}")
-    log(
-        f"python:     {platform.python_version()} ({sys.executable}); "
-        f"paho-mqtt {importlib.metadata.version('paho-mqtt')}, "
-        f"httpx {importlib.metadata.version('httpx')}"
+async def print_run(opts: Options) -> None:
+    """The machine, and what this run does."""
+    await print_machine(
+        postgres_url=opts.postgres_url if "postgresql" in opts.backends else None,
+        broker=True,
+        python=f"; paho-mqtt {importlib.metadata.version('paho-mqtt')}, "
+        f"httpx {importlib.metadata.version('httpx')}",
     )
-    log(f"load:       {load_average()}")
-    log(f"broker:     {await asyncio.to_thread(mosquitto_version)}")
-    log(f"sqlite:     {sqlite3.sqlite_version}")
-    if "postgresql" in opts.backends:
-        log(f"postgresql: {await postgres_version(opts.postgres_url)}")
     rates = ", ".join(f"{r:,.0f}" for r in opts.rates)
     log(
         f"run:        per phase {opts.samples} probes {opts.spacing:g} s apart (+{WARMUP_PROBES} "
@@ -1077,7 +937,7 @@ def print_tables(report: Report) -> None:
     )
     for f in report.figures:
         values = [s.latency if s.latency is not None else math.inf for s in f.samples]
-        cells = [ms(percentile(values, p)) for p in (50, 95, 99, 100)] if values else ["-"] * 4
+        cells = [ms(nearest_rank(values, p)) for p in (50, 95, 99, 100)] if values else ["-"] * 4
         target = "0 (baseline)" if f.target == 0 else f"{f.target:,.0f}"
         achieved = "-" if f.target == 0 else f"{f.achieved:,.0f}"
         short = " (short)" if f.target > 0 and f.achieved < 0.95 * f.target else ""
@@ -1141,17 +1001,7 @@ def print_tables(report: Report) -> None:
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--backend",
-        action="append",
-        choices=("sqlite", "postgresql"),
-        help="backend to run (repeatable; default both)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help=f"PostgreSQL maintenance database (default {DEFAULT_POSTGRES_URL})",
-    )
+    add_backend_options(parser)
     parser.add_argument(
         "--rate",
         type=float,
@@ -1174,10 +1024,10 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--load-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    rates = tuple(args.rate or (1000.0, 10000.0))
+    rates = tuple(args.rate or ((500.0,) if args.quick else (1000.0, 10000.0)))
     samples, warmup = args.samples, args.warmup
     if args.quick:
-        samples, warmup = min(samples, 15), min(warmup, 2.0)
+        samples, warmup = min(samples, 5), min(warmup, 1.0)
     if min(samples, args.devices, args.batch) < 1 or min(rates) <= 0:
         parser.error("counts and rates must be positive")
     if args.spacing <= 0 or args.timeout <= 0 or warmup < 0:
@@ -1197,20 +1047,18 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
 
 async def main(opts: Options) -> Report:
     """Run every chosen backend in turn; SIGTERM cancels the run (processes stopped, data gone)."""
-    task = asyncio.current_task()
-    if task is not None:
-        with contextlib.suppress(NotImplementedError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    await print_machine(opts)
+    cancel_on_sigterm()
+    await print_run(opts)
     if mosquitto_binary() is None:
         log("skipped: the mosquitto broker is not installed")
         return Report(skipped=["mosquitto is not installed"])
     started = time.perf_counter()
     report = Report()
-    if "sqlite" in opts.backends:
-        await bench_sqlite(opts, report)
-    if "postgresql" in opts.backends:
-        await bench_postgresql(opts, report)
+
+    async def run(backend: str, url: str, workdir: Path) -> None:
+        await bench_backend(backend, url, workdir, opts, report)
+
+    await on_each_backend(opts.backends, opts.postgres_url, run, report.skipped)
     print_tables(report)
     log(f"total: {time.perf_counter() - started:.0f} s")
     return report

@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import sqlite3
 import sys
 import tempfile
 import time
@@ -29,10 +27,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import asyncpg
-from sqlalchemy.engine import make_url
-
-from _common import admin_dsn, load_average, postgres_version
+from _common import PostgresUnreachable, load_average, log, print_machine, scratch_postgres
 from medmesh.access.audit import AuditEntry, verify_chain
 from medmesh.access.audit_writer import AuditWriter
 from medmesh.store import migrate
@@ -66,10 +61,6 @@ class Figure:
     @property
     def rate(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 def _entry(n: int) -> AuditEntry:
@@ -181,30 +172,13 @@ async def bench(backend: str, url: str, opts: Options) -> list[Figure]:
 
 
 async def bench_postgresql(opts: Options) -> list[Figure]:
-    name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = make_url(opts.postgres_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    async with scratch_postgres(opts.postgres_url) as url:
         return await bench("postgresql", url, opts)
-    finally:
-        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 async def main(opts: Options) -> None:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    log(f"machine:    nproc {affinity}, {platform.platform()}; python {platform.python_version()}")
-    log(f"load:       {load_average()}")
-    log(f"sqlite:     {sqlite3.sqlite_version} (WAL, synchronous=FULL)")
-    if "postgresql" in opts.backends:
-        log(f"postgresql: {await postgres_version(opts.postgres_url)}")
+    await print_machine(postgres_url=opts.postgres_url if "postgresql" in opts.backends else None)
+    log("sqlite:     WAL, synchronous=FULL")
     log(
         f"run:        {opts.single:,} single appends, the same over {opts.tasks} tasks and "
         f"{opts.writer_records:,} through AuditWriter from {opts.writer_tasks} tasks, "
@@ -217,8 +191,8 @@ async def main(opts: Options) -> None:
     if "postgresql" in opts.backends:
         try:
             figures += await bench_postgresql(opts)
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-            log(f"skipped: postgresql not reachable ({type(exc).__name__})")
+        except PostgresUnreachable as exc:
+            log(f"skipped: {exc}")
     log("")
     log(f"{'backend':<12}{'phase':<14}{'records/s':>12}{'records':>10}{'seconds':>9}")
     for f in figures:
@@ -248,11 +222,11 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         return Options(
             backends,
             args.postgres_url,
-            500,
+            100,
             args.tasks,
             args.writer_tasks,
+            1000,
             5000,
-            20_000,
             args.batch_size,
         )
     return Options(

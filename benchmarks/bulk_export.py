@@ -1,7 +1,8 @@
 """Bulk export throughput and memory on SQLite and PostgreSQL.
 
 For each backend the script stores N patients with one device each and M one-per-minute
-heart-rate observations each (rows written straight into the database), then measures:
+heart-rate observations each (through the observations repository, which seals each value with
+the patient's key, as ingest does), then measures:
 
 - a `$export` job of every patient (Patient, Device, Flag, Observation), run by the export
   runner in this process: resources/second and the peak resident memory the job added
@@ -16,35 +17,39 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import platform
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
-from _common import admin_dsn, load_average, postgres_version
+from _common import DEFAULT_POSTGRES_URL, print_machine, scratch_postgres
 from medmesh import admin
-from medmesh.access.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
+from medmesh.domain.reading import MeasuredValue, Reading
+from medmesh.domain.vocabulary import Measure, measure_by_key
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings, new_job
 from medmesh.fhir.records import RECORD_TYPES
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.exports import ExportJobs
-from medmesh.store.schema import observations
+from medmesh.store.observations import Observations
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 START = datetime(2025, 1, 1, tzinfo=UTC)
 SEED_BATCH = 5000
+
+
+def _heart_rate() -> Measure:
+    found = measure_by_key("heart-rate")
+    assert found is not None
+    return found
+
+
+HEART_RATE = _heart_rate()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,24 +92,21 @@ async def seed(database: Database, patients: int, per_patient: int) -> tuple[lis
         await admin.assign_device(database, device.device_id, patient.id, START)
         received = datetime.now(UTC)
         for first in range(0, per_patient, SEED_BATCH):
-            rows = [
-                {
-                    "id": str(uuid.uuid4()),
-                    "patient_id": patient.id,
-                    "device_id": device.device_id,
-                    "message_id": f"m-{i}",
-                    "code": "8867-4",
-                    "effective": START + timedelta(minutes=i),
-                    "value": float(60 + i % 40),
-                    "unit": "/min",
-                    "received_at": received,
-                }
+            readings = [
+                Reading(
+                    device_id=device.device_id,
+                    message_id=f"m-{i}",
+                    patient_id=patient.id,
+                    measure=HEART_RATE,
+                    effective=START + timedelta(minutes=i),
+                    values=(MeasuredValue(HEART_RATE.code, float(60 + i % 40), "/min"),),
+                )
                 for i in range(first, min(per_patient, first + SEED_BATCH))
             ]
             async with database.write() as conn:
-                await conn.execute(observations.insert(), rows)
+                await Observations(conn).add_batch(readings, received)
         ids.append(patient.id)
-    token = await admin.issue_api_token(database, name="bench", role=Role.SYSTEM)
+    token = await admin.issue_service_token(database, name="bench", scopes="system/*.rs")
     return ids, token
 
 
@@ -179,30 +181,14 @@ async def bench(backend: str, url: str, opts: argparse.Namespace) -> Result:
 
 
 async def main(opts: argparse.Namespace) -> None:
-    print(f"machine: nproc {os.cpu_count()}, {platform.platform()}")
-    print(f"python:  {platform.python_version()}")
-    print(f"load:    {load_average()}")
-    print(f"postgresql: {await postgres_version(opts.postgres_url)}")
+    await print_machine(postgres_url=opts.postgres_url if "postgresql" in opts.backends else None)
     results = []
     if "sqlite" in opts.backends:
         with tempfile.TemporaryDirectory(prefix="medmesh-bench-") as tmp:
             results.append(await bench("sqlite", f"sqlite:///{tmp}/bench.db", opts))
     if "postgresql" in opts.backends:
-        name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
-        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        url = make_url(opts.postgres_url).set(database=name).render_as_string(False)
-        try:
+        async with scratch_postgres(opts.postgres_url) as url:
             results.append(await bench("postgresql", url, opts))
-        finally:
-            conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await conn.close()
     print()
     print(
         f"{opts.patients} patients x {opts.observations} observations "
@@ -224,10 +210,10 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--observations", type=int, default=10_000, help="per patient")
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
-    parser.add_argument("--quick", action="store_true", help="5 patients x 1,000 observations")
+    parser.add_argument("--quick", action="store_true", help="3 patients x 300 observations")
     opts = parser.parse_args()
     if opts.quick:
-        opts.patients, opts.observations = 5, 1000
+        opts.patients, opts.observations = 3, 300
     return opts
 
 

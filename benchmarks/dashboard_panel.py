@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -45,15 +44,15 @@ from medmesh import admin
 from medmesh.access import totp
 from medmesh.access.credentials import hash_secret, new_secret
 from medmesh.access.principals import Role
-from medmesh.crypto.envelope import DataKey
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
+from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
+from medmesh.domain.vocabulary import Measure, measure_by_code
 from medmesh.store import migrate
 from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
-from medmesh.store.observations import VALUE
+from medmesh.store.observations import Observations
 from medmesh.store.registry import Assignments, Devices, Patients
-from medmesh.store.schema import observations
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -63,6 +62,15 @@ BENCH_USER = "bench.clinician"
 BENCH_PASSWORD = "violet kettle harbour"
 
 
+def _measure(code: str) -> Measure:
+    found = measure_by_code(code)
+    assert found is not None
+    return found
+
+
+HEART_RATE, SPO2 = _measure("8867-4"), _measure("2708-6")
+
+
 @dataclass(frozen=True, slots=True)
 class Ward:
     devices: list[tuple[str, str]]  # (device id, secret)
@@ -70,33 +78,29 @@ class Ward:
     totp_secret: str  # of the clinician BENCH_USER, whose password is BENCH_PASSWORD
 
 
-def _rows_for(
-    key: DataKey, device_id: str, start: datetime, minutes: int, prefix: str = "seed"
-) -> list[dict[str, Any]]:
-    """Observation rows, values sealed with the patient's key as the repository seals them."""
-    patient_id = key.owner
-    rows = []
+def _readings(
+    patient_id: str, device_id: str, start: datetime, minutes: int, prefix: str = "seed"
+) -> list[Reading]:
+    """Minute heart rate and SpO2 readings, as the pipeline hands them to the repository."""
+    readings = []
     for m in range(minutes):
         at = start + timedelta(minutes=m)
-        for code, value in (("8867-4", 60 + m % 40), ("2708-6", 93 + m % 6)):
-            row_id = str(uuid.uuid4())
-            rows.append(
-                {
-                    "id": row_id,
-                    "patient_id": patient_id,
-                    "device_id": device_id,
-                    "message_id": f"{prefix}-{code}-{m}",
-                    "code": code,
-                    "effective": at,
-                    "value": key.seal_float(float(value), VALUE, row_id),
-                    "unit": "/min" if code == "8867-4" else "%",
-                    "received_at": at,
-                }
+        for measure, value in ((HEART_RATE, 60 + m % 40), (SPO2, 93 + m % 6)):
+            assert measure.quantity is not None
+            readings.append(
+                Reading(
+                    device_id=device_id,
+                    message_id=f"{prefix}-{measure.code}-{m}",
+                    patient_id=patient_id,
+                    measure=measure,
+                    effective=at,
+                    values=(MeasuredValue(measure.code, float(value), measure.quantity.unit),),
+                )
             )
-    return rows
+    return readings
 
 
-async def provision(url: str, count: int) -> Ward:
+async def provision(url: str, count: int, long_days: int) -> Ward:
     database = Database(url)
     await migrate.upgrade(database)
     now = datetime.now(UTC)
@@ -115,19 +119,15 @@ async def provision(url: str, count: int) -> Ward:
             )
             devices.append((device.id, secret))
             patients.append(patient.id)
+        # Through the repository, which seals each value with the patient's key as ingest does.
         for n, patient_id in enumerate(patients):
-            key = await database.cipher.key(patient_id)
-            rows = _rows_for(key, devices[n][0], now - timedelta(hours=2), 120)
-            await conn.execute(observations.insert(), rows)
-        long_rows = _rows_for(
-            await database.cipher.key(patients[0]),
-            devices[0][0],
-            now - timedelta(days=90),
-            90 * 1440,
-            "long",
+            readings = _readings(patient_id, devices[n][0], now - timedelta(hours=2), 120)
+            await Observations(conn).add_batch(readings, now)
+        long_readings = _readings(
+            patients[0], devices[0][0], now - timedelta(days=long_days), long_days * 1440, "long"
         )
-        for start in range(0, len(long_rows), 10_000):
-            await conn.execute(observations.insert(), long_rows[start : start + 10_000])
+        for start in range(0, len(long_readings), 10_000):
+            await Observations(conn).add_batch(long_readings[start : start + 10_000], now)
         for patient_id in rng.sample(patients, max(1, count // 15)):
             severity = rng.choice(list(Severity))
             await Alerts(conn).add(
@@ -147,13 +147,16 @@ async def provision(url: str, count: int) -> Ward:
                     trigger_count=1,
                 )
             )
-    await admin.create_user(
+    clinician = await admin.create_user(
         database,
         username=BENCH_USER,
         display_name="Bench Clinician",
         role=Role.CLINICIAN,
         password=BENCH_PASSWORD,
     )
+    # The access policy shows a clinician only the patients whose care team they are on.
+    for patient_id in patients:
+        await admin.add_to_care_team(database, patient_id, clinician.id, added_by="benchmark")
     secret = totp.new_secret()
     await admin.activate_totp(database, BENCH_USER, secret)
     await database.dispose()
@@ -314,7 +317,7 @@ async def main(options: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="medmesh-dash-"))
     url = f"sqlite:///{workdir / 'medmesh.db'}"
     started = time.monotonic()
-    ward = await provision(url, options.patients)
+    ward = await provision(url, options.patients, options.long_days)
     print(f"medmesh dashboard benchmark on {platform.node()} ({os.cpu_count()} CPUs), SQLite")
     print(f"provisioned {options.patients} patients in {time.monotonic() - started:.0f} s")
     async with (
@@ -326,19 +329,19 @@ async def main(options: argparse.Namespace) -> None:
         visible = set(re.findall(r'id="row-([0-9a-f-]{36})"', page))
         ids = ",".join(sorted(visible))
         print(f"\nidle (panel page 1 shows {len(visible)} of {options.patients} patients)")
-        print(summary("GET / (panel, page 1)", await timed(lambda: http.get("/"), 20)))
+        print(summary("GET / (panel, page 1)", await timed(lambda: http.get("/"), options.repeat)))
         print(
             summary(
                 "GET /panel/rows?ids=… (50 rows)",
-                await timed(lambda: http.get("/panel/rows", params={"ids": ids}), 20),
+                await timed(lambda: http.get("/panel/rows", params={"ids": ids}), options.repeat),
             )
         )
         for key in ("24h", "90d"):
             path = f"/patients/{ward.long_patient}?range={key}"
             print(
                 summary(
-                    f"GET patient page, {key} (90 days stored)",
-                    await timed(lambda p=path: http.get(p), 10),
+                    f"GET patient page, {key} ({options.long_days} days stored)",
+                    await timed(lambda p=path: http.get(p), max(1, options.repeat // 2)),
                 )
             )
 
@@ -363,7 +366,7 @@ async def main(options: argparse.Namespace) -> None:
             for d, s in ward.devices
         ]
         await asyncio.sleep(options.seconds / 4)
-        under_load = await timed(lambda: http.get("/"), 10)
+        under_load = await timed(lambda: http.get("/"), max(1, options.repeat // 2))
         sent = sum(await asyncio.gather(*senders))
         await devices_http.aclose()
         frames, named, answered = await watcher
@@ -397,5 +400,18 @@ if __name__ == "__main__":
         "--interval", type=float, default=30.0, help="seconds between a device's readings"
     )
     parser.add_argument("--seconds", type=float, default=40.0, help="length of the streaming phase")
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument(
+        "--long-days", type=int, default=90, help="days of minute readings for one patient"
+    )
+    parser.add_argument("--repeat", type=int, default=20, help="requests timed per idle figure")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="20 patients, 2 days stored, 3 s of streaming at 1 s: a smoke run",
+    )
+    options = parser.parse_args()
+    if options.quick:
+        options.patients, options.long_days, options.seconds, options.interval = 20, 2, 3.0, 1.0
+        options.repeat = 3
+    asyncio.run(main(options))
     sys.exit(0)

@@ -209,8 +209,8 @@ if __name__ == "__main__":
     parser.add_argument("--days", type=int, default=30, help="days of minute readings")
     parser.add_argument("--patients", type=int, default=1000, help="patients for name search")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
-    parser.add_argument("--quick", action="store_true", help="2 days, 100 patients")
+    parser.add_argument("--quick", action="store_true", help="1 day, 20 patients")
     options = parser.parse_args()
     if options.quick:
-        options.days, options.patients = 2, 100
+        options.days, options.patients = 1, 20
     asyncio.run(main(options))

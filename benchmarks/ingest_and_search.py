@@ -21,14 +21,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import signal
-import sqlite3
-import statistics
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,18 +31,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
-from _common import free_port, load_average, postgres_version
+from _common import (
+    add_backend_options,
+    free_port,
+    load_average,
+    log,
+    on_each_backend,
+    percentile,
+    print_machine,
+    process_cpu,
+    tail,
+    venv_python,
+)
 from medmesh import admin
 from medmesh.store import migrate
 from medmesh.store.database import Database
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 HEART_RATE_LOINC = "http://loinc.org|8867-4"
 ASSIGNED_FROM = datetime(2020, 1, 1, tzinfo=UTC)
 THROUGHPUT_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)  # sender k starts k days later, 1 s apart
@@ -169,32 +170,10 @@ class Server:
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time of the server so far (Linux /proc; None elsewhere)."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.pid)
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], pct: int) -> float:
-    """The `pct`-th percentile (inclusive method); the value itself for a single sample."""
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
-
-
-def server_python() -> str:
-    """The project's virtualenv interpreter (the one this script should run under)."""
-    return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-
-
-def log(message: str) -> None:
-    """Print a line at once (progress shows while a phase runs)."""
-    print(message, flush=True)
 
 
 def cpu_mark(server: Server) -> Cpu:
@@ -268,14 +247,6 @@ async def wait_healthy(base_url: str, process: asyncio.subprocess.Process, log_p
     raise RuntimeError(f"server not healthy after {STARTUP_TIMEOUT:.0f} s:\n{tail(log_path)}")
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    """The last lines of the server log, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 async def stop(process: asyncio.subprocess.Process) -> None:
     """Terminate the server, killing it if it does not exit within 10 s."""
     if process.returncode is not None:
@@ -295,7 +266,7 @@ async def running_server(url: str, workdir: Path) -> AsyncIterator[Server]:
     log_path = workdir / "server.log"
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
-            server_python(),
+            venv_python(),
             "-m",
             "medmesh",
             "serve",
@@ -506,56 +477,12 @@ async def bench_backend(
             )
 
 
-async def bench_sqlite(opts: Options, report: Report) -> None:
-    """The embedded backend, on a file in a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="medmesh-bench-") as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
-        await bench_backend("sqlite", url, Path(tmp), opts, report)
-
-
-async def pg_admin(url: str) -> asyncpg.Connection:
-    """A connection to the maintenance database of the PostgreSQL server at `url`."""
-    return await asyncpg.connect(url, timeout=5)
-
-
-async def bench_postgresql(opts: Options, report: Report) -> None:
-    """A fresh PostgreSQL database, dropped at the end; skipped if the server is unreachable."""
-    name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        conn = await pg_admin(opts.postgres_url)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        reason = f"not reachable at {opts.postgres_url} ({type(exc).__name__}: {exc})"
-        report.skipped.append(f"postgresql: {reason}")
-        log(f"skipped: postgresql: {reason}")
-        return
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = make_url(opts.postgres_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        with tempfile.TemporaryDirectory(prefix="medmesh-bench-") as tmp:
-            await bench_backend("postgresql", url, Path(tmp), opts, report)
-    finally:
-        conn = await pg_admin(opts.postgres_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
 # --- output -----------------------------------------------------------------------------------
 
 
-async def print_machine(opts: Options) -> None:
-    """Facts that make the figures comparable between machines."""
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    log(f"machine:    nproc {affinity} (cpu_count {os.cpu_count()}), {platform.platform()}")
-    log(f"python:     {platform.python_version()} ({sys.executable})")
-    log(f"load:       {load_average()}")
-    log(f"sqlite:     {sqlite3.sqlite_version}")
-    if "postgresql" in opts.backends:
-        log(f"postgresql: {await postgres_version(opts.postgres_url)}")
+async def print_run(opts: Options) -> None:
+    """The machine, and what this run does."""
+    await print_machine(postgres_url=opts.postgres_url if "postgresql" in opts.backends else None)
     log(
         f"run:        {opts.senders} concurrent senders; per sender {opts.single_requests} x 1 "
         f"and {opts.hundred_requests} x 100 readings (cap {opts.max_seconds:g} s per phase); "
@@ -604,17 +531,7 @@ def ms(latencies: Sequence[float], pct: int) -> str:
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     """Command-line options; --quick shrinks every count for a smoke run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--backend",
-        action="append",
-        choices=("sqlite", "postgresql"),
-        help="backend to run (repeatable; default both)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help=f"PostgreSQL maintenance database (default {DEFAULT_POSTGRES_URL})",
-    )
+    add_backend_options(parser)
     parser.add_argument("--senders", type=int, default=8, help="concurrent devices (default 8)")
     parser.add_argument(
         "--single-requests", type=int, default=150, help="1-reading batches per sender"
@@ -654,12 +571,13 @@ async def main(opts: Options) -> Report:
     if task is not None:
         with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows loops
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    await print_machine(opts)
+    await print_run(opts)
     report = Report()
-    if "sqlite" in opts.backends:
-        await bench_sqlite(opts, report)
-    if "postgresql" in opts.backends:
-        await bench_postgresql(opts, report)
+
+    async def run(backend: str, url: str, workdir: Path) -> None:
+        await bench_backend(backend, url, workdir, opts, report)
+
+    await on_each_backend(opts.backends, opts.postgres_url, run, report.skipped)
     print_table(report)
     return report
 

@@ -16,22 +16,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
-import sqlite3
-import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 from sqlalchemy.engine import make_url
 
-from _common import free_port
+from _common import (
+    PostgresUnreachable,
+    free_port,
+    log,
+    percentile,
+    print_machine,
+    scratch_postgres,
+)
 from medmesh import admin
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.pipeline import IngestPipeline
@@ -68,16 +70,6 @@ class Figure:
     @property
     def messages_per_second(self) -> float:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def percentile(values: Sequence[float], pct: int) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1]
 
 
 def oru(control_id: str, at: datetime) -> bytes:
@@ -217,27 +209,12 @@ def _admin_dsn() -> str:
 
 async def bench_postgresql(opts: Options, figures: list[Figure], skipped: list[str]) -> None:
     """A fresh database, dropped at the end; skipped (with the reason) if unreachable."""
-    name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
     try:
-        conn = await asyncpg.connect(_admin_dsn(), timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        reason = f"postgresql: not reachable at {POSTGRES_URL} ({type(exc).__name__})"
-        skipped.append(reason)
-        log(f"skipped: {reason}")
-        return
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
-        await bench_backend("postgresql", url, opts, figures)
-    finally:
-        conn = await asyncpg.connect(_admin_dsn(), timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        async with scratch_postgres(POSTGRES_URL) as url:
+            await bench_backend("postgresql", url, opts, figures)
+    except PostgresUnreachable as exc:
+        skipped.append(str(exc))
+        log(f"skipped: {exc}")
 
 
 def print_table(figures: list[Figure], skipped: list[str]) -> None:
@@ -258,9 +235,8 @@ def print_table(figures: list[Figure], skipped: list[str]) -> None:
 
 
 async def main(opts: Options) -> list[Figure]:
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    log(f"machine: nproc {affinity}, {platform.platform()}; python {platform.python_version()}")
-    log(f"sqlite {sqlite3.sqlite_version}; server: child process, client: this process")
+    await print_machine(postgres_url=POSTGRES_URL if "postgresql" in opts.backends else None)
+    log("server: child process, client: this process")
     log(
         f"run: {opts.messages} ORU^R01 messages (6 OBX, {READINGS_PER_MESSAGE} readings each) per "
         f"phase over {', '.join(map(str, opts.connections))} connection(s), "
@@ -282,13 +258,13 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--backend", action="append", choices=("sqlite", "postgresql"))
     parser.add_argument("--messages", type=int, default=2000, help="per phase (default 2000)")
     parser.add_argument("--max-seconds", type=float, default=20.0, help="cap on each phase")
-    parser.add_argument("--quick", action="store_true", help="200 messages a phase, 5 s cap")
+    parser.add_argument("--quick", action="store_true", help="60 messages a phase, 3 s cap")
     args = parser.parse_args(argv)
     if args.messages < 4:
         parser.error("--messages must be at least 4")
     backends = tuple(args.backend or ("sqlite", "postgresql"))
     if args.quick:
-        return Options(backends, 200, (1, 4), 5.0, 2)
+        return Options(backends, 60, (1, 4), 3.0, 2)
     return Options(backends, args.messages, (1, 4), args.max_seconds, 10)
 
 

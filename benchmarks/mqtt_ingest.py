@@ -23,14 +23,10 @@ import asyncio
 import contextlib
 import importlib.metadata
 import os
-import platform
 import re
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -40,29 +36,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Table, func, select
-from sqlalchemy.engine import make_url
 
 from _common import (
-    admin_dsn,
-    free_port,
+    Broker,
+    add_backend_options,
+    cancel_on_sigterm,
     load_average,
+    log,
     mosquitto_binary,
-    mosquitto_version,
-    postgres_version,
+    on_each_backend,
+    print_machine,
+    process_cpu,
+    stop_process,
+    tail,
+    venv_python,
 )
 from medmesh import admin
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import dead_letters, observations
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ASSIGNED_FROM = datetime(2020, 1, 1, tzinfo=UTC)
 EPOCH = datetime(2021, 1, 1, tzinfo=UTC)  # phase p: 30 days later each; device k: k hours
 TOPIC = "medmesh/v1/devices/{}/readings"
@@ -146,98 +143,7 @@ class Report:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def log(message: str) -> None:
-    """Print a line at once (progress shows while a phase runs)."""
-    print(message, flush=True)
-
-
-def worker_python() -> str:
-    """The project's virtualenv interpreter (the one this script should run under)."""
-    return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-
-
-def process_cpu(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tail(path: Path, lines: int = 20) -> str:
-    """The last lines of a log file, for error messages."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited within `timeout`."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 # --- the broker and the workers ---------------------------------------------------------------
-
-
-@dataclass
-class Broker:
-    """A private Mosquitto on a free port of 127.0.0.1, anonymous, without persistence."""
-
-    directory: Path
-    max_queued: int
-    port: int = 0
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Write the configuration, start the broker and wait until it accepts connections."""
-        binary = mosquitto_binary()
-        if binary is None:
-            raise RuntimeError("the mosquitto broker is not installed")
-        self.port = free_port()
-        config = self.directory / "mosquitto.conf"
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence false",
-            "max_inflight_messages 500",
-            f"max_queued_messages {self.max_queued}",
-            "user root",
-        ]
-        config.write_text("\n".join(lines) + "\n")
-        log_path = self.directory / "mosquitto.log"
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                [binary, "-c", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C reaches this script, which stops it in order
-            )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.process.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start:\n{tail(log_path)}")
-
-    def stop(self) -> None:
-        """Stop the broker (its sessions go with it: persistence is off)."""
-        if self.process is not None:
-            stop_process(self.process)
-            self.process = None
 
 
 @dataclass
@@ -266,7 +172,7 @@ class Worker:
         """Start the worker and wait until it has subscribed."""
         with self.log_path.open("ab") as out:
             self.process = subprocess.Popen(
-                [worker_python(), "-m", "medmesh", "ingest-worker", "--client-id", self.client_id],
+                [venv_python(), "-m", "medmesh", "ingest-worker", "--client-id", self.client_id],
                 env=self.env(),
                 cwd=self.log_path.parent,  # no stray .env from the caller's directory
                 stdout=out,
@@ -611,54 +517,16 @@ async def bench_backend(
         await db.dispose()
 
 
-async def bench_sqlite(opts: Options, report: Report) -> None:
-    """The embedded backend, on a file in a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="medmesh-bench-mqtt-") as tmp:
-        await bench_backend("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), opts, report)
-
-
-async def bench_postgresql(opts: Options, report: Report) -> None:
-    """A fresh PostgreSQL database, dropped at the end; skipped if the server is unreachable."""
-    name = f"medmesh_bench_{uuid.uuid4().hex[:12]}"
-    try:
-        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-        reason = f"postgresql: not reachable at {opts.postgres_url} ({type(exc).__name__}: {exc})"
-        report.skipped.append(reason)
-        log(f"skipped: {reason}")
-        return
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    url = make_url(opts.postgres_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        with tempfile.TemporaryDirectory(prefix="medmesh-bench-mqtt-") as tmp:
-            await bench_backend("postgresql", url, Path(tmp), opts, report)
-    finally:
-        conn = await asyncpg.connect(admin_dsn(opts.postgres_url), timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
 # --- output -----------------------------------------------------------------------------------
 
 
-async def print_machine(opts: Options) -> None:
-    """Facts that make the figures comparable between machines."""
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
-    log(f"machine:    nproc {affinity} (cpu_count {os.cpu_count()}), {platform.platform()}")
-    log(
-        f"python:     {platform.python_version()} ({sys.executable}); "
-        f"paho-mqtt {importlib.metadata.version('paho-mqtt')}"
+async def print_run(opts: Options) -> None:
+    """The machine, and what this run does."""
+    await print_machine(
+        postgres_url=opts.postgres_url if "postgresql" in opts.backends else None,
+        broker=True,
+        python=f"; paho-mqtt {importlib.metadata.version('paho-mqtt')}",
     )
-    log(f"load:       {load_average()}")
-    log(f"broker:     {await asyncio.to_thread(mosquitto_version)}")
-    log(f"sqlite:     {sqlite3.sqlite_version}")
-    if "postgresql" in opts.backends:
-        log(f"postgresql: {await postgres_version(opts.postgres_url)}")
     shapes = ", ".join(f"{m} messages x {r} reading(s)" for r, m in opts.shapes)
     log(
         f"run:        {opts.devices} devices over {opts.publishers} publisher threads (QoS 1, "
@@ -701,17 +569,7 @@ def print_table(report: Report) -> None:
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     """Command-line options; --quick shrinks the counts for a smoke run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--backend",
-        action="append",
-        choices=("sqlite", "postgresql"),
-        help="backend to run (repeatable; default both)",
-    )
-    parser.add_argument(
-        "--postgres-url",
-        default=DEFAULT_POSTGRES_URL,
-        help=f"PostgreSQL maintenance database (default {DEFAULT_POSTGRES_URL})",
-    )
+    add_backend_options(parser)
     parser.add_argument("--devices", type=int, default=20, help="devices (default 20)")
     parser.add_argument("--publishers", type=int, default=4, help="publisher threads (default 4)")
     parser.add_argument(
@@ -738,7 +596,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     args = parser.parse_args(argv)
-    workers = tuple(args.workers or (1, 2))
+    workers = tuple(args.workers or ((1,) if args.quick else (1, 2)))
     if min(args.devices, args.publishers, args.single, args.ten, *workers) < 1:
         parser.error("counts must be at least 1")
     if args.timeout <= 0 or args.max_queued < 0:
@@ -746,7 +604,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     backends = tuple(args.backend or ("sqlite", "postgresql"))
     single, ten, timeout = args.single, args.ten, args.timeout
     if args.quick:
-        single, ten, timeout = min(single, 1000), min(ten, 200), min(timeout, 30.0)
+        single, ten, timeout = min(single, 200), min(ten, 50), min(timeout, 30.0)
     return Options(
         backends,
         args.postgres_url,
@@ -761,20 +619,18 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
 
 async def main(opts: Options) -> Report:
     """Run every chosen backend in turn; SIGTERM cancels the run (processes stopped, data gone)."""
-    task = asyncio.current_task()
-    if task is not None:
-        with contextlib.suppress(NotImplementedError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    await print_machine(opts)
+    cancel_on_sigterm()
+    await print_run(opts)
     if mosquitto_binary() is None:
         log("skipped: the mosquitto broker is not installed")
         return Report(skipped=["mosquitto is not installed"])
     started = time.perf_counter()
     report = Report()
-    if "sqlite" in opts.backends:
-        await bench_sqlite(opts, report)
-    if "postgresql" in opts.backends:
-        await bench_postgresql(opts, report)
+
+    async def run(backend: str, url: str, workdir: Path) -> None:
+        await bench_backend(backend, url, workdir, opts, report)
+
+    await on_each_backend(opts.backends, opts.postgres_url, run, report.skipped)
     print_table(report)
     log(f"total: {time.perf_counter() - started:.0f} s")
     return report

@@ -88,4 +88,6 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=10)
-    main(parser.parse_args().rounds)
+    parser.add_argument("--quick", action="store_true", help="2 rounds, for a smoke run")
+    options = parser.parse_args()
+    main(2 if options.quick else options.rounds)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,13 +24,11 @@ from medmesh.fhir.bulk import router as bulk_router
 from medmesh.fhir.consents import router as consents_router
 from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.everything import router as everything_router
-from medmesh.fhir.export_jobs import ExportRunner, export_settings
+from medmesh.fhir.export_jobs import export_settings
 from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
 from medmesh.ingest.http import router as ingest_router
-from medmesh.ingest.mllp import MllpServer
-from medmesh.ingest.mqtt import MqttIngest
 from medmesh.request_log import RequestLog
 from medmesh.services import Services, build_formats
 from medmesh.web import session as web_session
@@ -45,42 +41,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(settings, formats)
+        services = await Services.start(settings, formats, exports=True, mqtt=True, mllp=True)
         app.state.services = services
         app.state.bus = services.bus
         app.state.database = services.database
         app.state.pipeline = services.pipeline
         app.state.audit = services.audit
         app.state.formats = formats
-        if settings.export_runner:
-            app.state.exports = ExportRunner(services.database, app.state.export_settings)
-            await app.state.exports.start()
-        tasks: list[asyncio.Task[None]] = []
-        mqtt = settings.mqtt()
-        if mqtt is not None:
-            app.state.mqtt = MqttIngest(mqtt, services.database, services.pipeline, formats)
-            tasks.append(asyncio.create_task(app.state.mqtt.run()))
-        mllp: MllpServer | None = None
-        if settings.mllp_port is not None:
-            mllp = MllpServer(
-                services.database,
-                services.pipeline,
-                max_message_bytes=settings.mllp_max_message_bytes,
-            )
-            await mllp.start(settings.mllp_host, settings.mllp_port, tls=settings.mllp_tls())
-            app.state.mllp = mllp
+        app.state.exports = services.exports
+        app.state.mqtt = services.mqtt
+        app.state.mllp = services.mllp
         try:
             yield
         finally:
-            if mllp is not None:
-                await mllp.stop()
-            if mqtt is not None:
-                await app.state.mqtt.stop()  # finishes and acknowledges the batch in hand
-            for task in tasks:
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(task, timeout=10)
-            if settings.export_runner:
-                await app.state.exports.stop()
             await services.stop()
 
     app = FastAPI(

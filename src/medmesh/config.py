@@ -127,6 +127,13 @@ class Settings(BaseSettings):
         15, ge=1, description="The window over which failures per address are counted"
     )
 
+    after_commit_recover_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Readings are acknowledged once stored and judged by the alert rules just "
+        "after; a batch still unjudged this long after its commit (its process died) is judged "
+        "by a running process",
+    )
     alert_check_interval_seconds: float = Field(
         60.0,
         ge=0,

@@ -15,6 +15,7 @@ from medmesh.events.bus import EventBus, InProcessBus
 from medmesh.events.postgres import PostgresBus
 from medmesh.events.readings import readings_publisher
 from medmesh.fhir.export_jobs import ExportRunner, export_settings
+from medmesh.ingest.after_commit import AfterCommit
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mqtt import MqttIngest
@@ -96,8 +97,13 @@ class Services:
         database = build_database(settings)
         if settings.auto_migrate:
             await migrate.upgrade(database)
+        after_commit = AfterCommit(
+            database, recover_after=timedelta(seconds=settings.after_commit_recover_seconds)
+        )
         pipeline = IngestPipeline(
-            database, max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds)
+            database,
+            max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
+            after_commit=after_commit,
         )
         bus = build_bus(settings)
         pipeline.on_committed(readings_publisher(bus))
@@ -126,6 +132,7 @@ class Services:
                 self.database, self.bus, settings.alert_check_interval_seconds
             )
             await workers.start("periodic alert checks", self.alert_checks)
+        await workers.start("after-commit work (rules, events)", self.pipeline.after_commit)
         if exports and settings.export_runner:
             self.exports = ExportRunner(self.database, export_settings(settings))
             await workers.start("export runner", self.exports)

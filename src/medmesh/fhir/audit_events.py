@@ -17,6 +17,7 @@ from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
 from medmesh.domain.audit import AuditRecord
 from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.resources import instant
@@ -29,6 +30,7 @@ from medmesh.fhir.search import (
     reject_unknown,
     single,
 )
+from medmesh.fhir.search_params import names
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
 
@@ -231,7 +233,7 @@ async def search_audit_events(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"patient", "date"})
+    reject_unknown(params, names(search_params.AUDIT_EVENT))
     paging = parse_paging(params)
     patient = single(params, "patient") or principal.patient_id
     if patient is None:

@@ -21,10 +21,12 @@ from medmesh.access.scopes import Interaction
 from medmesh.domain.consent import CATEGORIES, PURPOSES, Consent, ConsentStatus, GranteeType
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.domain.timestamps import parse_rfc3339
+from medmesh.fhir import search_params
 from medmesh.fhir.bundle import base_url, searchset
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
+from medmesh.fhir.search_params import names
 from medmesh.store.consents import Consents
 from medmesh.store.database import Database
 from medmesh.store.registry import Patients
@@ -319,7 +321,7 @@ async def search_consents(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"patient", "status"})
+    reject_unknown(params, names(search_params.CONSENT))
     paging = parse_paging(params)
     reference = single(params, "patient") or principal.patient_id
     if reference is None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,7 +19,7 @@ from medmesh.access.http import require_principal
 from medmesh.access.principals import Principal
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
-from medmesh.fhir.bundle import base_url
+from medmesh.fhir.bundle import page_url, searchset_bundle
 from medmesh.fhir.export_access import may_export_record
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok
 from medmesh.fhir.records import (
@@ -128,11 +127,10 @@ async def everything_page(
 
 
 def _link(request: Request, cursor: Cursor | None, count: int) -> str:
-    params = [(k, v) for k, v in request.query_params.multi_items() if k not in (CURSOR, "_count")]
-    params.append(("_count", str(count)))
+    paging = [("_count", str(count))]
     if cursor is not None:
-        params.append((CURSOR, cursor.encode()))
-    return f"{request.url.replace(query='')}?{urlencode(params)}"
+        paging.append((CURSOR, cursor.encode()))
+    return page_url(request, paging, drop=(CURSOR,))
 
 
 @router.get(
@@ -165,19 +163,4 @@ async def patient_everything(
     links = [{"relation": "self", "url": _link(request, this, count)}]
     if following is not None:
         links.append({"relation": "next", "url": _link(request, following, count)})
-    base = base_url(request)
-    return FhirResponse(
-        {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "link": links,
-            "entry": [
-                {
-                    "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-                    "resource": r,
-                    "search": {"mode": "match"},
-                }
-                for r in page
-            ],
-        }
-    )
+    return FhirResponse(searchset_bundle(request, page, links))

@@ -17,11 +17,13 @@ from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.resources import instant
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
+from medmesh.fhir.search_params import names
 from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
 
@@ -171,7 +173,7 @@ async def search_flags(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"patient", "subject", "status"})
+    reject_unknown(params, names(search_params.FLAG))
     paging = parse_paging(params)
     patient, subject = single(params, "patient"), single(params, "subject")
     if patient and subject:

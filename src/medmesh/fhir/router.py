@@ -21,7 +21,7 @@ from medmesh.access.principals import Principal, Role
 from medmesh.access.scopes import Interaction
 from medmesh.access.smart_discovery import token_endpoint
 from medmesh.domain.errors import NotFound
-from medmesh.fhir import resources
+from medmesh.fhir import resources, search_params
 from medmesh.fhir.bundle import base_url, searchset
 from medmesh.fhir.capability import capability_statement
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
@@ -34,6 +34,7 @@ from medmesh.fhir.search import (
     reject_unknown,
     single,
 )
+from medmesh.fhir.search_params import names
 from medmesh.store.database import Database
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import Observations
@@ -89,7 +90,7 @@ async def search_patients(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"identifier", "name"})
+    reject_unknown(params, names(search_params.PATIENT))
     paging = parse_paging(params)
     identifier = single(params, "identifier")
     token: tuple[str | None, str] | None = None
@@ -179,7 +180,7 @@ async def search_devices(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"patient"})
+    reject_unknown(params, names(search_params.DEVICE))
     paging = parse_paging(params)
     patient = single(params, "patient")
     patient_id = parse_reference(patient, "Patient") if patient else None

@@ -23,10 +23,12 @@ from medmesh.domain.subscription import (
     check_endpoint,
     parse_criteria,
 )
+from medmesh.fhir import search_params
 from medmesh.fhir.bundle import base_url, searchset
 from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, query_params, reject_unknown, single
+from medmesh.fhir.search_params import names
 from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 from medmesh.store.subscriptions import ACTIVE, ERROR, OFF, StoredSubscription, Subscriptions
@@ -231,7 +233,7 @@ async def search_subscriptions(
     request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"status"})
+    reject_unknown(params, names(search_params.SUBSCRIPTION))
     paging = parse_paging(params)
     status = single(params, "status")
     if status is not None and status not in STATUSES:

@@ -93,7 +93,9 @@ class AfterCommit:
         """Run the listeners on batches left pending for longer than `recover_after` (their
         process died, or a listener failed); returns how many were taken up."""
         async with self._database.read() as conn:
-            stale = await PendingEvaluations(conn).not_newer_than(self._clock() - self._recover_after)
+            stale = await PendingEvaluations(conn).not_newer_than(
+                self._clock() - self._recover_after
+            )
         for pending in stale:
             if pending.attempts >= MAX_ATTEMPTS:
                 log.error(

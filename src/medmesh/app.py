@@ -9,9 +9,9 @@ from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
 import medmesh
-from medmesh.access.headers import SecurityHeaders
-from medmesh.access.rate_limit import RateLimit
-from medmesh.access.request_limits import RequestSizeLimit
+from medmesh import wiring
+from medmesh.access.accounts import SignIn
+from medmesh.access.audit_writer import AuditWriter
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router
@@ -19,18 +19,26 @@ from medmesh.api.erasure import router as erasure_router
 from medmesh.api.events import router as events_router
 from medmesh.api.oauth import router as oauth_router
 from medmesh.config import Settings
+from medmesh.events.bus import EventBus
 from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.bulk import router as bulk_router
 from medmesh.fhir.consents import router as consents_router
-from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.everything import router as everything_router
-from medmesh.fhir.export_jobs import export_settings
+from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
+from medmesh.http.deps import provide
+from medmesh.http.errors import install_error_handlers
+from medmesh.http.headers import SecurityHeaders
+from medmesh.http.rate_limit import RateLimit
+from medmesh.http.request_limits import RequestSizeLimit
+from medmesh.http.request_log import RequestLog
+from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
-from medmesh.request_log import RequestLog
+from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.services import Services, build_formats
+from medmesh.store.database import Database
 from medmesh.web import session as web_session
 from medmesh.web.routes import router as web_router
 
@@ -42,15 +50,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = await Services.start(settings, formats, exports=True, mqtt=True, mllp=True)
-        app.state.services = services
-        app.state.bus = services.bus
-        app.state.database = services.database
-        app.state.pipeline = services.pipeline
-        app.state.audit = services.audit
-        app.state.formats = formats
-        app.state.exports = services.exports
-        app.state.mqtt = services.mqtt
-        app.state.mllp = services.mllp
+        app.state.services = services  # for tests and operators' tools, never for routes
+        provide(app, Database, services.database)
+        provide(app, EventBus, services.bus)
+        provide(app, AuditWriter, services.audit)
+        provide(app, IngestPipeline, services.pipeline)
+        provide(app, Formats, services.formats)
+        provide(app, SignIn, SignIn(services.database, wiring.lockout_policy(settings)))
+        if services.exports is not None:
+            provide(app, ExportRunner, services.exports)
         try:
             yield
         finally:
@@ -62,8 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Device readings in, FHIR R4 out.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.export_settings = export_settings(settings)
+    provide(app, Settings, settings)
+    provide(app, ExportSettings, wiring.export_settings(settings))
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
@@ -80,8 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(break_glass_router)
     app.include_router(erasure_router)
     app.include_router(oauth_router)
-    app.add_middleware(RequestSizeLimit, limits=settings.request_limits())
-    if (rate_limits := settings.rate_limits()) is not None:
+    app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
+    if (rate_limits := wiring.rate_limits(settings)) is not None:
         app.add_middleware(
             RateLimit, limits=rate_limits, session_identity=web_session.signed_in_identity
         )

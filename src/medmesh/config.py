@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import ssl
-from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from medmesh.access.lockout import LockoutPolicy
-from medmesh.access.rate_limit import Budget, RateLimits
-from medmesh.access.request_limits import RequestLimits
-from medmesh.ingest.mqtt import MqttSettings
-from medmesh.webhooks.policy import WebhookPolicy
 
 
 class Settings(BaseSettings):
@@ -196,58 +188,3 @@ class Settings(BaseSettings):
         min_length=1,
         description="Wait before each webhook retry (±20 % jitter); the last repeats",
     )
-
-    def lockout_policy(self) -> LockoutPolicy:
-        return LockoutPolicy(
-            max_failures=self.signin_max_failures,
-            lock_for=timedelta(minutes=self.signin_lockout_minutes),
-            address_max_failures=self.signin_address_max_failures,
-            address_window=timedelta(minutes=self.signin_address_window_minutes),
-        )
-
-    def request_limits(self) -> RequestLimits:
-        return RequestLimits(
-            body_bytes=self.max_request_body_bytes,
-            body_bytes_by_prefix=(("/ingest/", self.max_body_bytes),),
-            url_bytes=self.max_url_bytes,
-            header_count=self.max_request_headers,
-        )
-
-    def rate_limits(self) -> RateLimits | None:
-        if not self.rate_limit_enabled:
-            return None
-        return RateLimits(
-            device=Budget(self.rate_limit_device_per_minute, self.rate_limit_device_burst),
-            client=Budget(self.rate_limit_client_per_minute, self.rate_limit_client_burst),
-            anonymous=Budget(self.rate_limit_anonymous_per_minute, self.rate_limit_anonymous_burst),
-        )
-
-    def webhook_policy(self) -> WebhookPolicy:
-        return WebhookPolicy(
-            timeout_seconds=self.webhook_timeout_seconds,
-            max_attempts=self.webhook_max_attempts,
-            retry_seconds=tuple(self.webhook_retry_seconds),
-            ca_file=self.webhook_ca_file,
-        )
-
-    def mllp_tls(self) -> ssl.SSLContext | None:
-        if not self.mllp_cert_file:
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.mllp_cert_file, self.mllp_key_file)
-        return context
-
-    def mqtt(self) -> MqttSettings | None:
-        if not self.mqtt_host:
-            return None
-        return MqttSettings(
-            host=self.mqtt_host,
-            port=self.mqtt_port,
-            username=self.mqtt_username,
-            password=self.mqtt_password,
-            client_id=self.mqtt_client_id,
-            shared_group=self.mqtt_shared_group or None,
-            ca_file=self.mqtt_ca_file,
-            cert_file=self.mqtt_cert_file,
-            key_file=self.mqtt_key_file,
-        )

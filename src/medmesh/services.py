@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from medmesh import wiring
 from medmesh.access.audit_writer import AuditWriter
 from medmesh.access.subscribers import SubscriberCheck
 from medmesh.config import Settings
@@ -14,7 +15,7 @@ from medmesh.crypto.local import local_cipher
 from medmesh.events.bus import EventBus, InProcessBus
 from medmesh.events.postgres import PostgresBus
 from medmesh.events.readings import readings_publisher
-from medmesh.fhir.export_jobs import ExportRunner, export_settings
+from medmesh.fhir.export_jobs import ExportRunner
 from medmesh.ingest.after_commit import AfterCommit
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.mllp import MllpServer
@@ -111,7 +112,10 @@ class Services:
         # Audit records of concurrent requests share write transactions (group commit).
         audit = AuditWriter(database)
         webhooks = WebhookDispatcher(
-            database, bus, settings.webhook_policy(), audience=SubscriberCheck(database, audit)
+            database,
+            bus,
+            wiring.webhook_policy(settings),
+            audience=SubscriberCheck(database, audit),
         )
         services = cls(
             settings, database, pipeline, formats or build_formats(settings), bus, audit, webhooks
@@ -134,18 +138,18 @@ class Services:
             await workers.start("periodic alert checks", self.alert_checks)
         await workers.start("after-commit work (rules, events)", self.pipeline.after_commit)
         if exports and settings.export_runner:
-            self.exports = ExportRunner(self.database, export_settings(settings))
+            self.exports = ExportRunner(self.database, wiring.export_settings(settings))
             await workers.start("export runner", self.exports)
         if mllp and settings.mllp_port is not None:
             server = self.mllp = MllpServer(
                 self.database, self.pipeline, max_message_bytes=settings.mllp_max_message_bytes
             )
-            port, tls = settings.mllp_port, settings.mllp_tls()
+            port, tls = settings.mllp_port, wiring.mllp_tls(settings)
             listener = CallWorker(
                 lambda: server.start(settings.mllp_host, port, tls=tls), server.stop
             )
             await workers.start("MLLP listener", listener)
-        if mqtt and (mqtt_settings := settings.mqtt()) is not None:
+        if mqtt and (mqtt_settings := wiring.mqtt_settings(settings)) is not None:
             self.mqtt = MqttIngest(mqtt_settings, self.database, self.pipeline, self.formats)
             await workers.start("MQTT ingest", self.mqtt)
 

@@ -160,7 +160,7 @@ async def test_every_alert_change_is_published_on_the_bus_as_the_api_renders_it(
     app_and_http: tuple[FastAPI, httpx.AsyncClient], world: World
 ) -> None:
     app, http = app_and_http
-    bus: EventBus = app.state.bus
+    bus: EventBus = app.state.services.bus
     subscription = bus.subscribe()
     await post_glucose(http, world, 50)
     opened = await next_alert_event(subscription)

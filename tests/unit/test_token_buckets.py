@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medmesh.access.rate_limit import Budget, TokenBuckets
+from medmesh.http.rate_limit import Budget, TokenBuckets
 
 BUDGET = Budget(per_minute=60, burst=3)  # one a second, three at once
 

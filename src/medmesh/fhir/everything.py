@@ -21,7 +21,6 @@ from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
 from medmesh.fhir.bundle import page_url, searchset_bundle
 from medmesh.fhir.export_access import may_export_record
-from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok
 from medmesh.fhir.records import (
     RecordFilter,
     device_resources,
@@ -31,9 +30,10 @@ from medmesh.fhir.records import (
     parse_types,
     patient_resource,
 )
-from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_date_range, parse_paging, query_params, reject_unknown, single
-from medmesh.store.database import Database
+from medmesh.http.deps import DatabaseDep
+from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok
+from medmesh.http.responses import FhirResponse
 from medmesh.store.observations import Observations
 
 router = APIRouter(
@@ -139,7 +139,10 @@ def _link(request: Request, cursor: Cursor | None, count: int) -> str:
     responses=fhir_ok("Bundle"),
 )
 async def patient_everything(
-    patient_id: str, request: Request, principal: Principal = Depends(require_principal)
+    patient_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     params = query_params(request)
     reject_unknown(params, _PARAMS)
@@ -150,7 +153,6 @@ async def patient_everything(
         raise InvalidSearch("_type names no resource type")
     cursor = _parse_cursor(single(params, CURSOR), wanted.types)
     await may_export_record(request, principal, patient_id, wanted.types)
-    database: Database = request.app.state.database
     async with database.read() as conn:
         if await patient_resource(conn, patient_id) is None:
             raise NotFound("Patient not found")

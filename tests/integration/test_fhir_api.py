@@ -187,7 +187,7 @@ async def test_date_prefixes_select_the_right_readings(
     client: httpx.AsyncClient, world: World
 ) -> None:
     await _ingest(client, world, minute_series(10))  # 08:00 … 08:09, values 60 … 69
-    t = lambda minute: stamp(BASE_TIME + timedelta(minutes=minute))  # noqa: E731
+    t = lambda minute: stamp(BASE_TIME + timedelta(minutes=minute))  # noqa: E731 (reads as data)
     cases = {
         f"ge{t(7)}": [67, 68, 69],
         f"gt{t(7)}": [68, 69],

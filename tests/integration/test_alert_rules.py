@@ -27,18 +27,11 @@ from medmesh.sim.models import CopdPatient
 from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
+from medmesh.testing import FrozenClock
 from tests.conftest import World
 from tests.helpers import BASE_TIME, reading, stamp
 
 MINUTE = timedelta(minutes=1)
-
-
-@dataclass
-class Clock:
-    at: datetime
-
-    def __call__(self) -> datetime:
-        return self.at
 
 
 @dataclass
@@ -49,7 +42,7 @@ class Monitor:
     pipeline: IngestPipeline
     bus: InProcessBus
     events: Subscription
-    clock: Clock
+    clock: FrozenClock
     world: World
 
     async def send(self, *readings: dict[str, Any], device_id: str | None = None) -> None:
@@ -83,7 +76,7 @@ class Monitor:
 
 @pytest.fixture
 async def monitor(database: Database, world: World) -> AsyncIterator[Monitor]:
-    clock = Clock(BASE_TIME)
+    clock = FrozenClock(BASE_TIME)
     pipeline = IngestPipeline(database, clock=clock)
     bus = InProcessBus()
     events = bus.subscribe(100_000)
@@ -296,7 +289,7 @@ async def test_a_reading_is_acknowledged_before_the_rules_have_judged_it(
 async def test_readings_committed_by_a_process_that_died_before_its_rules_ran_are_judged_on_restart(
     database: Database, world: World
 ) -> None:
-    clock = Clock(BASE_TIME + MINUTE)
+    clock = FrozenClock(BASE_TIME + MINUTE)
     bus = InProcessBus()
     # The first process commits an urgent low glucose and dies before its after-commit worker
     # runs: the batch is stored, acknowledged, and not yet judged.

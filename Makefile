@@ -26,6 +26,7 @@ serve: $(VENV)/.synced
 lint: $(VENV)/.synced
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 types: $(VENV)/.synced
 	$(VENV)/bin/mypy

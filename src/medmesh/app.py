@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,9 +9,9 @@ from fastapi import FastAPI
 from starlette.middleware.sessions import SessionMiddleware
 
 import medmesh
-from medmesh.access.headers import SecurityHeaders
-from medmesh.access.rate_limit import RateLimit
-from medmesh.access.request_limits import RequestSizeLimit
+from medmesh import wiring
+from medmesh.access.accounts import SignIn
+from medmesh.access.audit_writer import AuditWriter
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router
@@ -21,20 +19,26 @@ from medmesh.api.erasure import router as erasure_router
 from medmesh.api.events import router as events_router
 from medmesh.api.oauth import router as oauth_router
 from medmesh.config import Settings
+from medmesh.events.bus import EventBus
 from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.bulk import router as bulk_router
 from medmesh.fhir.consents import router as consents_router
-from medmesh.fhir.errors import install_error_handlers
 from medmesh.fhir.everything import router as everything_router
-from medmesh.fhir.export_jobs import ExportRunner, export_settings
+from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
+from medmesh.http.deps import provide
+from medmesh.http.errors import install_error_handlers
+from medmesh.http.headers import SecurityHeaders
+from medmesh.http.rate_limit import RateLimit
+from medmesh.http.request_limits import RequestSizeLimit
+from medmesh.http.request_log import RequestLog
+from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
-from medmesh.ingest.mllp import MllpServer
-from medmesh.ingest.mqtt import MqttIngest
-from medmesh.request_log import RequestLog
+from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.services import Services, build_formats
+from medmesh.store.database import Database
 from medmesh.web import session as web_session
 from medmesh.web.routes import router as web_router
 
@@ -45,43 +49,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(settings, formats)
-        app.state.services = services
-        app.state.bus = services.bus
-        app.state.database = services.database
-        app.state.pipeline = services.pipeline
-        app.state.audit = services.audit
-        app.state.formats = formats
-        if settings.export_runner:
-            app.state.exports = ExportRunner(services.database, app.state.export_settings)
-            await app.state.exports.start()
-        tasks: list[asyncio.Task[None]] = []
-        mqtt = settings.mqtt()
-        if mqtt is not None:
-            app.state.mqtt = MqttIngest(mqtt, services.database, services.pipeline, formats)
-            tasks.append(asyncio.create_task(app.state.mqtt.run()))
-        mllp: MllpServer | None = None
-        if settings.mllp_port is not None:
-            mllp = MllpServer(
-                services.database,
-                services.pipeline,
-                max_message_bytes=settings.mllp_max_message_bytes,
-                limits=settings.mllp_limits(),
-            )
-            await mllp.start(settings.mllp_host, settings.mllp_port, tls=settings.mllp_tls())
-            app.state.mllp = mllp
+        services = await Services.start(settings, formats, exports=True, mqtt=True, mllp=True)
+        app.state.services = services  # for tests and operators' tools, never for routes
+        provide(app, Database, services.database)
+        provide(app, EventBus, services.bus)
+        provide(app, AuditWriter, services.audit)
+        provide(app, IngestPipeline, services.pipeline)
+        provide(app, Formats, services.formats)
+        provide(app, SignIn, SignIn(services.database, wiring.lockout_policy(settings)))
+        if services.exports is not None:
+            provide(app, ExportRunner, services.exports)
         try:
             yield
         finally:
-            if mllp is not None:
-                await mllp.stop()
-            if mqtt is not None:
-                await app.state.mqtt.stop()  # finishes and acknowledges the batch in hand
-            for task in tasks:
-                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(task, timeout=10)
-            if settings.export_runner:
-                await app.state.exports.stop()
             await services.stop()
 
     app = FastAPI(
@@ -90,8 +70,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Device readings in, FHIR R4 out.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.export_settings = export_settings(settings)
+    provide(app, Settings, settings)
+    provide(app, ExportSettings, wiring.export_settings(settings))
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
@@ -108,8 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(break_glass_router)
     app.include_router(erasure_router)
     app.include_router(oauth_router)
-    app.add_middleware(RequestSizeLimit, limits=settings.request_limits())
-    if (rate_limits := settings.rate_limits()) is not None:
+    app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
+    if (rate_limits := wiring.rate_limits(settings)) is not None:
         app.add_middleware(
             RateLimit, limits=rate_limits, session_identity=web_session.signed_in_identity
         )

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from medmesh import admin
+from medmesh import admin, wiring
 from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import DEFAULT_ORGANIZATION
@@ -243,7 +243,7 @@ def ingest_worker(
     # over each other's broker session.
     default_id = f"{settings.mqtt_client_id}-worker-{socket.gethostname()}"
     settings = settings.model_copy(update={"mqtt_client_id": client_id or default_id})
-    if settings.mqtt() is None:
+    if wiring.mqtt_settings(settings) is None:
         typer.echo("error: set MEDMESH_MQTT_HOST to the broker", err=True)
         raise typer.Exit(2)
     try:

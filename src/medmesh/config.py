@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import ssl
-from datetime import timedelta
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-from medmesh.access.lockout import LockoutPolicy
-from medmesh.access.rate_limit import Budget, RateLimits
-from medmesh.access.request_limits import RequestLimits
-from medmesh.ingest.mllp_guard import LOOPBACK, MllpLimits, parse_networks
-from medmesh.ingest.mqtt import MqttSettings
-from medmesh.webhooks.policy import WebhookPolicy
 
 
 class Settings(BaseSettings):
@@ -135,6 +127,13 @@ class Settings(BaseSettings):
         15, ge=1, description="The window over which failures per address are counted"
     )
 
+    after_commit_recover_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Readings are acknowledged once stored and judged by the alert rules just "
+        "after; a batch still unjudged this long after its commit (its process died) is judged "
+        "by a running process",
+    )
     alert_check_interval_seconds: float = Field(
         60.0,
         ge=0,
@@ -186,7 +185,7 @@ class Settings(BaseSettings):
         "set (with MEDMESH_MLLP_CERT_FILE): every sender must present one (mutual TLS)",
     )
     mllp_allowed_senders: Annotated[list[str], NoDecode] = Field(
-        list(LOOPBACK),
+        ["127.0.0.0/8", "::1/128"],
         description="Addresses or networks MLLP connections are accepted from, comma-separated "
         "(10.1.2.0/24,10.1.3.7); default loopback only; 0.0.0.0/0,::/0 for any",
     )
@@ -220,7 +219,11 @@ class Settings(BaseSettings):
     @field_validator("mllp_allowed_senders")
     @classmethod
     def _check_senders(cls, value: list[str]) -> list[str]:
-        parse_networks(value)
+        for spec in value:
+            try:
+                ipaddress.ip_network(spec.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP address or network: {spec.strip()[:64]!r}") from None
         return value
 
     webhook_ca_file: str | None = Field(
@@ -239,73 +242,3 @@ class Settings(BaseSettings):
         min_length=1,
         description="Wait before each webhook retry (±20 % jitter); the last repeats",
     )
-
-    def lockout_policy(self) -> LockoutPolicy:
-        return LockoutPolicy(
-            max_failures=self.signin_max_failures,
-            lock_for=timedelta(minutes=self.signin_lockout_minutes),
-            address_max_failures=self.signin_address_max_failures,
-            address_window=timedelta(minutes=self.signin_address_window_minutes),
-        )
-
-    def request_limits(self) -> RequestLimits:
-        return RequestLimits(
-            body_bytes=self.max_request_body_bytes,
-            body_bytes_by_prefix=(("/ingest/", self.max_body_bytes),),
-            url_bytes=self.max_url_bytes,
-            header_count=self.max_request_headers,
-        )
-
-    def rate_limits(self) -> RateLimits | None:
-        if not self.rate_limit_enabled:
-            return None
-        return RateLimits(
-            device=Budget(self.rate_limit_device_per_minute, self.rate_limit_device_burst),
-            client=Budget(self.rate_limit_client_per_minute, self.rate_limit_client_burst),
-            anonymous=Budget(self.rate_limit_anonymous_per_minute, self.rate_limit_anonymous_burst),
-        )
-
-    def webhook_policy(self) -> WebhookPolicy:
-        return WebhookPolicy(
-            timeout_seconds=self.webhook_timeout_seconds,
-            max_attempts=self.webhook_max_attempts,
-            retry_seconds=tuple(self.webhook_retry_seconds),
-            ca_file=self.webhook_ca_file,
-        )
-
-    def mllp_tls(self) -> ssl.SSLContext | None:
-        if not self.mllp_cert_file:
-            if self.mllp_client_ca_file:
-                raise ValueError("MEDMESH_MLLP_CLIENT_CA_FILE needs MEDMESH_MLLP_CERT_FILE (TLS)")
-            return None
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(self.mllp_cert_file, self.mllp_key_file)
-        if self.mllp_client_ca_file:
-            context.load_verify_locations(cafile=self.mllp_client_ca_file)
-            context.verify_mode = ssl.CERT_REQUIRED
-        return context
-
-    def mllp_limits(self) -> MllpLimits:
-        return MllpLimits(
-            allowed_senders=parse_networks(self.mllp_allowed_senders),
-            idle_timeout=self.mllp_idle_timeout_seconds,
-            read_timeout=self.mllp_read_timeout_seconds,
-            max_connections=self.mllp_max_connections,
-            max_connections_per_address=self.mllp_max_connections_per_address,
-            max_buffered_bytes=self.mllp_max_buffered_bytes,
-        )
-
-    def mqtt(self) -> MqttSettings | None:
-        if not self.mqtt_host:
-            return None
-        return MqttSettings(
-            host=self.mqtt_host,
-            port=self.mqtt_port,
-            username=self.mqtt_username,
-            password=self.mqtt_password,
-            client_id=self.mqtt_client_id,
-            shared_group=self.mqtt_shared_group or None,
-            ca_file=self.mqtt_ca_file,
-            cert_file=self.mqtt_cert_file,
-            key_file=self.mqtt_key_file,
-        )

@@ -12,7 +12,7 @@ import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from medmesh import admin
+from medmesh import admin, wiring
 from medmesh.access import totp
 from medmesh.access.principals import Role
 from medmesh.app import create_app
@@ -185,7 +185,7 @@ async def run_demo(
         f"  try: curl -H 'Authorization: Bearer {token}' "
         f"'{base_url}/fhir/Observation?patient={subjects[0].patient_id}&_sort=-date&_count=5'"
     )
-    if settings.mqtt() is not None:
+    if wiring.mqtt_settings(settings) is not None:
         transport = f"MQTT via {settings.mqtt_host}:{settings.mqtt_port}"
         streams = [asyncio.create_task(_stream_mqtt(settings, s, interval)) for s in subjects]
     else:

@@ -1,30 +1,34 @@
 """The services every medmesh process runs, built once from Settings: the database, the
-ingest pipeline, the payload formats and the event bus, wired together. `medmesh serve` and
-`medmesh ingest-worker` both start them here."""
+ingest pipeline, the payload formats, the event bus and the background workers, wired
+together. `medmesh serve` and `medmesh ingest-worker` both start them here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from medmesh import wiring
 from medmesh.access.audit_writer import AuditWriter
 from medmesh.access.subscribers import SubscriberCheck
 from medmesh.config import Settings
 from medmesh.crypto.local import local_cipher
-from medmesh.domain.reading import Reading
 from medmesh.events.bus import EventBus, InProcessBus
-from medmesh.events.model import READINGS, Event
 from medmesh.events.postgres import PostgresBus
+from medmesh.events.readings import readings_publisher
+from medmesh.fhir.export_jobs import ExportRunner
+from medmesh.ingest.after_commit import AfterCommit
 from medmesh.ingest.formats import Formats
+from medmesh.ingest.mllp import MllpServer
+from medmesh.ingest.mqtt import MqttIngest
 from medmesh.ingest.omh import OMH, parse_omh
-from medmesh.ingest.pipeline import CommittedListener, IngestPipeline
+from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.ingest.templates import load_templates, parser_for
 from medmesh.rules.engine import RuleEngine
 from medmesh.rules.periodic import PeriodicChecks
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.webhooks.dispatcher import WebhookDispatcher
+from medmesh.workers import CallWorker, Workers
 
 
 def build_formats(settings: Settings) -> Formats:
@@ -55,77 +59,109 @@ def build_bus(settings: Settings) -> EventBus:
     return InProcessBus()
 
 
-# Observation ids one `readings` event names at most: keeps it well under the 8000-byte NOTIFY
-# limit (events/postgres.py) and each webhook notification to a bounded size.
-READINGS_PER_EVENT = 100
-
-
-def readings_publisher(bus: EventBus) -> CommittedListener:
-    """A `readings` event per patient (per 100 readings) for every committed batch: observation
-    ids, codes and devices, no values."""
-
-    async def publish(readings: Sequence[Reading]) -> None:
-        by_patient: dict[str, list[Reading]] = {}
-        for reading in readings:
-            by_patient.setdefault(reading.patient_id, []).append(reading)
-        for patient_id, all_mine in by_patient.items():
-            for start in range(0, len(all_mine), READINGS_PER_EVENT):
-                mine = all_mine[start : start + READINGS_PER_EVENT]
-                data = {
-                    "count": len(mine),
-                    "codes": sorted({r.measure.code for r in mine}),
-                    "devices": sorted({r.device_id for r in mine}),
-                    "observations": [r.observation_id for r in mine],
-                }
-                await bus.publish(Event(READINGS, patient_id, data))
-
-    return publish
-
-
 @dataclass
 class Services:
+    """What a process runs, and the one place its workers are started and stopped.
+
+    `medmesh serve` (app.py) asks for every worker, `medmesh ingest-worker` (worker.py) for
+    MQTT only; each runs only where the settings configure it. Workers start in a fixed order
+    (the event bus, webhook sender and periodic checks before anything that takes input) and
+    stop in the reverse order (inputs first, so the batch in hand still reaches the rest).
+    """
+
     settings: Settings
     database: Database
     pipeline: IngestPipeline
     formats: Formats
     bus: EventBus
-    webhooks: WebhookDispatcher | None = None
+    audit: AuditWriter
+    webhooks: WebhookDispatcher
     alert_checks: PeriodicChecks | None = None
-    audit: AuditWriter | None = None
+    exports: ExportRunner | None = None
+    mqtt: MqttIngest | None = None
+    mllp: MllpServer | None = None
+    workers: Workers = field(default_factory=Workers)
 
     @classmethod
-    async def start(cls, settings: Settings, formats: Formats | None = None) -> Services:
+    async def start(
+        cls,
+        settings: Settings,
+        formats: Formats | None = None,
+        *,
+        exports: bool = False,
+        mqtt: bool = False,
+        mllp: bool = False,
+    ) -> Services:
+        """Build the services and start the workers: the webhook sender and periodic checks
+        always, the export runner, MQTT consumer and MLLP listener when asked for and
+        configured."""
         database = build_database(settings)
         if settings.auto_migrate:
             await migrate.upgrade(database)
+        after_commit = AfterCommit(
+            database, recover_after=timedelta(seconds=settings.after_commit_recover_seconds)
+        )
         pipeline = IngestPipeline(
             database,
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
             reassignment_backfill=timedelta(hours=settings.reassignment_backfill_hours),
+            after_commit=after_commit,
         )
         bus = build_bus(settings)
-        await bus.start()
         pipeline.on_committed(readings_publisher(bus))
         pipeline.on_committed(RuleEngine(database, bus, pipeline.now).on_committed)
         # Audit records of concurrent requests share write transactions (group commit).
         audit = AuditWriter(database)
         webhooks = WebhookDispatcher(
-            database, bus, settings.webhook_policy(), audience=SubscriberCheck(database, audit)
+            database,
+            bus,
+            wiring.webhook_policy(settings),
+            audience=SubscriberCheck(database, audit),
         )
-        await webhooks.start()
-        alert_checks = None
+        services = cls(
+            settings, database, pipeline, formats or build_formats(settings), bus, audit, webhooks
+        )
+        try:
+            await services._start_workers(exports=exports, mqtt=mqtt, mllp=mllp)
+        except BaseException:
+            await services._close()
+            raise
+        return services
+
+    async def _start_workers(self, *, exports: bool, mqtt: bool, mllp: bool) -> None:
+        settings, workers = self.settings, self.workers
+        await workers.start("event bus", self.bus)
+        await workers.start("webhook sender", self.webhooks)
         if settings.alert_check_interval_seconds > 0:
-            alert_checks = PeriodicChecks(database, bus, settings.alert_check_interval_seconds)
-            alert_checks.start()
-        formats = formats or build_formats(settings)
-        return cls(settings, database, pipeline, formats, bus, webhooks, alert_checks, audit)
+            self.alert_checks = PeriodicChecks(
+                self.database, self.bus, settings.alert_check_interval_seconds
+            )
+            await workers.start("periodic alert checks", self.alert_checks)
+        await workers.start("after-commit work (rules, events)", self.pipeline.after_commit)
+        if exports and settings.export_runner:
+            self.exports = ExportRunner(self.database, wiring.export_settings(settings))
+            await workers.start("export runner", self.exports)
+        if mllp and settings.mllp_port is not None:
+            server = self.mllp = MllpServer(
+                self.database,
+                self.pipeline,
+                max_message_bytes=settings.mllp_max_message_bytes,
+                limits=wiring.mllp_limits(settings),
+            )
+            port, tls = settings.mllp_port, wiring.mllp_tls(settings)
+            listener = CallWorker(
+                lambda: server.start(settings.mllp_host, port, tls=tls), server.stop
+            )
+            await workers.start("MLLP listener", listener)
+        if mqtt and (mqtt_settings := wiring.mqtt_settings(settings)) is not None:
+            self.mqtt = MqttIngest(mqtt_settings, self.database, self.pipeline, self.formats)
+            await workers.start("MQTT ingest", self.mqtt)
 
     async def stop(self) -> None:
-        if self.alert_checks is not None:
-            await self.alert_checks.stop()
-        if self.webhooks is not None:
-            await self.webhooks.stop()
-        await self.bus.stop()
-        if self.audit is not None:
-            await self.audit.aclose()
+        """Stop the workers (newest first), then flush the audit and close the database."""
+        await self.workers.stop()
+        await self._close()
+
+    async def _close(self) -> None:
+        await self.audit.aclose()
         await self.database.dispose()

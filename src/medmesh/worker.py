@@ -7,25 +7,23 @@ import logging
 import signal
 
 from medmesh.config import Settings
-from medmesh.ingest.mqtt import MqttIngest
 from medmesh.services import Services
 
 log = logging.getLogger(__name__)
 
 
 async def run_ingest_worker(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then finish and acknowledge the batch in hand, leave the
+    shared subscription and exit (`Services.stop`)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    mqtt = settings.mqtt()
-    assert mqtt is not None
-    services = await Services.start(settings)
-    ingest = MqttIngest(mqtt, services.database, services.pipeline, services.formats)
-    consuming = asyncio.create_task(ingest.run())
+    services = await Services.start(settings, mqtt=True)
+    stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):
-        # Finish and acknowledge the batch in hand, leave the shared subscription, then exit.
-        loop.add_signal_handler(stop, lambda: asyncio.ensure_future(ingest.stop()))
+        loop.add_signal_handler(stop, stopping.set)
     try:
-        await consuming
+        await stopping.wait()
     finally:
-        log.info("MQTT ingest stopped after %d messages", ingest.processed)
+        mqtt = services.mqtt
         await services.stop()
+        log.info("MQTT ingest stopped after %d messages", mqtt.processed if mqtt else 0)

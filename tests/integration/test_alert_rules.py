@@ -4,7 +4,7 @@ after-commit listener, with a clock the tests move."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.care_plans import CarePlan, Schedule
 from medmesh.events.bus import InProcessBus, Subscription
 from medmesh.events.model import ALERT
+from medmesh.ingest.after_commit import AfterCommit
 from medmesh.ingest.native import parse_body
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.rules.engine import RuleEngine
@@ -26,18 +27,11 @@ from medmesh.sim.models import CopdPatient
 from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
+from medmesh.testing import FrozenClock
 from tests.conftest import World
 from tests.helpers import BASE_TIME, reading, stamp
 
 MINUTE = timedelta(minutes=1)
-
-
-@dataclass
-class Clock:
-    at: datetime
-
-    def __call__(self) -> datetime:
-        return self.at
 
 
 @dataclass
@@ -48,7 +42,7 @@ class Monitor:
     pipeline: IngestPipeline
     bus: InProcessBus
     events: Subscription
-    clock: Clock
+    clock: FrozenClock
     world: World
 
     async def send(self, *readings: dict[str, Any], device_id: str | None = None) -> None:
@@ -58,6 +52,7 @@ class Monitor:
         batch = parse_body(orjson.dumps({"readings": list(readings)}), 1000)
         result = await self.pipeline.ingest(device_id or self.world.device_id, "http", batch)
         assert not result.rejected
+        await self.pipeline.after_commit.settled()  # the rules run after the acknowledgement
 
     async def alerts(self, rule: str | None = None) -> list[Alert]:
         async with self.database.read() as conn:
@@ -80,13 +75,15 @@ class Monitor:
 
 
 @pytest.fixture
-async def monitor(database: Database, world: World) -> Monitor:
-    clock = Clock(BASE_TIME)
+async def monitor(database: Database, world: World) -> AsyncIterator[Monitor]:
+    clock = FrozenClock(BASE_TIME)
     pipeline = IngestPipeline(database, clock=clock)
     bus = InProcessBus()
     events = bus.subscribe(100_000)
     pipeline.on_committed(RuleEngine(database, bus, clock).on_committed)
-    return Monitor(database, pipeline, bus, events, clock, world)
+    await pipeline.after_commit.start()
+    yield Monitor(database, pipeline, bus, events, clock, world)
+    await pipeline.after_commit.stop()
 
 
 def spo2(at: datetime, value: float) -> dict[str, Any]:
@@ -266,3 +263,47 @@ async def test_a_patient_without_devices_or_plan_raises_nothing_on_the_clock(
 ) -> None:
     await admin.create_patient(database, family="Roe", given="R", identifier="MRN-9")
     assert await run_checks(database, InProcessBus(), BASE_TIME + timedelta(days=3)) == []
+
+
+async def test_a_reading_is_acknowledged_before_the_rules_have_judged_it(
+    database: Database, world: World
+) -> None:
+    judging = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_rules(readings: Sequence[Any]) -> None:
+        judging.set()
+        await release.wait()
+
+    pipeline = IngestPipeline(database)
+    pipeline.on_committed(slow_rules)
+    await pipeline.after_commit.start()
+    batch = parse_body(orjson.dumps({"readings": [glucose(BASE_TIME, 45)]}), 1000)
+    result = await pipeline.ingest(world.device_id, "http", batch)  # returns: rules still pending
+    assert len(result.stored) == 1
+    await asyncio.wait_for(judging.wait(), 10)
+    release.set()
+    await pipeline.after_commit.stop()
+
+
+async def test_readings_committed_by_a_process_that_died_before_its_rules_ran_are_judged_on_restart(
+    database: Database, world: World
+) -> None:
+    clock = FrozenClock(BASE_TIME + MINUTE)
+    bus = InProcessBus()
+    # The first process commits an urgent low glucose and dies before its after-commit worker
+    # runs: the batch is stored, acknowledged, and not yet judged.
+    crashed = IngestPipeline(database, clock=clock)
+    crashed.on_committed(RuleEngine(database, bus, clock).on_committed)
+    batch = parse_body(orjson.dumps({"readings": [glucose(BASE_TIME, 45)]}), 1000)
+    assert len((await crashed.ingest(world.device_id, "http", batch)).stored) == 1
+    async with database.read() as conn:
+        assert await Alerts(conn).search(world.patient_id) == []
+
+    restarted = AfterCommit(database, recover_after=timedelta(0), clock=clock)
+    restarted.add(RuleEngine(database, bus, clock).on_committed)
+    assert await restarted.recover() == 1
+    async with database.read() as conn:
+        (alert,) = await Alerts(conn).search(world.patient_id)
+    assert alert.rule == "glucose-low" and alert.severity is Severity.CRITICAL
+    assert await restarted.recover() == 0, "a judged batch is not judged again"

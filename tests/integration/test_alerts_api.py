@@ -19,7 +19,7 @@ from medmesh.config import Settings
 from medmesh.events.bus import EventBus, Subscription
 from medmesh.events.model import ALERT, Event
 from tests.conftest import World
-from tests.helpers import reading
+from tests.helpers import after_commit_settled, reading
 
 
 @pytest.fixture
@@ -41,11 +41,19 @@ def http(app_and_http: tuple[FastAPI, httpx.AsyncClient]) -> httpx.AsyncClient:
     return app_and_http[1]
 
 
-async def post_glucose(http: httpx.AsyncClient, world: World, value: float, ago: int = 5) -> None:
+@pytest.fixture
+def app(app_and_http: tuple[FastAPI, httpx.AsyncClient]) -> FastAPI:
+    return app_and_http[0]
+
+
+async def post_glucose(
+    app: FastAPI, http: httpx.AsyncClient, world: World, value: float, ago: int = 5
+) -> None:
     at = datetime.now(UTC) - timedelta(minutes=ago)
     body = {"readings": [reading(f"bg-{ago}-{value}", "blood-glucose", value, "mg/dL", at)]}
     response = await http.post("/ingest/v1/readings", json=body, headers=world.device_headers)
     assert response.status_code == 202, response.text
+    await after_commit_settled(app)  # the rules judge it just after the acknowledgement
 
 
 async def only_alert(http: httpx.AsyncClient, world: World) -> dict[str, Any]:
@@ -58,9 +66,9 @@ async def only_alert(http: httpx.AsyncClient, world: World) -> dict[str, Any]:
 
 
 async def test_a_clinician_acknowledges_then_resolves_an_alert_with_who_and_when(
-    http: httpx.AsyncClient, world: World
+    app: FastAPI, http: httpx.AsyncClient, world: World
 ) -> None:
-    await post_glucose(http, world, 48)
+    await post_glucose(app, http, world, 48)
     alert = await only_alert(http, world)
     assert (alert["rule"], alert["severity"], alert["status"]) == (
         "glucose-low",
@@ -94,9 +102,9 @@ async def test_a_clinician_acknowledges_then_resolves_an_alert_with_who_and_when
 
 
 async def test_resolving_twice_or_acknowledging_a_resolved_alert_is_a_conflict(
-    http: httpx.AsyncClient, world: World
+    app: FastAPI, http: httpx.AsyncClient, world: World
 ) -> None:
-    await post_glucose(http, world, 48)
+    await post_glucose(app, http, world, 48)
     alert_id = (await only_alert(http, world))["id"]
     resolve = f"/api/v1/alerts/{alert_id}/resolve"
     body = {"reason": "false reading"}
@@ -129,10 +137,10 @@ async def test_alert_api_errors_are_operation_outcomes(
 
 
 async def test_alerts_are_listed_newest_first_and_filtered_by_status(
-    http: httpx.AsyncClient, world: World
+    app: FastAPI, http: httpx.AsyncClient, world: World
 ) -> None:
-    await post_glucose(http, world, 260, ago=10)  # high
-    await post_glucose(http, world, 60, ago=5)  # low, which also clears the high alert
+    await post_glucose(app, http, world, 260, ago=10)  # high
+    await post_glucose(app, http, world, 60, ago=5)  # low, which also clears the high alert
     everything = await http.get(
         "/api/v1/alerts", params={"patient": world.patient_id}, headers=world.reader_headers
     )
@@ -160,9 +168,9 @@ async def test_every_alert_change_is_published_on_the_bus_as_the_api_renders_it(
     app_and_http: tuple[FastAPI, httpx.AsyncClient], world: World
 ) -> None:
     app, http = app_and_http
-    bus: EventBus = app.state.bus
+    bus: EventBus = app.state.services.bus
     subscription = bus.subscribe()
-    await post_glucose(http, world, 50)
+    await post_glucose(app, http, world, 50)
     opened = await next_alert_event(subscription)
     alert = await only_alert(http, world)
     assert opened.patient_id == world.patient_id
@@ -173,14 +181,16 @@ async def test_every_alert_change_is_published_on_the_bus_as_the_api_renders_it(
     )
     event = await next_alert_event(subscription)
     assert event.data == acknowledged.json()
-    await post_glucose(http, world, 90, ago=1)  # recovered: resolved automatically
+    await post_glucose(app, http, world, 90, ago=1)  # recovered: resolved automatically
     event = await next_alert_event(subscription)
     assert (event.data["status"], event.data["resolution"]) == ("resolved", "condition cleared")
     subscription.close()
 
 
-async def test_alerts_are_fhir_flags_that_validate(http: httpx.AsyncClient, world: World) -> None:
-    await post_glucose(http, world, 50)
+async def test_alerts_are_fhir_flags_that_validate(
+    app: FastAPI, http: httpx.AsyncClient, world: World
+) -> None:
+    await post_glucose(app, http, world, 50)
     alert = await only_alert(http, world)
     await http.post(f"/api/v1/alerts/{alert['id']}/acknowledge", headers=world.reader_headers)
 
@@ -229,7 +239,7 @@ async def test_flag_search_refuses_unknown_parameters_and_statuses(
 
 
 async def test_a_care_plan_shows_defaults_and_keeps_only_what_differs(
-    http: httpx.AsyncClient, world: World
+    app: FastAPI, http: httpx.AsyncClient, world: World
 ) -> None:
     url = f"/api/v1/patients/{world.patient_id}/care-plan"
     default = (await http.get(url, headers=world.reader_headers)).json()
@@ -251,7 +261,7 @@ async def test_a_care_plan_shows_defaults_and_keeps_only_what_differs(
     assert (plan["escalation_clinician"], plan["updated_by"]) == ("dr lead", "dr test")
     assert (await http.get(url, headers=world.reader_headers)).json() == plan
 
-    await post_glucose(http, world, 72)  # low for this patient, not by default
+    await post_glucose(app, http, world, 72)  # low for this patient, not by default
     assert (await only_alert(http, world))["rule"] == "glucose-low"
 
 

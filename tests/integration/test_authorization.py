@@ -36,7 +36,7 @@ from medmesh.store.subscriptions import Subscriptions
 from medmesh.store.users import Organizations
 from tests.accounts_fixtures import Person, sign_in
 from tests.conftest import CLINICIAN_PASSWORD, World, make_world
-from tests.helpers import reading
+from tests.helpers import AppClient, reading
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,24 +86,22 @@ async def _user_token(
 
 
 @pytest.fixture
-async def http(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def http(database_url: str) -> AsyncIterator[AppClient]:
     settings = Settings(
         database_url=database_url, auto_migrate=False, alert_check_interval_seconds=0
     )
     app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as h,
-    ):
+    async with app.router.lifespan_context(app), AppClient(app) as h:
         yield h
 
 
-async def _ingest(http: httpx.AsyncClient, world: World, *readings: dict[str, Any]) -> None:
+async def _ingest(http: AppClient, world: World, *readings: dict[str, Any]) -> None:
     response = await http.post(
         "/ingest/v1/readings", json={"readings": list(readings)}, headers=world.device_headers
     )
     assert response.status_code == 202, response.text
     assert not response.json()["rejected"]
+    await http.settled()  # the rules judge the readings just after the acknowledgement
 
 
 async def _first(http: httpx.AsyncClient, world: World, path: str, key: str) -> str:
@@ -117,7 +115,7 @@ async def _first(http: httpx.AsyncClient, world: World, path: str, key: str) -> 
 
 
 @pytest.fixture
-async def cast(database: Database, http: httpx.AsyncClient) -> Cast:
+async def cast(database: Database, http: AppClient) -> Cast:
     a = await make_world(database, "MRN-A")
     b = await make_world(database, "MRN-B")
     now = datetime.now(UTC)

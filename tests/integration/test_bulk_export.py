@@ -16,7 +16,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from sqlalchemy import func, select
 
-from medmesh import admin
+from medmesh import admin, wiring
 from medmesh.access.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
@@ -269,7 +269,7 @@ async def test_expiry_sweep_deletes_old_exports_and_their_files(
     http, headers = export_app.http, clinic.headers
     status_url = await kick_off(http, "/fhir/Patient/$export", headers)
     await wait_for_manifest(http, status_url, headers)
-    runner: ExportRunner = export_app.app.state.exports
+    runner: ExportRunner = export_app.app.state.services.exports
 
     assert await runner.sweep(now() + timedelta(hours=23)) == 0  # default expiry: 24 h
     assert (await http.get(status_url, headers=headers)).status_code == 200
@@ -377,7 +377,9 @@ async def test_a_job_queued_where_no_runner_runs_waits_until_a_runner_claims_it(
         assert waiting.status_code == 202
         assert waiting.headers["x-progress"] == "queued"
         # Another process's runner (here: one made by hand) claims and runs it.
-        await ExportRunner(database, app.state.export_settings).run_queued()
+        await ExportRunner(
+            database, wiring.export_settings(app.state.services.settings)
+        ).run_queued()
         manifest = await wait_for_manifest(h, status_url, clinic.headers)
     assert [(i["type"], i["count"]) for i in manifest["output"]] == [("Patient", 2)]
 

@@ -71,6 +71,43 @@ async def test_metadata_is_a_capability_statement_for_r4(client: httpx.AsyncClie
     assert {o["name"] for o in patient["operation"]} == {"everything", "export"}
 
 
+_SAMPLE_VALUES = {
+    "token": "active",
+    "date": "ge2026-01-01",
+    "string": "Doe",
+    "number": "10",
+    "special": "-date",
+}
+
+
+async def test_every_search_parameter_the_capability_statement_lists_is_accepted(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    statement = (await client.get("/fhir/metadata")).json()
+    checked = 0
+    for resource in statement["rest"][0]["resource"]:
+        for param in resource.get("searchParam", []):
+            value = (
+                f"Patient/{world.patient_id}"
+                if param["type"] == "reference"
+                else _SAMPLE_VALUES[param["type"]]
+            )
+            response = await client.get(
+                f"/fhir/{resource['type']}",
+                params={param["name"]: value},
+                headers=world.reader_headers,
+            )
+            assert "unsupported search parameter" not in response.text, (resource, param)
+            checked += 1
+        if "search-type" in {i["code"] for i in resource["interaction"]}:
+            refused = await client.get(
+                f"/fhir/{resource['type']}", params={"_nonsense": "1"}, headers=world.reader_headers
+            )
+            assert refused.status_code == 400, resource["type"]
+            assert "unsupported search parameter(s): _nonsense" in refused.text
+    assert checked >= 20
+
+
 async def test_observations_are_valid_fhir_with_loinc_and_ucum(
     client: httpx.AsyncClient, world: World
 ) -> None:
@@ -150,7 +187,7 @@ async def test_date_prefixes_select_the_right_readings(
     client: httpx.AsyncClient, world: World
 ) -> None:
     await _ingest(client, world, minute_series(10))  # 08:00 … 08:09, values 60 … 69
-    t = lambda minute: stamp(BASE_TIME + timedelta(minutes=minute))  # noqa: E731
+    t = lambda minute: stamp(BASE_TIME + timedelta(minutes=minute))  # noqa: E731 (reads as data)
     cases = {
         f"ge{t(7)}": [67, 68, 69],
         f"gt{t(7)}": [68, 69],

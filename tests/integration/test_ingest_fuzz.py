@@ -97,7 +97,7 @@ class FuzzServer:
         return self._runner.run(self._post(body))
 
     async def _post(self, body: bytes) -> Exchange:
-        database: Database = self._app.state.database
+        database: Database = self._app.state.services.database
         device = await admin.register_device(database, display_name="fuzzer")
         await admin.assign_device(database, device.device_id, self.patient_id, ASSIGNED_SINCE)
         transport = httpx.ASGITransport(app=self._app, raise_app_exceptions=False)

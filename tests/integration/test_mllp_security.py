@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import update
 
-from medmesh import admin
+from medmesh import admin, wiring
 from medmesh.config import Settings
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mllp_guard import MllpLimits, parse_networks
@@ -153,12 +153,12 @@ async def test_a_sender_outside_the_allowed_addresses_is_disconnected_unanswered
 
 
 def test_allowed_senders_default_to_loopback_and_are_read_comma_separated() -> None:
-    assert Settings().mllp_limits().allows("127.0.0.1")
-    assert not Settings().mllp_limits().allows("192.0.2.7")
+    assert wiring.mllp_limits(Settings()).allows("127.0.0.1")
+    assert not wiring.mllp_limits(Settings()).allows("192.0.2.7")
     listed = Settings(mllp_allowed_senders="192.0.2.0/24, 2001:db8::/32")  # type: ignore[arg-type]
-    assert listed.mllp_limits().allows("192.0.2.7")
-    assert listed.mllp_limits().allows("2001:db8::1")
-    assert not listed.mllp_limits().allows("127.0.0.1")
+    assert wiring.mllp_limits(listed).allows("192.0.2.7")
+    assert wiring.mllp_limits(listed).allows("2001:db8::1")
+    assert not wiring.mllp_limits(listed).allows("127.0.0.1")
     with pytest.raises(ValueError, match="not an IP address or network"):
         Settings(mllp_allowed_senders="not-an-address")  # type: ignore[arg-type]
 
@@ -294,7 +294,7 @@ async def test_mllp_over_tls_requires_a_client_certificate_from_the_configured_c
         mllp_client_ca_file=str(pki.ca),
     )
     server = MllpServer(database, IngestPipeline(database, clock=lambda: BASE_TIME))
-    await server.start("127.0.0.1", 0, tls=settings.mllp_tls())
+    await server.start("127.0.0.1", 0, tls=wiring.mllp_tls(settings))
     try:
         cert = (pki.client_cert, pki.client_key)
         rogue = (pki.rogue_cert, pki.rogue_key)

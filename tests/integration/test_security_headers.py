@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medmesh.access.headers import API_POLICY, PAGE_POLICY
+from medmesh.http.headers import API_POLICY, PAGE_POLICY
 from medmesh.store.database import Database
 from tests.conftest import World
 from tests.helpers import reading

@@ -19,6 +19,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.flag import Flag
 from sqlalchemy import select
 
+from medmesh import wiring
 from medmesh.access.credentials import hash_secret
 from medmesh.app import create_app
 from medmesh.config import Settings
@@ -97,7 +98,7 @@ async def _post_readings(http: httpx.AsyncClient, world: World, *readings: dict[
 
 
 def _database(app: FastAPI) -> Database:
-    database: Database = app.state.database
+    database: Database = app.state.services.database
     return database
 
 
@@ -326,8 +327,8 @@ async def test_alerts_reach_flag_subscribers_as_flags(
         "status": "open",
         "title": "Oxygen saturation low",
     }
-    await app.state.bus.publish(Event(ALERT, "someone-else", {**alert, "id": "x"}))
-    await app.state.bus.publish(Event(ALERT, world.patient_id, alert))
+    await app.state.services.bus.publish(Event(ALERT, "someone-else", {**alert, "id": "x"}))
+    await app.state.services.bus.publish(Event(ALERT, world.patient_id, alert))
 
     (request,) = await receiver.wait_for(1)
     bundle = _verified(request, secret)
@@ -400,7 +401,7 @@ async def test_two_dispatchers_on_one_database_deliver_each_event_once(
         if postgres:
             second = await Services.start(settings)
         else:
-            extra = WebhookDispatcher(extra_database, first.bus, settings.webhook_policy())
+            extra = WebhookDispatcher(extra_database, first.bus, wiring.webhook_policy(settings))
             await extra.start()
         async with first.database.write() as conn:
             await Subscriptions(conn).add(

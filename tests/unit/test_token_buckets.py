@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from medmesh.access.rate_limit import Budget, TokenBuckets
+from medmesh.http.rate_limit import Budget, TokenBuckets
+from medmesh.testing import ManualTimer
 
 BUDGET = Budget(per_minute=60, burst=3)  # one a second, three at once
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_burst_is_allowed_then_the_wait_is_until_the_next_token() -> None:
-    clock = Clock()
+    clock = ManualTimer()
     buckets = TokenBuckets(max_keys=10, clock=clock)
     assert [buckets.take("a", BUDGET) for _ in range(3)] == [0.0, 0.0, 0.0]
     assert buckets.take("a", BUDGET) == pytest.approx(1.0)
@@ -27,7 +20,7 @@ def test_a_burst_is_allowed_then_the_wait_is_until_the_next_token() -> None:
 
 
 def test_tokens_come_back_at_the_budgets_rate_up_to_the_burst() -> None:
-    clock = Clock()
+    clock = ManualTimer()
     buckets = TokenBuckets(max_keys=10, clock=clock)
     for _ in range(3):
         buckets.take("a", BUDGET)
@@ -40,7 +33,7 @@ def test_tokens_come_back_at_the_budgets_rate_up_to_the_burst() -> None:
 
 
 def test_keys_do_not_share_tokens_and_waiting_takes_none() -> None:
-    buckets = TokenBuckets(max_keys=10, clock=Clock())
+    buckets = TokenBuckets(max_keys=10, clock=ManualTimer())
     for _ in range(3):
         buckets.take("a", BUDGET)
     assert buckets.wait("a", BUDGET) > 0.0
@@ -50,7 +43,7 @@ def test_keys_do_not_share_tokens_and_waiting_takes_none() -> None:
 
 
 def test_the_least_recently_used_key_is_forgotten_past_the_limit() -> None:
-    buckets = TokenBuckets(max_keys=2, clock=Clock())
+    buckets = TokenBuckets(max_keys=2, clock=ManualTimer())
     for _ in range(3):
         buckets.take("a", BUDGET)
     buckets.take("b", BUDGET)

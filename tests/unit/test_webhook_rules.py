@@ -176,6 +176,7 @@ def test_a_notification_is_a_valid_r4_history_bundle() -> None:
         id=str(uuid.uuid4()),
         patient_id="p1",
         device_id="d1",
+        message_id="m1",
         code="8867-4",
         effective=NOW,
         values=(MeasuredValue("8867-4", 72.0, "/min"),),

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 
 DEVICE_SECRET_PREFIX = "mmd"  # noqa: S105 (a label, not a secret)
-API_TOKEN_PREFIX = "mmt"  # noqa: S105
+API_TOKEN_PREFIX = "mmt"  # noqa: S105 (a label, not a secret)
 
 
 def new_secret(prefix: str) -> str:

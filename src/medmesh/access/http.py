@@ -22,18 +22,9 @@ from medmesh.access.credentials import hash_secret
 from medmesh.access.policy import Decision
 from medmesh.access.principals import DevicePrincipal, Principal, Role
 from medmesh.access.scopes import Interaction
-from medmesh.domain.errors import MedmeshError, NotFound
-from medmesh.store.database import Database
+from medmesh.domain.errors import Forbidden, NotFound, Unauthenticated
+from medmesh.http.deps import database_of, provided
 from medmesh.store.registry import Devices
-
-
-class Unauthenticated(MedmeshError):
-    """No credentials, or credentials that match nothing."""
-
-
-class Forbidden(MedmeshError):
-    """Valid credentials that do not allow this request."""
-
 
 # FHIR AuditEvent.action of each interaction.
 _ACTION = {
@@ -63,11 +54,6 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def _database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
 def _source(request: Request) -> str | None:
     return request.client.host if request.client is not None else None
 
@@ -75,7 +61,7 @@ def _source(request: Request) -> str | None:
 async def require_device(request: Request) -> DevicePrincipal:
     """The device whose secret is in the Authorization header."""
     secret_hash = hash_secret(_bearer(request))
-    async with _database(request).read() as conn:
+    async with database_of(request).read() as conn:
         device = await Devices(conn).find_by_secret_hash(secret_hash)
     if device is None:
         raise Unauthenticated("the device credential is not valid")
@@ -85,7 +71,7 @@ async def require_device(request: Request) -> DevicePrincipal:
 async def require_principal(request: Request) -> Principal:
     """The person or system whose bearer token is in the Authorization header."""
     token = _bearer(request)
-    async with _database(request).read() as conn:
+    async with database_of(request).read() as conn:
         principal = await principal_for_token(conn, token, now=datetime.now(UTC))
     if principal is None:
         raise Unauthenticated("the bearer token is not valid (unknown, expired or revoked)")
@@ -120,9 +106,13 @@ def _entry(
     )
 
 
+# The process's audit writer (group commit), provided by the composition root.
+audit_writer_of = provided(AuditWriter)
+
+
 async def audit(request: Request, entries: Iterable[AuditEntry]) -> None:
     """Append to the audit log; returns once committed (the answer waits for its record)."""
-    writer: AuditWriter = request.app.state.audit
+    writer = audit_writer_of(request)
     await asyncio.gather(*(writer.record(entry) for entry in entries))
 
 
@@ -146,7 +136,7 @@ async def authorize(
         if hide:
             raise NotFound(f"this {resource_type} is not known")
         raise Forbidden("you may not see this patient's record")
-    async with _database(request).read() as conn:
+    async with database_of(request).read() as conn:
         decision = await policy.decide(
             conn, principal, patient_id, resource_type, interaction, now=datetime.now(UTC)
         )
@@ -196,7 +186,7 @@ async def authorized_patients(
             ],
         )
         raise Forbidden(f"the token's scopes do not allow search of {resource_type}")
-    async with _database(request).read() as conn:
+    async with database_of(request).read() as conn:
         return await policy.visible_patients(
             conn, principal, resource_type, interaction, now=datetime.now(UTC)
         )

@@ -16,11 +16,10 @@ from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus
 from medmesh.domain.alerts import alert_json as _render
 from medmesh.domain.errors import InvalidSearch, NotFound
-from medmesh.events.bus import EventBus
-from medmesh.fhir.openapi import ERROR_RESPONSES
+from medmesh.http.deps import BusDep, DatabaseDep, database_of
+from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.rules import lifecycle
 from medmesh.store.alerts import Alerts
-from medmesh.store.database import Database
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"], responses=ERROR_RESPONSES)
 
@@ -34,16 +33,6 @@ class Resolution(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=200, description="Why the alert is resolved")
-
-
-def _database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
-def _bus(request: Request) -> EventBus:
-    bus: EventBus = request.app.state.bus
-    return bus
 
 
 def _statuses(values: list[str]) -> tuple[AlertStatus, ...]:
@@ -64,6 +53,7 @@ def _statuses(values: list[str]) -> tuple[AlertStatus, ...]:
 @router.get("/alerts", summary="Alerts, newest first, by patient and status")
 async def list_alerts(
     request: Request,
+    database: DatabaseDep,
     patient: str | None = None,
     status: list[str] = Query(default=[]),
     limit: int = Query(100, ge=1, le=500),
@@ -73,7 +63,7 @@ async def list_alerts(
     wanted = _statuses(status)
     decisions = await search_scope(request, principal, patient, resource_type="Flag")
     within = [p for p, d in decisions.items() if d.allows_category(ALERTS_CATEGORY)]
-    async with _database(request).read() as conn:
+    async with database.read() as conn:
         found = await Alerts(conn).search(patient, wanted, limit, offset, within=within)
     if patient is None:
         await audit_results(
@@ -86,7 +76,7 @@ async def _authorized_alert(
     request: Request, principal: Principal, alert_id: str, interaction: Interaction
 ) -> Alert:
     """The alert, if the principal may see (read) or act on (update) it; else not found."""
-    async with _database(request).read() as conn:
+    async with database_of(request).read() as conn:
         try:
             alert = await Alerts(conn).get(alert_id)
         except NotFound:
@@ -115,10 +105,14 @@ async def read_alert(
 
 @router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an open alert")
 async def acknowledge_alert(
-    alert_id: str, request: Request, who: Principal = Depends(require_principal)
+    alert_id: str,
+    request: Request,
+    database: DatabaseDep,
+    bus: BusDep,
+    who: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
     await _authorized_alert(request, who, alert_id, Interaction.UPDATE)
-    alert = await lifecycle.acknowledge(_database(request), _bus(request), alert_id, who.name)
+    alert = await lifecycle.acknowledge(database, bus, alert_id, who.name)
     return alert_json(alert)
 
 
@@ -127,10 +121,10 @@ async def resolve_alert(
     alert_id: str,
     body: Resolution,
     request: Request,
+    database: DatabaseDep,
+    bus: BusDep,
     who: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
     await _authorized_alert(request, who, alert_id, Interaction.UPDATE)
-    alert = await lifecycle.resolve(
-        _database(request), _bus(request), alert_id, who.name, body.reason
-    )
+    alert = await lifecycle.resolve(database, bus, alert_id, who.name, body.reason)
     return alert_json(alert)

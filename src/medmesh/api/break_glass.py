@@ -15,14 +15,14 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from medmesh.access.http import Forbidden, record, require_principal
+from medmesh.access.http import record, require_principal
 from medmesh.access.policy import EMERGENCY_PURPOSE
 from medmesh.access.principals import Principal, Role
 from medmesh.access.scopes import Context, Interaction
-from medmesh.domain.errors import NotFound
-from medmesh.fhir.openapi import ERROR_RESPONSES
+from medmesh.domain.errors import Forbidden, NotFound
+from medmesh.http.deps import DatabaseDep, database_of, settings_of
+from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.store.consents import BreakGlass, CareTeams, patient_organization
-from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 from medmesh.store.users import Users
 
@@ -46,19 +46,17 @@ class CareTeamMember(BaseModel):
     role: Literal["primary", "nurse", "escalation", "member"] = "member"
 
 
-def _db(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
 @router.post("/break-glass", status_code=201, summary="Open a record in an emergency")
 async def break_glass(
-    body: BreakGlassRequest, request: Request, principal: Principal = Depends(require_principal)
+    body: BreakGlassRequest,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
     may = principal.role is Role.CLINICIAN and Context.USER in principal.scopes.contexts(
         "Patient", Interaction.READ
     )
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         known = may and bool(await Patients(conn).get_many([body.patient]))
     if not known:
         await record(
@@ -76,10 +74,10 @@ async def break_glass(
             raise Forbidden("break-glass is for clinicians with a user/ scope")
         raise NotFound(f"Patient/{body.patient} is not known")
     now = datetime.now(UTC)
-    minutes: int = request.app.state.settings.break_glass_minutes
+    minutes = settings_of(request).break_glass_minutes
     grant_id = str(uuid.uuid4())
     until = now + timedelta(minutes=minutes)
-    async with _db(request).write() as conn:
+    async with database.write() as conn:
         await BreakGlass(conn).start(
             grant_id=grant_id,
             user_id=principal.id,
@@ -105,10 +103,13 @@ async def break_glass(
 
 @router.get("/patients/{patient_id}/break-glass", summary="Emergency accesses to a record")
 async def list_break_glass(
-    patient_id: str, request: Request, principal: Principal = Depends(require_principal)
+    patient_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
     """For the patient themself and their organisation's admins."""
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         organization = await patient_organization(conn, patient_id)
         own = principal.role is Role.PATIENT and principal.patient_id == patient_id
         admin = principal.role is Role.ORG_ADMIN and organization == principal.organization_id
@@ -136,7 +137,7 @@ async def list_break_glass(
 
 async def _admin_of(request: Request, principal: Principal, patient_id: str) -> None:
     """Refused alike whether or not the patient exists."""
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         organization = await patient_organization(conn, patient_id)
     if (
         principal.role is not Role.ORG_ADMIN
@@ -156,10 +157,11 @@ async def add_care_team_member(
     user_id: str,
     body: CareTeamMember,
     request: Request,
+    database: DatabaseDep,
     principal: Principal = Depends(require_principal),
 ) -> Response:
     await _admin_of(request, principal, patient_id)
-    async with _db(request).write() as conn:
+    async with database.write() as conn:
         user = await Users(conn).get(user_id)
         if user is None or user.role != Role.CLINICIAN.value:
             raise NotFound(f"no clinician {user_id}")
@@ -187,10 +189,11 @@ async def remove_care_team_member(
     patient_id: str,
     user_id: str,
     request: Request,
+    database: DatabaseDep,
     principal: Principal = Depends(require_principal),
 ) -> Response:
     await _admin_of(request, principal, patient_id)
-    async with _db(request).write() as conn:
+    async with database.write() as conn:
         if not await CareTeams(conn).remove(patient_id, user_id):
             raise NotFound(f"{user_id} is not in this care team")
     await record(

@@ -16,10 +16,10 @@ from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
 from medmesh.domain.care_plans import CarePlan, Schedule, Thresholds
 from medmesh.domain.vocabulary import measure_by_key
-from medmesh.fhir.openapi import ERROR_RESPONSES
+from medmesh.http.deps import DatabaseDep
+from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.rules.defaults import DEFAULT_THRESHOLDS, thresholds_for
 from medmesh.store.care_plans import CarePlans
-from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 
 router = APIRouter(prefix="/api/v1", tags=["care plans"], responses=ERROR_RESPONSES)
@@ -90,14 +90,12 @@ def care_plan_json(plan: CarePlan) -> dict[str, Any]:
     }
 
 
-def _database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
 @router.get("/patients/{patient_id}/care-plan", summary="A patient's care plan")
 async def read_care_plan(
-    patient_id: str, request: Request, principal: Principal = Depends(require_principal)
+    patient_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
     await authorize(
         request,
@@ -109,7 +107,7 @@ async def read_care_plan(
         resource_id=patient_id,
         hide=True,
     )
-    async with _database(request).read() as conn:
+    async with database.read() as conn:
         await Patients(conn).get(patient_id)
         plan = await CarePlans(conn).get(patient_id)
     return care_plan_json(plan)
@@ -120,6 +118,7 @@ async def replace_care_plan(
     patient_id: str,
     body: CarePlanBody,
     request: Request,
+    database: DatabaseDep,
     who: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
     await authorize(
@@ -144,7 +143,7 @@ async def replace_care_plan(
         body.primary_clinician,
         body.escalation_clinician,
     )
-    async with _database(request).write() as conn:
+    async with database.write() as conn:
         await Patients(conn).get(patient_id)
         plans = CarePlans(conn)
         await plans.put(plan, datetime.now(UTC), who.name)

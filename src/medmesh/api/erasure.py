@@ -10,13 +10,13 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from medmesh.access.erasure import LegalHold, WithinRetention, erase_patient
-from medmesh.access.http import Forbidden, record, require_principal
+from medmesh.access.http import record, require_principal
 from medmesh.access.principals import Principal, Role
 from medmesh.access.scopes import Interaction
-from medmesh.domain.errors import Conflict
-from medmesh.fhir.openapi import ERROR_RESPONSES
+from medmesh.domain.errors import Conflict, Forbidden
+from medmesh.http.deps import DatabaseDep, SettingsDep
+from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.store.consents import patient_organization
-from medmesh.store.database import Database
 
 router = APIRouter(prefix="/api/v1", tags=["access"], responses=ERROR_RESPONSES)
 
@@ -37,9 +37,10 @@ async def erase(
     patient_id: str,
     body: ErasureRequest,
     request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
     principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
-    database: Database = request.app.state.database
     async with database.read() as conn:
         organization = await patient_organization(conn, patient_id)
     # Refused alike whether or not the patient exists: a refusal tells nothing about records.
@@ -66,7 +67,7 @@ async def erase(
         if organization is not None:
             await audit(False, "not-organization-admin")
         raise Forbidden("only an admin of the patient's organisation erases a record")
-    days: int = request.app.state.settings.erasure_retention_days
+    days = settings.erasure_retention_days
     try:
         certificate = await erase_patient(
             database,

@@ -23,10 +23,10 @@ from medmesh.access.policy import ALERTS_CATEGORY, Decision, category_of_code
 from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
 from medmesh.domain.errors import MedmeshError
-from medmesh.events.bus import EventBus
 from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.events.sse import sse_events
-from medmesh.fhir.openapi import ERROR_RESPONSES, EVENT_STREAM
+from medmesh.http.deps import BusDep
+from medmesh.http.openapi import ERROR_RESPONSES, EVENT_STREAM
 
 router = APIRouter(prefix="/api/v1", tags=["events"], responses=ERROR_RESPONSES)
 
@@ -40,13 +40,15 @@ _RECHECK_SECONDS = 5.0
     responses=EVENT_STREAM,
 )
 async def event_stream(
-    request: Request, patient: str | None = None, principal: Principal = Depends(require_principal)
+    request: Request,
+    bus: BusDep,
+    patient: str | None = None,
+    principal: Principal = Depends(require_principal),
 ) -> StreamingResponse:
     # Refused here, before the stream starts, when the named patient is not visible.
     decisions = await search_scope(request, principal, patient, resource_type="Observation")
     checked = time.monotonic()
     delivered: set[str] = set()
-    bus: EventBus = request.app.state.bus
     subscription = bus.subscribe()
 
     async def refresh() -> None:

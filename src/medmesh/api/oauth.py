@@ -22,8 +22,7 @@ from medmesh.access.backend_services import (
 )
 from medmesh.access.client_assertion import ASSERTION_TYPE
 from medmesh.access.smart_discovery import TOKEN_PATH, smart_configuration, token_endpoint
-from medmesh.config import Settings
-from medmesh.store.database import Database
+from medmesh.http.deps import DatabaseDep, SettingsDep, settings_of
 
 router = APIRouter(tags=["oauth"])
 
@@ -130,9 +129,7 @@ async def _read_form(request: Request) -> TokenRequest:
     responses={400: {"model": TokenError}, 401: {"model": TokenError}},
     openapi_extra=_FORM_SCHEMA,
 )
-async def token(request: Request) -> JSONResponse:
-    settings: Settings = request.app.state.settings
-    database: Database = request.app.state.database
+async def token(request: Request, database: DatabaseDep, settings: SettingsDep) -> JSONResponse:
     try:
         token_request = await _read_form(request)
         issued = await issue_client_token(
@@ -153,7 +150,7 @@ async def token(request: Request) -> JSONResponse:
 
 
 def _discovery(request: Request) -> JSONResponse:
-    settings: Settings = request.app.state.settings
+    settings = settings_of(request)
     return JSONResponse(smart_configuration(settings.public_base_url))
 
 

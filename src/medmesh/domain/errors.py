@@ -43,6 +43,14 @@ class UnitNotConvertible(MedmeshError):
     """A unit that has no conversion to the measurement's canonical UCUM unit."""
 
 
+class Unauthenticated(MedmeshError):
+    """No credentials, or credentials that match nothing."""
+
+
+class Forbidden(MedmeshError):
+    """Valid credentials that do not allow this request."""
+
+
 class NotFound(MedmeshError):
     """A resource that does not exist (or that the caller may not know exists)."""
 

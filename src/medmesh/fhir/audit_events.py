@@ -11,16 +11,15 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 
-from medmesh.access.http import Forbidden, record, require_principal
+from medmesh.access.http import record, require_principal
 from medmesh.access.policy import audit_reader_basis
 from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
 from medmesh.domain.audit import AuditRecord
-from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.domain.errors import Forbidden, InvalidSearch, NotFound
+from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
-from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.resources import instant
-from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import (
     parse_date_param,
     parse_paging,
@@ -29,8 +28,11 @@ from medmesh.fhir.search import (
     reject_unknown,
     single,
 )
+from medmesh.fhir.search_params import names
+from medmesh.http.deps import DatabaseDep, database_of
+from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
+from medmesh.http.responses import FhirResponse
 from medmesh.store.audit_log import AuditLog
-from medmesh.store.database import Database
 
 router = APIRouter(
     prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
@@ -171,17 +173,12 @@ def audit_event(record: AuditRecord) -> dict[str, Any]:
     return resource
 
 
-def _db(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
 async def _trail_of(
     request: Request, principal: Principal, patient_id: str, interaction: Interaction
 ) -> bool:
     """Whether the principal may read the accesses to this patient's record. Audited, except
     a patient reading their own trail (which would fill it with their own looking)."""
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         basis = await audit_reader_basis(conn, principal, patient_id, interaction)
     if basis == "self":
         return True
@@ -204,11 +201,14 @@ async def _trail_of(
     responses=fhir_ok("AuditEvent"),
 )
 async def read_audit_event(
-    event_id: str, request: Request, principal: Principal = Depends(require_principal)
+    event_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     """The patient sees the accesses to their own record; their organisation's admins and
     backend services see them too (docs/access.md)."""
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         try:
             found = await AuditLog(conn).get(event_id)
         except NotFound:
@@ -228,10 +228,10 @@ async def read_audit_event(
     responses=fhir_search("AuditEvent"),
 )
 async def search_audit_events(
-    request: Request, principal: Principal = Depends(require_principal)
+    request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"patient", "date"})
+    reject_unknown(params, names(search_params.AUDIT_EVENT))
     paging = parse_paging(params)
     patient = single(params, "patient") or principal.patient_id
     if patient is None:
@@ -248,7 +248,7 @@ async def search_audit_events(
                 since = bound.at if since is None else max(since, bound.at)
             else:
                 until = bound.at if until is None else min(until, bound.at)
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         found = await AuditLog(conn).search(
             patient_id=patient_id,
             since=since,

@@ -21,12 +21,12 @@ from medmesh.fhir.bundle import base_url
 from medmesh.fhir.export_access import exportable_patients, visible_members
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings, new_job, open_file
 from medmesh.fhir.groups import group_resource, panel
-from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok
 from medmesh.fhir.records import parse_instant, parse_types
 from medmesh.fhir.resources import instant
-from medmesh.fhir.responses import FhirResponse, operation_outcome
 from medmesh.fhir.search import query_params, reject_unknown, single
-from medmesh.store.database import Database
+from medmesh.http.deps import DatabaseDep, database_of, provided, provided_or_none
+from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok
+from medmesh.http.responses import FhirResponse, operation_outcome
 from medmesh.store.exports import CANCELLED, COMPLETE, FAILED, ExportJob, ExportJobs
 
 router = APIRouter(
@@ -52,14 +52,9 @@ KICK_OFF_PARAMS = {"_outputFormat", "_type", "_since"}
 RETRY_AFTER_SECONDS = 2
 
 
-def _db(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
-def _runner(request: Request) -> ExportRunner | None:
-    runner: ExportRunner | None = getattr(request.app.state, "exports", None)
-    return runner
+# Only the process that runs export jobs has a runner (MEDMESH_EXPORT_RUNNER).
+_runner = provided_or_none(ExportRunner)
+export_settings_of = provided(ExportSettings)
 
 
 def _wants_async(request: Request) -> bool:
@@ -85,7 +80,7 @@ async def _kick_off(
     types = parse_types(single(params, "_type"))
     since_text = single(params, "_since")
     since = parse_instant(since_text, "_since") if since_text else None
-    settings: ExportSettings = request.app.state.export_settings
+    settings = export_settings_of(request)
     job = new_job(
         token_id=principal.token_id or principal.id,
         request_url=str(request.url),
@@ -95,7 +90,7 @@ async def _kick_off(
         since=since,
         expiry=settings.expiry,
     )
-    async with _db(request).write() as conn:
+    async with database_of(request).write() as conn:
         await ExportJobs(conn).add(job)
     runner = _runner(request)
     if runner is not None:
@@ -123,9 +118,12 @@ async def export_patients(
     responses=_KICKED_OFF,
 )
 async def export_group(
-    group_id: str, request: Request, principal: Principal = Depends(require_principal)
+    group_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> Response:
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         found = await panel(conn, group_id)
     return await _kick_off(request, principal, "group", list(found.patient_ids))
 
@@ -134,9 +132,12 @@ async def export_group(
     "/Group/{group_id}", summary="Read a Group (a panel of patients)", responses=fhir_ok("Group")
 )
 async def read_group(
-    group_id: str, request: Request, principal: Principal = Depends(require_principal)
+    group_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         found = await panel(conn, group_id)
     visible = await visible_members(request, principal, list(found.patient_ids))
     return FhirResponse(group_resource(found, visible))
@@ -145,7 +146,7 @@ async def read_group(
 async def _own_job(request: Request, principal: Principal, job_id: str) -> ExportJob:
     """The job, if the caller started it (with any token of the same account or client: a
     backend service's next 5-minute token fetches what the previous one started)."""
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         job = await ExportJobs(conn).get(job_id)
         owner = None if job is None else await principal_for_token_id(conn, job.token_id)
     # Another caller's job answers exactly like no job: its existence is not told either.
@@ -181,7 +182,10 @@ def _manifest(request: Request, job: ExportJob, files: list[Any]) -> dict[str, A
     responses=_STATUS,
 )
 async def export_status(
-    job_id: str, request: Request, principal: Principal = Depends(require_principal)
+    job_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> Response:
     job = await _own_job(request, principal, job_id)
     if job.status == FAILED:
@@ -195,7 +199,7 @@ async def export_status(
             status_code=202,
             headers={"X-Progress": progress, "Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         files = await ExportJobs(conn).files(job.id)
     return JSONResponse(
         _manifest(request, job, files),
@@ -210,10 +214,13 @@ async def export_status(
     responses={202: {"description": "Cancelled; its files are deleted"}},
 )
 async def cancel_export(
-    job_id: str, request: Request, principal: Principal = Depends(require_principal)
+    job_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> Response:
     job = await _own_job(request, principal, job_id)
-    async with _db(request).write() as conn:
+    async with database.write() as conn:
         cancelled = await ExportJobs(conn).cancel(job.id, datetime.now(UTC))
     if not cancelled:
         raise NotFound("export job not found")
@@ -226,11 +233,15 @@ async def cancel_export(
     response_class=Response,
 )
 async def export_file(
-    job_id: str, name: str, request: Request, principal: Principal = Depends(require_principal)
+    job_id: str,
+    name: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> Response:
     job = await _own_job(request, principal, job_id)
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         file = await ExportJobs(conn).file(job.id, name) if job.status == COMPLETE else None
     if file is None:
         raise NotFound("export file not found")
-    return Response(await open_file(_db(request), job.id, file), media_type=NDJSON)
+    return Response(await open_file(database, job.id, file), media_type=NDJSON)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,29 +16,39 @@ def base_url(request: Request) -> str:
     return str(request.url_for("fhir_metadata")).removesuffix("/metadata")
 
 
-def _page_url(request: Request, offset: int, count: int) -> str:
-    params = [
-        (k, v) for k, v in request.query_params.multi_items() if k not in ("_offset", "_count")
-    ]
-    params += [("_count", str(count)), ("_offset", str(offset))]
-    return f"{request.url.replace(query='')}?{urlencode(params)}"
+def page_url(
+    request: Request, paging: Sequence[tuple[str, str]], drop: Collection[str] = ()
+) -> str:
+    """The request's own URL with its paging parameters replaced by `paging` (and `drop`
+    left out)."""
+    replaced = {name for name, _ in paging} | set(drop)
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in replaced]
+    return f"{request.url.replace(query='')}?{urlencode([*params, *paging])}"
+
+
+def _offset_url(request: Request, offset: int, count: int) -> str:
+    return page_url(request, [("_count", str(count)), ("_offset", str(offset))])
 
 
 def searchset(
     request: Request, resources: Sequence[dict[str, Any]], paging: Paging, has_more: bool
 ) -> dict[str, Any]:
-    base = base_url(request)
-    links = [{"relation": "self", "url": _page_url(request, paging.offset, paging.count)}]
+    """A page of an offset-paged search, with self, next and previous links."""
+    links = [{"relation": "self", "url": _offset_url(request, paging.offset, paging.count)}]
     if has_more and paging.count > 0:
-        links.append(
-            {
-                "relation": "next",
-                "url": _page_url(request, paging.offset + paging.count, paging.count),
-            }
-        )
+        following = _offset_url(request, paging.offset + paging.count, paging.count)
+        links.append({"relation": "next", "url": following})
     if paging.offset > 0:
         previous = max(0, paging.offset - paging.count)
-        links.append({"relation": "previous", "url": _page_url(request, previous, paging.count)})
+        links.append({"relation": "previous", "url": _offset_url(request, previous, paging.count)})
+    return searchset_bundle(request, resources, links)
+
+
+def searchset_bundle(
+    request: Request, resources: Sequence[dict[str, Any]], links: list[dict[str, str]]
+) -> dict[str, Any]:
+    """A searchset Bundle of `resources` (each a match) with the given links."""
+    base = base_url(request)
     return {
         "resourceType": "Bundle",
         "type": "searchset",

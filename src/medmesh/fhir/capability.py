@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import medmesh
+from medmesh.fhir import search_params
 
 
-def _param(name: str, kind: str, doc: str) -> dict[str, str]:
-    return {"name": name, "type": kind, "documentation": doc}
+def _search_params(resource_type: str) -> list[dict[str, str]]:
+    """What the type's search accepts: the same declaration the router refuses others by."""
+    return [param.statement() for param in search_params.BY_TYPE[resource_type]]
 
 
 # SMART App Launch: the security extension naming the OAuth endpoints, and the service code.
@@ -52,10 +54,7 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                     {
                         "type": "Patient",
                         "interaction": read_search,
-                        "searchParam": [
-                            _param("identifier", "token", "system|value or value"),
-                            _param("name", "string", "starts-with on family or given name"),
-                        ],
+                        "searchParam": _search_params("Patient"),
                         "operation": [
                             {
                                 "name": "everything",
@@ -86,33 +85,19 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                     {
                         "type": "Device",
                         "interaction": read_search,
-                        "searchParam": [
-                            _param("patient", "reference", "devices ever assigned to the patient")
-                        ],
+                        "searchParam": _search_params("Device"),
                     },
                     {
                         "type": "Observation",
                         "interaction": read_search,
-                        "searchParam": [
-                            _param("patient", "reference", "the patient observed"),
-                            _param("subject", "reference", "same as patient"),
-                            _param("code", "token", "LOINC code, system|code or code"),
-                            _param("date", "date", "effective time; prefixes eq, ge, gt, le, lt"),
-                            _param("_sort", "special", "date or -date"),
-                            _param("_count", "number", "page size, at most 1000"),
-                        ],
+                        "searchParam": _search_params("Observation"),
                     },
                     {
                         "type": "Flag",
                         "documentation": "alerts raised by medmesh rules (docs/alerts.md): "
                         "active while open or acknowledged, inactive once resolved",
                         "interaction": read_search,
-                        "searchParam": [
-                            _param("patient", "reference", "the patient the alert is about"),
-                            _param("subject", "reference", "same as patient"),
-                            _param("status", "token", "active or inactive"),
-                            _param("_count", "number", "page size, at most 1000"),
-                        ],
+                        "searchParam": _search_params("Flag"),
                     },
                     {
                         "type": "Consent",
@@ -128,21 +113,14 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                             {"code": "search-type"},
                             {"code": "delete"},
                         ],
-                        "searchParam": [
-                            _param("patient", "reference", "whose consents"),
-                            _param("status", "token", "active or inactive"),
-                        ],
+                        "searchParam": _search_params("Consent"),
                     },
                     {
                         "type": "AuditEvent",
                         "documentation": "the hash-chained audit log (docs/audit.md), newest "
                         "first; each event carries its record's seq and chain hash",
                         "interaction": read_search,
-                        "searchParam": [
-                            _param("patient", "reference", "the patient whose record was used"),
-                            _param("date", "date", "when recorded; prefixes eq, ge, gt, le, lt"),
-                            _param("_count", "number", "page size, at most 1000"),
-                        ],
+                        "searchParam": _search_params("AuditEvent"),
                     },
                     {
                         "type": "Subscription",
@@ -156,9 +134,7 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                             {"code": "search-type"},
                             {"code": "delete"},
                         ],
-                        "searchParam": [
-                            _param("status", "token", "requested, active, error or off")
-                        ],
+                        "searchParam": _search_params("Subscription"),
                     },
                 ],
             }

@@ -14,19 +14,21 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medmesh.access.http import Forbidden, record, require_principal
+from medmesh.access.http import record, require_principal
 from medmesh.access.policy import ALERTS_CATEGORY, consent_manager_basis
 from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
 from medmesh.domain.consent import CATEGORIES, PURPOSES, Consent, ConsentStatus, GranteeType
-from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.domain.errors import Forbidden, InvalidSearch, NotFound
 from medmesh.domain.timestamps import parse_rfc3339
+from medmesh.fhir import search_params
 from medmesh.fhir.bundle import base_url, searchset
-from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
-from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
+from medmesh.fhir.search_params import names
+from medmesh.http.deps import DatabaseDep, database_of
+from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
+from medmesh.http.responses import FhirResponse
 from medmesh.store.consents import Consents
-from medmesh.store.database import Database
 from medmesh.store.registry import Patients
 from medmesh.store.users import Organizations, Users
 
@@ -123,11 +125,6 @@ class ConsentIn(BaseModel):
     provision: _Provision
 
 
-def _db(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
 def _instant(text: str | None, field: str) -> datetime | None:
     if text is None:
         return None
@@ -194,7 +191,7 @@ def consent_resource(consent: Consent) -> dict[str, Any]:
 
 
 async def _check_grantee(request: Request, grantee_type: GranteeType, grantee_id: str) -> None:
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         if grantee_type is GranteeType.PRACTITIONER:
             user = await Users(conn).get(grantee_id)
             known = user is not None and user.role == "clinician"
@@ -208,7 +205,7 @@ async def _managed(
     request: Request, principal: Principal, patient_id: str, interaction: Interaction
 ) -> str:
     """Why the principal may manage this patient's consents; refused (and audited) if not."""
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         basis = await consent_manager_basis(conn, principal, patient_id, interaction)
     if basis is None:
         await _record(request, principal, patient_id, None, interaction, None)
@@ -250,7 +247,10 @@ async def _record(
     responses=fhir_ok("Consent", 201),
 )
 async def create_consent(
-    body: ConsentIn, request: Request, principal: Principal = Depends(require_principal)
+    body: ConsentIn,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     patient_id = parse_reference(body.patient.reference, "Patient")
     basis = await _managed(request, principal, patient_id, Interaction.CREATE)
@@ -279,7 +279,7 @@ async def create_consent(
         created_at=datetime.now(UTC),
         created_by=principal.id,
     )
-    async with _db(request).write() as conn:
+    async with database.write() as conn:
         await Patients(conn).get(patient_id)
         await Consents(conn).add(consent)
     await _record(request, principal, patient_id, consent.id, Interaction.CREATE, basis)
@@ -291,7 +291,7 @@ async def _consent(
     request: Request, principal: Principal, consent_id: str, interaction: Interaction
 ) -> tuple[Consent, str]:
     """The consent and why the principal may manage it; not found when they may not."""
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         consent = await Consents(conn).get(consent_id)
         basis = (
             None
@@ -316,10 +316,10 @@ async def read_consent(
 
 @router.get("/Consent", summary="Search a patient's Consents", responses=fhir_search("Consent"))
 async def search_consents(
-    request: Request, principal: Principal = Depends(require_principal)
+    request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"patient", "status"})
+    reject_unknown(params, names(search_params.CONSENT))
     paging = parse_paging(params)
     reference = single(params, "patient") or principal.patient_id
     if reference is None:
@@ -329,7 +329,7 @@ async def search_consents(
     if status is not None and status not in ("active", "inactive"):
         raise InvalidSearch("status must be active or inactive")
     basis = await _managed(request, principal, patient_id, Interaction.SEARCH)
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         found = await Consents(conn).for_patient(patient_id)
     found = [c for c in found if status is None or c.status.value == status]
     window = found[paging.offset : paging.offset + paging.count + 1]
@@ -340,11 +340,14 @@ async def search_consents(
 
 @router.delete("/Consent/{consent_id}", summary="Revoke a Consent", responses=fhir_ok("Consent"))
 async def revoke_consent(
-    consent_id: str, request: Request, principal: Principal = Depends(require_principal)
+    consent_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     """The consent stays on record with status `inactive`; it stops granting access at once."""
     consent, basis = await _consent(request, principal, consent_id, Interaction.DELETE)
-    async with _db(request).write() as conn:
+    async with database.write() as conn:
         await Consents(conn).revoke(consent_id, datetime.now(UTC))
         revoked = await Consents(conn).get(consent_id)
     assert revoked is not None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -20,9 +19,8 @@ from medmesh.access.http import require_principal
 from medmesh.access.principals import Principal
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
-from medmesh.fhir.bundle import base_url
+from medmesh.fhir.bundle import page_url, searchset_bundle
 from medmesh.fhir.export_access import may_export_record
-from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok
 from medmesh.fhir.records import (
     RecordFilter,
     device_resources,
@@ -32,9 +30,10 @@ from medmesh.fhir.records import (
     parse_types,
     patient_resource,
 )
-from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_date_range, parse_paging, query_params, reject_unknown, single
-from medmesh.store.database import Database
+from medmesh.http.deps import DatabaseDep
+from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok
+from medmesh.http.responses import FhirResponse
 from medmesh.store.observations import Observations
 
 router = APIRouter(
@@ -128,11 +127,10 @@ async def everything_page(
 
 
 def _link(request: Request, cursor: Cursor | None, count: int) -> str:
-    params = [(k, v) for k, v in request.query_params.multi_items() if k not in (CURSOR, "_count")]
-    params.append(("_count", str(count)))
+    paging = [("_count", str(count))]
     if cursor is not None:
-        params.append((CURSOR, cursor.encode()))
-    return f"{request.url.replace(query='')}?{urlencode(params)}"
+        paging.append((CURSOR, cursor.encode()))
+    return page_url(request, paging, drop=(CURSOR,))
 
 
 @router.get(
@@ -141,7 +139,10 @@ def _link(request: Request, cursor: Cursor | None, count: int) -> str:
     responses=fhir_ok("Bundle"),
 )
 async def patient_everything(
-    patient_id: str, request: Request, principal: Principal = Depends(require_principal)
+    patient_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     params = query_params(request)
     reject_unknown(params, _PARAMS)
@@ -152,7 +153,6 @@ async def patient_everything(
         raise InvalidSearch("_type names no resource type")
     cursor = _parse_cursor(single(params, CURSOR), wanted.types)
     await may_export_record(request, principal, patient_id, wanted.types)
-    database: Database = request.app.state.database
     async with database.read() as conn:
         if await patient_resource(conn, patient_id) is None:
             raise NotFound("Patient not found")
@@ -165,19 +165,4 @@ async def patient_everything(
     links = [{"relation": "self", "url": _link(request, this, count)}]
     if following is not None:
         links.append({"relation": "next", "url": _link(request, following, count)})
-    base = base_url(request)
-    return FhirResponse(
-        {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "link": links,
-            "entry": [
-                {
-                    "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-                    "resource": r,
-                    "search": {"mode": "match"},
-                }
-                for r in page
-            ],
-        }
-    )
+    return FhirResponse(searchset_bundle(request, page, links))

@@ -12,9 +12,10 @@ from collections.abc import Collection, Sequence
 
 from fastapi import Request
 
-from medmesh.access.http import Forbidden, audit_results, authorize, authorized_patients
+from medmesh.access.http import audit_results, authorize, authorized_patients
 from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
+from medmesh.domain.errors import Forbidden
 
 
 def _check_scopes(principal: Principal, types: Collection[str]) -> None:

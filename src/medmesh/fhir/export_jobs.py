@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 
-from medmesh.config import Settings
 from medmesh.fhir import resources
 from medmesh.fhir.records import (
     RECORD_TYPES,
@@ -31,7 +30,7 @@ from medmesh.fhir.records import (
     observation_page,
     patient_resource,
 )
-from medmesh.fhir.responses import operation_outcome
+from medmesh.http.responses import operation_outcome
 from medmesh.store.database import Database
 from medmesh.store.exports import (
     QUEUED,
@@ -83,14 +82,6 @@ class ExportSettings:
     file_resources: int = 10_000  # resources per NDJSON file at most
     sweep_interval: float = 600.0  # seconds between expiry sweeps
     poll_interval: float = 5.0  # seconds between looks for jobs queued by other processes
-
-
-def export_settings(settings: Settings) -> ExportSettings:
-    return ExportSettings(
-        expiry=timedelta(hours=settings.export_expiry_hours),
-        file_resources=settings.export_file_resources,
-        sweep_interval=settings.export_sweep_interval_seconds,
-    )
 
 
 class JobCancelled(Exception):

@@ -17,13 +17,15 @@ from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
-from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.fhir.resources import instant
-from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
+from medmesh.fhir.search_params import names
+from medmesh.http.deps import DatabaseDep
+from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
+from medmesh.http.responses import FhirResponse
 from medmesh.store.alerts import Alerts
-from medmesh.store.database import Database
 
 router = APIRouter(
     prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
@@ -133,16 +135,14 @@ def flag(alert: Alert) -> dict[str, Any]:
     return resource
 
 
-def _db(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
 @router.get("/Flag/{flag_id}", summary="Read a Flag (an alert)", responses=fhir_ok("Flag"))
 async def read_flag(
-    flag_id: str, request: Request, principal: Principal = Depends(require_principal)
+    flag_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         try:
             alert = await Alerts(conn).get(flag_id)
         except NotFound:
@@ -168,10 +168,10 @@ async def read_flag(
     responses=fhir_search("Flag"),
 )
 async def search_flags(
-    request: Request, principal: Principal = Depends(require_principal)
+    request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"patient", "subject", "status"})
+    reject_unknown(params, names(search_params.FLAG))
     paging = parse_paging(params)
     patient, subject = single(params, "patient"), single(params, "subject")
     if patient and subject:
@@ -182,7 +182,7 @@ async def search_flags(
         raise InvalidSearch("status must be active or inactive")
     patient_id = parse_reference(reference, "Patient") if reference else None
     decisions = await search_scope(request, principal, patient_id, resource_type="Flag")
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         found = await Alerts(conn).search(
             patient_id=patient_id,
             statuses=_STATUSES[status] if status else (),

@@ -21,11 +21,9 @@ from medmesh.access.principals import Principal, Role
 from medmesh.access.scopes import Interaction
 from medmesh.access.smart_discovery import token_endpoint
 from medmesh.domain.errors import NotFound
-from medmesh.fhir import resources
+from medmesh.fhir import resources, search_params
 from medmesh.fhir.bundle import base_url, searchset
 from medmesh.fhir.capability import capability_statement
-from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
-from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import (
     observation_query,
     parse_paging,
@@ -34,7 +32,10 @@ from medmesh.fhir.search import (
     reject_unknown,
     single,
 )
-from medmesh.store.database import Database
+from medmesh.fhir.search_params import names
+from medmesh.http.deps import DatabaseDep, SettingsDep, database_of
+from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
+from medmesh.http.responses import FhirResponse
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import Observations
 from medmesh.store.registry import Assignments, Devices, Patients
@@ -45,25 +46,23 @@ router = APIRouter(
 _STARTED = datetime.now(UTC).isoformat()
 
 
-def _db(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
 @router.get(
     "/metadata",
     name="fhir_metadata",
     summary="CapabilityStatement",
     responses=fhir_ok("CapabilityStatement"),
 )
-async def metadata(request: Request) -> FhirResponse:
-    token_url = token_endpoint(request.app.state.settings.public_base_url)
+async def metadata(request: Request, settings: SettingsDep) -> FhirResponse:
+    token_url = token_endpoint(settings.public_base_url)
     return FhirResponse(capability_statement(base_url(request), _STARTED, token_url))
 
 
 @router.get("/Patient/{patient_id}", summary="Read a Patient", responses=fhir_ok("Patient"))
 async def read_patient(
-    patient_id: str, request: Request, principal: Principal = Depends(require_principal)
+    patient_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     await authorize(
         request,
@@ -75,7 +74,7 @@ async def read_patient(
         resource_id=patient_id,
         hide=True,
     )
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         record = await Patients(conn).get(patient_id)
     return FhirResponse(resources.patient(record))
 
@@ -86,10 +85,10 @@ async def read_patient(
     responses=fhir_search("Patient"),
 )
 async def search_patients(
-    request: Request, principal: Principal = Depends(require_principal)
+    request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"identifier", "name"})
+    reject_unknown(params, names(search_params.PATIENT))
     paging = parse_paging(params)
     identifier = single(params, "identifier")
     token: tuple[str | None, str] | None = None
@@ -101,7 +100,7 @@ async def search_patients(
     decisions = await authorized_patients(
         request, principal, resource_type="Patient", interaction=Interaction.SEARCH
     )
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         found = await Patients(conn).search(
             identifier=token,
             name=single(params, "name"),
@@ -118,7 +117,7 @@ async def search_patients(
 
 
 async def _device_resource(request: Request, device_id: str) -> dict[str, Any]:
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         record = await Devices(conn).get(device_id)
         history = await Assignments(conn).for_device(device_id)
         status = await DeviceStatuses(conn).get(device_id)
@@ -129,7 +128,7 @@ async def _device_resource(request: Request, device_id: str) -> dict[str, Any]:
 
 async def _device_patients(request: Request, device_id: str) -> list[str]:
     """The patients a device was ever assigned to, newest assignment first."""
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         await Devices(conn).get(device_id)
         history = await Assignments(conn).for_device(device_id)
     return [a.patient_id for a in sorted(history, key=lambda a: a.start, reverse=True)]
@@ -176,10 +175,10 @@ async def read_device(
 
 @router.get("/Device", summary="Search Devices, by patient", responses=fhir_search("Device"))
 async def search_devices(
-    request: Request, principal: Principal = Depends(require_principal)
+    request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"patient"})
+    reject_unknown(params, names(search_params.DEVICE))
     paging = parse_paging(params)
     patient = single(params, "patient")
     patient_id = parse_reference(patient, "Patient") if patient else None
@@ -197,7 +196,7 @@ async def search_devices(
         decisions = await authorized_patients(
             request, principal, resource_type="Device", interaction=Interaction.SEARCH
         )
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         found = await Devices(conn).search(
             patient_id=patient_id,
             within=decisions.keys(),
@@ -222,9 +221,12 @@ async def search_devices(
     responses=fhir_ok("Observation"),
 )
 async def read_observation(
-    observation_id: str, request: Request, principal: Principal = Depends(require_principal)
+    observation_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         try:
             record = await Observations(conn).get(observation_id)
         except NotFound:
@@ -247,7 +249,7 @@ async def read_observation(
 
 @router.get("/Observation", summary="Search Observations", responses=fhir_search("Observation"))
 async def search_observations(
-    request: Request, principal: Principal = Depends(require_principal)
+    request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
     query = observation_query(params)
@@ -267,7 +269,7 @@ async def search_observations(
         decisions = await authorized_patients(
             request, principal, resource_type="Observation", interaction=Interaction.SEARCH
         )
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         found = await Observations(conn).search(
             # One row more than the page tells whether a next page exists.
             dataclasses.replace(query, limit=query.limit + 1, access=observation_access(decisions))

@@ -11,6 +11,8 @@ from starlette.requests import Request
 
 from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.vocabulary import LOINC, measure_by_code
+from medmesh.fhir import search_params
+from medmesh.fhir.search_params import names
 from medmesh.store.observations import ObservationQuery, TimeBound
 
 DEFAULT_COUNT = 50
@@ -161,11 +163,8 @@ def single(params: dict[str, list[str]], name: str) -> str | None:
     return values[0] if values else None
 
 
-OBSERVATION_PARAMS = {"patient", "subject", "code", "date", "_sort"}
-
-
 def observation_query(params: dict[str, list[str]]) -> ObservationQuery:
-    reject_unknown(params, OBSERVATION_PARAMS)
+    reject_unknown(params, names(search_params.OBSERVATION))
     paging = parse_paging(params)
     patient, subject = single(params, "patient"), single(params, "subject")
     if patient and subject:

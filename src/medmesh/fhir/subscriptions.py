@@ -23,11 +23,13 @@ from medmesh.domain.subscription import (
     check_endpoint,
     parse_criteria,
 )
+from medmesh.fhir import search_params
 from medmesh.fhir.bundle import base_url, searchset
-from medmesh.fhir.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
-from medmesh.fhir.responses import FhirResponse
 from medmesh.fhir.search import parse_paging, query_params, reject_unknown, single
-from medmesh.store.database import Database
+from medmesh.fhir.search_params import names
+from medmesh.http.deps import DatabaseDep, database_of
+from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
+from medmesh.http.responses import FhirResponse
 from medmesh.store.registry import Patients
 from medmesh.store.subscriptions import ACTIVE, ERROR, OFF, StoredSubscription, Subscriptions
 from medmesh.store.tokens import ApiTokens
@@ -111,11 +113,6 @@ class SubscriptionIn(BaseModel):
         return None
 
 
-def _db(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
-
-
 def _resource(subscription: StoredSubscription) -> dict[str, Any]:
     resource = {"resourceType": "Subscription", "id": subscription.id, **subscription.resource}
     resource["status"] = subscription.status
@@ -143,7 +140,10 @@ def _criteria_error(message: str) -> RequestValidationError:
     },
 )
 async def create_subscription(
-    body: SubscriptionIn, request: Request, principal: Principal = Depends(require_principal)
+    body: SubscriptionIn,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     criteria = parse_criteria(body.criteria)
     # Subscribing is searching ahead of time: the subscriber must be able to search what the
@@ -153,7 +153,7 @@ async def create_subscription(
         request, principal, criteria.patient_id, resource_type=criteria.resource_type
     )
     if criteria.patient_id is not None:
-        async with _db(request).read() as conn:
+        async with database.read() as conn:
             try:
                 await Patients(conn).get(criteria.patient_id)
             except NotFound:
@@ -169,7 +169,7 @@ async def create_subscription(
         created_at=datetime.now(UTC),
         created_by=principal.token_id or principal.id,
     )
-    async with _db(request).write() as conn:
+    async with database.write() as conn:
         await Subscriptions(conn).add(subscription)
     headers = {
         "Location": f"{base_url(request)}/Subscription/{subscription.id}",
@@ -199,7 +199,7 @@ async def _token_ids(conn: AsyncConnection, principal: Principal) -> list[str]:
 async def _own(request: Request, principal: Principal, subscription_id: str) -> StoredSubscription:
     """A subscription belongs to whoever made it (the same account or client, with any of its
     tokens); others do not see it."""
-    async with _db(request).read() as conn:
+    async with database_of(request).read() as conn:
         try:
             subscription = await Subscriptions(conn).get(subscription_id)
         except NotFound:
@@ -228,15 +228,15 @@ async def _own(request: Request, principal: Principal, subscription_id: str) -> 
     responses=fhir_search("Subscription"),
 )
 async def search_subscriptions(
-    request: Request, principal: Principal = Depends(require_principal)
+    request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    reject_unknown(params, {"status"})
+    reject_unknown(params, names(search_params.SUBSCRIPTION))
     paging = parse_paging(params)
     status = single(params, "status")
     if status is not None and status not in STATUSES:
         raise InvalidSearch(f"status must be one of {', '.join(STATUSES)}")
-    async with _db(request).read() as conn:
+    async with database.read() as conn:
         # Made with any token of the same account or client (a service token is its own).
         mine = set(await _token_ids(conn, principal))
         if principal.token_id is not None:
@@ -254,11 +254,14 @@ async def search_subscriptions(
     responses=fhir_ok("Subscription"),
 )
 async def delete_subscription(
-    subscription_id: str, request: Request, principal: Principal = Depends(require_principal)
+    subscription_id: str,
+    request: Request,
+    database: DatabaseDep,
+    principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     """The subscription is kept, with status `off`; its pending notifications are dropped."""
     await _own(request, principal, subscription_id)
-    async with _db(request).write() as conn:
+    async with database.write() as conn:
         subscriptions = Subscriptions(conn)
         await subscriptions.get(subscription_id)
         await subscriptions.set_status(subscription_id, OFF)

@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from medmesh.access.http import require_device
 from medmesh.access.principals import DevicePrincipal
 from medmesh.domain.errors import InvalidReading, UnsupportedMediaType
-from medmesh.fhir.openapi import ERROR_RESPONSES
+from medmesh.http.deps import database_of, provided
+from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.ingest.formats import NATIVE, Formats
 from medmesh.ingest.native import ignored_fields
 from medmesh.ingest.pipeline import IngestPipeline
@@ -118,16 +119,20 @@ def _check_media_type(request: Request) -> None:
     raise UnsupportedMediaType("the body must be JSON: Content-Type application/json")
 
 
+pipeline_of = provided(IngestPipeline)
+formats_of = provided(Formats)
+
+
 async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -> IngestReceipt:
-    pipeline: IngestPipeline = request.app.state.pipeline
-    formats: Formats = request.app.state.formats
+    pipeline = pipeline_of(request)
+    formats = formats_of(request)
     _check_media_type(request)
-    # Its size is limited (max_body_bytes) before it gets here: access/request_limits.py.
+    # Its size is limited (max_body_bytes) before it gets here: http/request_limits.py.
     body = await request.body()
     try:
         batch = formats.parse(format_name, body, device.device_id)
     except InvalidReading as exc:
-        async with request.app.state.database.write() as conn:
+        async with database_of(request).write() as conn:
             await DeadLetters(conn).add_many(
                 [
                     DeadLetter(

@@ -16,6 +16,7 @@ an MQTT 5 shared subscription (`$share/{group}/…`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,6 +113,7 @@ class MqttIngest:
         self.connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._waiting: asyncio.Future[aiomqtt.Message] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def _client(self) -> aiomqtt.Client:
         s = self._settings
@@ -153,6 +155,11 @@ class MqttIngest:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    async def start(self) -> None:
+        """Consume in a task of its own (`run`) until `stop`."""
+        self._stopping.clear()
+        self._task = asyncio.create_task(self.run(), name="medmesh-mqtt-ingest")
+
     async def stop(self) -> None:
         """Stop after the batch in hand is committed and acknowledged (never between the two),
         and leave the shared subscription first, so the broker gives this worker's share to
@@ -160,6 +167,12 @@ class MqttIngest:
         self._stopping.set()
         if self._waiting is not None:
             self._waiting.cancel()
+        task, self._task = self._task, None
+        if task is not None:
+            # A commit that hangs (database gone) is given up on: its messages stay
+            # unacknowledged and the broker delivers them again.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=10)
 
     async def _consume(self) -> None:
         s = self._settings

@@ -1,10 +1,10 @@
 """The one path every reading takes: validate, resolve the patient, drop duplicates, store the
 batch in one transaction with the refused readings as dead letters, then (and only then) let the
-adapter acknowledge."""
+adapter acknowledge. The alert rules and the readings event run after, in the background
+(`ingest/after_commit.py`)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,16 +15,16 @@ from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.domain.reading import Reading
 from medmesh.domain.registry import DeviceAssignment
 from medmesh.domain.validation import check_effective_time, resolve_measure, validate_values
+from medmesh.ingest.after_commit import AfterCommit, CommittedListener
 from medmesh.ingest.incoming import Incoming
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import Observations
+from medmesh.store.pending_evaluations import PendingEvaluations
 from medmesh.store.registry import Assignments
 
-log = logging.getLogger(__name__)
-
-CommittedListener = Callable[[Sequence[Reading]], Awaitable[None]]
+__all__ = ["CommittedListener", "DeviceBatch", "IngestPipeline", "IngestResult", "Rejection"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +88,20 @@ class IngestPipeline:
         max_clock_skew: timedelta = timedelta(minutes=5),
         reassignment_backfill: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = _now,
+        after_commit: AfterCommit | None = None,
     ) -> None:
         self._database = database
         self._max_clock_skew = max_clock_skew
         self._reassignment_backfill = reassignment_backfill
         self._clock = clock
-        self._listeners: list[CommittedListener] = []
+        # A worker: whoever runs the pipeline starts it (services.py) when it has listeners.
+        self.after_commit = after_commit or AfterCommit(database)
 
     def on_committed(self, listener: CommittedListener) -> None:
-        """Call `listener` with the readings of every batch once it is committed (rules,
-        events). A failing listener is logged; it never undoes or delays the acknowledgement
-        beyond its own run."""
-        self._listeners.append(listener)
+        """Call `listener` with the readings of every batch after it is committed and
+        acknowledged (rules, events), in the background. A failing listener is logged and
+        retried; it never undoes or delays the acknowledgement."""
+        self.after_commit.add(listener)
 
     def now(self) -> datetime:
         return self._clock()
@@ -155,18 +157,16 @@ class IngestPipeline:
             await DeviceStatuses(conn).seen([b.device_id for b in batches], received_at)
             if also is not None:
                 await also(conn)
-        if self._listeners:
             fresh = [reading for oid, (_, reading) in valid.items() if oid in inserted]
-            if fresh:
-                await self._notify(fresh)
+            pending_id = None
+            if fresh and self.after_commit.wanted:
+                # Committed with the readings: the rules run even if this process dies now.
+                pending_id = await PendingEvaluations(conn).add(
+                    [r.observation_id for r in fresh], received_at
+                )
+        if pending_id is not None:
+            await self.after_commit.submit(pending_id, fresh)
         return results
-
-    async def _notify(self, readings: Sequence[Reading]) -> None:
-        for listener in self._listeners:
-            try:
-                await listener(readings)
-            except Exception as exc:  # the batch is stored; a listener must not undo that
-                log.error("after-commit listener failed (%s)", type(exc).__name__)
 
     def _validate(
         self,

@@ -70,7 +70,7 @@ class PeriodicChecks:
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="medmesh-alert-checks")
 
     async def stop(self) -> None:

@@ -44,6 +44,7 @@ class StoredObservation:
     id: str
     patient_id: str
     device_id: str
+    message_id: str
     code: str
     effective: datetime
     values: tuple[MeasuredValue, ...]
@@ -201,6 +202,7 @@ class Observations:
                 id=r["id"],
                 patient_id=r["patient_id"],
                 device_id=r["device_id"],
+                message_id=r["message_id"],
                 code=r["code"],
                 effective=r["effective"],
                 values=(

@@ -113,6 +113,19 @@ observations = Table(
     Index(None, "patient_id", "effective"),
 )
 
+# Committed batches whose after-commit work (alert rules, the readings event) has not finished:
+# a process that dies between the commit and that work leaves the row, and a running process
+# takes it up (ingest/after_commit.py). Observation ids only: no values.
+pending_evaluations = Table(
+    "pending_evaluations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("observation_ids", Text, nullable=False),  # JSON array
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Index(None, "created_at"),
+)
+
 observation_components = Table(
     "observation_components",
     metadata,

@@ -21,9 +21,9 @@ from medmesh.access.accounts import (
     SignInRefused,
 )
 from medmesh.access.totp import Enrolment
-from medmesh.config import Settings
+from medmesh.http.deps import provided
 from medmesh.web import session
-from medmesh.web.responses import WebRoute, database
+from medmesh.web.responses import WebRoute
 from medmesh.web.session import SignInRequired
 from medmesh.web.templating import page
 
@@ -32,14 +32,8 @@ router = APIRouter(route_class=WebRoute, include_in_schema=False)
 MAX_FIELD = 1024  # longer than any username, password or code
 
 
-def sign_in_service(request: Request) -> SignIn:
-    """The app's sign-in service, made at its first use: its throttle counts per process."""
-    service: SignIn | None = getattr(request.app.state, "sign_in", None)
-    if service is None:
-        settings: Settings = request.app.state.settings
-        service = SignIn(database(request), settings.lockout_policy())
-        request.app.state.sign_in = service
-    return service
+# The app's sign-in service (one per process: its throttle counts per process).
+sign_in_service = provided(SignIn)
 
 
 def moment() -> datetime:

@@ -19,9 +19,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from medmesh.events.bus import EventBus, Subscription
+from medmesh.events.bus import Subscription
 from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.events.sse import KEEPALIVE_SECONDS, sse_events, sse_frame
+from medmesh.http.deps import BusDep
 from medmesh.web.access import VisiblePatients, open_record
 from medmesh.web.responses import WebRoute
 from medmesh.web.session import SessionUser, remaining_seconds, signed_in_quietly
@@ -121,9 +122,8 @@ async def _disconnected(request: Request) -> bool:
 
 @router.get("/dashboard/events")
 async def panel_events(
-    request: Request, user: SessionUser = Depends(signed_in_quietly)
+    request: Request, bus: BusDep, user: SessionUser = Depends(signed_in_quietly)
 ) -> StreamingResponse:
-    bus: EventBus = request.app.state.bus
     frames = panel_frames(
         bus.subscribe(),
         lambda: _disconnected(request),
@@ -135,10 +135,9 @@ async def panel_events(
 
 @router.get("/patients/{patient_id}/events")
 async def patient_events(
-    request: Request, patient_id: str, user: SessionUser = Depends(signed_in_quietly)
+    request: Request, bus: BusDep, patient_id: str, user: SessionUser = Depends(signed_in_quietly)
 ) -> StreamingResponse:
     await open_record(request, user, patient_id)
-    bus: EventBus = request.app.state.bus
     visible = VisiblePatients(request, user)
 
     async def wanted(event: Event) -> bool:

@@ -12,12 +12,13 @@ from fastapi.responses import RedirectResponse
 
 from medmesh.access.accounts import AccountLocked, AddressThrottled, SignInRefused, totp_active
 from medmesh.access.policy import EMERGENCY_PURPOSE
+from medmesh.http.deps import database_of
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.consents import BreakGlass
 from medmesh.store.users import Users
 from medmesh.web import session
 from medmesh.web.auth import client_address, enrol_context, moment, restart, sign_in_service
-from medmesh.web.responses import WebRoute, database
+from medmesh.web.responses import WebRoute
 from medmesh.web.session import ElsewhereHome, SessionUser
 from medmesh.web.templating import page
 
@@ -32,7 +33,7 @@ async def _patient(request: Request) -> SessionUser:
 
 
 async def _two_step_active(request: Request, user: SessionUser) -> bool:
-    async with database(request).read() as conn:
+    async with database_of(request).read() as conn:
         record = await Users(conn).get(user.user_id)
     return record is not None and totp_active(record)
 
@@ -62,7 +63,7 @@ class Access:
 async def _accesses(request: Request, user: SessionUser) -> tuple[list[Access], list[Any]]:
     """Others' accesses to the patient's record, newest first, and the emergency ones."""
     assert user.patient_id is not None
-    async with database(request).read() as conn:
+    async with database_of(request).read() as conn:
         records = await AuditLog(conn).search(patient_id=user.patient_id, count=ACCESSES_SHOWN)
         emergencies = await BreakGlass(conn).for_patient(user.patient_id)
     accesses = [

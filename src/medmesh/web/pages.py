@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from medmesh.access.policy import ALERTS_CATEGORY
 from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Severity
+from medmesh.http.deps import DatabaseDep
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.registry import Assignments, Devices, Patients
@@ -36,7 +37,7 @@ from medmesh.web.patient import (
     connectivity,
     current_devices,
 )
-from medmesh.web.responses import WebRoute, database
+from medmesh.web.responses import WebRoute
 from medmesh.web.session import SessionUser, signed_in, signed_in_quietly
 from medmesh.web.templating import page
 from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS, VitalSpec
@@ -77,10 +78,12 @@ def _panel_context(clinician: SessionUser, found: PanelPage, **extra: Any) -> di
 
 
 @router.get("/")
-async def panel(request: Request, clinician: SessionUser = Depends(signed_in)) -> Response:
+async def panel(
+    request: Request, database: DatabaseDep, clinician: SessionUser = Depends(signed_in)
+) -> Response:
     number = _positive(request.query_params.get("page"))
     decisions = await panel_patients(request, clinician)
-    async with database(request).read() as conn:
+    async with database.read() as conn:
         found = await panel_page(conn, number, _now(), within=decisions.keys())
     await audit_shown(request, clinician, decisions, [r.patient.id for r in found.rows])
     return page(request, "panel.html", _panel_context(clinician, found))
@@ -88,13 +91,13 @@ async def panel(request: Request, clinician: SessionUser = Depends(signed_in)) -
 
 @router.get("/panel/rows")
 async def panel_fragment(
-    request: Request, clinician: SessionUser = Depends(signed_in_quietly)
+    request: Request, database: DatabaseDep, clinician: SessionUser = Depends(signed_in_quietly)
 ) -> Response:
     """Live refresh of the panel: `ids=a,b` gives those rows (swapped in by id), `page=n`
     the page's whole table body, re-sorted, with the summary."""
     ids = request.query_params.get("ids")
     decisions = await panel_patients(request, clinician)
-    async with database(request).read() as conn:
+    async with database.read() as conn:
         if ids is not None:
             wanted = [i for i in ids.split(",") if i in decisions][:MAX_ROW_IDS]
             rows = await panel_rows(conn, wanted, _now())
@@ -113,14 +116,17 @@ async def panel_fragment(
 
 @router.get("/patients/{patient_id}")
 async def patient_page(
-    request: Request, patient_id: str, clinician: SessionUser = Depends(signed_in)
+    request: Request,
+    database: DatabaseDep,
+    patient_id: str,
+    clinician: SessionUser = Depends(signed_in),
 ) -> Response:
     range_key = _range_key(request.query_params.get("range"))
     decision = await open_record(request, clinician, patient_id)
     shown = visible_vitals(decision, CHART_VITALS)  # a consent may limit the categories
     now = _now()
     start = now - RANGES[range_key]
-    db = database(request)
+    db = database
     async with db.read() as conn:
         patient = await Patients(conn).get(patient_id)
         devices = await current_devices(conn, patient_id, now)
@@ -165,7 +171,10 @@ async def patient_page(
 
 @router.get("/patients/{patient_id}/series")
 async def patient_series(
-    request: Request, patient_id: str, user: SessionUser = Depends(signed_in_quietly)
+    request: Request,
+    database: DatabaseDep,
+    patient_id: str,
+    user: SessionUser = Depends(signed_in_quietly),
 ) -> JSONResponse:
     """Readings stored after `since` (server time, seconds since the epoch, as the previous
     answer gave it) for the charts to add: {"now": t, "vitals": {"hr": uPlot data, ...}}.
@@ -183,7 +192,7 @@ async def patient_series(
     decision = await open_record(
         request, user, patient_id, interaction=Interaction.SEARCH, subtype="search"
     )
-    async with database(request).read() as conn:
+    async with database.read() as conn:
         await Patients(conn).get(patient_id)
         vitals = Vitals(conn)
         data = {}
@@ -195,10 +204,13 @@ async def patient_series(
 
 @router.get("/patients/{patient_id}/alerts")
 async def patient_alerts(
-    request: Request, patient_id: str, clinician: SessionUser = Depends(signed_in_quietly)
+    request: Request,
+    database: DatabaseDep,
+    patient_id: str,
+    clinician: SessionUser = Depends(signed_in_quietly),
 ) -> Response:
     decision = await open_record(request, clinician, patient_id, resource_type="Flag")
-    async with database(request).read() as conn:
+    async with database.read() as conn:
         patient = await Patients(conn).get(patient_id)
         history = (
             await alert_history(conn, patient_id)
@@ -214,10 +226,13 @@ async def patient_alerts(
 
 @router.get("/devices/{device_id}")
 async def device_page(
-    request: Request, device_id: str, clinician: SessionUser = Depends(signed_in)
+    request: Request,
+    database: DatabaseDep,
+    device_id: str,
+    clinician: SessionUser = Depends(signed_in),
 ) -> Response:
     now = _now()
-    async with database(request).read() as conn:
+    async with database.read() as conn:
         device = await Devices(conn).get(device_id)
         status = await DeviceStatuses(conn).get(device_id)
         assignment = next(
@@ -228,7 +243,7 @@ async def device_page(
     if assignment is not None:
         # A device in use is part of its patient's record.
         await open_record(request, clinician, assignment.patient_id, resource_type="Device")
-        async with database(request).read() as conn:
+        async with database.read() as conn:
             patient = await Patients(conn).get(assignment.patient_id)
     return page(
         request,

@@ -12,20 +12,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 
 from medmesh.domain.errors import Conflict, NotFound
-from medmesh.events.bus import EventBus
-from medmesh.store.database import Database
 from medmesh.web.session import CsrfRejected, ElsewhereHome, SignInRequired
 from medmesh.web.templating import page
-
-
-def database(request: Request) -> Database:
-    db: Database = request.app.state.database
-    return db
-
-
-def bus(request: Request) -> EventBus:
-    events: EventBus = request.app.state.bus
-    return events
 
 
 def is_htmx(request: Request) -> bool:

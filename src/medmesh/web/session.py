@@ -22,7 +22,7 @@ from fastapi import Request
 from medmesh.access.accounts import STAFF, Account, account_of
 from medmesh.access.principals import Role
 from medmesh.config import Settings
-from medmesh.store.database import Database
+from medmesh.http.deps import database_of, settings_of
 from medmesh.store.users import Users
 
 SESSION_COOKIE = "medmesh_session"
@@ -106,8 +106,7 @@ def now() -> float:
 
 
 def idle_seconds(request: Request) -> float:
-    settings: Settings = request.app.state.settings
-    return settings.session_idle_minutes * 60.0
+    return settings_of(request).session_idle_minutes * 60.0
 
 
 def csrf_token(request: Request) -> str:
@@ -203,8 +202,7 @@ async def current_user(request: Request, *, touch: bool) -> SessionUser:
         or moment - since > MAX_SESSION.total_seconds()
     ):
         raise _end(request)
-    database: Database = request.app.state.database
-    async with database.read() as conn:
+    async with database_of(request).read() as conn:
         record = await Users(conn).get(user_id)
     if record is None or record.disabled:
         raise _end(request)

@@ -36,7 +36,7 @@ def page(
     request: Request, name: str, context: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
     """A rendered template with the session's CSRF token. Its Content-Security-Policy and the
-    other security headers come from access/headers.py, like every response's."""
+    other security headers come from http/headers.py, like every response's."""
     full = {
         "csrf_token": session.csrf_token(request),
         "idle_seconds": int(session.idle_seconds(request)),

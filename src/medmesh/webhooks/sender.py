@@ -21,7 +21,7 @@ from medmesh.domain.subscription import InvalidSubscription, check_endpoint, par
 from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.fhir import resources
 from medmesh.fhir.notification import Change, flag_from_alert, notification_bundle
-from medmesh.fhir.responses import FHIR_JSON
+from medmesh.http.responses import FHIR_JSON
 from medmesh.store.database import Database
 from medmesh.store.observations import Observations
 from medmesh.store.subscriptions import ACTIVE, ERROR, StoredSubscription, Subscriptions

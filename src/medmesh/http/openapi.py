@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medmesh.fhir.responses import FHIR_JSON
+from medmesh.http.responses import FHIR_JSON
 
 OPERATION_OUTCOME_SCHEMA: dict[str, Any] = {
     "type": "object",

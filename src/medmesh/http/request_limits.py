@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medmesh.domain.errors import PayloadTooLarge
-from medmesh.fhir.responses import FhirResponse, operation_outcome
+from medmesh.http.responses import FhirResponse, operation_outcome
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medmesh.access.credentials import DEVICE_SECRET_PREFIX
-from medmesh.fhir.responses import FhirResponse, operation_outcome
+from medmesh.http.responses import FhirResponse, operation_outcome
 
 # Cheap, and polled by load balancers and browsers: never limited.
 EXEMPT_PATHS = frozenset({"/healthz"})
@@ -45,6 +44,7 @@ class RateLimits:
     device: Budget  # a device's secret (mmd_…) on ingest
     client: Budget  # an API token, or a signed-in dashboard session
     anonymous: Budget  # per client address: no credential, or one refused with 401
+    device_secret_prefix: str  # how a device's secret begins (access/credentials.py)
     max_clients: int = 100_000  # buckets kept; the least recently used go first
 
 
@@ -138,7 +138,7 @@ class RateLimit:
         if authorization is not None:
             scheme, _, secret = authorization.partition(" ")
             secret = secret.strip() if scheme.lower() == "bearer" else authorization
-            device = secret.startswith(f"{DEVICE_SECRET_PREFIX}_")
+            device = secret.startswith(self.limits.device_secret_prefix)
             kind, budget = (
                 ("device", self.limits.device) if device else ("client", self.limits.client)
             )

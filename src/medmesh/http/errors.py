@@ -14,17 +14,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from medmesh.access.http import Forbidden, Unauthenticated
 from medmesh.domain.errors import (
     Conflict,
+    Forbidden,
     InvalidReading,
     InvalidSearch,
     MedmeshError,
     NotFound,
     PayloadTooLarge,
+    Unauthenticated,
     UnsupportedMediaType,
 )
-from medmesh.fhir.responses import FhirResponse, operation_outcome
+from medmesh.http.responses import FhirResponse, operation_outcome
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,66 @@
+"""Repository for pending evaluations: committed batches whose after-commit work has not run."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.store.schema import pending_evaluations
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvaluation:
+    id: str
+    observation_ids: tuple[str, ...]
+    created_at: datetime
+    attempts: int
+
+
+class PendingEvaluations:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, observation_ids: Sequence[str], at: datetime) -> str:
+        pending_id = str(uuid.uuid4())
+        await self._conn.execute(
+            pending_evaluations.insert().values(
+                id=pending_id,
+                observation_ids=orjson.dumps(list(observation_ids)).decode(),
+                created_at=at,
+                attempts=0,
+            )
+        )
+        return pending_id
+
+    async def remove(self, pending_id: str) -> None:
+        await self._conn.execute(
+            delete(pending_evaluations).where(pending_evaluations.c.id == pending_id)
+        )
+
+    async def failed(self, pending_id: str) -> None:
+        """Count a failed attempt; the row stays for the next recovery round."""
+        await self._conn.execute(
+            update(pending_evaluations)
+            .where(pending_evaluations.c.id == pending_id)
+            .values(attempts=pending_evaluations.c.attempts + 1)
+        )
+
+    async def not_newer_than(self, moment: datetime, limit: int = 100) -> list[PendingEvaluation]:
+        rows = await self._conn.execute(
+            select(pending_evaluations)
+            .where(pending_evaluations.c.created_at <= moment)
+            .order_by(pending_evaluations.c.created_at)
+            .limit(limit)
+        )
+        return [
+            PendingEvaluation(
+                r.id, tuple(orjson.loads(r.observation_ids)), r.created_at, r.attempts
+            )
+            for r in rows
+        ]

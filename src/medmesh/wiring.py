@@ -1,0 +1,106 @@
+"""Part of the composition root: each package's own small settings object, built from the
+deployment's `Settings`, so that no package below the root reads `Settings` itself."""
+
+from __future__ import annotations
+
+import ssl
+from datetime import timedelta
+
+from medmesh.access.credentials import DEVICE_SECRET_PREFIX
+from medmesh.access.lockout import LockoutPolicy
+from medmesh.config import Settings
+from medmesh.fhir.export_jobs import ExportSettings
+from medmesh.http.rate_limit import Budget, RateLimits
+from medmesh.http.request_limits import RequestLimits
+from medmesh.ingest.mllp_guard import MllpLimits, parse_networks
+from medmesh.ingest.mqtt import MqttSettings
+from medmesh.webhooks.policy import WebhookPolicy
+
+
+def lockout_policy(settings: Settings) -> LockoutPolicy:
+    return LockoutPolicy(
+        max_failures=settings.signin_max_failures,
+        lock_for=timedelta(minutes=settings.signin_lockout_minutes),
+        address_max_failures=settings.signin_address_max_failures,
+        address_window=timedelta(minutes=settings.signin_address_window_minutes),
+    )
+
+
+def request_limits(settings: Settings) -> RequestLimits:
+    return RequestLimits(
+        body_bytes=settings.max_request_body_bytes,
+        body_bytes_by_prefix=(("/ingest/", settings.max_body_bytes),),
+        url_bytes=settings.max_url_bytes,
+        header_count=settings.max_request_headers,
+    )
+
+
+def rate_limits(settings: Settings) -> RateLimits | None:
+    if not settings.rate_limit_enabled:
+        return None
+    return RateLimits(
+        device=Budget(settings.rate_limit_device_per_minute, settings.rate_limit_device_burst),
+        client=Budget(settings.rate_limit_client_per_minute, settings.rate_limit_client_burst),
+        anonymous=Budget(
+            settings.rate_limit_anonymous_per_minute, settings.rate_limit_anonymous_burst
+        ),
+        device_secret_prefix=f"{DEVICE_SECRET_PREFIX}_",
+    )
+
+
+def webhook_policy(settings: Settings) -> WebhookPolicy:
+    return WebhookPolicy(
+        timeout_seconds=settings.webhook_timeout_seconds,
+        max_attempts=settings.webhook_max_attempts,
+        retry_seconds=tuple(settings.webhook_retry_seconds),
+        ca_file=settings.webhook_ca_file,
+    )
+
+
+def mllp_tls(settings: Settings) -> ssl.SSLContext | None:
+    if not settings.mllp_cert_file:
+        if settings.mllp_client_ca_file:
+            raise ValueError("MEDMESH_MLLP_CLIENT_CA_FILE needs MEDMESH_MLLP_CERT_FILE (TLS)")
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.mllp_cert_file, settings.mllp_key_file)
+    if settings.mllp_client_ca_file:
+        context.load_verify_locations(cafile=settings.mllp_client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def mllp_limits(settings: Settings) -> MllpLimits:
+    return MllpLimits(
+        allowed_senders=parse_networks(settings.mllp_allowed_senders),
+        idle_timeout=settings.mllp_idle_timeout_seconds,
+        read_timeout=settings.mllp_read_timeout_seconds,
+        max_connections=settings.mllp_max_connections,
+        max_connections_per_address=settings.mllp_max_connections_per_address,
+        max_buffered_bytes=settings.mllp_max_buffered_bytes,
+    )
+
+
+def mqtt_settings(settings: Settings) -> MqttSettings | None:
+    """The MQTT consumer's settings; None where no broker is configured."""
+    if not settings.mqtt_host:
+        return None
+    return MqttSettings(
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        username=settings.mqtt_username,
+        password=settings.mqtt_password,
+        client_id=settings.mqtt_client_id,
+        shared_group=settings.mqtt_shared_group or None,
+        ca_file=settings.mqtt_ca_file,
+        cert_file=settings.mqtt_cert_file,
+        key_file=settings.mqtt_key_file,
+    )
+
+
+def export_settings(settings: Settings) -> ExportSettings:
+    return ExportSettings(
+        expiry=timedelta(hours=settings.export_expiry_hours),
+        file_resources=settings.export_file_resources,
+        sweep_interval=settings.export_sweep_interval_seconds,
+    )

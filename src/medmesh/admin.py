@@ -17,7 +17,8 @@ from medmesh.access.credentials import (
     new_secret,
 )
 from medmesh.access.grants import ScopeNotAllowed, grantable_scopes
-from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
+from medmesh.access.policy import standing_relationship
+from medmesh.access.principals import DEFAULT_ORGANIZATION, ActorKind, Principal, Role
 from medmesh.access.scopes import Context
 from medmesh.domain.errors import Conflict, InvalidSearch, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
@@ -105,7 +106,8 @@ async def issue_user_token(
 
     A patient account's token opens their own record (SMART patient context) and holds
     patient/ scopes only; a clinician's holds user/ scopes, and patient/ scopes given a launch
-    patient (`patient_id`). No lifetime: valid until revoked or the account is disabled.
+    patient (`patient_id`) whose care team they are on or whose consent names them (the policy
+    still decides every request). No lifetime: valid until revoked or the account is disabled.
     """
     async with database.read() as conn:
         user = await Users(conn).get(user_id)
@@ -128,6 +130,21 @@ async def issue_user_token(
     async with database.write() as conn:
         if patient_id is not None:
             await Patients(conn).get(patient_id)  # NotFound for an unknown patient
+            if role is not Role.PATIENT:
+                holder = Principal(
+                    ActorKind.USER,
+                    user.id,
+                    user.display_name,
+                    role,
+                    user.organization_id,
+                    granted,
+                    patient_id=patient_id,
+                )
+                if await standing_relationship(conn, holder, patient_id, now=now) is None:
+                    raise ScopeNotAllowed(
+                        "this account is not on the patient's care team and no consent of "
+                        "the patient names it: it cannot be given a token for that record"
+                    )
         await ApiTokens(conn).add(
             str(uuid.uuid4()),
             user.display_name,

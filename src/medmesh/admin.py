@@ -293,13 +293,14 @@ async def _user(database: Database, username: str) -> UserRecord:
 
 
 async def reset_password(database: Database, username: str, password: str) -> None:
-    """A new password chosen by the person (rules checked); the account is unlocked too."""
+    """A new password chosen by the person (rules checked); the account is unlocked too, and
+    every web session of the account ends."""
     record = await _user(database, username)
     password_hash = await passwords.hash_password_async(
         password, username=record.username, rules=passwords.rules_for(Role(record.role))
     )
     async with database.write() as conn:
-        await Users(conn).update(
+        await Users(conn).end_sessions(
             record.id, password_hash=password_hash, failed_logins=0, locked_until=None
         )
 
@@ -326,7 +327,11 @@ async def unlock(database: Database, username: str) -> None:
 
 
 async def set_disabled(database: Database, username: str, *, disabled: bool) -> None:
-    """A disabled account cannot sign in, and its open sessions end at their next request."""
+    """A disabled account cannot sign in, and its open sessions end for good (enabling it
+    again does not revive them)."""
     record = await _user(database, username)
     async with database.write() as conn:
-        await Users(conn).update(record.id, disabled=disabled)
+        if disabled:
+            await Users(conn).end_sessions(record.id, disabled=True)
+        else:
+            await Users(conn).update(record.id, disabled=False)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from medmesh import logs
 from medmesh.config import Settings
 from medmesh.ingest.mqtt import MqttIngest
 from medmesh.services import Services
@@ -14,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 async def run_ingest_worker(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
     mqtt = settings.mqtt()
     assert mqtt is not None
     services = await Services.start(settings)

@@ -126,7 +126,7 @@ async def export_group(
     group_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> Response:
     async with _db(request).read() as conn:
-        found = await panel(conn, group_id)
+        found = await panel(conn, group_id, principal)
     return await _kick_off(request, principal, "group", list(found.patient_ids))
 
 
@@ -137,7 +137,7 @@ async def read_group(
     group_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     async with _db(request).read() as conn:
-        found = await panel(conn, group_id)
+        found = await panel(conn, group_id, principal)
     visible = await visible_members(request, principal, list(found.patient_ids))
     return FhirResponse(group_resource(found, visible))
 

@@ -43,8 +43,10 @@ async def open_record(
     resource_type: str = "Observation",
     interaction: Interaction = Interaction.READ,
     subtype: str = "read",
+    resource_id: str | None = None,
 ) -> Decision:
-    """Decide and audit one look at a patient's record; not found when refused."""
+    """Decide and audit one look at a patient's record; not found when refused, naming only
+    `resource_id` (what the caller asked for; the patient's id by default)."""
     return await authorize(
         request,
         principal_of(request, user),
@@ -52,7 +54,7 @@ async def open_record(
         resource_type=resource_type,
         interaction=interaction,
         subtype=subtype,
-        resource_id=patient_id,
+        resource_id=resource_id or patient_id,
         hide=True,
     )
 

@@ -92,7 +92,7 @@ def middleware_options(settings: Settings) -> dict[str, Any]:
         "session_cookie": SESSION_COOKIE,
         "max_age": None,  # a browser-session cookie; the idle and absolute limits are ours
         "same_site": "strict",
-        "https_only": settings.session_https_only,
+        "https_only": bool(settings.session_https_only),
     }
 
 

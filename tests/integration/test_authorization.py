@@ -283,7 +283,11 @@ async def test_nobody_without_a_relationship_reaches_patient_b(
 async def test_searches_without_a_patient_return_only_what_the_caller_may_see(
     http: httpx.AsyncClient, cast: Cast
 ) -> None:
-    for headers, expected in ((cast.patient_a, {cast.a.patient_id}), (cast.outsider, set())):
+    for headers, expected in (
+        (cast.patient_a, {cast.a.patient_id}),
+        (cast.outsider, set()),
+        (cast.launch_b, set()),  # its launch patient B is no longer in its care team
+    ):
         for path in ("/fhir/Observation", "/fhir/Flag", "/fhir/Device", "/fhir/Patient"):
             response = await http.get(path, headers=headers)
             assert response.status_code == 200, (path, response.text)
@@ -549,6 +553,7 @@ async def test_bulk_export_and_groups_carry_only_what_the_caller_may_see(
         (cast.outsider, set()),
         (cast.partner, set()),
         (cast.a.reader_headers, {a}),
+        (cast.launch_b, set()),
     ):
         for path in ("/fhir/Patient/$export", "/fhir/Group/default/$export"):
             assert await _exported_patients(http, path, headers) == expected, (path, expected)

@@ -35,7 +35,7 @@ class LiveServer:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:  # a loaded machine starts slowly
         self.port = free_port()
         env = {**os.environ, "MEDMESH_DATABASE_URL": self.database_url, **self.env}
         command = ["serve", "--host", self.host, "--port", str(self.port)]

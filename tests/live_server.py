@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -28,17 +28,20 @@ class LiveServer:
     log_path: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+    env: dict[str, str] = field(default_factory=dict)  # MEDMESH_* settings of this server
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> None:
+    def start(self, timeout: float = 60.0) -> None:  # a loaded machine starts slowly
         self.port = free_port()
-        env = {**os.environ, "MEDMESH_DATABASE_URL": self.database_url}
+        env = {**os.environ, "MEDMESH_DATABASE_URL": self.database_url, **self.env}
+        command = ["serve", "--host", self.host, "--port", str(self.port)]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "medmesh", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "medmesh", *command],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -75,8 +78,14 @@ class LiveServer:
 
 
 @contextmanager
-def live_server(database_url: str, log_path: Path) -> Iterator[LiveServer]:
-    server = LiveServer(database_url, log_path)
+def live_server(
+    database_url: str,
+    log_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    env: dict[str, str] | None = None,
+) -> Iterator[LiveServer]:
+    server = LiveServer(database_url, log_path, host=host, env=env or {})
     server.start()
     try:
         yield server

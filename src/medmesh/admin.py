@@ -17,7 +17,8 @@ from medmesh.access.credentials import (
     new_secret,
 )
 from medmesh.access.grants import ScopeNotAllowed, grantable_scopes
-from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
+from medmesh.access.policy import standing_relationship
+from medmesh.access.principals import DEFAULT_ORGANIZATION, ActorKind, Principal, Role
 from medmesh.access.scopes import Context
 from medmesh.domain.errors import Conflict, InvalidSearch, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
@@ -113,7 +114,8 @@ async def issue_user_token(
 
     A patient account's token opens their own record (SMART patient context) and holds
     patient/ scopes only; a clinician's holds user/ scopes, and patient/ scopes given a launch
-    patient (`patient_id`). No lifetime: valid until revoked or the account is disabled.
+    patient (`patient_id`) whose care team they are on or whose consent names them (the policy
+    still decides every request). No lifetime: valid until revoked or the account is disabled.
     """
     async with database.read() as conn:
         user = await Users(conn).get(user_id)
@@ -136,6 +138,21 @@ async def issue_user_token(
     async with database.write() as conn:
         if patient_id is not None:
             await Patients(conn).get(patient_id)  # NotFound for an unknown patient
+            if role is not Role.PATIENT:
+                holder = Principal(
+                    ActorKind.USER,
+                    user.id,
+                    user.display_name,
+                    role,
+                    user.organization_id,
+                    granted,
+                    patient_id=patient_id,
+                )
+                if await standing_relationship(conn, holder, patient_id, now=now) is None:
+                    raise ScopeNotAllowed(
+                        "this account is not on the patient's care team and no consent of "
+                        "the patient names it: it cannot be given a token for that record"
+                    )
         await ApiTokens(conn).add(
             str(uuid.uuid4()),
             user.display_name,
@@ -284,13 +301,14 @@ async def _user(database: Database, username: str) -> UserRecord:
 
 
 async def reset_password(database: Database, username: str, password: str) -> None:
-    """A new password chosen by the person (rules checked); the account is unlocked too."""
+    """A new password chosen by the person (rules checked); the account is unlocked too, and
+    every web session of the account ends."""
     record = await _user(database, username)
     password_hash = await passwords.hash_password_async(
         password, username=record.username, rules=passwords.rules_for(Role(record.role))
     )
     async with database.write() as conn:
-        await Users(conn).update(
+        await Users(conn).end_sessions(
             record.id, password_hash=password_hash, failed_logins=0, locked_until=None
         )
 
@@ -317,7 +335,11 @@ async def unlock(database: Database, username: str) -> None:
 
 
 async def set_disabled(database: Database, username: str, *, disabled: bool) -> None:
-    """A disabled account cannot sign in, and its open sessions end at their next request."""
+    """A disabled account cannot sign in, and its open sessions end for good (enabling it
+    again does not revive them)."""
     record = await _user(database, username)
     async with database.write() as conn:
-        await Users(conn).update(record.id, disabled=disabled)
+        if disabled:
+            await Users(conn).end_sessions(record.id, disabled=True)
+        else:
+            await Users(conn).update(record.id, disabled=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import uuid
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +12,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from medmesh import admin, wiring
+from medmesh import admin, logs, wiring
 from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.mosquitto import set_password
 from medmesh.access.principals import DEFAULT_ORGANIZATION
@@ -77,10 +76,20 @@ def serve(
         settings = settings.model_copy(update={"mllp_port": mllp_port})
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
+    settings = settings.bound_to(host)
     typer.echo(f"medmesh listening on http://{host}:{port} (FHIR base http://{host}:{port}/fhir)")
-    # uvicorn's access log would record query strings (search parameters): RequestLog instead.
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    logs.configure()
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        # uvicorn's access log would record query strings (search parameters): RequestLog
+        # instead; its other loggers go through medmesh's (escaping) log setup.
+        access_log=False,
+        log_config=None,
+        **settings.proxy_options(),
+    )
 
 
 @app.command()

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address is reachable from this machine only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, assume reachable
 
 
 class Settings(BaseSettings):
@@ -98,8 +108,16 @@ class Settings(BaseSettings):
         description="Key that signs dashboard session cookies; unset: a random key per process "
         "(sessions end on restart and are not shared between processes)",
     )
-    session_https_only: bool = Field(
-        False, description="Send the session cookie over HTTPS only; set it behind TLS"
+    session_https_only: bool | None = Field(
+        None,
+        description="Send the session cookie over HTTPS only (Secure); unset: on unless "
+        "`medmesh serve` listens on a loopback address only",
+    )
+    trusted_proxies: str = Field(
+        "",
+        description="Comma-separated addresses or networks of reverse proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed; empty: none, the peer address "
+        "is the client's (docs/security.md)",
     )
     session_idle_minutes: int = Field(
         15, ge=1, description="Dashboard sessions end after this long without user activity"
@@ -242,3 +260,18 @@ class Settings(BaseSettings):
         min_length=1,
         description="Wait before each webhook retry (±20 % jitter); the last repeats",
     )
+
+    def bound_to(self, host: str) -> Settings:
+        """These settings for a server listening on `host`: unless configured, the session
+        cookie is Secure wherever the server can be reached from another machine."""
+        if self.session_https_only is not None:
+            return self
+        return self.model_copy(update={"session_https_only": not is_loopback(host)})
+
+    def proxy_options(self) -> dict[str, Any]:
+        """uvicorn's options for X-Forwarded-* headers: believed from the trusted proxies only
+        (uvicorn alone would believe any loopback peer)."""
+        proxies = [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
+        if not proxies:
+            return {"proxy_headers": False, "forwarded_allow_ips": ""}
+        return {"proxy_headers": True, "forwarded_allow_ips": ",".join(proxies)}

@@ -151,6 +151,7 @@ async def run_demo(
     token = await _clinician_token(database, [s.patient_id for s in subjects])
     await database.dispose()
 
+    settings = settings.bound_to(settings.host)
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings),
@@ -158,6 +159,7 @@ async def run_demo(
             port=settings.port,
             log_level="warning",
             access_log=False,
+            **settings.proxy_options(),
         )
     )
     serving = asyncio.create_task(server.serve())

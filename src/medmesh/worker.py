@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 
+from medmesh import logs
 from medmesh.config import Settings
 from medmesh.services import Services
 
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 async def run_ingest_worker(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then finish and acknowledge the batch in hand, leave the
     shared subscription and exit (`Services.stop`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = await Services.start(settings, mqtt=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

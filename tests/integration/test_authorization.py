@@ -30,6 +30,7 @@ from medmesh.access.subscribers import SubscriberCheck
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.events.model import READINGS, Event
+from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
 from medmesh.store.schema import audit_log
 from medmesh.store.subscriptions import Subscriptions
@@ -53,6 +54,9 @@ class Cast:
     outsider_id: str
     partner: dict[str, str]  # a partner organisation's backend service, system/*.rs
     admin: dict[str, str]  # the organisation's admin
+    # A's care-team clinician holding patient/*.cruds with B as launch patient: issued while
+    # on B's care team, kept after leaving it (the token names B; only the policy decides).
+    launch_b: dict[str, str]
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -137,6 +141,12 @@ async def cast(database: Database, http: AppClient) -> Cast:
     async with database.write() as conn:
         await Organizations(conn).add("partner", "Partner Hospital")
     partner = await _service_token(database, "partner", "system/*.rs")
+    await admin.add_to_care_team(database, b.patient_id, a.clinician_id, added_by="test")
+    launch_b = await admin.issue_user_token(
+        database, user_id=a.clinician_id, scopes="patient/*.cruds", patient_id=b.patient_id
+    )
+    async with database.write() as conn:
+        assert await CareTeams(conn).remove(b.patient_id, a.clinician_id)
     return Cast(
         a=a,
         b=b,
@@ -148,6 +158,7 @@ async def cast(database: Database, http: AppClient) -> Cast:
         outsider_id=outsider_id,
         partner=_bearer(partner),
         admin=_bearer(admin_token),
+        launch_b=_bearer(launch_b),
     )
 
 
@@ -248,7 +259,7 @@ async def test_every_route_serving_patient_data_is_in_the_matrix(
     assert routes - covered == set(), "give these routes a row in the authorization matrix"
 
 
-@pytest.mark.parametrize("who", ["patient_a", "outsider", "partner", "admin"])
+@pytest.mark.parametrize("who", ["patient_a", "outsider", "partner", "admin", "launch_b"])
 async def test_nobody_without_a_relationship_reaches_patient_b(
     http: httpx.AsyncClient, cast: Cast, who: str
 ) -> None:
@@ -270,7 +281,11 @@ async def test_nobody_without_a_relationship_reaches_patient_b(
 async def test_searches_without_a_patient_return_only_what_the_caller_may_see(
     http: httpx.AsyncClient, cast: Cast
 ) -> None:
-    for headers, expected in ((cast.patient_a, {cast.a.patient_id}), (cast.outsider, set())):
+    for headers, expected in (
+        (cast.patient_a, {cast.a.patient_id}),
+        (cast.outsider, set()),
+        (cast.launch_b, set()),  # its launch patient B is no longer in its care team
+    ):
         for path in ("/fhir/Observation", "/fhir/Flag", "/fhir/Device", "/fhir/Patient"):
             response = await http.get(path, headers=headers)
             assert response.status_code == 200, (path, response.text)
@@ -536,6 +551,7 @@ async def test_bulk_export_and_groups_carry_only_what_the_caller_may_see(
         (cast.outsider, set()),
         (cast.partner, set()),
         (cast.a.reader_headers, {a}),
+        (cast.launch_b, set()),
     ):
         for path in ("/fhir/Patient/$export", "/fhir/Group/default/$export"):
             assert await _exported_patients(http, path, headers) == expected, (path, expected)

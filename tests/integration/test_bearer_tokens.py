@@ -99,6 +99,11 @@ async def test_a_clinicians_patient_scopes_need_a_launch_patient(database: Datab
             database, user_id=account.id, scopes="patient/*.rs", patient_id="no-such-patient"
         )
     patient = await admin.create_patient(database, family="Doe", given="Jo", identifier="M3")
+    with pytest.raises(ScopeNotAllowed, match="not on the patient's care team"):
+        await admin.issue_user_token(
+            database, user_id=account.id, scopes="patient/*.rs", patient_id=patient.id
+        )
+    await admin.add_to_care_team(database, patient.id, account.id, added_by="test")
     token = await admin.issue_user_token(
         database, user_id=account.id, scopes="patient/*.rs", patient_id=patient.id
     )

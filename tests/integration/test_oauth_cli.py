@@ -9,12 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from medmesh import admin
 from medmesh.access.principals import Role
 from medmesh.cli import app
 from medmesh.store.database import Database
+from medmesh.store.schema import audit_log
 from tests.live_server import live_server
 from tests.oauth_fixtures import assertion, ec_key, public_jwks, rsa_key, token_form
 
@@ -152,3 +154,71 @@ def test_token_create_needs_exactly_one_holder_and_its_own_options(
     cli_env: str, args: tuple[str, ...]
 ) -> None:
     fails("token", "create", *args, code=2)
+
+
+def _patients_and_clinician(database_url: str) -> tuple[str, str]:
+    async def create() -> tuple[str, str]:
+        database = Database(database_url)
+        try:
+            a = await admin.create_patient(database, family="Ng", given="Li", identifier="A-1")
+            b = await admin.create_patient(database, family="Roe", given="Bo", identifier="B-2")
+            ng = await admin.create_user(
+                database,
+                username="dr.ng",
+                display_name="Dr Ng",
+                role=Role.CLINICIAN,
+                password="correct horse battery staple",
+            )
+            await admin.add_to_care_team(database, a.id, ng.id, added_by="test")
+            return a.id, b.id
+        finally:
+            await database.dispose()
+
+    return asyncio.run(create())
+
+
+def _read_bases(database_url: str, patient_id: str) -> set[tuple[str, str]]:
+    async def read() -> set[tuple[str, str]]:
+        database = Database(database_url)
+        try:
+            async with database.read() as conn:
+                rows = await conn.execute(
+                    select(audit_log.c.outcome, audit_log.c.basis).where(
+                        audit_log.c.patient_id == patient_id, audit_log.c.actor_name == "Dr Ng"
+                    )
+                )
+                return {(r.outcome, r.basis) for r in rows}
+        finally:
+            await database.dispose()
+
+    return asyncio.run(read())
+
+
+def test_a_clinicians_patient_scoped_token_still_needs_the_care_team_on_every_request(
+    cli_env: str, tmp_path: Path
+) -> None:
+    a, b = _patients_and_clinician(cli_env)
+    create = ("token", "create", "--user", "dr.ng", "--scope", "patient/*.rs", "--patient")
+    # On A's care team only: no token for B's record.
+    assert "not on the patient's care team" in fails(*create, b)
+    run("care-team", "add", b, "dr.ng")
+    token = run(*create, b).strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    with live_server(cli_env, tmp_path / "server.log") as server:
+        reads = (
+            f"{server.base_url}/fhir/Patient/{b}",
+            f"{server.base_url}/fhir/Observation?patient={b}",
+            f"{server.base_url}/fhir/Patient/{b}/$everything",
+        )
+        for url in reads:
+            assert httpx.get(url, headers=headers).status_code == 200, url
+        assert ("0", "care-team") in _read_bases(cli_env, b)
+        assert ("0", "self") not in _read_bases(cli_env, b)
+        # Patient A is not this token's launch patient, care team or not.
+        assert httpx.get(f"{server.base_url}/fhir/Patient/{a}", headers=headers).status_code == 404
+        run("care-team", "remove", b, "dr.ng")
+        for url in reads:
+            refused = httpx.get(url, headers=headers)
+            assert refused.status_code in (403, 404), url
+            assert "Roe" not in refused.text
+    assert ("4", "no-care-relationship") in _read_bases(cli_env, b)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from medmesh.domain.errors import InvalidSearch
+from medmesh.domain.timestamps import TimestampError, parse_rfc3339
 from medmesh.fhir.search import (
     DEFAULT_COUNT,
     MAX_COUNT,
@@ -316,3 +317,12 @@ def test_a_single_valued_parameter_given_twice_is_refused(name: str) -> None:
 def test_a_count_of_non_ascii_digits_is_refused_cleanly() -> None:
     with pytest.raises(InvalidSearch):
         parse_paging({"_count": ["²"]})
+
+
+def test_dates_in_other_scripts_digits_are_refused_with_a_clear_reason() -> None:
+    for text in ("٢٠٢١", "2021-0١", "2021-01-01T1٠:00:00Z", "２０２１"):
+        with pytest.raises(InvalidSearch, match="digits 0-9"):
+            parse_date_range(text)
+    with pytest.raises(TimestampError) as refused:
+        parse_rfc3339("٢٠٢١-01-01T00:00:00Z")
+    assert refused.value.problem == "format"

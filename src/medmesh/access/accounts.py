@@ -71,6 +71,7 @@ class Account:
     role: Role
     organization_id: str
     patient_id: str | None
+    session_epoch: int = 0  # a session made under an earlier epoch has ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,7 @@ def account_of(record: UserRecord) -> Account:
         role=Role(record.role),
         organization_id=record.organization_id,
         patient_id=record.patient_id,
+        session_epoch=record.session_epoch,
     )
 
 
@@ -134,8 +136,8 @@ class SignIn:
         async with self._database.write() as conn:
             failures = await Users(conn).count_failure(record.id)
             until = self.policy.locked_until(failures, now)
-            if until is not None:
-                await Users(conn).update(record.id, locked_until=until)
+            if until is not None:  # a lock ends the account's sessions too
+                await Users(conn).end_sessions(record.id, locked_until=until)
         if until is not None:
             raise AccountLocked(until)
 

@@ -10,6 +10,8 @@ Order of the rules (docs/access.md):
    consent names its organisation.
 5. An organisation admin manages accounts, consents and erasure, and reads no health data.
 
+A token's patient/ scopes and launch patient only narrow: for anyone but the patient
+themself, the launch patient is seen only on the grounds of rules 3 and 4, like any other.
 Every decision reads the stored facts afresh, so a revoked consent or a care-team change
 takes effect on the next request.
 """
@@ -41,6 +43,7 @@ ALERTS_CATEGORY = "alerts"  # the consent category of alerts (Flags)
 class Refusal(StrEnum):
     INSUFFICIENT_SCOPE = "insufficient-scope"
     NOT_OWN_RECORD = "not-own-record"
+    NOT_LAUNCH_PATIENT = "not-launch-patient"  # patient/ scopes name another patient
     NO_CARE_RELATIONSHIP = "no-care-relationship"
     ROLE_WITHOUT_ACCESS = "role-without-access"
     UNKNOWN_PATIENT = "unknown-patient"
@@ -113,12 +116,17 @@ async def decide(
     if not contexts:
         return _refuse(Refusal.INSUFFICIENT_SCOPE, purpose)
     own = principal.patient_id is not None and principal.patient_id == patient_id
-    if Context.PATIENT in contexts and own:
-        return _permit("self", purpose)
     if principal.role is Role.PATIENT:
-        if Context.USER in contexts and own:
+        if own and contexts & {Context.PATIENT, Context.USER}:
             return _permit("self", purpose)
         return _refuse(Refusal.NOT_OWN_RECORD, purpose)
+    # Anyone else's patient/ scopes reach the launch patient only, and only narrow: the
+    # care team, a consent or break-glass must still allow it, decided afresh each time.
+    if Context.PATIENT in contexts:
+        if own:
+            contexts = contexts | {Context.USER, Context.SYSTEM}
+        elif contexts == {Context.PATIENT}:
+            return _refuse(Refusal.NOT_LAUNCH_PATIENT, purpose)
     if principal.role is Role.CLINICIAN and Context.USER in contexts:
         if await CareTeams(conn).is_member(patient_id, principal.id):
             return _permit("care-team", purpose)
@@ -142,6 +150,26 @@ async def decide(
     return _refuse(Refusal.ROLE_WITHOUT_ACCESS, purpose)
 
 
+async def standing_relationship(
+    conn: AsyncConnection, principal: Principal, patient_id: str, *, now: datetime
+) -> str | None:
+    """The lasting ground on which a clinician or service sees this patient's record (their
+    care team or organisation, or a consent naming them), or None. Break-glass is not one:
+    it is for an emergency and ends by itself. A launch patient is issued only on such a
+    ground; each request is still decided afresh by `decide`."""
+    if principal.role is Role.CLINICIAN:
+        if await CareTeams(conn).is_member(patient_id, principal.id):
+            return "care-team"
+    elif principal.role is Role.SYSTEM:
+        if await patient_organization(conn, patient_id) == principal.organization_id:
+            return "organization"
+    else:
+        return None
+    consents = await Consents(conn).for_patient(patient_id, active_only=True)
+    consented = _consented(consents, principal, patient_id, now)
+    return None if consented is None else consented.basis
+
+
 async def visible_patients(
     conn: AsyncConnection,
     principal: Principal,
@@ -155,10 +183,17 @@ async def visible_patients(
     contexts = principal.scopes.contexts(resource_type, interaction)
     purpose = principal.purpose
     decisions: dict[str, Decision] = {}
-    if principal.patient_id is not None and (
-        Context.PATIENT in contexts or (principal.role is Role.PATIENT and Context.USER in contexts)
-    ):
-        decisions[principal.patient_id] = _permit("self", purpose)
+    if principal.role is Role.PATIENT:
+        if principal.patient_id is not None and contexts & {Context.PATIENT, Context.USER}:
+            decisions[principal.patient_id] = _permit("self", purpose)
+        return decisions
+    if principal.patient_id is not None and Context.PATIENT in contexts:
+        # A launch patient on anyone else's token: seen only where the policy allows it.
+        launch = await decide(
+            conn, principal, principal.patient_id, resource_type, interaction, now=now
+        )
+        if launch.permitted:
+            decisions[principal.patient_id] = launch
     if principal.role is Role.CLINICIAN and Context.USER in contexts:
         user_id: str | None = principal.id
         for patient_id, grant in (await BreakGlass(conn).active_grants(principal.id, now)).items():

@@ -39,7 +39,7 @@ def accepted_step(secret: str, code: str, *, at: datetime, last_step: int | None
     """The time step whose code this is, if it is valid now and newer than the last code used;
     None otherwise. Store the step returned as the new last step: that refuses replays."""
     digits = "".join(code.split())  # "123 456" as some apps show it
-    if len(digits) != DIGITS or not digits.isdigit():
+    if len(digits) != DIGITS or not (digits.isascii() and digits.isdigit()):
         return None
     totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP_SECONDS)
     now_step = totp.timecode(at)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-# Seconds optional; the offset is checked apart from the rest for a clearer error.
+# Seconds optional; the offset is checked apart from the rest for a clearer error. ASCII
+# digits only (\d alone takes ٢٠٢١ too, which would then fail as a "calendar" problem).
 _RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?"
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?",
+    re.ASCII,
 )
 
 

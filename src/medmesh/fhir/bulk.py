@@ -124,7 +124,7 @@ async def export_group(
     principal: Principal = Depends(require_principal),
 ) -> Response:
     async with database.read() as conn:
-        found = await panel(conn, group_id)
+        found = await panel(conn, group_id, principal)
     return await _kick_off(request, principal, "group", list(found.patient_ids))
 
 
@@ -138,7 +138,7 @@ async def read_group(
     principal: Principal = Depends(require_principal),
 ) -> FhirResponse:
     async with database.read() as conn:
-        found = await panel(conn, group_id)
+        found = await panel(conn, group_id, principal)
     visible = await visible_members(request, principal, list(found.patient_ids))
     return FhirResponse(group_resource(found, visible))
 

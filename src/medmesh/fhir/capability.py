@@ -71,8 +71,9 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                     {
                         "type": "Group",
                         "documentation": "Group/<organisation id>: its patients; "
-                        "Group/care-team-<user id>: a clinician's care-team panel; members "
-                        "listed only as far as the caller may see them",
+                        "Group/care-team-<user id>: a clinician's care-team panel, for them "
+                        "and their organisation's admins and services; members listed only "
+                        "as far as the caller may see them",
                         "interaction": [{"code": "read"}],
                         "operation": [
                             {

@@ -19,9 +19,11 @@ DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 PAGING_PARAMS = {"_count", "_offset", "_format"}
 
+# re.ASCII: without it \d also matches other scripts' digits (٢٠٢١), which int() reads.
 _DATE = re.compile(
     r"(?P<y>\d{4})(-(?P<m>\d{2})(-(?P<d>\d{2})"
-    r"(T(?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})(?P<f>\.\d{1,9})?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?"
+    r"(T(?P<H>\d{2}):(?P<M>\d{2})(:(?P<S>\d{2})(?P<f>\.\d{1,9})?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?",
+    re.ASCII,
 )
 _FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # FHIR R4 id syntax
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -45,7 +47,9 @@ def parse_date_range(text: str) -> tuple[datetime, datetime]:
     """
     match = _DATE.fullmatch(text)
     if match is None:
-        raise InvalidSearch("date must be a FHIR date or dateTime, e.g. 2026-11-25T08:00:00Z")
+        raise InvalidSearch(
+            "date must be a FHIR date or dateTime in digits 0-9, e.g. 2026-11-25T08:00:00Z"
+        )
     try:
         return _range(match.groupdict(), text)
     except (ValueError, OverflowError):

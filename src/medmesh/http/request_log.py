@@ -1,5 +1,6 @@
 """One log line per HTTP request: method, path, status, duration. Never the query string
-(search parameters may be health data) nor bodies. Replaces uvicorn's access log."""
+(search parameters may be health data) nor bodies; control characters escaped. Replaces
+uvicorn's access log."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from medmesh.logs import escape_controls
 
 log = logging.getLogger("medmesh.access")
 
@@ -33,8 +36,9 @@ class RequestLog:
         finally:
             log.info(
                 "%s %s %d %.1f ms",
-                scope["method"],
-                scope["path"],
+                escape_controls(scope["method"]),
+                # Decoded: %0D%0A in a request would otherwise start a forged line.
+                escape_controls(scope["path"]),
                 status,
                 (time.perf_counter() - started) * 1000,
             )

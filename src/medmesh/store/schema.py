@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 from medmesh.store.types import UTCDateTime
@@ -203,6 +204,9 @@ users = Table(
     Column("locked_until", UTCDateTime, nullable=True),
     Column("disabled", Boolean, nullable=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
+    # Raised by sign-out, password reset, disablement and lockout: a session made under an
+    # earlier value has ended (web/session.py).
+    Column("session_epoch", Integer, nullable=False, server_default=text("0")),
 )
 
 care_team_members = Table(

@@ -27,6 +27,7 @@ class UserRecord:
     failed_logins: int
     locked_until: datetime | None
     disabled: bool
+    session_epoch: int = 0  # web sessions made under an earlier value have ended
 
 
 def _user(row: RowMapping) -> UserRecord:
@@ -43,6 +44,7 @@ def _user(row: RowMapping) -> UserRecord:
         failed_logins=row["failed_logins"],
         locked_until=row["locked_until"],
         disabled=bool(row["disabled"]),
+        session_epoch=int(row["session_epoch"]),
     )
 
 
@@ -89,6 +91,15 @@ class Users:
     async def update(self, user_id: str, **values: object) -> None:
         """Set columns of one account (password hash, TOTP state, lockout counters…)."""
         await self._conn.execute(update(users).where(users.c.id == user_id).values(**values))
+
+    async def end_sessions(self, user_id: str, **values: object) -> None:
+        """End every web session of this account (raise its session epoch), setting `values`
+        in the same statement."""
+        await self._conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(session_epoch=users.c.session_epoch + 1, **values)
+        )
 
     async def count_failure(self, user_id: str) -> int:
         """One more consecutive failed sign-in, counted in the database (two servers failing

@@ -12,7 +12,7 @@ from medmesh.access.http import audit_results, authorize, authorized_patients
 from medmesh.access.policy import Decision, category_of_code
 from medmesh.access.principals import ActorKind, Principal, Role
 from medmesh.access.scopes import Interaction, Scopes
-from medmesh.web.session import SessionUser
+from medmesh.web.session import SessionUser, SignInRequired, current_user
 from medmesh.web.vitals import VitalSpec
 
 # What a signed-in person's session may do: everything their role and the policy allow.
@@ -43,8 +43,10 @@ async def open_record(
     resource_type: str = "Observation",
     interaction: Interaction = Interaction.READ,
     subtype: str = "read",
+    resource_id: str | None = None,
 ) -> Decision:
-    """Decide and audit one look at a patient's record; not found when refused."""
+    """Decide and audit one look at a patient's record; not found when refused, naming only
+    `resource_id` (what the caller asked for; the patient's id by default)."""
     return await authorize(
         request,
         principal_of(request, user),
@@ -52,7 +54,7 @@ async def open_record(
         resource_type=resource_type,
         interaction=interaction,
         subtype=subtype,
-        resource_id=patient_id,
+        resource_id=resource_id or patient_id,
         hide=True,
     )
 
@@ -97,7 +99,8 @@ async def audit_shown(
 
 class VisiblePatients:
     """The set of patients a live stream may carry, decided again every few seconds so a
-    revoked consent or care-team change stops the flow without a reconnect."""
+    revoked consent or care-team change, or the end of the session (sign-out elsewhere, a
+    password reset, disablement, lockout), stops the flow without a reconnect."""
 
     def __init__(self, request: Request, user: SessionUser) -> None:
         self._request = request
@@ -107,6 +110,11 @@ class VisiblePatients:
 
     async def __call__(self, patient_id: str) -> bool:
         if time.monotonic() - self._checked > RECHECK_SECONDS:
-            self._ids = set(await panel_patients(self._request, self._user))
+            try:
+                await current_user(self._request, touch=False)
+            except SignInRequired:
+                self._ids = set()
+            else:
+                self._ids = set(await panel_patients(self._request, self._user))
             self._checked = time.monotonic()
         return patient_id in self._ids

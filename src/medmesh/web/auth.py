@@ -70,7 +70,7 @@ def _signed_in(request: Request, account: Account) -> Response:
 @router.get("/login")
 async def login_form(request: Request, expired: bool = False) -> Response:
     if expired:  # the page's idle timer sent the browser here: end the session for good
-        session.sign_out(request)
+        session.forget(request)
     else:
         try:
             user = await session.current_user(request, touch=False)
@@ -104,7 +104,7 @@ async def login(request: Request) -> Response:
 
 def restart(request: Request, error: str, status: int) -> Response:
     """Back to the first step (the pending sign-in is over)."""
-    session.sign_out(request)
+    session.forget(request)
     return login_page(request, error=error, status=status)
 
 
@@ -179,7 +179,7 @@ async def enrol(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await session.check_csrf(request)
-    session.sign_out(request)
+    await session.sign_out(request)
     return RedirectResponse("/login", status_code=303)
 
 

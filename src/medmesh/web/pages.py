@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from medmesh.access.policy import ALERTS_CATEGORY
 from medmesh.access.scopes import Interaction
 from medmesh.domain.alerts import Severity
+from medmesh.domain.errors import NotFound
 from medmesh.http.deps import DatabaseDep
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_status import DeviceStatuses
@@ -56,7 +57,9 @@ def _now() -> datetime:
 
 
 def _positive(raw: str | None, default: int = 1) -> int:
-    return int(raw) if raw is not None and raw.isdigit() and 0 < int(raw) < 1_000_000 else default
+    if raw is None or not (raw.isascii() and raw.isdigit()):  # int() reads ٣ too
+        return default
+    return int(raw) if 0 < int(raw) < 1_000_000 else default
 
 
 def _range_key(raw: str | None) -> str:
@@ -233,7 +236,10 @@ async def device_page(
 ) -> Response:
     now = _now()
     async with database.read() as conn:
-        device = await Devices(conn).get(device_id)
+        try:
+            device = await Devices(conn).get(device_id)
+        except NotFound:  # the same answer as a device of a record the caller may not see
+            raise NotFound(f"Device/{device_id} is not known") from None
         status = await DeviceStatuses(conn).get(device_id)
         assignment = next(
             (a for a in await Assignments(conn).for_device(device_id) if a.covers(now)), None
@@ -242,7 +248,13 @@ async def device_page(
     patient = None
     if assignment is not None:
         # A device in use is part of its patient's record.
-        await open_record(request, clinician, assignment.patient_id, resource_type="Device")
+        await open_record(
+            request,
+            clinician,
+            assignment.patient_id,
+            resource_type="Device",
+            resource_id=device_id,
+        )
         async with database.read() as conn:
             patient = await Patients(conn).get(assignment.patient_id)
     return page(

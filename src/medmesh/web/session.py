@@ -5,7 +5,10 @@ CSRF token, and when the session began and when the person last did something. N
 Signing in takes two steps for an account with TOTP (password, then code): between them the
 session holds only the pending user id and when the password was accepted. The session ends
 after `session_idle_minutes` without user activity, after `MAX_SESSION` in any case, and as
-soon as the account is disabled, deleted or changes role or organisation.
+soon as the account is disabled, deleted or changes role or organisation. The cookie also
+carries the account's session epoch; signing out, a password reset, disablement and lockout
+raise it in the database, which ends every session of the account on every device at once
+(a copied cookie included).
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def middleware_options(settings: Settings) -> dict[str, Any]:
         "session_cookie": SESSION_COOKIE,
         "max_age": None,  # a browser-session cookie; the idle and absolute limits are ours
         "same_site": "strict",
-        "https_only": settings.session_https_only,
+        "https_only": bool(settings.session_https_only),
     }
 
 
@@ -150,6 +153,7 @@ def sign_in(request: Request, account: Account) -> None:
         csrf=secrets.token_urlsafe(32),
         since=moment,
         seen=moment,
+        epoch=account.session_epoch,
     )
 
 
@@ -177,8 +181,18 @@ def drop_pending(request: Request) -> None:
     request.session.pop("pending_since", None)
 
 
-def sign_out(request: Request) -> None:
+def forget(request: Request) -> None:
+    """Clear this cookie only (a sign-in restarted, a session already over)."""
     request.session.clear()
+
+
+async def sign_out(request: Request) -> None:
+    """End every session of the signed-in account, this one and any copy or other device."""
+    user_id = signed_in_identity(request.session)
+    request.session.clear()
+    if user_id is not None:
+        async with database_of(request).write() as conn:
+            await Users(conn).end_sessions(user_id)
 
 
 def _end(request: Request) -> SignInRequired:
@@ -204,7 +218,7 @@ async def current_user(request: Request, *, touch: bool) -> SessionUser:
         raise _end(request)
     async with database_of(request).read() as conn:
         record = await Users(conn).get(user_id)
-    if record is None or record.disabled:
+    if record is None or record.disabled or session.get("epoch") != record.session_epoch:
         raise _end(request)
     account = account_of(record)
     if (account.role.value, account.organization_id, account.patient_id) != (

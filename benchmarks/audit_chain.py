@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from _common import PostgresUnreachable, load_average, log, print_machine, scratch_postgres
-from medmesh.access.audit import AuditEntry, verify_chain
-from medmesh.access.audit_writer import AuditWriter
+from medmesh.access.audit.audit_writer import AuditWriter
+from medmesh.access.audit.entries import AuditEntry, verify_chain
 from medmesh.store import migrate
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database

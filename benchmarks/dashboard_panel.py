@@ -41,9 +41,9 @@ import httpx
 import orjson
 
 from medmesh import admin
-from medmesh.access import totp
-from medmesh.access.credentials import hash_secret, new_secret
-from medmesh.access.principals import Role
+from medmesh.access.identity import totp
+from medmesh.access.identity.credentials import hash_secret, new_secret
+from medmesh.access.identity.principals import Role
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.registry import Device, DeviceAssignment, Patient

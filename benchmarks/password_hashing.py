@@ -16,8 +16,8 @@ import statistics
 import time
 
 from _common import load_average
-from medmesh.access import passwords
-from medmesh.access.principals import Role
+from medmesh.access.identity import passwords
+from medmesh.access.identity.principals import Role
 
 PASSWORD = "violet kettle harbour"
 

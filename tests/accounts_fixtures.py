@@ -11,7 +11,7 @@ import httpx
 import pyotp
 
 from medmesh import admin
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.store.database import Database
 from medmesh.web import session
 

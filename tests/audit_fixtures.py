@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 from typer.testing import CliRunner, Result
 
-from medmesh.access.audit import AuditEntry
+from medmesh.access.audit.entries import AuditEntry
 from medmesh.cli import app
 from medmesh.domain.audit import AuditRecord
 from medmesh.store.audit_log import AuditLog

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from medmesh import admin
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.crypto.local import default_key_paths

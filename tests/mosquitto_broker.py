@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from medmesh.access.mosquitto import set_password
+from medmesh.access.identity.mosquitto import set_password
 from tests.live_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent

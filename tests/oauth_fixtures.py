@@ -17,7 +17,7 @@ from typing import Any
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
-from medmesh.access.client_assertion import ASSERTION_TYPE
+from medmesh.access.oauth.client_assertion import ASSERTION_TYPE
 
 SigningKey = RSAKey | ECKey
 

@@ -7,19 +7,19 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from medmesh.access import passwords
-from medmesh.access.accounts import ROLES, check_username
-from medmesh.access.client_keys import parse_client_jwks
-from medmesh.access.credentials import (
+from medmesh.access.identity import passwords
+from medmesh.access.identity.accounts import ROLES, check_username
+from medmesh.access.identity.credentials import (
     API_TOKEN_PREFIX,
     DEVICE_SECRET_PREFIX,
     hash_secret,
     new_secret,
 )
-from medmesh.access.grants import ScopeNotAllowed, grantable_scopes
-from medmesh.access.policy import standing_relationship
-from medmesh.access.principals import DEFAULT_ORGANIZATION, ActorKind, Principal, Role
-from medmesh.access.scopes import Context
+from medmesh.access.identity.principals import DEFAULT_ORGANIZATION, ActorKind, Principal, Role
+from medmesh.access.oauth.client_keys import parse_client_jwks
+from medmesh.access.policy.decision import standing_relationship
+from medmesh.access.policy.grants import ScopeNotAllowed, grantable_scopes
+from medmesh.access.policy.scopes import Context
 from medmesh.domain.errors import Conflict, InvalidSearch, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
 from medmesh.store.consents import CareTeams

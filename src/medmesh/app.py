@@ -10,8 +10,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 import medmesh
 from medmesh import wiring
-from medmesh.access.accounts import SignIn
-from medmesh.access.audit_writer import AuditWriter
+from medmesh.access.audit.audit_writer import AuditWriter
+from medmesh.access.identity.accounts import SignIn
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router

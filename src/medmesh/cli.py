@@ -13,9 +13,9 @@ import typer
 import uvicorn
 
 from medmesh import admin, logs, wiring
-from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
-from medmesh.access.mosquitto import set_password
-from medmesh.access.principals import DEFAULT_ORGANIZATION
+from medmesh.access.identity.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
+from medmesh.access.identity.mosquitto import set_password
+from medmesh.access.identity.principals import DEFAULT_ORGANIZATION
 from medmesh.commands import users
 from medmesh.commands._runner import run
 from medmesh.commands.audit import audit_app

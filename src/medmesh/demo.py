@@ -13,8 +13,8 @@ import uvicorn
 from sqlalchemy.engine import make_url
 
 from medmesh import admin, wiring
-from medmesh.access import totp
-from medmesh.access.principals import Role
+from medmesh.access.identity import totp
+from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.services import build_database

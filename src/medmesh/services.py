@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from medmesh import wiring
-from medmesh.access.audit_writer import AuditWriter
-from medmesh.access.subscribers import SubscriberCheck
+from medmesh.access.audit.audit_writer import AuditWriter
+from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.config import Settings
 from medmesh.crypto.local import local_cipher
 from medmesh.events.bus import EventBus, InProcessBus

@@ -6,8 +6,8 @@ from __future__ import annotations
 import ssl
 from datetime import timedelta
 
-from medmesh.access.credentials import DEVICE_SECRET_PREFIX
-from medmesh.access.lockout import LockoutPolicy
+from medmesh.access.identity.credentials import DEVICE_SECRET_PREFIX
+from medmesh.access.identity.lockout import LockoutPolicy
 from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportSettings
 from medmesh.http.rate_limit import Budget, RateLimits

@@ -20,7 +20,7 @@ import pyotp
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page
 
 from medmesh import admin
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from tests.helpers import stamp

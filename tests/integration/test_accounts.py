@@ -17,7 +17,7 @@ from argon2 import PasswordHasher
 from typer.testing import CliRunner
 
 from medmesh import admin
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
 from medmesh.cli import app as cli
 from medmesh.config import Settings

@@ -16,7 +16,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhirpy import AsyncFHIRClient
 
 from medmesh import admin
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
 from tests.audit_fixtures import T0, entry, fill

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
-from medmesh.access.audit import BreakKind, parse_anchor, verify_chain
+from medmesh.access.audit.entries import BreakKind, parse_anchor, verify_chain
 from medmesh.cli import app
 from medmesh.domain.audit import GENESIS_HASH, chain_hash, record_fields
 from medmesh.domain.errors import NotFound

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from medmesh.access.audit import verify_chain
-from medmesh.access.audit_writer import AuditWriter
+from medmesh.access.audit.audit_writer import AuditWriter
+from medmesh.access.audit.entries import verify_chain
 from medmesh.store import migrate
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database

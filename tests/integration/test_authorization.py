@@ -23,10 +23,10 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from medmesh import admin
-from medmesh.access.audit_writer import AuditWriter
+from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.erasure import set_legal_hold
-from medmesh.access.principals import Role
-from medmesh.access.subscribers import SubscriberCheck
+from medmesh.access.identity.principals import Role
+from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.events.model import READINGS, Event

@@ -19,9 +19,9 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from medmesh import admin
-from medmesh.access.bearer import principal_for_token
-from medmesh.access.principals import ActorKind, Principal, Role
-from medmesh.access.scopes import Scopes
+from medmesh.access.identity.bearer import principal_for_token
+from medmesh.access.identity.principals import ActorKind, Principal, Role
+from medmesh.access.policy.scopes import Scopes
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.store.database import Database

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from medmesh import admin
-from medmesh.access.bearer import principal_for_token
-from medmesh.access.credentials import hash_secret
-from medmesh.access.grants import ScopeNotAllowed
-from medmesh.access.principals import ActorKind, Principal, Role
-from medmesh.access.scopes import InvalidScope, Scopes
+from medmesh.access.identity.bearer import principal_for_token
+from medmesh.access.identity.credentials import hash_secret
+from medmesh.access.identity.principals import ActorKind, Principal, Role
+from medmesh.access.policy.grants import ScopeNotAllowed
+from medmesh.access.policy.scopes import InvalidScope, Scopes
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.store.database import Database
 from medmesh.store.tokens import ApiTokens

@@ -17,7 +17,7 @@ from fhir.resources.R4B.patient import Patient
 from sqlalchemy import func, select
 
 from medmesh import admin, wiring
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportRunner, new_job
@@ -292,7 +292,7 @@ async def test_a_job_left_running_by_a_stopped_server_is_run_again_on_start(
     ):
         clinic: Clinic = await make_clinic(database, h)
     # What a crash mid-export leaves: a running job with one partial file.
-    from medmesh.access.credentials import hash_secret
+    from medmesh.access.identity.credentials import hash_secret
     from medmesh.store.tokens import ApiTokens
 
     async with database.read() as conn:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medmesh import admin
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.cli import app
 from medmesh.store.database import Database
 from tests.helpers import reading

@@ -23,7 +23,7 @@ from medmesh.access.erasure import (
     set_legal_hold,
     verify_certificate,
 )
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.cli import app
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.crypto.keyring import LocalKeyFile

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from medmesh import admin
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.store.database import Database
 from medmesh.web.session import SESSION_COOKIE
 from tests.accounts_fixtures import make_clinician, sign_in

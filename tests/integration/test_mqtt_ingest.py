@@ -16,7 +16,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
-from medmesh.access.credentials import new_secret
+from medmesh.access.identity.credentials import new_secret
 from medmesh.config import Settings
 from medmesh.ingest.mqtt import MqttIngest, MqttSettings
 from medmesh.ingest.pipeline import IngestPipeline

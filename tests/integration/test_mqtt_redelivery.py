@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from medmesh import admin
-from medmesh.access.credentials import new_secret
+from medmesh.access.identity.credentials import new_secret
 from medmesh.store.database import Database
 from tests.conftest import ASSIGNED_SINCE, World
 from tests.helpers import minute_series, reading

@@ -66,7 +66,7 @@ async def test_unknown_patient_and_device_are_not_found(database: Database) -> N
 async def test_device_is_found_by_its_secret_hash_and_rotation_retires_the_old_one(
     database: Database, world: World
 ) -> None:
-    from medmesh.access.credentials import hash_secret
+    from medmesh.access.identity.credentials import hash_secret
 
     rotated = await admin.rotate_device_secret(database, world.device_id)
     async with database.read() as conn:

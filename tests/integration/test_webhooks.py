@@ -20,7 +20,7 @@ from fhir.resources.R4B.flag import Flag
 from sqlalchemy import select
 
 from medmesh import wiring
-from medmesh.access.credentials import hash_secret
+from medmesh.access.identity.credentials import hash_secret
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.events.model import ALERT, READINGS, Event

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medmesh.access.audit import AuditEntry, InvalidAnchor, parse_anchor
+from medmesh.access.audit.entries import AuditEntry, InvalidAnchor, parse_anchor
 from medmesh.domain.audit import (
     GENESIS_HASH,
     canonical,

@@ -13,13 +13,13 @@ import pytest
 from joserfc.errors import SecurityWarning
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
-from medmesh.access.client_assertion import (
+from medmesh.access.oauth.client_assertion import (
     InvalidClient,
     VerifiedAssertion,
     read_assertion,
     verify_assertion,
 )
-from medmesh.access.client_keys import InvalidJwks, parse_client_jwks
+from medmesh.access.oauth.client_keys import InvalidJwks, parse_client_jwks
 from tests.oauth_fixtures import assertion, ec_key, key_for, public_jwks, rsa_key
 
 AUD = "https://medmesh.example/oauth/token"

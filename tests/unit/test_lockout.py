@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from medmesh.access.lockout import LockoutPolicy, SignInThrottle
+from medmesh.access.identity.lockout import LockoutPolicy, SignInThrottle
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 POLICY = LockoutPolicy()

@@ -9,15 +9,15 @@ from argon2 import PasswordHasher
 from hypothesis import given
 from hypothesis import strategies as st
 
-from medmesh.access import passwords
-from medmesh.access.passwords import (
+from medmesh.access.identity import passwords
+from medmesh.access.identity.passwords import (
     MAX_LENGTH,
     PasswordRules,
     WeakPassword,
     check_password_rules,
     rules_for,
 )
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 
 PATIENT = rules_for(Role.PATIENT)
 STAFF = rules_for(Role.CLINICIAN)

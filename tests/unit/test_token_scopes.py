@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from medmesh.access.backend_services import OAuthError, OAuthErrorCode, narrowed_scopes
-from medmesh.access.grants import ScopeNotAllowed, grantable_scopes
-from medmesh.access.principals import Role
-from medmesh.access.scopes import InvalidScope, Scopes
+from medmesh.access.identity.principals import Role
+from medmesh.access.oauth.backend_services import OAuthError, OAuthErrorCode, narrowed_scopes
+from medmesh.access.policy.grants import ScopeNotAllowed, grantable_scopes
+from medmesh.access.policy.scopes import InvalidScope, Scopes
 
 
 @pytest.mark.parametrize(

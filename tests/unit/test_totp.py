@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pyotp
 
-from medmesh.access import totp
+from medmesh.access.identity import totp
 
 SECRET = pyotp.random_base32(32)
 NOW = datetime(2026, 3, 1, 12, 0, 10, tzinfo=UTC)

@@ -14,14 +14,14 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 
-from medmesh.access import policy
-from medmesh.access.audit import AuditEntry
-from medmesh.access.audit_writer import AuditWriter
-from medmesh.access.bearer import principal_for_token
-from medmesh.access.credentials import hash_secret
-from medmesh.access.policy import Decision
-from medmesh.access.principals import DevicePrincipal, Principal, Role
-from medmesh.access.scopes import Interaction
+from medmesh.access.audit.audit_writer import AuditWriter
+from medmesh.access.audit.entries import AuditEntry
+from medmesh.access.identity.bearer import principal_for_token
+from medmesh.access.identity.credentials import hash_secret
+from medmesh.access.identity.principals import DevicePrincipal, Principal, Role
+from medmesh.access.policy import decision as policy
+from medmesh.access.policy.decision import Decision
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import Forbidden, NotFound, Unauthenticated
 from medmesh.http.deps import database_of, provided
 from medmesh.store.registry import Devices

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from medmesh.access.http import audit_results, authorize, require_principal, search_scope
-from medmesh.access.policy import ALERTS_CATEGORY
-from medmesh.access.principals import Principal
-from medmesh.access.scopes import Interaction
+from medmesh.access.identity.principals import Principal
+from medmesh.access.policy.decision import ALERTS_CATEGORY
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus
 from medmesh.domain.alerts import alert_json as _render
 from medmesh.domain.errors import InvalidSearch, NotFound

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from medmesh.access.http import record, require_principal
-from medmesh.access.policy import EMERGENCY_PURPOSE
-from medmesh.access.principals import Principal, Role
-from medmesh.access.scopes import Context, Interaction
+from medmesh.access.identity.principals import Principal, Role
+from medmesh.access.policy.decision import EMERGENCY_PURPOSE
+from medmesh.access.policy.scopes import Context, Interaction
 from medmesh.domain.errors import Forbidden, NotFound
 from medmesh.http.deps import DatabaseDep, database_of, settings_of
 from medmesh.http.openapi import ERROR_RESPONSES

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medmesh.access.http import authorize, require_principal
-from medmesh.access.principals import Principal
-from medmesh.access.scopes import Interaction
+from medmesh.access.identity.principals import Principal
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.care_plans import CarePlan, Schedule, Thresholds
 from medmesh.domain.vocabulary import measure_by_key
 from medmesh.http.deps import DatabaseDep

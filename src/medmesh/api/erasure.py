@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from medmesh.access.erasure import LegalHold, WithinRetention, erase_patient
 from medmesh.access.http import record, require_principal
-from medmesh.access.principals import Principal, Role
-from medmesh.access.scopes import Interaction
+from medmesh.access.identity.principals import Principal, Role
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import Conflict, Forbidden
 from medmesh.http.deps import DatabaseDep, SettingsDep
 from medmesh.http.openapi import ERROR_RESPONSES

@@ -19,9 +19,9 @@ from medmesh.access.http import (
     require_principal,
     search_scope,
 )
-from medmesh.access.policy import ALERTS_CATEGORY, Decision, category_of_code
-from medmesh.access.principals import Principal
-from medmesh.access.scopes import Interaction
+from medmesh.access.identity.principals import Principal
+from medmesh.access.policy.decision import ALERTS_CATEGORY, Decision, category_of_code
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import MedmeshError
 from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.events.sse import sse_events

@@ -14,14 +14,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from medmesh.access.backend_services import (
+from medmesh.access.oauth.backend_services import (
     OAuthError,
     OAuthErrorCode,
     TokenRequest,
     issue_client_token,
 )
-from medmesh.access.client_assertion import ASSERTION_TYPE
-from medmesh.access.smart_discovery import TOKEN_PATH, smart_configuration, token_endpoint
+from medmesh.access.oauth.client_assertion import ASSERTION_TYPE
+from medmesh.access.oauth.smart_discovery import TOKEN_PATH, smart_configuration, token_endpoint
 from medmesh.http.deps import DatabaseDep, SettingsDep, settings_of
 
 router = APIRouter(tags=["oauth"])

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy.exc import SQLAlchemyError
 
-from medmesh.access.audit import ChainReport, InvalidAnchor, parse_anchor, verify_chain
+from medmesh.access.audit.entries import ChainReport, InvalidAnchor, parse_anchor, verify_chain
 from medmesh.config import Settings
 from medmesh.services import build_database
 from medmesh.store.audit_log import AuditLog, ChainHead

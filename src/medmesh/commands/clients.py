@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from medmesh import admin
-from medmesh.access.principals import DEFAULT_ORGANIZATION
-from medmesh.access.smart_discovery import token_endpoint
+from medmesh.access.identity.principals import DEFAULT_ORGANIZATION
+from medmesh.access.oauth.smart_discovery import token_endpoint
 from medmesh.commands._runner import run
 from medmesh.config import Settings
 from medmesh.store.database import Database

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from medmesh.access.audit import AuditEntry
+from medmesh.access.audit.entries import AuditEntry
 from medmesh.access.erasure import erase_patient, set_legal_hold, verify_certificate
 from medmesh.commands._runner import run_with_database
 from medmesh.config import Settings

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from medmesh import admin
-from medmesh.access.principals import DEFAULT_ORGANIZATION, Role
+from medmesh.access.identity.principals import DEFAULT_ORGANIZATION, Role
 from medmesh.commands._runner import run
 
 user_app = typer.Typer(

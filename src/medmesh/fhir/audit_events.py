@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from medmesh.access.http import record, require_principal
-from medmesh.access.policy import audit_reader_basis
-from medmesh.access.principals import Principal
-from medmesh.access.scopes import Interaction
+from medmesh.access.identity.principals import Principal
+from medmesh.access.policy.decision import audit_reader_basis
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.audit import AuditRecord
 from medmesh.domain.errors import Forbidden, InvalidSearch, NotFound
 from medmesh.fhir import search_params

@@ -13,9 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
-from medmesh.access.bearer import principal_for_token_id
 from medmesh.access.http import require_principal
-from medmesh.access.principals import Principal
+from medmesh.access.identity.bearer import principal_for_token_id
+from medmesh.access.identity.principals import Principal
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir.bundle import base_url
 from medmesh.fhir.export_access import exportable_patients, visible_members

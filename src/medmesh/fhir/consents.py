@@ -15,9 +15,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medmesh.access.http import record, require_principal
-from medmesh.access.policy import ALERTS_CATEGORY, consent_manager_basis
-from medmesh.access.principals import Principal
-from medmesh.access.scopes import Interaction
+from medmesh.access.identity.principals import Principal
+from medmesh.access.policy.decision import ALERTS_CATEGORY, consent_manager_basis
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.consent import CATEGORIES, PURPOSES, Consent, ConsentStatus, GranteeType
 from medmesh.domain.errors import Forbidden, InvalidSearch, NotFound
 from medmesh.domain.timestamps import parse_rfc3339

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.access.http import require_principal
-from medmesh.access.principals import Principal
+from medmesh.access.identity.principals import Principal
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
 from medmesh.fhir.bundle import page_url, searchset_bundle

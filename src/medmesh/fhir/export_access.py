@@ -13,8 +13,8 @@ from collections.abc import Collection, Sequence
 from fastapi import Request
 
 from medmesh.access.http import audit_results, authorize, authorized_patients
-from medmesh.access.principals import Principal
-from medmesh.access.scopes import Interaction
+from medmesh.access.identity.principals import Principal
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import Forbidden
 
 

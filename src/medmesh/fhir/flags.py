@@ -12,9 +12,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from medmesh.access.http import audit_results, authorize, require_principal, search_scope
-from medmesh.access.policy import ALERTS_CATEGORY
-from medmesh.access.principals import Principal
-from medmesh.access.scopes import Interaction
+from medmesh.access.identity.principals import Principal
+from medmesh.access.policy.decision import ALERTS_CATEGORY
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import search_params

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.access.principals import ActorKind, Principal, Role
+from medmesh.access.identity.principals import ActorKind, Principal, Role
 from medmesh.domain.errors import NotFound
 from medmesh.store.panels import care_team_panel, organization_panel
 from medmesh.store.users import Organizations, Users

@@ -16,10 +16,10 @@ from medmesh.access.http import (
     authorized_patients,
     require_principal,
 )
-from medmesh.access.policy import Decision, Refusal, category_of_code, observation_access
-from medmesh.access.principals import Principal, Role
-from medmesh.access.scopes import Interaction
-from medmesh.access.smart_discovery import token_endpoint
+from medmesh.access.identity.principals import Principal, Role
+from medmesh.access.oauth.smart_discovery import token_endpoint
+from medmesh.access.policy.decision import Decision, Refusal, category_of_code, observation_access
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import NotFound
 from medmesh.fhir import resources, search_params
 from medmesh.fhir.bundle import base_url, searchset

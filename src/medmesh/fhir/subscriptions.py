@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.access.bearer import principal_for_token_id
 from medmesh.access.http import require_principal, search_scope
-from medmesh.access.principals import ActorKind, Principal
+from medmesh.access.identity.bearer import principal_for_token_id
+from medmesh.access.identity.principals import ActorKind, Principal
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.domain.subscription import (
     InvalidSubscription,

@@ -44,7 +44,7 @@ class RateLimits:
     device: Budget  # a device's secret (mmd_…) on ingest
     client: Budget  # an API token, or a signed-in dashboard session
     anonymous: Budget  # per client address: no credential, or one refused with 401
-    device_secret_prefix: str  # how a device's secret begins (access/credentials.py)
+    device_secret_prefix: str  # how a device's secret begins (access/identity/credentials.py)
     max_clients: int = 100_000  # buckets kept; the least recently used go first
 
 

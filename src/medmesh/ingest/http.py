@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
 from medmesh.access.http import require_device
-from medmesh.access.principals import DevicePrincipal
+from medmesh.access.identity.principals import DevicePrincipal
 from medmesh.domain.errors import InvalidReading, UnsupportedMediaType
 from medmesh.http.deps import database_of, provided
 from medmesh.http.openapi import ERROR_RESPONSES

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from fastapi import Request
 
 from medmesh.access.http import audit_results, authorize, authorized_patients
-from medmesh.access.policy import Decision, category_of_code
-from medmesh.access.principals import ActorKind, Principal, Role
-from medmesh.access.scopes import Interaction, Scopes
+from medmesh.access.identity.principals import ActorKind, Principal, Role
+from medmesh.access.policy.decision import Decision, category_of_code
+from medmesh.access.policy.scopes import Interaction, Scopes
 from medmesh.web.session import SessionUser, SignInRequired, current_user
 from medmesh.web.vitals import VitalSpec
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from medmesh.access.scopes import Interaction
+from medmesh.access.policy.scopes import Interaction
 from medmesh.http.deps import BusDep, DatabaseDep, database_of
 from medmesh.rules import lifecycle
 from medmesh.store.alerts import Alerts

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from medmesh.access.accounts import (
+from medmesh.access.identity.accounts import (
     STAFF,
     Account,
     AccountLocked,
@@ -20,7 +20,7 @@ from medmesh.access.accounts import (
     SignIn,
     SignInRefused,
 )
-from medmesh.access.totp import Enrolment
+from medmesh.access.identity.totp import Enrolment
 from medmesh.http.deps import provided
 from medmesh.web import session
 from medmesh.web.responses import WebRoute

@@ -10,8 +10,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from medmesh.access.accounts import AccountLocked, AddressThrottled, SignInRefused, totp_active
-from medmesh.access.policy import EMERGENCY_PURPOSE
+from medmesh.access.identity.accounts import (
+    AccountLocked,
+    AddressThrottled,
+    SignInRefused,
+    totp_active,
+)
+from medmesh.access.policy.decision import EMERGENCY_PURPOSE
 from medmesh.http.deps import database_of
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.consents import BreakGlass

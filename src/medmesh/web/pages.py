@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from medmesh.access.policy import ALERTS_CATEGORY
-from medmesh.access.scopes import Interaction
+from medmesh.access.policy.decision import ALERTS_CATEGORY
+from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.alerts import Severity
 from medmesh.domain.errors import NotFound
 from medmesh.http.deps import DatabaseDep

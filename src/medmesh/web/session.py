@@ -22,8 +22,8 @@ from typing import Any
 
 from fastapi import Request
 
-from medmesh.access.accounts import STAFF, Account, account_of
-from medmesh.access.principals import Role
+from medmesh.access.identity.accounts import STAFF, Account, account_of
+from medmesh.access.identity.principals import Role
 from medmesh.config import Settings
 from medmesh.http.deps import database_of, settings_of
 from medmesh.store.users import Users
@@ -71,7 +71,7 @@ class CsrfRejected(Exception):
 
 class ElsewhereHome(Exception):
     """A signed-in person on a page that is not for their role: sent to their own home page
-    (patients to /me, staff to the panel). Routing, not authorization: access/policy.py
+    (patients to /me, staff to the panel). Routing, not authorization: access/policy/decision.py
     decides what each may see."""
 
     def __init__(self, home: str) -> None:

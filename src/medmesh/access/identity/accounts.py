@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from medmesh.access import passwords, totp
-from medmesh.access.lockout import LockoutPolicy, SignInThrottle
-from medmesh.access.principals import Role
+from medmesh.access.identity import passwords, totp
+from medmesh.access.identity.lockout import LockoutPolicy, SignInThrottle
+from medmesh.access.identity.principals import Role
 from medmesh.domain.errors import MedmeshError
 from medmesh.store.database import Database
 from medmesh.store.users import UserRecord, Users

@@ -11,10 +11,10 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.access.credentials import hash_secret
-from medmesh.access.grants import ALLOWED_CONTEXTS
-from medmesh.access.principals import ActorKind, Principal, Role
-from medmesh.access.scopes import InvalidScope, Scopes
+from medmesh.access.identity.credentials import hash_secret
+from medmesh.access.identity.principals import ActorKind, Principal, Role
+from medmesh.access.policy.grants import ALLOWED_CONTEXTS
+from medmesh.access.policy.scopes import InvalidScope, Scopes
 from medmesh.store.oauth_clients import OAuthClients
 from medmesh.store.tokens import ApiTokenRecord, ApiTokens
 from medmesh.store.users import Users

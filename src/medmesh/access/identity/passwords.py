@@ -19,7 +19,7 @@ from importlib.resources import files
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from medmesh.access.principals import Role
+from medmesh.access.identity.principals import Role
 from medmesh.domain.errors import MedmeshError
 
 # RFC 9106's second recommended profile (argon2id, t=3, m=64 MiB, p=4), which is also
@@ -39,7 +39,7 @@ MAX_LENGTH = 256
 # takes 64 MiB and a core for a moment.
 _HASHING = threading.BoundedSemaphore(4)
 
-# The list (Django's, by Royce Williams; lower-cased): see access/data/README.md.
+# The list (Django's, by Royce Williams; lower-cased): see access/identity/data/README.md.
 _COMMON_LIST = "common-passwords.txt.gz"
 
 
@@ -68,7 +68,7 @@ def normalise(password: str) -> str:
 @cache
 def common_passwords() -> frozenset[str]:
     """The shipped list of common and breached passwords, loaded once."""
-    data = files("medmesh.access").joinpath("data", _COMMON_LIST).read_bytes()
+    data = files("medmesh.access.identity").joinpath("data", _COMMON_LIST).read_bytes()
     return frozenset(gzip.decompress(data).decode("utf-8").split())
 
 

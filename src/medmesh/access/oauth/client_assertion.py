@@ -22,7 +22,7 @@ from joserfc.errors import (
 )
 from joserfc.jwk import KeySet
 
-from medmesh.access.client_keys import SIGNING_ALGORITHMS, signing_key
+from medmesh.access.oauth.client_keys import SIGNING_ALGORITHMS, signing_key
 from medmesh.domain.errors import MedmeshError
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"

@@ -12,17 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from medmesh.access.client_assertion import (
+from medmesh.access.identity.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
+from medmesh.access.identity.principals import Role
+from medmesh.access.oauth.client_assertion import (
     ASSERTION_TYPE,
     CLOCK_SKEW,
     InvalidClient,
     read_assertion,
     verify_assertion,
 )
-from medmesh.access.client_keys import InvalidJwks, parse_client_jwks
-from medmesh.access.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
-from medmesh.access.principals import Role
-from medmesh.access.scopes import Context, InvalidScope, Scopes
+from medmesh.access.oauth.client_keys import InvalidJwks, parse_client_jwks
+from medmesh.access.policy.scopes import Context, InvalidScope, Scopes
 from medmesh.domain.errors import MedmeshError
 from medmesh.store.database import Database
 from medmesh.store.oauth_clients import ClientAssertions, OAuthClients

@@ -24,8 +24,8 @@ from enum import StrEnum
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.access.principals import Principal, Role
-from medmesh.access.scopes import Context, Interaction
+from medmesh.access.identity.principals import Principal, Role
+from medmesh.access.policy.scopes import Context, Interaction
 from medmesh.domain.consent import Consent
 from medmesh.domain.vocabulary import codes_in_categories, measure_by_code
 from medmesh.store.consents import (

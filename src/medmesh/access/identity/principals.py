@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from medmesh.access.scopes import Scopes
+from medmesh.access.policy.scopes import Scopes
 
 DEFAULT_ORGANIZATION = "default"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from medmesh.access import policy
-from medmesh.access.audit import AuditEntry
-from medmesh.access.audit_writer import AuditWriter
-from medmesh.access.bearer import principal_for_token_id
-from medmesh.access.scopes import Interaction
+from medmesh.access.audit.audit_writer import AuditWriter
+from medmesh.access.audit.entries import AuditEntry
+from medmesh.access.identity.bearer import principal_for_token_id
+from medmesh.access.policy import decision as policy
+from medmesh.access.policy.scopes import Interaction
 from medmesh.events.model import ALERT, READINGS, Event
 from medmesh.store.database import Database
 from medmesh.store.subscriptions import StoredSubscription

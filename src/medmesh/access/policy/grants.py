@@ -7,8 +7,8 @@ backend services only: OAuth clients of partner organisations and service tokens
 
 from __future__ import annotations
 
-from medmesh.access.principals import Role
-from medmesh.access.scopes import Context, InvalidScope, Scopes
+from medmesh.access.identity.principals import Role
+from medmesh.access.policy.scopes import Context, InvalidScope, Scopes
 from medmesh.domain.errors import MedmeshError
 
 

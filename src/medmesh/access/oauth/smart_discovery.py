@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medmesh.access.client_keys import SIGNING_ALGORITHMS
+from medmesh.access.oauth.client_keys import SIGNING_ALGORITHMS
 
 TOKEN_PATH = "/oauth/token"  # noqa: S105 (a path, not a secret)
 # What a backend service may ask for (SMART 2 and 1 syntax both parse); see docs/oauth.md.

@@ -86,7 +86,7 @@ from _common import (
     tail,
     venv_python,
 )
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import observations
@@ -628,16 +628,18 @@ async def provision(url: str, devices: int, probes: int) -> Provisioned:
         await migrate.upgrade(db)
 
         async def patient_with_device(label: str) -> Probe:
-            patient = await admin.create_patient(
+            patient = await provisioning.create_patient(
                 db, family="Bench", given=label, identifier=f"BENCH-{label}"
             )
-            credential = await admin.register_device(db, display_name=f"bench {label}")
-            await admin.assign_device(db, credential.device_id, patient.id, ASSIGNED_FROM)
+            credential = await provisioning.register_device(db, display_name=f"bench {label}")
+            await provisioning.assign_device(db, credential.device_id, patient.id, ASSIGNED_FROM)
             return Probe(patient.id, credential.device_id)
 
         background = [(await patient_with_device(f"bg-{k}")).device_id for k in range(devices)]
         found = [await patient_with_device(f"probe-{k}") for k in range(probes)]
-        token = await admin.issue_service_token(db, name="bench-dashboard", scopes="system/*.rs")
+        token = await provisioning.issue_service_token(
+            db, name="bench-dashboard", scopes="system/*.rs"
+        )
     finally:
         await db.dispose()
     return Provisioned(background, found, token)

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 
 from _common import DEFAULT_POSTGRES_URL, print_machine, scratch_postgres
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.reading import MeasuredValue, Reading
@@ -85,11 +85,11 @@ async def seed(database: Database, patients: int, per_patient: int) -> tuple[lis
     """Patients with a device and `per_patient` observations each; returns ids and a token."""
     ids = []
     for n in range(patients):
-        patient = await admin.create_patient(
+        patient = await provisioning.create_patient(
             database, family=f"Bench{n}", given="Pat", identifier=f"BENCH-{n}"
         )
-        device = await admin.register_device(database, display_name=f"Cuff {n}")
-        await admin.assign_device(database, device.device_id, patient.id, START)
+        device = await provisioning.register_device(database, display_name=f"Cuff {n}")
+        await provisioning.assign_device(database, device.device_id, patient.id, START)
         received = datetime.now(UTC)
         for first in range(0, per_patient, SEED_BATCH):
             readings = [
@@ -106,7 +106,7 @@ async def seed(database: Database, patients: int, per_patient: int) -> tuple[lis
             async with database.write() as conn:
                 await Observations(conn).add_batch(readings, received)
         ids.append(patient.id)
-    token = await admin.issue_service_token(database, name="bench", scopes="system/*.rs")
+    token = await provisioning.issue_service_token(database, name="bench", scopes="system/*.rs")
     return ids, token
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity import totp
 from medmesh.access.identity.credentials import hash_secret, new_secret
 from medmesh.access.identity.principals import Role
@@ -147,7 +147,7 @@ async def provision(url: str, count: int, long_days: int) -> Ward:
                     trigger_count=1,
                 )
             )
-    clinician = await admin.create_user(
+    clinician = await provisioning.create_user(
         database,
         username=BENCH_USER,
         display_name="Bench Clinician",
@@ -156,9 +156,11 @@ async def provision(url: str, count: int, long_days: int) -> Ward:
     )
     # The access policy shows a clinician only the patients whose care team they are on.
     for patient_id in patients:
-        await admin.add_to_care_team(database, patient_id, clinician.id, added_by="benchmark")
+        await provisioning.add_to_care_team(
+            database, patient_id, clinician.id, added_by="benchmark"
+        )
     secret = totp.new_secret()
-    await admin.activate_totp(database, BENCH_USER, secret)
+    await provisioning.activate_totp(database, BENCH_USER, secret)
     await database.dispose()
     return Ward(devices, patients[0], secret)
 

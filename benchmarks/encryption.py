@@ -27,7 +27,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from _common import admin_dsn, load_average, postgres_version
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.crypto.local import local_cipher
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import measure_by_key
@@ -69,11 +69,11 @@ async def run(url: str, keys_dir: Path, days: int, patients: int) -> None:
 
 
 async def _measure(database: Database, days: int, patients: int) -> None:
-    world_patient = await admin.create_patient(
+    world_patient = await provisioning.create_patient(
         database, family="Bench", given="Mark", identifier="BENCH-0"
     )
-    device = await admin.register_device(database, display_name="Monitor")
-    await admin.assign_device(database, device.device_id, world_patient.id, START)
+    device = await provisioning.register_device(database, display_name="Monitor")
+    await provisioning.assign_device(database, device.device_id, world_patient.id, START)
     measure = measure_by_key("heart-rate")
     assert measure is not None
     minutes = days * 1440
@@ -158,7 +158,7 @@ async def _measure(database: Database, days: int, patients: int) -> None:
     )
 
     for n in range(patients):
-        await admin.create_patient(
+        await provisioning.create_patient(
             database, family=f"Family{n:04d}", given="Bench", identifier=f"B-{n}"
         )
 

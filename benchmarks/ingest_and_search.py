@@ -45,7 +45,7 @@ from _common import (
     tail,
     venv_python,
 )
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.store import migrate
 from medmesh.store.database import Database
 
@@ -207,21 +207,23 @@ async def provision(url: str, senders: int) -> Provisioned:
     db = Database(url)
     try:
         await migrate.upgrade(db)
-        throughput_patient = await admin.create_patient(
+        throughput_patient = await provisioning.create_patient(
             db, family="Bench", given="Mark", identifier="BENCH-1"
         )
         found: list[Sender] = []
         for k in range(senders):
-            cred = await admin.register_device(db, display_name=f"bench sender {k}")
-            await admin.assign_device(db, cred.device_id, throughput_patient.id, ASSIGNED_FROM)
+            cred = await provisioning.register_device(db, display_name=f"bench sender {k}")
+            await provisioning.assign_device(
+                db, cred.device_id, throughput_patient.id, ASSIGNED_FROM
+            )
             start = THROUGHPUT_EPOCH + timedelta(days=k)
             found.append(Sender(cred.device_id, cred.secret, start))
-        search_patient = await admin.create_patient(
+        search_patient = await provisioning.create_patient(
             db, family="Bench", given="Search", identifier="BENCH-2"
         )
-        cred = await admin.register_device(db, display_name="bench search device")
-        await admin.assign_device(db, cred.device_id, search_patient.id, ASSIGNED_FROM)
-        token = await admin.issue_service_token(db, name="bench", scopes="system/*.rs")
+        cred = await provisioning.register_device(db, display_name="bench search device")
+        await provisioning.assign_device(db, cred.device_id, search_patient.id, ASSIGNED_FROM)
+        token = await provisioning.issue_service_token(db, name="bench", scopes="system/*.rs")
     finally:
         await db.dispose()
     search_sender = Sender(cred.device_id, cred.secret, SEARCH_DAY)

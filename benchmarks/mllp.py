@@ -34,7 +34,7 @@ from _common import (
     print_machine,
     scratch_postgres,
 )
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store import migrate
@@ -115,8 +115,10 @@ async def provision(url: str) -> None:
     database = Database(url)
     try:
         await migrate.upgrade(database)
-        await admin.create_patient(database, family="Bench", given="Mark", identifier="BENCH-MRN-1")
-        await admin.register_device(
+        await provisioning.create_patient(
+            database, family="Bench", given="Mark", identifier="BENCH-MRN-1"
+        )
+        await provisioning.register_device(
             database, display_name="Bench monitor", serial_number=SERIAL, shared_monitor=True
         )
     finally:

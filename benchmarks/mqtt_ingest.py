@@ -55,7 +55,7 @@ from _common import (
     tail,
     venv_python,
 )
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import dead_letters, observations
@@ -226,11 +226,11 @@ async def provision(url: str, devices: int) -> list[str]:
     try:
         await migrate.upgrade(db)
         for k in range(devices):
-            patient = await admin.create_patient(
+            patient = await provisioning.create_patient(
                 db, family="Bench", given=f"Device {k}", identifier=f"BENCH-{k}"
             )
-            credential = await admin.register_device(db, display_name=f"bench device {k}")
-            await admin.assign_device(db, credential.device_id, patient.id, ASSIGNED_FROM)
+            credential = await provisioning.register_device(db, display_name=f"bench device {k}")
+            await provisioning.assign_device(db, credential.device_id, patient.id, ASSIGNED_FROM)
             found.append(credential.device_id)
     finally:
         await db.dispose()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import httpx
 import pyotp
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import Role
 from medmesh.store.database import Database
 from medmesh.web import session
@@ -64,7 +64,7 @@ async def make_clinician(
     enrolled: bool = True,
     role: Role = Role.CLINICIAN,
 ) -> Person:
-    account = await admin.create_user(
+    account = await provisioning.create_user(
         database,
         username=username,
         display_name=display_name,
@@ -74,14 +74,14 @@ async def make_clinician(
     secret = None
     if enrolled:
         secret = pyotp.random_base32(32)
-        await admin.activate_totp(database, username, secret)
+        await provisioning.activate_totp(database, username, secret)
     return Person(account.id, username, STAFF_PASSWORD, secret)
 
 
 async def make_patient_account(
     database: Database, patient_id: str, username: str = "jane.doe"
 ) -> Person:
-    account = await admin.create_user(
+    account = await provisioning.create_user(
         database,
         username=username,
         display_name="Jane Doe",

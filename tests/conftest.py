@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
@@ -146,20 +146,22 @@ CLINICIAN_PASSWORD = "correct horse battery staple"
 
 
 async def make_world(database: Database, identifier: str = "MRN-1") -> World:
-    patient = await admin.create_patient(
+    patient = await provisioning.create_patient(
         database, family="Doe", given="Jane", identifier=identifier, gender="female"
     )
-    credential = await admin.register_device(database, display_name="Cuff", model="BP-1")
-    await admin.assign_device(database, credential.device_id, patient.id, ASSIGNED_SINCE)
-    clinician = await admin.create_user(
+    credential = await provisioning.register_device(database, display_name="Cuff", model="BP-1")
+    await provisioning.assign_device(database, credential.device_id, patient.id, ASSIGNED_SINCE)
+    clinician = await provisioning.create_user(
         database,
         username=f"dr-test-{identifier.lower()}",
         display_name="dr test",
         role=Role.CLINICIAN,
         password=CLINICIAN_PASSWORD,
     )
-    await admin.add_to_care_team(database, patient.id, clinician.id, added_by="test")
-    token = await admin.issue_user_token(database, user_id=clinician.id, scopes="user/*.cruds")
+    await provisioning.add_to_care_team(database, patient.id, clinician.id, added_by="test")
+    token = await provisioning.issue_user_token(
+        database, user_id=clinician.id, scopes="user/*.cruds"
+    )
     return World(patient.id, credential.device_id, credential.secret, token, clinician.id)
 
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
@@ -91,15 +91,17 @@ async def add_alert(database: Database, patient_id: str, opened: datetime) -> st
 
 async def make_clinic(database: Database, http: httpx.AsyncClient) -> Clinic:
     a = await make_world(database)
-    b = await admin.create_patient(database, family="Roe", given="Rick", identifier="MRN-2")
-    b_device = await admin.register_device(database, display_name="Oximeter")
-    await admin.assign_device(database, b_device.device_id, b.id, ASSIGNED_SINCE)
+    b = await provisioning.create_patient(database, family="Roe", given="Rick", identifier="MRN-2")
+    b_device = await provisioning.register_device(database, display_name="Oximeter")
+    await provisioning.assign_device(database, b_device.device_id, b.id, ASSIGNED_SINCE)
     b_headers = {"Authorization": f"Bearer {b_device.secret}"}
     await ingest(http, a.device_headers, minute_series(A_READINGS, prefix="a"))
     await ingest(http, b_headers, minute_series(B_READINGS, prefix="b"))
     await add_alert(database, a.patient_id, BASE_TIME + timedelta(minutes=5))
     await add_alert(database, b.id, BASE_TIME + timedelta(minutes=6))
-    service = await admin.issue_service_token(database, name="clinic EHR", scopes="system/*.rs")
+    service = await provisioning.issue_service_token(
+        database, name="clinic EHR", scopes="system/*.rs"
+    )
     return Clinic(a, b.id, b_device.device_id, b_headers, {"Authorization": f"Bearer {service}"})
 
 
@@ -111,7 +113,9 @@ async def move_to_organization(database: Database, organization_id: str, patient
 
 
 async def other_token(database: Database) -> dict[str, str]:
-    token = await admin.issue_service_token(database, name="someone else", scopes="system/*.rs")
+    token = await provisioning.issue_service_token(
+        database, name="someone else", scopes="system/*.rs"
+    )
     return {"Authorization": f"Bearer {token}"}
 
 

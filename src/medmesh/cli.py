@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from medmesh import admin, logs, wiring
+from medmesh import logs, provisioning, wiring
 from medmesh.access.identity.credentials import API_TOKEN_PREFIX, hash_secret, new_secret
 from medmesh.access.identity.mosquitto import set_password
 from medmesh.access.identity.principals import DEFAULT_ORGANIZATION
@@ -132,7 +132,7 @@ def patient_create(
     identifier: Annotated[str, typer.Option(help="Medical record number")],
     system: Annotated[
         str, typer.Option(help="Identifier system")
-    ] = admin.DEFAULT_IDENTIFIER_SYSTEM,
+    ] = provisioning.DEFAULT_IDENTIFIER_SYSTEM,
     birth_date: Annotated[str | None, typer.Option(help="YYYY-MM-DD")] = None,
     gender: Annotated[str | None, typer.Option(help="male, female, other or unknown")] = None,
 ) -> None:
@@ -144,7 +144,7 @@ def patient_create(
     except ValueError:
         raise typer.BadParameter("birth date must be YYYY-MM-DD") from None
     patient = run(
-        lambda db: admin.create_patient(
+        lambda db: provisioning.create_patient(
             db,
             family=family,
             given=given,
@@ -174,7 +174,7 @@ def device_register(
 ) -> None:
     """Register a device; prints its id and its secret (shown only this once)."""
     credential = run(
-        lambda db: admin.register_device(
+        lambda db: provisioning.register_device(
             db,
             display_name=name,
             manufacturer=manufacturer,
@@ -194,7 +194,7 @@ def device_shared_monitor(
     off: Annotated[bool, typer.Option("--off", help="Make it an ordinary device again")] = False,
 ) -> None:
     """Mark a device as a shared bedside monitor: over HL7, its patient is the one PID names."""
-    run(lambda db: admin.set_shared_monitor(db, device_id, not off))
+    run(lambda db: provisioning.set_shared_monitor(db, device_id, not off))
     state = "an ordinary device (patient from its assignment)" if off else "a shared monitor"
     typer.echo(f"device {device_id} is now {state}")
 
@@ -264,7 +264,7 @@ def ingest_worker(
 @device_app.command("rotate-secret")
 def device_rotate_secret(device_id: str) -> None:
     """Give a device a new secret; the old one stops working at once."""
-    credential = run(lambda db: admin.rotate_device_secret(db, device_id))
+    credential = run(lambda db: provisioning.rotate_device_secret(db, device_id))
     typer.echo(f"device secret: {credential.secret}")
 
 
@@ -277,7 +277,7 @@ def device_assign(
     ] = None,
 ) -> None:
     """Assign a device to a patient from a moment on (ending any open assignment)."""
-    run(lambda db: admin.assign_device(db, device_id, patient_id, _aware(start)))
+    run(lambda db: provisioning.assign_device(db, device_id, patient_id, _aware(start)))
     typer.echo("assigned")
 
 
@@ -334,7 +334,7 @@ def token_create(
         if not service.strip():
             raise typer.BadParameter("--service needs a name")
         token = run(
-            lambda db: admin.issue_service_token(
+            lambda db: provisioning.issue_service_token(
                 db,
                 name=service,
                 organization_id=organization or DEFAULT_ORGANIZATION,
@@ -353,7 +353,7 @@ def token_create(
         if account is None:
             raise NotFound("no user account with this username")
         lifetime = timedelta(days=days) if days is not None else None
-        return await admin.issue_user_token(
+        return await provisioning.issue_user_token(
             db, user_id=account.id, scopes=scope, lifetime=lifetime, patient_id=patient
         )
 
@@ -378,7 +378,9 @@ def care_team_add(
 
     async def add(database: Database) -> None:
         user_id = await _user_id(database, username)
-        await admin.add_to_care_team(database, patient_id, user_id, role=role, added_by="cli")
+        await provisioning.add_to_care_team(
+            database, patient_id, user_id, role=role, added_by="cli"
+        )
 
     run(add)
     typer.echo(f"{username} is on the care team ({role})")
@@ -440,15 +442,15 @@ def sim_load(
     async def provision(db: Database) -> list[DeviceLogin]:
         logins = []
         for n in range(devices):
-            patient = await admin.create_patient(
+            patient = await provisioning.create_patient(
                 db,
                 family=f"Load {n}",
                 given="Sim",
                 identifier=f"load-{uuid.uuid4()}",
                 identifier_system="urn:medmesh:load",
             )
-            credential = await admin.register_device(db, display_name=f"load device {n}")
-            await admin.assign_device(
+            credential = await provisioning.register_device(db, display_name=f"load device {n}")
+            await provisioning.assign_device(
                 db, credential.device_id, patient.id, datetime(2000, 1, 1, tzinfo=UTC)
             )
             logins.append(DeviceLogin(credential.device_id, credential.secret))

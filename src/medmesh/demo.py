@@ -12,7 +12,7 @@ import httpx
 import uvicorn
 from sqlalchemy.engine import make_url
 
-from medmesh import admin, wiring
+from medmesh import provisioning, wiring
 from medmesh.access.identity import totp
 from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
@@ -47,10 +47,10 @@ async def _clinician_token(database: Database, patient_ids: list[str]) -> str:
         account = await Users(conn).find_by_username(DEMO_CLINICIAN)
     assert account is not None  # made by _provision_clinician
     for patient_id in patient_ids:
-        await admin.add_to_care_team(
+        await provisioning.add_to_care_team(
             database, patient_id, account.id, role="primary", added_by="demo"
         )
-    return await admin.issue_user_token(
+    return await provisioning.issue_user_token(
         database, user_id=account.id, scopes="user/*.rs", lifetime=timedelta(days=1)
     )
 
@@ -60,7 +60,7 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
     async with database.read() as conn:
         patient = await Patients(conn).find_by_identifier(DEMO_SYSTEM, simulated.name)
     if patient is None:
-        patient = await admin.create_patient(
+        patient = await provisioning.create_patient(
             database,
             family=simulated.name.replace("-", " ").title(),
             given="Demo",
@@ -70,12 +70,12 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
     async with database.read() as conn:
         devices = await Devices(conn).search(patient_id=patient.id, limit=1)
     if devices:
-        credential = await admin.rotate_device_secret(database, devices[0].id)
+        credential = await provisioning.rotate_device_secret(database, devices[0].id)
     else:
-        credential = await admin.register_device(
+        credential = await provisioning.register_device(
             database, display_name=f"Demo monitor ({simulated.name})", manufacturer="medmesh sim"
         )
-        await admin.assign_device(
+        await provisioning.assign_device(
             database, credential.device_id, patient.id, datetime.now(UTC) - 2 * BACKFILL
         )
     return DemoSubject(simulated, patient.id, credential.device_id, credential.secret)
@@ -96,7 +96,7 @@ async def _provision_clinician(database: Database) -> DemoClinician:
     async with database.read() as conn:
         existing = await Users(conn).find_by_username(DEMO_CLINICIAN)
     if existing is None:
-        await admin.create_user(
+        await provisioning.create_user(
             database,
             username=DEMO_CLINICIAN,
             display_name="Dr Demo Clinician",
@@ -104,9 +104,9 @@ async def _provision_clinician(database: Database) -> DemoClinician:
             password=password,
         )
     else:
-        await admin.reset_password(database, DEMO_CLINICIAN, password)
-        await admin.set_disabled(database, DEMO_CLINICIAN, disabled=False)
-    await admin.activate_totp(database, DEMO_CLINICIAN, secret)
+        await provisioning.reset_password(database, DEMO_CLINICIAN, password)
+        await provisioning.set_disabled(database, DEMO_CLINICIAN, disabled=False)
+    await provisioning.activate_totp(database, DEMO_CLINICIAN, secret)
     return DemoClinician(DEMO_CLINICIAN, password, secret)
 
 

@@ -19,7 +19,7 @@ import httpx
 import pyotp
 from playwright.async_api import Browser, ConsoleMessage, Locator, Page
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import Role
 from medmesh.store import migrate
 from medmesh.store.database import Database
@@ -52,15 +52,15 @@ async def provision(url: str) -> Ward:
     since = datetime.now(UTC) - timedelta(days=1)
     made = {}
     for family, given in (("Doe", "Jane"), ("Okafor", "Chidi"), ("Lindqvist", "Anna")):
-        patient = await admin.create_patient(
+        patient = await provisioning.create_patient(
             database, family=family, given=given, identifier=f"MRN-{family.upper()}"
         )
-        device = await admin.register_device(
+        device = await provisioning.register_device(
             database, display_name=f"Monitor {given}", manufacturer="Acme", model="PX-3"
         )
-        await admin.assign_device(database, device.device_id, patient.id, since)
+        await provisioning.assign_device(database, device.device_id, patient.id, since)
         made[family] = (patient.id, device)
-    ada = await admin.create_user(
+    ada = await provisioning.create_user(
         database,
         username=USERNAME,
         display_name="Dr Ada Smith",
@@ -68,10 +68,10 @@ async def provision(url: str) -> Ward:
         password=PASSWORD,
     )
     for patient_id, _ in made.values():  # her panel: the patients she cares for
-        await admin.add_to_care_team(database, patient_id, ada.id, added_by="test")
+        await provisioning.add_to_care_team(database, patient_id, ada.id, added_by="test")
     secret = pyotp.random_base32(32)
-    await admin.activate_totp(database, USERNAME, secret)
-    await admin.create_user(
+    await provisioning.activate_totp(database, USERNAME, secret)
+    await provisioning.create_user(
         database,
         username=PATIENT,
         display_name="Jane Doe",
@@ -79,7 +79,7 @@ async def provision(url: str) -> Ward:
         password=PATIENT_PASSWORD,
         patient_id=made["Doe"][0],
     )
-    await admin.create_user(  # not enrolled yet: gets the TOTP set-up page
+    await provisioning.create_user(  # not enrolled yet: gets the TOTP set-up page
         database,
         username=NEWCOMER,
         display_name="Dr Grace Hopper",

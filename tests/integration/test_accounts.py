@@ -16,7 +16,7 @@ import pytest
 from argon2 import PasswordHasher
 from typer.testing import CliRunner
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
 from medmesh.cli import app as cli
@@ -533,7 +533,7 @@ async def test_a_password_reset_from_the_command_line_checks_the_rules(
 
 async def test_a_patient_account_belongs_to_an_existing_patient_record(database: Database) -> None:
     with pytest.raises(Exception, match="Patient not found"):
-        await admin.create_user(
+        await provisioning.create_user(
             database,
             username="jane",
             display_name="Jane",

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.care_plans import CarePlan, Schedule
 from medmesh.events.bus import InProcessBus, Subscription
@@ -261,7 +261,7 @@ async def test_an_acknowledged_alert_does_not_escalate(monitor: Monitor) -> None
 async def test_a_patient_without_devices_or_plan_raises_nothing_on_the_clock(
     database: Database,
 ) -> None:
-    await admin.create_patient(database, family="Roe", given="R", identifier="MRN-9")
+    await provisioning.create_patient(database, family="Roe", given="R", identifier="MRN-9")
     assert await run_checks(database, InProcessBus(), BASE_TIME + timedelta(days=3)) == []
 
 

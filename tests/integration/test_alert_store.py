@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.care_plans import CarePlan, Schedule
 from medmesh.domain.errors import NotFound
@@ -39,7 +39,7 @@ def alert(patient_id: str, n: int, severity: Severity, status: AlertStatus) -> A
 async def test_open_counts_give_the_number_and_highest_severity_of_unresolved_alerts(
     database: Database, world: World
 ) -> None:
-    other = await admin.create_patient(database, family="Roe", given="R", identifier="MRN-2")
+    other = await provisioning.create_patient(database, family="Roe", given="R", identifier="MRN-2")
     async with database.write() as conn:
         alerts = Alerts(conn)
         await alerts.add(alert(world.patient_id, 1, Severity.WARNING, AlertStatus.OPEN))

@@ -15,7 +15,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhirpy import AsyncFHIRClient
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import Role
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
@@ -28,7 +28,7 @@ from tests.live_server import live_server
 @pytest.fixture
 async def world(world: World, database: Database) -> World:
     """The world, its token the patient's own: a patient reads who looked at their record."""
-    account = await admin.create_user(
+    account = await provisioning.create_user(
         database,
         username="jane",
         display_name="Jane Doe",
@@ -36,7 +36,7 @@ async def world(world: World, database: Database) -> World:
         password=CLINICIAN_PASSWORD,
         patient_id=world.patient_id,
     )
-    token = await admin.issue_user_token(database, user_id=account.id, scopes="patient/*.rs")
+    token = await provisioning.issue_user_token(database, user_id=account.id, scopes="patient/*.rs")
     return dataclasses.replace(world, token=token)
 
 

@@ -22,7 +22,7 @@ import pytest
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.erasure import set_legal_hold
 from medmesh.access.identity.principals import Role
@@ -67,7 +67,7 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 async def _service_token(database: Database, organization_id: str, scopes: str) -> str:
-    return await admin.issue_service_token(
+    return await provisioning.issue_service_token(
         database,
         name=f"{organization_id} integration",
         organization_id=organization_id,
@@ -78,7 +78,7 @@ async def _service_token(database: Database, organization_id: str, scopes: str) 
 async def _user_token(
     database: Database, username: str, role: Role, scopes: str, **kw: Any
 ) -> tuple[str, str]:
-    user = await admin.create_user(
+    user = await provisioning.create_user(
         database,
         username=username,
         display_name=username.replace("-", " ").title(),
@@ -86,7 +86,7 @@ async def _user_token(
         password=CLINICIAN_PASSWORD,
         **kw,
     )
-    return user.id, await admin.issue_user_token(database, user_id=user.id, scopes=scopes)
+    return user.id, await provisioning.issue_user_token(database, user_id=user.id, scopes=scopes)
 
 
 @pytest.fixture
@@ -141,8 +141,8 @@ async def cast(database: Database, http: AppClient) -> Cast:
     async with database.write() as conn:
         await Organizations(conn).add("partner", "Partner Hospital")
     partner = await _service_token(database, "partner", "system/*.rs")
-    await admin.add_to_care_team(database, b.patient_id, a.clinician_id, added_by="test")
-    launch_b = await admin.issue_user_token(
+    await provisioning.add_to_care_team(database, b.patient_id, a.clinician_id, added_by="test")
+    launch_b = await provisioning.issue_user_token(
         database, user_id=a.clinician_id, scopes="patient/*.cruds", patient_id=b.patient_id
     )
     async with database.write() as conn:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from joserfc.jwk import RSAKey
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.bearer import principal_for_token
 from medmesh.access.identity.principals import ActorKind, Principal, Role
 from medmesh.access.policy.scopes import Scopes
@@ -56,7 +56,7 @@ async def http(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
 async def register(database: Database, alg: str = "RS384", **options: Any) -> Partner:
     async with database.write() as conn:
         await Organizations(conn).add("north", "Northside Clinic")
-    client_id = await admin.register_client(
+    client_id = await provisioning.register_client(
         database,
         name="Northside EHR",
         jwks=public_jwks(rsa_key(), ec_key()),
@@ -203,10 +203,10 @@ async def test_a_disabled_client_gets_no_token_and_its_tokens_stop_working(
     partner = await register(database)
     issued = await ask(http, partner)
     token = issued.json()["access_token"]
-    await admin.set_client_disabled(database, partner.client_id, True)
+    await provisioning.set_client_disabled(database, partner.client_id, True)
     refused(await ask(http, partner), 401, "invalid_client", "disabled")
     assert await resolve(database, token, datetime.now(UTC)) is None
-    await admin.set_client_disabled(database, partner.client_id, False)
+    await provisioning.set_client_disabled(database, partner.client_id, False)
     assert await resolve(database, token, datetime.now(UTC)) is not None
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.bearer import principal_for_token
 from medmesh.access.identity.credentials import hash_secret
 from medmesh.access.identity.principals import ActorKind, Principal, Role
@@ -26,16 +26,18 @@ async def resolve(database: Database, token: str, now: datetime | None = None) -
         return await principal_for_token(conn, token, now=now or datetime.now(UTC))
 
 
-async def clinician(database: Database, username: str = "dr.ade") -> admin.UserAccount:
-    return await admin.create_user(
+async def clinician(database: Database, username: str = "dr.ade") -> provisioning.UserAccount:
+    return await provisioning.create_user(
         database, username=username, display_name="Dr Ade Bello", role=Role.CLINICIAN,
         password=PASSWORD,
     )  # fmt: skip
 
 
-async def patient_account(database: Database) -> admin.UserAccount:
-    patient = await admin.create_patient(database, family="Okafor", given="Ada", identifier="M1")
-    return await admin.create_user(
+async def patient_account(database: Database) -> provisioning.UserAccount:
+    patient = await provisioning.create_patient(
+        database, family="Okafor", given="Ada", identifier="M1"
+    )
+    return await provisioning.create_user(
         database, username="ada", display_name="Ada Okafor", role=Role.PATIENT,
         password=PASSWORD, patient_id=patient.id,
     )  # fmt: skip
@@ -45,7 +47,7 @@ async def test_a_clinicians_token_resolves_to_the_clinician_with_the_scopes_gran
     database: Database,
 ) -> None:
     account = await clinician(database)
-    token = await admin.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
+    token = await provisioning.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
     principal = await resolve(database, token)
     assert principal is not None
     assert (principal.kind, principal.id, principal.name) == (
@@ -63,7 +65,7 @@ async def test_a_clinicians_token_resolves_to_the_clinician_with_the_scopes_gran
 
 async def test_a_patients_token_opens_their_own_record_only(database: Database) -> None:
     account = await patient_account(database)
-    token = await admin.issue_user_token(
+    token = await provisioning.issue_user_token(
         database, user_id=account.id, scopes="patient/Observation.rs patient/Patient.r"
     )
     principal = await resolve(database, token)
@@ -76,16 +78,16 @@ async def test_a_patient_account_cannot_be_given_user_or_system_scopes(database:
     account = await patient_account(database)
     for scopes in ("user/*.rs", "patient/Observation.rs system/Observation.rs"):
         with pytest.raises(ScopeNotAllowed, match="patient/ scopes only"):
-            await admin.issue_user_token(database, user_id=account.id, scopes=scopes)
+            await provisioning.issue_user_token(database, user_id=account.id, scopes=scopes)
 
 
 async def test_a_patient_accounts_token_cannot_open_another_patients_record(
     database: Database,
 ) -> None:
     account = await patient_account(database)
-    other = await admin.create_patient(database, family="Doe", given="Jo", identifier="M2")
+    other = await provisioning.create_patient(database, family="Doe", given="Jo", identifier="M2")
     with pytest.raises(ScopeNotAllowed, match="only their own record"):
-        await admin.issue_user_token(
+        await provisioning.issue_user_token(
             database, user_id=account.id, scopes="patient/*.rs", patient_id=other.id
         )
 
@@ -93,18 +95,18 @@ async def test_a_patient_accounts_token_cannot_open_another_patients_record(
 async def test_a_clinicians_patient_scopes_need_a_launch_patient(database: Database) -> None:
     account = await clinician(database)
     with pytest.raises(ScopeNotAllowed, match="need a launch patient"):
-        await admin.issue_user_token(database, user_id=account.id, scopes="patient/*.rs")
+        await provisioning.issue_user_token(database, user_id=account.id, scopes="patient/*.rs")
     with pytest.raises(NotFound):
-        await admin.issue_user_token(
+        await provisioning.issue_user_token(
             database, user_id=account.id, scopes="patient/*.rs", patient_id="no-such-patient"
         )
-    patient = await admin.create_patient(database, family="Doe", given="Jo", identifier="M3")
+    patient = await provisioning.create_patient(database, family="Doe", given="Jo", identifier="M3")
     with pytest.raises(ScopeNotAllowed, match="not on the patient's care team"):
-        await admin.issue_user_token(
+        await provisioning.issue_user_token(
             database, user_id=account.id, scopes="patient/*.rs", patient_id=patient.id
         )
-    await admin.add_to_care_team(database, patient.id, account.id, added_by="test")
-    token = await admin.issue_user_token(
+    await provisioning.add_to_care_team(database, patient.id, account.id, added_by="test")
+    token = await provisioning.issue_user_token(
         database, user_id=account.id, scopes="patient/*.rs", patient_id=patient.id
     )
     principal = await resolve(database, token)
@@ -114,14 +116,16 @@ async def test_a_clinicians_patient_scopes_need_a_launch_patient(database: Datab
 async def test_a_clinician_cannot_hold_system_scopes(database: Database) -> None:
     account = await clinician(database)
     with pytest.raises(ScopeNotAllowed, match="not system/"):
-        await admin.issue_user_token(database, user_id=account.id, scopes="system/*.rs")
+        await provisioning.issue_user_token(database, user_id=account.id, scopes="system/*.rs")
     with pytest.raises(InvalidScope, match="not a SMART scope"):
-        await admin.issue_user_token(database, user_id=account.id, scopes="user/observation.rs")
+        await provisioning.issue_user_token(
+            database, user_id=account.id, scopes="user/observation.rs"
+        )
 
 
 async def test_an_unknown_revoked_or_empty_token_resolves_to_nobody(database: Database) -> None:
     account = await clinician(database)
-    token = await admin.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
+    token = await provisioning.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
     assert await resolve(database, "mmt_not-a-token") is None
     assert await resolve(database, "  ") is None
     async with database.write() as conn:
@@ -134,7 +138,7 @@ async def test_an_unknown_revoked_or_empty_token_resolves_to_nobody(database: Da
 async def test_a_token_stops_working_when_it_expires(database: Database) -> None:
     account = await clinician(database)
     issued = datetime.now(UTC)
-    token = await admin.issue_user_token(
+    token = await provisioning.issue_user_token(
         database, user_id=account.id, scopes="user/*.rs", lifetime=timedelta(days=7)
     )
     assert await resolve(database, token, issued + timedelta(days=6, hours=23)) is not None
@@ -143,20 +147,22 @@ async def test_a_token_stops_working_when_it_expires(database: Database) -> None
 
 async def test_disabling_an_account_stops_its_tokens_and_new_ones(database: Database) -> None:
     account = await clinician(database)
-    token = await admin.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
+    token = await provisioning.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
     async with database.write() as conn:
         await Users(conn).update(account.id, disabled=True)
     assert await resolve(database, token) is None
     with pytest.raises(Conflict, match="disabled"):
-        await admin.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
+        await provisioning.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
 
 
 async def test_a_token_whose_scopes_the_accounts_new_role_may_not_hold_stops_working(
     database: Database,
 ) -> None:
     account = await clinician(database)
-    token = await admin.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
-    patient = await admin.create_patient(database, family="Bello", given="A", identifier="M4")
+    token = await provisioning.issue_user_token(database, user_id=account.id, scopes="user/*.rs")
+    patient = await provisioning.create_patient(
+        database, family="Bello", given="A", identifier="M4"
+    )
     async with database.write() as conn:
         await Users(conn).update(account.id, role=Role.PATIENT.value, patient_id=patient.id)
     assert await resolve(database, token) is None
@@ -167,7 +173,7 @@ async def test_a_service_token_acts_for_its_organisation_with_system_scopes(
 ) -> None:
     async with database.write() as conn:
         await Organizations(conn).add("north", "Northside Clinic")
-    token = await admin.issue_service_token(
+    token = await provisioning.issue_service_token(
         database, name="north lab feed", organization_id="north", scopes="system/Observation.rs"
     )
     principal = await resolve(database, token)
@@ -181,8 +187,8 @@ async def test_a_service_token_is_refused_user_scopes_and_unknown_organisations(
     database: Database,
 ) -> None:
     with pytest.raises(ScopeNotAllowed, match="system/ scopes only"):
-        await admin.issue_service_token(database, name="feed", scopes="user/*.rs")
+        await provisioning.issue_service_token(database, name="feed", scopes="user/*.rs")
     with pytest.raises(NotFound, match="organisation"):
-        await admin.issue_service_token(
+        await provisioning.issue_service_token(
             database, name="feed", organization_id="nowhere", scopes="system/*.rs"
         )

@@ -16,7 +16,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 from sqlalchemy import func, select
 
-from medmesh import admin, wiring
+from medmesh import provisioning, wiring
 from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
 from medmesh.config import Settings
@@ -158,7 +158,7 @@ async def test_group_export_holds_only_the_groups_members(
     clinic = await make_clinic(database, export_app.http)
     await move_to_organization(database, "north", clinic.b_patient_id)
     # The north clinic's own backend service.
-    token = await admin.issue_service_token(
+    token = await provisioning.issue_service_token(
         database, name="north EHR", organization_id="north", scopes="system/*.rs"
     )
     http, headers = export_app.http, {"Authorization": f"Bearer {token}"}
@@ -334,7 +334,7 @@ async def test_a_care_team_panel_is_a_group_of_the_clinicians_patients(
 ) -> None:
     clinic = await make_clinic(database, export_app.http)
     http, headers = export_app.http, clinic.headers
-    nurse = await admin.create_user(
+    nurse = await provisioning.create_user(
         database,
         username="nurse.north",
         display_name="Nurse North",

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import Role
 from medmesh.cli import app
 from medmesh.store.database import Database
@@ -30,7 +30,7 @@ def _clinician_account(database_url: str, username: str) -> None:
     async def create() -> None:
         database = Database(database_url)
         try:
-            await admin.create_user(
+            await provisioning.create_user(
                 database,
                 username=username,
                 display_name=f"Dr {username}",

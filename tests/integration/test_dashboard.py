@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
@@ -49,7 +49,7 @@ async def http(database_url: str, world: World) -> AsyncIterator[httpx.AsyncClie
 async def clinician(database: Database, world: World) -> Person:
     """A clinician on the world patient's care team (the panel lists their patients)."""
     person = await make_clinician(database, "dr.test", "dr test")
-    await admin.add_to_care_team(database, world.patient_id, person.user_id, added_by="test")
+    await provisioning.add_to_care_team(database, world.patient_id, person.user_id, added_by="test")
     return person
 
 
@@ -205,10 +205,12 @@ async def test_the_panel_lists_the_most_urgent_patients_first(
 ) -> None:
     made = {}
     for family in ("Able", "Brook", "Cole", "Dunn"):
-        made[family] = await admin.create_patient(
+        made[family] = await provisioning.create_patient(
             database, family=family, given="Test", identifier=f"MRN-{family}"
         )
-        await admin.add_to_care_team(database, made[family].id, clinician.user_id, added_by="t")
+        await provisioning.add_to_care_team(
+            database, made[family].id, clinician.user_id, added_by="t"
+        )
     await add_alert(database, made["Dunn"].id, Severity.CRITICAL)
     await add_alert(database, made["Brook"].id, Severity.WARNING)
     await add_alert(database, made["Brook"].id, Severity.WARNING, title="Glucose high")

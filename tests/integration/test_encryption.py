@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select, update
 from typer.testing import CliRunner
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.cli import app
 from medmesh.crypto import rotation
 from medmesh.crypto.errors import KeyringError, Undecryptable
@@ -61,7 +61,7 @@ async def test_readings_and_demographics_round_trip_through_the_patients_key(
         [heart_rate(world.patient_id, world.device_id, 0, 72.5)]
         + [blood_pressure(world.patient_id, world.device_id, 1, 128.0, 81.0)],
     )
-    born = await admin.create_patient(
+    born = await provisioning.create_patient(
         database, family="Müller", given="Zoë", identifier="MRN-Z", birth_date=date(1950, 2, 3)
     )
     async with database.read() as conn:
@@ -76,7 +76,7 @@ async def test_readings_and_demographics_round_trip_through_the_patients_key(
 async def test_the_main_database_holds_no_plaintext_names_identifiers_or_values(
     database: Database, world: World
 ) -> None:
-    await admin.create_patient(
+    await provisioning.create_patient(
         database,
         family="Ashworth",
         given="Penelope",
@@ -109,8 +109,8 @@ async def test_the_main_database_holds_no_plaintext_names_identifiers_or_values(
 async def test_patients_are_still_found_by_identifier_and_by_name_prefix(
     database: Database, world: World
 ) -> None:
-    await admin.create_patient(database, family="Dobson", given="Adam", identifier="MRN-2")
-    await admin.create_patient(database, family="Smith", given="Dorothy", identifier="MRN-3")
+    await provisioning.create_patient(database, family="Dobson", given="Adam", identifier="MRN-2")
+    await provisioning.create_patient(database, family="Smith", given="Dorothy", identifier="MRN-3")
     async with database.read() as conn:
         repo = Patients(conn)
         by_identifier = await repo.find_by_identifier(None, "MRN-2")
@@ -167,7 +167,9 @@ async def test_ciphertext_moved_to_another_row_does_not_decrypt(
 async def test_ciphertext_moved_to_another_patient_does_not_decrypt(
     database: Database, world: World
 ) -> None:
-    other = await admin.create_patient(database, family="Roe", given="Rick", identifier="MRN-9")
+    other = await provisioning.create_patient(
+        database, family="Roe", given="Rick", identifier="MRN-9"
+    )
     async with database.read() as conn:
         doe = (
             await conn.execute(select(patients.c.family).where(patients.c.id == world.patient_id))
@@ -186,7 +188,7 @@ async def test_master_key_rotates_while_the_platform_keeps_reading_and_writing(
 ) -> None:
     world = keyed_world
     for n in range(3):
-        await admin.create_patient(keyed, family=f"F{n}", given="G", identifier=f"ROT-{n}")
+        await provisioning.create_patient(keyed, family=f"F{n}", given="G", identifier=f"ROT-{n}")
     await store(keyed, [heart_rate(world.patient_id, world.device_id, n, 70.0) for n in range(5)])
     # Another process serving the same deployment, with its own keyring instance and key cache.
     server = keyed_database(database_url, tmp_path / "keys")
@@ -220,7 +222,9 @@ async def test_master_key_rotates_while_the_platform_keeps_reading_and_writing(
     assert report.new_key_id == "mk-2"
     assert report.rewrapped == 4
     assert report.by_master_key == {"mk-2": 4}
-    created = await admin.create_patient(server, family="New", given="N", identifier="ROT-new")
+    created = await provisioning.create_patient(
+        server, family="New", given="N", identifier="ROT-new"
+    )
     stored_key = await server.cipher.keys.get(created.id)
     assert stored_key is not None and stored_key.wrapped.master_key_id == "mk-2"
 
@@ -339,9 +343,13 @@ async def test_a_running_server_keeps_ingesting_and_serving_during_rotation(
     try:
         world = await make_world(admin_side)
         for n in range(20):
-            await admin.create_patient(admin_side, family=f"R{n}", given="G", identifier=f"R-{n}")
+            await provisioning.create_patient(
+                admin_side, family=f"R{n}", given="G", identifier=f"R-{n}"
+            )
         # The organisation's own integration sees all its patients (the clinician, their own).
-        service = await admin.issue_service_token(admin_side, name="ehr", scopes="system/*.rs")
+        service = await provisioning.issue_service_token(
+            admin_side, name="ehr", scopes="system/*.rs"
+        )
         with live_server(database_url, tmp_path / "server.log") as server:
             rotated = asyncio.Event()
             sent = 0

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.erasure import (
     LegalHold,
     WithinRetention,
@@ -137,7 +137,7 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
     patient_id = keyed_world.patient_id
     other = await make_world(keyed, identifier="MRN-OTHER")
     await store(keyed, [heart_rate(other.patient_id, other.device_id, 0, 66.0)])
-    account = await admin.create_user(
+    account = await provisioning.create_user(
         keyed,
         username="jane",
         display_name="Jane",

@@ -200,9 +200,10 @@ async def test_a_device_now_with_another_patient_names_no_patient_in_the_first_r
     export_app: ExportApp, database: Database
 ) -> None:
     clinic = await make_clinic(database, export_app.http)
-    from medmesh import admin
 
-    await admin.assign_device(database, clinic.a.device_id, clinic.b_patient_id, now())
+    from medmesh import provisioning
+
+    await provisioning.assign_device(database, clinic.a.device_id, clinic.b_patient_id, now())
     bundle = await _everything(export_app.http, clinic.a.patient_id, clinic.headers, _type="Device")
     (device,) = [e["resource"] for e in bundle["entry"]]
     assert device["id"] == clinic.a.device_id

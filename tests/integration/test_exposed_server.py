@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import Role
 from medmesh.store.database import Database
 from medmesh.web.session import SESSION_COOKIE
@@ -35,7 +35,7 @@ async def test_a_device_page_of_another_record_answers_like_an_unknown_device(
     a = await make_world(database, "MRN-A")
     b = await make_world(database, "MRN-B")
     ada = await make_clinician(database, "ada")
-    await admin.add_to_care_team(database, a.patient_id, ada.user_id, added_by="test")
+    await provisioning.add_to_care_team(database, a.patient_id, ada.user_id, added_by="test")
     async with httpx.AsyncClient(base_url=server.base_url) as browser:
         await sign_in(browser, ada)
         assert (await browser.get(f"/devices/{a.device_id}")).status_code == 200
@@ -79,7 +79,7 @@ async def test_a_care_team_group_of_someone_else_answers_like_an_unknown_account
     server: LiveServer, database: Database
 ) -> None:
     world = await make_world(database)
-    colleague = await admin.create_user(
+    colleague = await provisioning.create_user(
         database,
         username="dr.other",
         display_name="Dr Other",

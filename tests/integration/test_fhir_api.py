@@ -16,7 +16,7 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.patient import Patient
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.store.database import Database
 from tests.conftest import World
 from tests.helpers import BASE_TIME, minute_series, reading, stamp
@@ -249,7 +249,7 @@ async def test_patient_and_device_read_and_search(
     Device.model_validate(device)
     assert device["patient"] == {"reference": f"Patient/{world.patient_id}"}
     assert device["modelNumber"] == "BP-1"
-    await admin.register_device(database, display_name="Unassigned scale")
+    await provisioning.register_device(database, display_name="Unassigned scale")
     devices = (
         await client.get("/fhir/Device", params={"patient": world.patient_id}, headers=headers)
     ).json()

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import func, select
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.observations import ObservationQuery, Observations
@@ -161,9 +161,11 @@ async def test_writes_without_a_valid_device_credential_are_refused(
 async def test_reading_goes_to_the_patient_the_device_was_assigned_to_at_that_time(
     client: httpx.AsyncClient, world: World, database: Database
 ) -> None:
-    other = await admin.create_patient(database, family="Roe", given="Rick", identifier="MRN-2")
+    other = await provisioning.create_patient(
+        database, family="Roe", given="Rick", identifier="MRN-2"
+    )
     handover = BASE_TIME + timedelta(minutes=30)
-    await admin.assign_device(database, world.device_id, other.id, handover)
+    await provisioning.assign_device(database, world.device_id, other.id, handover)
     response = await client.post(
         URL, json={"readings": minute_series(60)}, headers=world.device_headers
     )

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.errors import InvalidReading, RejectReason
@@ -98,8 +98,10 @@ class FuzzServer:
 
     async def _post(self, body: bytes) -> Exchange:
         database: Database = self._app.state.services.database
-        device = await admin.register_device(database, display_name="fuzzer")
-        await admin.assign_device(database, device.device_id, self.patient_id, ASSIGNED_SINCE)
+        device = await provisioning.register_device(database, display_name="fuzzer")
+        await provisioning.assign_device(
+            database, device.device_id, self.patient_id, ASSIGNED_SINCE
+        )
         transport = httpx.ASGITransport(app=self._app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             sent_at = datetime.now(UTC)
@@ -172,7 +174,7 @@ def server(tmp_path: Path) -> Iterator[FuzzServer]:
         database = Database(url)
         try:
             await migrate.upgrade(database)
-            patient = await admin.create_patient(
+            patient = await provisioning.create_patient(
                 database, family="Fuzz", given="Ada", identifier="MRN-FUZZ"
             )
         finally:

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.store.database import Database
 from medmesh.store.observations import ObservationQuery, Observations
 from medmesh.store.schema import dead_letters
@@ -153,7 +153,9 @@ async def test_back_dated_readings_into_the_previous_patients_record_are_refused
 ) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     other = await make_world(database, identifier="MRN-2")
-    await admin.assign_device(database, world.device_id, other.patient_id, now - timedelta(hours=1))
+    await provisioning.assign_device(
+        database, world.device_id, other.patient_id, now - timedelta(hours=1)
+    )
     batch = [
         reading("buffered", value=70, at=now - timedelta(hours=2)),  # inside 24 h: patient A's
         reading("back-dated", value=71, at=now - timedelta(days=3)),  # A's time, long before

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.store.database import Database
 from medmesh.store.schema import dead_letters, observations
 from tests.accounts_fixtures import make_clinician, sign_in
@@ -188,7 +188,9 @@ async def strict(database_url: str) -> AsyncIterator[object]:
 async def test_api_client_over_its_budget_waits_while_another_is_served(
     strict: object, world: World, database: Database
 ) -> None:
-    other_token = await admin.issue_service_token(database, name="other", scopes="system/*.rs")
+    other_token = await provisioning.issue_service_token(
+        database, name="other", scopes="system/*.rs"
+    )
     async with http_client(strict) as http:  # type: ignore[arg-type]
         url = f"/fhir/Patient/{world.patient_id}"
         for _ in range(3):

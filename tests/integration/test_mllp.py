@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.database import Database
@@ -88,7 +88,7 @@ async def server(database: Database) -> AsyncIterator[MllpServer]:
 
 @pytest.fixture
 async def monitor(database: Database) -> str:
-    credential = await admin.register_device(
+    credential = await provisioning.register_device(
         database, display_name="Bedside monitor", serial_number="MONITOR-7", shared_monitor=True
     )
     return credential.device_id
@@ -262,7 +262,9 @@ async def test_unknown_monitor_gets_ae_and_dead_letters_without_a_device(
 async def test_message_without_pid_goes_to_the_patient_the_monitor_is_assigned_to(
     database: Database, world: World, monitor: str, peer: Peer
 ) -> None:
-    await admin.assign_device(database, monitor, world.patient_id, BASE_TIME - timedelta(days=1))
+    await provisioning.assign_device(
+        database, monitor, world.patient_id, BASE_TIME - timedelta(days=1)
+    )
     ack = await peer.send(oru("MSG-0012", *VITALS, pid="PV1||I|ICU^1^1"))
     assert msa(ack)[0] == "AA"
     assert len(await stored(database, world.patient_id)) == 5

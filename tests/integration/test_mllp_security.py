@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from sqlalchemy import update
 
-from medmesh import admin, wiring
+from medmesh import provisioning, wiring
 from medmesh.config import Settings
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mllp_guard import MllpLimits, parse_networks
@@ -309,7 +309,7 @@ async def test_mllp_over_tls_requires_a_client_certificate_from_the_configured_c
 
 @pytest.fixture
 async def monitor(database: Database) -> str:
-    credential = await admin.register_device(
+    credential = await provisioning.register_device(
         database, display_name="Bedside monitor", serial_number="MONITOR-7", shared_monitor=True
     )
     return credential.device_id

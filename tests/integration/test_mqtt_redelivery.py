@@ -21,7 +21,7 @@ import orjson
 import pytest
 from sqlalchemy.engine import make_url
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.credentials import new_secret
 from medmesh.store.database import Database
 from tests.conftest import ASSIGNED_SINCE, World
@@ -150,9 +150,11 @@ async def test_two_workers_share_the_load_and_store_each_reading_once(
     credentials: dict[str, str],
     tmp_path: Path,
 ) -> None:
-    others = [await admin.register_device(database, display_name=f"d{i}") for i in range(3)]
+    others = [await provisioning.register_device(database, display_name=f"d{i}") for i in range(3)]
     for other in others:
-        await admin.assign_device(database, other.device_id, world.patient_id, ASSIGNED_SINCE)
+        await provisioning.assign_device(
+            database, other.device_id, world.patient_id, ASSIGNED_SINCE
+        )
     users = {**credentials, **{o.device_id: "pw-" + o.device_id for o in others}}
     broker = start_broker(users)
     password = credentials[INGEST_USER]

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import Role
 from medmesh.cli import app
 from medmesh.store.database import Database
@@ -47,12 +47,14 @@ def make_accounts(database_url: str) -> None:
     async def create() -> None:
         database = Database(database_url)
         try:
-            patient = await admin.create_patient(database, family="Ng", given="Li", identifier="9")
+            patient = await provisioning.create_patient(
+                database, family="Ng", given="Li", identifier="9"
+            )
             for username, role, patient_id in (
                 ("dr.li", Role.CLINICIAN, None),
                 ("li.ng", Role.PATIENT, patient.id),
             ):
-                await admin.create_user(
+                await provisioning.create_user(
                     database,
                     username=username,
                     display_name=username,
@@ -160,16 +162,20 @@ def _patients_and_clinician(database_url: str) -> tuple[str, str]:
     async def create() -> tuple[str, str]:
         database = Database(database_url)
         try:
-            a = await admin.create_patient(database, family="Ng", given="Li", identifier="A-1")
-            b = await admin.create_patient(database, family="Roe", given="Bo", identifier="B-2")
-            ng = await admin.create_user(
+            a = await provisioning.create_patient(
+                database, family="Ng", given="Li", identifier="A-1"
+            )
+            b = await provisioning.create_patient(
+                database, family="Roe", given="Bo", identifier="B-2"
+            )
+            ng = await provisioning.create_user(
                 database,
                 username="dr.ng",
                 display_name="Dr Ng",
                 role=Role.CLINICIAN,
                 password="correct horse battery staple",
             )
-            await admin.add_to_care_team(database, a.id, ng.id, added_by="test")
+            await provisioning.add_to_care_team(database, a.id, ng.id, added_by="test")
             return a.id, b.id
         finally:
             await database.dispose()

@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.registry import DeviceAssignment
@@ -49,7 +49,7 @@ async def test_migrations_produce_exactly_the_declared_schema(database: Database
 
 async def test_patient_identifier_is_unique(database: Database, world: World) -> None:
     with pytest.raises(Conflict):
-        await admin.create_patient(database, family="X", given="Y", identifier="MRN-1")
+        await provisioning.create_patient(database, family="X", given="Y", identifier="MRN-1")
     async with database.read() as conn:
         found = await Patients(conn).find_by_identifier("urn:medmesh:mrn", "MRN-1")
     assert found is not None and found.id == world.patient_id
@@ -68,7 +68,7 @@ async def test_device_is_found_by_its_secret_hash_and_rotation_retires_the_old_o
 ) -> None:
     from medmesh.access.identity.credentials import hash_secret
 
-    rotated = await admin.rotate_device_secret(database, world.device_id)
+    rotated = await provisioning.rotate_device_secret(database, world.device_id)
     async with database.read() as conn:
         devices = Devices(conn)
         assert await devices.find_by_secret_hash(hash_secret(world.device_secret)) is None
@@ -77,16 +77,16 @@ async def test_device_is_found_by_its_secret_hash_and_rotation_retires_the_old_o
 
 
 async def test_new_assignment_closes_the_open_one(database: Database, world: World) -> None:
-    other = await admin.create_patient(database, family="Roe", given="R", identifier="MRN-2")
-    await admin.assign_device(database, world.device_id, other.id, T0)
+    other = await provisioning.create_patient(database, family="Roe", given="R", identifier="MRN-2")
+    await provisioning.assign_device(database, world.device_id, other.id, T0)
     async with database.read() as conn:
         history = await Assignments(conn).for_device(world.device_id)
     assert [(a.patient_id, a.end) for a in history] == [(world.patient_id, T0), (other.id, None)]
 
 
 async def test_overlapping_assignments_are_refused(database: Database, world: World) -> None:
-    other = await admin.create_patient(database, family="Roe", given="R", identifier="MRN-2")
-    await admin.assign_device(database, world.device_id, other.id, T0)
+    other = await provisioning.create_patient(database, family="Roe", given="R", identifier="MRN-2")
+    await provisioning.assign_device(database, world.device_id, other.id, T0)
     async with database.write() as conn:
         with pytest.raises(Conflict):
             # Starts before the current (open) assignment began: would overlap it.

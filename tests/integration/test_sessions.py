@@ -12,7 +12,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.cli import app as cli
 from medmesh.store.database import Database
 from medmesh.web.session import SESSION_COOKIE
@@ -76,7 +76,9 @@ async def test_signing_out_ends_a_copied_session_cookie(
 
 
 async def _patient(database: Database, username: str) -> Person:
-    patient = await admin.create_patient(database, family="Doe", given="Jo", identifier=username)
+    patient = await provisioning.create_patient(
+        database, family="Doe", given="Jo", identifier=username
+    )
     return await make_patient_account(database, patient.id, username)
 
 
@@ -115,7 +117,7 @@ async def test_a_lockout_ends_every_session_of_the_account(
         assert answer.status_code == 429
     assert await _ended(copy, "/me")
     # The account's owner signs in again once it is unlocked; the old copy stays ended.
-    await admin.unlock(database, "jo.doe")
+    await provisioning.unlock(database, "jo.doe")
     async with httpx.AsyncClient(base_url=server.base_url) as browser:
         assert csrf_of((await browser.get("/login")).text)
         await sign_in(browser, jo)

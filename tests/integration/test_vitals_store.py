@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.store.database import Database
 from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row
 from medmesh.store.schema import observation_components, observations
@@ -127,7 +127,7 @@ async def test_latest_vitals_of_a_whole_page_take_two_statements(
 ) -> None:
     patients = [world.patient_id]
     for n in range(49):
-        patient = await admin.create_patient(
+        patient = await provisioning.create_patient(
             database, family=f"P{n}", given="T", identifier=f"PAGE-{n}"
         )
         patients.append(patient.id)

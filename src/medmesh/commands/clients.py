@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import DEFAULT_ORGANIZATION
 from medmesh.access.oauth.smart_discovery import token_endpoint
 from medmesh.commands._runner import run
@@ -50,7 +50,7 @@ def register(
     except UnicodeError:
         raise typer.BadParameter("the JWK Set file is not UTF-8 text") from None
     client_id = run(
-        lambda db: admin.register_client(
+        lambda db: provisioning.register_client(
             db, name=name, jwks=jwks, scopes=scope, organization_id=organization
         )
     )
@@ -82,12 +82,12 @@ def list_clients() -> None:
 @app.command("disable")
 def disable(client_id: str) -> None:
     """Disable a client: no new tokens, and its tokens stop working on the next request."""
-    run(lambda db: admin.set_client_disabled(db, client_id, True))
+    run(lambda db: provisioning.set_client_disabled(db, client_id, True))
     typer.echo("disabled")
 
 
 @app.command("enable")
 def enable(client_id: str) -> None:
     """Enable a disabled client again."""
-    run(lambda db: admin.set_client_disabled(db, client_id, False))
+    run(lambda db: provisioning.set_client_disabled(db, client_id, False))
     typer.echo("enabled")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from medmesh import admin
+from medmesh import provisioning
 from medmesh.access.identity.principals import DEFAULT_ORGANIZATION, Role
 from medmesh.commands._runner import run
 
@@ -63,7 +63,7 @@ def create(
     authenticator app at their first sign-in."""
     password = _password(password_stdin)
     account = run(
-        lambda db: admin.create_user(
+        lambda db: provisioning.create_user(
             db,
             username=username,
             display_name=name,
@@ -80,7 +80,7 @@ def create(
 def reset_password(username: Username, password_stdin: PasswordStdin = False) -> None:
     """Set a new password (the person's choice, checked by the rules); unlocks the account."""
     password = _password(password_stdin)
-    run(lambda db: admin.reset_password(db, username, password))
+    run(lambda db: provisioning.reset_password(db, username, password))
     typer.echo("password changed")
 
 
@@ -88,28 +88,28 @@ def reset_password(username: Username, password_stdin: PasswordStdin = False) ->
 def reset_totp(username: Username) -> None:
     """Forget the account's authenticator (a lost phone); staff set up a new one at their
     next sign-in."""
-    run(lambda db: admin.reset_totp(db, username))
+    run(lambda db: provisioning.reset_totp(db, username))
     typer.echo("two-step sign-in reset")
 
 
 @user_app.command("unlock")
 def unlock(username: Username) -> None:
     """Lift a lock after too many failed sign-ins."""
-    run(lambda db: admin.unlock(db, username))
+    run(lambda db: provisioning.unlock(db, username))
     typer.echo("unlocked")
 
 
 @user_app.command("disable")
 def disable(username: Username) -> None:
     """Stop the account from signing in; its open sessions end at their next request."""
-    run(lambda db: admin.set_disabled(db, username, disabled=True))
+    run(lambda db: provisioning.set_disabled(db, username, disabled=True))
     typer.echo("disabled")
 
 
 @user_app.command("enable")
 def enable(username: Username) -> None:
     """Let a disabled account sign in again."""
-    run(lambda db: admin.set_disabled(db, username, disabled=False))
+    run(lambda db: provisioning.set_disabled(db, username, disabled=False))
     typer.echo("enabled")
 
 
@@ -122,5 +122,5 @@ def org_create(
     if not organization_id.strip() or len(organization_id) > 36 or not name.strip():
         typer.echo("error: an organisation needs an id of 1 to 36 characters and a name", err=True)
         raise typer.Exit(1)
-    run(lambda db: admin.create_organization(db, organization_id.strip(), name.strip()))
+    run(lambda db: provisioning.create_organization(db, organization_id.strip(), name.strip()))
     typer.echo(organization_id.strip())

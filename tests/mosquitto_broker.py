@@ -78,10 +78,10 @@ class Broker:
                 ]
             )
         )
-        log = (self.directory / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen(
-            [mosquitto_binary(), "-c", str(config), "-v"], stdout=log, stderr=subprocess.STDOUT
-        )
+        with (self.directory / "mosquitto.log").open("ab") as log:  # the child keeps its copy
+            self.process = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(config), "-v"], stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,7 +29,7 @@ from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
-from medmesh.http.deps import provide
+from medmesh.http.deps import WallClock, provide
 from medmesh.http.errors import install_error_handlers
 from medmesh.http.headers import SecurityHeaders
 from medmesh.http.rate_limit import RateLimit
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     provide(app, Settings, settings)
+    provide(app, WallClock, time.time)
     provide(app, ExportSettings, wiring.export_settings(settings))
     install_error_handlers(app)
     app.include_router(ingest_router)

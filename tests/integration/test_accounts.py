@@ -21,9 +21,11 @@ from medmesh.access.identity.principals import Role
 from medmesh.app import create_app
 from medmesh.cli import app as cli
 from medmesh.config import Settings
+from medmesh.http.deps import WallClock, provide
 from medmesh.store.database import Database
 from medmesh.store.users import Users
-from medmesh.web import session
+from medmesh.testing import ManualTimer
+from tests import accounts_fixtures
 from tests.accounts_fixtures import (
     STAFF_PASSWORD,
     Person,
@@ -45,15 +47,16 @@ Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The web UI's clock, moved by the test (no sleeping)."""
-    moment = [datetime.now(UTC).timestamp()]
-    monkeypatch.setattr(session, "now", lambda: moment[0])
-    return moment
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualTimer:
+    """The web UI's clock, moved by the test (no sleeping): given to every app `client` makes,
+    and read by the fixtures that compute authenticator codes."""
+    timer = ManualTimer(datetime.now(UTC).timestamp())
+    monkeypatch.setattr(accounts_fixtures, "ui_clock", timer)
+    return timer
 
 
 @pytest.fixture
-def client(database_url: str) -> Client:
+def client(database_url: str, clock: ManualTimer) -> Client:
     """The real app with settings of the test's choosing."""
 
     @asynccontextmanager
@@ -61,6 +64,7 @@ def client(database_url: str) -> Client:
         base_url: str = "http://test", **settings: Any
     ) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(Settings(database_url=database_url, auto_migrate=False, **settings))
+        provide(app, WallClock, clock)
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url) as c,
@@ -126,7 +130,7 @@ async def test_a_wrong_password_and_an_unknown_username_get_the_same_answer(
 
 
 async def test_a_code_is_not_accepted_twice(
-    client: Client, database: Database, clock: list[float]
+    client: Client, database: Database, clock: ManualTimer
 ) -> None:
     ada = await make_clinician(database, "ada")
     async with client() as first:
@@ -169,12 +173,12 @@ async def test_an_overlong_password_is_refused_like_a_wrong_one(
 
 
 async def test_the_code_step_expires_after_five_minutes(
-    http: httpx.AsyncClient, database: Database, clock: list[float]
+    http: httpx.AsyncClient, database: Database, clock: ManualTimer
 ) -> None:
     ada = await make_clinician(database, "ada")
     await submit_password(http, "ada", STAFF_PASSWORD)
     form = await http.get("/login/code")
-    clock[0] += 5 * 60 + 1
+    clock.advance(5 * 60 + 1)
     late = await http.post(
         "/login/code", data={"code": code_for(ada), "csrf_token": csrf_of(form.text)}
     )
@@ -199,19 +203,19 @@ async def test_an_old_hash_is_replaced_with_todays_parameters_at_sign_in(
 
 
 async def test_five_wrong_passwords_lock_the_account_with_a_clear_message_until_it_ends(
-    http: httpx.AsyncClient, database: Database, clock: list[float]
+    http: httpx.AsyncClient, database: Database, clock: ManualTimer
 ) -> None:
     ada = await make_clinician(database, "ada")
     assert (await fail_password(http, "ada", 4)).status_code == 401
     fifth = await fail_password(http, "ada", 1)
-    until = datetime.fromtimestamp(clock[0], UTC).replace(second=0, microsecond=0)
+    until = datetime.fromtimestamp(clock.now, UTC).replace(second=0, microsecond=0)
     assert fifth.status_code == 429 and LOCKED in fifth.text
     assert "ask your organisation&#39;s admin to unlock it sooner" in fifth.text
     assert 'role="alert"' in fifth.text
     right = await submit_password(http, "ada", STAFF_PASSWORD)
     assert right.status_code == 429 and LOCKED in right.text  # even the right password
     assert f"{(until.minute + 15) % 60:02d} UTC" in right.text
-    clock[0] += 15 * 60 + 1
+    clock.advance(15 * 60 + 1)
     await sign_in(http, ada)
     async with database.read() as conn:
         stored = await Users(conn).get(ada.user_id)
@@ -219,21 +223,21 @@ async def test_five_wrong_passwords_lock_the_account_with_a_clear_message_until_
 
 
 async def test_the_next_lock_lasts_twice_as_long(
-    http: httpx.AsyncClient, database: Database, clock: list[float]
+    http: httpx.AsyncClient, database: Database, clock: ManualTimer
 ) -> None:
     await make_clinician(database, "ada")
     await fail_password(http, "ada", 5)
-    clock[0] += 15 * 60 + 1
+    clock.advance(15 * 60 + 1)
     await fail_password(http, "ada", 5)
-    clock[0] += 15 * 60 + 1
+    clock.advance(15 * 60 + 1)
     still = await submit_password(http, "ada", STAFF_PASSWORD)
     assert still.status_code == 429 and LOCKED in still.text
-    clock[0] += 15 * 60
+    clock.advance(15 * 60)
     assert (await submit_password(http, "ada", STAFF_PASSWORD)).status_code == 303
 
 
 async def test_wrong_codes_count_towards_the_lock(
-    http: httpx.AsyncClient, database: Database, clock: list[float]
+    http: httpx.AsyncClient, database: Database, clock: ManualTimer
 ) -> None:
     ada = await make_clinician(database, "ada")
     wrong = "000000" if code_for(ada) != "000000" else "111111"
@@ -268,7 +272,7 @@ async def test_an_unknown_username_locks_like_a_real_one(
 
 
 async def test_an_address_trying_many_usernames_is_turned_away(
-    client: Client, database: Database, clock: list[float]
+    client: Client, database: Database, clock: ManualTimer
 ) -> None:
     ada = await make_clinician(database, "ada")
     async with client(signin_address_max_failures=3, signin_address_window_minutes=10) as http:
@@ -277,7 +281,7 @@ async def test_an_address_trying_many_usernames_is_turned_away(
         blocked = await submit_password(http, "ada", STAFF_PASSWORD)
         assert blocked.status_code == 429
         assert "Too many failed sign-ins from your network. Try again after" in blocked.text
-        clock[0] += 10 * 60 + 1
+        clock.advance(10 * 60 + 1)
         await sign_in(http, ada)
 
 
@@ -285,7 +289,7 @@ async def test_an_address_trying_many_usernames_is_turned_away(
 
 
 async def test_a_new_clinician_sets_up_an_authenticator_before_finishing_signing_in(
-    http: httpx.AsyncClient, database: Database, clock: list[float]
+    http: httpx.AsyncClient, database: Database, clock: ManualTimer
 ) -> None:
     await make_clinician(database, "grace", "Dr Grace Hopper", enrolled=False)
     first = await submit_password(http, "grace", STAFF_PASSWORD)
@@ -300,7 +304,7 @@ async def test_a_new_clinician_sets_up_an_authenticator_before_finishing_signing
         pytest.skip("the random key's code happens to be 123456")
     assert wrong.status_code == 401 and 'role="alert"' in wrong.text
     confirmed = await submit_code(
-        http, pyotp.TOTP(secret).at(datetime.fromtimestamp(clock[0], UTC)), "/login/enrol"
+        http, pyotp.TOTP(secret).at(datetime.fromtimestamp(clock.now, UTC)), "/login/enrol"
     )
     assert confirmed.status_code == 303 and confirmed.headers["location"] == "/"
     assert "Dr Grace Hopper" in (await http.get("/")).text
@@ -337,13 +341,13 @@ async def test_a_patient_without_totp_lands_on_their_own_page(
 
 
 async def test_a_patient_may_turn_on_two_step_sign_in(
-    http: httpx.AsyncClient, database: Database, world: World, clock: list[float]
+    http: httpx.AsyncClient, database: Database, world: World, clock: ManualTimer
 ) -> None:
     jane = await make_patient_account(database, world.patient_id)
     await sign_in(http, jane)
     page = await http.get("/me/two-step")
     secret = enrolment_secret(page.text)
-    code = pyotp.TOTP(secret).at(datetime.fromtimestamp(clock[0], UTC))
+    code = pyotp.TOTP(secret).at(datetime.fromtimestamp(clock.now, UTC))
     wrong = await http.post(
         "/me/two-step",
         data={"code": f"{(int(code) + 1) % 1_000_000:06d}", "csrf_token": csrf_of(page.text)},
@@ -402,25 +406,25 @@ async def test_the_session_cookie_is_http_only_strict_and_secure_when_configured
 
 
 async def test_the_session_ends_after_inactivity(
-    http: httpx.AsyncClient, database: Database, clock: list[float]
+    http: httpx.AsyncClient, database: Database, clock: ManualTimer
 ) -> None:
     await sign_in(http, await make_clinician(database, "ada"))
-    clock[0] += 14 * 60
+    clock.advance(14 * 60)
     assert (await http.get("/")).status_code == 200
-    clock[0] += 15 * 60 + 1
+    clock.advance(15 * 60 + 1)
     assert (await http.get("/")).headers["location"] == "/login?expired=1"
     assert (await http.get("/")).headers["location"] == "/login"  # and it is gone
 
 
 async def test_the_session_ends_after_twelve_hours_however_active(
-    http: httpx.AsyncClient, database: Database, clock: list[float]
+    http: httpx.AsyncClient, database: Database, clock: ManualTimer
 ) -> None:
     csrf = await sign_in(http, await make_clinician(database, "ada"))
     for _ in range(12 * 6 - 1):  # a report of activity every ten minutes
-        clock[0] += 10 * 60
+        clock.advance(10 * 60)
         active = await http.post("/session/activity", headers={"X-CSRF-Token": csrf})
         assert active.status_code == 204
-    clock[0] += 10 * 60 + 1
+    clock.advance(10 * 60 + 1)
     assert (await http.get("/")).headers["location"] == "/login?expired=1"
 
 

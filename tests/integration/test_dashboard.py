@@ -19,10 +19,12 @@ from medmesh import provisioning
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
+from medmesh.http.deps import WallClock, provide
 from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.schema import care_team_members, users
+from medmesh.testing import ManualTimer
 from medmesh.web import session
 from tests.accounts_fixtures import (
     STAFF_PASSWORD,
@@ -36,13 +38,21 @@ from tests.helpers import stamp
 
 
 @pytest.fixture
-async def http(database_url: str, world: World) -> AsyncIterator[httpx.AsyncClient]:
+async def http(
+    database_url: str, world: World, timer: ManualTimer
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(Settings(database_url=database_url, auto_migrate=False))
+    provide(app, WallClock, timer)  # the web UI's clock, moved by the tests that need it
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as c,
     ):
         yield c
+
+
+@pytest.fixture
+def timer() -> ManualTimer:
+    return ManualTimer(datetime.now(UTC).timestamp())
 
 
 @pytest.fixture
@@ -127,33 +137,29 @@ async def test_a_deleted_account_ends_its_session(
 
 
 async def test_the_session_ends_after_inactivity_but_not_while_in_use(
-    http: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch, clinician: Person
+    http: httpx.AsyncClient, world: World, timer: ManualTimer, clinician: Person
 ) -> None:
-    clock = [datetime.now(UTC).timestamp()]
-    monkeypatch.setattr(session, "now", lambda: clock[0])
     await sign_in(http, clinician)
-    clock[0] += 10 * 60
+    timer.advance(10 * 60)
     assert (await http.get("/")).status_code == 200  # the clinician's own request
-    clock[0] += 10 * 60
+    timer.advance(10 * 60)
     assert (await http.get("/panel/rows?page=1")).status_code == 200  # a live refresh
-    clock[0] += 6 * 60  # 16 minutes after the last request of the clinician's own
+    timer.advance(6 * 60)  # 16 minutes after the last request of the clinician's own
     assert (await http.get("/panel/rows?page=1")).status_code == 303
     assert (await http.get("/")).headers["location"] == "/login"  # the session was cleared
 
 
 async def test_the_page_reports_activity_that_keeps_the_session(
-    http: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch, clinician: Person
+    http: httpx.AsyncClient, world: World, timer: ManualTimer, clinician: Person
 ) -> None:
-    clock = [datetime.now(UTC).timestamp()]
-    monkeypatch.setattr(session, "now", lambda: clock[0])
     csrf = await sign_in(http, clinician)
-    clock[0] += 14 * 60
+    timer.advance(14 * 60)
     assert (await http.post("/session/activity")).status_code == 403
     reported = await http.post("/session/activity", headers={"X-CSRF-Token": csrf})
     assert reported.status_code == 204
-    clock[0] += 14 * 60
+    timer.advance(14 * 60)
     assert (await http.get("/")).status_code == 200
-    clock[0] += 16 * 60
+    timer.advance(16 * 60)
     expired = await http.post(
         "/session/activity", headers={"X-CSRF-Token": csrf, "Accept": "application/json"}
     )

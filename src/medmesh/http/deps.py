@@ -10,7 +10,7 @@ access/http.py, `PipelineDep` in ingest/http.py, …), each built with `provided
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, Protocol, TypeVar, cast
 
 from fastapi import Depends, FastAPI, Request
 
@@ -51,7 +51,15 @@ def provided_or_none(kind: type[T]) -> Callable[[Request], T | None]:
     return lookup
 
 
+class WallClock(Protocol):
+    """Seconds since the epoch, as `time.time` gives them: the clock web sessions are measured
+    by (tests provide a `medmesh.testing.ManualTimer` instead)."""
+
+    def __call__(self) -> float: ...
+
+
 database_of = provided(Database)
+wall_clock_of = provided(WallClock)  # type: ignore[type-abstract]  # a protocol is a fine key
 bus_of = provided(EventBus)  # type: ignore[type-abstract]  # a protocol is a fine key
 settings_of = provided(Settings)
 

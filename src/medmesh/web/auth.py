@@ -36,8 +36,8 @@ MAX_FIELD = 1024  # longer than any username, password or code
 sign_in_service = provided(SignIn)
 
 
-def moment() -> datetime:
-    return datetime.fromtimestamp(session.now(), UTC)
+def moment(request: Request) -> datetime:
+    return datetime.fromtimestamp(session.now(request), UTC)
 
 
 def client_address(request: Request) -> str:
@@ -91,7 +91,7 @@ async def login(request: Request) -> Response:
             username,
             await _field(request, "password"),
             address=client_address(request),
-            now=moment(),
+            now=moment(request),
         )
     except SignInRefused as refusal:
         return login_page(request, error=str(refusal), status=_status(refusal), username=username)
@@ -126,7 +126,10 @@ async def code(request: Request) -> Response:
         return restart(request, PENDING_OVER, 401)
     try:
         account = await sign_in_service(request).code(
-            user_id, await _field(request, "code"), address=client_address(request), now=moment()
+            user_id,
+            await _field(request, "code"),
+            address=client_address(request),
+            now=moment(request),
         )
     except (AccountLocked, AddressThrottled) as refusal:
         return restart(request, str(refusal), 429)
@@ -147,7 +150,7 @@ async def enrol_form(request: Request) -> Response:
     if user_id is None:
         return RedirectResponse("/login", status_code=303)
     try:
-        enrolment = await sign_in_service(request).enrolment(user_id, now=moment())
+        enrolment = await sign_in_service(request).enrolment(user_id, now=moment(request))
     except SignInRefused as refusal:
         return restart(request, str(refusal), _status(refusal))
     return page(request, "login_enrol.html", enrol_context(enrolment, None, "/login/enrol"))
@@ -162,13 +165,16 @@ async def enrol(request: Request) -> Response:
     service = sign_in_service(request)
     try:
         account = await service.confirm_enrolment(
-            user_id, await _field(request, "code"), address=client_address(request), now=moment()
+            user_id,
+            await _field(request, "code"),
+            address=client_address(request),
+            now=moment(request),
         )
     except (AccountLocked, AddressThrottled) as refusal:
         return restart(request, str(refusal), 429)
     except SignInRefused as refusal:
         try:
-            enrolment = await service.enrolment(user_id, now=moment())
+            enrolment = await service.enrolment(user_id, now=moment(request))
         except SignInRefused as ended:  # disabled or locked meanwhile
             return restart(request, str(ended), _status(ended))
         context = enrol_context(enrolment, str(refusal), "/login/enrol")

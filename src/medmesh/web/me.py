@@ -106,7 +106,7 @@ async def two_step_form(request: Request) -> Response:
     if await _two_step_active(request, user):
         return RedirectResponse("/me", status_code=303)
     try:
-        enrolment = await sign_in_service(request).enrolment(user.user_id, now=moment())
+        enrolment = await sign_in_service(request).enrolment(user.user_id, now=moment(request))
     except SignInRefused as refusal:  # locked meanwhile
         return restart(request, str(refusal), 429)
     context = {"user": user, **enrol_context(enrolment, None, "/me/two-step")}
@@ -124,13 +124,13 @@ async def two_step(request: Request) -> Response:
             user.user_id,
             code if isinstance(code, str) else "",
             address=client_address(request),
-            now=moment(),
+            now=moment(request),
         )
     except (AccountLocked, AddressThrottled) as refusal:
         return restart(request, str(refusal), 429)
     except SignInRefused as refusal:
         try:
-            enrolment = await service.enrolment(user.user_id, now=moment())
+            enrolment = await service.enrolment(user.user_id, now=moment(request))
         except SignInRefused as ended:
             return restart(request, str(ended), 429)
         context = {"user": user, **enrol_context(enrolment, str(refusal), "/me/two-step")}

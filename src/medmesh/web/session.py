@@ -14,7 +14,6 @@ raise it in the database, which ends every session of the account on every devic
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,7 +24,7 @@ from fastapi import Request
 from medmesh.access.identity.accounts import STAFF, Account, account_of
 from medmesh.access.identity.principals import Role
 from medmesh.config import Settings
-from medmesh.http.deps import database_of, settings_of
+from medmesh.http.deps import database_of, settings_of, wall_clock_of
 from medmesh.store.users import Users
 
 SESSION_COOKIE = "medmesh_session"
@@ -103,9 +102,9 @@ def signed_in_identity(session: Mapping[str, Any]) -> str | None:
     return user_id if isinstance(user_id, str) else None
 
 
-def now() -> float:
-    """The clock sessions are measured by (tests move it)."""
-    return time.time()
+def now(request: Request) -> float:
+    """The clock sessions are measured by (the app's `WallClock`; tests provide their own)."""
+    return wall_clock_of(request)()
 
 
 def idle_seconds(request: Request) -> float:
@@ -142,7 +141,7 @@ def sign_in(request: Request, account: Account) -> None:
     """A new session (new CSRF token too, so nothing from before sign-in carries over: the
     cookie is the whole session, so this is what a new session id is elsewhere)."""
     request.session.clear()
-    moment = int(now())
+    moment = int(now(request))
     request.session.update(
         uid=account.user_id,
         user=account.username,
@@ -162,7 +161,7 @@ def begin_second_step(request: Request, account: Account) -> None:
     that names the pending account and nothing else."""
     request.session.clear()
     request.session.update(
-        pending=account.user_id, pending_since=int(now()), csrf=secrets.token_urlsafe(32)
+        pending=account.user_id, pending_since=int(now(request)), csrf=secrets.token_urlsafe(32)
     )
 
 
@@ -171,7 +170,7 @@ def pending_user(request: Request) -> str | None:
     user_id, since = request.session.get("pending"), request.session.get("pending_since")
     if not isinstance(user_id, str) or not isinstance(since, int):
         return None
-    if now() - since > PENDING_FOR.total_seconds():
+    if now(request) - since > PENDING_FOR.total_seconds():
         return None
     return user_id
 
@@ -208,7 +207,7 @@ async def current_user(request: Request, *, touch: bool) -> SessionUser:
     user_id, since, seen = session.get("uid"), session.get("since"), session.get("seen")
     if not isinstance(user_id, str):
         raise SignInRequired(expired=False)
-    moment = now()
+    moment = now(request)
     if (
         not isinstance(since, int)
         or not isinstance(seen, int)
@@ -245,7 +244,7 @@ def remaining_seconds(request: Request) -> float:
     since = request.session.get("since")
     if not isinstance(seen, int) or not isinstance(since, int):
         return 0.0
-    moment = now()
+    moment = now(request)
     return max(
         0.0,
         min(seen + idle_seconds(request), since + MAX_SESSION.total_seconds()) - moment,

@@ -18,9 +18,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from medmesh.http.responses import FhirResponse, operation_outcome
+from medmesh.http.status import StatusRecorder
 
 # Cheap, and polled by load balancers and browsers: never limited.
 EXEMPT_PATHS = frozenset({"/healthz"})
@@ -179,19 +180,12 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
 
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = StatusRecorder(send)
         try:
-            await self.app(scope, receive, recording_send)
+            await self.app(scope, receive, answer)
         finally:
             if client.key.startswith(("device:", "client:")):
-                self._remember(client, status)
+                self._remember(client, answer.status)
 
 
 def _too_many(wait: float) -> FhirResponse:

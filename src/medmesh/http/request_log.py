@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from medmesh.http.status import StatusRecorder
 from medmesh.logs import escape_controls
 
 log = logging.getLogger("medmesh.access")
@@ -23,22 +24,15 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def recording_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        answer = StatusRecorder(send)
         try:
-            await self.app(scope, receive, recording_send)
+            await self.app(scope, receive, answer)
         finally:
             log.info(
                 "%s %s %d %.1f ms",
                 escape_controls(scope["method"]),
                 # Decoded: %0D%0A in a request would otherwise start a forged line.
                 escape_controls(scope["path"]),
-                status,
+                answer.status,
                 (time.perf_counter() - started) * 1000,
             )

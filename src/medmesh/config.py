@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest request body of every other route, in bytes (docs/security.md)",
     )
+    message_attachment_max_bytes: int = Field(
+        5 * 1024 * 1024, gt=0, description="Largest attachment to a secure message, in bytes"
+    )
+    message_max_attachments: int = Field(
+        4, ge=0, le=20, description="Most attachments one secure message may carry"
+    )
     max_url_bytes: int = Field(8192, gt=0, description="Longest path and query string")
     max_request_headers: int = Field(100, gt=0, description="Most headers one request may have")
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from medmesh.access.credentials import DEVICE_SECRET_PREFIX
 from medmesh.access.lockout import LockoutPolicy
+from medmesh.care.attachments import AttachmentLimits
 from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportSettings
 from medmesh.http.rate_limit import Budget, RateLimits
@@ -28,9 +29,29 @@ def lockout_policy(settings: Settings) -> LockoutPolicy:
 def request_limits(settings: Settings) -> RequestLimits:
     return RequestLimits(
         body_bytes=settings.max_request_body_bytes,
-        body_bytes_by_prefix=(("/ingest/", settings.max_body_bytes),),
+        body_bytes_by_prefix=(
+            ("/ingest/", settings.max_body_bytes),
+            # Messages carry attachments: room for all of them and the form around them.
+            *((prefix, _message_body_bytes(settings)) for prefix in MESSAGE_PREFIXES),
+        ),
         url_bytes=settings.max_url_bytes,
         header_count=settings.max_request_headers,
+    )
+
+
+# Where secure messages are posted: the JSON API (its threads) and the portal's forms.
+MESSAGE_PREFIXES = ("/api/v1/patients/", "/api/v1/threads/")
+
+
+def _message_body_bytes(settings: Settings) -> int:
+    attachments = settings.message_attachment_max_bytes * settings.message_max_attachments
+    return max(settings.max_request_body_bytes, attachments + 131_072)
+
+
+def attachment_limits(settings: Settings) -> AttachmentLimits:
+    return AttachmentLimits(
+        max_bytes=settings.message_attachment_max_bytes,
+        max_count=settings.message_max_attachments,
     )
 
 

@@ -48,6 +48,9 @@ class Cast:
     a_observation: str
     b_observation: str
     b_alert: str
+    b_thread: str  # a message thread of B's, with a message and an attachment
+    b_message: str
+    b_attachment: str
     patient_a: dict[str, str]  # A's own account, scope patient/*.cruds
     outsider: dict[str, str]  # a clinician of the same organisation, in no care team
     outsider_id: str
@@ -137,12 +140,23 @@ async def cast(database: Database, http: AppClient) -> Cast:
     async with database.write() as conn:
         await Organizations(conn).add("partner", "Partner Hospital")
     partner = await _service_token(database, "partner", "system/*.rs")
+    thread = await http.post(
+        f"/api/v1/patients/{b.patient_id}/threads",
+        data={"subject": "Wound", "body": "How is the wound today?"},
+        files=[("attachment", ("r.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf"))],
+        headers=b.reader_headers,
+    )
+    assert thread.status_code == 201, thread.text
+    (b_message,) = thread.json()["messages"]
     return Cast(
         a=a,
         b=b,
         a_observation=await _first(http, a, "/fhir/Observation", "entry"),
         b_observation=await _first(http, b, "/fhir/Observation", "entry"),
         b_alert=await _first(http, b, "/api/v1/alerts", "alerts"),
+        b_thread=thread.json()["id"],
+        b_message=b_message["id"],
+        b_attachment=b_message["attachments"][0]["id"],
         patient_a=_bearer(patient_token),
         outsider=_bearer(outsider_token),
         outsider_id=outsider_id,
@@ -189,6 +203,14 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"/fhir/Patient/{b}/$everything", {}),
         ("POST", f"/api/v1/patients/{b}/erasure", {"json": {"reason": "asked to"}}),
         ("GET", "/fhir/AuditEvent", {"params": {"patient": b}}),
+        ("GET", f"/api/v1/patients/{b}/threads", {}),
+        ("POST", f"/api/v1/patients/{b}/threads", {"data": {"subject": "Hi", "body": "Hello"}}),
+        ("GET", f"/api/v1/threads/{c.b_thread}", {}),
+        ("POST", f"/api/v1/threads/{c.b_thread}/messages", {"data": {"body": "Hello"}}),
+        ("POST", f"/api/v1/threads/{c.b_thread}/read", {}),
+        ("GET", f"/api/v1/attachments/{c.b_attachment}", {}),
+        ("GET", "/fhir/Communication", {"params": {"patient": b}}),
+        ("GET", f"/fhir/Communication/{c.b_message}", {}),
     ]
 
 
@@ -215,6 +237,7 @@ NOT_PATIENT_DATA = {
     ("DELETE", "/fhir/$export-status/{job_id}"),
     ("GET", "/fhir/$export-file/{job_id}/{name}"),
     ("GET", "/fhir/AuditEvent/{event_id}"),  # by id: refused like an unknown id (below)
+    ("GET", "/api/v1/messages/unread"),  # the caller's own counts (test_care_messages)
     ("POST", "/oauth/token"),  # public: SMART Backend Services (test_backend_services)
     ("GET", "/.well-known/smart-configuration"),
     ("GET", "/fhir/.well-known/smart-configuration"),
@@ -228,6 +251,9 @@ def _template(path: str, c: Cast) -> str:
         c.b_observation: "{observation_id}",
         c.b.device_id: "{device_id}",
         c.b_alert: "{alert_id}" if "/api/" in path else "{flag_id}",
+        c.b_thread: "{thread_id}",
+        c.b_message: "{communication_id}",
+        c.b_attachment: "{attachment_id}",
     }
     for value, name in replacements.items():
         path = path.replace(value, name)

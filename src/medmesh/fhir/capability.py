@@ -100,6 +100,14 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "searchParam": _search_params("Flag"),
                     },
                     {
+                        "type": "Communication",
+                        "documentation": "secure messages between a patient and their care "
+                        "team, one per message; identifier: the thread; written through "
+                        "/api/v1/patients/<id>/threads (docs/care.md)",
+                        "interaction": read_search,
+                        "searchParam": _search_params("Communication"),
+                    },
+                    {
                         "type": "Consent",
                         "documentation": "a patient's permission to share their record beyond "
                         "the care team (scope patient-privacy, provision.type permit, one "

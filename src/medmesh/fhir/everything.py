@@ -1,10 +1,10 @@
 """`GET /fhir/Patient/{id}/$everything`: a patient's whole record as searchset Bundle pages.
 
-Order: the Patient, their Devices (assigned, past and present), Flags, then Observations
-oldest first. Each page is read on its own; the `next` link carries an opaque cursor (a
-resource type and an offset, or for Observations the id of the last one returned, never a
-value or a time), so paging through a year of one-per-minute data stays one index range
-scan a page and never builds the whole record in memory.
+Order: the Patient, their Devices (assigned, past and present), Flags, Communications (secure
+messages), then Observations oldest first. Each page is read on its own; the `next` link
+carries an opaque cursor (a resource type and an offset, or for Observations the id of the
+last one returned, never a value or a time), so paging through a year of one-per-minute data
+stays one index range scan a page and never builds the whole record in memory.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from medmesh.fhir.bundle import page_url, searchset_bundle
 from medmesh.fhir.export_access import may_export_record
 from medmesh.fhir.records import (
     RecordFilter,
+    communication_resources,
     device_resources,
     flag_resources,
     observation_page,
@@ -118,6 +119,8 @@ async def everything_page(
             found = [record] if record is not None and offset == 0 else []
         elif kind == "Device":
             found = await device_resources(conn, patient_id, room + 1, offset)
+        elif kind == "Communication":
+            found = await communication_resources(conn, patient_id, wanted, room + 1, offset)
         else:
             found = await flag_resources(conn, patient_id, wanted, room + 1, offset)
         page += found[:room]
@@ -135,7 +138,7 @@ def _link(request: Request, cursor: Cursor | None, count: int) -> str:
 
 @router.get(
     "/Patient/{patient_id}/$everything",
-    summary="A patient's whole record (Patient, Devices, Flags, Observations), paged",
+    summary="A patient's whole record (Patient, Devices, Flags, Communications, Observations)",
     responses=fhir_ok("Bundle"),
 )
 async def patient_everything(

@@ -25,6 +25,7 @@ from medmesh.fhir import resources
 from medmesh.fhir.records import (
     RECORD_TYPES,
     RecordFilter,
+    communication_resources,
     device_resources,
     flag_resources,
     observation_page,
@@ -154,6 +155,8 @@ async def _records(
             async with database.read() as conn:
                 if kind == "Device":
                     chunk = await device_resources(conn, patient_id, CHUNK, offset, visible)
+                elif kind == "Communication":
+                    chunk = await communication_resources(conn, patient_id, wanted, CHUNK, offset)
                 else:
                     chunk = await flag_resources(conn, patient_id, wanted, CHUNK, offset)
             for resource in chunk:

@@ -60,6 +60,13 @@ AUDIT_EVENT = (
     SearchParam("date", "date", "when recorded; prefixes eq, ge, gt, le, lt"),
     *_PAGED,
 )
+COMMUNICATION = (
+    _PATIENT,
+    _SUBJECT,
+    SearchParam("sent", "date", "when sent; prefixes eq, ge, gt, le, lt"),
+    SearchParam("category", "token", "general, medication, appointment or results"),
+    *_PAGED,
+)
 SUBSCRIPTION = (
     SearchParam("status", "token", "requested, active, error or off"),
     *_PAGED,
@@ -74,4 +81,5 @@ BY_TYPE: dict[str, tuple[SearchParam, ...]] = {
     "Consent": CONSENT,
     "AuditEvent": AUDIT_EVENT,
     "Subscription": SUBSCRIPTION,
+    "Communication": COMMUNICATION,
 }

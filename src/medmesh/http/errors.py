@@ -17,11 +17,13 @@ from medmesh.domain.errors import (
     Conflict,
     Forbidden,
     InvalidReading,
+    InvalidRequest,
     InvalidSearch,
     MedmeshError,
     NotFound,
     PayloadTooLarge,
     Unauthenticated,
+    UnsupportedContent,
 )
 from medmesh.http.responses import FhirResponse, operation_outcome
 
@@ -36,6 +38,8 @@ _STATUS: list[tuple[type[MedmeshError], int, str]] = [
     (PayloadTooLarge, 413, "too-costly"),
     (InvalidSearch, 400, "invalid"),
     (InvalidReading, 400, "invalid"),
+    (InvalidRequest, 400, "invalid"),
+    (UnsupportedContent, 415, "not-supported"),
 ]
 _HTTP_CODES = {
     401: "login",
@@ -43,6 +47,7 @@ _HTTP_CODES = {
     404: "not-found",
     405: "not-supported",
     413: "too-costly",
+    415: "not-supported",
     429: "throttled",
 }
 

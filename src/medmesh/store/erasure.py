@@ -26,6 +26,9 @@ from medmesh.store.schema import (
     erasure_certificates,
     export_files,
     export_jobs,
+    message_attachments,
+    message_threads,
+    messages,
     observation_components,
     observations,
     patients,
@@ -95,6 +98,15 @@ class PatientRecords:
         )
         await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
         await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))
+        await run(
+            "message_attachments",
+            delete(message_attachments).where(message_attachments.c.patient_id == patient_id),
+        )
+        await run("messages", delete(messages).where(messages.c.patient_id == patient_id))
+        await run(
+            "message_threads",
+            delete(message_threads).where(message_threads.c.patient_id == patient_id),
+        )
         await run("consents", delete(consents).where(consents.c.patient_id == patient_id))
         await run(
             "care_team_members",

@@ -415,3 +415,48 @@ webhook_deliveries = Table(
     UniqueConstraint("subscription_id", "event_id"),
     Index(None, "status", "next_attempt_at"),
 )
+
+# --- care between visits (secure messages) -------------------------------------------------
+
+message_threads = Table(
+    "message_threads",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("subject", LargeBinary, nullable=False),  # sealed
+    Column("category", String(32), nullable=False),  # general, medication, appointment, results
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(36), nullable=False),
+    Column("last_message_at", UTCDateTime, nullable=False),
+    Index(None, "patient_id", "last_message_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("thread_id", String(36), ForeignKey("message_threads.id"), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("side", String(16), nullable=False),  # patient, care-team
+    Column("sender_id", String(36), nullable=False),
+    Column("sender_name", String(200), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # sealed
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("read_at", UTCDateTime, nullable=True),  # when the other side first opened it
+    Index(None, "thread_id", "sent_at"),
+    Index(None, "patient_id", "sent_at"),
+    Index(None, "patient_id", "side", "read_at"),
+)
+
+message_attachments = Table(
+    "message_attachments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("message_id", String(36), ForeignKey("messages.id"), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("content_type", String(64), nullable=False),  # sniffed from the bytes
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),  # sealed; images re-encoded first
+    Index(None, "message_id"),
+    Index(None, "patient_id"),
+)

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.communication import Communication
+from fhirpy import AsyncFHIRClient
+from fhirpy.base.exceptions import ResourceNotFound
 from PIL import Image
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from medmesh.access.erasure import erase_patient
 from medmesh.crypto.errors import DataKeyDestroyed
+from medmesh.domain.messages import Side
 from medmesh.events.model import MESSAGE
 from medmesh.store.database import Database
+from medmesh.store.messages import Messages
 from medmesh.store.schema import audit_log, message_attachments, message_threads, messages
 from tests.care_fixtures import (
     PDF_BYTES,
@@ -28,10 +36,12 @@ from tests.care_fixtures import (
     CareCast,
     care,
     care_http,
+    make_cast,
     photo,
     start_thread,
 )
 from tests.helpers import AppClient
+from tests.live_server import live_server
 
 __all__ = ["care", "care_http"]  # fixtures, used by name
 
@@ -298,3 +308,63 @@ async def test_erasure_removes_threads_messages_and_attachments(
     assert sealed and all(SECRET_CAMERA.encode() not in c for _, c in sealed)
     with pytest.raises(DataKeyDestroyed):
         await services_db.cipher.key(patient_id)
+
+
+async def test_a_backup_taken_before_erasure_no_longer_opens_the_messages(
+    care_http: AppClient, care: CareCast, database: Database, database_url: str, tmp_path: Path
+) -> None:
+    http, patient_id = care_http, care.world.patient_id
+    await start_thread(http, patient_id, care.patient, files=[("f.jpg", photo(), "x")])
+    live = http.app.state.services.database
+    copy_url = None
+    if database.backend == "sqlite":
+        source = make_url(database_url).database
+        assert source is not None
+        copy_path = tmp_path / "backup-before-erasure.db"
+        with sqlite3.connect(source) as db, sqlite3.connect(copy_path) as backup:
+            db.backup(backup)
+        copy_url = f"sqlite:///{copy_path}"
+    async with live.read() as conn:
+        (attachment_id,) = (await conn.execute(select(message_attachments.c.id))).scalars()
+        assert (await Messages(conn).attachment(attachment_id)) is not None  # opens before
+    await erase_patient(live, patient_id, reason="patient's request", requested_by="dpo")
+    if copy_url is None:
+        return  # PostgreSQL: the key is gone (test above); a file copy is SQLite's to show
+    backup_database = Database(copy_url, cipher=live.cipher)
+    try:
+        async with backup_database.read() as conn:
+            with pytest.raises(DataKeyDestroyed):
+                await Messages(conn).threads(patient_id, Side.PATIENT)
+            with pytest.raises(DataKeyDestroyed):
+                await Messages(conn).attachment(attachment_id)
+    finally:
+        await backup_database.dispose()
+
+
+async def test_fhirpy_reads_and_searches_communications(
+    database_url: str, database: Database, tmp_path: Path
+) -> None:
+    cast = await make_cast(database)
+    with live_server(database_url, tmp_path / "server.log") as server:
+        async with httpx.AsyncClient(base_url=server.base_url) as http:
+            created = await http.post(
+                f"/api/v1/patients/{cast.world.patient_id}/threads",
+                data={"subject": "Refill", "body": "I am out of pills.", "category": "medication"},
+                headers=cast.patient,
+            )
+            assert created.status_code == 201, created.text
+        message_id = created.json()["messages"][0]["id"]
+        client = AsyncFHIRClient(
+            f"{server.base_url}/fhir", authorization=cast.clinician["Authorization"]
+        )
+        found = await (
+            client.resources("Communication")
+            .search(patient=cast.world.patient_id, category="medication")
+            .fetch_all()
+        )
+        assert [c.id for c in found] == [message_id]
+        one = await client.reference("Communication", message_id).to_resource()
+        assert one.payload[0].contentString == "I am out of pills."
+        assert one.subject.reference == f"Patient/{cast.world.patient_id}"
+        with pytest.raises(ResourceNotFound):
+            await client.reference("Communication", "missing").to_resource()

@@ -62,6 +62,7 @@ async def test_metadata_is_a_capability_statement_for_r4(client: httpx.AsyncClie
         "Device",
         "Observation",
         "Flag",
+        "Communication",
         "Subscription",
         "Consent",
         "AuditEvent",

@@ -110,11 +110,11 @@ async def start_thread(
     category: str | None = None,
     files: Sequence[tuple[str, bytes, str]] = (),
 ) -> httpx.Response:
-    data = {"subject": subject, "body": body}
+    data = {"patient": patient_id, "subject": subject, "body": body}
     if category is not None:
         data["category"] = category
     return await http.post(
-        f"/api/v1/patients/{patient_id}/threads",
+        "/api/v1/threads",
         data=data,
         files=[("attachment", f) for f in files],
         headers=headers,

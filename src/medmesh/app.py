@@ -19,6 +19,7 @@ from medmesh.api.erasure import router as erasure_router
 from medmesh.api.events import router as events_router
 from medmesh.api.oauth import router as oauth_router
 from medmesh.care.attachments import AttachmentLimits
+from medmesh.care.medications_api import router as medications_router
 from medmesh.care.messages_api import router as messages_router
 from medmesh.config import Settings
 from medmesh.events.bus import EventBus
@@ -29,6 +30,7 @@ from medmesh.fhir.consents import router as consents_router
 from medmesh.fhir.everything import router as everything_router
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
+from medmesh.fhir.medication_requests import router as medication_requests_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
 from medmesh.http.deps import provide
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fhir_router)
     app.include_router(flags_router)
     app.include_router(communications_router)
+    app.include_router(medication_requests_router)
     app.include_router(audit_events_router)
     app.include_router(subscriptions_router)
     app.include_router(events_router)
@@ -93,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(break_glass_router)
     app.include_router(erasure_router)
     app.include_router(messages_router)
+    app.include_router(medications_router)
     app.include_router(oauth_router)
     app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
     if (rate_limits := wiring.rate_limits(settings)) is not None:

@@ -39,8 +39,8 @@ def request_limits(settings: Settings) -> RequestLimits:
     )
 
 
-# Where secure messages are posted: the JSON API (its threads) and the portal's forms.
-MESSAGE_PREFIXES = ("/api/v1/patients/", "/api/v1/threads/")
+# Where secure messages (with their attachments) are posted.
+MESSAGE_PREFIXES = ("/api/v1/threads",)
 
 
 def _message_body_bytes(settings: Settings) -> int:

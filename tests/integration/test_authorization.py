@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,8 +30,10 @@ from medmesh.access.principals import Role
 from medmesh.access.subscribers import SubscriberCheck
 from medmesh.app import create_app
 from medmesh.config import Settings
+from medmesh.domain.medications import RefillRequest, RefillStatus
 from medmesh.events.model import READINGS, Event
 from medmesh.store.database import Database
+from medmesh.store.medications import RefillRequests
 from medmesh.store.schema import audit_log
 from medmesh.store.subscriptions import Subscriptions
 from medmesh.store.users import Organizations
@@ -51,6 +54,8 @@ class Cast:
     b_thread: str  # a message thread of B's, with a message and an attachment
     b_message: str
     b_attachment: str
+    b_medication: str  # a medication of B's, with an open refill request
+    b_refill: str
     patient_a: dict[str, str]  # A's own account, scope patient/*.cruds
     outsider: dict[str, str]  # a clinician of the same organisation, in no care team
     outsider_id: str
@@ -141,13 +146,32 @@ async def cast(database: Database, http: AppClient) -> Cast:
         await Organizations(conn).add("partner", "Partner Hospital")
     partner = await _service_token(database, "partner", "system/*.rs")
     thread = await http.post(
-        f"/api/v1/patients/{b.patient_id}/threads",
-        data={"subject": "Wound", "body": "How is the wound today?"},
+        "/api/v1/threads",
+        data={"patient": b.patient_id, "subject": "Wound", "body": "How is the wound today?"},
         files=[("attachment", ("r.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf"))],
         headers=b.reader_headers,
     )
     assert thread.status_code == 201, thread.text
     (b_message,) = thread.json()["messages"]
+    medication = await http.post(
+        f"/api/v1/patients/{b.patient_id}/medications",
+        json={"name": "Lisinopril 10 mg tablet", "dosage": "1 a day", "refills": 1},
+        headers=b.reader_headers,
+    )
+    assert medication.status_code == 201, medication.text
+    refill_id = str(uuid.uuid4())
+    async with database.write() as conn:
+        await RefillRequests(conn).add(
+            RefillRequest(
+                id=refill_id,
+                patient_id=b.patient_id,
+                medication_id=medication.json()["id"],
+                status=RefillStatus.OPEN,
+                note=None,
+                requested_at=now,
+                requested_by="b",
+            )
+        )
     return Cast(
         a=a,
         b=b,
@@ -157,6 +181,8 @@ async def cast(database: Database, http: AppClient) -> Cast:
         b_thread=thread.json()["id"],
         b_message=b_message["id"],
         b_attachment=b_message["attachments"][0]["id"],
+        b_medication=medication.json()["id"],
+        b_refill=refill_id,
         patient_a=_bearer(patient_token),
         outsider=_bearer(outsider_token),
         outsider_id=outsider_id,
@@ -204,13 +230,23 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", f"/api/v1/patients/{b}/erasure", {"json": {"reason": "asked to"}}),
         ("GET", "/fhir/AuditEvent", {"params": {"patient": b}}),
         ("GET", f"/api/v1/patients/{b}/threads", {}),
-        ("POST", f"/api/v1/patients/{b}/threads", {"data": {"subject": "Hi", "body": "Hello"}}),
+        ("POST", "/api/v1/threads", {"data": {"patient": b, "subject": "Hi", "body": "Hello"}}),
         ("GET", f"/api/v1/threads/{c.b_thread}", {}),
         ("POST", f"/api/v1/threads/{c.b_thread}/messages", {"data": {"body": "Hello"}}),
         ("POST", f"/api/v1/threads/{c.b_thread}/read", {}),
         ("GET", f"/api/v1/attachments/{c.b_attachment}", {}),
         ("GET", "/fhir/Communication", {"params": {"patient": b}}),
         ("GET", f"/fhir/Communication/{c.b_message}", {}),
+        ("GET", f"/api/v1/patients/{b}/medications", {}),
+        ("POST", f"/api/v1/patients/{b}/medications", {"json": {"name": "X", "dosage": "1"}}),
+        ("POST", f"/api/v1/medications/{c.b_medication}/stop", {}),
+        ("POST", f"/api/v1/medications/{c.b_medication}/refill-requests", {"json": {}}),
+        ("GET", "/api/v1/refill-requests", {"params": {"patient": b}}),
+        ("POST", f"/api/v1/refill-requests/{c.b_refill}/approve", {"json": {"refills": 1}}),
+        ("POST", f"/api/v1/refill-requests/{c.b_refill}/deny", {"json": {"reason": "no"}}),
+        ("POST", f"/api/v1/refill-requests/{c.b_refill}/visit", {"json": {}}),
+        ("GET", "/fhir/MedicationRequest", {"params": {"patient": b}}),
+        ("GET", f"/fhir/MedicationRequest/{c.b_medication}", {}),
     ]
 
 
@@ -254,6 +290,8 @@ def _template(path: str, c: Cast) -> str:
         c.b_thread: "{thread_id}",
         c.b_message: "{communication_id}",
         c.b_attachment: "{attachment_id}",
+        c.b_medication: "{medication_id}" if "/api/" in path else "{request_id}",
+        c.b_refill: "{refill_id}",
     }
     for value, name in replacements.items():
         path = path.replace(value, name)

@@ -348,8 +348,13 @@ async def test_fhirpy_reads_and_searches_communications(
     with live_server(database_url, tmp_path / "server.log") as server:
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             created = await http.post(
-                f"/api/v1/patients/{cast.world.patient_id}/threads",
-                data={"subject": "Refill", "body": "I am out of pills.", "category": "medication"},
+                "/api/v1/threads",
+                data={
+                    "patient": cast.world.patient_id,
+                    "subject": "Refill",
+                    "body": "I am out of pills.",
+                    "category": "medication",
+                },
                 headers=cast.patient,
             )
             assert created.status_code == 201, created.text

@@ -10,16 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 
-from medmesh.access.http import (
-    audit_results,
-    authorize,
-    record,
-    require_principal,
-    search_scope,
-)
+from medmesh.access.http import audit_results, require_principal, search_scope
 from medmesh.access.policy import Decision
 from medmesh.access.principals import Principal
 from medmesh.access.scopes import Interaction
+from medmesh.care import access as care_access
 from medmesh.care.attachments import PDF, AttachmentLimits
 from medmesh.care.messages import (
     EMERGENCY_NOTICE,
@@ -40,8 +35,6 @@ from medmesh.store.messages import Messages
 router = APIRouter(prefix="/api/v1", tags=["messages"], responses=ERROR_RESPONSES)
 
 RESOURCE = "Communication"
-# Who may write in a patient's threads: the patient, and their care team.
-_WRITERS = ("self", "care-team")
 
 attachment_limits_of = provided(AttachmentLimits)
 AttachmentLimitsDep = Annotated[AttachmentLimits, Depends(attachment_limits_of)]
@@ -93,42 +86,17 @@ async def decide(
     resource_id: str | None = None,
     hide: bool = False,
 ) -> Decision:
-    """The policy decision on the patient's messages, audited. Writing needs the patient or
-    their care team; a consent limited to some data categories does not cover messages."""
-    subtype = {
-        Interaction.CREATE: "create",
-        Interaction.READ: "read",
-        Interaction.UPDATE: "update",
-        Interaction.SEARCH: "search",
-    }[interaction]
-    decision = await authorize(
+    """The decision on the patient's messages: the patient and their care team write."""
+    return await care_access.decide(
         request,
         principal,
-        patient_id=patient_id,
-        resource_type=RESOURCE,
-        interaction=interaction,
-        subtype=subtype,
+        patient_id,
+        RESOURCE,
+        interaction,
         resource_id=resource_id,
         hide=hide,
+        refusal="only the patient and their care team read and write their messages",
     )
-    writing = interaction in (Interaction.CREATE, Interaction.UPDATE)
-    if decision.categories is None and (not writing or decision.basis in _WRITERS):
-        return decision
-    basis = "not-care-team" if writing else "consent-excludes-messages"
-    await record(
-        request,
-        principal,
-        interaction=interaction,
-        permitted=False,
-        patient_id=patient_id,
-        resource_type=RESOURCE,
-        subtype=subtype,
-        basis=basis,
-        resource_id=resource_id,
-    )
-    if hide:
-        raise NotFound("this conversation is not known")
-    raise Forbidden("only the patient and their care team read and write their messages")
 
 
 async def _thread(
@@ -169,22 +137,23 @@ async def list_threads(
 
 
 @router.post(
-    "/patients/{patient_id}/threads",
+    "/threads",
     status_code=201,
-    summary="Start a thread with its first message (multipart: subject, body, attachments)",
+    summary="Start a thread with its first message (multipart: patient, subject, body, files)",
 )
 async def create_thread(
-    patient_id: str,
     request: Request,
     database: DatabaseDep,
     bus: BusDep,
     limits: AttachmentLimitsDep,
+    patient: Annotated[str, Form(description="The patient id the thread is about")],
     subject: Annotated[str, Form()],
     body: Annotated[str, Form()],
     category: Annotated[str | None, Form()] = None,
     attachment: Annotated[list[UploadFile], File()] = [],  # noqa: B006  (FastAPI copies it)
     principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
+    patient_id = patient
     await decide(request, principal, patient_id, Interaction.CREATE)
     text, title, kind = message_text(body), subject_text(subject), category_of(category)
     files = await prepared(await _bytes(attachment), limits)
@@ -301,7 +270,7 @@ async def unread_messages(
 ) -> dict[str, Any]:
     """For a patient, their own; for a clinician, the patients whose care team they are in."""
     decisions = await search_scope(request, principal, None, resource_type=RESOURCE)
-    patients = [p for p, d in decisions.items() if d.basis in _WRITERS]
+    patients = [p for p, d in decisions.items() if d.basis in care_access.PATIENT_OR_TEAM]
     async with database.read() as conn:
         counts = await Messages(conn).unread_counts(patients, _reader(principal))
     await audit_results(request, principal, decisions, counts, resource_type=RESOURCE)

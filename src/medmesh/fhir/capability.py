@@ -103,9 +103,17 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "type": "Communication",
                         "documentation": "secure messages between a patient and their care "
                         "team, one per message; identifier: the thread; written through "
-                        "/api/v1/patients/<id>/threads (docs/care.md)",
+                        "POST /api/v1/threads (docs/care.md)",
                         "interaction": read_search,
                         "searchParam": _search_params("Communication"),
+                    },
+                    {
+                        "type": "MedicationRequest",
+                        "documentation": "a patient's medications, kept by their care team; an "
+                        "approved refill is a new one whose priorPrescription it renews "
+                        "(docs/care.md)",
+                        "interaction": read_search,
+                        "searchParam": _search_params("MedicationRequest"),
                     },
                     {
                         "type": "Consent",

@@ -1,10 +1,11 @@
 """`GET /fhir/Patient/{id}/$everything`: a patient's whole record as searchset Bundle pages.
 
-Order: the Patient, their Devices (assigned, past and present), Flags, Communications (secure
-messages), then Observations oldest first. Each page is read on its own; the `next` link
-carries an opaque cursor (a resource type and an offset, or for Observations the id of the
-last one returned, never a value or a time), so paging through a year of one-per-minute data
-stays one index range scan a page and never builds the whole record in memory.
+Order: the Patient, their Devices (assigned, past and present), Flags, MedicationRequests,
+Communications (secure messages), then Observations oldest first. Each page is read on its
+own; the `next` link carries an opaque cursor (a resource type and an offset, or for
+Observations the id of the last one returned, never a value or a time), so paging through a
+year of one-per-minute data stays one index range scan a page and never builds the whole
+record in memory.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from medmesh.fhir.records import (
     communication_resources,
     device_resources,
     flag_resources,
+    medication_resources,
     observation_page,
     parse_instant,
     parse_types,
@@ -121,6 +123,8 @@ async def everything_page(
             found = await device_resources(conn, patient_id, room + 1, offset)
         elif kind == "Communication":
             found = await communication_resources(conn, patient_id, wanted, room + 1, offset)
+        elif kind == "MedicationRequest":
+            found = await medication_resources(conn, patient_id, wanted, room + 1, offset)
         else:
             found = await flag_resources(conn, patient_id, wanted, room + 1, offset)
         page += found[:room]
@@ -138,7 +142,7 @@ def _link(request: Request, cursor: Cursor | None, count: int) -> str:
 
 @router.get(
     "/Patient/{patient_id}/$everything",
-    summary="A patient's whole record (Patient, Devices, Flags, Communications, Observations)",
+    summary="A patient's whole record (Patient, Devices, Flags, medications, messages, readings)",
     responses=fhir_ok("Bundle"),
 )
 async def patient_everything(

@@ -28,6 +28,7 @@ from medmesh.fhir.records import (
     communication_resources,
     device_resources,
     flag_resources,
+    medication_resources,
     observation_page,
     patient_resource,
 )
@@ -157,6 +158,8 @@ async def _records(
                     chunk = await device_resources(conn, patient_id, CHUNK, offset, visible)
                 elif kind == "Communication":
                     chunk = await communication_resources(conn, patient_id, wanted, CHUNK, offset)
+                elif kind == "MedicationRequest":
+                    chunk = await medication_resources(conn, patient_id, wanted, CHUNK, offset)
                 else:
                     chunk = await flag_resources(conn, patient_id, wanted, CHUNK, offset)
             for resource in chunk:

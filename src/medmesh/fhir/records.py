@@ -14,8 +14,10 @@ from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
 from medmesh.fhir.communications import communication
 from medmesh.fhir.flags import flag
+from medmesh.fhir.medication_requests import medication_request
 from medmesh.store.alerts import alerts_for_export
 from medmesh.store.device_status import DeviceStatuses
+from medmesh.store.medications import Medications
 from medmesh.store.messages import Messages, SentBetween
 from medmesh.store.observations import (
     ExportWindow,
@@ -26,7 +28,14 @@ from medmesh.store.observations import (
 from medmesh.store.registry import Assignments, Devices, Patients
 
 # The resource types of a patient's record, in the order $everything returns them.
-RECORD_TYPES = ("Patient", "Device", "Flag", "Communication", "Observation")
+RECORD_TYPES = (
+    "Patient",
+    "Device",
+    "Flag",
+    "MedicationRequest",
+    "Communication",
+    "Observation",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +148,17 @@ async def communication_resources(
         within=[patient_id], sent=sent, limit=limit, offset=offset, oldest_first=True
     )
     return [communication(m, t) for m, t in found]
+
+
+async def medication_resources(
+    conn: AsyncConnection, patient_id: str, wanted: RecordFilter, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The patient's MedicationRequests oldest first; `_since` and an export's snapshot time
+    bound when they were written (a renewal is a new one)."""
+    found = await Medications(conn).for_export(
+        patient_id, since=wanted.since, until=wanted.until, limit=limit, offset=offset
+    )
+    return [medication_request(m) for m in found]
 
 
 async def observation_page(

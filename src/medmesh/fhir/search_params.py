@@ -67,6 +67,12 @@ COMMUNICATION = (
     SearchParam("category", "token", "general, medication, appointment or results"),
     *_PAGED,
 )
+MEDICATION_REQUEST = (
+    _PATIENT,
+    _SUBJECT,
+    SearchParam("status", "token", "active, stopped or completed (comma-separated)"),
+    *_PAGED,
+)
 SUBSCRIPTION = (
     SearchParam("status", "token", "requested, active, error or off"),
     *_PAGED,
@@ -82,4 +88,5 @@ BY_TYPE: dict[str, tuple[SearchParam, ...]] = {
     "AuditEvent": AUDIT_EVENT,
     "Subscription": SUBSCRIPTION,
     "Communication": COMMUNICATION,
+    "MedicationRequest": MEDICATION_REQUEST,
 }

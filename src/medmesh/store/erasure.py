@@ -26,12 +26,14 @@ from medmesh.store.schema import (
     erasure_certificates,
     export_files,
     export_jobs,
+    medications,
     message_attachments,
     message_threads,
     messages,
     observation_components,
     observations,
     patients,
+    refill_requests,
     users,
     webhook_deliveries,
 )
@@ -107,6 +109,11 @@ class PatientRecords:
             "message_threads",
             delete(message_threads).where(message_threads.c.patient_id == patient_id),
         )
+        await run(
+            "refill_requests",
+            delete(refill_requests).where(refill_requests.c.patient_id == patient_id),
+        )
+        await run("medications", delete(medications).where(medications.c.patient_id == patient_id))
         await run("consents", delete(consents).where(consents.c.patient_id == patient_id))
         await run(
             "care_team_members",

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 from medmesh.store.types import UTCDateTime
@@ -459,4 +460,50 @@ message_attachments = Table(
     Column("content", LargeBinary, nullable=False),  # sealed; images re-encoded first
     Index(None, "message_id"),
     Index(None, "patient_id"),
+)
+
+# --- care between visits (medications and refill requests) ----------------------------------
+
+medications = Table(
+    "medications",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    # Sealed JSON: name, RxNorm code, dosage text (what is taken says what one has).
+    Column("detail", LargeBinary, nullable=False),
+    Column("refills", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # active, stopped, completed
+    Column("requester_id", String(36), nullable=False),
+    Column("requester_name", String(200), nullable=False),
+    Column("authored_at", UTCDateTime, nullable=False),
+    Column("prior_id", String(36), nullable=True),  # the MedicationRequest this one renews
+    Column("status_changed_at", UTCDateTime, nullable=True),
+    Index(None, "patient_id", "status"),
+)
+
+refill_requests = Table(
+    "refill_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("medication_id", String(36), ForeignKey("medications.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # open, approved, denied, visit-requested
+    Column("note", LargeBinary, nullable=True),  # sealed: the patient's
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("requested_by", String(36), nullable=False),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("decided_by", String(36), nullable=True),
+    Column("decided_by_name", String(200), nullable=True),
+    Column("reason", LargeBinary, nullable=True),  # sealed: the care team's, for the patient
+    Column("renewal_id", String(36), nullable=True),
+    Index(None, "status", "requested_at"),
+    Index(None, "patient_id"),
+    # At most one open request per medication, even for two requests at the same moment.
+    Index(
+        "ix_refill_requests_one_open",
+        "medication_id",
+        unique=True,
+        sqlite_where=text("status = 'open'"),
+        postgresql_where=text("status = 'open'"),
+    ),
 )

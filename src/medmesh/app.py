@@ -18,11 +18,13 @@ from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.erasure import router as erasure_router
 from medmesh.api.events import router as events_router
 from medmesh.api.oauth import router as oauth_router
+from medmesh.care.appointments_api import router as appointments_router
 from medmesh.care.attachments import AttachmentLimits
 from medmesh.care.medications_api import router as medications_router
 from medmesh.care.messages_api import router as messages_router
 from medmesh.config import Settings
 from medmesh.events.bus import EventBus
+from medmesh.fhir.appointments import router as fhir_appointments_router
 from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.bulk import router as bulk_router
 from medmesh.fhir.communications import router as communications_router
@@ -86,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(flags_router)
     app.include_router(communications_router)
     app.include_router(medication_requests_router)
+    app.include_router(fhir_appointments_router)
     app.include_router(audit_events_router)
     app.include_router(subscriptions_router)
     app.include_router(events_router)
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(erasure_router)
     app.include_router(messages_router)
     app.include_router(medications_router)
+    app.include_router(appointments_router)
     app.include_router(oauth_router)
     app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
     if (rate_limits := wiring.rate_limits(settings)) is not None:

@@ -56,6 +56,8 @@ class Cast:
     b_attachment: str
     b_medication: str  # a medication of B's, with an open refill request
     b_refill: str
+    b_schedule: str  # B's clinician's schedule, and B's appointment in it
+    b_appointment: str
     patient_a: dict[str, str]  # A's own account, scope patient/*.cruds
     outsider: dict[str, str]  # a clinician of the same organisation, in no care team
     outsider_id: str
@@ -172,6 +174,30 @@ async def cast(database: Database, http: AppClient) -> Cast:
                 requested_by="b",
             )
         )
+    schedule = await http.put(
+        "/api/v1/schedule",
+        json={
+            "timezone": "UTC",
+            "hours": [
+                {"day": d, "start": "00:00", "end": "23:30"}
+                for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+            ],
+        },
+        headers=b.reader_headers,
+    )
+    assert schedule.status_code == 200, schedule.text
+    slot = (now + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
+    appointment = await http.post(
+        "/api/v1/appointments",
+        json={
+            "patient": b.patient_id,
+            "schedule": schedule.json()["id"],
+            "start": slot.isoformat(),
+            "kind": "video",
+        },
+        headers=b.reader_headers,
+    )
+    assert appointment.status_code == 201, appointment.text
     return Cast(
         a=a,
         b=b,
@@ -183,6 +209,8 @@ async def cast(database: Database, http: AppClient) -> Cast:
         b_attachment=b_message["attachments"][0]["id"],
         b_medication=medication.json()["id"],
         b_refill=refill_id,
+        b_schedule=schedule.json()["id"],
+        b_appointment=appointment.json()["id"],
         patient_a=_bearer(patient_token),
         outsider=_bearer(outsider_token),
         outsider_id=outsider_id,
@@ -247,6 +275,35 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
         ("POST", f"/api/v1/refill-requests/{c.b_refill}/visit", {"json": {}}),
         ("GET", "/fhir/MedicationRequest", {"params": {"patient": b}}),
         ("GET", f"/fhir/MedicationRequest/{c.b_medication}", {}),
+        (
+            "POST",
+            "/api/v1/appointments",
+            {
+                "json": {
+                    "patient": b,
+                    "schedule": c.b_schedule,
+                    "start": (datetime.now(UTC) + timedelta(days=3))
+                    .replace(hour=9, minute=0, second=0, microsecond=0)
+                    .isoformat(),
+                    "kind": "video",
+                }
+            },
+        ),
+        ("GET", "/api/v1/appointments", {"params": {"patient": b}}),
+        ("POST", f"/api/v1/appointments/{c.b_appointment}/cancel", {}),
+        (
+            "POST",
+            f"/api/v1/appointments/{c.b_appointment}/reschedule",
+            {
+                "json": {
+                    "start": (datetime.now(UTC) + timedelta(days=3))
+                    .replace(hour=11, minute=0, second=0, microsecond=0)
+                    .isoformat()
+                }
+            },
+        ),
+        ("GET", "/fhir/Appointment", {"params": {"patient": b}}),
+        ("GET", f"/fhir/Appointment/{c.b_appointment}", {}),
     ]
 
 
@@ -274,6 +331,14 @@ NOT_PATIENT_DATA = {
     ("GET", "/fhir/$export-file/{job_id}/{name}"),
     ("GET", "/fhir/AuditEvent/{event_id}"),  # by id: refused like an unknown id (below)
     ("GET", "/api/v1/messages/unread"),  # the caller's own counts (test_care_messages)
+    # A clinician's availability names no patient: their own schedule, its free slots.
+    ("PUT", "/api/v1/schedule"),
+    ("POST", "/api/v1/schedule/exceptions"),
+    ("GET", "/api/v1/schedules/{schedule_id}/slots"),
+    ("GET", "/fhir/Schedule"),
+    ("GET", "/fhir/Schedule/{schedule_id}"),
+    ("GET", "/fhir/Slot"),
+    ("GET", "/fhir/Slot/{slot_id}"),
     ("POST", "/oauth/token"),  # public: SMART Backend Services (test_backend_services)
     ("GET", "/.well-known/smart-configuration"),
     ("GET", "/fhir/.well-known/smart-configuration"),
@@ -292,6 +357,7 @@ def _template(path: str, c: Cast) -> str:
         c.b_attachment: "{attachment_id}",
         c.b_medication: "{medication_id}" if "/api/" in path else "{request_id}",
         c.b_refill: "{refill_id}",
+        c.b_appointment: "{appointment_id}",
     }
     for value, name in replacements.items():
         path = path.replace(value, name)

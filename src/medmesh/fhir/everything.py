@@ -1,10 +1,10 @@
 """`GET /fhir/Patient/{id}/$everything`: a patient's whole record as searchset Bundle pages.
 
 Order: the Patient, their Devices (assigned, past and present), Flags, MedicationRequests,
-Communications (secure messages), then Observations oldest first. Each page is read on its
-own; the `next` link carries an opaque cursor (a resource type and an offset, or for
-Observations the id of the last one returned, never a value or a time), so paging through a
-year of one-per-minute data stays one index range scan a page and never builds the whole
+Appointments, Communications (secure messages), then Observations oldest first. Each page is
+read on its own; the `next` link carries an opaque cursor (a resource type and an offset, or
+for Observations the id of the last one returned, never a value or a time), so paging through
+a year of one-per-minute data stays one index range scan a page and never builds the whole
 record in memory.
 """
 
@@ -24,6 +24,7 @@ from medmesh.fhir.bundle import page_url, searchset_bundle
 from medmesh.fhir.export_access import may_export_record
 from medmesh.fhir.records import (
     RecordFilter,
+    appointment_resources,
     communication_resources,
     device_resources,
     flag_resources,
@@ -125,6 +126,8 @@ async def everything_page(
             found = await communication_resources(conn, patient_id, wanted, room + 1, offset)
         elif kind == "MedicationRequest":
             found = await medication_resources(conn, patient_id, wanted, room + 1, offset)
+        elif kind == "Appointment":
+            found = await appointment_resources(conn, patient_id, wanted, room + 1, offset)
         else:
             found = await flag_resources(conn, patient_id, wanted, room + 1, offset)
         page += found[:room]

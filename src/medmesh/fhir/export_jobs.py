@@ -25,6 +25,7 @@ from medmesh.fhir import resources
 from medmesh.fhir.records import (
     RECORD_TYPES,
     RecordFilter,
+    appointment_resources,
     communication_resources,
     device_resources,
     flag_resources,
@@ -160,6 +161,8 @@ async def _records(
                     chunk = await communication_resources(conn, patient_id, wanted, CHUNK, offset)
                 elif kind == "MedicationRequest":
                     chunk = await medication_resources(conn, patient_id, wanted, CHUNK, offset)
+                elif kind == "Appointment":
+                    chunk = await appointment_resources(conn, patient_id, wanted, CHUNK, offset)
                 else:
                     chunk = await flag_resources(conn, patient_id, wanted, CHUNK, offset)
             for resource in chunk:

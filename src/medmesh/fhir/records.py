@@ -12,10 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
+from medmesh.fhir.appointments import appointment_resource
 from medmesh.fhir.communications import communication
 from medmesh.fhir.flags import flag
 from medmesh.fhir.medication_requests import medication_request
 from medmesh.store.alerts import alerts_for_export
+from medmesh.store.appointments import Appointments
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.medications import Medications
 from medmesh.store.messages import Messages, SentBetween
@@ -33,6 +35,7 @@ RECORD_TYPES = (
     "Device",
     "Flag",
     "MedicationRequest",
+    "Appointment",
     "Communication",
     "Observation",
 )
@@ -159,6 +162,16 @@ async def medication_resources(
         patient_id, since=wanted.since, until=wanted.until, limit=limit, offset=offset
     )
     return [medication_request(m) for m in found]
+
+
+async def appointment_resources(
+    conn: AsyncConnection, patient_id: str, wanted: RecordFilter, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The patient's appointments by start; `start`/`end` bound the visit's time."""
+    found = await Appointments(conn).search(
+        patients=[patient_id], start=wanted.start, end=wanted.end, limit=limit, offset=offset
+    )
+    return [appointment_resource(a) for a in found]
 
 
 async def observation_page(

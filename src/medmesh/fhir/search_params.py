@@ -73,6 +73,23 @@ MEDICATION_REQUEST = (
     SearchParam("status", "token", "active, stopped or completed (comma-separated)"),
     *_PAGED,
 )
+APPOINTMENT = (
+    SearchParam("patient", "reference", "the patient"),
+    SearchParam("practitioner", "reference", "the clinician (Practitioner/<user id>)"),
+    SearchParam("date", "date", "appointment time; prefixes eq, ge, gt, le, lt"),
+    SearchParam("status", "token", "booked or cancelled"),
+    *_PAGED,
+)
+SCHEDULE = (
+    SearchParam("actor", "reference", "the clinician (Practitioner/<user id>)"),
+    *_PAGED,
+)
+SLOT = (
+    SearchParam("schedule", "reference", "the schedule (required)"),
+    SearchParam("start", "date", "slot start; prefixes eq, ge, gt, le, lt (default: 7 days)"),
+    SearchParam("status", "token", "free or busy"),
+    *_PAGED,
+)
 SUBSCRIPTION = (
     SearchParam("status", "token", "requested, active, error or off"),
     *_PAGED,
@@ -89,4 +106,7 @@ BY_TYPE: dict[str, tuple[SearchParam, ...]] = {
     "Subscription": SUBSCRIPTION,
     "Communication": COMMUNICATION,
     "MedicationRequest": MEDICATION_REQUEST,
+    "Appointment": APPOINTMENT,
+    "Schedule": SCHEDULE,
+    "Slot": SLOT,
 }

@@ -17,6 +17,7 @@ from medmesh.store.exports import export_key_owner
 from medmesh.store.schema import (
     alerts,
     api_tokens,
+    appointments,
     break_glass,
     care_plans,
     care_team_members,
@@ -114,6 +115,9 @@ class PatientRecords:
             delete(refill_requests).where(refill_requests.c.patient_id == patient_id),
         )
         await run("medications", delete(medications).where(medications.c.patient_id == patient_id))
+        await run(
+            "appointments", delete(appointments).where(appointments.c.patient_id == patient_id)
+        )
         await run("consents", delete(consents).where(consents.c.patient_id == patient_id))
         await run(
             "care_team_members",

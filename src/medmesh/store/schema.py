@@ -507,3 +507,61 @@ refill_requests = Table(
         postgresql_where=text("status = 'open'"),
     ),
 )
+
+# --- care between visits (appointments) -----------------------------------------------------
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("clinician_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("timezone", String(64), nullable=False),  # IANA; the weekly hours are in it
+    Column("slot_minutes", Integer, nullable=False),
+    Column("kinds", String(64), nullable=False),  # comma-separated: in-person, video
+    Column("hours", Text, nullable=False),  # JSON: [{"weekday": 0, "start": "09:00", "end": …}]
+    Column("book_ahead_days", Integer, nullable=False),
+    Column("cancel_hours", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("clinician_id"),
+)
+
+schedule_exceptions = Table(
+    "schedule_exceptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("schedule_id", String(36), ForeignKey("schedules.id"), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Index(None, "schedule_id", "start"),
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("schedule_id", String(36), ForeignKey("schedules.id"), nullable=False),
+    Column("clinician_id", String(36), nullable=False),
+    Column("clinician_name", String(200), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),  # in-person, video
+    Column("status", String(16), nullable=False),  # booked, cancelled
+    Column("reason", LargeBinary, nullable=True),  # sealed: the patient's words
+    Column("booked_at", UTCDateTime, nullable=False),
+    Column("booked_by", String(36), nullable=False),
+    Column("cancelled_at", UTCDateTime, nullable=True),
+    Column("cancelled_by", String(36), nullable=True),
+    Index(None, "patient_id", "start"),
+    Index(None, "clinician_id", "start"),
+    # No double booking: one booked appointment per clinician and start time, enforced by the
+    # database, so two requests at the same moment cannot both take a slot.
+    Index(
+        "ix_appointments_one_booking",
+        "clinician_id",
+        "start",
+        unique=True,
+        sqlite_where=text("status = 'booked'"),
+        postgresql_where=text("status = 'booked'"),
+    ),
+)

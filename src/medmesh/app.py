@@ -22,6 +22,7 @@ from medmesh.care.appointments_api import router as appointments_router
 from medmesh.care.attachments import AttachmentLimits
 from medmesh.care.medications_api import router as medications_router
 from medmesh.care.messages_api import router as messages_router
+from medmesh.care.notifications_api import router as notifications_router
 from medmesh.config import Settings
 from medmesh.events.bus import EventBus
 from medmesh.fhir.appointments import router as fhir_appointments_router
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(messages_router)
     app.include_router(medications_router)
     app.include_router(appointments_router)
+    app.include_router(notifications_router)
     app.include_router(oauth_router)
     app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
     if (rate_limits := wiring.rate_limits(settings)) is not None:

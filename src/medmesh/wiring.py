@@ -9,6 +9,7 @@ from datetime import timedelta
 from medmesh.access.credentials import DEVICE_SECRET_PREFIX
 from medmesh.access.lockout import LockoutPolicy
 from medmesh.care.attachments import AttachmentLimits
+from medmesh.care.notifications import NotifierSettings
 from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportSettings
 from medmesh.http.rate_limit import Budget, RateLimits
@@ -52,6 +53,24 @@ def attachment_limits(settings: Settings) -> AttachmentLimits:
     return AttachmentLimits(
         max_bytes=settings.message_attachment_max_bytes,
         max_count=settings.message_max_attachments,
+    )
+
+
+def notifier_settings(settings: Settings) -> NotifierSettings | None:
+    """Email notifications, when an SMTP server is configured."""
+    if settings.smtp_host is None:
+        return None
+    base = (settings.public_base_url or "http://localhost:8000").rstrip("/")
+    return NotifierSettings(
+        smtp_host=settings.smtp_host,
+        smtp_port=settings.smtp_port,
+        sender=settings.smtp_from,
+        sign_in_url=f"{base}/me",
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+        reminder_before=timedelta(hours=settings.notify_reminder_hours),
+        poll_seconds=settings.notify_poll_seconds,
     )
 
 

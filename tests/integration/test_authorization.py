@@ -332,6 +332,8 @@ NOT_PATIENT_DATA = {
     ("GET", "/fhir/AuditEvent/{event_id}"),  # by id: refused like an unknown id (below)
     ("GET", "/api/v1/messages/unread"),  # the caller's own counts (test_care_messages)
     # A clinician's availability names no patient: their own schedule, its free slots.
+    ("GET", "/api/v1/me/notifications"),  # the caller's own settings (test_care_notifications)
+    ("PUT", "/api/v1/me/notifications"),
     ("PUT", "/api/v1/schedule"),
     ("POST", "/api/v1/schedule/exceptions"),
     ("GET", "/api/v1/schedules/{schedule_id}/slots"),

@@ -114,6 +114,7 @@ async def _announce(bus: EventBus, appointment: Appointment) -> None:
                 "appointment_id": appointment.id,
                 "status": appointment.status.value,
                 "clinician_id": appointment.clinician_id,
+                "start": appointment.start.isoformat(),  # for reminders; no health data
             },
         )
     )
@@ -227,5 +228,11 @@ async def reschedule(
         if not await Appointments(conn).cancel(appointment.id, by.id, now):
             raise Conflict("this appointment is already cancelled")
         await Appointments(conn).book(moved)
+    await _announce(
+        bus,
+        replace(
+            appointment, status=AppointmentStatus.CANCELLED, cancelled_at=now, cancelled_by=by.id
+        ),
+    )
     await _announce(bus, moved)
     return moved

@@ -31,6 +31,8 @@ from medmesh.store.schema import (
     message_attachments,
     message_threads,
     messages,
+    notification_outbox,
+    notification_preferences,
     observation_components,
     observations,
     patients,
@@ -129,6 +131,16 @@ class PatientRecords:
             "api_tokens",
             delete(api_tokens).where(
                 or_(api_tokens.c.patient_id == patient_id, api_tokens.c.user_id.in_(accounts))
+            ),
+        )
+        await run(
+            "notification_outbox",
+            delete(notification_outbox).where(notification_outbox.c.user_id.in_(accounts)),
+        )
+        await run(
+            "notification_preferences",
+            delete(notification_preferences).where(
+                notification_preferences.c.user_id.in_(accounts)
             ),
         )
         await run("users", delete(users).where(users.c.patient_id == patient_id))

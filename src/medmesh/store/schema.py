@@ -565,3 +565,36 @@ appointments = Table(
         postgresql_where=text("status = 'booked'"),
     ),
 )
+
+# --- care between visits (notifications outside the app) ------------------------------------
+
+notification_preferences = Table(
+    "notification_preferences",
+    metadata,
+    Column("user_id", String(36), ForeignKey("users.id"), primary_key=True),
+    Column("email", String(320), nullable=True),
+    Column("email_enabled", Boolean, nullable=False),
+    Column("quiet_start", String(5), nullable=True),  # HH:MM local
+    Column("quiet_end", String(5), nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# What to tell whom, and when: the kind only (never what happened), so a row holds no health
+# data; `about` names the appointment a reminder is for (cancelled with it).
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("about", String(36), nullable=True),
+    Column("status", String(16), nullable=False),  # pending, sent, failed
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(200), nullable=True),
+    Index(None, "status", "due_at"),
+    Index(None, "user_id", "kind", "status"),
+)

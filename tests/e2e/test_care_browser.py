@@ -11,6 +11,7 @@ import io
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pyotp
 from PIL import Image
 from playwright.async_api import Browser, Page
@@ -19,6 +20,7 @@ from medmesh import admin
 from medmesh.access.principals import Role
 from medmesh.store import migrate
 from medmesh.store.database import Database
+from medmesh.store.users import Users
 from tests.e2e.test_dashboard_browser import axe_violations, eventually
 from tests.live_server import live_server
 
@@ -149,3 +151,102 @@ async def test_a_patient_writes_with_a_photo_and_the_clinician_answers_live(
         "patient-error-390x844.png",
         "patient-thread-390x844.png",
     ]
+
+
+async def test_refill_and_booking_with_two_patients_racing_for_one_slot(
+    browser: Browser, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'medmesh.db'}"
+    secret = await _provision(url)
+    database = Database(url)
+    rick = await admin.create_patient(database, family="Roe", given="Rick", identifier="MRN-2")
+    async with database.read() as conn:
+        ada_record = await Users(conn).find_by_username(CLINICIAN)
+    assert ada_record is not None
+    await admin.add_to_care_team(database, rick.id, ada_record.id, added_by="test")
+    await admin.create_user(
+        database,
+        username="rick.roe",
+        display_name="Rick Roe",
+        role=Role.PATIENT,
+        password=PATIENT_PASSWORD,
+        patient_id=rick.id,
+    )
+    token = await admin.issue_user_token(database, user_id=ada_record.id, scopes="user/*.cruds")
+    async with database.read() as conn:
+        jane_id = (await Users(conn).find_by_username(PATIENT)).patient_id  # type: ignore[union-attr]
+    await database.dispose()
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    with live_server(url, tmp_path / "server.log") as server:
+        base = server.base_url
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}
+        ) as api:
+            prescribed = await api.post(
+                f"/api/v1/patients/{jane_id}/medications",
+                json={"name": "Lisinopril 10 mg tablet", "dosage": "1 tablet a day", "refills": 0},
+            )
+            assert prescribed.status_code == 201, prescribed.text
+            schedule = await api.put(
+                "/api/v1/schedule",
+                json={
+                    "timezone": "Europe/Berlin",
+                    "kinds": ["video", "in-person"],
+                    "hours": [
+                        {"day": d, "start": "00:00", "end": "23:30"}
+                        for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+                    ],
+                },
+            )
+            assert schedule.status_code == 200, schedule.text
+        contexts = [
+            await browser.new_context(viewport={"width": 1280, "height": 900}),
+            await browser.new_context(viewport={"width": 390, "height": 844}),
+            await browser.new_context(viewport={"width": 390, "height": 844}),
+        ]
+        doctor, jane, rick_page = [await c.new_page() for c in contexts]
+        await _sign_in(doctor, base, CLINICIAN, CLINICIAN_PASSWORD, secret)
+        await _sign_in(jane, base, PATIENT, PATIENT_PASSWORD, None)
+        await _sign_in(rick_page, base, "rick.roe", PATIENT_PASSWORD, None)
+
+        # A refill: asked, approved, seen.
+        await jane.goto(base + "/me/care")
+        await jane.get_by_role("button", name="Ask for a refill of Lisinopril 10 mg tablet").click()
+        await jane.get_by_text("Refill asked for").wait_for()
+        await doctor.goto(base + "/inbox")
+        row = doctor.locator("tr.refill-row", has_text="Lisinopril")
+        await row.get_by_label("Refills").fill("3")
+        await row.get_by_role("button", name="Approve").click()
+        await doctor.get_by_text("No refill requests waiting.").wait_for()
+        await jane.reload()
+        await jane.get_by_text("approved by Dr Ada Smith").wait_for()
+        assert "3 refills left" in await jane.locator("li.medication").inner_text()
+        await jane.screenshot(
+            path=str(shots / "patient-refill-approved-390x844.png"), full_page=True
+        )
+
+        # Both patients see the same free time; Jane takes it first, Rick is told it is gone.
+        await rick_page.goto(base + "/me/care")
+        slot = jane.locator("input[name=slot]").first
+        value = await slot.get_attribute("value")
+        assert value is not None
+        await slot.check()
+        await jane.get_by_label("How").select_option("video")
+        await jane.get_by_role("button", name="Book this visit").click()
+        await jane.locator("li.appointment", has_text="video visit with Dr Ada Smith").wait_for()
+        await jane.screenshot(path=str(shots / "patient-booked-390x844.png"), full_page=True)
+        await rick_page.locator(f"input[name=slot][value='{value}']").check()
+        await rick_page.get_by_role("button", name="Book this visit").click()
+        await (
+            rick_page.get_by_role("alert").filter(has_text="just booked by someone else").wait_for()
+        )
+        await rick_page.screenshot(
+            path=str(shots / "second-patient-refused-390x844.png"), full_page=True
+        )
+
+        await doctor.goto(base + "/inbox")
+        await doctor.locator("li.visit", has_text="Jane Doe, video visit").wait_for()
+        await doctor.screenshot(path=str(shots / "clinician-calendar.png"), full_page=True)
+        for context in contexts:
+            await context.close()

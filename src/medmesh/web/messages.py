@@ -283,11 +283,26 @@ async def _inbox_items(request: Request, user: SessionUser) -> list[dict[str, An
     return items
 
 
+async def inbox_page(
+    request: Request, user: SessionUser, *, error: str | None = None, status_code: int = 200
+) -> Response:
+    from medmesh.web.care import queue_and_visits
+
+    items = await _inbox_items(request, user)
+    context = {
+        "clinician": user,
+        "nav": "inbox",
+        "items": items,
+        "live": True,
+        "error": error,
+        **await queue_and_visits(request, user),
+    }
+    return page(request, "inbox.html", context, status_code)
+
+
 @router.get("/inbox")
 async def inbox(request: Request, user: SessionUser = Depends(signed_in)) -> Response:
-    items = await _inbox_items(request, user)
-    context = {"clinician": user, "nav": "inbox", "items": items, "live": True}
-    return page(request, "inbox.html", context)
+    return await inbox_page(request, user)
 
 
 @router.get("/inbox/items")

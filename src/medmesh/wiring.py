@@ -40,8 +40,8 @@ def request_limits(settings: Settings) -> RequestLimits:
     )
 
 
-# Where secure messages (with their attachments) are posted.
-MESSAGE_PREFIXES = ("/api/v1/threads",)
+# Where secure messages (with their attachments) are posted: the JSON API and the web forms.
+MESSAGE_PREFIXES = ("/api/v1/threads", "/me/messages", "/inbox/threads")
 
 
 def _message_body_bytes(settings: Settings) -> int:

@@ -19,14 +19,22 @@ from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.erasure import router as erasure_router
 from medmesh.api.events import router as events_router
 from medmesh.api.oauth import router as oauth_router
+from medmesh.care.appointments_api import router as appointments_router
+from medmesh.care.attachments import AttachmentLimits
+from medmesh.care.medications_api import router as medications_router
+from medmesh.care.messages_api import router as messages_router
+from medmesh.care.notifications_api import router as notifications_router
 from medmesh.config import Settings
 from medmesh.events.bus import EventBus
+from medmesh.fhir.appointments import router as fhir_appointments_router
 from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.bulk import router as bulk_router
+from medmesh.fhir.communications import router as communications_router
 from medmesh.fhir.consents import router as consents_router
 from medmesh.fhir.everything import router as everything_router
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
+from medmesh.fhir.medication_requests import router as medication_requests_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
 from medmesh.http.deps import WallClock, provide
@@ -74,12 +82,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provide(app, Settings, settings)
     provide(app, WallClock, time.time)
     provide(app, ExportSettings, wiring.export_settings(settings))
+    provide(app, AttachmentLimits, wiring.attachment_limits(settings))
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
     app.include_router(everything_router)
     app.include_router(fhir_router)
     app.include_router(flags_router)
+    app.include_router(communications_router)
+    app.include_router(medication_requests_router)
+    app.include_router(fhir_appointments_router)
     app.include_router(audit_events_router)
     app.include_router(subscriptions_router)
     app.include_router(events_router)
@@ -89,6 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(consents_router)
     app.include_router(break_glass_router)
     app.include_router(erasure_router)
+    app.include_router(messages_router)
+    app.include_router(medications_router)
+    app.include_router(appointments_router)
+    app.include_router(notifications_router)
     app.include_router(oauth_router)
     app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
     if (rate_limits := wiring.rate_limits(settings)) is not None:

@@ -71,6 +71,24 @@ class Settings(BaseSettings):
         gt=0,
         description="Largest request body of every other route, in bytes (docs/security.md)",
     )
+    message_attachment_max_bytes: int = Field(
+        5 * 1024 * 1024, gt=0, description="Largest attachment to a secure message, in bytes"
+    )
+    message_max_attachments: int = Field(
+        4, ge=0, le=20, description="Most attachments one secure message may carry"
+    )
+    smtp_host: str | None = Field(
+        None, description="SMTP server for email notifications (docs/care.md); unset: none sent"
+    )
+    smtp_port: int = Field(587, gt=0, lt=65536)
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = Field(True, description="Upgrade the SMTP connection with STARTTLS")
+    smtp_from: str = Field("medmesh <no-reply@localhost>", description="From address of emails")
+    notify_reminder_hours: float = Field(
+        24, gt=0, description="How long before an appointment its reminder is sent"
+    )
+    notify_poll_seconds: float = Field(5, gt=0, description="How often due emails are sent")
     max_url_bytes: int = Field(8192, gt=0, description="Longest path and query string")
     max_request_headers: int = Field(100, gt=0, description="Most headers one request may have")
 

@@ -14,15 +14,25 @@ from sqlalchemy.engine import make_url
 
 from medmesh import provisioning, wiring
 from medmesh.access.identity import totp
-from medmesh.access.identity.principals import Role
+from medmesh.access.identity.principals import ActorKind, Principal, Role
+from medmesh.access.policy.scopes import Scopes
 from medmesh.app import create_app
+from medmesh.care.appointments import book, new_schedule
+from medmesh.care.medications import new_medication, prescribe
+from medmesh.care.messages import start_thread
 from medmesh.config import Settings
+from medmesh.domain.appointments import WEEKDAYS, VisitKind
+from medmesh.domain.errors import MedmeshError
+from medmesh.domain.messages import MessageCategory, Side
+from medmesh.events.bus import InProcessBus
 from medmesh.services import build_database
 from medmesh.sim.http_device import HttpDevice
 from medmesh.sim.models import PatientModel, demo_patients
 from medmesh.sim.mqtt_device import MqttDevice, MqttDeviceSettings
 from medmesh.store import migrate
+from medmesh.store.appointments import Schedules
 from medmesh.store.database import Database
+from medmesh.store.messages import Messages
 from medmesh.store.registry import Devices, Patients
 from medmesh.store.users import Users
 
@@ -79,6 +89,74 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
             database, credential.device_id, patient.id, datetime.now(UTC) - 2 * BACKFILL
         )
     return DemoSubject(simulated, patient.id, credential.device_id, credential.secret)
+
+
+async def _care_between_visits(database: Database, patient_id: str) -> None:
+    """Once per demo patient: a message from the demo clinician, a medication, the clinician's
+    weekly hours and a video visit tomorrow, so the portal and the inbox have something."""
+    async with database.read() as conn:
+        account = await Users(conn).find_by_username(DEMO_CLINICIAN)
+        if account is None or await Messages(conn).threads(patient_id, Side.PATIENT):
+            return
+    clinician = Principal(
+        kind=ActorKind.USER,
+        id=account.id,
+        name=account.display_name,
+        role=Role.CLINICIAN,
+        organization_id=account.organization_id,
+        scopes=Scopes.parse("user/*.cruds"),
+    )
+    now = datetime.now(UTC)
+    bus = InProcessBus()  # nobody listens yet: the server starts after this
+    await start_thread(
+        database,
+        bus,
+        patient_id=patient_id,
+        sender=clinician,
+        subject="Welcome",
+        category=MessageCategory.GENERAL,
+        body="Write to us here between visits. For an emergency, call the emergency number.",
+        attachments=[],
+        at=now,
+    )
+    medication = new_medication(
+        patient_id=patient_id,
+        prescriber=clinician,
+        name="Lisinopril 10 mg tablet",
+        rxnorm="314076",
+        dosage="1 tablet by mouth once a day",
+        refills=2,
+        at=now,
+    )
+    await prescribe(database, medication)
+    hours = [(day, "08:00", "18:00") for day in WEEKDAYS]
+    schedule = new_schedule(
+        clinician=clinician,
+        timezone="UTC",
+        slot_minutes=30,
+        kinds=["in-person", "video"],
+        hours=hours,
+        book_ahead_days=30,
+        cancel_hours=24,
+        at=now,
+    )
+    async with database.write() as conn:
+        await Schedules(conn).put(schedule)
+        stored = await Schedules(conn).of_clinician(clinician.id)
+    assert stored is not None
+    tomorrow = (now + timedelta(days=1)).replace(hour=10, minute=0, second=0, microsecond=0)
+    with contextlib.suppress(MedmeshError):  # taken by another demo patient: fine
+        await book(
+            database,
+            bus,
+            schedule=stored,
+            patient_id=patient_id,
+            start=tomorrow + timedelta(minutes=30 * (sum(map(ord, patient_id)) % 12)),
+            kind=VisitKind.VIDEO,
+            reason=None,
+            by=clinician,
+            now=now,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +227,8 @@ async def run_demo(
     subjects = [await _provision(database, m) for m in chosen]
     clinician = await _provision_clinician(database)
     token = await _clinician_token(database, [s.patient_id for s in subjects])
+    for subject in subjects:
+        await _care_between_visits(database, subject.patient_id)
     await database.dispose()
 
     settings = settings.bound_to(settings.host)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from medmesh import wiring
 from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.policy.subscribers import SubscriberCheck
+from medmesh.care.notifications import Notifier
 from medmesh.config import Settings
 from medmesh.crypto.local import local_cipher
 from medmesh.events.bus import EventBus, InProcessBus
@@ -80,6 +81,7 @@ class Services:
     exports: ExportRunner | None = None
     mqtt: MqttIngest | None = None
     mllp: MllpServer | None = None
+    notifier: Notifier | None = None
     workers: Workers = field(default_factory=Workers)
 
     @classmethod
@@ -137,6 +139,9 @@ class Services:
                 self.database, self.bus, settings.alert_check_interval_seconds
             )
             await workers.start("periodic alert checks", self.alert_checks)
+        if (notify := wiring.notifier_settings(settings)) is not None:
+            self.notifier = Notifier(self.database, self.bus, notify)
+            await workers.start("email notifications", self.notifier)
         await workers.start("after-commit work (rules, events)", self.pipeline.after_commit)
         if exports and settings.export_runner:
             self.exports = ExportRunner(self.database, wiring.export_settings(settings))

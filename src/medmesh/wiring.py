@@ -8,6 +8,8 @@ from datetime import timedelta
 
 from medmesh.access.identity.credentials import DEVICE_SECRET_PREFIX
 from medmesh.access.identity.lockout import LockoutPolicy
+from medmesh.care.attachments import AttachmentLimits
+from medmesh.care.notifications import NotifierSettings
 from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportSettings
 from medmesh.http.rate_limit import Budget, RateLimits
@@ -29,9 +31,47 @@ def lockout_policy(settings: Settings) -> LockoutPolicy:
 def request_limits(settings: Settings) -> RequestLimits:
     return RequestLimits(
         body_bytes=settings.max_request_body_bytes,
-        body_bytes_by_prefix=(("/ingest/", settings.max_body_bytes),),
+        body_bytes_by_prefix=(
+            ("/ingest/", settings.max_body_bytes),
+            # Messages carry attachments: room for all of them and the form around them.
+            *((prefix, _message_body_bytes(settings)) for prefix in MESSAGE_PREFIXES),
+        ),
         url_bytes=settings.max_url_bytes,
         header_count=settings.max_request_headers,
+    )
+
+
+# Where secure messages (with their attachments) are posted: the JSON API and the web forms.
+MESSAGE_PREFIXES = ("/api/v1/threads", "/me/messages", "/inbox/threads")
+
+
+def _message_body_bytes(settings: Settings) -> int:
+    attachments = settings.message_attachment_max_bytes * settings.message_max_attachments
+    return max(settings.max_request_body_bytes, attachments + 131_072)
+
+
+def attachment_limits(settings: Settings) -> AttachmentLimits:
+    return AttachmentLimits(
+        max_bytes=settings.message_attachment_max_bytes,
+        max_count=settings.message_max_attachments,
+    )
+
+
+def notifier_settings(settings: Settings) -> NotifierSettings | None:
+    """Email notifications, when an SMTP server is configured."""
+    if settings.smtp_host is None:
+        return None
+    base = (settings.public_base_url or "http://localhost:8000").rstrip("/")
+    return NotifierSettings(
+        smtp_host=settings.smtp_host,
+        smtp_port=settings.smtp_port,
+        sender=settings.smtp_from,
+        sign_in_url=f"{base}/me",
+        username=settings.smtp_username,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+        reminder_before=timedelta(hours=settings.notify_reminder_hours),
+        poll_seconds=settings.notify_poll_seconds,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,9 +30,11 @@ from medmesh.access.identity.principals import Role
 from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.app import create_app
 from medmesh.config import Settings
+from medmesh.domain.medications import RefillRequest, RefillStatus
 from medmesh.events.model import READINGS, Event
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
+from medmesh.store.medications import RefillRequests
 from medmesh.store.schema import audit_log
 from medmesh.store.subscriptions import Subscriptions
 from medmesh.store.users import Organizations
@@ -49,6 +52,13 @@ class Cast:
     a_observation: str
     b_observation: str
     b_alert: str
+    b_thread: str  # a message thread of B's, with a message and an attachment
+    b_message: str
+    b_attachment: str
+    b_medication: str  # a medication of B's, with an open refill request
+    b_refill: str
+    b_schedule: str  # B's clinician's schedule, and B's appointment in it
+    b_appointment: str
     patient_a: dict[str, str]  # A's own account, scope patient/*.cruds
     outsider: dict[str, str]  # a clinician of the same organisation, in no care team
     outsider_id: str
@@ -141,6 +151,57 @@ async def cast(database: Database, http: AppClient) -> Cast:
     async with database.write() as conn:
         await Organizations(conn).add("partner", "Partner Hospital")
     partner = await _service_token(database, "partner", "system/*.rs")
+    thread = await http.post(
+        "/api/v1/threads",
+        data={"patient": b.patient_id, "subject": "Wound", "body": "How is the wound today?"},
+        files=[("attachment", ("r.pdf", b"%PDF-1.4\n%%EOF\n", "application/pdf"))],
+        headers=b.reader_headers,
+    )
+    assert thread.status_code == 201, thread.text
+    (b_message,) = thread.json()["messages"]
+    medication = await http.post(
+        f"/api/v1/patients/{b.patient_id}/medications",
+        json={"name": "Lisinopril 10 mg tablet", "dosage": "1 a day", "refills": 1},
+        headers=b.reader_headers,
+    )
+    assert medication.status_code == 201, medication.text
+    refill_id = str(uuid.uuid4())
+    async with database.write() as conn:
+        await RefillRequests(conn).add(
+            RefillRequest(
+                id=refill_id,
+                patient_id=b.patient_id,
+                medication_id=medication.json()["id"],
+                status=RefillStatus.OPEN,
+                note=None,
+                requested_at=now,
+                requested_by="b",
+            )
+        )
+    schedule = await http.put(
+        "/api/v1/schedule",
+        json={
+            "timezone": "UTC",
+            "hours": [
+                {"day": d, "start": "00:00", "end": "23:30"}
+                for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+            ],
+        },
+        headers=b.reader_headers,
+    )
+    assert schedule.status_code == 200, schedule.text
+    slot = (now + timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
+    appointment = await http.post(
+        "/api/v1/appointments",
+        json={
+            "patient": b.patient_id,
+            "schedule": schedule.json()["id"],
+            "start": slot.isoformat(),
+            "kind": "video",
+        },
+        headers=b.reader_headers,
+    )
+    assert appointment.status_code == 201, appointment.text
     await provisioning.add_to_care_team(database, b.patient_id, a.clinician_id, added_by="test")
     launch_b = await provisioning.issue_user_token(
         database, user_id=a.clinician_id, scopes="patient/*.cruds", patient_id=b.patient_id
@@ -153,6 +214,13 @@ async def cast(database: Database, http: AppClient) -> Cast:
         a_observation=await _first(http, a, "/fhir/Observation", "entry"),
         b_observation=await _first(http, b, "/fhir/Observation", "entry"),
         b_alert=await _first(http, b, "/api/v1/alerts", "alerts"),
+        b_thread=thread.json()["id"],
+        b_message=b_message["id"],
+        b_attachment=b_message["attachments"][0]["id"],
+        b_medication=medication.json()["id"],
+        b_refill=refill_id,
+        b_schedule=schedule.json()["id"],
+        b_appointment=appointment.json()["id"],
         patient_a=_bearer(patient_token),
         outsider=_bearer(outsider_token),
         outsider_id=outsider_id,
@@ -200,6 +268,53 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
         ("GET", f"/fhir/Patient/{b}/$everything", {}),
         ("POST", f"/api/v1/patients/{b}/erasure", {"json": {"reason": "asked to"}}),
         ("GET", "/fhir/AuditEvent", {"params": {"patient": b}}),
+        ("GET", f"/api/v1/patients/{b}/threads", {}),
+        ("POST", "/api/v1/threads", {"data": {"patient": b, "subject": "Hi", "body": "Hello"}}),
+        ("GET", f"/api/v1/threads/{c.b_thread}", {}),
+        ("POST", f"/api/v1/threads/{c.b_thread}/messages", {"data": {"body": "Hello"}}),
+        ("POST", f"/api/v1/threads/{c.b_thread}/read", {}),
+        ("GET", f"/api/v1/attachments/{c.b_attachment}", {}),
+        ("GET", "/fhir/Communication", {"params": {"patient": b}}),
+        ("GET", f"/fhir/Communication/{c.b_message}", {}),
+        ("GET", f"/api/v1/patients/{b}/medications", {}),
+        ("POST", f"/api/v1/patients/{b}/medications", {"json": {"name": "X", "dosage": "1"}}),
+        ("POST", f"/api/v1/medications/{c.b_medication}/stop", {}),
+        ("POST", f"/api/v1/medications/{c.b_medication}/refill-requests", {"json": {}}),
+        ("GET", "/api/v1/refill-requests", {"params": {"patient": b}}),
+        ("POST", f"/api/v1/refill-requests/{c.b_refill}/approve", {"json": {"refills": 1}}),
+        ("POST", f"/api/v1/refill-requests/{c.b_refill}/deny", {"json": {"reason": "no"}}),
+        ("POST", f"/api/v1/refill-requests/{c.b_refill}/visit", {"json": {}}),
+        ("GET", "/fhir/MedicationRequest", {"params": {"patient": b}}),
+        ("GET", f"/fhir/MedicationRequest/{c.b_medication}", {}),
+        (
+            "POST",
+            "/api/v1/appointments",
+            {
+                "json": {
+                    "patient": b,
+                    "schedule": c.b_schedule,
+                    "start": (datetime.now(UTC) + timedelta(days=3))
+                    .replace(hour=9, minute=0, second=0, microsecond=0)
+                    .isoformat(),
+                    "kind": "video",
+                }
+            },
+        ),
+        ("GET", "/api/v1/appointments", {"params": {"patient": b}}),
+        ("POST", f"/api/v1/appointments/{c.b_appointment}/cancel", {}),
+        (
+            "POST",
+            f"/api/v1/appointments/{c.b_appointment}/reschedule",
+            {
+                "json": {
+                    "start": (datetime.now(UTC) + timedelta(days=3))
+                    .replace(hour=11, minute=0, second=0, microsecond=0)
+                    .isoformat()
+                }
+            },
+        ),
+        ("GET", "/fhir/Appointment", {"params": {"patient": b}}),
+        ("GET", f"/fhir/Appointment/{c.b_appointment}", {}),
     ]
 
 
@@ -226,6 +341,17 @@ NOT_PATIENT_DATA = {
     ("DELETE", "/fhir/$export-status/{job_id}"),
     ("GET", "/fhir/$export-file/{job_id}/{name}"),
     ("GET", "/fhir/AuditEvent/{event_id}"),  # by id: refused like an unknown id (below)
+    ("GET", "/api/v1/messages/unread"),  # the caller's own counts (test_care_messages)
+    # A clinician's availability names no patient: their own schedule, its free slots.
+    ("GET", "/api/v1/me/notifications"),  # the caller's own settings (test_care_notifications)
+    ("PUT", "/api/v1/me/notifications"),
+    ("PUT", "/api/v1/schedule"),
+    ("POST", "/api/v1/schedule/exceptions"),
+    ("GET", "/api/v1/schedules/{schedule_id}/slots"),
+    ("GET", "/fhir/Schedule"),
+    ("GET", "/fhir/Schedule/{schedule_id}"),
+    ("GET", "/fhir/Slot"),
+    ("GET", "/fhir/Slot/{slot_id}"),
     ("POST", "/oauth/token"),  # public: SMART Backend Services (test_backend_services)
     ("GET", "/.well-known/smart-configuration"),
     ("GET", "/fhir/.well-known/smart-configuration"),
@@ -239,6 +365,12 @@ def _template(path: str, c: Cast) -> str:
         c.b_observation: "{observation_id}",
         c.b.device_id: "{device_id}",
         c.b_alert: "{alert_id}" if "/api/" in path else "{flag_id}",
+        c.b_thread: "{thread_id}",
+        c.b_message: "{communication_id}",
+        c.b_attachment: "{attachment_id}",
+        c.b_medication: "{medication_id}" if "/api/" in path else "{request_id}",
+        c.b_refill: "{refill_id}",
+        c.b_appointment: "{appointment_id}",
     }
     for value, name in replacements.items():
         path = path.replace(value, name)

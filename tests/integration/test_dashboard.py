@@ -381,7 +381,7 @@ async def test_health_data_stays_out_of_urls_and_logs(
     ]
     await http.post("/logout", data={"csrf_token": csrf})
     allowed = re.compile(
-        r"^(/|/login|/logout|/dashboard/events|/static/[\w./-]+|/\?page=\d+|#|data:,"
+        r"^(/|/login|/logout|/inbox|/dashboard/events|/static/[\w./-]+|/\?page=\d+|#|data:,"
         r"|/(patients|devices)/[0-9a-f-]{36}(/alerts|/events)?(\?range=\w+)?)$"
     )
     for html in pages:

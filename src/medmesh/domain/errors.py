@@ -69,3 +69,12 @@ class UnsupportedMediaType(MedmeshError):
 
 class PayloadTooLarge(MedmeshError):
     """A request or message larger than the configured limit."""
+
+
+class InvalidRequest(MedmeshError):
+    """A request whose content cannot be accepted (an empty message, a past slot…); the
+    message says what to change."""
+
+
+class UnsupportedContent(MedmeshError):
+    """Uploaded content of a type medmesh refuses (judged from its bytes, not its name)."""

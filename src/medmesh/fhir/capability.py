@@ -101,6 +101,41 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "searchParam": _search_params("Flag"),
                     },
                     {
+                        "type": "Communication",
+                        "documentation": "secure messages between a patient and their care "
+                        "team, one per message; identifier: the thread; written through "
+                        "POST /api/v1/threads (docs/care.md)",
+                        "interaction": read_search,
+                        "searchParam": _search_params("Communication"),
+                    },
+                    {
+                        "type": "MedicationRequest",
+                        "documentation": "a patient's medications, kept by their care team; an "
+                        "approved refill is a new one whose priorPrescription it renews "
+                        "(docs/care.md)",
+                        "interaction": read_search,
+                        "searchParam": _search_params("MedicationRequest"),
+                    },
+                    {
+                        "type": "Appointment",
+                        "documentation": "visits booked in a clinician's Slot, in person or "
+                        "video; booked through POST /api/v1/appointments (docs/care.md)",
+                        "interaction": read_search,
+                        "searchParam": _search_params("Appointment"),
+                    },
+                    {
+                        "type": "Schedule",
+                        "documentation": "a clinician's published availability",
+                        "interaction": read_search,
+                        "searchParam": _search_params("Schedule"),
+                    },
+                    {
+                        "type": "Slot",
+                        "documentation": "computed from the Schedule: free or busy",
+                        "interaction": read_search,
+                        "searchParam": _search_params("Slot"),
+                    },
+                    {
                         "type": "Consent",
                         "documentation": "a patient's permission to share their record beyond "
                         "the care team (scope patient-privacy, provision.type permit, one "

@@ -25,8 +25,11 @@ from medmesh.fhir import resources
 from medmesh.fhir.records import (
     RECORD_TYPES,
     RecordFilter,
+    appointment_resources,
+    communication_resources,
     device_resources,
     flag_resources,
+    medication_resources,
     observation_page,
     patient_resource,
 )
@@ -154,6 +157,12 @@ async def _records(
             async with database.read() as conn:
                 if kind == "Device":
                     chunk = await device_resources(conn, patient_id, CHUNK, offset, visible)
+                elif kind == "Communication":
+                    chunk = await communication_resources(conn, patient_id, wanted, CHUNK, offset)
+                elif kind == "MedicationRequest":
+                    chunk = await medication_resources(conn, patient_id, wanted, CHUNK, offset)
+                elif kind == "Appointment":
+                    chunk = await appointment_resources(conn, patient_id, wanted, CHUNK, offset)
                 else:
                     chunk = await flag_resources(conn, patient_id, wanted, CHUNK, offset)
             for resource in chunk:

@@ -12,9 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
+from medmesh.fhir.appointments import appointment_resource
+from medmesh.fhir.communications import communication
 from medmesh.fhir.flags import flag
+from medmesh.fhir.medication_requests import medication_request
 from medmesh.store.alerts import alerts_for_export
+from medmesh.store.appointments import Appointments
 from medmesh.store.device_status import DeviceStatuses
+from medmesh.store.medications import Medications
+from medmesh.store.messages import Messages, SentBetween
 from medmesh.store.observations import (
     ExportWindow,
     StoredObservation,
@@ -24,7 +30,15 @@ from medmesh.store.observations import (
 from medmesh.store.registry import Assignments, Devices, Patients
 
 # The resource types of a patient's record, in the order $everything returns them.
-RECORD_TYPES = ("Patient", "Device", "Flag", "Observation")
+RECORD_TYPES = (
+    "Patient",
+    "Device",
+    "Flag",
+    "MedicationRequest",
+    "Appointment",
+    "Communication",
+    "Observation",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +133,45 @@ async def flag_resources(
         offset=offset,
     )
     return [flag(a) for a in found]
+
+
+async def communication_resources(
+    conn: AsyncConnection, patient_id: str, wanted: RecordFilter, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The patient's messages oldest first; `start`/`end` and `_since` bound when they were
+    sent (a message is never changed once sent, but for when it was read)."""
+    sent: list[SentBetween] = []
+    for lower in (wanted.start, wanted.since):
+        if lower is not None:
+            sent.append(SentBetween("ge", lower))
+    for upper in (wanted.end, wanted.until):
+        if upper is not None:
+            sent.append(SentBetween("lt", upper))
+    found = await Messages(conn).search(
+        within=[patient_id], sent=sent, limit=limit, offset=offset, oldest_first=True
+    )
+    return [communication(m, t) for m, t in found]
+
+
+async def medication_resources(
+    conn: AsyncConnection, patient_id: str, wanted: RecordFilter, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The patient's MedicationRequests oldest first; `_since` and an export's snapshot time
+    bound when they were written (a renewal is a new one)."""
+    found = await Medications(conn).for_export(
+        patient_id, since=wanted.since, until=wanted.until, limit=limit, offset=offset
+    )
+    return [medication_request(m) for m in found]
+
+
+async def appointment_resources(
+    conn: AsyncConnection, patient_id: str, wanted: RecordFilter, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The patient's appointments by start; `start`/`end` bound the visit's time."""
+    found = await Appointments(conn).search(
+        patients=[patient_id], start=wanted.start, end=wanted.end, limit=limit, offset=offset
+    )
+    return [appointment_resource(a) for a in found]
 
 
 async def observation_page(

@@ -60,6 +60,36 @@ AUDIT_EVENT = (
     SearchParam("date", "date", "when recorded; prefixes eq, ge, gt, le, lt"),
     *_PAGED,
 )
+COMMUNICATION = (
+    _PATIENT,
+    _SUBJECT,
+    SearchParam("sent", "date", "when sent; prefixes eq, ge, gt, le, lt"),
+    SearchParam("category", "token", "general, medication, appointment or results"),
+    *_PAGED,
+)
+MEDICATION_REQUEST = (
+    _PATIENT,
+    _SUBJECT,
+    SearchParam("status", "token", "active, stopped or completed (comma-separated)"),
+    *_PAGED,
+)
+APPOINTMENT = (
+    SearchParam("patient", "reference", "the patient"),
+    SearchParam("practitioner", "reference", "the clinician (Practitioner/<user id>)"),
+    SearchParam("date", "date", "appointment time; prefixes eq, ge, gt, le, lt"),
+    SearchParam("status", "token", "booked or cancelled"),
+    *_PAGED,
+)
+SCHEDULE = (
+    SearchParam("actor", "reference", "the clinician (Practitioner/<user id>)"),
+    *_PAGED,
+)
+SLOT = (
+    SearchParam("schedule", "reference", "the schedule (required)"),
+    SearchParam("start", "date", "slot start; prefixes eq, ge, gt, le, lt (default: 7 days)"),
+    SearchParam("status", "token", "free or busy"),
+    *_PAGED,
+)
 SUBSCRIPTION = (
     SearchParam("status", "token", "requested, active, error or off"),
     *_PAGED,
@@ -74,4 +104,9 @@ BY_TYPE: dict[str, tuple[SearchParam, ...]] = {
     "Consent": CONSENT,
     "AuditEvent": AUDIT_EVENT,
     "Subscription": SUBSCRIPTION,
+    "Communication": COMMUNICATION,
+    "MedicationRequest": MEDICATION_REQUEST,
+    "Appointment": APPOINTMENT,
+    "Schedule": SCHEDULE,
+    "Slot": SLOT,
 }

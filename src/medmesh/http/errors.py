@@ -18,11 +18,13 @@ from medmesh.domain.errors import (
     Conflict,
     Forbidden,
     InvalidReading,
+    InvalidRequest,
     InvalidSearch,
     MedmeshError,
     NotFound,
     PayloadTooLarge,
     Unauthenticated,
+    UnsupportedContent,
     UnsupportedMediaType,
 )
 from medmesh.http.responses import FhirResponse, operation_outcome
@@ -39,6 +41,8 @@ _STATUS: list[tuple[type[MedmeshError], int, str]] = [
     (UnsupportedMediaType, 415, "not-supported"),
     (InvalidSearch, 400, "invalid"),
     (InvalidReading, 400, "invalid"),
+    (InvalidRequest, 400, "invalid"),
+    (UnsupportedContent, 415, "not-supported"),
 ]
 _HTTP_CODES = {
     401: "login",
@@ -46,6 +50,7 @@ _HTTP_CODES = {
     404: "not-found",
     405: "not-supported",
     413: "too-costly",
+    415: "not-supported",
     429: "throttled",
 }
 

@@ -17,6 +17,7 @@ from medmesh.store.exports import export_key_owner
 from medmesh.store.schema import (
     alerts,
     api_tokens,
+    appointments,
     break_glass,
     care_plans,
     care_team_members,
@@ -26,9 +27,16 @@ from medmesh.store.schema import (
     erasure_certificates,
     export_files,
     export_jobs,
+    medications,
+    message_attachments,
+    message_threads,
+    messages,
+    notification_outbox,
+    notification_preferences,
     observation_components,
     observations,
     patients,
+    refill_requests,
     users,
     webhook_deliveries,
 )
@@ -95,6 +103,23 @@ class PatientRecords:
         )
         await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
         await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))
+        await run(
+            "message_attachments",
+            delete(message_attachments).where(message_attachments.c.patient_id == patient_id),
+        )
+        await run("messages", delete(messages).where(messages.c.patient_id == patient_id))
+        await run(
+            "message_threads",
+            delete(message_threads).where(message_threads.c.patient_id == patient_id),
+        )
+        await run(
+            "refill_requests",
+            delete(refill_requests).where(refill_requests.c.patient_id == patient_id),
+        )
+        await run("medications", delete(medications).where(medications.c.patient_id == patient_id))
+        await run(
+            "appointments", delete(appointments).where(appointments.c.patient_id == patient_id)
+        )
         await run("consents", delete(consents).where(consents.c.patient_id == patient_id))
         await run(
             "care_team_members",
@@ -106,6 +131,16 @@ class PatientRecords:
             "api_tokens",
             delete(api_tokens).where(
                 or_(api_tokens.c.patient_id == patient_id, api_tokens.c.user_id.in_(accounts))
+            ),
+        )
+        await run(
+            "notification_outbox",
+            delete(notification_outbox).where(notification_outbox.c.user_id.in_(accounts)),
+        )
+        await run(
+            "notification_preferences",
+            delete(notification_preferences).where(
+                notification_preferences.c.user_id.in_(accounts)
             ),
         )
         await run("users", delete(users).where(users.c.patient_id == patient_id))

@@ -421,3 +421,185 @@ webhook_deliveries = Table(
     UniqueConstraint("subscription_id", "event_id"),
     Index(None, "status", "next_attempt_at"),
 )
+
+# --- care between visits (secure messages) -------------------------------------------------
+
+message_threads = Table(
+    "message_threads",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("subject", LargeBinary, nullable=False),  # sealed
+    Column("category", String(32), nullable=False),  # general, medication, appointment, results
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(36), nullable=False),
+    Column("last_message_at", UTCDateTime, nullable=False),
+    Index(None, "patient_id", "last_message_at"),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("thread_id", String(36), ForeignKey("message_threads.id"), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("side", String(16), nullable=False),  # patient, care-team
+    Column("sender_id", String(36), nullable=False),
+    Column("sender_name", String(200), nullable=False),
+    Column("body", LargeBinary, nullable=False),  # sealed
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("read_at", UTCDateTime, nullable=True),  # when the other side first opened it
+    Index(None, "thread_id", "sent_at"),
+    Index(None, "patient_id", "sent_at"),
+    Index(None, "patient_id", "side", "read_at"),
+)
+
+message_attachments = Table(
+    "message_attachments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("message_id", String(36), ForeignKey("messages.id"), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("content_type", String(64), nullable=False),  # sniffed from the bytes
+    Column("size", Integer, nullable=False),
+    Column("content", LargeBinary, nullable=False),  # sealed; images re-encoded first
+    Index(None, "message_id"),
+    Index(None, "patient_id"),
+)
+
+# --- care between visits (medications and refill requests) ----------------------------------
+
+medications = Table(
+    "medications",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    # Sealed JSON: name, RxNorm code, dosage text (what is taken says what one has).
+    Column("detail", LargeBinary, nullable=False),
+    Column("refills", Integer, nullable=False),
+    Column("status", String(16), nullable=False),  # active, stopped, completed
+    Column("requester_id", String(36), nullable=False),
+    Column("requester_name", String(200), nullable=False),
+    Column("authored_at", UTCDateTime, nullable=False),
+    Column("prior_id", String(36), nullable=True),  # the MedicationRequest this one renews
+    Column("status_changed_at", UTCDateTime, nullable=True),
+    Index(None, "patient_id", "status"),
+)
+
+refill_requests = Table(
+    "refill_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("medication_id", String(36), ForeignKey("medications.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # open, approved, denied, visit-requested
+    Column("note", LargeBinary, nullable=True),  # sealed: the patient's
+    Column("requested_at", UTCDateTime, nullable=False),
+    Column("requested_by", String(36), nullable=False),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("decided_by", String(36), nullable=True),
+    Column("decided_by_name", String(200), nullable=True),
+    Column("reason", LargeBinary, nullable=True),  # sealed: the care team's, for the patient
+    Column("renewal_id", String(36), nullable=True),
+    Index(None, "status", "requested_at"),
+    Index(None, "patient_id"),
+    # At most one open request per medication, even for two requests at the same moment.
+    Index(
+        "ix_refill_requests_one_open",
+        "medication_id",
+        unique=True,
+        sqlite_where=text("status = 'open'"),
+        postgresql_where=text("status = 'open'"),
+    ),
+)
+
+# --- care between visits (appointments) -----------------------------------------------------
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("clinician_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("timezone", String(64), nullable=False),  # IANA; the weekly hours are in it
+    Column("slot_minutes", Integer, nullable=False),
+    Column("kinds", String(64), nullable=False),  # comma-separated: in-person, video
+    Column("hours", Text, nullable=False),  # JSON: [{"weekday": 0, "start": "09:00", "end": …}]
+    Column("book_ahead_days", Integer, nullable=False),
+    Column("cancel_hours", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("clinician_id"),
+)
+
+schedule_exceptions = Table(
+    "schedule_exceptions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("schedule_id", String(36), ForeignKey("schedules.id"), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Index(None, "schedule_id", "start"),
+)
+
+appointments = Table(
+    "appointments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("schedule_id", String(36), ForeignKey("schedules.id"), nullable=False),
+    Column("clinician_id", String(36), nullable=False),
+    Column("clinician_name", String(200), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Column("kind", String(16), nullable=False),  # in-person, video
+    Column("status", String(16), nullable=False),  # booked, cancelled
+    Column("reason", LargeBinary, nullable=True),  # sealed: the patient's words
+    Column("booked_at", UTCDateTime, nullable=False),
+    Column("booked_by", String(36), nullable=False),
+    Column("cancelled_at", UTCDateTime, nullable=True),
+    Column("cancelled_by", String(36), nullable=True),
+    Index(None, "patient_id", "start"),
+    Index(None, "clinician_id", "start"),
+    # No double booking: one booked appointment per clinician and start time, enforced by the
+    # database, so two requests at the same moment cannot both take a slot.
+    Index(
+        "ix_appointments_one_booking",
+        "clinician_id",
+        "start",
+        unique=True,
+        sqlite_where=text("status = 'booked'"),
+        postgresql_where=text("status = 'booked'"),
+    ),
+)
+
+# --- care between visits (notifications outside the app) ------------------------------------
+
+notification_preferences = Table(
+    "notification_preferences",
+    metadata,
+    Column("user_id", String(36), ForeignKey("users.id"), primary_key=True),
+    Column("email", String(320), nullable=True),
+    Column("email_enabled", Boolean, nullable=False),
+    Column("quiet_start", String(5), nullable=True),  # HH:MM local
+    Column("quiet_end", String(5), nullable=True),
+    Column("timezone", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# What to tell whom, and when: the kind only (never what happened), so a row holds no health
+# data; `about` names the appointment a reminder is for (cancelled with it).
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("about", String(36), nullable=True),
+    Column("status", String(16), nullable=False),  # pending, sent, failed
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(200), nullable=True),
+    Index(None, "status", "due_at"),
+    Index(None, "user_id", "kind", "status"),
+)

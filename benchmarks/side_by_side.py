@@ -81,6 +81,7 @@ class Options:
     single_requests: int  # per sender, batches of 1
     copy_rows: int
     history_days: int
+    group_commit_ms: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,7 +303,9 @@ async def run(opts: Options) -> list[Figure]:
             log(f"limit: bare ASGI {bare_batch:,.0f} readings/s ({opts.batch} a request)")
             log(f"limit: bare ASGI {bare_single:,.0f} readings/s (1 a request)")
             async with (
-                running_server(url, workdir) as server,
+                running_server(
+                    url, workdir, {"MEDMESH_GROUP_COMMIT_MS": str(opts.group_commit_ms)}
+                ) as server,
                 httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
             ):
                 await measure(client, dsn, single, 1, 5)  # warm up
@@ -344,10 +347,13 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--single-requests", type=int, default=200, help="per sender")
     parser.add_argument("--copy-rows", type=int, default=100_000)
     parser.add_argument("--history-days", type=int, default=30)
+    parser.add_argument(
+        "--group-commit-ms", type=float, default=0, help="the server's MEDMESH_GROUP_COMMIT_MS"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
     args = parser.parse_args(argv)
     if args.quick:
-        return Options(args.postgres_url, 2, args.batch, 3, 5, 2_000, 1)
+        return Options(args.postgres_url, 2, args.batch, 3, 5, 2_000, 1, args.group_commit_ms)
     return Options(
         args.postgres_url,
         args.senders,
@@ -356,6 +362,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         args.single_requests,
         args.copy_rows,
         args.history_days,
+        args.group_commit_ms,
     )
 
 

@@ -262,8 +262,11 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 
 @asynccontextmanager
-async def running_server(url: str, workdir: Path) -> AsyncIterator[Server]:
-    """A `medmesh serve` child process on `url`'s database, stopped on exit."""
+async def running_server(
+    url: str, workdir: Path, settings: dict[str, str] | None = None
+) -> AsyncIterator[Server]:
+    """A `medmesh serve` child process on `url`'s database, stopped on exit; `settings`: more
+    MEDMESH_* environment for it."""
     port = free_port()
     log_path = workdir / "server.log"
     with log_path.open("wb") as log_file:
@@ -274,7 +277,7 @@ async def running_server(url: str, workdir: Path) -> AsyncIterator[Server]:
             "serve",
             "--port",
             str(port),
-            env=server_env(url),
+            env={**server_env(url), **(settings or {})},
             cwd=workdir,  # no stray .env from the caller's directory
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,

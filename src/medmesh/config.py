@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         "before the device's last assignment change; older ones are refused with "
         "before-reassignment (docs/readings.md)",
     )
+    group_commit_ms: float = Field(
+        0,
+        ge=0,
+        le=100,
+        description="Group commit: ingest calls (HTTP requests, MQTT rounds, MLLP messages) "
+        "arriving within this many milliseconds of the first share one transaction; each "
+        "sender is still answered only after its own readings are committed. 0: off",
+    )
     max_batch_readings: int = 1000
     max_body_bytes: int = Field(
         1_000_000, gt=0, description="Largest device batch (POST /ingest/...), in bytes"

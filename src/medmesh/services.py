@@ -108,6 +108,7 @@ class Services:
             max_clock_skew=timedelta(seconds=settings.max_clock_skew_seconds),
             reassignment_backfill=timedelta(hours=settings.reassignment_backfill_hours),
             after_commit=after_commit,
+            group_commit=timedelta(milliseconds=settings.group_commit_ms),
         )
         bus = build_bus(settings)
         pipeline.on_committed(readings_publisher(bus))

@@ -5,6 +5,7 @@ adapter acknowledge. The alert rules and the readings event run after, in the ba
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,25 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+AlsoWrite = Callable[[AsyncConnection], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """One caller's part of a group commit, answered once the group's transaction ends."""
+
+    batches: Sequence[DeviceBatch]
+    refused: Sequence[DeadLetter]
+    also: AlsoWrite | None
+    answer: asyncio.Future[list[IngestResult]]
+
+
+@dataclass(slots=True)
+class _Group:
+    waiting: list[_Waiting] = field(default_factory=list)
+    readings: int = 0
+
+
 def _last_change(history: Sequence[DeviceAssignment], now: datetime) -> datetime | None:
     """When the device was last assigned or unassigned, up to `now`."""
     moments = [m for a in history for m in (a.start, a.end) if m is not None and m <= now]
@@ -89,8 +109,16 @@ class IngestPipeline:
         reassignment_backfill: timedelta = timedelta(hours=24),
         clock: Callable[[], datetime] = _now,
         after_commit: AfterCommit | None = None,
+        group_commit: timedelta = timedelta(0),
+        group_commit_max_readings: int = 5000,
     ) -> None:
         self._database = database
+        # Group commit: calls arriving within `group_commit` of the first share one transaction
+        # (zero: each call commits alone). A group is also closed at the readings cap.
+        self._group_wait = group_commit.total_seconds()
+        self._group_max = group_commit_max_readings
+        self._group: _Group | None = None
+        self._flushes: set[asyncio.Task[None]] = set()
         self._max_clock_skew = max_clock_skew
         self._reassignment_backfill = reassignment_backfill
         self._clock = clock
@@ -115,14 +143,71 @@ class IngestPipeline:
         self,
         batches: Sequence[DeviceBatch],
         refused: Sequence[DeadLetter] = (),
-        also: Callable[[AsyncConnection], Awaitable[None]] | None = None,
+        also: AlsoWrite | None = None,
     ) -> list[IngestResult]:
         """Store several batches (and messages refused whole, as `refused`) in one transaction.
 
         Adapters that receive many small messages (MQTT) commit them together and acknowledge
         each only after this returns; `also` writes whatever else those messages carried
-        (device status) in the same transaction.
+        (device status) in the same transaction. With group commit on, concurrent calls (HTTP
+        requests, MQTT rounds, MLLP messages) share the transaction; each returns only once
+        it has committed, and if it fails, every call of the group raises.
         """
+        if self._group_wait <= 0:
+            return await self._commit(batches, refused, also)
+        waiting = _Waiting(batches, refused, also, asyncio.get_running_loop().create_future())
+        group = self._group
+        if group is None:
+            group = self._group = _Group()
+            self._flush_later(group, self._group_wait)
+        group.waiting.append(waiting)
+        group.readings += sum(len(b.items) for b in batches) + len(refused)
+        if group.readings >= self._group_max:
+            self._flush_later(group, 0)
+        return await waiting.answer
+
+    def _flush_later(self, group: _Group, delay: float) -> None:
+        task = asyncio.create_task(self._flush(group, delay), name="medmesh-group-commit")
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, group: _Group, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        if self._group is not group:
+            return  # closed already (the readings cap)
+        self._group = None
+        alsos = [w.also for w in group.waiting if w.also is not None]
+
+        async def also(conn: AsyncConnection) -> None:
+            for write in alsos:
+                await write(conn)
+
+        try:
+            results = await self._commit(
+                [b for w in group.waiting for b in w.batches],
+                [r for w in group.waiting for r in w.refused],
+                also if alsos else None,
+            )
+        except BaseException as exc:  # every sender of the group learns it is not stored
+            for w in group.waiting:
+                if not w.answer.done():
+                    w.answer.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for w in group.waiting:
+            if not w.answer.done():
+                w.answer.set_result(results[start : start + len(w.batches)])
+            start += len(w.batches)
+
+    async def _commit(
+        self,
+        batches: Sequence[DeviceBatch],
+        refused: Sequence[DeadLetter],
+        also: AlsoWrite | None,
+    ) -> list[IngestResult]:
         received_at = self.now()
         results = [IngestResult() for _ in batches]
         letters = list(refused)

@@ -1,9 +1,12 @@
-"""The rules on every committed batch: per patient, read the recent history the woken rules
-need, judge it, store the alert changes, then publish them."""
+"""The rules on every committed batch: per patient, merge the batch into the patient's rule
+state (rules/state.py), judge the woken rules on it, store the alert changes and the state,
+then publish the changes. The state replaces re-reading the rules' window from observations,
+so a batch costs what the batch costs however long the history."""
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -18,14 +21,20 @@ from medmesh.rules.defaults import thresholds_for
 from medmesh.rules.notify import publish_alerts
 from medmesh.rules.outcomes import Cleared, Outcome, dedupe_key
 from medmesh.rules.schedule import STALE_RULE
+from medmesh.rules.state import SLACK, RuleState, observed
 from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
 from medmesh.store.observations import ObservationQuery, Observations, TimeBound
+from medmesh.store.rule_states import RuleStates
 
 log = logging.getLogger(__name__)
 
 MAX_HISTORY_ROWS = 20_000
+# Rebuilding a state reads at most this many readings (a day of 1 Hz from four codes).
+MAX_REBUILD_ROWS = 400_000
+# Decoded states kept by this process, most recently used last.
+CACHED_STATES = 2_000
 
 
 def _now() -> datetime:
@@ -37,11 +46,21 @@ class RuleEngine:
     medmesh raised or resolved them); rules judge readings by their own times."""
 
     def __init__(
-        self, database: Database, bus: EventBus, clock: Callable[[], datetime] = _now
+        self,
+        database: Database,
+        bus: EventBus,
+        clock: Callable[[], datetime] = _now,
+        *,
+        incremental: bool = True,
     ) -> None:
         self._database = database
         self._bus = bus
         self._clock = clock
+        # False: read the window from observations on every batch, as before rule states (kept
+        # to check that both give the same alerts).
+        self._incremental = incremental
+        # patient id → (stored version, decoded state); valid while the stored version is it.
+        self._states: OrderedDict[str, tuple[int, RuleState]] = OrderedDict()
 
     async def on_committed(self, readings: Sequence[Reading]) -> None:
         """Judge each patient of a committed batch, all in one transaction (one commit, not
@@ -50,15 +69,21 @@ class RuleEngine:
         for reading in readings:
             by_patient.setdefault(reading.patient_id, []).append(reading)
         changed: list[Alert] = []
+        written: dict[str, tuple[int, RuleState]] = {}
         async with self._database.write() as conn:
             for patient_id in sorted(by_patient):  # sorted: locks taken in one order
-                changed += await self._evaluate(conn, patient_id, by_patient[patient_id])
+                changed += await self._evaluate(conn, patient_id, by_patient[patient_id], written)
+        self._remember(written)  # committed: now the stored versions are these
         await publish_alerts(self._bus, changed)
         # Counts only: titles and details are health data.
         log.debug("rules changed %d alert(s) for %d patient(s)", len(changed), len(by_patient))
 
     async def _evaluate(
-        self, conn: AsyncConnection, patient_id: str, readings: Sequence[Reading]
+        self,
+        conn: AsyncConnection,
+        patient_id: str,
+        readings: Sequence[Reading],
+        written: dict[str, tuple[int, RuleState]],
     ) -> list[Alert]:
         """Judge one patient's state at the newest of `readings` and store the changes."""
         batch_codes = {r.measure.code for r in readings}
@@ -72,7 +97,20 @@ class RuleEngine:
             for device_id in sorted({r.device_id for r in readings})
         ]
         codes = catalog.codes_to_read(batch_codes, thresholds)
-        if codes:
+        if self._incremental:
+            if batch_codes & catalog.RULE_CODES:
+                lookback = catalog.lookback(thresholds)
+                state, version = await self._state(conn, patient_id, newest - lookback)
+                state.merge(observed(r) for r in readings)
+                if codes:
+                    window = state.window(newest - lookback, newest)
+                    outcomes += catalog.evaluate(patient_id, window, batch_codes, thresholds)
+                state.trim(lookback)
+                version = await RuleStates(conn).put(
+                    patient_id, state.encode(), version, self._clock()
+                )
+                written[patient_id] = (version, state)
+        elif codes:
             history = await Observations(conn).search(
                 ObservationQuery(
                     patient_id=patient_id,
@@ -84,5 +122,50 @@ class RuleEngine:
                     limit=MAX_HISTORY_ROWS,
                 )
             )
-            outcomes += catalog.evaluate(patient_id, history, batch_codes, thresholds)
+            outcomes += catalog.evaluate(
+                patient_id, catalog.from_history(history), batch_codes, thresholds
+            )
         return await apply_outcomes(alerts, patient_id, outcomes, self._clock())
+
+    async def _state(
+        self, conn: AsyncConnection, patient_id: str, since: datetime
+    ) -> tuple[RuleState, int | None]:
+        """The patient's state covering `since` on, and the version stored (None: none is).
+
+        The stored version is read first: when this process holds that version decoded, the
+        state itself is not read. A state that does not reach back to `since` (the first batch,
+        a care plan that lengthened a window, a batch older than the state) is rebuilt from
+        the stored history once.
+        """
+        states = RuleStates(conn)
+        version = await states.version(patient_id)
+        # Taken out: put back only once the transaction that updates it has committed.
+        cached = self._states.pop(patient_id, None)
+        state: RuleState | None = None
+        if version is not None and cached is not None and cached[0] == version:
+            state = cached[1]
+        elif version is not None:
+            stored = await states.get(patient_id)
+            if stored is not None:
+                version = stored[0]
+                state = RuleState.decode(patient_id, stored[1])
+        if state is None or not state.covers(since):
+            state = RuleState(patient_id, since - SLACK)
+            state.merge(
+                await Observations(conn).search(
+                    ObservationQuery(
+                        patient_id=patient_id,
+                        codes=tuple(sorted(catalog.RULE_CODES)),
+                        bounds=(TimeBound("ge", state.horizon),),
+                        limit=MAX_REBUILD_ROWS,
+                    )
+                )
+            )
+        return state, version
+
+    def _remember(self, written: dict[str, tuple[int, RuleState]]) -> None:
+        for patient_id, entry in written.items():
+            self._states[patient_id] = entry
+            self._states.move_to_end(patient_id)
+        while len(self._states) > CACHED_STATES:
+            self._states.popitem(last=False)

@@ -37,6 +37,7 @@ from medmesh.store.schema import (
     observations,
     patients,
     refill_requests,
+    rule_states,
     users,
     webhook_deliveries,
 )
@@ -102,6 +103,7 @@ class PatientRecords:
             "observations", delete(observations).where(observations.c.patient_id == patient_id)
         )
         await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
+        await run("rule_states", delete(rule_states).where(rule_states.c.patient_id == patient_id))
         await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))
         await run(
             "message_attachments",

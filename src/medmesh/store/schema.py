@@ -390,6 +390,19 @@ alerts = Table(
     Index(None, "status", "severity", "opened_at"),
 )
 
+# Per patient, what the alert rules need from recent readings (the readings inside the rules'
+# window), so a batch updates it instead of re-reading the window (rules/state.py). Sealed with
+# the patient's key; `version` moves on every write, so a process may keep a decoded copy and
+# skip reading `state` while the version it holds is current.
+rule_states = Table(
+    "rule_states",
+    metadata,
+    Column("patient_id", String(36), ForeignKey("patients.id"), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("state", LargeBinary, nullable=False),  # sealed
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 subscriptions = Table(
     "subscriptions",
     metadata,

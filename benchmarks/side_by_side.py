@@ -1,0 +1,389 @@
+"""medmesh beside the machine's own limits, in one run on PostgreSQL.
+
+Limits, measured in the same run on the same machine:
+
+- raw COPY: asyncpg `copy_records_to_table` of rows shaped like medmesh's observations (same
+  columns and indexes, a sealed-size value), `--batch` rows a transaction, one connection per
+  sender;
+- bare ASGI: a uvicorn child process whose only endpoint reads the body and answers 202, posted
+  the same bodies by the same client: what HTTP alone costs on this machine.
+
+medmesh (`python -m medmesh serve`, a child process) on the same work: senders post
+`--batch`-reading bodies (heart rate, one a second per device), and single readings. Each
+figure is printed with its ratio to its limit. "Judged" rates count until the alert rules have
+run on every batch (no `pending_evaluations` left), not only until the 202s.
+
+History: half the senders' patients first get `--history-days` of one-a-minute heart rate (30
+days by default), the other half none, and both halves are measured the same way, so a cost
+that grows with history shows as a gap between the two rates.
+
+Run: `.venv/bin/python benchmarks/side_by_side.py` (`--help`; `--quick` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from _common import (
+    DEFAULT_POSTGRES_URL,
+    PostgresUnreachable,
+    free_port,
+    load_average,
+    log,
+    print_machine,
+    scratch_postgres,
+    venv_python,
+)
+from ingest_and_search import Sender, cpu_mark, cpu_since, running_server, server_env
+from medmesh import provisioning
+from medmesh.domain.reading import MeasuredValue, Reading
+from medmesh.domain.vocabulary import measure_by_key
+from medmesh.store import migrate
+from medmesh.store.database import Database
+from medmesh.store.observations import Observations
+
+ASSIGNED_FROM = datetime(2020, 1, 1, tzinfo=UTC)
+LIVE_FROM = datetime(2026, 6, 1, tzinfo=UTC)  # where the measured readings start
+SEALED_VALUE_BYTES = 37  # version, nonce, float, tag: what a sealed float takes
+
+BARE_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 202,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"accepted":1}'})
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    postgres_url: str
+    senders: int
+    batch: int
+    requests: int  # per sender, batches of `batch`
+    single_requests: int  # per sender, batches of 1
+    copy_rows: int
+    history_days: int
+    group_commit_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    name: str
+    value: float  # per second
+    limit: float | None
+    limit_name: str = ""
+
+    def line(self) -> str:
+        if self.limit is None:
+            return f"{self.name:<52} {self.value:>10,.0f}/s"
+        ratio = self.value / self.limit * 100 if self.limit else 0.0
+        return (
+            f"{self.name:<52} {self.value:>10,.0f}/s  limit {self.limit:>10,.0f}/s "
+            f"({self.limit_name})  ratio {ratio:.1f}%"
+        )
+
+
+# --- limits -------------------------------------------------------------------------------
+
+
+async def copy_limit(url: str, opts: Options) -> float:
+    """Rows/s of raw COPY into a table shaped like observations, `batch` rows a commit."""
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+    setup = await asyncpg.connect(dsn)
+    try:
+        await setup.execute("CREATE TABLE copy_target (LIKE observations INCLUDING ALL)")
+    finally:
+        await setup.close()
+    per_sender = opts.copy_rows // opts.senders
+    columns = [
+        "id",
+        "patient_id",
+        "device_id",
+        "message_id",
+        "code",
+        "effective",
+        "value",
+        "unit",
+        "received_at",
+    ]
+
+    async def one(k: int) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            now = datetime.now(UTC)
+            for start in range(0, per_sender, opts.batch):
+                rows = [
+                    (
+                        f"{k:04d}-{n:08d}-copy-0000-000000000000",
+                        "patient-copy",
+                        f"device-{k}",
+                        f"m-{n}",
+                        "8867-4",
+                        LIVE_FROM + timedelta(seconds=n),
+                        os.urandom(SEALED_VALUE_BYTES),
+                        "/min",
+                        now,
+                    )
+                    for n in range(start, min(start + opts.batch, per_sender))
+                ]
+                async with conn.transaction():
+                    await conn.copy_records_to_table("copy_target", records=rows, columns=columns)
+        finally:
+            await conn.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(k) for k in range(opts.senders)))
+    return per_sender * opts.senders / (time.perf_counter() - started)
+
+
+async def bare_asgi_limit(workdir: Path, opts: Options, size: int, requests: int) -> float:
+    """Readings/s a bare ASGI endpoint answering 202 takes, same bodies, same client."""
+    (workdir / "bare_app.py").write_text(BARE_APP)
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        venv_python(),
+        "-m",
+        "uvicorn",
+        "bare_app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        cwd=workdir,
+        env=server_env("sqlite:///unused.db"),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            for _ in range(100):
+                try:
+                    await client.get("/")
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            senders = [Sender("bare", "x", LIVE_FROM) for _ in range(opts.senders)]
+
+            async def loop(sender: Sender) -> None:
+                for _ in range(requests):
+                    response = await client.post(
+                        "/ingest/v1/readings",
+                        json=sender.next_batch(size),
+                        headers={"Authorization": "Bearer x"},
+                    )
+                    assert response.status_code == 202
+
+            started = time.perf_counter()
+            await asyncio.gather(*(loop(s) for s in senders))
+            return requests * size * len(senders) / (time.perf_counter() - started)
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+# --- medmesh ------------------------------------------------------------------------------
+
+
+async def provision(url: str, opts: Options) -> tuple[list[Sender], list[Sender], list[Sender]]:
+    """Senders whose patients have no history, senders whose patients have `history_days`,
+    and senders for single readings (own patients, no history)."""
+    db = Database(url)
+    try:
+        await migrate.upgrade(db)
+        groups: list[list[Sender]] = [[], [], []]
+        for group, senders in enumerate(groups):
+            for k in range(opts.senders):
+                patient = await provisioning.create_patient(
+                    db, family="Bench", given="Side", identifier=f"SBS-{group}-{k}"
+                )
+                cred = await provisioning.register_device(
+                    db, display_name=f"side by side {group}/{k}"
+                )
+                await provisioning.assign_device(db, cred.device_id, patient.id, ASSIGNED_FROM)
+                start = LIVE_FROM + timedelta(days=40 * k)
+                senders.append(Sender(cred.device_id, cred.secret, start))
+                if group == 1 and opts.history_days:
+                    await store_history(db, cred.device_id, patient.id, start, opts.history_days)
+        return groups[0], groups[1], groups[2]
+    finally:
+        await db.dispose()
+
+
+async def store_history(
+    db: Database, device_id: str, patient_id: str, before: datetime, days: int
+) -> None:
+    """One heart rate a minute for `days` before `before`, through the repository (sealed)."""
+    measure = measure_by_key("heart-rate")
+    assert measure is not None
+    minutes = days * 1440
+    chunk = 5000
+    for first in range(0, minutes, chunk):
+        readings = [
+            Reading(
+                device_id,
+                f"history-{m}",
+                patient_id,
+                measure,
+                before - timedelta(minutes=minutes - m),
+                (MeasuredValue(measure.code, 60.0 + m % 30, "/min"),),
+            )
+            for m in range(first, min(first + chunk, minutes))
+        ]
+        async with db.write() as conn:
+            await Observations(conn).add_batch(readings, datetime.now(UTC))
+
+
+async def pending(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM pending_evaluations"))
+    finally:
+        await conn.close()
+
+
+async def measure(
+    client: httpx.AsyncClient, dsn: str, senders: Sequence[Sender], size: int, requests: int
+) -> tuple[float, float]:
+    """(readings/s until the last 202, readings/s until the rules ran on every batch)."""
+
+    async def loop(sender: Sender) -> None:
+        for _ in range(requests):
+            body = sender.next_batch(size)
+            response = await client.post(
+                "/ingest/v1/readings",
+                json=body,
+                headers={"Authorization": f"Bearer {sender.secret}"},
+            )
+            if response.status_code != 202:
+                raise RuntimeError(f"ingest answered {response.status_code}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(s) for s in senders))
+    acked = time.perf_counter() - started
+    while await pending(dsn):  # noqa: ASYNC110  (another process's table: nothing to wait on)
+        await asyncio.sleep(0.02)
+    judged = time.perf_counter() - started
+    readings = size * requests * len(senders)
+    return readings / acked, readings / judged
+
+
+async def run(opts: Options) -> list[Figure]:
+    await print_machine(postgres_url=opts.postgres_url)
+    figures: list[Figure] = []
+    async with scratch_postgres(opts.postgres_url) as url:
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        with tempfile.TemporaryDirectory(prefix="medmesh-sbs-") as tmp:
+            workdir = Path(tmp)
+            started = time.perf_counter()
+            fresh, aged, single = await provision(url, opts)
+            log(
+                f"provisioned {3 * opts.senders} patients, {opts.history_days} days of history "
+                f"for {opts.senders} ({time.perf_counter() - started:.0f} s)"
+            )
+            copy = await copy_limit(url, opts)
+            log(f"limit: raw COPY {copy:,.0f} rows/s")
+            bare_batch = await bare_asgi_limit(workdir, opts, opts.batch, opts.requests)
+            bare_single = await bare_asgi_limit(workdir, opts, 1, opts.single_requests)
+            log(f"limit: bare ASGI {bare_batch:,.0f} readings/s ({opts.batch} a request)")
+            log(f"limit: bare ASGI {bare_single:,.0f} readings/s (1 a request)")
+            async with (
+                running_server(
+                    url, workdir, {"MEDMESH_GROUP_COMMIT_MS": str(opts.group_commit_ms)}
+                ) as server,
+                httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
+            ):
+                await measure(client, dsn, single, 1, 5)  # warm up
+                mark = cpu_mark(server)
+                t0 = time.perf_counter()
+                acked0, judged0 = await measure(client, dsn, fresh, opts.batch, opts.requests)
+                cpu0 = cpu_since(server, mark).shares(time.perf_counter() - t0)
+                mark = cpu_mark(server)
+                t0 = time.perf_counter()
+                acked30, judged30 = await measure(client, dsn, aged, opts.batch, opts.requests)
+                cpu30 = cpu_since(server, mark).shares(time.perf_counter() - t0)
+                acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
+            b, d = opts.batch, opts.history_days
+            figures += [
+                Figure(f"HTTP {b}/request, no history, acked", acked0, copy, "raw COPY"),
+                Figure(f"HTTP {b}/request, no history, acked", acked0, bare_batch, "bare ASGI"),
+                Figure(f"HTTP {b}/request, no history, judged", judged0, copy, "raw COPY"),
+                Figure(f"HTTP {b}/request, {d} d history, acked", acked30, copy, "raw COPY"),
+                Figure(f"HTTP {b}/request, {d} d history, judged", judged30, copy, "raw COPY"),
+                Figure(
+                    f"HTTP {b}/request judged: {d} d history vs none", judged30, judged0, "none"
+                ),
+                Figure("HTTP 1/request, acked", acked1, bare_single, "bare ASGI"),
+                Figure("HTTP 1/request, judged", judged1, bare_single, "bare ASGI"),
+            ]
+            log(f"server/client CPU (% of one core): no history {cpu0}, {d} d history {cpu30}")
+    return figures
+
+
+def parse_options(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("MEDMESH_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+    )
+    parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=50, help="per sender, per phase")
+    parser.add_argument("--single-requests", type=int, default=200, help="per sender")
+    parser.add_argument("--copy-rows", type=int, default=100_000)
+    parser.add_argument("--history-days", type=int, default=30)
+    parser.add_argument(
+        "--group-commit-ms", type=float, default=0, help="the server's MEDMESH_GROUP_COMMIT_MS"
+    )
+    parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
+    args = parser.parse_args(argv)
+    if args.quick:
+        return Options(args.postgres_url, 2, args.batch, 3, 5, 2_000, 1, args.group_commit_ms)
+    return Options(
+        args.postgres_url,
+        args.senders,
+        args.batch,
+        args.requests,
+        args.single_requests,
+        args.copy_rows,
+        args.history_days,
+        args.group_commit_ms,
+    )
+
+
+def main() -> int:
+    opts = parse_options()
+    started = time.perf_counter()
+    try:
+        figures = asyncio.run(run(opts))
+    except PostgresUnreachable as exc:
+        log(f"skipped: {exc}")
+        return 0
+    log("")
+    given = " ".join(sys.argv[1:]) or "defaults"
+    log(f"side by side, PostgreSQL, {opts.senders} senders ({given})")
+    for figure in figures:
+        log(figure.line())
+    log(f"load after: {load_average()}; {time.perf_counter() - started:.0f} s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -55,6 +55,7 @@ class AfterCommit:
         self._clock = clock
         self._listeners: list[CommittedListener] = []
         self._queue: asyncio.Queue[tuple[str, Sequence[Reading]]] = asyncio.Queue(max_queued)
+        self._in_hand: set[str] = set()  # handed over and not finished: not for recovery
         self._tasks: list[asyncio.Task[None]] = []
 
     def add(self, listener: CommittedListener) -> None:
@@ -83,6 +84,7 @@ class AfterCommit:
 
     async def submit(self, pending_id: str, readings: Sequence[Reading]) -> None:
         """Hand over a committed batch (its `pending_evaluations` row is `pending_id`)."""
+        self._in_hand.add(pending_id)
         await self._queue.put((pending_id, readings))
 
     async def settled(self) -> None:
@@ -96,6 +98,7 @@ class AfterCommit:
             stale = await PendingEvaluations(conn).not_newer_than(
                 self._clock() - self._recover_after
             )
+        stale = [p for p in stale if p.id not in self._in_hand]  # still queued here
         for pending in stale:
             if pending.attempts >= MAX_ATTEMPTS:
                 log.error(
@@ -116,6 +119,7 @@ class AfterCommit:
             except Exception as exc:  # the row stays; recovery takes it up
                 log.error("after-commit bookkeeping failed (%s)", type(exc).__name__)
             finally:
+                self._in_hand.discard(pending_id)
                 self._queue.task_done()
 
     async def _recover_periodically(self) -> None:

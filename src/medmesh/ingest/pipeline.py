@@ -123,7 +123,7 @@ class IngestPipeline:
         self._reassignment_backfill = reassignment_backfill
         self._clock = clock
         # A worker: whoever runs the pipeline starts it (services.py) when it has listeners.
-        self.after_commit = after_commit or AfterCommit(database)
+        self.after_commit = after_commit or AfterCommit(database, clock=clock)
 
     def on_committed(self, listener: CommittedListener) -> None:
         """Call `listener` with the readings of every batch after it is committed and

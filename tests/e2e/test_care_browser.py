@@ -221,6 +221,8 @@ async def test_refill_and_booking_with_two_patients_racing_for_one_slot(
         await jane.get_by_role("button", name="Ask for a refill of Lisinopril 10 mg tablet").click()
         await jane.get_by_text("Refill asked for").wait_for()
         await doctor.goto(base + "/inbox")
+        assert await doctor.title() == "Inbox · medmesh"
+        assert await doctor.locator("h2#refills-title").count() == 1  # the queue, shown once
         row = doctor.locator("tr.refill-row", has_text="Lisinopril")
         await row.get_by_label("Refills").fill("3")
         await row.get_by_role("button", name="Approve").click()

@@ -26,8 +26,10 @@ from medmesh.domain.medications import (
     RefillRequest,
     RefillStatus,
 )
+from medmesh.events.bus import EventBus
 from medmesh.http.deps import BusDep, DatabaseDep, database_of
 from medmesh.http.openapi import ERROR_RESPONSES
+from medmesh.store.database import Database
 from medmesh.store.medications import Medications, RefillRequests
 
 router = APIRouter(prefix="/api/v1", tags=["medications"], responses=ERROR_RESPONSES)
@@ -279,6 +281,30 @@ async def approve_refill(
     return {**refill_json(refill, now), "renewal": medication_json(renewal)}
 
 
+async def _answer(
+    request: Request,
+    principal: Principal,
+    database: Database,
+    bus: EventBus,
+    refill_id: str,
+    status: RefillStatus,
+    body: Answer,
+) -> dict[str, Any]:
+    """Deny a refill or ask for a visit first: the answer, with the reason the patient reads."""
+    await _refill(request, principal, refill_id)
+    now = datetime.now(UTC)
+    refill = await care.answer(
+        database,
+        bus,
+        refill_id=refill_id,
+        clinician=principal,
+        status=status,
+        reason=body.reason,
+        at=now,
+    )
+    return refill_json(refill, now)
+
+
 @router.post("/refill-requests/{refill_id}/deny", summary="Deny, with a reason for the patient")
 async def deny_refill(
     refill_id: str,
@@ -288,18 +314,7 @@ async def deny_refill(
     bus: BusDep,
     principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
-    await _refill(request, principal, refill_id)
-    now = datetime.now(UTC)
-    refill = await care.answer(
-        database,
-        bus,
-        refill_id=refill_id,
-        clinician=principal,
-        status=RefillStatus.DENIED,
-        reason=body.reason,
-        at=now,
-    )
-    return refill_json(refill, now)
+    return await _answer(request, principal, database, bus, refill_id, RefillStatus.DENIED, body)
 
 
 @router.post("/refill-requests/{refill_id}/visit", summary="Ask the patient to book a visit first")
@@ -311,15 +326,5 @@ async def ask_for_visit(
     bus: BusDep,
     principal: Principal = Depends(require_principal),
 ) -> dict[str, Any]:
-    await _refill(request, principal, refill_id)
-    now = datetime.now(UTC)
-    refill = await care.answer(
-        database,
-        bus,
-        refill_id=refill_id,
-        clinician=principal,
-        status=RefillStatus.VISIT_REQUESTED,
-        reason=body.reason,
-        at=now,
-    )
-    return refill_json(refill, now)
+    status = RefillStatus.VISIT_REQUESTED
+    return await _answer(request, principal, database, bus, refill_id, status, body)

@@ -58,7 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(settings, formats, exports=True, mqtt=True, mllp=True)
+        services = await Services.start(
+            settings, formats, exports=True, mqtt=True, mllp=True, dicom=True
+        )
         app.state.services = services  # for tests and operators' tools, never for routes
         provide(app, Database, services.database)
         provide(app, EventBus, services.bus)

@@ -106,6 +106,7 @@ class DicomServer:
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_ACCEPTED, self._on_accepted),
         ]
         address = (self._settings.host, self._settings.port)
         self._server = await asyncio.to_thread(
@@ -130,6 +131,12 @@ class DicomServer:
             return True
         log.warning("DICOM request refused: calling AE not allowed from its address")
         return False
+
+    def _on_accepted(self, event: evt.Event) -> None:
+        """A listed title from another address than its own: abort before any request (the
+        title check itself rejects unknown titles during negotiation)."""
+        if not self._admitted(event):
+            event.assoc.abort()
 
     def _on_echo(self, event: evt.Event) -> int:
         return SUCCESS if self._admitted(event) else NOT_AUTHORIZED

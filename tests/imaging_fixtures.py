@@ -1,0 +1,63 @@
+"""DICOM test files: pydicom's bundled test data, re-labelled for a test patient."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+# Each a different modality, transfer syntax or frame count (pydicom's test data, MIT licence).
+SAMPLES = {
+    "mr": "MR_small.dcm",  # MR, explicit VR little endian
+    "ct": "CT_small.dcm",  # CT, explicit VR little endian
+    "mr_implicit": "MR_small_implicit.dcm",  # implicit VR little endian
+    "mr_rle": "MR_small_RLE.dcm",  # RLE lossless
+    "mr_j2k": "MR_small_jp2klossless.dcm",  # JPEG 2000 lossless
+    "jpeg_baseline": "SC_rgb_jpeg_dcmtk.dcm",  # JPEG baseline, RGB
+    "multiframe": "rtdose.dcm",  # 15 frames
+}
+
+
+def sample_path(name: str) -> Path:
+    path = get_testdata_file(SAMPLES[name])
+    assert isinstance(path, str), f"pydicom's test file {SAMPLES[name]} is missing"
+    return Path(path)
+
+
+def relabelled(
+    source: Path,
+    target: Path,
+    *,
+    patient_id: str | None,
+    issuer: str | None = None,
+    sop_suffix: str | None = None,
+) -> Path:
+    """A copy of a test file for our patient (or with no PatientID), with fresh UIDs when asked
+    so one source file can be two instances."""
+    dataset = pydicom.dcmread(source)
+    if patient_id is None:
+        if "PatientID" in dataset:
+            del dataset.PatientID
+    else:
+        dataset.PatientID = patient_id
+    if issuer is not None:
+        dataset.IssuerOfPatientID = issuer
+    if sop_suffix is not None:
+        dataset.SOPInstanceUID = f"{dataset.SOPInstanceUID}.{sop_suffix}"
+        dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    dataset.save_as(target, enforce_file_format=True)
+    return target
+
+
+@pytest.fixture
+def dcmtk() -> None:
+    """dcmtk's command-line tools (Debian package dcmtk): .ci/run installs them."""
+    import os
+
+    if shutil.which("storescu") is None:
+        if os.environ.get("CI"):
+            pytest.fail("dcmtk (storescu, echoscu, findscu) is not installed")
+        pytest.skip("dcmtk is not installed (apt install dcmtk)")

@@ -9,6 +9,10 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from medmesh.imaging.archive import ImagingArchive
+from medmesh.store.database import Database
+from medmesh.store.imaging import ImagingRecords
+
 # Each a different modality, transfer syntax or frame count (pydicom's test data, MIT licence).
 SAMPLES = {
     "mr": "MR_small.dcm",  # MR, explicit VR little endian
@@ -61,3 +65,29 @@ def dcmtk() -> None:
         if os.environ.get("CI"):
             pytest.fail("dcmtk (storescu, echoscu, findscu) is not installed")
         pytest.skip("dcmtk is not installed (apt install dcmtk)")
+
+
+def dicom_bytes(name: str, *, patient_id: str | None, sop_suffix: str | None = None) -> bytes:
+    """A test file relabelled for a patient, as the bytes a modality would send."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = relabelled(
+            sample_path(name), Path(folder) / "x.dcm", patient_id=patient_id, sop_suffix=sop_suffix
+        )
+        return path.read_bytes()
+
+
+async def file_study(database: Database, name: str, patient_identifier: str) -> str:
+    """File a test instance for the patient with this identifier; the study's id."""
+    receipt = await ImagingArchive(database).receive(
+        dicom_bytes(name, patient_id=patient_identifier), "TEST@127.0.0.1"
+    )
+    assert receipt.patient_id is not None, receipt.reason
+    async with database.read() as conn:
+        (study,) = [
+            s
+            for s in await ImagingRecords(conn).search(within=[receipt.patient_id], limit=100)
+            if s.uid == receipt.header.study_uid
+        ]
+    return study.id

@@ -34,6 +34,7 @@ from medmesh.fhir.consents import router as consents_router
 from medmesh.fhir.everything import router as everything_router
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
+from medmesh.fhir.imaging_studies import router as imaging_studies_router
 from medmesh.fhir.medication_requests import router as medication_requests_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fhir_router)
     app.include_router(flags_router)
     app.include_router(communications_router)
+    app.include_router(imaging_studies_router)
     app.include_router(medication_requests_router)
     app.include_router(fhir_appointments_router)
     app.include_router(audit_events_router)

@@ -41,6 +41,7 @@ from medmesh.store.users import Organizations
 from tests.accounts_fixtures import Person, sign_in
 from tests.conftest import CLINICIAN_PASSWORD, World, make_world
 from tests.helpers import AppClient, reading
+from tests.imaging_fixtures import file_study
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class Cast:
     b_refill: str
     b_schedule: str  # B's clinician's schedule, and B's appointment in it
     b_appointment: str
+    b_study: str  # an MRI study filed for B
     patient_a: dict[str, str]  # A's own account, scope patient/*.cruds
     outsider: dict[str, str]  # a clinician of the same organisation, in no care team
     outsider_id: str
@@ -221,6 +223,7 @@ async def cast(database: Database, http: AppClient) -> Cast:
         b_refill=refill_id,
         b_schedule=schedule.json()["id"],
         b_appointment=appointment.json()["id"],
+        b_study=await file_study(database, "mr", "MRN-B"),
         patient_a=_bearer(patient_token),
         outsider=_bearer(outsider_token),
         outsider_id=outsider_id,
@@ -315,6 +318,8 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
         ),
         ("GET", "/fhir/Appointment", {"params": {"patient": b}}),
         ("GET", f"/fhir/Appointment/{c.b_appointment}", {}),
+        ("GET", "/fhir/ImagingStudy", {"params": {"patient": b}}),
+        ("GET", f"/fhir/ImagingStudy/{c.b_study}", {}),
     ]
 
 

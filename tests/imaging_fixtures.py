@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
@@ -78,8 +79,16 @@ def dicom_bytes(name: str, *, patient_id: str | None, sop_suffix: str | None = N
         return path.read_bytes()
 
 
-async def file_study(database: Database, name: str, patient_identifier: str) -> str:
-    """File a test instance for the patient with this identifier; the study's id."""
+@dataclass(frozen=True, slots=True)
+class Filed:
+    study_id: str
+    study_uid: str
+    series_uid: str
+    instance_uid: str
+
+
+async def file_study(database: Database, name: str, patient_identifier: str) -> Filed:
+    """File a test instance for the patient with this identifier."""
     receipt = await ImagingArchive(database).receive(
         dicom_bytes(name, patient_id=patient_identifier), "TEST@127.0.0.1"
     )
@@ -90,4 +99,5 @@ async def file_study(database: Database, name: str, patient_identifier: str) -> 
             for s in await ImagingRecords(conn).search(within=[receipt.patient_id], limit=100)
             if s.uid == receipt.header.study_uid
         ]
-    return study.id
+    header = receipt.header
+    return Filed(study.id, header.study_uid, header.series_uid, header.sop_instance_uid)

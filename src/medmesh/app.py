@@ -44,6 +44,8 @@ from medmesh.http.headers import SecurityHeaders
 from medmesh.http.rate_limit import RateLimit
 from medmesh.http.request_limits import RequestSizeLimit
 from medmesh.http.request_log import RequestLog
+from medmesh.imaging.archive import ImagingArchive
+from medmesh.imaging.dicomweb import router as dicomweb_router
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.pipeline import IngestPipeline
@@ -68,6 +70,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provide(app, AuditWriter, services.audit)
         provide(app, IngestPipeline, services.pipeline)
         provide(app, Formats, services.formats)
+        provide(
+            app,
+            ImagingArchive,
+            ImagingArchive(services.database, max_instance_bytes=settings.dicom_max_instance_bytes),
+        )
         provide(app, SignIn, SignIn(services.database, wiring.lockout_policy(settings)))
         if services.exports is not None:
             provide(app, ExportRunner, services.exports)
@@ -94,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(flags_router)
     app.include_router(communications_router)
     app.include_router(imaging_studies_router)
+    app.include_router(dicomweb_router)
     app.include_router(medication_requests_router)
     app.include_router(fhir_appointments_router)
     app.include_router(audit_events_router)

@@ -34,6 +34,8 @@ def request_limits(settings: Settings) -> RequestLimits:
         body_bytes=settings.max_request_body_bytes,
         body_bytes_by_prefix=(
             ("/ingest/", settings.max_body_bytes),
+            # STOW-RS: a few instances a request, each up to the DICOM instance limit.
+            ("/dicomweb/", settings.dicom_max_instance_bytes + 1_048_576),
             # Messages carry attachments: room for all of them and the form around them.
             *((prefix, _message_body_bytes(settings)) for prefix in MESSAGE_PREFIXES),
         ),

@@ -18,7 +18,7 @@ from medmesh.store.registry import Patients
 MAX_MATCHES = 500
 
 
-def _date_range(value: str) -> list[StartedBetween]:
+def date_range(value: str) -> list[StartedBetween]:
     """A DICOM DA match: `YYYYMMDD`, `A-B`, `A-` or `-B`."""
     value = value.strip()
     if not value:
@@ -73,7 +73,7 @@ async def find_matches(database: Database, identifier: Dataset) -> list[Dataset]
     patient_id = _text(identifier, "PatientID").replace("*", "")
     study_uids = {u for u in _text(identifier, "StudyInstanceUID").split("\\") if u}
     modality = _text(identifier, "ModalitiesInStudy").replace("*", "") or None
-    started = _date_range(_text(identifier, "StudyDate"))
+    started = date_range(_text(identifier, "StudyDate"))
     async with database.read() as conn:
         patients = Patients(conn)
         if patient_id:

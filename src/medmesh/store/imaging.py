@@ -289,6 +289,25 @@ class ImagingRecords:
         found = await self._studies(rows)
         return found[0] if found else None
 
+    async def study_by_uid(self, study_uid: str) -> Study | None:
+        query = select(imaging_studies).where(imaging_studies.c.study_uid == study_uid)
+        found = await self._studies((await self._conn.execute(query)).mappings().all())
+        return found[0] if found else None
+
+    async def instance(self, instance_id: str) -> Instance | None:
+        query = select(*[c for c in imaging_instances.c if c.name != "content"]).where(
+            imaging_instances.c.id == instance_id
+        )
+        row = (await self._conn.execute(query)).mappings().first()
+        return None if row is None else _instance(row)
+
+    async def instance_by_uid(self, sop_instance_uid: str) -> Instance | None:
+        query = select(*[c for c in imaging_instances.c if c.name != "content"]).where(
+            imaging_instances.c.sop_instance_uid == sop_instance_uid
+        )
+        row = (await self._conn.execute(query)).mappings().first()
+        return None if row is None else _instance(row)
+
     async def search(
         self,
         *,

@@ -444,7 +444,9 @@ async def test_nobody_without_a_relationship_reaches_patient_b(
             w in path for w in ("Consent", "break-glass", "Audit", "erasure")
         ):
             continue  # an admin of B's organisation manages consents, the trail, erasure
-        response = await http.request(method, path, headers=headers, **extra)
+        arguments = dict(extra)
+        sent_headers = {**headers, **arguments.pop("headers", {})}
+        response = await http.request(method, path, headers=sent_headers, **arguments)
         assert response.status_code in (403, 404), (who, method, path, response.status_code)
         assert response.json()["resourceType"] == "OperationOutcome", (method, path)
         # Ids the caller sent may come back; nothing else of B's: name, MRN, values.

@@ -46,6 +46,7 @@ from medmesh.http.request_limits import RequestSizeLimit
 from medmesh.http.request_log import RequestLog
 from medmesh.imaging.archive import ImagingArchive
 from medmesh.imaging.dicomweb import router as dicomweb_router
+from medmesh.imaging.quarantine_api import router as quarantine_router
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.pipeline import IngestPipeline
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(communications_router)
     app.include_router(imaging_studies_router)
     app.include_router(dicomweb_router)
+    app.include_router(quarantine_router)
     app.include_router(medication_requests_router)
     app.include_router(fhir_appointments_router)
     app.include_router(audit_events_router)

@@ -390,6 +390,10 @@ NOT_PATIENT_DATA = {
     ("GET", "/fhir/Schedule/{schedule_id}"),
     ("GET", "/fhir/Slot"),
     ("GET", "/fhir/Slot/{slot_id}"),
+    # The imaging quarantine: org admins only, patients of their own organisation (test_dicomweb).
+    ("GET", "/api/v1/imaging/quarantine"),
+    ("POST", "/api/v1/imaging/quarantine/{item_id}/assign"),
+    ("POST", "/api/v1/imaging/quarantine/{item_id}/reject"),
     ("POST", "/oauth/token"),  # public: SMART Backend Services (test_backend_services)
     ("GET", "/.well-known/smart-configuration"),
     ("GET", "/fhir/.well-known/smart-configuration"),

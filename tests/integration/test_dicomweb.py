@@ -22,6 +22,7 @@ from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.store.database import Database
 from medmesh.store.imaging import ImagingRecords
+from medmesh.store.users import Organizations
 from tests.conftest import World
 from tests.helpers import AppClient
 from tests.imaging_fixtures import dicom_bytes
@@ -226,3 +227,69 @@ async def test_dicomweb_shows_nothing_of_a_patient_outside_the_callers_care(
     async with database.read() as conn:
         assert await ImagingRecords(conn).quarantined() == []  # not even the unmatched one
     assert len((await http.get("/dicomweb/studies", headers=world.reader_headers)).json()) == 1
+
+
+async def _token(
+    database: Database, username: str, role: Role, organization: str
+) -> dict[str, str]:
+    user = await provisioning.create_user(
+        database,
+        username=username,
+        display_name=username,
+        role=role,
+        password="correct horse battery staple",
+        organization_id=organization,
+    )
+    token = await provisioning.issue_user_token(database, user_id=user.id, scopes="user/*.cruds")
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_org_admin_files_or_rejects_what_waits_in_quarantine(
+    http: AppClient, world: World, database: Database
+) -> None:
+    unmatched = dicom_bytes("mr", patient_id="WALK-IN-7")
+    other = dicom_bytes("ct", patient_id="WALK-IN-8")
+    status, answer = await stow(http, world, unmatched, other)
+    assert status == 200
+    assert all("quarantine" in i["00741048"]["Value"][0] for i in answer[REFERENCED]["Value"])
+    assert (await http.get("/dicomweb/studies", headers=world.reader_headers)).json() == []
+
+    admin = await _token(database, "imaging-admin", Role.ORG_ADMIN, "default")
+    refused = await http.get("/api/v1/imaging/quarantine", headers=world.reader_headers)
+    assert refused.status_code == 403  # a clinician does not handle the quarantine
+    listed = await http.get("/api/v1/imaging/quarantine", headers=admin)
+    assert listed.status_code == 200
+    items = {i["patient_id_in_file"]: i for i in listed.json()["items"]}
+    assert set(items) == {"WALK-IN-7", "WALK-IN-8"}
+    assert items["WALK-IN-7"]["reason"] == "no patient has this PatientID"
+
+    async with database.write() as conn:
+        await Organizations(conn).add("elsewhere", "Elsewhere Clinic")
+    stranger = await _token(database, "far-admin", Role.ORG_ADMIN, "elsewhere")
+    far = await http.post(
+        f"/api/v1/imaging/quarantine/{items['WALK-IN-7']['id']}/assign",
+        json={"patient": world.patient_id},
+        headers=stranger,
+    )
+    assert far.status_code == 404  # not a patient of their organisation
+    filed = await http.post(
+        f"/api/v1/imaging/quarantine/{items['WALK-IN-7']['id']}/assign",
+        json={"patient": world.patient_id},
+        headers=admin,
+    )
+    assert filed.status_code == 200, filed.text
+    again = await http.post(
+        f"/api/v1/imaging/quarantine/{items['WALK-IN-7']['id']}/assign",
+        json={"patient": world.patient_id},
+        headers=admin,
+    )
+    assert again.status_code == 409
+    rejected = await http.post(
+        f"/api/v1/imaging/quarantine/{items['WALK-IN-8']['id']}/reject",
+        json={"reason": "wrong site"},
+        headers=admin,
+    )
+    assert rejected.status_code == 200
+    assert (await http.get("/api/v1/imaging/quarantine", headers=admin)).json() == {"items": []}
+    (study,) = (await http.get("/dicomweb/studies", headers=world.reader_headers)).json()
+    assert study["00080061"]["Value"] == ["MR"]  # the assigned MR; the CT is gone

@@ -423,9 +423,9 @@ async def retrieve_rendered_frame(
         request, database, principal, study_uid, series_uid, instance_uid
     )
     try:
-        image = render_frame(content, frame - 1, chosen, media_type)
+        rendered = render_frame(content, frame - 1, chosen, media_type)
     except IndexError as error:
         raise NotFound(f"frame {frame} is not in the instance: {error}") from None
     except Undecodable:  # 415 with an OperationOutcome: the viewer shows a placeholder
         raise
-    return Response(image, media_type=media_type, headers={"Cache-Control": "no-store"})
+    return Response(rendered.image, media_type=media_type, headers={"Cache-Control": "no-store"})

@@ -74,36 +74,55 @@ def _own_window(dataset: Dataset) -> Window | None:
     return Window(first_center, first_width) if first_width > 0 else None
 
 
-def to_8bit(values: NDArray[np.float64], window: Window | None) -> NDArray[np.uint8]:
-    """Linear windowing (PS3.3 C.11.2.1.2.1) to 0–255; without a window, min–max."""
-    if window is None:
-        low, high = float(values.min()), float(values.max())
-    else:
-        low = window.center - 0.5 - (window.width - 1) / 2
-        high = window.center - 0.5 + (window.width - 1) / 2
+def to_8bit(values: NDArray[np.float64], window: Window) -> NDArray[np.uint8]:
+    """Linear windowing (PS3.3 C.11.2.1.2.1) to 0–255."""
+    low = window.center - 0.5 - (window.width - 1) / 2
+    high = window.center - 0.5 + (window.width - 1) / 2
     if high <= low:
         return np.zeros(values.shape, dtype=np.uint8)
     scaled = (values - low) / (high - low) * 255.0
     return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    image: bytes
+    media_type: str
+    window: Window  # the window applied (asked for, the file's own, or the frame's range)
+
+
 def render_frame(
-    content: bytes, index: int = 0, window: Window | None = None, media_type: str = "image/png"
-) -> bytes:
-    """One frame (0-based) as PNG or JPEG bytes."""
+    content: bytes,
+    index: int = 0,
+    window: Window | None = None,
+    media_type: str = "image/png",
+    *,
+    max_side: int | None = None,
+) -> Rendered:
+    """One frame (0-based) as PNG or JPEG, at most `max_side` pixels a side when given."""
     dataset = dcmread(io.BytesIO(content))
     values = _frame(dataset, index)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    chosen = window
+    if values.ndim == 2:
+        chosen = window or _own_window(dataset)
+    if chosen is None:
+        low, high = float(values.min()), float(values.max())
+        chosen = Window(center=(low + high) / 2 + 0.5, width=max(high - low + 1, 1.0))
     if values.ndim == 3:  # colour: pydicom gives RGB; window each channel alike
-        image = Image.fromarray(to_8bit(values, window))
+        image = Image.fromarray(to_8bit(values, chosen))
     else:
-        gray = to_8bit(values, window or _own_window(dataset))
+        gray = to_8bit(values, chosen)
         if photometric == "MONOCHROME1":
             gray = 255 - gray
         image = Image.fromarray(gray)
+    if max_side is not None:
+        image.thumbnail((max_side, max_side))
     out = io.BytesIO()
     if media_type == "image/jpeg":
-        image.save(out, format="JPEG", quality=90)
+        image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(
+            out, format="JPEG", quality=90
+        )
     else:
         image.save(out, format="PNG")
-    return out.getvalue()
+    return Rendered(out.getvalue(), media_type, chosen)

@@ -32,7 +32,7 @@
     sliceText.textContent = "Slice " + (state.index + 1) + " / " + slices.length;
     positionText.textContent = s.position === null ? "" : "Position " + s.position.toFixed(1) + " mm";
     const w = state.window || state.shown;
-    windowText.textContent = w ? "W " + Math.round(w.width) + "  L " + Math.round(w.center) : "";
+    windowText.textContent = w ? "W " + Math.round(w.width) + " · L " + Math.round(w.center) : "";
     zoomText.textContent = state.zoom === 1 ? "" : "Zoom " + state.zoom.toFixed(1) + "×";
     slider.value = String(state.index + 1);
   }

@@ -28,7 +28,7 @@ PATIENT, PASSWORD = "jane.doe", "a long walk by the river at dawn"
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib's name)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

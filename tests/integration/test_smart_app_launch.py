@@ -157,8 +157,19 @@ async def test_a_patient_signs_in_consents_and_the_app_reads_their_observations(
     devices = await _bearer_get(http, f"/fhir/Device?patient={scene.a.patient_id}", token)
     assert devices.status_code == 403
     async with scene.database.read() as conn:
-        subtypes = set((await conn.execute(select(audit_log.c.subtype))).scalars())
-    assert "smart-authorize" in subtypes
+        rows = (
+            await conn.execute(
+                select(audit_log.c.subtype, audit_log.c.actor_id, audit_log.c.patient_id).where(
+                    audit_log.c.basis == f"app:{app.client_id}"
+                )
+            )
+        ).all()
+    # The request (by the app), the approval and the code exchange (by Jane, for her record).
+    assert [tuple(r) for r in rows] == [
+        ("smart-request", app.client_id, None),
+        ("smart-authorize", scene.jane.user_id, scene.a.patient_id),
+        ("smart-code", scene.jane.user_id, scene.a.patient_id),
+    ]
 
 
 async def test_a_clinician_signs_in_with_totp_and_picks_only_a_patient_they_may_see(
@@ -219,6 +230,16 @@ async def test_denying_sends_access_denied_back_and_grants_nothing(
     assert again.status_code == 404
     async with scene.database.read() as conn:
         assert (await conn.execute(select(oauth_authorization_codes))).all() == []
+        denied = (
+            (
+                await conn.execute(
+                    select(audit_log.c.outcome).where(audit_log.c.subtype == "smart-deny")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert denied == ["4"]
 
 
 async def test_the_consent_form_needs_the_sessions_csrf_token(

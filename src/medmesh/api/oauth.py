@@ -15,9 +15,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
+from medmesh.access.http import audit
+from medmesh.access.identity.principals import ActorKind
 from medmesh.access.oauth.app_launch import fhir_base
 from medmesh.access.oauth.app_tokens import (
     AppTokenRequest,
+    AppTokens,
     exchange_code,
     refresh_tokens,
     revoke_refresh_token,
@@ -30,6 +33,7 @@ from medmesh.access.oauth.backend_services import (
 )
 from medmesh.access.oauth.client_assertion import ASSERTION_TYPE
 from medmesh.access.oauth.id_tokens import IdTokenSigner
+from medmesh.access.oauth.launch_audit import app_entry
 from medmesh.access.oauth.smart_discovery import (
     JWKS_PATH,
     REVOKE_PATH,
@@ -161,6 +165,43 @@ def _client_id(request: Request, form: dict[str, str]) -> str | None:
     return form.get("client_id")
 
 
+async def _audit_app(
+    request: Request, grant_type: str, client_id: str | None, issued: AppTokens | None
+) -> None:
+    """A token issued to an app (the person who granted it is the actor) or refused (the app
+    is, as far as it said who it is)."""
+    if issued is None and not client_id:
+        return
+    subtype = "smart-code" if grant_type == "authorization_code" else "smart-refresh"
+    source = request.client.host if request.client is not None else None
+    if issued is not None:
+        entry = app_entry(
+            subtype=subtype,
+            permitted=True,
+            client_id=issued.client_id,
+            actor_kind=ActorKind.USER.value,
+            actor_id=issued.user_id,
+            actor_name=issued.user_name,
+            organization_id=issued.organization_id,
+            patient_id=issued.patient,
+            source=source,
+        )
+    else:
+        assert client_id is not None
+        entry = app_entry(
+            subtype=subtype,
+            permitted=False,
+            client_id=client_id,
+            actor_kind=ActorKind.CLIENT.value,
+            actor_id=client_id,
+            actor_name="SMART app",
+            organization_id=None,
+            patient_id=None,
+            source=source,
+        )
+    await audit(request, [entry])
+
+
 @router.post(
     TOKEN_PATH,
     summary="Access token: SMART Backend Services (client credentials, private_key_jwt) or a "
@@ -187,13 +228,18 @@ async def token(request: Request, database: DatabaseDep, settings: SettingsDep) 
                 scope=form.get("scope"),
             )
             grant = exchange_code if grant_type == "authorization_code" else refresh_tokens
-            tokens = await grant(
-                database,
-                app_request,
-                id_token_signer(request),
-                fhir_base_url=fhir_base(settings.public_base_url),
-                now=now,
-            )
+            try:
+                tokens = await grant(
+                    database,
+                    app_request,
+                    id_token_signer(request),
+                    fhir_base_url=fhir_base(settings.public_base_url),
+                    now=now,
+                )
+            except OAuthError:
+                await _audit_app(request, grant_type, app_request.client_id, None)
+                raise
+            await _audit_app(request, grant_type, tokens.client_id, tokens)
             return JSONResponse(tokens.body(), headers=_NO_STORE)
         if grant_type not in (None, "client_credentials"):
             raise OAuthError(
@@ -252,11 +298,27 @@ async def revoke(request: Request, database: DatabaseDep) -> Response:
         form = await _read_form(request)
         if not form.get("token"):
             raise OAuthError(OAuthErrorCode.INVALID_REQUEST, "token is required")
-        await revoke_refresh_token(
-            database, _client_id(request, form), form["token"], now=datetime.now(UTC)
-        )
+        client_id = _client_id(request, form)
+        await revoke_refresh_token(database, client_id, form["token"], now=datetime.now(UTC))
     except OAuthError as exc:
         return _error(exc)
+    assert client_id is not None
+    await audit(
+        request,
+        [
+            app_entry(
+                subtype="smart-revoke",
+                permitted=True,
+                client_id=client_id,
+                actor_kind=ActorKind.CLIENT.value,
+                actor_id=client_id,
+                actor_name="SMART app",
+                organization_id=None,
+                patient_id=None,
+                source=request.client.host if request.client is not None else None,
+            )
+        ],
+    )
     return Response(status_code=200, headers=_NO_STORE)
 
 

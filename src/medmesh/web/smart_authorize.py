@@ -18,7 +18,6 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from medmesh.access.audit.entries import AuditEntry
 from medmesh.access.http import audit, audit_results
 from medmesh.access.identity.principals import ActorKind, Principal, Role
 from medmesh.access.oauth.app_launch import (
@@ -34,6 +33,7 @@ from medmesh.access.oauth.app_launch import (
     redirect_with,
 )
 from medmesh.access.oauth.backend_services import OAuthError
+from medmesh.access.oauth.launch_audit import app_entry
 from medmesh.access.oauth.scope_text import IDENTITY_TEXT, describe
 from medmesh.access.oauth.smart_discovery import AUTHORIZE_PATH
 from medmesh.access.policy.decision import Decision, visible_patients
@@ -120,25 +120,37 @@ async def _audit_answer(
     permitted: bool,
     patient_id: str | None,
 ) -> None:
-    await audit(
-        request,
-        [
-            AuditEntry(
-                action="E",
-                subtype=subtype,
-                outcome="0" if permitted else "4",
-                actor_kind=ActorKind.USER.value,
-                actor_id=user.user_id,
-                actor_name=user.display_name,
-                organization_id=user.organization_id,
-                resource_type="Patient" if patient_id else None,
-                patient_id=patient_id,
-                purpose="TREAT",
-                basis=f"app:{client_id}"[:100],
-                source=_source(request),
-            )
-        ],
+    entry = app_entry(
+        subtype=subtype,
+        permitted=permitted,
+        client_id=client_id,
+        actor_kind=ActorKind.USER.value,
+        actor_id=user.user_id,
+        actor_name=user.display_name,
+        organization_id=user.organization_id,
+        patient_id=patient_id,
+        source=_source(request),
     )
+    await audit(request, [entry])
+
+
+async def _audit_request(request: Request, client_id: str | None, permitted: bool) -> None:
+    """The app's authorization request, accepted or refused (the app is the actor: nobody has
+    signed in yet)."""
+    if not client_id:
+        return
+    entry = app_entry(
+        subtype="smart-request",
+        permitted=permitted,
+        client_id=client_id,
+        actor_kind=ActorKind.CLIENT.value,
+        actor_id=client_id,
+        actor_name="SMART app",
+        organization_id=None,
+        patient_id=None,
+        source=_source(request),
+    )
+    await audit(request, [entry])
 
 
 @router.get(AUTHORIZE_PATH)
@@ -154,13 +166,16 @@ async def authorize(request: Request) -> Response:
     try:
         client, request_id = await accept_request(database, params, fhir_base_url=base, now=_now())
     except UnsafeRedirect as exc:
+        await _audit_request(request, params.client_id, False)
         return _unusable(str(exc))
     except OAuthError as exc:
+        await _audit_request(request, params.client_id, False)
         assert params.redirect_uri is not None
         answer = {"error": exc.code.value, "error_description": exc.description}
         if params.state:
             answer["state"] = params.state
         return RedirectResponse(redirect_with(params.redirect_uri, answer), status_code=303)
+    await _audit_request(request, client.id, True)
     return _handover(f"{CONSENT_PATH}?request={request_id}", f"Continue to {client.name}")
 
 

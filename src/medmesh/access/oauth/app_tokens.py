@@ -56,6 +56,11 @@ class AppTokens:
     patient: str | None
     refresh_token: str | None
     id_token: str | None
+    # For the audit record, not the response: who granted it, to which app.
+    client_id: str = ""
+    user_id: str = ""
+    user_name: str = ""
+    organization_id: str = ""
 
     def body(self) -> dict[str, object]:
         body: dict[str, object] = {
@@ -217,6 +222,10 @@ def _answer(
         patient=grant.patient_id,
         refresh_token=refresh,
         id_token=_id_token(signer, grant, fhir_base_url=fhir_base_url, now=now),
+        client_id=grant.client.id,
+        user_id=grant.user.id,
+        user_name=grant.user.display_name,
+        organization_id=grant.user.organization_id,
     )
 
 

@@ -6,6 +6,7 @@ tests/smart_fixtures.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,11 +16,15 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import select, update
+from typer.testing import CliRunner
 
 from medmesh import provisioning
+from medmesh.access.erasure import erase_patient
 from medmesh.app import create_app
+from medmesh.cli import app as cli_app
 from medmesh.config import Settings
 from medmesh.store.database import Database
+from medmesh.store.oauth_clients import OAuthClients
 from medmesh.store.schema import audit_log, oauth_authorization_codes, oauth_refresh_tokens
 from tests.accounts_fixtures import (
     Person,
@@ -511,3 +516,76 @@ async def test_cors_answers_registered_app_origins_only(http: AppClient, scene: 
     await provisioning.set_client_disabled(scene.database, scene.app.client_id, True)
     gone = await http.get("/fhir/metadata", headers={"Origin": APP_ORIGIN})
     assert "access-control-allow-origin" not in gone.headers
+
+
+async def test_erasure_takes_the_patients_codes_and_refresh_tokens(
+    http: AppClient, scene: Scene
+) -> None:
+    await _sign_in_patient(http, scene)
+    back = await approve(http, scene.app, PATIENT_SCOPE + " offline_access")
+    await _token(http, scene.app.token_form(back["code"]))
+    await approve(http, scene.app, PATIENT_SCOPE)  # a code not exchanged
+    async with scene.database.read() as conn:
+        assert len((await conn.execute(select(oauth_refresh_tokens))).all()) == 1
+        assert len((await conn.execute(select(oauth_authorization_codes))).all()) == 2
+    certificate = await erase_patient(
+        scene.database, scene.a.patient_id, reason="patient's request", requested_by="dpo"
+    )
+    deleted = certificate.document["rows_deleted"]
+    assert isinstance(deleted, dict)
+    assert deleted["oauth_refresh_tokens"] == 1 and deleted["oauth_authorization_codes"] == 2
+    async with scene.database.read() as conn:
+        assert (await conn.execute(select(oauth_refresh_tokens))).all() == []
+        assert (await conn.execute(select(oauth_authorization_codes))).all() == []
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli_app, list(args))
+    return result.exit_code, result.output
+
+
+async def test_the_operator_registers_a_public_app_with_its_redirect_uris_and_origins(
+    database_url: str, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDMESH_DATABASE_URL", database_url)
+    code, output = await asyncio.to_thread(
+        _cli,
+        "client", "register", "Vitals Viewer", "--public",
+        "--redirect-uri", "https://viewer.example.org/callback",
+        "--redirect-uri", "http://127.0.0.1:9100/callback",
+        "--origin", "https://viewer.example.org",
+        "--scope", "patient/*.rs user/Observation.rs",
+    )  # fmt: skip
+    assert code == 0, output
+    client_id = output.splitlines()[0]
+    assert "iss (aud) = http://127.0.0.1:8000/fhir" in output
+    async with database.read() as conn:
+        client = await OAuthClients(conn).get(client_id)
+        assert await OAuthClients(conn).origin_registered("https://viewer.example.org")
+        assert not await OAuthClients(conn).origin_registered("http://127.0.0.1:9100")
+    assert client is not None and client.kind == "public"
+    assert client.redirect_uris == (
+        "https://viewer.example.org/callback",
+        "http://127.0.0.1:9100/callback",
+    )
+    code, listed = await asyncio.to_thread(_cli, "client", "list")
+    assert f"{client_id}  active    public" in listed and "viewer.example.org/callback" in listed
+
+    for args, words in (
+        (("--public", "--scope", "patient/*.rs"), "at least one --redirect-uri"),
+        (
+            ("--public", "--scope", "patient/*.rs", "--redirect-uri", "http://app.example/cb"),
+            "must use https",
+        ),
+        (
+            ("--public", "--scope", "patient/*.rs", "--redirect-uri", "https://a.example/#x"),
+            "without a #fragment",
+        ),
+        (
+            ("--public", "--scope", "system/*.rs", "--redirect-uri", "https://a.example/cb"),
+            "system/*.rs",
+        ),
+        (("--scope", "patient/*.rs"), "--jwks-file for a backend service"),
+    ):
+        code, output = await asyncio.to_thread(_cli, "client", "register", "Bad", *args)
+        assert code != 0 and words in output, (args, output)

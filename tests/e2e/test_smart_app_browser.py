@@ -20,6 +20,7 @@ from medmesh.access.identity.principals import Role
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from tests.conftest import ASSIGNED_SINCE
+from tests.e2e.test_dashboard_browser import axe_violations
 from tests.helpers import reading
 from tests.live_server import LiveServer, free_port
 
@@ -117,5 +118,21 @@ async def test_a_smart_app_launches_gets_consent_and_shows_the_patients_observat
             assert any("71" in t for t in texts) and any("75" in t for t in texts), texts
             await page.screenshot(path=str(artifacts / "smart-app.png"), full_page=True)
             await context.close()
+
+            # The consent screen's accessibility, checked by axe in a context that lets its
+            # script in (the flow above ran under the pages' real CSP).
+            audit = await browser.new_context(bypass_csp=True)
+            page = await audit.new_page()
+            await page.goto(f"{app_origin}/index.html?iss={base}/fhir#client_id={client_id}")
+            await page.wait_for_url(f"{base}/login")
+            await page.get_by_label("Username").fill(PATIENT)
+            await page.get_by_label("Password").fill(PASSWORD)
+            await page.get_by_role("button", name="Sign in").click()
+            await page.wait_for_url(f"{base}/oauth/authorize/consent?*")
+            assert await axe_violations(page) == []
+            await page.get_by_role("button", name="Don't allow").click()
+            await page.wait_for_url(f"{app_origin}/index.html?*")
+            await expect(page.locator("#status")).to_have_text("Not allowed: access_denied")
+            await audit.close()
         finally:
             server.stop()

@@ -38,8 +38,7 @@ def _verbs(scope: Scope) -> str:
 def describe(scope: Scope, *, own_record: bool) -> str:
     """One line saying what the scope lets the app do, in the reader's terms."""
     what = _WHAT.get(scope.resource_type, f"{scope.resource_type} records")
-    if scope.context is Context.PATIENT:
-        whose = "your" if own_record else "the chosen patient's"
-    else:
-        whose = "the patients you may see: their"
+    if scope.context is not Context.PATIENT:
+        return f"{_verbs(scope)} the {what} of the patients you may see ({scope})"
+    whose = "your" if own_record else "the chosen patient's"
     return f"{_verbs(scope)} {whose} {what} ({scope})"

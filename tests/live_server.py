@@ -36,7 +36,7 @@ class LiveServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 60.0) -> None:  # a loaded machine starts slowly
-        self.port = free_port()
+        self.port = self.port or free_port()
         env = {**os.environ, "MEDMESH_DATABASE_URL": self.database_url, **self.env}
         command = ["serve", "--host", self.host, "--port", str(self.port)]
         with self.log_path.open("ab") as log:

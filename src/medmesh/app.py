@@ -13,6 +13,7 @@ import medmesh
 from medmesh import wiring
 from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.identity.accounts import SignIn
+from medmesh.access.oauth.id_tokens import IdTokenSigner
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router
@@ -38,6 +39,7 @@ from medmesh.fhir.imaging_studies import router as imaging_studies_router
 from medmesh.fhir.medication_requests import router as medication_requests_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
+from medmesh.http.cors import AppOrigins
 from medmesh.http.deps import WallClock, provide
 from medmesh.http.errors import install_error_handlers
 from medmesh.http.headers import SecurityHeaders
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     provide(app, Settings, settings)
     provide(app, WallClock, time.time)
+    provide(app, IdTokenSigner, IdTokenSigner(settings.oauth_signing_key_file))
     provide(app, ExportSettings, wiring.export_settings(settings))
     provide(app, AttachmentLimits, wiring.attachment_limits(settings))
     install_error_handlers(app)
@@ -126,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             RateLimit, limits=rate_limits, session_identity=web_session.signed_in_identity
         )
     app.add_middleware(SessionMiddleware, **web_session.middleware_options(settings))
+    app.add_middleware(AppOrigins)  # CORS for registered SMART apps' origins only
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
 

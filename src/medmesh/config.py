@@ -134,6 +134,11 @@ class Settings(BaseSettings):
         description="Key that signs dashboard session cookies; unset: a random key per process "
         "(sessions end on restart and are not shared between processes)",
     )
+    oauth_signing_key_file: Path | None = Field(
+        None,
+        description="Private RSA key (JWK, mode 0600, created on first use if missing) that "
+        "signs OpenID Connect id_tokens for SMART apps; unset: a random key per process",
+    )
     session_https_only: bool | None = Field(
         None,
         description="Send the session cookie over HTTPS only (Secure); unset: on unless "

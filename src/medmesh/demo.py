@@ -231,6 +231,19 @@ async def _stream_mqtt(settings: Settings, subject: DemoSubject, interval: float
         await device.stream(subject.simulated, interval=interval, backfill=BACKFILL)
 
 
+DEMO_APP_PORT = 9100
+
+
+async def _register_demo_app(database: Database) -> str:
+    """A SMART browser app (public client) for the sample page in tests/e2e/smart_app/."""
+    return await provisioning.register_app_client(
+        database,
+        name="medmesh demo SMART app",
+        redirect_uris=[f"http://127.0.0.1:{DEMO_APP_PORT}/index.html"],
+        scopes="patient/*.rs user/*.rs",
+    )
+
+
 async def run_demo(
     settings: Settings, *, patients: int, interval: float, garbage: float = 0.02
 ) -> None:
@@ -244,6 +257,7 @@ async def run_demo(
     for subject in subjects:
         await _care_between_visits(database, subject.patient_id)
     await _demo_imaging(database, subjects[0])
+    smart_app = await _register_demo_app(database)
     await database.dispose()
 
     settings = settings.bound_to(settings.host)
@@ -282,6 +296,13 @@ async def run_demo(
         f"  try: curl -H 'Authorization: Bearer {token}' "
         f"'{base_url}/fhir/Observation?patient={subjects[0].patient_id}&_sort=-date&_count=5'"
     )
+    iss = settings.public_base_url.rstrip("/") + "/fhir"
+    print(f"  SMART app (App Launch, PKCE): client_id {smart_app}; serve the sample app with")
+    print(f"    python3 -m http.server {DEMO_APP_PORT} --bind 127.0.0.1 -d tests/e2e/smart_app")
+    print(
+        f"    and open http://127.0.0.1:{DEMO_APP_PORT}/index.html?iss={iss}#client_id={smart_app}"
+    )
+    print("    (sign in as the demo clinician, pick a patient, allow; see docs/oauth.md)")
     if wiring.mqtt_settings(settings) is not None:
         transport = f"MQTT via {settings.mqtt_host}:{settings.mqtt_port}"
         streams = [asyncio.create_task(_stream_mqtt(settings, s, interval)) for s in subjects]

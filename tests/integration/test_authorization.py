@@ -397,6 +397,11 @@ NOT_PATIENT_DATA = {
     ("POST", "/oauth/token"),  # public: SMART Backend Services (test_backend_services)
     ("GET", "/.well-known/smart-configuration"),
     ("GET", "/fhir/.well-known/smart-configuration"),
+    # SMART App Launch (test_smart_app_launch): the patient picker and the tokens it yields are
+    # decided by the policy there; these serve keys, discovery and revocation only.
+    ("POST", "/oauth/revoke"),
+    ("GET", "/oauth/jwks"),
+    ("GET", "/fhir/.well-known/openid-configuration"),
 }
 
 

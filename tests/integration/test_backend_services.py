@@ -213,7 +213,7 @@ async def test_a_disabled_client_gets_no_token_and_its_tokens_stop_working(
 @pytest.mark.parametrize(
     ("change", "status", "error"),
     [
-        ({"grant_type": "authorization_code"}, 400, "unsupported_grant_type"),
+        ({"grant_type": "password"}, 400, "unsupported_grant_type"),
         ({"grant_type": None}, 400, "invalid_request"),
         ({"scope": None}, 400, "invalid_request"),
         ({"client_assertion": None}, 401, "invalid_client"),
@@ -266,9 +266,13 @@ async def test_smart_discovery_names_the_token_endpoint_and_what_it_accepts(
     assert response.headers["content-type"].startswith("application/json")
     config = response.json()
     assert config["token_endpoint"] == TOKEN_URL
-    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt"]
+    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
     assert config["token_endpoint_auth_signing_alg_values_supported"] == ["RS384", "ES384"]
-    assert config["grant_types_supported"] == ["client_credentials"]
+    assert config["grant_types_supported"] == [
+        "authorization_code",
+        "client_credentials",
+        "refresh_token",
+    ]
     assert "system/*.rs" in config["scopes_supported"]
     assert {"client-confidential-asymmetric", "permission-v2"} <= set(config["capabilities"])
 
@@ -280,5 +284,8 @@ async def test_the_capability_statement_carries_the_smart_oauth_uris(
     security = statement["rest"][0]["security"]
     (oauth_uris,) = security["extension"]
     assert oauth_uris["url"].endswith("/StructureDefinition/oauth-uris")
-    assert oauth_uris["extension"] == [{"url": "token", "valueUri": TOKEN_URL}]
+    assert oauth_uris["extension"] == [
+        {"url": "token", "valueUri": TOKEN_URL},
+        {"url": "authorize", "valueUri": TOKEN_URL.replace("/token", "/authorize")},
+    ]
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"

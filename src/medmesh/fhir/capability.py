@@ -25,12 +25,19 @@ _GROUP_EXPORT = f"{_BULK}/OperationDefinition/group-export"
 def _security(token_endpoint: str) -> dict[str, Any]:
     return {
         "extension": [
-            {"url": _OAUTH_URIS, "extension": [{"url": "token", "valueUri": token_endpoint}]}
+            {
+                "url": _OAUTH_URIS,
+                "extension": [
+                    {"url": "token", "valueUri": token_endpoint},
+                    {"url": "authorize", "valueUri": token_endpoint[: -len("token")] + "authorize"},
+                ],
+            }
         ],
         "service": [{"coding": [{"system": _SECURITY_SERVICE, "code": "SMART-on-FHIR"}]}],
-        "description": "OAuth 2.0 bearer tokens with SMART scopes: SMART Backend Services "
-        "(client credentials, private_key_jwt; see .well-known/smart-configuration) or a "
-        "token issued by an operator (medmesh token create)",
+        "description": "OAuth 2.0 bearer tokens with SMART scopes: SMART App Launch "
+        "(authorization code with PKCE), SMART Backend Services (client credentials, "
+        "private_key_jwt; see .well-known/smart-configuration) or a token issued by an "
+        "operator (medmesh token create)",
     }
 
 

@@ -14,7 +14,11 @@ from medmesh.provisioning.accounts import (
     set_disabled,
     unlock,
 )
-from medmesh.provisioning.clients import register_client, set_client_disabled
+from medmesh.provisioning.clients import (
+    register_app_client,
+    register_client,
+    set_client_disabled,
+)
 from medmesh.provisioning.devices import (
     DeviceCredential,
     assign_device,
@@ -43,6 +47,7 @@ __all__ = [
     "create_user",
     "issue_service_token",
     "issue_user_token",
+    "register_app_client",
     "register_client",
     "register_device",
     "reset_password",

@@ -36,6 +36,8 @@ from medmesh.store.schema import (
     messages,
     notification_outbox,
     notification_preferences,
+    oauth_authorization_codes,
+    oauth_refresh_tokens,
     observation_components,
     observations,
     patients,
@@ -150,6 +152,16 @@ class PatientRecords:
                 or_(api_tokens.c.patient_id == patient_id, api_tokens.c.user_id.in_(accounts))
             ),
         )
+        for name, table in (
+            ("oauth_authorization_codes", oauth_authorization_codes),
+            ("oauth_refresh_tokens", oauth_refresh_tokens),
+        ):
+            await run(
+                name,
+                delete(table).where(
+                    or_(table.c.patient_id == patient_id, table.c.user_id.in_(accounts))
+                ),
+            )
         await run(
             "notification_outbox",
             delete(notification_outbox).where(notification_outbox.c.user_id.in_(accounts)),

@@ -7,7 +7,8 @@ expires, so a replayed assertion is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
@@ -28,6 +29,14 @@ class OAuthClientRecord:
     scopes: str  # the ceiling: the most it may ask for, space-separated
     created_at: datetime
     disabled: bool
+    kind: str = "backend"  # backend, or public (a browser app: SMART App Launch)
+    redirect_uris: tuple[str, ...] = field(default=())
+    origins: tuple[str, ...] = field(default=())
+
+
+def _strings(text: str) -> tuple[str, ...]:
+    found = json.loads(text or "[]")
+    return tuple(str(item) for item in found) if isinstance(found, list) else ()
 
 
 def _client(row: RowMapping) -> OAuthClientRecord:
@@ -39,6 +48,9 @@ def _client(row: RowMapping) -> OAuthClientRecord:
         scopes=row["scopes"],
         created_at=row["created_at"],
         disabled=bool(row["disabled"]),
+        kind=row["kind"],
+        redirect_uris=_strings(row["redirect_uris"]),
+        origins=_strings(row["origins"]),
     )
 
 
@@ -47,7 +59,16 @@ class OAuthClients:
         self._conn = conn
 
     async def add(
-        self, *, client_id: str, organization_id: str, name: str, jwks: str, scopes: str
+        self,
+        *,
+        client_id: str,
+        organization_id: str,
+        name: str,
+        jwks: str,
+        scopes: str,
+        kind: str = "backend",
+        redirect_uris: tuple[str, ...] = (),
+        origins: tuple[str, ...] = (),
     ) -> None:
         found = await self._conn.execute(
             select(organizations.c.id).where(organizations.c.id == organization_id)
@@ -62,8 +83,21 @@ class OAuthClients:
                 jwks=jwks,
                 scopes=scopes,
                 created_at=datetime.now(UTC),
+                kind=kind,
+                redirect_uris=json.dumps(list(redirect_uris)),
+                origins=json.dumps(list(origins)),
             )
         )
+
+    async def origin_registered(self, origin: str) -> bool:
+        """Whether an enabled app client registered this origin (scheme://host[:port])."""
+        query = select(oauth_clients.c.origins).where(
+            oauth_clients.c.disabled.is_(False),
+            oauth_clients.c.kind != "backend",
+            oauth_clients.c.origins.contains(json.dumps(origin), autoescape=True),
+        )
+        rows = (await self._conn.execute(query)).scalars().all()
+        return any(origin in _strings(text) for text in rows)
 
     async def get(self, client_id: str) -> OAuthClientRecord | None:
         query = select(oauth_clients).where(oauth_clients.c.id == client_id)

@@ -289,6 +289,59 @@ oauth_clients = Table(
     Column("scopes", Text, nullable=False),  # the most it may ask for, space-separated
     Column("created_at", UTCDateTime, nullable=False),
     Column("disabled", Boolean, nullable=False, server_default=false()),
+    # backend (SMART Backend Services) or public (a browser app, SMART App Launch with PKCE)
+    Column("kind", String(16), nullable=False, server_default="backend"),
+    Column("redirect_uris", Text, nullable=False, server_default="[]"),  # JSON list, exact
+    Column("origins", Text, nullable=False, server_default="[]"),  # JSON list, for CORS
+)
+
+# SMART App Launch: an authorization request waiting for the person's sign-in and consent.
+oauth_authorization_requests = Table(
+    "oauth_authorization_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),  # random; names the request in the consent URL
+    Column("client_id", String(100), nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("state", String(500), nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("nonce", String(500), nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# Authorization codes (hashed), single use, bound to client, redirect URI and PKCE challenge.
+oauth_authorization_codes = Table(
+    "oauth_authorization_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("grant_id", String(36), nullable=False),  # the tokens issued from it share it
+    Column("client_id", String(100), nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("redirect_uri", String(2000), nullable=False),
+    Column("scope", Text, nullable=False),  # granted, identity scopes included
+    Column("code_challenge", String(128), nullable=False),
+    Column("patient_id", String(36), nullable=True),  # the launch patient chosen
+    Column("nonce", String(500), nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("access_token_id", String(36), nullable=True),
+)
+
+# Refresh tokens (hashed), rotated on each use; reuse of a rotated one revokes its grant.
+oauth_refresh_tokens = Table(
+    "oauth_refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("grant_id", String(36), nullable=False, index=True),
+    Column("client_id", String(100), nullable=False),
+    Column("user_id", String(36), nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("patient_id", String(36), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("access_token_id", String(36), nullable=True),
 )
 
 # Client assertions already used (jti), kept until they expire: a replayed one is refused.

@@ -137,9 +137,32 @@ async def check_csrf(request: Request) -> None:
         raise CsrfRejected
 
 
+RETURN_KEY = "return_to"
+RETURN_PREFIX = "/oauth/authorize/"  # only an app's pending authorization is returned to
+
+
+def remember_return(request: Request, path: str) -> None:
+    """After sign-in, go back to `path` (an app's authorization waiting for the person)."""
+    if path.startswith(RETURN_PREFIX):
+        request.session[RETURN_KEY] = path
+
+
+def _kept_return(request: Request) -> dict[str, str]:
+    value = request.session.get(RETURN_KEY)
+    return {RETURN_KEY: value} if isinstance(value, str) and value.startswith(RETURN_PREFIX) else {}
+
+
+def take_return(request: Request) -> str | None:
+    """Where sign-in was asked from (once), if an app's authorization is waiting."""
+    value = request.session.pop(RETURN_KEY, None)
+    return value if isinstance(value, str) and value.startswith(RETURN_PREFIX) else None
+
+
 def sign_in(request: Request, account: Account) -> None:
     """A new session (new CSRF token too, so nothing from before sign-in carries over: the
-    cookie is the whole session, so this is what a new session id is elsewhere)."""
+    cookie is the whole session, so this is what a new session id is elsewhere). Only the
+    page to return to (an app's pending authorization) is kept."""
+    kept = _kept_return(request)
     request.session.clear()
     moment = int(now(request))
     request.session.update(
@@ -153,15 +176,20 @@ def sign_in(request: Request, account: Account) -> None:
         since=moment,
         seen=moment,
         epoch=account.session_epoch,
+        **kept,
     )
 
 
 def begin_second_step(request: Request, account: Account) -> None:
     """The password was right; the code (or enrolment) is still to come. A fresh session
-    that names the pending account and nothing else."""
+    that names the pending account and nothing else (and the page to return to)."""
+    kept = _kept_return(request)
     request.session.clear()
     request.session.update(
-        pending=account.user_id, pending_since=int(now(request)), csrf=secrets.token_urlsafe(32)
+        pending=account.user_id,
+        pending_since=int(now(request)),
+        csrf=secrets.token_urlsafe(32),
+        **kept,
     )
 
 

@@ -66,6 +66,10 @@ async def _user_principal(
     user = await Users(conn).get(record.user_id)
     if user is None or user.disabled:
         return None
+    if record.client_id is not None:  # issued to a SMART app: the app must still be enabled
+        client = await OAuthClients(conn).get(record.client_id)
+        if client is None or client.disabled:
+            return None
     role = Role(user.role)
     if any(scope.context not in ALLOWED_CONTEXTS[role] for scope in scopes.granted):
         return None  # the account's role changed since the token was issued

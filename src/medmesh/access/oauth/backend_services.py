@@ -38,8 +38,12 @@ class OAuthErrorCode(StrEnum):
 
     INVALID_REQUEST = "invalid_request"
     INVALID_CLIENT = "invalid_client"
+    INVALID_GRANT = "invalid_grant"
+    UNAUTHORIZED_CLIENT = "unauthorized_client"
     UNSUPPORTED_GRANT_TYPE = "unsupported_grant_type"
+    UNSUPPORTED_RESPONSE_TYPE = "unsupported_response_type"
     INVALID_SCOPE = "invalid_scope"
+    ACCESS_DENIED = "access_denied"
 
 
 class OAuthError(MedmeshError):
@@ -130,8 +134,8 @@ async def issue_client_token(
             raise InvalidClient("client_id does not match the client assertion's iss")
         async with database.read() as conn:
             client = await OAuthClients(conn).get(header.client_id)
-        if client is None:
-            raise InvalidClient("unknown client_id")
+        if client is None or client.kind != "backend":
+            raise InvalidClient("unknown client_id (of a backend service)")
         try:
             keys = parse_client_jwks(client.jwks)
         except InvalidJwks:

@@ -41,7 +41,15 @@ _V1 = {
 }
 _SCOPE = re.compile(r"^(patient|user|system)/([A-Z][A-Za-z]*|\*)\.([a-z*]+)$")
 # Scopes that are about identity or launch, not resources: accepted, grant no data access.
-_NON_RESOURCE = {"openid", "fhirUser", "profile", "launch", "launch/patient", "offline_access"}
+_NON_RESOURCE = {
+    "openid",
+    "fhirUser",
+    "profile",
+    "launch",
+    "launch/patient",
+    "offline_access",
+    "online_access",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """imaging: DICOM studies, series, instances (sealed files) and the quarantine
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-04 08:30:00
 
 Files and the descriptive header fields are sealed with the patient's data key; quarantined
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 

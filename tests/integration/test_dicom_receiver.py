@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,10 +17,13 @@ from pynetdicom import AE
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     MRImageStorage,
     StudyRootQueryRetrieveInformationModelFind,
+    Verification,
 )
 from sqlalchemy import func, select
 
+from medmesh import wiring
 from medmesh.access.erasure import erase_patient
+from medmesh.config import Settings
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.imaging import QuarantineStatus
 from medmesh.imaging.archive import ImagingArchive
@@ -30,9 +34,10 @@ from medmesh.store.schema import imaging_instances, imaging_quarantine
 from tests.conftest import World
 from tests.imaging_fixtures import dcmtk as dcmtk_installed
 from tests.imaging_fixtures import relabelled, sample_path
+from tests.integration.test_mllp_security import _client_context, _Pki, pki
 
 pytestmark = pytest.mark.usefixtures("dcmtk_installed")
-_ = dcmtk_installed
+_ = (dcmtk_installed, pki)
 
 MODALITY = "MODALITY1"
 
@@ -271,3 +276,45 @@ async def test_erasure_removes_studies_and_a_copy_of_the_files_no_longer_opens(
     assert await _instances(database) == 0
     with pytest.raises(DataKeyDestroyed):
         await database.cipher.key(world.patient_id)
+
+
+def _echo_over_tls(port: int, context: ssl.SSLContext) -> bool:
+    ae = AE(ae_title=MODALITY)
+    ae.add_requested_context(Verification)
+    try:
+        assoc = ae.associate("127.0.0.1", port, ae_title="MEDMESH", tls_args=(context, "localhost"))
+    except (ssl.SSLError, OSError):
+        return False
+    if not assoc.is_established:
+        return False
+    try:
+        status = assoc.send_c_echo()
+        return bool(status) and status.Status == 0x0000
+    finally:
+        assoc.release()
+
+
+async def test_dicom_over_tls_requires_a_client_certificate_from_the_configured_ca(
+    database: Database, pki: _Pki
+) -> None:
+    settings = Settings(
+        dicom_port=0,
+        dicom_allowed_aes=f"{MODALITY}@127.0.0.1",
+        dicom_cert_file=str(pki.server_cert),
+        dicom_key_file=str(pki.server_key),
+        dicom_client_ca_file=str(pki.ca),
+    )
+    dicom = wiring.dicom_settings(settings)
+    assert dicom is not None and dicom.tls is not None
+    server = DicomServer(ImagingArchive(database), dicom)
+    await server.start()
+    try:
+        port = server.port
+        ours = _client_context(pki, (pki.client_cert, pki.client_key))
+        rogue = _client_context(pki, (pki.rogue_cert, pki.rogue_key))
+        none = _client_context(pki, None)
+        assert await asyncio.to_thread(_echo_over_tls, port, ours)
+        assert not await asyncio.to_thread(_echo_over_tls, port, rogue)
+        assert not await asyncio.to_thread(_echo_over_tls, port, none)
+    finally:
+        await server.stop()

@@ -49,9 +49,11 @@ def mr_series(
     slices: int = 24,
     size: int = 128,
     started: datetime | None = None,
+    seed_suffix: str = "",
 ) -> list[bytes]:
-    """Part 10 files of one axial MR series, in slice order."""
-    seed = f"medmesh-synthetic-mr/{issuer or ''}/{patient_id}"
+    """Part 10 files of one axial MR series, in slice order (`seed_suffix`: another series
+    with other UIDs for the same patient)."""
+    seed = f"medmesh-synthetic-mr/{issuer or ''}/{patient_id}{seed_suffix}"
     study_uid = generate_uid(entropy_srcs=[seed, "study"])
     series_uid = generate_uid(entropy_srcs=[seed, "series"])
     frame_uid = generate_uid(entropy_srcs=[seed, "frame"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from medmesh import wiring
 from medmesh.access.erasure import erase_patient
@@ -261,13 +263,24 @@ async def test_findscu_finds_the_patients_studies(
 
 
 async def test_erasure_removes_studies_and_a_copy_of_the_files_no_longer_opens(
-    scp: DicomServer, database: Database, world: World, tmp_path: Path
+    scp: DicomServer, database: Database, database_url: str, world: World, tmp_path: Path
 ) -> None:
     file = relabelled(sample_path("mr"), tmp_path / "mr.dcm", patient_id="MRN-1")
     assert (await dcmtk("storescu", "127.0.0.1", str(scp.port), str(file))).returncode == 0
     async with database.read() as conn:
         sealed = (await conn.execute(select(imaging_instances.c.content))).scalars().all()
+        (instance_id,) = (await conn.execute(select(imaging_instances.c.id))).scalars().all()
+        instance = await ImagingRecords(conn).instance(instance_id)
+        assert instance is not None and await ImagingRecords(conn).content(instance)  # opens
     assert sealed and all(b"DICM" not in content for content in sealed)  # sealed, not plain
+    copy_url = None
+    if database.backend == "sqlite":  # a backup taken before erasure (a file copy)
+        source = make_url(database_url).database
+        assert source is not None
+        copy_path = tmp_path / "backup-before-erasure.db"
+        with sqlite3.connect(source) as db, sqlite3.connect(copy_path) as backup:
+            db.backup(backup)
+        copy_url = f"sqlite:///{copy_path}"
     certificate = await erase_patient(
         database, world.patient_id, reason="patient's request", requested_by="dpo"
     )
@@ -276,6 +289,14 @@ async def test_erasure_removes_studies_and_a_copy_of_the_files_no_longer_opens(
     assert await _instances(database) == 0
     with pytest.raises(DataKeyDestroyed):
         await database.cipher.key(world.patient_id)
+    if copy_url is not None:
+        backup_database = Database(copy_url, cipher=database.cipher)
+        try:
+            async with backup_database.read() as conn:
+                with pytest.raises(DataKeyDestroyed):
+                    await ImagingRecords(conn).content(instance)
+        finally:
+            await backup_database.dispose()
 
 
 def _echo_over_tls(port: int, context: ssl.SSLContext) -> bool:

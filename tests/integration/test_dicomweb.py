@@ -3,6 +3,7 @@ backends: what goes in by STOW comes back by WADO with the same pixels."""
 
 from __future__ import annotations
 
+import asyncio
 import email.parser
 import email.policy
 import io
@@ -293,3 +294,34 @@ async def test_org_admin_files_or_rejects_what_waits_in_quarantine(
     assert (await http.get("/api/v1/imaging/quarantine", headers=admin)).json() == {"items": []}
     (study,) = (await http.get("/dicomweb/studies", headers=world.reader_headers)).json()
     assert study["00080061"]["Value"] == ["MR"]  # the assigned MR; the CT is gone
+
+
+async def test_imaging_studies_are_in_everything_and_bulk_export(
+    http: AppClient, world: World
+) -> None:
+    assert (await stow(http, world, dicom_bytes("ct", patient_id="MRN-1")))[0] == 200
+    everything = await http.get(
+        f"/fhir/Patient/{world.patient_id}/$everything",
+        params={"_type": "Patient,ImagingStudy"},
+        headers=world.reader_headers,
+    )
+    assert everything.status_code == 200, everything.text
+    kinds = [e["resource"]["resourceType"] for e in everything.json()["entry"]]
+    assert kinds == ["Patient", "ImagingStudy"]
+    started = await http.get(
+        "/fhir/Patient/$export",
+        params={"_type": "ImagingStudy"},
+        headers={**world.reader_headers, "Prefer": "respond-async"},
+    )
+    assert started.status_code == 202, started.text
+    status_url = started.headers["content-location"].replace("http://test", "")
+    for _ in range(100):
+        answer = await http.get(status_url, headers=world.reader_headers)
+        if answer.status_code == 200:
+            break
+        await asyncio.sleep(0.1)
+    (output,) = answer.json()["output"]
+    assert output["type"] == "ImagingStudy" and output["count"] == 1
+    ndjson = await http.get(output["url"].replace("http://test", ""), headers=world.reader_headers)
+    study = ImagingStudy.model_validate_json(ndjson.content.splitlines()[0])
+    assert study.contained[0].address == "/dicomweb"  # type: ignore[index, union-attr]

@@ -51,6 +51,34 @@ _PROCESSING_FAILURE = 0x0110
 _CANNOT_UNDERSTAND = 0xC000
 
 
+def _dicom_json(description: str, schema_type: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {DICOM_JSON: {"schema": {"type": schema_type}}},
+    }
+
+
+def _binary(description: str, *media_types: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in media_types},
+    }
+
+
+STOW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _dicom_json("Every instance stored (or held in quarantine)", "object"),
+    202: _dicom_json("Some instances stored; FailedSOPSequence lists the others", "object"),
+    409: _dicom_json("No instance stored; FailedSOPSequence says why", "object"),
+}
+QIDO_RESPONSES: dict[int | str, dict[str, Any]] = {200: _dicom_json("Matches", "array")}
+INSTANCE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _binary("The instance as stored", "multipart/related")
+}
+RENDERED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _binary("The frame, windowed", "image/png", "image/jpeg")
+}
+
+
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type=DICOM_JSON)
 
@@ -94,6 +122,7 @@ def _failed(sop_class: str, sop_instance: str, status: int, why: str) -> Dataset
     "/studies",
     summary="STOW-RS: store instances (multipart/related; type=application/dicom)",
     response_class=Response,
+    responses=STOW_RESPONSES,
 )
 async def store_instances(
     request: Request,
@@ -219,7 +248,12 @@ def _paging(limit: int | None, offset: int | None) -> tuple[int, int]:
     return limit or _MAX_RESULTS, offset or 0
 
 
-@router.get("/studies", summary="QIDO-RS: search studies", response_class=Response)
+@router.get(
+    "/studies",
+    summary="QIDO-RS: search studies",
+    response_class=Response,
+    responses=QIDO_RESPONSES,
+)
 async def search_studies(
     request: Request,
     database: DatabaseDep,
@@ -295,7 +329,10 @@ def _series_of(study: Study, series_uid: str) -> Series:
 
 
 @router.get(
-    "/studies/{study_uid}/series", summary="QIDO-RS: a study's series", response_class=Response
+    "/studies/{study_uid}/series",
+    summary="QIDO-RS: a study's series",
+    response_class=Response,
+    responses=QIDO_RESPONSES,
 )
 async def search_series(
     study_uid: str,
@@ -312,6 +349,7 @@ async def search_series(
     "/studies/{study_uid}/series/{series_uid}/instances",
     summary="QIDO-RS: a series' instances, in slice order",
     response_class=Response,
+    responses=QIDO_RESPONSES,
 )
 async def search_instances(
     study_uid: str,
@@ -353,6 +391,7 @@ async def _instance_content(
     "/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}",
     summary="WADO-RS: an instance (multipart/related; type=application/dicom)",
     response_class=Response,
+    responses=INSTANCE_RESPONSES,
 )
 async def retrieve_instance(
     study_uid: str,
@@ -379,6 +418,7 @@ async def retrieve_instance(
     "/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/metadata",
     summary="WADO-RS: an instance's metadata (DICOM JSON, without bulk data)",
     response_class=Response,
+    responses=QIDO_RESPONSES,
 )
 async def retrieve_metadata(
     study_uid: str,
@@ -403,6 +443,7 @@ async def retrieve_metadata(
     "/studies/{study_uid}/series/{series_uid}/instances/{instance_uid}/frames/{frame}/rendered",
     summary="WADO-RS: one frame rendered as PNG or JPEG, with window=center,width",
     response_class=Response,
+    responses=RENDERED_RESPONSES,
 )
 async def retrieve_rendered_frame(
     study_uid: str,

@@ -35,6 +35,7 @@ from medmesh.fhir.consents import router as consents_router
 from medmesh.fhir.everything import router as everything_router
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
+from medmesh.fhir.imaging_studies import router as imaging_studies_router
 from medmesh.fhir.medication_requests import router as medication_requests_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
@@ -45,6 +46,9 @@ from medmesh.http.headers import SecurityHeaders
 from medmesh.http.rate_limit import RateLimit
 from medmesh.http.request_limits import RequestSizeLimit
 from medmesh.http.request_log import RequestLog
+from medmesh.imaging.archive import ImagingArchive
+from medmesh.imaging.dicomweb import router as dicomweb_router
+from medmesh.imaging.quarantine_api import router as quarantine_router
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.pipeline import IngestPipeline
@@ -60,13 +64,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await Services.start(settings, formats, exports=True, mqtt=True, mllp=True)
+        services = await Services.start(
+            settings, formats, exports=True, mqtt=True, mllp=True, dicom=True
+        )
         app.state.services = services  # for tests and operators' tools, never for routes
         provide(app, Database, services.database)
         provide(app, EventBus, services.bus)
         provide(app, AuditWriter, services.audit)
         provide(app, IngestPipeline, services.pipeline)
         provide(app, Formats, services.formats)
+        provide(
+            app,
+            ImagingArchive,
+            ImagingArchive(services.database, max_instance_bytes=settings.dicom_max_instance_bytes),
+        )
         provide(app, SignIn, SignIn(services.database, wiring.lockout_policy(settings)))
         if services.exports is not None:
             provide(app, ExportRunner, services.exports)
@@ -93,6 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fhir_router)
     app.include_router(flags_router)
     app.include_router(communications_router)
+    app.include_router(imaging_studies_router)
+    app.include_router(dicomweb_router)
+    app.include_router(quarantine_router)
     app.include_router(medication_requests_router)
     app.include_router(fhir_appointments_router)
     app.include_router(audit_events_router)

@@ -19,6 +19,7 @@ app = typer.Typer(help="medmesh: connected medical devices in, FHIR R4 out.", no
 app.command()(server.serve)
 app.command()(server.demo)
 app.command("ingest-worker")(server.ingest_worker)
+app.command("dicom-worker")(server.dicom_worker)
 app.command("broker-user")(broker_user)
 app.add_typer(db_app, name="db")
 app.add_typer(patient_app, name="patient")

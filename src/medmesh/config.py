@@ -275,6 +275,44 @@ class Settings(BaseSettings):
                 raise ValueError(f"not an IP address or network: {spec.strip()[:64]!r}") from None
         return value
 
+    dicom_port: int | None = Field(
+        None, description="DICOM Storage SCP port (e.g. 11112); unset: no DICOM listener"
+    )
+    dicom_host: str = "127.0.0.1"
+    dicom_ae_title: str = Field("MEDMESH", description="medmesh's own AE title (called AE)")
+    dicom_allowed_aes: Annotated[list[str], NoDecode] = Field(
+        [],
+        description="Calling AE titles allowed to store and find, each with the address it "
+        "connects from, comma-separated (CT1@10.1.2.7,MR_SUITE@10.1.2.8); empty: none",
+    )
+    dicom_max_instance_bytes: int = Field(
+        256 * 1_048_576, gt=0, description="Largest DICOM instance accepted (bytes)"
+    )
+    dicom_max_associations: int = Field(10, ge=1, description="Open DICOM associations at most")
+    dicom_cert_file: str | None = Field(
+        None, description="TLS certificate for DICOM (DICOM TLS profile); unset: plain TCP"
+    )
+    dicom_key_file: str | None = None
+    dicom_client_ca_file: str | None = Field(
+        None, description="CA that issues modalities' client certificates; set: one is required"
+    )
+
+    @field_validator("dicom_allowed_aes", mode="before")
+    @classmethod
+    def _split_aes(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("dicom_allowed_aes")
+    @classmethod
+    def _check_aes(cls, value: list[str]) -> list[str]:
+        for spec in value:
+            title, at, host = spec.partition("@")
+            if not at or not title or not host or len(title) > 16:
+                raise ValueError(f"not TITLE@address (title up to 16 characters): {spec[:64]!r}")
+        return value
+
     webhook_ca_file: str | None = Field(
         None,
         description="CA certificate(s) (PEM) trusted, besides the system's, to verify webhook "

@@ -25,6 +25,8 @@ from medmesh.domain.appointments import WEEKDAYS, VisitKind
 from medmesh.domain.errors import MedmeshError
 from medmesh.domain.messages import MessageCategory, Side
 from medmesh.events.bus import InProcessBus
+from medmesh.imaging.archive import ImagingArchive
+from medmesh.imaging.synthetic import mr_series
 from medmesh.services import build_database
 from medmesh.sim.http_device import HttpDevice
 from medmesh.sim.models import PatientModel, demo_patients
@@ -166,6 +168,18 @@ class DemoClinician:
     totp_secret: str
 
 
+async def _demo_imaging(database: Database, subject: DemoSubject) -> None:
+    """An MRI head series (synthetic, with a proper header) for the first demo patient, filed
+    as a modality's C-STORE would be; the same series again stores nothing new."""
+    archive = ImagingArchive(database)
+    for content in mr_series(
+        patient_id=subject.simulated.name,
+        issuer=DEMO_SYSTEM,
+        patient_name=f"{subject.simulated.name.replace('-', ' ').title()}^Demo",
+    ):
+        await archive.receive(content, "MEDMESH_SIM@demo")
+
+
 async def _provision_clinician(database: Database) -> DemoClinician:
     """The demo's clinician account, with a new password and TOTP key each run (printed: the
     demo runs on loopback for one person)."""
@@ -242,6 +256,7 @@ async def run_demo(
     token = await _clinician_token(database, [s.patient_id for s in subjects])
     for subject in subjects:
         await _care_between_visits(database, subject.patient_id)
+    await _demo_imaging(database, subjects[0])
     smart_app = await _register_demo_app(database)
     await database.dispose()
 

@@ -17,6 +17,8 @@ from medmesh.events.bus import EventBus, InProcessBus
 from medmesh.events.postgres import PostgresBus
 from medmesh.events.readings import readings_publisher
 from medmesh.fhir.export_jobs import ExportRunner
+from medmesh.imaging.archive import ImagingArchive
+from medmesh.imaging.dicom_server import DicomServer
 from medmesh.ingest.after_commit import AfterCommit
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.mllp import MllpServer
@@ -81,6 +83,7 @@ class Services:
     exports: ExportRunner | None = None
     mqtt: MqttIngest | None = None
     mllp: MllpServer | None = None
+    dicom: DicomServer | None = None
     notifier: Notifier | None = None
     workers: Workers = field(default_factory=Workers)
 
@@ -93,6 +96,7 @@ class Services:
         exports: bool = False,
         mqtt: bool = False,
         mllp: bool = False,
+        dicom: bool = False,
     ) -> Services:
         """Build the services and start the workers: the webhook sender and periodic checks
         always, the export runner, MQTT consumer and MLLP listener when asked for and
@@ -125,13 +129,13 @@ class Services:
             settings, database, pipeline, formats or build_formats(settings), bus, audit, webhooks
         )
         try:
-            await services._start_workers(exports=exports, mqtt=mqtt, mllp=mllp)
+            await services._start_workers(exports=exports, mqtt=mqtt, mllp=mllp, dicom=dicom)
         except BaseException:
             await services._close()
             raise
         return services
 
-    async def _start_workers(self, *, exports: bool, mqtt: bool, mllp: bool) -> None:
+    async def _start_workers(self, *, exports: bool, mqtt: bool, mllp: bool, dicom: bool) -> None:
         settings, workers = self.settings, self.workers
         await workers.start("event bus", self.bus)
         await workers.start("webhook sender", self.webhooks)
@@ -159,6 +163,12 @@ class Services:
                 lambda: server.start(settings.mllp_host, port, tls=tls), server.stop
             )
             await workers.start("MLLP listener", listener)
+        if dicom and (dicom_settings := wiring.dicom_settings(settings)) is not None:
+            archive = ImagingArchive(
+                self.database, max_instance_bytes=dicom_settings.max_instance_bytes
+            )
+            self.dicom = DicomServer(archive, dicom_settings)
+            await workers.start("DICOM listener", self.dicom)
         if mqtt and (mqtt_settings := wiring.mqtt_settings(settings)) is not None:
             self.mqtt = MqttIngest(mqtt_settings, self.database, self.pipeline, self.formats)
             await workers.start("MQTT ingest", self.mqtt)

@@ -14,6 +14,7 @@ from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportSettings
 from medmesh.http.rate_limit import Budget, RateLimits
 from medmesh.http.request_limits import RequestLimits
+from medmesh.imaging.dicom_server import DicomSettings, parse_allowed
 from medmesh.ingest.mllp_guard import MllpLimits, parse_networks
 from medmesh.ingest.mqtt import MqttSettings
 from medmesh.webhooks.policy import WebhookPolicy
@@ -33,6 +34,8 @@ def request_limits(settings: Settings) -> RequestLimits:
         body_bytes=settings.max_request_body_bytes,
         body_bytes_by_prefix=(
             ("/ingest/", settings.max_body_bytes),
+            # STOW-RS: a few instances a request, each up to the DICOM instance limit.
+            ("/dicomweb/", settings.dicom_max_instance_bytes + 1_048_576),
             # Messages carry attachments: room for all of them and the form around them.
             *((prefix, _message_body_bytes(settings)) for prefix in MESSAGE_PREFIXES),
         ),
@@ -108,6 +111,30 @@ def mllp_tls(settings: Settings) -> ssl.SSLContext | None:
         context.load_verify_locations(cafile=settings.mllp_client_ca_file)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def dicom_settings(settings: Settings) -> DicomSettings | None:
+    """The DICOM listener's settings; None where no port is configured."""
+    if settings.dicom_port is None:
+        return None
+    tls = None
+    if settings.dicom_cert_file:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(settings.dicom_cert_file, settings.dicom_key_file)
+        if settings.dicom_client_ca_file:
+            tls.load_verify_locations(cafile=settings.dicom_client_ca_file)
+            tls.verify_mode = ssl.CERT_REQUIRED
+    elif settings.dicom_client_ca_file:
+        raise ValueError("MEDMESH_DICOM_CLIENT_CA_FILE needs MEDMESH_DICOM_CERT_FILE (TLS)")
+    return DicomSettings(
+        host=settings.dicom_host,
+        port=settings.dicom_port,
+        ae_title=settings.dicom_ae_title,
+        allowed=parse_allowed(settings.dicom_allowed_aes),
+        max_instance_bytes=settings.dicom_max_instance_bytes,
+        max_associations=settings.dicom_max_associations,
+        tls=tls,
+    )
 
 
 def mllp_limits(settings: Settings) -> MllpLimits:

@@ -1,4 +1,5 @@
-"""`medmesh ingest-worker`: MQTT ingest without the HTTP API, one process per worker."""
+"""`medmesh ingest-worker` and `medmesh dicom-worker`: MQTT ingest, or the DICOM listener,
+without the HTTP API, one process per worker."""
 
 from __future__ import annotations
 
@@ -28,3 +29,17 @@ async def run_ingest_worker(settings: Settings) -> None:
         mqtt = services.mqtt
         await services.stop()
         log.info("MQTT ingest stopped after %d messages", mqtt.processed if mqtt else 0)
+
+
+async def run_dicom_worker(settings: Settings) -> None:
+    """The DICOM listener alone, until SIGTERM or SIGINT; associations in progress end."""
+    logs.configure(fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
+    services = await Services.start(settings, dicom=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        await services.stop()

@@ -41,6 +41,7 @@ from medmesh.store.users import Organizations
 from tests.accounts_fixtures import Person, sign_in
 from tests.conftest import CLINICIAN_PASSWORD, World, make_world
 from tests.helpers import AppClient, reading
+from tests.imaging_fixtures import Filed, dicom_bytes, file_study
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class Cast:
     b_refill: str
     b_schedule: str  # B's clinician's schedule, and B's appointment in it
     b_appointment: str
+    b_study: Filed  # an MRI study filed for B
     patient_a: dict[str, str]  # A's own account, scope patient/*.cruds
     outsider: dict[str, str]  # a clinician of the same organisation, in no care team
     outsider_id: str
@@ -221,6 +223,7 @@ async def cast(database: Database, http: AppClient) -> Cast:
         b_refill=refill_id,
         b_schedule=schedule.json()["id"],
         b_appointment=appointment.json()["id"],
+        b_study=await file_study(database, "mr", "MRN-B"),
         patient_a=_bearer(patient_token),
         outsider=_bearer(outsider_token),
         outsider_id=outsider_id,
@@ -315,7 +318,42 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
         ),
         ("GET", "/fhir/Appointment", {"params": {"patient": b}}),
         ("GET", f"/fhir/Appointment/{c.b_appointment}", {}),
+        ("GET", "/fhir/ImagingStudy", {"params": {"patient": b}}),
+        ("GET", f"/fhir/ImagingStudy/{c.b_study.study_id}", {}),
+        ("GET", "/dicomweb/studies", {"params": {"PatientID": "MRN-B"}}),
+        ("GET", f"/dicomweb/studies/{c.b_study.study_uid}/series", {}),
+        ("GET", f"{_dicomweb_series(c)}/instances", {}),
+        ("GET", f"{_dicomweb_series(c)}/instances/{c.b_study.instance_uid}", {}),
+        ("GET", f"{_dicomweb_series(c)}/instances/{c.b_study.instance_uid}/metadata", {}),
+        (
+            "GET",
+            f"{_dicomweb_series(c)}/instances/{c.b_study.instance_uid}/frames/1/rendered",
+            {},
+        ),
+        (
+            "POST",
+            "/dicomweb/studies",
+            {"content": _stow_body(), "headers": {"Content-Type": _STOW_TYPE}},
+        ),
     ]
+
+
+_STOW_BOUNDARY = "b-for-the-matrix"
+_STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={_STOW_BOUNDARY}'
+
+
+def _stow_body() -> bytes:
+    """One CT instance for patient B, as STOW-RS carries it."""
+    part = dicom_bytes("ct", patient_id="MRN-B")
+    return (
+        f"--{_STOW_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + part
+        + f"\r\n--{_STOW_BOUNDARY}--\r\n".encode()
+    )
+
+
+def _dicomweb_series(c: Cast) -> str:
+    return f"/dicomweb/studies/{c.b_study.study_uid}/series/{c.b_study.series_uid}"
 
 
 # Routes that serve no patient's health data, or only the caller's own (checked elsewhere).
@@ -352,6 +390,10 @@ NOT_PATIENT_DATA = {
     ("GET", "/fhir/Schedule/{schedule_id}"),
     ("GET", "/fhir/Slot"),
     ("GET", "/fhir/Slot/{slot_id}"),
+    # The imaging quarantine: org admins only, patients of their own organisation (test_dicomweb).
+    ("GET", "/api/v1/imaging/quarantine"),
+    ("POST", "/api/v1/imaging/quarantine/{item_id}/assign"),
+    ("POST", "/api/v1/imaging/quarantine/{item_id}/reject"),
     ("POST", "/oauth/token"),  # public: SMART Backend Services (test_backend_services)
     ("GET", "/.well-known/smart-configuration"),
     ("GET", "/fhir/.well-known/smart-configuration"),
@@ -376,6 +418,11 @@ def _template(path: str, c: Cast) -> str:
         c.b_medication: "{medication_id}" if "/api/" in path else "{request_id}",
         c.b_refill: "{refill_id}",
         c.b_appointment: "{appointment_id}",
+        c.b_study.study_id: "{study_id}",
+        c.b_study.study_uid: "{study_uid}",
+        c.b_study.series_uid: "{series_uid}",
+        c.b_study.instance_uid: "{instance_uid}",
+        "/frames/1/": "/frames/{frame}/",
     }
     for value, name in replacements.items():
         path = path.replace(value, name)
@@ -406,7 +453,9 @@ async def test_nobody_without_a_relationship_reaches_patient_b(
             w in path for w in ("Consent", "break-glass", "Audit", "erasure")
         ):
             continue  # an admin of B's organisation manages consents, the trail, erasure
-        response = await http.request(method, path, headers=headers, **extra)
+        arguments = dict(extra)
+        sent_headers = {**headers, **arguments.pop("headers", {})}
+        response = await http.request(method, path, headers=sent_headers, **arguments)
         assert response.status_code in (403, 404), (who, method, path, response.status_code)
         assert response.json()["resourceType"] == "OperationOutcome", (method, path)
         # Ids the caller sent may come back; nothing else of B's: name, MRN, values.
@@ -423,7 +472,13 @@ async def test_searches_without_a_patient_return_only_what_the_caller_may_see(
         (cast.outsider, set()),
         (cast.launch_b, set()),  # its launch patient B is no longer in its care team
     ):
-        for path in ("/fhir/Observation", "/fhir/Flag", "/fhir/Device", "/fhir/Patient"):
+        for path in (
+            "/fhir/Observation",
+            "/fhir/Flag",
+            "/fhir/Device",
+            "/fhir/Patient",
+            "/fhir/ImagingStudy",
+        ):
             response = await http.get(path, headers=headers)
             assert response.status_code == 200, (path, response.text)
             text = response.text

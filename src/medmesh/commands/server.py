@@ -19,14 +19,19 @@ def serve(
     mllp_port: Annotated[
         int | None, typer.Option(help="Also listen for HL7 v2 over MLLP on this port")
     ] = None,
+    dicom_port: Annotated[
+        int | None, typer.Option(help="Also listen for DICOM (C-STORE, C-FIND) on this port")
+    ] = None,
 ) -> None:
     """Run the platform: HTTP ingest and FHIR API; MQTT ingest when MEDMESH_MQTT_HOST is set;
-    HL7 v2 MLLP when a port is given."""
+    HL7 v2 MLLP and DICOM when their ports are given."""
     from medmesh.app import create_app
 
     settings = Settings()
     if mllp_port is not None:
         settings = settings.model_copy(update={"mllp_port": mllp_port})
+    if dicom_port is not None:
+        settings = settings.model_copy(update={"dicom_port": dicom_port})
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
     settings = settings.bound_to(host)
@@ -88,5 +93,23 @@ def ingest_worker(
         raise typer.Exit(2)
     try:
         asyncio.run(run_ingest_worker(settings))
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+
+
+def dicom_worker(
+    port: Annotated[int | None, typer.Option(help="DICOM port (MEDMESH_DICOM_PORT)")] = None,
+) -> None:
+    """Run the DICOM listener only (no HTTP): C-STORE and C-FIND for the allowed modalities."""
+    from medmesh.worker import run_dicom_worker
+
+    settings = Settings()
+    if port is not None:
+        settings = settings.model_copy(update={"dicom_port": port})
+    if settings.dicom_port is None:
+        typer.echo("error: give --port or set MEDMESH_DICOM_PORT", err=True)
+        raise typer.Exit(2)
+    try:
+        asyncio.run(run_dicom_worker(settings))
     except KeyboardInterrupt:
         typer.echo("stopped")

@@ -84,3 +84,40 @@ def sim_load(
             run_mqtt_load(mqtt_plan, host=mqtt_host, port=mqtt_port, ca_file=ca_file)
         )
     typer.echo(report.summary())
+
+
+@sim_app.command("modality")
+def sim_modality(
+    patient_id: Annotated[str, typer.Option(help="PatientID the study carries (an MRN)")],
+    issuer: Annotated[
+        str | None, typer.Option(help="IssuerOfPatientID: the identifier's system")
+    ] = None,
+    host: Annotated[str, typer.Option(help="medmesh's DICOM listener")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="MEDMESH_DICOM_PORT")] = 11112,
+    calling_ae: Annotated[str, typer.Option(help="this modality's AE title")] = "MEDMESH_SIM",
+    called_ae: Annotated[str, typer.Option(help="MEDMESH_DICOM_AE_TITLE")] = "MEDMESH",
+    slices: Annotated[int, typer.Option(min=1, max=512)] = 24,
+) -> None:
+    """Send a synthetic MRI head series over C-STORE, like a scanner would.
+
+    The calling AE title must be on MEDMESH_DICOM_ALLOWED_AES with this host's address
+    (e.g. MEDMESH_SIM@127.0.0.1).
+    """
+    from medmesh.sim.modality import send_synthetic_mr
+
+    try:
+        result = send_synthetic_mr(
+            host=host,
+            port=port,
+            calling_ae=calling_ae,
+            called_ae=called_ae,
+            patient_id=patient_id,
+            issuer=issuer,
+            patient_name="Sim^Patient",
+            slices=slices,
+        )
+    except ConnectionError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    typer.echo(f"sent {result.sent} instance(s) over C-STORE; {result.failed} refused")
+    if result.failed:
+        raise typer.Exit(1)

@@ -116,6 +116,14 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "searchParam": _search_params("Communication"),
                     },
                     {
+                        "type": "ImagingStudy",
+                        "documentation": "DICOM studies from modalities (C-STORE, STOW-RS), "
+                        "with a contained Endpoint to this server's DICOMweb base; the pixels "
+                        "are read there (docs/imaging.md)",
+                        "interaction": read_search,
+                        "searchParam": _search_params("ImagingStudy"),
+                    },
+                    {
                         "type": "MedicationRequest",
                         "documentation": "a patient's medications, kept by their care team; an "
                         "approved refill is a new one whose priorPrescription it renews "

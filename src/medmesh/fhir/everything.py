@@ -1,11 +1,11 @@
 """`GET /fhir/Patient/{id}/$everything`: a patient's whole record as searchset Bundle pages.
 
 Order: the Patient, their Devices (assigned, past and present), Flags, MedicationRequests,
-Appointments, Communications (secure messages), then Observations oldest first. Each page is
-read on its own; the `next` link carries an opaque cursor (a resource type and an offset, or
-for Observations the id of the last one returned, never a value or a time), so paging through
-a year of one-per-minute data stays one index range scan a page and never builds the whole
-record in memory.
+Appointments, Communications (secure messages), ImagingStudies, then Observations oldest
+first. Each page is read on its own; the `next` link carries an opaque cursor (a resource type
+and an offset, or for Observations the id of the last one returned, never a value or a time),
+so paging through a year of one-per-minute data stays one index range scan a page and never
+builds the whole record in memory.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from medmesh.fhir.records import (
     communication_resources,
     device_resources,
     flag_resources,
+    imaging_study_resources,
     medication_resources,
     observation_page,
     parse_instant,
@@ -124,6 +125,8 @@ async def everything_page(
             found = await device_resources(conn, patient_id, room + 1, offset)
         elif kind == "Communication":
             found = await communication_resources(conn, patient_id, wanted, room + 1, offset)
+        elif kind == "ImagingStudy":
+            found = await imaging_study_resources(conn, patient_id, wanted, room + 1, offset)
         elif kind == "MedicationRequest":
             found = await medication_resources(conn, patient_id, wanted, room + 1, offset)
         elif kind == "Appointment":

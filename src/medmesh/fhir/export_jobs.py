@@ -29,6 +29,7 @@ from medmesh.fhir.records import (
     communication_resources,
     device_resources,
     flag_resources,
+    imaging_study_resources,
     medication_resources,
     observation_page,
     patient_resource,
@@ -159,6 +160,8 @@ async def _records(
                     chunk = await device_resources(conn, patient_id, CHUNK, offset, visible)
                 elif kind == "Communication":
                     chunk = await communication_resources(conn, patient_id, wanted, CHUNK, offset)
+                elif kind == "ImagingStudy":
+                    chunk = await imaging_study_resources(conn, patient_id, wanted, CHUNK, offset)
                 elif kind == "MedicationRequest":
                     chunk = await medication_resources(conn, patient_id, wanted, CHUNK, offset)
                 elif kind == "Appointment":

@@ -15,10 +15,12 @@ from medmesh.fhir import resources
 from medmesh.fhir.appointments import appointment_resource
 from medmesh.fhir.communications import communication
 from medmesh.fhir.flags import flag
+from medmesh.fhir.imaging_studies import imaging_study
 from medmesh.fhir.medication_requests import medication_request
 from medmesh.store.alerts import alerts_for_export
 from medmesh.store.appointments import Appointments
 from medmesh.store.device_status import DeviceStatuses
+from medmesh.store.imaging import ImagingRecords
 from medmesh.store.medications import Medications
 from medmesh.store.messages import Messages, SentBetween
 from medmesh.store.observations import (
@@ -37,6 +39,7 @@ RECORD_TYPES = (
     "MedicationRequest",
     "Appointment",
     "Communication",
+    "ImagingStudy",
     "Observation",
 )
 
@@ -151,6 +154,15 @@ async def communication_resources(
         within=[patient_id], sent=sent, limit=limit, offset=offset, oldest_first=True
     )
     return [communication(m, t) for m, t in found]
+
+
+async def imaging_study_resources(
+    conn: AsyncConnection, patient_id: str, wanted: RecordFilter, limit: int, offset: int = 0
+) -> list[dict[str, Any]]:
+    """The patient's imaging studies (newest first), each with its DICOMweb endpoint as a
+    path on this server: the record carries the study, never the pixels."""
+    found = await ImagingRecords(conn).search(within=[patient_id], limit=limit, offset=offset)
+    return [imaging_study(s) for s in found]
 
 
 async def medication_resources(

@@ -67,6 +67,13 @@ COMMUNICATION = (
     SearchParam("category", "token", "general, medication, appointment or results"),
     *_PAGED,
 )
+IMAGING_STUDY = (
+    _PATIENT,
+    _SUBJECT,
+    SearchParam("started", "date", "when the study started; prefixes eq, ge, gt, le, lt"),
+    SearchParam("modality", "token", "a DICOM modality code (MR, CT, US, ...) in the study"),
+    *_PAGED,
+)
 MEDICATION_REQUEST = (
     _PATIENT,
     _SUBJECT,
@@ -105,6 +112,7 @@ BY_TYPE: dict[str, tuple[SearchParam, ...]] = {
     "AuditEvent": AUDIT_EVENT,
     "Subscription": SUBSCRIPTION,
     "Communication": COMMUNICATION,
+    "ImagingStudy": IMAGING_STUDY,
     "MedicationRequest": MEDICATION_REQUEST,
     "Appointment": APPOINTMENT,
     "Schedule": SCHEDULE,

@@ -7,9 +7,10 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Dashboard pages: scripts, styles and connections (htmx requests, the SSE streams) from this
-# origin only; no inline script or style, no eval; never framed.
+# origin only; no inline script or style, no eval; never framed. Images may be blob: URLs the
+# page's own script made from frames it fetched from this origin (the imaging viewer).
 PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; font-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
     "form-action 'self'"
 )

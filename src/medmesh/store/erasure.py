@@ -27,6 +27,9 @@ from medmesh.store.schema import (
     erasure_certificates,
     export_files,
     export_jobs,
+    imaging_instances,
+    imaging_series,
+    imaging_studies,
     medications,
     message_attachments,
     message_threads,
@@ -121,6 +124,18 @@ class PatientRecords:
             delete(refill_requests).where(refill_requests.c.patient_id == patient_id),
         )
         await run("medications", delete(medications).where(medications.c.patient_id == patient_id))
+        await run(
+            "imaging_instances",
+            delete(imaging_instances).where(imaging_instances.c.patient_id == patient_id),
+        )
+        await run(
+            "imaging_series",
+            delete(imaging_series).where(imaging_series.c.patient_id == patient_id),
+        )
+        await run(
+            "imaging_studies",
+            delete(imaging_studies).where(imaging_studies.c.patient_id == patient_id),
+        )
         await run(
             "appointments", delete(appointments).where(appointments.c.patient_id == patient_id)
         )

@@ -13,7 +13,7 @@ from medmesh.crypto.envelope import Cipher
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient
 from medmesh.store.database import cipher_of
-from medmesh.store.schema import device_assignments, devices, patients
+from medmesh.store.schema import device_assignments, devices, imaging_studies, patients
 
 
 def _identifier_index(cipher: Cipher, system: str, value: str) -> str:
@@ -126,6 +126,19 @@ class Patients:
     async def find_by_identifier(self, system: str | None, value: str) -> Patient | None:
         found = await self._by_identifier(system, value)
         return found[0] if found else None
+
+    async def with_imaging_studies(self, limit: int = 500) -> list[Patient]:
+        """Patients who have at least one filed imaging study."""
+        query = (
+            select(patients)
+            .where(patients.c.id.in_(select(imaging_studies.c.patient_id)))
+            .limit(limit)
+        )
+        return await _patients(self._conn, (await self._conn.execute(query)).mappings().all())
+
+    async def all_by_identifier(self, system: str | None, value: str) -> list[Patient]:
+        """Every patient with this identifier (more than one only without a system)."""
+        return await self._by_identifier(system, value)
 
     async def _by_identifier(self, system: str | None, value: str) -> list[Patient]:
         """Patients with this identifier; without a system, the identifier in any system

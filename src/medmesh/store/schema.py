@@ -669,3 +669,73 @@ notification_outbox = Table(
     Index(None, "status", "due_at"),
     Index(None, "user_id", "kind", "status"),
 )
+
+# --- imaging (DICOM studies) ------------------------------------------------------------------
+# UIDs, modality, dates and slice positions are clear for search and ordering; names, birth
+# dates and descriptions (which say what was examined) and every file are sealed with the
+# patient's key (docs/imaging.md).
+
+imaging_studies = Table(
+    "imaging_studies",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("study_uid", String(64), nullable=False, unique=True),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("modalities", String(128), nullable=False),  # space-separated, as received
+    Column("detail", LargeBinary, nullable=False),  # sealed JSON: description, accession, ...
+    Column("received_at", UTCDateTime, nullable=False),
+    Index(None, "patient_id", "started_at"),
+)
+
+imaging_series = Table(
+    "imaging_series",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("study_id", String(36), ForeignKey("imaging_studies.id"), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("series_uid", String(64), nullable=False, unique=True),
+    Column("modality", String(16), nullable=False),
+    Column("number", Integer, nullable=True),
+    Column("detail", LargeBinary, nullable=False),  # sealed JSON: description, body part
+    Index(None, "study_id"),
+    Index(None, "patient_id"),
+)
+
+imaging_instances = Table(
+    "imaging_instances",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("series_id", String(36), ForeignKey("imaging_series.id"), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("number", Integer, nullable=True),
+    Column("slice_position", Float, nullable=True),
+    Column("frames", Integer, nullable=False),
+    Column("transfer_syntax", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("content", LargeBinary, nullable=False),  # the Part 10 file, sealed
+    Index(None, "series_id"),
+    Index(None, "patient_id"),
+)
+
+# Instances no single patient matched: sealed with a key of their own ("quarantine:<id>"),
+# destroyed when an org admin rejects them; moved (re-sealed) when assigned.
+imaging_quarantine = Table(
+    "imaging_quarantine",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("status", String(16), nullable=False),  # waiting, assigned, rejected
+    Column("reason", String(200), nullable=False),
+    Column("source", String(80), nullable=False),  # calling AE title and address, or "stow"
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("study_uid", String(64), nullable=False),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("modality", String(16), nullable=False),
+    Column("content", LargeBinary, nullable=True),  # sealed file; NULL once assigned/rejected
+    Column("decided_by", String(36), nullable=True),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Index(None, "status", "received_at"),
+)

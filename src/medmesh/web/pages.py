@@ -30,6 +30,7 @@ from medmesh.web.charts import (
     load_series,
     uplot_data,
 )
+from medmesh.web.imaging import may_see_imaging, patient_studies
 from medmesh.web.panel import PanelPage, panel_page, panel_rows
 from medmesh.web.patient import (
     ChartCard,
@@ -139,6 +140,7 @@ async def patient_page(
             if decision.allows_category(ALERTS_CATEGORY)
             else NO_ALERTS
         )
+        studies = await patient_studies(conn, patient_id) if may_see_imaging(decision) else []
 
     async def chart(vital: VitalSpec) -> ChartCard:
         # A connection each: a long range is a few heavy aggregations, run side by side.
@@ -167,6 +169,7 @@ async def patient_page(
             "range_key": range_key,
             "range_labels": RANGE_LABELS,
             "downsampled": RANGES[range_key] > RAW_RANGE,
+            "studies": studies,
             **history,
         },
     )

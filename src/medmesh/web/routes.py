@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from medmesh.web import actions, auth, care, live, me, messages, pages, smart_authorize
+from medmesh.web import actions, auth, care, imaging, live, me, messages, pages, smart_authorize
 from medmesh.web.templating import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)
@@ -16,6 +16,7 @@ router.include_router(pages.router)
 router.include_router(me.router)
 router.include_router(messages.router)
 router.include_router(care.router)
+router.include_router(imaging.router)
 router.include_router(live.router)
 router.include_router(actions.router)
 router.include_router(smart_authorize.router)

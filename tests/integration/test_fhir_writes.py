@@ -514,3 +514,12 @@ async def test_fhirpy_saves_an_observation_against_a_live_server(
                 headers=world.device_headers,
             )
         assert again.status_code == 200
+
+
+async def test_the_capability_statement_offers_create_transaction_and_batch(
+    http: AppClient,
+) -> None:
+    rest = (await http.get("/fhir/metadata")).json()["rest"][0]
+    assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
+    (observation,) = [r for r in rest["resource"] if r["type"] == "Observation"]
+    assert {"code": "create"} in observation["interaction"]

@@ -130,6 +130,10 @@ def _repetitions(segment: Any, field: int) -> list[Any]:
     return list(segment[field]) if field < len(segment) else []
 
 
+# The field readers, shared with the ADT reader (hl7_adt.py).
+field_value, walk, field_repetitions = _value, _walk, _repetitions
+
+
 def _code_text(code: str) -> str:
     return code if _CODE.fullmatch(code) else "(not a code)"
 
@@ -163,7 +167,7 @@ def read_oru(text: str) -> OruMessage:
         )
     control_id = _value(msh, 10)
     if (_value(msh, 9, 1), _value(msh, 9, 2)) != ("ORU", "R01"):
-        detail = "only ORU^R01 observation messages are accepted"
+        detail = "accepted: ORU^R01 observations and ADT patient messages (docs/hl7.md)"
         raise MessageRejected(
             RejectReason.UNKNOWN_FORMAT, detail, "200", message, control_id, ("MSH", 1, 9)
         )

@@ -20,21 +20,22 @@ import contextlib
 import logging
 import ssl
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from medmesh.domain.errors import InvalidReading, RejectReason
+from medmesh.domain.errors import Conflict, InvalidReading, RejectReason
 from medmesh.ingest.hl7_ack import AckCode, AckError, build_ack
+from medmesh.ingest.hl7_adt import MERGE_EVENT, AdtMessage, message_type, read_adt
 from medmesh.ingest.hl7_oru import (
     MessageRejected,
     ObservationItem,
     OruMessage,
-    PatientIdentifier,
     read_oru,
 )
 from medmesh.ingest.incoming import Incoming
 from medmesh.ingest.mllp_guard import Admission, MllpLimits
+from medmesh.ingest.patient_feed import AmbiguousPatient, apply_demographics, matching_patients
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
@@ -262,6 +263,8 @@ class MllpServer:
     async def answer(self, block: bytes) -> bytes:
         """The ACK for one message (without MLLP framing), after its content is committed."""
         text = block.decode("utf-8", "surrogateescape")
+        if message_type(text)[0] == "ADT":
+            return self._encode(await self._adt(text))
         try:
             message = read_oru(text)
         except MessageRejected as rejected:
@@ -291,6 +294,104 @@ class MllpServer:
             application=self._application,
         )
         return self._encode(ack)
+
+    async def _adt(self, text: str) -> str:
+        """A patient feed message: AA once applied, AE (with a dead letter) when understood
+        but not applicable, AR for an event medmesh does not take."""
+        try:
+            message = read_adt(text)
+        except MessageRejected as rejected:
+            if rejected.reason is RejectReason.MALFORMED:
+                return await self._adt_error(
+                    rejected.source,
+                    rejected.control_id,
+                    rejected.reason,
+                    rejected.detail,
+                    text,
+                    rejected.location,
+                    rejected.hl7_error,
+                )
+            return await self._reject(rejected, text)
+        if message.event == MERGE_EVENT:
+            return await self._merge(message, text)
+        try:
+            applied = await apply_demographics(self._database, message.patient)
+        except (AmbiguousPatient, Conflict) as exc:
+            return await self._adt_error(
+                message.source,
+                message.control_id,
+                RejectReason.NO_PATIENT,
+                str(exc),
+                text,
+                ("PID", 1, 3),
+            )
+        log.debug("MLLP ADT %s applied (created: %s)", message.event, applied.created)
+        done = "patient registered" if applied.created else "patient updated"
+        return build_ack(
+            message.source,
+            AckCode.ACCEPT,
+            done,
+            [],
+            control_id=message.control_id,
+            application=self._application,
+        )
+
+    async def _merge(self, message: AdtMessage, text: str) -> str:
+        async with self._database.read() as conn:
+            patients = Patients(conn)
+            survivor = await matching_patients(patients, message.patient.identifiers)
+            merged = await matching_patients(patients, message.merged)
+        if survivor & merged or set(message.patient.identifiers) & set(message.merged):
+            detail = "a patient cannot be merged into itself (PID-3 and MRG-1 name the same one)"
+            return await self._adt_error(
+                message.source,
+                message.control_id,
+                RejectReason.MALFORMED,
+                detail,
+                text,
+                ("MRG", 1, 1),
+                "204",
+            )
+        detail = "A40 merges are not applied by medmesh yet: merge the records in medmesh"
+        return await self._adt_error(
+            message.source,
+            message.control_id,
+            RejectReason.UNKNOWN_FORMAT,
+            detail,
+            text,
+            ("MSH", 1, 9),
+            "207",
+        )
+
+    async def _adt_error(
+        self,
+        source: Any,
+        control_id: str,
+        reason: RejectReason,
+        detail: str,
+        text: str,
+        location: tuple[str, int, int] | None,
+        hl7_error: str = "",
+    ) -> str:
+        letter = DeadLetter(
+            datetime.now(UTC),
+            CHANNEL,
+            None,
+            control_id[:128] or None,
+            reason.value,
+            detail,
+            text[:MAX_DEAD_LETTER_PAYLOAD],
+        )
+        await self._pipeline.ingest_many([], [letter])
+        error = AckError(reason, detail, location, hl7_error)
+        return build_ack(
+            source,
+            AckCode.ERROR,
+            detail,
+            [error],
+            control_id=control_id,
+            application=self._application,
+        )
 
     async def _reject(self, rejected: MessageRejected, text: str) -> str:
         device_id = None
@@ -324,7 +425,7 @@ class MllpServer:
         async with self._database.read() as conn:
             devices = Devices(conn)
             found = {s: await devices.find_by_serial_number(s) for s in sorted(serials)}
-            patients = await _patients(Patients(conn), message.patient_identifiers)
+            patients = await matching_patients(Patients(conn), message.patient_identifiers)
         registered = {s: d.id for s, d in found.items() if d is not None}
         shared = frozenset(d.id for d in found.values() if d is not None and d.shared_monitor)
         if not message.patient_identifiers:
@@ -378,14 +479,3 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
         await writer.wait_closed()
-
-
-async def _patients(patients: Patients, identifiers: Sequence[PatientIdentifier]) -> set[str]:
-    """The ids of the patients the PID-3 identifiers name: by value, and by system when an
-    assigning authority is given (it must then be the identifier's system)."""
-    found: set[str] = set()
-    for identifier in identifiers:
-        for patient in await patients.search(identifier=(None, identifier.value), limit=10):
-            if not identifier.authorities or patient.identifier_system in identifier.authorities:
-                found.add(patient.id)
-    return found

@@ -46,6 +46,8 @@ patients = Table(
     Column("given", LargeBinary, nullable=False),  # sealed
     Column("birth_date", LargeBinary, nullable=True),  # sealed ISO date
     Column("gender", String(10), nullable=True),
+    Column("address", LargeBinary, nullable=True),  # sealed JSON (HL7 PID-11)
+    Column("phone", LargeBinary, nullable=True),  # sealed (HL7 PID-13)
     Column("created_at", UTCDateTime, nullable=False),
     # The organisation that manages the patient's record (its clinicians form care teams).
     Column("organization_id", String(36), nullable=False, server_default="default"),

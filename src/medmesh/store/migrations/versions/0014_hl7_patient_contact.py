@@ -1,0 +1,31 @@
+"""hl7 patient feed: patients.address and patients.phone, sealed
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-04 08:10:00
+
+HL7 ADT messages carry the patient's address (PID-11) and phone (PID-13); both are sealed
+with the patient's key like the name and birth date (issue 10).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0014"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("patients", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("address", sa.LargeBinary(), nullable=True))
+        batch_op.add_column(sa.Column("phone", sa.LargeBinary(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("patients", schema=None) as batch_op:
+        batch_op.drop_column("phone")
+        batch_op.drop_column("address")

@@ -105,7 +105,27 @@ def observation(obs: StoredObservation) -> dict[str, Any]:
         ]
     else:
         resource["valueQuantity"] = _quantity(obs.values[0])
+    if obs.lab is not None:
+        _lab_findings(resource, obs)
     return resource
+
+
+_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+def _lab_findings(resource: dict[str, Any], obs: StoredObservation) -> None:
+    """A laboratory's reference range (OBX-7) and interpretation flag (OBX-8)."""
+    assert obs.lab is not None
+    unit = obs.values[0].unit if obs.values else None
+    if obs.lab.reference_range:
+        reference: dict[str, Any] = {"text": obs.lab.reference_range}
+        for name, bound in (("low", obs.lab.low), ("high", obs.lab.high)):
+            if bound is not None and unit is not None:
+                reference[name] = {"value": _number(bound), "system": UCUM, "code": unit}
+        resource["referenceRange"] = [reference]
+    if obs.lab.interpretation:
+        code = obs.lab.interpretation
+        resource["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": code}]}]
 
 
 def patient(record: Patient) -> dict[str, Any]:

@@ -20,11 +20,15 @@ import contextlib
 import logging
 import ssl
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from medmesh.domain.errors import Conflict, InvalidReading, RejectReason
+from medmesh.domain.reading import observation_id
 from medmesh.ingest.hl7_ack import AckCode, AckError, build_ack
 from medmesh.ingest.hl7_adt import MERGE_EVENT, AdtMessage, message_type, read_adt
 from medmesh.ingest.hl7_oru import (
@@ -39,6 +43,7 @@ from medmesh.ingest.patient_feed import AmbiguousPatient, apply_demographics, ma
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
+from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.registry import Devices, Patients
 
 log = logging.getLogger(__name__)
@@ -271,7 +276,12 @@ class MllpServer:
             return self._encode(await self._reject(rejected, text))
         resolved = await self._resolve(message)
         batches, refused, errors, sources = self._batches(message, resolved)
-        results = await self._pipeline.ingest_many(batches, refused)
+        findings = _lab_findings(batches, sources)
+
+        async def also(conn: AsyncConnection) -> None:
+            await LabResults(conn).add_for_stored(findings)
+
+        results = await self._pipeline.ingest_many(batches, refused, also if findings else None)
         for result, items in zip(results, sources, strict=True):
             for rejection in result.rejected:
                 item = items[rejection.index]
@@ -458,7 +468,7 @@ class MllpServer:
             if resolved.patient_error is not None and item.incoming.error is None:
                 error = InvalidReading(RejectReason.NO_PATIENT, resolved.patient_error)
                 incoming = Incoming(item.incoming.payload, item.incoming.message_id, error=error)
-                item = ObservationItem(item.obx, item.device_serial, incoming, item.field)
+                item = replace(item, incoming=incoming)
             by_device[device_id].append(item)
         # A shared monitor's patient is the one PID names; any other device's is the one it is
         # assigned to, and PID, when given, must name that patient (else no-patient-assigned).
@@ -479,3 +489,15 @@ async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
     with contextlib.suppress(ConnectionError, ssl.SSLError, asyncio.CancelledError):
         await writer.wait_closed()
+
+
+def _lab_findings(
+    batches: Sequence[DeviceBatch], sources: Sequence[Sequence[ObservationItem]]
+) -> dict[str, LabFindings]:
+    """A laboratory's reference ranges and flags, by the id each result is stored under."""
+    found = {}
+    for batch, items in zip(batches, sources, strict=True):
+        for item in items:
+            if item.findings is not None and item.incoming.message_id is not None:
+                found[observation_id(batch.device_id, item.incoming.message_id)] = item.findings
+    return found

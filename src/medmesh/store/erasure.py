@@ -27,6 +27,7 @@ from medmesh.store.schema import (
     erasure_certificates,
     export_files,
     export_jobs,
+    lab_result_details,
     medications,
     message_attachments,
     message_threads,
@@ -93,6 +94,10 @@ class PatientRecords:
             counts[name] = counts.get(name, 0) + int(result.rowcount or 0)
 
         theirs = select(observations.c.id).where(observations.c.patient_id == patient_id)
+        await run(
+            "lab_result_details",
+            delete(lab_result_details).where(lab_result_details.c.observation_id.in_(theirs)),
+        )
         await run(
             "observation_components",
             delete(observation_components).where(

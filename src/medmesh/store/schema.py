@@ -143,6 +143,20 @@ observation_components = Table(
     Column("unit", String(16), nullable=False),
 )
 
+# What a laboratory reports with a result (HL7 OBX-7 reference range, OBX-8 interpretation),
+# sealed with the patient's key; deleted with the observation.
+lab_result_details = Table(
+    "lab_result_details",
+    metadata,
+    Column(
+        "observation_id",
+        String(36),
+        ForeignKey("observations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("detail", LargeBinary, nullable=False),  # sealed JSON
+)
+
 dead_letters = Table(
     "dead_letters",
     metadata,

@@ -1,11 +1,12 @@
-"""hl7 patient feed: patients.address and patients.phone, sealed
+"""hl7 patients and labs: patients.address and patients.phone, lab_result_details, sealed
 
 Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-04 08:10:00
 
 HL7 ADT messages carry the patient's address (PID-11) and phone (PID-13); both are sealed
-with the patient's key like the name and birth date (issue 10).
+with the patient's key like the name and birth date. Laboratory results (ORU^R01 with LOINC
+OBX) keep their reference range and interpretation in lab_result_details (issue 10).
 """
 
 from __future__ import annotations
@@ -23,9 +24,17 @@ def upgrade() -> None:
     with op.batch_alter_table("patients", schema=None) as batch_op:
         batch_op.add_column(sa.Column("address", sa.LargeBinary(), nullable=True))
         batch_op.add_column(sa.Column("phone", sa.LargeBinary(), nullable=True))
+    op.create_table(
+        "lab_result_details",
+        sa.Column("observation_id", sa.String(36), nullable=False),
+        sa.Column("detail", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(["observation_id"], ["observations.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("observation_id"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("lab_result_details")
     with op.batch_alter_table("patients", schema=None) as batch_op:
         batch_op.drop_column("phone")
         batch_op.drop_column("address")

@@ -1,4 +1,5 @@
-"""HL7 v2 ADT (a hospital's patient feed) over real MLLP frames, on both backends.
+"""HL7 v2 from a hospital over real MLLP frames, on both backends: ADT (the patient feed) and
+ORU^R01 laboratory results with LOINC-coded OBX.
 
 The messages follow the shapes real senders use, written from public examples:
 - A01/A08 in the HL7 v2.5.1 style of the Caristix HL7 samples
@@ -6,7 +7,12 @@ The messages follow the shapes real senders use, written from public examples:
   PID-3 with assigning authority and identifier type MR, XPN and XAD as sent by Epic/Cerner);
 - A28/A31 as the "add/update person information" of the HL7 v2.5.1 standard, chapter 3.3.28
   (the ADT_A05 structure, no PV1 content);
-- A40 with PID (survivor) and MRG-1 (the merged identifier), HL7 v2.5.1 chapter 3.3.40.
+- A40 with PID (survivor) and MRG-1 (the merged identifier), HL7 v2.5.1 chapter 3.3.40;
+- ORU^R01 laboratory results in the shape of the HL7 v2.5.1 Electronic Laboratory Reporting
+  implementation guide (ORC + OBR with a LOINC panel code, one NM OBX per analyte with LOINC
+  code^text^LN, UCUM units, OBX-7 reference range, OBX-8 abnormal flag, OBX-11 status F), as in
+  the CDC ELR 2.5.1 samples (https://www.cdc.gov/elr/ and the Caristix ORU_R01 sample,
+  https://hl7-definition.caristix.com/v2/HL7v2.5.1/TriggerEvents/ORU_R01).
 """
 
 from __future__ import annotations
@@ -15,15 +21,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
+import httpx
 import pytest
+from fhir.resources.R4B.observation import Observation
 from sqlalchemy import select
 
+from medmesh import provisioning
 from medmesh.domain.registry import PostalAddress
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.registry import Patients
-from medmesh.store.schema import dead_letters, patients
+from medmesh.store.schema import dead_letters, lab_result_details, observations, patients
 from tests.conftest import World
 from tests.helpers import BASE_TIME
 from tests.integration.test_mllp import Peer, msa
@@ -152,3 +161,114 @@ async def test_a40_merging_a_patient_into_itself_is_refused_ae(
         assert [p.id for p in await Patients(conn).search()] == [world.patient_id]
         reasons = (await conn.execute(select(dead_letters.c.reason))).scalars().all()
     assert reasons == ["malformed"]
+
+
+def lab_oru(control_id: str, pid: str, *obx: str) -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|LAB|GOODHEALTH LAB^2.16.840.1.113883.19.4.6^ISO|medmesh|RPM|{T}||"
+            f"ORU^R01^ORU_R01|{control_id}|P|2.5.1|||AL|NE",
+            pid,
+            "ORC|RE|ORD-448^EHR|ACC-7781^LAB",
+            "OBR|1|ORD-448^EHR|ACC-7781^LAB|24323-8^Comprehensive metabolic 2000 panel - Serum "
+            f"or Plasma^LN|||{T}|||||||||||||||{T}||CH|F",
+            *obx,
+        ]
+    )
+
+
+PANEL = [
+    "OBX|1|NM|2823-3^Potassium [Moles/volume] in Serum or Plasma^LN||5.9|mmol/L^millimole per "
+    f"liter^UCUM|3.5-5.1|H|||F|||{T}",
+    "OBX|2|NM|2951-2^Sodium [Moles/volume] in Serum or Plasma^LN||140|mmol/L^^UCUM|136-145|N"
+    f"|||F|||{T}",
+    f"OBX|3|NM|2345-7^Glucose [Mass/volume] in Serum or Plasma^LN||99|mg/dL|70-99|N|||F|||{T}",
+    "OBX|4|NM|2160-0^Creatinine [Mass/volume] in Serum or Plasma^LN||1.1|mg/dL^^UCUM|<1.3|"
+    f"|||F|||{T}",
+]
+
+
+@pytest.fixture
+async def laboratory(database: Database) -> str:
+    """The hospital laboratory's interface, registered under its MSH-3 name; its results'
+    patient comes from PID, as a shared monitor's does."""
+    credential = await provisioning.register_device(
+        database, display_name="Hospital laboratory", serial_number="LAB", shared_monitor=True
+    )
+    return credential.device_id
+
+
+async def test_lab_results_become_laboratory_observations_with_ranges_and_flags(
+    database: Database, world: World, laboratory: str, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane||19620320|F"
+    ack = await peer.send(lab_oru("LAB-0001", pid, *PANEL))
+    assert msa(ack) == ("AA", "LAB-0001", "4 observations accepted")
+    # Vitals and labs side by side in the patient's record.
+    vitals = {
+        "readings": [
+            {
+                "id": "hr",
+                "type": "heart-rate",
+                "time": BASE_TIME.isoformat(),
+                "value": 70,
+                "unit": "/min",
+            }
+        ]
+    }
+    assert (
+        await client.post("/ingest/v1/readings", json=vitals, headers=world.device_headers)
+    ).status_code == 202
+    found = await client.get(
+        "/fhir/Observation", params={"patient": world.patient_id}, headers=world.reader_headers
+    )
+    resources = [Observation.model_validate(e["resource"]) for e in found.json()["entry"]]
+    by_code = {o.code.coding[0].code: o for o in resources}
+    assert set(by_code) == {"2823-3", "2951-2", "2345-7", "2160-0", "8867-4"}
+    potassium = by_code["2823-3"]
+    assert potassium.category[0].coding[0].code == "laboratory"
+    assert float(potassium.valueQuantity.value) == 5.9
+    (reference,) = potassium.referenceRange
+    assert (float(reference.low.value), float(reference.high.value)) == (3.5, 5.1)
+    assert potassium.interpretation[0].coding[0].code == "H"
+    creatinine = by_code["2160-0"]
+    assert creatinine.referenceRange[0].low is None
+    assert float(creatinine.referenceRange[0].high.value) == 1.3
+    assert creatinine.interpretation is None
+    assert by_code["8867-4"].category[0].coding[0].code == "vital-signs"
+    assert by_code["8867-4"].referenceRange is None
+    async with database.read() as conn:
+        sealed = (await conn.execute(select(lab_result_details.c.detail))).scalars().all()
+    assert len(sealed) == 4 and all(b"3.5-5.1" not in s for s in sealed)
+    again = await peer.send(lab_oru("LAB-0001", pid, *PANEL))
+    assert msa(again)[0] == "AA"
+    async with database.read() as conn:
+        assert len((await conn.execute(select(lab_result_details))).all()) == 4
+
+
+async def test_lab_results_for_an_unknown_patient_get_ae_and_dead_letters(
+    database: Database, world: World, laboratory: str, peer: Peer
+) -> None:
+    stranger = "PID|1||NOBODY-1^^^urn:medmesh:mrn^MR||Nobody^No"
+    code, control, text = msa(await peer.send(lab_oru("LAB-0002", stranger, *PANEL)))
+    assert (code, control) == ("AE", "LAB-0002")
+    assert "no-patient-assigned" in text
+    async with database.read() as conn:
+        assert (await conn.execute(select(observations))).all() == []
+        assert (await conn.execute(select(lab_result_details))).all() == []
+        reasons = (await conn.execute(select(dead_letters.c.reason))).scalars().all()
+    assert reasons == ["no-patient-assigned"] * 4
+
+
+async def test_a_lab_code_medmesh_does_not_store_is_refused_alone(
+    database: Database, world: World, laboratory: str, peer: Peer
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
+    albumin = (
+        "OBX|5|NM|1751-7^Albumin [Mass/volume] in Serum or Plasma^LN||4.1|g/dL^^UCUM|3.5-5.0|N"
+        f"|||F|||{T}"
+    )
+    code, _, text = msa(await peer.send(lab_oru("LAB-0003", pid, *PANEL, albumin)))
+    assert code == "AE" and "1 of 5" in text and "unknown-code" in text
+    async with database.read() as conn:
+        assert len((await conn.execute(select(observations))).all()) == 4

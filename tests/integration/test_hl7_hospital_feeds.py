@@ -27,10 +27,13 @@ from fhir.resources.R4B.observation import Observation
 from sqlalchemy import select
 
 from medmesh import provisioning
+from medmesh.access.erasure import erase_patient
+from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.registry import PostalAddress
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.database import Database
+from medmesh.store.lab_results import DETAIL
 from medmesh.store.registry import Patients
 from medmesh.store.schema import dead_letters, lab_result_details, observations, patients
 from tests.conftest import World
@@ -272,3 +275,23 @@ async def test_a_lab_code_medmesh_does_not_store_is_refused_alone(
     assert code == "AE" and "1 of 5" in text and "unknown-code" in text
     async with database.read() as conn:
         assert len((await conn.execute(select(observations))).all()) == 4
+
+
+async def test_erasure_removes_lab_findings_and_fed_contact_details_for_good(
+    database: Database, world: World, laboratory: str, peer: Peer
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane||19620320|F|||1 ELM ST^^DURHAM^NC^27701"
+    assert msa(await peer.send(adt("A08", "ADT-0030", pid)))[0] == "AA"
+    assert msa(await peer.send(lab_oru("LAB-0004", pid, *PANEL)))[0] == "AA"
+    async with database.read() as conn:
+        before = (await conn.execute(select(lab_result_details))).mappings().all()
+        address = (await conn.execute(select(patients.c.address))).scalar_one()
+    assert len(before) == 4 and address is not None
+    await erase_patient(database, world.patient_id, reason="patient's request", requested_by="dpo")
+    async with database.read() as conn:
+        assert (await conn.execute(select(lab_result_details))).all() == []
+        assert (await conn.execute(select(patients))).all() == []
+    # A copy of the rows taken before the erasure opens no more: the patient's key is gone.
+    with pytest.raises(DataKeyDestroyed):
+        key = await database.cipher.key(world.patient_id)
+        key.open_text(before[0]["detail"], DETAIL, before[0]["observation_id"])

@@ -18,6 +18,7 @@ The messages follow the shapes real senders use, written from public examples:
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
 
@@ -28,16 +29,30 @@ from sqlalchemy import select
 
 from medmesh import provisioning
 from medmesh.access.erasure import erase_patient
+from medmesh.access.identity.principals import Role
 from medmesh.crypto.errors import DataKeyDestroyed
+from medmesh.domain.consent import Consent, ConsentStatus, GranteeType
+from medmesh.domain.errors import Conflict, Forbidden
 from medmesh.domain.registry import PostalAddress
+from medmesh.ingest.incoming import Incoming
 from medmesh.ingest.mllp import MllpServer
+from medmesh.ingest.native import parse_item
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.store.consents import Consents
 from medmesh.store.database import Database
 from medmesh.store.lab_results import DETAIL
-from medmesh.store.registry import Patients
-from medmesh.store.schema import dead_letters, lab_result_details, observations, patients
-from tests.conftest import World
-from tests.helpers import BASE_TIME
+from medmesh.store.observations import ObservationQuery, Observations
+from medmesh.store.registry import Assignments, Patients
+from medmesh.store.schema import (
+    audit_log,
+    consents,
+    dead_letters,
+    lab_result_details,
+    observations,
+    patients,
+)
+from tests.conftest import ASSIGNED_SINCE, World
+from tests.helpers import BASE_TIME, reading
 from tests.integration.test_mllp import Peer, msa
 
 T = BASE_TIME.strftime("%Y%m%d%H%M%S")
@@ -295,3 +310,118 @@ async def test_erasure_removes_lab_findings_and_fed_contact_details_for_good(
     with pytest.raises(DataKeyDestroyed):
         key = await database.cipher.key(world.patient_id)
         key.open_text(before[0]["detail"], DETAIL, before[0]["observation_id"])
+
+
+async def _readings(database: Database) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """Every stored reading: id → (patient, values), decrypted with its patient's key."""
+    async with database.read() as conn:
+        rows = (await conn.execute(select(observations.c.id))).scalars().all()
+        found = await Observations(conn).get_many(list(rows))
+    return {o.id: (o.patient_id, tuple(v.value for v in o.values)) for o in found}
+
+
+async def test_a40_moves_readings_devices_and_consents_and_an_admin_can_undo_it(
+    database: Database, world: World, laboratory: str, peer: Peer
+) -> None:
+    # The hospital registered Jane twice; her second record has a cuff, readings and a consent.
+    duplicate = await provisioning.create_patient(
+        database, family="Doe", given="Jane", identifier="MRN-2"
+    )
+    cuff = await provisioning.register_device(database, display_name="Cuff 2")
+    await provisioning.assign_device(database, cuff.device_id, duplicate.id, ASSIGNED_SINCE)
+    pipeline = IngestPipeline(database, clock=lambda: BASE_TIME + timedelta(hours=1))
+    for device, patient_readings in (
+        (world.device_id, [reading("a-1"), reading("a-2", value=75)]),
+        (
+            cuff.device_id,
+            [
+                reading("b-1", value=88),
+                reading("b-2", "blood-pressure", {"systolic": 141, "diastolic": 92}, "mm[Hg]"),
+            ],
+        ),
+    ):
+        batch = [Incoming("{}", r["id"], reading=parse_item(r)) for r in patient_readings]
+        assert len((await pipeline.ingest(device, "test", batch)).stored) == 2
+    pid_2 = "PID|1||MRN-2^^^urn:medmesh:mrn^MR||Doe^Jane"
+    assert msa(await peer.send(lab_oru("LAB-0010", pid_2, *PANEL)))[0] == "AA"
+    consent = Consent(
+        str(uuid.uuid4()), duplicate.id, ConsentStatus.ACTIVE, GranteeType.PRACTITIONER,
+        world.clinician_id, frozenset(), frozenset(), None, None, BASE_TIME, "patient",
+    )  # fmt: skip
+    async with database.write() as conn:
+        await Consents(conn).add(consent)
+    before = await _readings(database)
+    assert len(before) == 8
+
+    a40 = adt(
+        "A40",
+        "ADT-0040",
+        "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane",
+        "MRG|MRN-2^^^urn:medmesh:mrn^MR",
+    )
+    code, control, text = msa(await peer.send(a40))
+    assert (code, control) == ("AA", "ADT-0040")
+    merge_id = text.rsplit(" ", 1)[1].rstrip(")")
+    merged = await _readings(database)
+    # Every reading is still there, once, readable, on the survivor.
+    assert {k: v[1] for k, v in merged.items()} == {k: v[1] for k, v in before.items()}
+    assert {v[0] for v in merged.values()} == {world.patient_id}
+    async with database.read() as conn:
+        history = await Assignments(conn).for_device(cuff.device_id)
+        consent_owner = (
+            await conn.execute(select(consents.c.patient_id).where(consents.c.id == consent.id))
+        ).scalar_one()
+        audited = (
+            (
+                await conn.execute(
+                    select(audit_log.c.patient_id).where(audit_log.c.subtype == "merge")
+                )
+            )
+            .scalars()
+            .all()
+        )
+        lab = await Observations(conn).search(ObservationQuery(patient_id=world.patient_id))
+    assert [a.patient_id for a in history] == [world.patient_id]
+    assert consent_owner == world.patient_id
+    assert sorted(audited) == sorted([world.patient_id, duplicate.id])
+    assert {o.lab.interpretation for o in lab if o.lab is not None} == {"H", "N", None}
+
+    # The same A40 again changes nothing; new results naming the old MRN reach the survivor.
+    assert msa(await peer.send(a40))[2].startswith("patients merged already")
+    assert len(await _readings(database)) == 8
+    later = PANEL[0].replace(T, (BASE_TIME + timedelta(minutes=30)).strftime("%Y%m%d%H%M%S"))
+    assert msa(await peer.send(lab_oru("LAB-0011", pid_2, later)))[0] == "AA"
+    after_merge = await _readings(database)
+    assert len(after_merge) == 9
+    (new_id,) = set(after_merge) - set(before)
+    assert after_merge[new_id][0] == world.patient_id
+
+    # Undone by an organisation admin (medmesh patient unmerge): what moved goes back.
+    with pytest.raises(Forbidden):
+        await provisioning.undo_merge(database, merge_id, by_username="dr-test-mrn-1")
+    await provisioning.create_user(
+        database,
+        username="admin",
+        display_name="Admin",
+        role=Role.ORG_ADMIN,
+        password="correct horse battery staple",
+    )
+    await provisioning.undo_merge(database, merge_id, by_username="admin")
+    undone = await _readings(database)
+    assert {k: v for k, v in undone.items() if k != new_id} == before
+    assert undone[new_id][0] == world.patient_id  # arrived for the survivor: stays
+    async with database.read() as conn:
+        history = await Assignments(conn).for_device(cuff.device_id)
+        assert [a.patient_id for a in history] == [duplicate.id]
+        unmerged = (
+            (
+                await conn.execute(
+                    select(audit_log.c.actor_id).where(audit_log.c.subtype == "unmerge")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(unmerged) == 2
+    with pytest.raises(Conflict):
+        await provisioning.undo_merge(database, merge_id, by_username="admin")

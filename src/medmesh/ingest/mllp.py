@@ -35,16 +35,23 @@ from medmesh.ingest.hl7_oru import (
     MessageRejected,
     ObservationItem,
     OruMessage,
+    field_value,
     read_oru,
 )
 from medmesh.ingest.incoming import Incoming
 from medmesh.ingest.mllp_guard import Admission, MllpLimits
-from medmesh.ingest.patient_feed import AmbiguousPatient, apply_demographics, matching_patients
+from medmesh.ingest.patient_feed import (
+    AmbiguousPatient,
+    SelfMerge,
+    apply_demographics,
+    matching_patients,
+    merge_patients,
+)
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
 from medmesh.store.lab_results import LabFindings, LabResults
-from medmesh.store.registry import Devices, Patients
+from medmesh.store.registry import Devices
 
 log = logging.getLogger(__name__)
 
@@ -347,30 +354,34 @@ class MllpServer:
         )
 
     async def _merge(self, message: AdtMessage, text: str) -> str:
-        async with self._database.read() as conn:
-            patients = Patients(conn)
-            survivor = await matching_patients(patients, message.patient.identifiers)
-            merged = await matching_patients(patients, message.merged)
-        if survivor & merged or set(message.patient.identifiers) & set(message.merged):
-            detail = "a patient cannot be merged into itself (PID-3 and MRG-1 name the same one)"
-            return await self._adt_error(
-                message.source,
-                message.control_id,
-                RejectReason.MALFORMED,
-                detail,
-                text,
-                ("MRG", 1, 1),
-                "204",
+        """A40: AA once merged (or when it was already), AE when it cannot be applied."""
+        sender = field_value(message.source[0], 3)
+        try:
+            merged = await merge_patients(
+                self._database,
+                message.patient.identifiers,
+                message.merged,
+                sender=sender,
+                at=datetime.now(UTC),
             )
-        detail = "A40 merges are not applied by medmesh yet: merge the records in medmesh"
-        return await self._adt_error(
+        except SelfMerge as exc:
+            return await self._adt_error(
+                message.source, message.control_id, RejectReason.MALFORMED, str(exc), text,
+                ("MRG", 1, 1), "204",
+            )  # fmt: skip
+        except (AmbiguousPatient, Conflict) as exc:
+            return await self._adt_error(
+                message.source, message.control_id, RejectReason.NO_PATIENT, str(exc), text,
+                ("MRG", 1, 1),
+            )  # fmt: skip
+        done = "patients merged already" if merged.already else "patients merged"
+        return build_ack(
             message.source,
-            message.control_id,
-            RejectReason.UNKNOWN_FORMAT,
-            detail,
-            text,
-            ("MSH", 1, 9),
-            "207",
+            AckCode.ACCEPT,
+            f"{done} (merge {merged.merge_id})",
+            [],
+            control_id=message.control_id,
+            application=self._application,
         )
 
     async def _adt_error(
@@ -435,7 +446,7 @@ class MllpServer:
         async with self._database.read() as conn:
             devices = Devices(conn)
             found = {s: await devices.find_by_serial_number(s) for s in sorted(serials)}
-            patients = await matching_patients(Patients(conn), message.patient_identifiers)
+            patients = await matching_patients(conn, message.patient_identifiers)
         registered = {s: d.id for s, d in found.items() if d is not None}
         shared = frozenset(d.id for d in found.values() if d is not None and d.shared_monitor)
         if not message.patient_identifiers:

@@ -36,6 +36,7 @@ from medmesh.store.schema import (
     notification_preferences,
     observation_components,
     observations,
+    patient_merges,
     patients,
     refill_requests,
     rule_states,
@@ -158,6 +159,17 @@ class PatientRecords:
         )
         await self._delete_exports(patient_id, counts)
         await self._delete_webhook_deliveries(patient_id, counts)
+        await run(
+            "patient_merges",
+            delete(patient_merges).where(
+                (patient_merges.c.survivor_id == patient_id)
+                | (patient_merges.c.merged_id == patient_id)
+            ),
+        )
+        # A record merged into this one keeps its own rows; it no longer points here.
+        await self._conn.execute(
+            update(patients).where(patients.c.merged_into == patient_id).values(merged_into=None)
+        )
         await run("patients", delete(patients).where(patients.c.id == patient_id))
         return counts
 

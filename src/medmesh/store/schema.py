@@ -48,6 +48,8 @@ patients = Table(
     Column("gender", String(10), nullable=True),
     Column("address", LargeBinary, nullable=True),  # sealed JSON (HL7 PID-11)
     Column("phone", LargeBinary, nullable=True),  # sealed (HL7 PID-13)
+    # Set when this record was merged into another (HL7 A40): its data lives on that one.
+    Column("merged_into", String(36), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     # The organisation that manages the patient's record (its clinicians form care teams).
     Column("organization_id", String(36), nullable=False, server_default="default"),
@@ -155,6 +157,20 @@ lab_result_details = Table(
         primary_key=True,
     ),
     Column("detail", LargeBinary, nullable=False),  # sealed JSON
+)
+
+# Merges of two patient records (HL7 ADT A40) and what each moved, so it can be undone.
+# Ids only: no health data.
+patient_merges = Table(
+    "patient_merges",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("survivor_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("merged_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("merged_at", UTCDateTime, nullable=False),
+    Column("merged_by", String(200), nullable=False),
+    Column("undone_at", UTCDateTime, nullable=True),
+    Column("moved", Text, nullable=False),  # JSON: observation, assignment and consent ids
 )
 
 dead_letters = Table(

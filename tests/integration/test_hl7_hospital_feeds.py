@@ -25,6 +25,7 @@ from datetime import date, timedelta
 import httpx
 import pytest
 from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
 from sqlalchemy import select
 
 from medmesh import provisioning
@@ -122,6 +123,23 @@ async def test_an_a01_registers_the_patient_with_every_field_sealed(
     raw = b"".join(row[c] for c in ("family", "address", "phone"))
     for clear in (b"EVERYWOMAN", b"GREENSBORO", b"5551234"):
         assert clear not in raw
+
+
+async def test_a_fed_patient_reads_back_over_fhir_with_address_and_phone(
+    database: Database, world: World, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    fed = (
+        "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane||19620320|F|||"
+        "2222 HOME STREET^^GREENSBORO^NC^27401||^PRN^PH^^^555^5551234"
+    )
+    assert msa(await peer.send(adt("A08", "ADT-0006", fed)))[:2] == ("AA", "ADT-0006")
+    answer = await client.get(f"/fhir/Patient/{world.patient_id}", headers=world.reader_headers)
+    patient = Patient.model_validate(answer.json())
+    assert patient.birthDate == date(1962, 3, 20)
+    assert (
+        patient.address[0].line == ["2222 HOME STREET"] and patient.address[0].city == "GREENSBORO"
+    )
+    assert patient.telecom[0].value == "(555) 5551234"
 
 
 async def test_a08_a28_and_a31_update_the_same_patient_found_by_any_identifier(

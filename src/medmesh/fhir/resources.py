@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from medmesh.domain.reading import MeasuredValue
-from medmesh.domain.registry import Device, Patient
+from medmesh.domain.registry import Device, Patient, PostalAddress
 from medmesh.domain.vocabulary import (
     LOINC,
     UCUM,
@@ -139,7 +139,26 @@ def patient(record: Patient) -> dict[str, Any]:
         resource["gender"] = record.gender
     if record.birth_date is not None:
         resource["birthDate"] = record.birth_date.isoformat()
+    if record.phone is not None:
+        resource["telecom"] = [{"system": "phone", "value": record.phone, "use": "home"}]
+    if record.address is not None:
+        resource["address"] = [_address(record.address)]
     return resource
+
+
+def _address(address: PostalAddress) -> dict[str, Any]:
+    parts: dict[str, Any] = {"use": "home"}
+    if address.lines:
+        parts["line"] = list(address.lines)
+    for name, value in (
+        ("city", address.city),
+        ("state", address.state),
+        ("postalCode", address.postal_code),
+        ("country", address.country),
+    ):
+        if value:
+            parts[name] = value
+    return parts
 
 
 LAST_SEEN_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/device-last-seen"

@@ -146,6 +146,11 @@ async def test_bad_observations_get_an_operation_outcome_and_a_dead_letter(
     assert not_json.json()["resourceType"] == "OperationOutcome"
     assert "not valid JSON" in not_json.json()["issue"][0]["diagnostics"]
 
+    by_code = {**headers, "If-None-Exist": "code=8867-4"}
+    unsupported = await http.post("/fhir/Observation", json=heart_rate(), headers=by_code)
+    assert unsupported.status_code == 400
+    assert "identifier=system|value" in unsupported.json()["issue"][0]["diagnostics"]
+
     invalid = heart_rate()
     del invalid["status"]
     refused = await http.post("/fhir/Observation", json=invalid, headers=headers)

@@ -27,17 +27,21 @@ import pytest
 from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.patient import Patient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from medmesh import provisioning
 from medmesh.access.erasure import erase_patient
 from medmesh.access.identity.principals import Role
+from medmesh.cli import app
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.consent import Consent, ConsentStatus, GranteeType
 from medmesh.domain.errors import Conflict, Forbidden
 from medmesh.domain.registry import PostalAddress
+from medmesh.ingest.hl7_oru import PatientIdentifier
 from medmesh.ingest.incoming import Incoming
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.native import parse_item
+from medmesh.ingest.patient_feed import merge_patients
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.consents import Consents
 from medmesh.store.database import Database
@@ -443,3 +447,47 @@ async def test_a40_moves_readings_devices_and_consents_and_an_admin_can_undo_it(
     assert len(unmerged) == 2
     with pytest.raises(Conflict):
         await provisioning.undo_merge(database, merge_id, by_username="admin")
+
+
+def test_the_unmerge_command_separates_the_records(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDMESH_DATABASE_URL", database_url)
+
+    async def merged() -> tuple[str, str]:
+        database = Database(database_url)
+        try:
+            keep = await provisioning.create_patient(
+                database, family="Doe", given="Jane", identifier="MRN-1"
+            )
+            gone = await provisioning.create_patient(
+                database, family="Doe", given="Jane", identifier="MRN-2"
+            )
+            await provisioning.create_user(
+                database,
+                username="admin",
+                display_name="Admin",
+                role=Role.ORG_ADMIN,
+                password="correct horse battery staple",
+            )
+            record = await merge_patients(
+                database,
+                [PatientIdentifier("MRN-1", ("urn:medmesh:mrn",))],
+                [PatientIdentifier("MRN-2", ("urn:medmesh:mrn",))],
+                sender="EPICADT",
+                at=BASE_TIME,
+            )
+            assert keep.id != gone.id
+            return record.merge_id, gone.id
+        finally:
+            await database.dispose()
+
+    merge_id, gone_id = asyncio.run(merged())
+    runner = CliRunner()
+    refused = runner.invoke(app, ["patient", "unmerge", merge_id, "--by", "nobody"])
+    assert refused.exit_code == 1 and "organisation admin" in refused.output
+    done = runner.invoke(app, ["patient", "unmerge", merge_id, "--by", "admin"])
+    assert done.exit_code == 0, done.output
+    assert f"{gone_id} separated from" in done.output
+    again = runner.invoke(app, ["patient", "unmerge", merge_id, "--by", "admin"])
+    assert again.exit_code == 1 and "undone already" in again.output

@@ -18,6 +18,7 @@ The messages follow the shapes real senders use, written from public examples:
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -56,6 +57,7 @@ from medmesh.store.schema import (
     observations,
     patients,
 )
+from tests.accounts_fixtures import make_clinician, sign_in
 from tests.conftest import ASSIGNED_SINCE, World
 from tests.helpers import BASE_TIME, reading
 from tests.integration.test_mllp import Peer, msa
@@ -491,3 +493,27 @@ def test_the_unmerge_command_separates_the_records(
     assert f"{gone_id} separated from" in done.output
     again = runner.invoke(app, ["patient", "unmerge", merge_id, "--by", "admin"])
     assert again.exit_code == 1 and "undone already" in again.output
+
+
+async def test_the_patient_page_shows_lab_results_beside_the_vitals(
+    database: Database, world: World, laboratory: str, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
+    assert msa(await peer.send(lab_oru("LAB-0020", pid, *PANEL)))[0] == "AA"
+    doctor = await make_clinician(database, "dr.lab", "dr lab")
+    await provisioning.add_to_care_team(database, world.patient_id, doctor.user_id, added_by="t")
+    await sign_in(client, doctor)
+    page = await client.get(f"/patients/{world.patient_id}")
+    assert page.status_code == 200
+    section = page.text.split('id="labs-heading"', 1)[1].split("</section>", 1)[0]
+    rows = re.findall(r"<tr( class=\"lab-abnormal\")?>\s*<th scope=\"row\">([^<]+)</th>", section)
+    assert sorted(name for _, name in rows) == [
+        "Creatinine [Mass/volume] in Serum or Plasma",
+        "Glucose [Mass/volume] in Serum or Plasma",
+        "Potassium [Moles/volume] in Serum or Plasma",
+        "Sodium [Moles/volume] in Serum or Plasma",
+    ]
+    assert [name for flagged, name in rows if flagged] == [
+        "Potassium [Moles/volume] in Serum or Plasma"
+    ]
+    assert "5.9 mmol/L" in section and "3.5-5.1" in section and "High" in section

@@ -201,6 +201,10 @@ MEASURES: tuple[Measure, ...] = (
     ),
 )
 
+# The tests a hospital laboratory reports (HL7 ORU), as opposed to a patient's own devices
+# (glucometer, CGM) whose readings share the laboratory category.
+LABORATORY_TESTS: tuple[str, ...] = ("2345-7", "2823-3", "2951-2", "2160-0", "718-7", "4548-4")
+
 _BY_KEY: dict[str, Measure] = {m.key: m for m in MEASURES}
 _BY_CODE: dict[str, Measure] = {}
 for _m in MEASURES:

@@ -31,6 +31,7 @@ from medmesh.ingest.fhir_observation import (
     FhirObservation,
     identifier_token,
     parse_observation,
+    payload_text,
     validation_problem,
 )
 from medmesh.ingest.http import check_media_type, pipeline_of
@@ -277,7 +278,7 @@ async def create_observation(
         batch = await _observation_batch(database, device.device_id, resource, if_none_exist, {})
     except InvalidReading as exc:
         error = _error_from(exc)
-        letter = _dead_letter(device.device_id, orjson.dumps(resource).decode(), None, error)
+        letter = _dead_letter(device.device_id, payload_text(resource), None, error)
         await pipeline.ingest_many([], refused=[letter])
         raise InvalidRequest(error.message) from None
     (result,) = await pipeline.ingest_many([batch])
@@ -390,7 +391,7 @@ async def _read_entries(database: Database, device_id: str, raw: list[Any]) -> l
             )
         except InvalidReading as exc:
             entry.error = _error_from(exc)
-            payload = orjson.dumps(item["resource"]).decode()
+            payload = payload_text(item["resource"])
             entry.letters.append(_dead_letter(device_id, payload, None, entry.error))
         except InvalidRequest as exc:
             entry.error = _EntryError("not-supported", str(exc))

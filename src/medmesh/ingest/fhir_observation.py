@@ -11,6 +11,7 @@ route to resolve against the store.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,13 @@ from medmesh.domain.timestamps import TimestampError, parse_rfc3339
 from medmesh.domain.vocabulary import LOINC, UCUM, measure_by_code, measure_by_key
 from medmesh.ingest.incoming import Incoming
 
-__all__ = ["FhirObservation", "identifier_token", "parse_observation", "validation_problem"]
+__all__ = [
+    "FhirObservation",
+    "identifier_token",
+    "parse_observation",
+    "payload_text",
+    "validation_problem",
+]
 
 # Statuses of an Observation that carries a result; registered/cancelled/entered-in-error do not.
 _RESULT_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
@@ -41,6 +48,15 @@ class FhirObservation:
     incoming: Incoming
     subject: dict[str, Any] | None
     device: dict[str, Any] | None
+
+
+def payload_text(resource: Any) -> str:
+    """The resource as text for a dead letter, whatever JSON it holds (orjson refuses integers
+    past 64 bits, which Python's parser produces)."""
+    try:
+        return orjson.dumps(resource).decode()
+    except TypeError:
+        return json.dumps(resource, default=str)
 
 
 def validation_problem(error: ValidationError, where: str) -> str:
@@ -116,7 +132,10 @@ def _quantity(holder: dict[str, Any], where: str) -> tuple[float, str]:
     unit = unit or quantity.get("unit")
     if not isinstance(unit, str) or not unit:
         raise _malformed(f"{where}.valueQuantity must carry a UCUM code")
-    return float(quantity["value"]), unit
+    try:
+        return float(quantity["value"]), unit
+    except (TypeError, ValueError, OverflowError):
+        raise _malformed(f"{where}.valueQuantity.value must be a finite number") from None
 
 
 def _value(resource: dict[str, Any], measure: str) -> tuple[float | dict[str, float], str]:
@@ -169,10 +188,8 @@ def _message_id(resource: dict[str, Any], if_none_exist: str | None) -> str:
             return _bounded(text)
     # No identifier: the same resource sent again is the same reading.
     unkeyed = {k: v for k, v in resource.items() if k not in ("id", "meta", "text")}
-    return (
-        _DIGEST_PREFIX
-        + hashlib.sha256(orjson.dumps(unkeyed, option=orjson.OPT_SORT_KEYS)).hexdigest()[:40]
-    )
+    canonical = json.dumps(unkeyed, sort_keys=True, separators=(",", ":"), default=str)
+    return _DIGEST_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()[:40]
 
 
 def _identifier_text(identifier: Any) -> str:
@@ -193,7 +210,7 @@ def parse_observation(resource: Any, if_none_exist: str | None = None) -> FhirOb
     raises InvalidReading(MALFORMED) naming the element; an If-None-Exist medmesh cannot honour
     raises InvalidRequest. A valid resource whose value medmesh cannot use comes back as an
     `Incoming` with its error, for the pipeline to dead-letter."""
-    payload = orjson.dumps(resource).decode()
+    payload = payload_text(resource)
     try:
         Observation.model_validate(resource)
     except ValidationError as exc:

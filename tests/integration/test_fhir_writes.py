@@ -188,12 +188,19 @@ async def test_bad_observations_get_an_operation_outcome_and_a_dead_letter(
 
 
 async def test_writes_need_a_device_credential_not_a_user_or_system_token(
-    http: AppClient, world: World
+    http: AppClient, world: World, database: Database
 ) -> None:
-    for headers in ({}, world.reader_headers):
-        answer = await http.post("/fhir/Observation", json=heart_rate(), headers=headers)
-        assert answer.status_code == 401
-        assert answer.json()["resourceType"] == "OperationOutcome"
+    service = await provisioning.issue_service_token(
+        database, name="integration engine", scopes="system/Observation.cruds"
+    )
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": [post_entry(heart_rate())]}
+    for headers in ({}, world.reader_headers, {"Authorization": f"Bearer {service}"}):
+        single = await http.post("/fhir/Observation", json=heart_rate(), headers=headers)
+        batch = await http.post("/fhir", json=bundle, headers=headers)
+        for answer in (single, batch):
+            assert answer.status_code == 401
+            assert answer.json()["resourceType"] == "OperationOutcome"
+    assert await _count(database) == 0
 
 
 # ----------------------------------------------------------------------------------------------

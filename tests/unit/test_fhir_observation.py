@@ -76,6 +76,12 @@ def test_problems_are_named_by_element() -> None:
     assert cancelled is not None and "status" in cancelled.message
 
 
+def test_element_names_in_problems_are_printable_and_short() -> None:
+    with pytest.raises(InvalidReading) as refused:
+        parse_observation(observation(code={"\u0000": {"\f": 1}, "x" * 300: []}))
+    assert refused.value.message.isprintable() and len(refused.value.message) <= 480
+
+
 def test_only_identifier_searches_are_honoured_in_if_none_exist() -> None:
     assert identifier_token("identifier=urn:x|42") == "urn:x|42"
     for query in ("code=8867-4", "identifier=", "identifier=a&code=b"):

@@ -63,9 +63,15 @@ def validation_problem(error: ValidationError, where: str) -> str:
     """What `fhir.resources` refused, by element path and rule, never by value."""
     parts = []
     for problem in error.errors()[:5]:
-        path = ".".join(str(p) for p in problem["loc"])
-        parts.append(f"{where}.{path}: {problem['msg'].splitlines()[0]}")
-    return "the resource is not valid FHIR R4: " + "; ".join(parts)
+        path = ".".join(_plain(str(p)) for p in problem["loc"])
+        parts.append(f"{where}.{path}: {_plain(problem['msg'].splitlines()[0], 120)}")
+    # The detail goes into dead_letters.detail (500 characters of text) and the answer.
+    return ("the resource is not valid FHIR R4: " + "; ".join(parts))[:480]
+
+
+def _plain(text: str, limit: int = 40) -> str:
+    """An element name as sent, made printable (a NUL cannot be stored as text)."""
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
 
 
 def identifier_token(query: str) -> str:

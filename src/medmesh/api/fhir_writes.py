@@ -30,26 +30,22 @@ from medmesh.http.responses import FhirResponse, operation_outcome
 from medmesh.ingest.fhir_observation import (
     FhirObservation,
     identifier_token,
-    parse_observation,
     payload_text,
     validation_problem,
 )
+from medmesh.ingest.fhir_references import CHANNEL, device_by_identifier, observation_batch
 from medmesh.ingest.http import check_media_type, pipeline_of
 from medmesh.ingest.pipeline import DeviceBatch, IngestResult, Rejection
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
 from medmesh.store.observations import Observations
-from medmesh.store.registry import Assignments, Devices, Patients
+from medmesh.store.registry import Assignments, Patients
 
 router = APIRouter(
     prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
 )
 
-CHANNEL = "fhir"
 MAX_ENTRIES = 1000
-# Stands for a reference that names no patient this device may write for: the pipeline refuses
-# it like any patient the device is not assigned to (existence is not disclosed).
-_NOBODY = ""
 
 _OBSERVATION_BODY: dict[str, Any] = {
     "required": True,
@@ -123,92 +119,6 @@ def _outcome(error: _EntryError, expression: str | None = None) -> dict[str, Any
     return outcome
 
 
-def _local_id(reference: str, resource_type: str) -> str | None:
-    """The id of `Type/id`, `Type/id/_history/n` or an absolute URL ending so."""
-    parts = reference.split("/")
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    if len(parts) >= 2 and parts[-2] == resource_type and parts[-1]:
-        return parts[-1]
-    return None
-
-
-async def _patient_id(
-    database: Database, reference: dict[str, Any] | None, local: dict[str, str]
-) -> str | None:
-    """The patient a reference names (None: it names none)."""
-    if not isinstance(reference, dict):
-        return None
-    text = reference.get("reference")
-    if isinstance(text, str):
-        if text in local:
-            return local[text]
-        if text.startswith("Patient?"):
-            system, sep, value = identifier_token(text[len("Patient?") :]).rpartition("|")
-            async with database.read() as conn:
-                found = await Patients(conn).find_by_identifier(system if sep else None, value)
-            return found.id if found is not None else _NOBODY
-        return _local_id(text, "Patient") or _NOBODY
-    identifier = reference.get("identifier")
-    if isinstance(identifier, dict) and identifier.get("value"):
-        async with database.read() as conn:
-            found = await Patients(conn).find_by_identifier(
-                identifier.get("system"), str(identifier["value"])
-            )
-        return found.id if found is not None else _NOBODY
-    return None
-
-
-async def _device_by_identifier(database: Database, value: str) -> str | None:
-    """A registered device by the identifier a gateway knows it by: its serial number (PHD
-    gateways send the IEEE EUI-64 system id) or its medmesh id."""
-    async with database.read() as conn:
-        devices = Devices(conn)
-        found = await devices.find_by_serial_number(value)
-        if found is None and await devices.existing_ids([value]):
-            return value
-    return found.id if found is not None else None
-
-
-async def _device_id(
-    database: Database, reference: dict[str, Any] | None, local: dict[str, str]
-) -> str | None:
-    if not isinstance(reference, dict):
-        return None
-    text = reference.get("reference")
-    if isinstance(text, str):
-        if text in local:
-            return local[text]
-        if text.startswith("Device?"):
-            value = identifier_token(text[len("Device?") :]).rpartition("|")[2]
-            return await _device_by_identifier(database, value) or _NOBODY
-        return _local_id(text, "Device") or _NOBODY
-    identifier = reference.get("identifier")
-    if isinstance(identifier, dict) and identifier.get("value"):
-        return await _device_by_identifier(database, str(identifier["value"])) or _NOBODY
-    return None
-
-
-async def _observation_batch(
-    database: Database,
-    device_id: str,
-    resource: Any,
-    if_none_exist: str | None,
-    local: dict[str, str],
-) -> DeviceBatch:
-    observation = parse_observation(resource, if_none_exist)
-    item = observation.incoming
-    named_device = await _device_id(database, observation.device, local)
-    if named_device is not None and named_device != device_id and item.error is None:
-        error = InvalidReading(
-            RejectReason.DEVICE_MISMATCH,
-            "Observation.device must be the sending device (by id or registered identifier)",
-        )
-        item = type(item)(item.payload, item.message_id, error=error)
-    claimed = await _patient_id(database, observation.subject, local)
-    return DeviceBatch(device_id, CHANNEL, [item], claimed_patient_id=claimed)
-
-
 def _dead_letter(
     device_id: str, payload: str, message_id: str | None, error: _EntryError
 ) -> DeadLetter:
@@ -275,7 +185,7 @@ async def create_observation(
     if_none_exist = request.headers.get("if-none-exist")
     pipeline = pipeline_of(request)
     try:
-        batch = await _observation_batch(database, device.device_id, resource, if_none_exist, {})
+        batch = await observation_batch(database, device.device_id, resource, if_none_exist, {})
     except InvalidReading as exc:
         error = _error_from(exc)
         letter = _dead_letter(device.device_id, payload_text(resource), None, error)
@@ -328,7 +238,7 @@ async def _conditional_entry(
         raise _EntryError("not-supported", str(exc)) from None
     system, sep, value = token.rpartition("|")
     if resource_type == "Device":
-        found = await _device_by_identifier(database, value)
+        found = await device_by_identifier(database, value)
         if found is None:
             raise _EntryError(
                 "not-found",
@@ -386,7 +296,7 @@ async def _read_entries(database: Database, device_id: str, raw: list[Any]) -> l
         if entry.error is not None or entry.response is not None:
             continue
         try:
-            entry.batch = await _observation_batch(
+            entry.batch = await observation_batch(
                 database, device_id, item["resource"], item["request"].get("ifNoneExist"), local
             )
         except InvalidReading as exc:

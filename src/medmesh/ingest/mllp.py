@@ -1,4 +1,6 @@
-"""HL7 v2 over MLLP: the listener bedside monitors send ORU^R01 observation messages to.
+"""HL7 v2 over MLLP: the listener bedside monitors and laboratories send ORU^R01 observation
+messages to, and a hospital its ADT patient feed (A01/A04/A08/A28/A31 demographics, A40 merges:
+`_adt`, applied by patient_feed.py and acknowledged AA, AE or AR the same way).
 
 Each connection carries one message at a time (MLLP is request/response): the message is read
 (hl7_oru.py), its devices and patient resolved, its readings and refusals committed through
@@ -7,7 +9,8 @@ the pipeline, and only then is the ACK written:
 - AA: every reading stored (or already stored: a resent message is stored once);
 - AE: the message was understood but some or all of its content was refused (unknown patient,
   device or code, implausible value, ...), one ERR segment each; the rest was stored;
-- AR: the message was refused whole (not HL7, not ORU^R01, no MSH-10, bad MLLP frame).
+- AR: the message was refused whole (not HL7, neither ORU^R01 nor a supported ADT event, no
+  MSH-10, bad MLLP frame).
 
 Every refusal is a dead letter (channel "mllp"). When the commit fails the connection is closed
 without an ACK, so the sender sends the message again. Logs carry counts and error types only.

@@ -19,6 +19,7 @@ from medmesh.api.break_glass import router as break_glass_router
 from medmesh.api.care_plans import router as care_plans_router
 from medmesh.api.erasure import router as erasure_router
 from medmesh.api.events import router as events_router
+from medmesh.api.fhir_writes import router as fhir_writes_router
 from medmesh.api.oauth import router as oauth_router
 from medmesh.care.appointments_api import router as appointments_router
 from medmesh.care.attachments import AttachmentLimits
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
     app.include_router(everything_router)
     app.include_router(fhir_router)
+    app.include_router(fhir_writes_router)
     app.include_router(flags_router)
     app.include_router(communications_router)
     app.include_router(imaging_studies_router)

@@ -27,6 +27,8 @@ from medmesh.domain.messages import MessageCategory, Side
 from medmesh.events.bus import InProcessBus
 from medmesh.imaging.archive import ImagingArchive
 from medmesh.imaging.synthetic import mr_series
+from medmesh.ingest.mllp import MllpServer
+from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.services import build_database
 from medmesh.sim.http_device import HttpDevice
 from medmesh.sim.models import PatientModel, demo_patients
@@ -91,6 +93,32 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
             database, credential.device_id, patient.id, datetime.now(UTC) - 2 * BACKFILL
         )
     return DemoSubject(simulated, patient.id, credential.device_id, credential.secret)
+
+
+async def _laboratory_results(database: Database, subject: DemoSubject) -> None:
+    """A basic metabolic panel from the hospital laboratory, over HL7 v2 ORU^R01 with LOINC
+    codes (docs/hl7.md), so lab results show next to the vitals."""
+    async with database.read() as conn:
+        registered = await Devices(conn).find_by_serial_number("DEMO-LAB")
+    if registered is None:
+        await provisioning.register_device(
+            database, display_name="Hospital laboratory", serial_number="DEMO-LAB",
+            shared_monitor=True,
+        )  # fmt: skip
+    taken = (datetime.now(UTC) - timedelta(minutes=30)).strftime("%Y%m%d%H%M%S+0000")
+    message = "\r".join(
+        [
+            f"MSH|^~\\&|DEMO-LAB|HOSPITAL|medmesh|RPM|{taken}||ORU^R01^ORU_R01|"
+            f"DEMO-LAB-{subject.simulated.name}|P|2.5.1",
+            f"PID|1||{subject.simulated.name}^^^{DEMO_SYSTEM}^MR",
+            f"OBR|1|||24323-8^Comprehensive metabolic panel^LN|||{taken}",
+            f"OBX|1|NM|2823-3^Potassium^LN||4.2|mmol/L^^UCUM|3.5-5.1|N|||F|||{taken}",
+            f"OBX|2|NM|2951-2^Sodium^LN||138|mmol/L^^UCUM|136-145|N|||F|||{taken}",
+            f"OBX|3|NM|2345-7^Glucose^LN||131|mg/dL^^UCUM|70-99|H|||F|||{taken}",
+            f"OBX|4|NM|2160-0^Creatinine^LN||0.9|mg/dL^^UCUM|0.6-1.2|N|||F|||{taken}",
+        ]
+    )
+    await MllpServer(database, IngestPipeline(database)).answer(message.encode())
 
 
 async def _care_between_visits(database: Database, patient_id: str) -> None:
@@ -256,6 +284,7 @@ async def run_demo(
     token = await _clinician_token(database, [s.patient_id for s in subjects])
     for subject in subjects:
         await _care_between_visits(database, subject.patient_id)
+        await _laboratory_results(database, subject)
     await _demo_imaging(database, subjects[0])
     smart_app = await _register_demo_app(database)
     await database.dispose()
@@ -303,6 +332,11 @@ async def run_demo(
         f"    and open http://127.0.0.1:{DEMO_APP_PORT}/index.html?iss={iss}#client_id={smart_app}"
     )
     print("    (sign in as the demo clinician, pick a patient, allow; see docs/oauth.md)")
+    print(
+        "  a FHIR gateway writes: curl -X POST -H 'Content-Type: application/fhir+json' "
+        f"-H 'Authorization: Bearer {subjects[0].device_secret}' {base_url}/fhir/Observation "
+        "-d @observation.json   (docs/fhir-api.md, Writing)"
+    )
     if wiring.mqtt_settings(settings) is not None:
         transport = f"MQTT via {settings.mqtt_host}:{settings.mqtt_port}"
         streams = [asyncio.create_task(_stream_mqtt(settings, s, interval)) for s in subjects]

@@ -52,7 +52,10 @@ def schema_world(database_url: str) -> World:
 
 
 def _run_operation(operation: Any, world: World) -> None:
-    device = operation.path.startswith("/ingest/")
+    # Readings are written with a device credential: the ingest API and the FHIR writes.
+    device = operation.path.startswith("/ingest/") or (
+        operation.method.upper() == "POST" and operation.path in ("/fhir", "/fhir/Observation")
+    )
     headers = world.device_headers if device else world.reader_headers
     # An event stream never ends by itself: it is cut after half a second, with what it sent;
     # it has one optional parameter, so a few examples cover it.

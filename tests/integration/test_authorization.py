@@ -362,6 +362,8 @@ NOT_PATIENT_DATA = {
     ("GET", "/fhir/metadata"),
     ("POST", "/ingest/v1/readings"),  # devices write their own readings only (test_http_ingest)
     ("POST", "/ingest/v1/readings/{format_name}"),
+    ("POST", "/fhir/Observation"),  # FHIR writes: device credentials only (test_fhir_writes)
+    ("POST", "/fhir"),
     ("GET", "/fhir/Patient"),  # searches: checked below to return only what may be seen
     ("GET", "/fhir/Subscription"),  # a caller's own subscriptions (test_subscription_api)
     ("GET", "/fhir/Subscription/{subscription_id}"),

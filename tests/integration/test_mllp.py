@@ -158,7 +158,8 @@ async def test_resent_message_is_stored_once_and_acknowledged_aa(
     ("broken", "control_id", "reason"),
     [
         ("this is not HL7", "", "malformed-body"),
-        ("MSH|^~\\&|MONITOR-7|ICU|||2026||ADT^A01^ADT_A01|ADT-1|P|2.6", "ADT-1", "unknown-format"),
+        # Scheduling is no message medmesh takes (ADT and ORU are: test_hl7_adt.py).
+        ("MSH|^~\\&|MONITOR-7|ICU|||2026||SIU^S12^SIU_S12|SIU-1|P|2.6", "SIU-1", "unknown-format"),
         (oru(""), "", "malformed-body"),
     ],
 )
@@ -184,8 +185,8 @@ async def test_broken_message_gets_ar_and_the_next_one_on_the_connection_goes_th
 async def test_rejected_message_from_a_known_monitor_is_dead_lettered_to_it(
     database: Database, monitor: str, peer: Peer
 ) -> None:
-    await peer.send("MSH|^~\\&|MONITOR-7|ICU|||20261124||ADT^A01|ADT-2|P|2.6")
-    assert await letters(database) == [(monitor, "ADT-2", "unknown-format")]
+    await peer.send("MSH|^~\\&|MONITOR-7|ICU|||20261124||SIU^S12|SIU-2|P|2.6")
+    assert await letters(database) == [(monitor, "SIU-2", "unknown-format")]
 
 
 async def test_unframed_bytes_get_ar_and_the_connection_keeps_working(

@@ -52,6 +52,16 @@ def patient_create(
     typer.echo(patient.id)
 
 
+@patient_app.command("unmerge")
+def patient_unmerge(
+    merge_id: Annotated[str, typer.Argument(help="The merge id the A40's ACK named")],
+    by: Annotated[str, typer.Option(help="Username of the organisation admin deciding it")],
+) -> None:
+    """Undo a merge of two patients (HL7 ADT A40): what it moved goes back."""
+    record = run(lambda db: provisioning.undo_merge(db, merge_id, by_username=by))
+    typer.echo(f"{record.merged_id} separated from {record.survivor_id}")
+
+
 async def _user_id(database: Database, username: str) -> str:
     async with database.read() as conn:
         user = await Users(conn).find_by_username(username)

@@ -7,6 +7,17 @@ from datetime import date, datetime
 
 
 @dataclass(frozen=True, slots=True)
+class PostalAddress:
+    """A patient's home address as a hospital's patient feed sends it (HL7 PID-11)."""
+
+    lines: tuple[str, ...] = ()
+    city: str | None = None
+    state: str | None = None
+    postal_code: str | None = None
+    country: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Patient:
     id: str
     identifier_system: str
@@ -15,6 +26,8 @@ class Patient:
     given: str
     birth_date: date | None = None
     gender: str | None = None
+    address: PostalAddress | None = None
+    phone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

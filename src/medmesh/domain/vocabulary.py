@@ -132,6 +132,63 @@ MEASURES: tuple[Measure, ...] = (
         Category.LABORATORY,
         alt_units=("mmol/L",),
     ),
+    # Laboratory results a hospital's laboratory sends over HL7 (ORU^R01 with LOINC-coded
+    # OBX, docs/hl7.md). Ranges are what an analyser can report, not reference ranges.
+    _single(
+        "serum-glucose",
+        "2345-7",
+        "Glucose [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        5,
+        2000,
+        Category.LABORATORY,
+        alt_units=("mmol/L",),
+    ),
+    _single(
+        "potassium",
+        "2823-3",
+        "Potassium [Moles/volume] in Serum or Plasma",
+        "mmol/L",
+        1,
+        12,
+        Category.LABORATORY,
+    ),
+    _single(
+        "sodium",
+        "2951-2",
+        "Sodium [Moles/volume] in Serum or Plasma",
+        "mmol/L",
+        90,
+        200,
+        Category.LABORATORY,
+    ),
+    _single(
+        "creatinine",
+        "2160-0",
+        "Creatinine [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        0.05,
+        40,
+        Category.LABORATORY,
+    ),
+    _single(
+        "hemoglobin",
+        "718-7",
+        "Hemoglobin [Mass/volume] in Blood",
+        "g/dL",
+        1,
+        26,
+        Category.LABORATORY,
+    ),
+    _single(
+        "hba1c",
+        "4548-4",
+        "Hemoglobin A1c/Hemoglobin.total in Blood",
+        "%",
+        2,
+        25,
+        Category.LABORATORY,
+    ),
     _single(
         "steps",
         "55423-8",
@@ -143,6 +200,10 @@ MEASURES: tuple[Measure, ...] = (
         whole=True,
     ),
 )
+
+# The tests a hospital laboratory reports (HL7 ORU), as opposed to a patient's own devices
+# (glucometer, CGM) whose readings share the laboratory category.
+LABORATORY_TESTS: tuple[str, ...] = ("2345-7", "2823-3", "2951-2", "2160-0", "718-7", "4548-4")
 
 _BY_KEY: dict[str, Measure] = {m.key: m for m in MEASURES}
 _BY_CODE: dict[str, Measure] = {}

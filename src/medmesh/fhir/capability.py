@@ -57,6 +57,8 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
             {
                 "mode": "server",
                 "security": _security(token_endpoint),
+                # Bundles of Observations from device gateways (docs/fhir-api.md, "Writing").
+                "interaction": [{"code": "transaction"}, {"code": "batch"}],
                 "resource": [
                     {
                         "type": "Patient",
@@ -97,7 +99,9 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                     },
                     {
                         "type": "Observation",
-                        "interaction": read_search,
+                        # create: devices only, idempotent by identifier (docs/fhir-api.md)
+                        "interaction": [*read_search, {"code": "create"}],
+                        "conditionalCreate": True,
                         "searchParam": _search_params("Observation"),
                     },
                     {

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from medmesh.domain.reading import MeasuredValue
-from medmesh.domain.registry import Device, Patient
+from medmesh.domain.registry import Device, Patient, PostalAddress
 from medmesh.domain.vocabulary import (
     LOINC,
     UCUM,
@@ -105,7 +105,27 @@ def observation(obs: StoredObservation) -> dict[str, Any]:
         ]
     else:
         resource["valueQuantity"] = _quantity(obs.values[0])
+    if obs.lab is not None:
+        _lab_findings(resource, obs)
     return resource
+
+
+_INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+
+def _lab_findings(resource: dict[str, Any], obs: StoredObservation) -> None:
+    """A laboratory's reference range (OBX-7) and interpretation flag (OBX-8)."""
+    assert obs.lab is not None
+    unit = obs.values[0].unit if obs.values else None
+    if obs.lab.reference_range:
+        reference: dict[str, Any] = {"text": obs.lab.reference_range}
+        for name, bound in (("low", obs.lab.low), ("high", obs.lab.high)):
+            if bound is not None and unit is not None:
+                reference[name] = {"value": _number(bound), "system": UCUM, "code": unit}
+        resource["referenceRange"] = [reference]
+    if obs.lab.interpretation:
+        code = obs.lab.interpretation
+        resource["interpretation"] = [{"coding": [{"system": _INTERPRETATION, "code": code}]}]
 
 
 def patient(record: Patient) -> dict[str, Any]:
@@ -119,7 +139,26 @@ def patient(record: Patient) -> dict[str, Any]:
         resource["gender"] = record.gender
     if record.birth_date is not None:
         resource["birthDate"] = record.birth_date.isoformat()
+    if record.phone is not None:
+        resource["telecom"] = [{"system": "phone", "value": record.phone, "use": "home"}]
+    if record.address is not None:
+        resource["address"] = [_address(record.address)]
     return resource
+
+
+def _address(address: PostalAddress) -> dict[str, Any]:
+    parts: dict[str, Any] = {"use": "home"}
+    if address.lines:
+        parts["line"] = list(address.lines)
+    for name, value in (
+        ("city", address.city),
+        ("state", address.state),
+        ("postalCode", address.postal_code),
+        ("country", address.country),
+    ):
+        if value:
+            parts[name] = value
+    return parts
 
 
 LAST_SEEN_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/device-last-seen"

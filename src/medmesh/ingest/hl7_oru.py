@@ -7,7 +7,9 @@ No I/O: the MLLP adapter (mllp.py) resolves devices and patients; hl7_ack.py bui
 - Device: OBX-18 (equipment instance identifier, first component) of the OBX, else of its
   nearest enclosing OBX in the OBX-4 hierarchy (1.0.1.1 sits in 1.0.1, in 1.0, in 1), else
   MSH-3 (sending application, first component); it must be a registered serial number.
-- Readings are numeric OBX (OBX-2 NM) with an MDC code in OBX-3 and unit in OBX-6 (domain/mdc.py).
+- Readings are numeric OBX (OBX-2 NM) with an MDC code in OBX-3 and unit in OBX-6 (domain/mdc.py),
+  or, from a laboratory, a LOINC code (OBX-3.3 LN) with a UCUM unit, OBX-7 reference range and
+  OBX-8 interpretation flag kept beside the result.
   Not readings, skipped: OBX without a value (device, channel headers), non-numeric OBX,
   results status X/D/W (not obtained, deleted, wrong), and mean blood pressure. A numeric OBX
   with an unknown code, a missing or unknown unit, a bad number or time is refused alone.
@@ -35,9 +37,12 @@ from medmesh.domain import mdc
 from medmesh.domain.errors import InvalidReading, MedmeshError, RejectReason
 from medmesh.domain.reading import RawReading
 from medmesh.ingest.incoming import Incoming
+from medmesh.store.lab_results import LabFindings
 
 MAX_CONTROL_ID = 100  # leaves room for ":{OBX-1}" within a 128-character message id
 SKIPPED_STATUSES = frozenset({"X", "D", "W"})
+# OBX-3.3 name of coding system (HL7 table 0396) for LOINC.
+LOINC_SYSTEMS = frozenset({"LN", "LOINC"})
 _NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*")
 _CODE = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
 # HL7 DTM to the minute at least (a reading's time), with optional seconds, fraction, offset.
@@ -89,6 +94,7 @@ class ObservationItem:
     device_serial: str
     incoming: Incoming
     field: int = 0
+    findings: LabFindings | None = None  # a laboratory result's OBX-7 and OBX-8
 
     def location(self, reason: RejectReason) -> tuple[str, int, int]:
         """Where an ERR segment points for this item refused for `reason`."""
@@ -130,6 +136,10 @@ def _repetitions(segment: Any, field: int) -> list[Any]:
     return list(segment[field]) if field < len(segment) else []
 
 
+# The field readers, shared with the ADT reader (hl7_adt.py).
+field_value, walk, field_repetitions = _value, _walk, _repetitions
+
+
 def _code_text(code: str) -> str:
     return code if _CODE.fullmatch(code) else "(not a code)"
 
@@ -163,7 +173,7 @@ def read_oru(text: str) -> OruMessage:
         )
     control_id = _value(msh, 10)
     if (_value(msh, 9, 1), _value(msh, 9, 2)) != ("ORU", "R01"):
-        detail = "only ORU^R01 observation messages are accepted"
+        detail = "accepted: ORU^R01 observations and ADT patient messages (docs/hl7.md)"
         raise MessageRejected(
             RejectReason.UNKNOWN_FORMAT, detail, "200", message, control_id, ("MSH", 1, 9)
         )
@@ -215,6 +225,7 @@ class _Obx:
     value: float = 0.0
     unit: str = ""
     effective: datetime | None = None
+    findings: LabFindings | None = None
 
 
 class _ObservationReader:
@@ -263,7 +274,8 @@ class _ObservationReader:
     ) -> None:
         incoming = Incoming("\r".join((self._header, *texts)), obx.message_id, raw, refused)
         field = refused.field if refused else 0
-        self._found.append(ObservationItem(obx.number, obx.serial, incoming, field))
+        item = ObservationItem(obx.number, obx.serial, incoming, field, obx.findings)
+        self._found.append(item)
 
     def _read(self, segment: Any, text: str, number: int, obr_time: str) -> None:
         serial = self._serial(segment)
@@ -299,7 +311,11 @@ class _ObservationReader:
         if not _value(segment, 2):
             raise _Refused(2, RejectReason.MALFORMED, "OBX-2 value type is missing")
         code, reference_id = _value(segment, 3, 1), _value(segment, 3, 2)
-        metric = mdc.metric(code, reference_id)
+        loinc = _value(segment, 3, 3).upper() in LOINC_SYSTEMS
+        # A laboratory codes its results in LOINC: the pipeline knows the code or refuses it.
+        metric = (
+            mdc.MdcMetric(code, reference_id, code) if loinc else mdc.metric(code, reference_id)
+        )
         if metric is None:
             detail = (
                 f"OBX-3 code {_code_text(code or reference_id)} is not a measurement medmesh stores"
@@ -312,6 +328,8 @@ class _ObservationReader:
         if not unit_code and not unit_text:
             raise _Refused(6, RejectReason.MALFORMED, "OBX-6 units are missing")
         ucum = mdc.ucum(unit_code, unit_text, _value(segment, 6, 3))
+        if ucum is None and loinc:
+            ucum = unit_code or unit_text  # laboratories send UCUM mostly uncoded: checked later
         if ucum is None:
             detail = "OBX-6 is not a known MDC or UCUM unit"  # the field, not the unit sent
             raise _Refused(6, RejectReason.UNIT_NOT_CONVERTIBLE, detail)
@@ -321,7 +339,18 @@ class _ObservationReader:
             effective = parse_time(text)
         except ValueError:
             raise _Refused(14, RejectReason.MALFORMED, f"{name} is not an HL7 date/time") from None
-        return replace(obx, metric=metric, value=float(raw_value), unit=ucum, effective=effective)
+        findings = None
+        if loinc:
+            reference, flag = _value(segment, 7), _value(segment, 8)
+            findings = LabFindings(reference or None, flag or None)
+        return replace(
+            obx,
+            metric=metric,
+            value=float(raw_value),
+            unit=ucum,
+            effective=effective,
+            findings=findings,
+        )
 
     def _pair(self, parts: dict[str, _Obx]) -> None:
         systolic, diastolic = parts.get("systolic"), parts.get("diastolic")

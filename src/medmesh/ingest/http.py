@@ -105,7 +105,7 @@ async def post_readings(
     return await _ingest(request, device, NATIVE)
 
 
-def _check_media_type(request: Request) -> None:
+def check_media_type(request: Request) -> None:
     """Every format is JSON: `application/json` or `application/<anything>+json`. A body
     without a Content-Type is read as JSON (some device stacks send none)."""
     header = request.headers.get("content-type")
@@ -126,7 +126,7 @@ formats_of = provided(Formats)
 async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -> IngestReceipt:
     pipeline = pipeline_of(request)
     formats = formats_of(request)
-    _check_media_type(request)
+    check_media_type(request)
     # Its size is limited (max_body_bytes) before it gets here: http/request_limits.py.
     body = await request.body()
     try:

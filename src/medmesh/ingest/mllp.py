@@ -1,4 +1,6 @@
-"""HL7 v2 over MLLP: the listener bedside monitors send ORU^R01 observation messages to.
+"""HL7 v2 over MLLP: the listener bedside monitors and laboratories send ORU^R01 observation
+messages to, and a hospital its ADT patient feed (A01/A04/A08/A28/A31 demographics, A40 merges:
+`_adt`, applied by patient_feed.py and acknowledged AA, AE or AR the same way).
 
 Each connection carries one message at a time (MLLP is request/response): the message is read
 (hl7_oru.py), its devices and patient resolved, its readings and refusals committed through
@@ -7,7 +9,8 @@ the pipeline, and only then is the ACK written:
 - AA: every reading stored (or already stored: a resent message is stored once);
 - AE: the message was understood but some or all of its content was refused (unknown patient,
   device or code, implausible value, ...), one ERR segment each; the rest was stored;
-- AR: the message was refused whole (not HL7, not ORU^R01, no MSH-10, bad MLLP frame).
+- AR: the message was refused whole (not HL7, neither ORU^R01 nor a supported ADT event, no
+  MSH-10, bad MLLP frame).
 
 Every refusal is a dead letter (channel "mllp"). When the commit fails the connection is closed
 without an ACK, so the sender sends the message again. Logs carry counts and error types only.
@@ -21,24 +24,37 @@ import logging
 import ssl
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
-from medmesh.domain.errors import InvalidReading, RejectReason
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.domain.errors import Conflict, InvalidReading, RejectReason
+from medmesh.domain.reading import observation_id
 from medmesh.ingest.hl7_ack import AckCode, AckError, build_ack
+from medmesh.ingest.hl7_adt import MERGE_EVENT, AdtMessage, message_type, read_adt
 from medmesh.ingest.hl7_oru import (
     MessageRejected,
     ObservationItem,
     OruMessage,
-    PatientIdentifier,
+    field_value,
     read_oru,
 )
 from medmesh.ingest.incoming import Incoming
 from medmesh.ingest.mllp_guard import Admission, MllpLimits
+from medmesh.ingest.patient_feed import (
+    AmbiguousPatient,
+    SelfMerge,
+    apply_demographics,
+    matching_patients,
+    merge_patients,
+)
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
-from medmesh.store.registry import Devices, Patients
+from medmesh.store.lab_results import LabFindings, LabResults
+from medmesh.store.registry import Devices
 
 log = logging.getLogger(__name__)
 
@@ -262,13 +278,20 @@ class MllpServer:
     async def answer(self, block: bytes) -> bytes:
         """The ACK for one message (without MLLP framing), after its content is committed."""
         text = block.decode("utf-8", "surrogateescape")
+        if message_type(text)[0] == "ADT":
+            return self._encode(await self._adt(text))
         try:
             message = read_oru(text)
         except MessageRejected as rejected:
             return self._encode(await self._reject(rejected, text))
         resolved = await self._resolve(message)
         batches, refused, errors, sources = self._batches(message, resolved)
-        results = await self._pipeline.ingest_many(batches, refused)
+        findings = _lab_findings(batches, sources)
+
+        async def also(conn: AsyncConnection) -> None:
+            await LabResults(conn).add_for_stored(findings)
+
+        results = await self._pipeline.ingest_many(batches, refused, also if findings else None)
         for result, items in zip(results, sources, strict=True):
             for rejection in result.rejected:
                 item = items[rejection.index]
@@ -291,6 +314,108 @@ class MllpServer:
             application=self._application,
         )
         return self._encode(ack)
+
+    async def _adt(self, text: str) -> str:
+        """A patient feed message: AA once applied, AE (with a dead letter) when understood
+        but not applicable, AR for an event medmesh does not take."""
+        try:
+            message = read_adt(text)
+        except MessageRejected as rejected:
+            if rejected.reason is RejectReason.MALFORMED:
+                return await self._adt_error(
+                    rejected.source,
+                    rejected.control_id,
+                    rejected.reason,
+                    rejected.detail,
+                    text,
+                    rejected.location,
+                    rejected.hl7_error,
+                )
+            return await self._reject(rejected, text)
+        if message.event == MERGE_EVENT:
+            return await self._merge(message, text)
+        try:
+            applied = await apply_demographics(self._database, message.patient)
+        except (AmbiguousPatient, Conflict) as exc:
+            return await self._adt_error(
+                message.source,
+                message.control_id,
+                RejectReason.NO_PATIENT,
+                str(exc),
+                text,
+                ("PID", 1, 3),
+            )
+        log.debug("MLLP ADT %s applied (created: %s)", message.event, applied.created)
+        done = "patient registered" if applied.created else "patient updated"
+        return build_ack(
+            message.source,
+            AckCode.ACCEPT,
+            done,
+            [],
+            control_id=message.control_id,
+            application=self._application,
+        )
+
+    async def _merge(self, message: AdtMessage, text: str) -> str:
+        """A40: AA once merged (or when it was already), AE when it cannot be applied."""
+        sender = field_value(message.source[0], 3)
+        try:
+            merged = await merge_patients(
+                self._database,
+                message.patient.identifiers,
+                message.merged,
+                sender=sender,
+                at=datetime.now(UTC),
+            )
+        except SelfMerge as exc:
+            return await self._adt_error(
+                message.source, message.control_id, RejectReason.MALFORMED, str(exc), text,
+                ("MRG", 1, 1), "204",
+            )  # fmt: skip
+        except (AmbiguousPatient, Conflict) as exc:
+            return await self._adt_error(
+                message.source, message.control_id, RejectReason.NO_PATIENT, str(exc), text,
+                ("MRG", 1, 1),
+            )  # fmt: skip
+        done = "patients merged already" if merged.already else "patients merged"
+        return build_ack(
+            message.source,
+            AckCode.ACCEPT,
+            f"{done} (merge {merged.merge_id})",
+            [],
+            control_id=message.control_id,
+            application=self._application,
+        )
+
+    async def _adt_error(
+        self,
+        source: Any,
+        control_id: str,
+        reason: RejectReason,
+        detail: str,
+        text: str,
+        location: tuple[str, int, int] | None,
+        hl7_error: str = "",
+    ) -> str:
+        letter = DeadLetter(
+            datetime.now(UTC),
+            CHANNEL,
+            None,
+            control_id[:128] or None,
+            reason.value,
+            detail,
+            text[:MAX_DEAD_LETTER_PAYLOAD],
+        )
+        await self._pipeline.ingest_many([], [letter])
+        error = AckError(reason, detail, location, hl7_error)
+        return build_ack(
+            source,
+            AckCode.ERROR,
+            detail,
+            [error],
+            control_id=control_id,
+            application=self._application,
+        )
 
     async def _reject(self, rejected: MessageRejected, text: str) -> str:
         device_id = None
@@ -324,7 +449,7 @@ class MllpServer:
         async with self._database.read() as conn:
             devices = Devices(conn)
             found = {s: await devices.find_by_serial_number(s) for s in sorted(serials)}
-            patients = await _patients(Patients(conn), message.patient_identifiers)
+            patients = await matching_patients(conn, message.patient_identifiers)
         registered = {s: d.id for s, d in found.items() if d is not None}
         shared = frozenset(d.id for d in found.values() if d is not None and d.shared_monitor)
         if not message.patient_identifiers:
@@ -357,7 +482,7 @@ class MllpServer:
             if resolved.patient_error is not None and item.incoming.error is None:
                 error = InvalidReading(RejectReason.NO_PATIENT, resolved.patient_error)
                 incoming = Incoming(item.incoming.payload, item.incoming.message_id, error=error)
-                item = ObservationItem(item.obx, item.device_serial, incoming, item.field)
+                item = replace(item, incoming=incoming)
             by_device[device_id].append(item)
         # A shared monitor's patient is the one PID names; any other device's is the one it is
         # assigned to, and PID, when given, must name that patient (else no-patient-assigned).
@@ -380,12 +505,13 @@ async def _close(writer: asyncio.StreamWriter) -> None:
         await writer.wait_closed()
 
 
-async def _patients(patients: Patients, identifiers: Sequence[PatientIdentifier]) -> set[str]:
-    """The ids of the patients the PID-3 identifiers name: by value, and by system when an
-    assigning authority is given (it must then be the identifier's system)."""
-    found: set[str] = set()
-    for identifier in identifiers:
-        for patient in await patients.search(identifier=(None, identifier.value), limit=10):
-            if not identifier.authorities or patient.identifier_system in identifier.authorities:
-                found.add(patient.id)
+def _lab_findings(
+    batches: Sequence[DeviceBatch], sources: Sequence[Sequence[ObservationItem]]
+) -> dict[str, LabFindings]:
+    """A laboratory's reference ranges and flags, by the id each result is stored under."""
+    found = {}
+    for batch, items in zip(batches, sources, strict=True):
+        for item in items:
+            if item.findings is not None and item.incoming.message_id is not None:
+                found[observation_id(batch.device_id, item.incoming.message_id)] = item.findings
     return found

@@ -253,6 +253,29 @@ class IngestPipeline:
             await self.after_commit.submit(pending_id, fresh)
         return results
 
+    async def check(self, batches: Sequence[DeviceBatch]) -> list[list[Rejection]]:
+        """What `ingest_many` would refuse in `batches`, without storing anything: an
+        all-or-nothing sender (a FHIR transaction) refuses the whole batch when any reading
+        would be refused. Duplicates are not refusals. The assignments are read again at the
+        commit, so a reassignment in between still decides there."""
+        received_at = self.now()
+        histories: dict[str, Sequence[DeviceAssignment]] = {}
+        async with self._database.read() as conn:
+            assignments = Assignments(conn)
+            for batch in batches:
+                if batch.patient_id is None and batch.device_id not in histories:
+                    histories[batch.device_id] = await assignments.for_device(batch.device_id)
+        found: list[list[Rejection]] = []
+        for batch in batches:
+            refused = []
+            for index, item in enumerate(batch.items):
+                try:
+                    self._validate(batch, item, histories, received_at)
+                except InvalidReading as error:
+                    refused.append(Rejection(index, item.message_id, error.reason, error.message))
+            found.append(refused)
+        return found
+
     def _validate(
         self,
         batch: DeviceBatch,

@@ -31,6 +31,7 @@ from medmesh.provisioning.patients import (
     DEFAULT_IDENTIFIER_SYSTEM,
     add_to_care_team,
     create_patient,
+    undo_merge,
 )
 from medmesh.provisioning.tokens import issue_service_token, issue_user_token
 
@@ -56,5 +57,6 @@ __all__ = [
     "set_client_disabled",
     "set_disabled",
     "set_shared_monitor",
+    "undo_merge",
     "unlock",
 ]

@@ -30,6 +30,7 @@ from medmesh.store.schema import (
     imaging_instances,
     imaging_series,
     imaging_studies,
+    lab_result_details,
     medications,
     message_attachments,
     message_threads,
@@ -40,6 +41,7 @@ from medmesh.store.schema import (
     oauth_refresh_tokens,
     observation_components,
     observations,
+    patient_merges,
     patients,
     refill_requests,
     rule_states,
@@ -98,6 +100,10 @@ class PatientRecords:
             counts[name] = counts.get(name, 0) + int(result.rowcount or 0)
 
         theirs = select(observations.c.id).where(observations.c.patient_id == patient_id)
+        await run(
+            "lab_result_details",
+            delete(lab_result_details).where(lab_result_details.c.observation_id.in_(theirs)),
+        )
         await run(
             "observation_components",
             delete(observation_components).where(
@@ -180,6 +186,17 @@ class PatientRecords:
         )
         await self._delete_exports(patient_id, counts)
         await self._delete_webhook_deliveries(patient_id, counts)
+        await run(
+            "patient_merges",
+            delete(patient_merges).where(
+                (patient_merges.c.survivor_id == patient_id)
+                | (patient_merges.c.merged_id == patient_id)
+            ),
+        )
+        # A record merged into this one keeps its own rows; it no longer points here.
+        await self._conn.execute(
+            update(patients).where(patients.c.merged_into == patient_id).values(merged_into=None)
+        )
         await run("patients", delete(patients).where(patients.c.id == patient_id))
         return counts
 

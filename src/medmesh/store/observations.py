@@ -16,14 +16,18 @@ from medmesh.crypto.envelope import DataKey
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.errors import NotFound
 from medmesh.domain.reading import MeasuredValue, Reading
+from medmesh.domain.vocabulary import Category, codes_in_categories
 from medmesh.store._sql import insert_ignoring_duplicates
 from medmesh.store.database import cipher_of
+from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.schema import observation_components, observations
 
 Comparator = Literal["ge", "gt", "le", "lt"]
 
 # Columns of sealed values (their ciphertext is bound to the column, the patient and the row).
 VALUE = "observations.value"
+# Only laboratory results can carry findings: vital signs never pay for the lookup.
+_LAB_CODES = frozenset(codes_in_categories([Category.LABORATORY.value]))
 COMPONENT_VALUE = "observation_components.value"
 
 
@@ -49,6 +53,7 @@ class StoredObservation:
     effective: datetime
     values: tuple[MeasuredValue, ...]
     received_at: datetime
+    lab: LabFindings | None = None  # laboratory results: reference range, interpretation
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +202,9 @@ class Observations:
                     c["value"], COMPONENT_VALUE, component_row(oid, c["code"])
                 )
                 parts[oid].append(MeasuredValue(c["code"], value, c["unit"]))
+        lab = await LabResults(self._conn).for_observations(
+            {r["id"]: r["patient_id"] for r in rows if r["code"] in _LAB_CODES}
+        )
         return [
             StoredObservation(
                 id=r["id"],
@@ -217,6 +225,7 @@ class Observations:
                     else tuple(parts[r["id"]])
                 ),
                 received_at=r["received_at"],
+                lab=lab.get(r["id"]),
             )
             for r in rows
         ]

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime
 
+import orjson
 from sqlalchemy import and_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.crypto.envelope import Cipher
+from medmesh.crypto.envelope import Cipher, DataKey
 from medmesh.domain.errors import Conflict, NotFound
-from medmesh.domain.registry import Device, DeviceAssignment, Patient
+from medmesh.domain.registry import Device, DeviceAssignment, Patient, PostalAddress
 from medmesh.store.database import cipher_of
 from medmesh.store.schema import device_assignments, devices, imaging_studies, patients
 
@@ -43,15 +44,61 @@ async def _patients(conn: AsyncConnection, rows: Sequence[RowMapping]) -> list[P
                     else date.fromisoformat(key.open_text(born, _BIRTH_DATE, pid))
                 ),
                 gender=row["gender"],
+                address=_address(key, row["address"], pid),
+                phone=None if row["phone"] is None else key.open_text(row["phone"], _PHONE, pid),
             )
         )
     return found
+
+
+def _address(key: DataKey, sealed: bytes | None, pid: str) -> PostalAddress | None:
+    if sealed is None:
+        return None
+    parts = orjson.loads(key.open_text(sealed, _ADDRESS, pid))
+    return PostalAddress(
+        tuple(parts.get("lines", ())),
+        parts.get("city"),
+        parts.get("state"),
+        parts.get("postal_code"),
+        parts.get("country"),
+    )
+
+
+def _sealed_fields(key: DataKey, patient: Patient) -> dict[str, object]:
+    """The patient's columns sealed with its key (the identifier's index is not among them)."""
+    pid, born, address = patient.id, patient.birth_date, patient.address
+    return {
+        "identifier_system": patient.identifier_system,
+        "identifier_value": key.seal_text(patient.identifier_value, _IDENTIFIER, pid),
+        "family": key.seal_text(patient.family, _FAMILY, pid),
+        "given": key.seal_text(patient.given, _GIVEN, pid),
+        "birth_date": None if born is None else key.seal_text(born.isoformat(), _BIRTH_DATE, pid),
+        "gender": patient.gender,
+        "address": None
+        if address is None
+        else key.seal_text(
+            orjson.dumps(
+                {
+                    "lines": list(address.lines),
+                    "city": address.city,
+                    "state": address.state,
+                    "postal_code": address.postal_code,
+                    "country": address.country,
+                }
+            ).decode(),
+            _ADDRESS,
+            pid,
+        ),
+        "phone": None if patient.phone is None else key.seal_text(patient.phone, _PHONE, pid),
+    }
 
 
 _IDENTIFIER = "patients.identifier_value"
 _FAMILY = "patients.family"
 _GIVEN = "patients.given"
 _BIRTH_DATE = "patients.birth_date"
+_ADDRESS = "patients.address"
+_PHONE = "patients.phone"
 
 
 def _starts_any_part(name: str, patient: Patient) -> bool:
@@ -85,23 +132,35 @@ class Patients:
         if existing is not None:
             raise Conflict("a patient with this identifier already exists")
         key = await cipher.key_or_create(patient.id)
-        pid = patient.id
-        born = patient.birth_date
         await self._conn.execute(
             patients.insert().values(
-                id=pid,
-                identifier_system=patient.identifier_system,
-                identifier_value=key.seal_text(patient.identifier_value, _IDENTIFIER, pid),
+                id=patient.id,
                 identifier_index=_identifier_index(
                     cipher, patient.identifier_system, patient.identifier_value
                 ),
-                family=key.seal_text(patient.family, _FAMILY, pid),
-                given=key.seal_text(patient.given, _GIVEN, pid),
-                birth_date=None
-                if born is None
-                else key.seal_text(born.isoformat(), _BIRTH_DATE, pid),
-                gender=patient.gender,
                 created_at=datetime.now(UTC),
+                **_sealed_fields(key, patient),
+            )
+        )
+
+    async def update(self, patient: Patient) -> None:
+        """Replace a patient's demographics (a hospital's patient feed, HL7 ADT A08)."""
+        cipher = cipher_of(self._conn)
+        existing = await self.find_by_identifier(
+            patient.identifier_system, patient.identifier_value
+        )
+        if existing is not None and existing.id != patient.id:
+            raise Conflict("a patient with this identifier already exists")
+        await self.get(patient.id)
+        key = await cipher.key_or_create(patient.id)
+        await self._conn.execute(
+            update(patients)
+            .where(patients.c.id == patient.id)
+            .values(
+                identifier_index=_identifier_index(
+                    cipher, patient.identifier_system, patient.identifier_value
+                ),
+                **_sealed_fields(key, patient),
             )
         )
 

@@ -46,6 +46,10 @@ patients = Table(
     Column("given", LargeBinary, nullable=False),  # sealed
     Column("birth_date", LargeBinary, nullable=True),  # sealed ISO date
     Column("gender", String(10), nullable=True),
+    Column("address", LargeBinary, nullable=True),  # sealed JSON (HL7 PID-11)
+    Column("phone", LargeBinary, nullable=True),  # sealed (HL7 PID-13)
+    # Set when this record was merged into another (HL7 A40): its data lives on that one.
+    Column("merged_into", String(36), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     # The organisation that manages the patient's record (its clinicians form care teams).
     Column("organization_id", String(36), nullable=False, server_default="default"),
@@ -139,6 +143,34 @@ observation_components = Table(
     Column("code", String(16), primary_key=True),
     Column("value", LargeBinary, nullable=False),  # sealed float
     Column("unit", String(16), nullable=False),
+)
+
+# What a laboratory reports with a result (HL7 OBX-7 reference range, OBX-8 interpretation),
+# sealed with the patient's key; deleted with the observation.
+lab_result_details = Table(
+    "lab_result_details",
+    metadata,
+    Column(
+        "observation_id",
+        String(36),
+        ForeignKey("observations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("detail", LargeBinary, nullable=False),  # sealed JSON
+)
+
+# Merges of two patient records (HL7 ADT A40) and what each moved, so it can be undone.
+# Ids only: no health data.
+patient_merges = Table(
+    "patient_merges",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("survivor_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("merged_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("merged_at", UTCDateTime, nullable=False),
+    Column("merged_by", String(200), nullable=False),
+    Column("undone_at", UTCDateTime, nullable=True),
+    Column("moved", Text, nullable=False),  # JSON: observation, assignment and consent ids
 )
 
 dead_letters = Table(

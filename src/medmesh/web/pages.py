@@ -15,9 +15,11 @@ from medmesh.access.policy.decision import ALERTS_CATEGORY
 from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.alerts import Severity
 from medmesh.domain.errors import NotFound
+from medmesh.domain.vocabulary import LABORATORY_TESTS, Category
 from medmesh.http.deps import DatabaseDep
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_status import DeviceStatuses
+from medmesh.store.observations import ObservationQuery, Observations
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.vitals import Vitals
 from medmesh.web.access import audit_shown, open_record, panel_patients, visible_vitals
@@ -31,6 +33,7 @@ from medmesh.web.charts import (
     uplot_data,
 )
 from medmesh.web.imaging import may_see_imaging, patient_studies
+from medmesh.web.lab_results import lab_row
 from medmesh.web.panel import PanelPage, panel_page, panel_rows
 from medmesh.web.patient import (
     ChartCard,
@@ -141,6 +144,15 @@ async def patient_page(
             else NO_ALERTS
         )
         studies = await patient_studies(conn, patient_id) if may_see_imaging(decision) else []
+        lab_results = (
+            await Observations(conn).search(
+                ObservationQuery(
+                    patient_id=patient_id, codes=LABORATORY_TESTS, newest_first=True, limit=20
+                )
+            )
+            if decision.allows_category(Category.LABORATORY.value)
+            else []
+        )
 
     async def chart(vital: VitalSpec) -> ChartCard:
         # A connection each: a long range is a few heavy aggregations, run side by side.
@@ -170,6 +182,7 @@ async def patient_page(
             "range_labels": RANGE_LABELS,
             "downsampled": RANGES[range_key] > RAW_RANGE,
             "studies": studies,
+            "lab_results": [lab_row(o) for o in lab_results],
             **history,
         },
     )

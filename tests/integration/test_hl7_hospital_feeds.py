@@ -1,0 +1,519 @@
+"""HL7 v2 from a hospital over real MLLP frames, on both backends: ADT (the patient feed) and
+ORU^R01 laboratory results with LOINC-coded OBX.
+
+The messages follow the shapes real senders use, written from public examples:
+- A01/A08 in the HL7 v2.5.1 style of the Caristix HL7 samples
+  (https://hl7-definition.caristix.com/v2/HL7v2.5.1/TriggerEvents/ADT_A01, EVN + PID + PV1;
+  PID-3 with assigning authority and identifier type MR, XPN and XAD as sent by Epic/Cerner);
+- A28/A31 as the "add/update person information" of the HL7 v2.5.1 standard, chapter 3.3.28
+  (the ADT_A05 structure, no PV1 content);
+- A40 with PID (survivor) and MRG-1 (the merged identifier), HL7 v2.5.1 chapter 3.3.40;
+- ORU^R01 laboratory results in the shape of the HL7 v2.5.1 Electronic Laboratory Reporting
+  implementation guide (ORC + OBR with a LOINC panel code, one NM OBX per analyte with LOINC
+  code^text^LN, UCUM units, OBX-7 reference range, OBX-8 abnormal flag, OBX-11 status F), as in
+  the CDC ELR 2.5.1 samples (https://www.cdc.gov/elr/ and the Caristix ORU_R01 sample,
+  https://hl7-definition.caristix.com/v2/HL7v2.5.1/TriggerEvents/ORU_R01).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+
+import httpx
+import pytest
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from medmesh import provisioning
+from medmesh.access.erasure import erase_patient
+from medmesh.access.identity.principals import Role
+from medmesh.cli import app
+from medmesh.crypto.errors import DataKeyDestroyed
+from medmesh.domain.consent import Consent, ConsentStatus, GranteeType
+from medmesh.domain.errors import Conflict, Forbidden
+from medmesh.domain.registry import PostalAddress
+from medmesh.ingest.hl7_oru import PatientIdentifier
+from medmesh.ingest.incoming import Incoming
+from medmesh.ingest.mllp import MllpServer
+from medmesh.ingest.native import parse_item
+from medmesh.ingest.patient_feed import merge_patients
+from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.store.consents import Consents
+from medmesh.store.database import Database
+from medmesh.store.lab_results import DETAIL
+from medmesh.store.observations import ObservationQuery, Observations
+from medmesh.store.registry import Assignments, Patients
+from medmesh.store.schema import (
+    audit_log,
+    consents,
+    dead_letters,
+    lab_result_details,
+    observations,
+    patients,
+)
+from tests.accounts_fixtures import make_clinician, sign_in
+from tests.conftest import ASSIGNED_SINCE, World
+from tests.helpers import BASE_TIME, reading
+from tests.integration.test_mllp import Peer, msa
+
+T = BASE_TIME.strftime("%Y%m%d%H%M%S")
+
+
+def adt(event: str, control_id: str, pid: str, *more: str) -> str:
+    structure = "ADT_A05" if event in ("A28", "A31") else f"ADT_{event}"
+    if event == "A08":
+        structure = "ADT_A01"
+    return "\r".join(
+        [
+            f"MSH|^~\\&|EPICADT|GOODHEALTH|medmesh|RPM|{T}||ADT^{event}^{structure}|{control_id}"
+            "|P|2.5.1",
+            f"EVN|{event}|{T}",
+            pid,
+            *more,
+        ]
+    )
+
+
+PID_NEW = (
+    "PID|1||HOSP-40012^^^GOODHEALTH^MR~991-22-3333^^^SSA^SS||EVERYWOMAN^EVE^E^^^^L||"
+    "19620320|F|||2222 HOME STREET^APT 4^GREENSBORO^NC^27401-1020^USA^H||"
+    "^PRN^PH^^^555^5551234|||M"
+)
+PV1 = "PV1|1|I|2000^2012^01||||004777^ATTEND^AARON^A|||SUR||||ADM|A0"
+
+
+@pytest.fixture
+async def server(database: Database) -> AsyncIterator[MllpServer]:
+    pipeline = IngestPipeline(database, clock=lambda: BASE_TIME + timedelta(hours=1))
+    mllp = MllpServer(database, pipeline)
+    await mllp.start("127.0.0.1", 0)
+    yield mllp
+    await mllp.stop()
+
+
+@pytest.fixture
+async def peer(server: MllpServer) -> AsyncIterator[Peer]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    yield Peer(reader, writer)
+    writer.close()
+
+
+async def _by_identifier(database: Database, system: str, value: str) -> object:
+    async with database.read() as conn:
+        return await Patients(conn).find_by_identifier(system, value)
+
+
+async def test_an_a01_registers_the_patient_with_every_field_sealed(
+    database: Database, peer: Peer
+) -> None:
+    ack = await peer.send(adt("A01", "ADT-0001", PID_NEW, PV1))
+    assert msa(ack) == ("AA", "ADT-0001", "patient registered")
+    patient = await _by_identifier(database, "GOODHEALTH", "HOSP-40012")
+    assert patient is not None
+    assert (patient.family, patient.given) == ("EVERYWOMAN", "EVE")
+    assert (patient.birth_date, patient.gender) == (date(1962, 3, 20), "female")
+    assert patient.address == PostalAddress(
+        ("2222 HOME STREET", "APT 4"), "GREENSBORO", "NC", "27401-1020", "USA"
+    )
+    assert patient.phone == "(555) 5551234"
+    async with database.read() as conn:
+        row = (await conn.execute(select(patients))).mappings().one()
+    for column in ("identifier_value", "family", "given", "birth_date", "address", "phone"):
+        assert isinstance(row[column], bytes)
+    raw = b"".join(row[c] for c in ("family", "address", "phone"))
+    for clear in (b"EVERYWOMAN", b"GREENSBORO", b"5551234"):
+        assert clear not in raw
+
+
+async def test_a_fed_patient_reads_back_over_fhir_with_address_and_phone(
+    database: Database, world: World, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    fed = (
+        "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane||19620320|F|||"
+        "2222 HOME STREET^^GREENSBORO^NC^27401||^PRN^PH^^^555^5551234"
+    )
+    assert msa(await peer.send(adt("A08", "ADT-0006", fed)))[:2] == ("AA", "ADT-0006")
+    answer = await client.get(f"/fhir/Patient/{world.patient_id}", headers=world.reader_headers)
+    patient = Patient.model_validate(answer.json())
+    assert patient.birthDate == date(1962, 3, 20)
+    assert (
+        patient.address[0].line == ["2222 HOME STREET"] and patient.address[0].city == "GREENSBORO"
+    )
+    assert patient.telecom[0].value == "(555) 5551234"
+
+
+async def test_a08_a28_and_a31_update_the_same_patient_found_by_any_identifier(
+    database: Database, peer: Peer
+) -> None:
+    assert msa(await peer.send(adt("A04", "ADT-0002", PID_NEW, PV1)))[0] == "AA"
+    moved = PID_NEW.replace(
+        "2222 HOME STREET^APT 4^GREENSBORO^NC^27401-1020", "1 NEW ROAD^^DURHAM^NC^27701"
+    )
+    ack = await peer.send(adt("A08", "ADT-0003", moved, PV1))
+    assert msa(ack) == ("AA", "ADT-0003", "patient updated")
+    # A person-level update listing the identifiers in another order: the MR one finds her.
+    renamed = (
+        "PID|1||991-22-3333^^^SSA^SS~HOSP-40012^^^GOODHEALTH^MR||EVERYWOMAN-SMITH^EVE||19620320|F"
+    )
+    assert msa(await peer.send(adt("A31", "ADT-0004", renamed)))[:2] == ("AA", "ADT-0004")
+    async with database.read() as conn:
+        everyone = await Patients(conn).search()
+    (patient,) = everyone
+    assert patient.family == "EVERYWOMAN-SMITH"
+    assert (patient.identifier_system, patient.identifier_value) == ("GOODHEALTH", "HOSP-40012")
+    other = "PID|1||HOSP-50001^^^GOODHEALTH^MR||ROE^RICK||19800101|M"
+    assert msa(await peer.send(adt("A28", "ADT-0005", other)))[2] == "patient registered"
+    async with database.read() as conn:
+        assert len(await Patients(conn).search()) == 2
+
+
+async def test_unknown_events_are_refused_ar_and_bad_ones_ae_with_a_dead_letter(
+    database: Database, peer: Peer
+) -> None:
+    code, control, text = msa(await peer.send(adt("A03", "ADT-0010", PID_NEW, PV1)))
+    assert (code, control) == ("AR", "ADT-0010")
+    assert "A01, A04, A08, A28, A31" in text
+    nameless = "PID|1||HOSP-1^^^GOODHEALTH^MR||"
+    code, control, text = msa(await peer.send(adt("A04", "ADT-0011", nameless)))
+    assert (code, control) == ("AE", "ADT-0011")
+    assert "PID-5" in text
+    bad_birth = "PID|1||HOSP-1^^^GOODHEALTH^MR||DOE^JO||1962-03-20"
+    assert msa(await peer.send(adt("A04", "ADT-0012", bad_birth)))[0] == "AE"
+    async with database.read() as conn:
+        assert await Patients(conn).search() == []
+        reasons = (await conn.execute(select(dead_letters.c.reason))).scalars().all()
+    assert sorted(reasons) == ["malformed", "malformed", "unknown-format"]
+
+
+async def test_a40_merging_a_patient_into_itself_is_refused_ae(
+    database: Database, world: World, peer: Peer
+) -> None:
+    same = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
+    ack = await peer.send(adt("A40", "ADT-0020", same, "MRG|MRN-1^^^urn:medmesh:mrn^MR"))
+    code, control, text = msa(ack)
+    assert (code, control) == ("AE", "ADT-0020")
+    assert "merged into itself" in text
+    async with database.read() as conn:
+        assert [p.id for p in await Patients(conn).search()] == [world.patient_id]
+        reasons = (await conn.execute(select(dead_letters.c.reason))).scalars().all()
+    assert reasons == ["malformed"]
+
+
+def lab_oru(control_id: str, pid: str, *obx: str) -> str:
+    return "\r".join(
+        [
+            f"MSH|^~\\&|LAB|GOODHEALTH LAB^2.16.840.1.113883.19.4.6^ISO|medmesh|RPM|{T}||"
+            f"ORU^R01^ORU_R01|{control_id}|P|2.5.1|||AL|NE",
+            pid,
+            "ORC|RE|ORD-448^EHR|ACC-7781^LAB",
+            "OBR|1|ORD-448^EHR|ACC-7781^LAB|24323-8^Comprehensive metabolic 2000 panel - Serum "
+            f"or Plasma^LN|||{T}|||||||||||||||{T}||CH|F",
+            *obx,
+        ]
+    )
+
+
+PANEL = [
+    "OBX|1|NM|2823-3^Potassium [Moles/volume] in Serum or Plasma^LN||5.9|mmol/L^millimole per "
+    f"liter^UCUM|3.5-5.1|H|||F|||{T}",
+    "OBX|2|NM|2951-2^Sodium [Moles/volume] in Serum or Plasma^LN||140|mmol/L^^UCUM|136-145|N"
+    f"|||F|||{T}",
+    f"OBX|3|NM|2345-7^Glucose [Mass/volume] in Serum or Plasma^LN||99|mg/dL|70-99|N|||F|||{T}",
+    "OBX|4|NM|2160-0^Creatinine [Mass/volume] in Serum or Plasma^LN||1.1|mg/dL^^UCUM|<1.3|"
+    f"|||F|||{T}",
+]
+
+
+@pytest.fixture
+async def laboratory(database: Database) -> str:
+    """The hospital laboratory's interface, registered under its MSH-3 name; its results'
+    patient comes from PID, as a shared monitor's does."""
+    credential = await provisioning.register_device(
+        database, display_name="Hospital laboratory", serial_number="LAB", shared_monitor=True
+    )
+    return credential.device_id
+
+
+async def test_lab_results_become_laboratory_observations_with_ranges_and_flags(
+    database: Database, world: World, laboratory: str, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane||19620320|F"
+    ack = await peer.send(lab_oru("LAB-0001", pid, *PANEL))
+    assert msa(ack) == ("AA", "LAB-0001", "4 observations accepted")
+    # Vitals and labs side by side in the patient's record.
+    vitals = {
+        "readings": [
+            {
+                "id": "hr",
+                "type": "heart-rate",
+                "time": BASE_TIME.isoformat(),
+                "value": 70,
+                "unit": "/min",
+            }
+        ]
+    }
+    assert (
+        await client.post("/ingest/v1/readings", json=vitals, headers=world.device_headers)
+    ).status_code == 202
+    found = await client.get(
+        "/fhir/Observation", params={"patient": world.patient_id}, headers=world.reader_headers
+    )
+    resources = [Observation.model_validate(e["resource"]) for e in found.json()["entry"]]
+    by_code = {o.code.coding[0].code: o for o in resources}
+    assert set(by_code) == {"2823-3", "2951-2", "2345-7", "2160-0", "8867-4"}
+    potassium = by_code["2823-3"]
+    assert potassium.category[0].coding[0].code == "laboratory"
+    assert float(potassium.valueQuantity.value) == 5.9
+    (reference,) = potassium.referenceRange
+    assert (float(reference.low.value), float(reference.high.value)) == (3.5, 5.1)
+    assert potassium.interpretation[0].coding[0].code == "H"
+    creatinine = by_code["2160-0"]
+    assert creatinine.referenceRange[0].low is None
+    assert float(creatinine.referenceRange[0].high.value) == 1.3
+    assert creatinine.interpretation is None
+    assert by_code["8867-4"].category[0].coding[0].code == "vital-signs"
+    assert by_code["8867-4"].referenceRange is None
+    async with database.read() as conn:
+        sealed = (await conn.execute(select(lab_result_details.c.detail))).scalars().all()
+    assert len(sealed) == 4 and all(b"3.5-5.1" not in s for s in sealed)
+    again = await peer.send(lab_oru("LAB-0001", pid, *PANEL))
+    assert msa(again)[0] == "AA"
+    async with database.read() as conn:
+        assert len((await conn.execute(select(lab_result_details))).all()) == 4
+
+
+async def test_lab_results_for_an_unknown_patient_get_ae_and_dead_letters(
+    database: Database, world: World, laboratory: str, peer: Peer
+) -> None:
+    stranger = "PID|1||NOBODY-1^^^urn:medmesh:mrn^MR||Nobody^No"
+    code, control, text = msa(await peer.send(lab_oru("LAB-0002", stranger, *PANEL)))
+    assert (code, control) == ("AE", "LAB-0002")
+    assert "no-patient-assigned" in text
+    async with database.read() as conn:
+        assert (await conn.execute(select(observations))).all() == []
+        assert (await conn.execute(select(lab_result_details))).all() == []
+        reasons = (await conn.execute(select(dead_letters.c.reason))).scalars().all()
+    assert reasons == ["no-patient-assigned"] * 4
+
+
+async def test_a_lab_code_medmesh_does_not_store_is_refused_alone(
+    database: Database, world: World, laboratory: str, peer: Peer
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
+    albumin = (
+        "OBX|5|NM|1751-7^Albumin [Mass/volume] in Serum or Plasma^LN||4.1|g/dL^^UCUM|3.5-5.0|N"
+        f"|||F|||{T}"
+    )
+    code, _, text = msa(await peer.send(lab_oru("LAB-0003", pid, *PANEL, albumin)))
+    assert code == "AE" and "1 of 5" in text and "unknown-code" in text
+    async with database.read() as conn:
+        assert len((await conn.execute(select(observations))).all()) == 4
+
+
+async def test_erasure_removes_lab_findings_and_fed_contact_details_for_good(
+    database: Database, world: World, laboratory: str, peer: Peer
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane||19620320|F|||1 ELM ST^^DURHAM^NC^27701"
+    assert msa(await peer.send(adt("A08", "ADT-0030", pid)))[0] == "AA"
+    assert msa(await peer.send(lab_oru("LAB-0004", pid, *PANEL)))[0] == "AA"
+    async with database.read() as conn:
+        before = (await conn.execute(select(lab_result_details))).mappings().all()
+        address = (await conn.execute(select(patients.c.address))).scalar_one()
+    assert len(before) == 4 and address is not None
+    await erase_patient(database, world.patient_id, reason="patient's request", requested_by="dpo")
+    async with database.read() as conn:
+        assert (await conn.execute(select(lab_result_details))).all() == []
+        assert (await conn.execute(select(patients))).all() == []
+    # A copy of the rows taken before the erasure opens no more: the patient's key is gone.
+    with pytest.raises(DataKeyDestroyed):
+        key = await database.cipher.key(world.patient_id)
+        key.open_text(before[0]["detail"], DETAIL, before[0]["observation_id"])
+
+
+async def _readings(database: Database) -> dict[str, tuple[str, tuple[float, ...]]]:
+    """Every stored reading: id → (patient, values), decrypted with its patient's key."""
+    async with database.read() as conn:
+        rows = (await conn.execute(select(observations.c.id))).scalars().all()
+        found = await Observations(conn).get_many(list(rows))
+    return {o.id: (o.patient_id, tuple(v.value for v in o.values)) for o in found}
+
+
+async def test_a40_moves_readings_devices_and_consents_and_an_admin_can_undo_it(
+    database: Database, world: World, laboratory: str, peer: Peer
+) -> None:
+    # The hospital registered Jane twice; her second record has a cuff, readings and a consent.
+    duplicate = await provisioning.create_patient(
+        database, family="Doe", given="Jane", identifier="MRN-2"
+    )
+    cuff = await provisioning.register_device(database, display_name="Cuff 2")
+    await provisioning.assign_device(database, cuff.device_id, duplicate.id, ASSIGNED_SINCE)
+    pipeline = IngestPipeline(database, clock=lambda: BASE_TIME + timedelta(hours=1))
+    for device, patient_readings in (
+        (world.device_id, [reading("a-1"), reading("a-2", value=75)]),
+        (
+            cuff.device_id,
+            [
+                reading("b-1", value=88),
+                reading("b-2", "blood-pressure", {"systolic": 141, "diastolic": 92}, "mm[Hg]"),
+            ],
+        ),
+    ):
+        batch = [Incoming("{}", r["id"], reading=parse_item(r)) for r in patient_readings]
+        assert len((await pipeline.ingest(device, "test", batch)).stored) == 2
+    pid_2 = "PID|1||MRN-2^^^urn:medmesh:mrn^MR||Doe^Jane"
+    assert msa(await peer.send(lab_oru("LAB-0010", pid_2, *PANEL)))[0] == "AA"
+    consent = Consent(
+        str(uuid.uuid4()), duplicate.id, ConsentStatus.ACTIVE, GranteeType.PRACTITIONER,
+        world.clinician_id, frozenset(), frozenset(), None, None, BASE_TIME, "patient",
+    )  # fmt: skip
+    async with database.write() as conn:
+        await Consents(conn).add(consent)
+    before = await _readings(database)
+    assert len(before) == 8
+
+    a40 = adt(
+        "A40",
+        "ADT-0040",
+        "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane",
+        "MRG|MRN-2^^^urn:medmesh:mrn^MR",
+    )
+    code, control, text = msa(await peer.send(a40))
+    assert (code, control) == ("AA", "ADT-0040")
+    merge_id = text.rsplit(" ", 1)[1].rstrip(")")
+    merged = await _readings(database)
+    # Every reading is still there, once, readable, on the survivor.
+    assert {k: v[1] for k, v in merged.items()} == {k: v[1] for k, v in before.items()}
+    assert {v[0] for v in merged.values()} == {world.patient_id}
+    async with database.read() as conn:
+        history = await Assignments(conn).for_device(cuff.device_id)
+        consent_owner = (
+            await conn.execute(select(consents.c.patient_id).where(consents.c.id == consent.id))
+        ).scalar_one()
+        audited = (
+            (
+                await conn.execute(
+                    select(audit_log.c.patient_id).where(audit_log.c.subtype == "merge")
+                )
+            )
+            .scalars()
+            .all()
+        )
+        lab = await Observations(conn).search(ObservationQuery(patient_id=world.patient_id))
+    assert [a.patient_id for a in history] == [world.patient_id]
+    assert consent_owner == world.patient_id
+    assert sorted(audited) == sorted([world.patient_id, duplicate.id])
+    assert {o.lab.interpretation for o in lab if o.lab is not None} == {"H", "N", None}
+
+    # The same A40 again changes nothing; new results naming the old MRN reach the survivor.
+    assert msa(await peer.send(a40))[2].startswith("patients merged already")
+    assert len(await _readings(database)) == 8
+    later = PANEL[0].replace(T, (BASE_TIME + timedelta(minutes=30)).strftime("%Y%m%d%H%M%S"))
+    assert msa(await peer.send(lab_oru("LAB-0011", pid_2, later)))[0] == "AA"
+    after_merge = await _readings(database)
+    assert len(after_merge) == 9
+    (new_id,) = set(after_merge) - set(before)
+    assert after_merge[new_id][0] == world.patient_id
+
+    # Undone by an organisation admin (medmesh patient unmerge): what moved goes back.
+    with pytest.raises(Forbidden):
+        await provisioning.undo_merge(database, merge_id, by_username="dr-test-mrn-1")
+    await provisioning.create_user(
+        database,
+        username="admin",
+        display_name="Admin",
+        role=Role.ORG_ADMIN,
+        password="correct horse battery staple",
+    )
+    await provisioning.undo_merge(database, merge_id, by_username="admin")
+    undone = await _readings(database)
+    assert {k: v for k, v in undone.items() if k != new_id} == before
+    assert undone[new_id][0] == world.patient_id  # arrived for the survivor: stays
+    async with database.read() as conn:
+        history = await Assignments(conn).for_device(cuff.device_id)
+        assert [a.patient_id for a in history] == [duplicate.id]
+        unmerged = (
+            (
+                await conn.execute(
+                    select(audit_log.c.actor_id).where(audit_log.c.subtype == "unmerge")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(unmerged) == 2
+    with pytest.raises(Conflict):
+        await provisioning.undo_merge(database, merge_id, by_username="admin")
+
+
+def test_the_unmerge_command_separates_the_records(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDMESH_DATABASE_URL", database_url)
+
+    async def merged() -> tuple[str, str]:
+        database = Database(database_url)
+        try:
+            keep = await provisioning.create_patient(
+                database, family="Doe", given="Jane", identifier="MRN-1"
+            )
+            gone = await provisioning.create_patient(
+                database, family="Doe", given="Jane", identifier="MRN-2"
+            )
+            await provisioning.create_user(
+                database,
+                username="admin",
+                display_name="Admin",
+                role=Role.ORG_ADMIN,
+                password="correct horse battery staple",
+            )
+            record = await merge_patients(
+                database,
+                [PatientIdentifier("MRN-1", ("urn:medmesh:mrn",))],
+                [PatientIdentifier("MRN-2", ("urn:medmesh:mrn",))],
+                sender="EPICADT",
+                at=BASE_TIME,
+            )
+            assert keep.id != gone.id
+            return record.merge_id, gone.id
+        finally:
+            await database.dispose()
+
+    merge_id, gone_id = asyncio.run(merged())
+    runner = CliRunner()
+    refused = runner.invoke(app, ["patient", "unmerge", merge_id, "--by", "nobody"])
+    assert refused.exit_code == 1 and "organisation admin" in refused.output
+    done = runner.invoke(app, ["patient", "unmerge", merge_id, "--by", "admin"])
+    assert done.exit_code == 0, done.output
+    assert f"{gone_id} separated from" in done.output
+    again = runner.invoke(app, ["patient", "unmerge", merge_id, "--by", "admin"])
+    assert again.exit_code == 1 and "undone already" in again.output
+
+
+async def test_the_patient_page_shows_lab_results_beside_the_vitals(
+    database: Database, world: World, laboratory: str, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
+    assert msa(await peer.send(lab_oru("LAB-0020", pid, *PANEL)))[0] == "AA"
+    doctor = await make_clinician(database, "dr.lab", "dr lab")
+    await provisioning.add_to_care_team(database, world.patient_id, doctor.user_id, added_by="t")
+    await sign_in(client, doctor)
+    page = await client.get(f"/patients/{world.patient_id}")
+    assert page.status_code == 200
+    section = page.text.split('id="labs-heading"', 1)[1].split("</section>", 1)[0]
+    rows = re.findall(r"<tr( class=\"lab-abnormal\")?>\s*<th scope=\"row\">([^<]+)</th>", section)
+    assert sorted(name for _, name in rows) == [
+        "Creatinine [Mass/volume] in Serum or Plasma",
+        "Glucose [Mass/volume] in Serum or Plasma",
+        "Potassium [Moles/volume] in Serum or Plasma",
+        "Sodium [Moles/volume] in Serum or Plasma",
+    ]
+    assert [name for flagged, name in rows if flagged] == [
+        "Potassium [Moles/volume] in Serum or Plasma"
+    ]
+    assert "5.9 mmol/L" in section and "3.5-5.1" in section and "High" in section

@@ -508,6 +508,53 @@ async def test_a_consent_limited_to_vital_signs_hides_other_categories(
     assert "entry" not in flags.json() or not flags.json()["entry"]
 
 
+async def test_care_resources_read_by_id_are_hidden_from_a_consent_limited_to_categories(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    """Messages, medications and appointments belong to no data category: a consent limited
+    to some categories reads none of them by id (404, as if unknown), the care team does."""
+    b = cast.b.patient_id
+    body = {
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": f"Patient/{b}"},
+        "provision": {
+            "type": "permit",
+            "actor": [{"reference": {"reference": "Organization/partner"}}],
+            "code": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs",
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    granted = await http.post("/fhir/Consent", json=body, headers=cast.admin)
+    assert granted.status_code == 201, granted.text
+    assert (await _observations_of(http, b, cast.partner)).status_code == 200
+    for path in (
+        f"/fhir/Communication/{cast.b_message}",
+        f"/fhir/MedicationRequest/{cast.b_medication}",
+        f"/fhir/Appointment/{cast.b_appointment}",
+    ):
+        hidden = await http.get(path, headers=cast.partner)
+        assert hidden.status_code == 404, path
+        assert hidden.json()["resourceType"] == "OperationOutcome"
+        shown = await http.get(path, headers=cast.b.reader_headers)
+        assert shown.status_code == 200, path
+        assert shown.json()["id"] == path.rsplit("/", 1)[1]
+
+
+async def _observations_of(
+    http: httpx.AsyncClient, patient_id: str, headers: dict[str, str]
+) -> httpx.Response:
+    return await http.get("/fhir/Observation", params={"patient": patient_id}, headers=headers)
+
+
 async def test_break_glass_opens_a_record_is_audited_and_shown_to_the_patient(
     http: httpx.AsyncClient, cast: Cast, database: Database
 ) -> None:

@@ -16,11 +16,13 @@ from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.alerts import Severity
 from medmesh.domain.errors import NotFound
 from medmesh.http.deps import DatabaseDep
+from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.vitals import Vitals
 from medmesh.web.access import audit_shown, open_record, panel_patients, visible_vitals
+from medmesh.web.care_summary import shown_care
 from medmesh.web.charts import (
     DEFAULT_RANGE,
     RANGE_LABELS,
@@ -124,6 +126,21 @@ async def patient_page(
     patient_id: str,
     clinician: SessionUser = Depends(signed_in),
 ) -> Response:
+    return await render_patient_page(request, database, clinician, patient_id)
+
+
+async def render_patient_page(
+    request: Request,
+    database: Database,
+    clinician: SessionUser,
+    patient_id: str,
+    *,
+    care_error: str | None = None,
+    care_form: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The patient page; a refused care form (web/patient_care.py) shows it again with the
+    reason and what was entered."""
     range_key = _range_key(request.query_params.get("range"))
     decision = await open_record(request, clinician, patient_id)
     shown = visible_vitals(decision, CHART_VITALS)  # a consent may limit the categories
@@ -147,6 +164,8 @@ async def patient_page(
         return chart_card(vital, series, latest, patient_id, range_key, now)
 
     cards = await asyncio.gather(*(chart(vital) for vital in shown))
+    async with db.read() as conn:
+        care = await shown_care(request, clinician, decision, conn, patient_id, now)
     chart_config = {
         "patient": patient_id,
         "downsampled": RANGES[range_key] > RAW_RANGE,
@@ -167,8 +186,13 @@ async def patient_page(
             "range_key": range_key,
             "range_labels": RANGE_LABELS,
             "downsampled": RANGES[range_key] > RAW_RANGE,
+            "care": care,
+            "now": now,
+            "care_error": care_error,
+            "care_form": care_form or {},
             **history,
         },
+        status_code,
     )
 
 

@@ -1,0 +1,247 @@
+"""The clinician's care pages over HTTP, in-process, on both backends: the patient page's
+messages, medications and appointments on the page's own access decision, the medication
+forms (CSRF, plain-language errors, nothing stored when refused), the schedule form and the
+calendar grid. Each new web route has a row in WEB_MATRIX: refused to a clinician outside the
+patient's care team. The browser checks are in tests/e2e/test_care_pages_browser.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pyotp
+import pytest
+from sqlalchemy import func, select
+
+from medmesh import provisioning
+from medmesh.store.database import Database
+from medmesh.store.schema import medications
+from tests.accounts_fixtures import Person, make_clinician, sign_in
+from tests.care_fixtures import CareCast, care, care_http, start_thread
+from tests.conftest import CLINICIAN_PASSWORD
+from tests.helpers import AppClient
+
+__all__ = ["care", "care_http"]  # fixtures, used by name
+
+
+async def _staff(database: Database, care: CareCast) -> Person:
+    """The world's care-team clinician, enrolled for two-step sign-in."""
+    async with database.read() as conn:
+        from medmesh.store.users import Users
+
+        account = await Users(conn).get(care.world.clinician_id)
+    assert account is not None
+    secret = pyotp.random_base32(32)
+    await provisioning.activate_totp(database, account.username, secret)
+    return Person(account.id, account.username, CLINICIAN_PASSWORD, secret)
+
+
+@pytest.fixture
+async def doctor(
+    care_http: AppClient, database: Database, care: CareCast
+) -> AsyncIterator[tuple[AppClient, str]]:
+    """The care-team clinician's browser session: (client, CSRF token)."""
+    person = await _staff(database, care)
+    csrf = await sign_in(care_http, person)
+    yield care_http, csrf
+
+
+@pytest.fixture
+async def outsider(
+    care_http: AppClient, database: Database, care: CareCast
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A clinician of the same organisation in no care team, in a browser of their own."""
+    person = await make_clinician(database, "dr.outside", "Dr Outside")
+    app = care_http._transport.app  # type: ignore[attr-defined]
+    async with AppClient(app) as client:
+        yield client, await sign_in(client, person)
+
+
+async def _medication_count(database: Database, patient_id: str) -> int:
+    async with database.read() as conn:
+        query = select(func.count()).where(medications.c.patient_id == patient_id)
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def _publish_schedule(http: AppClient, care: CareCast) -> dict[str, Any]:
+    answer = await http.put(
+        "/api/v1/schedule",
+        json={
+            "timezone": "Europe/Berlin",
+            "kinds": ["video", "in-person"],
+            "hours": [
+                {"day": d, "start": "08:00", "end": "18:00"}
+                for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+            ],
+        },
+        headers=care.clinician,
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def _next_slot(days: int, hour_utc: int = 10) -> str:
+    start = (datetime.now(UTC) + timedelta(days=days)).replace(
+        hour=hour_utc, minute=0, second=0, microsecond=0
+    )
+    return start.isoformat()
+
+
+async def test_the_patient_page_shows_messages_medications_and_appointments(
+    doctor: tuple[AppClient, str], care: CareCast
+) -> None:
+    http, _ = doctor
+    patient_id = care.world.patient_id
+    written = await start_thread(http, patient_id, care.patient, subject="Dizzy in the morning")
+    assert written.status_code == 201, written.text
+    for name in ("Lisinopril 10 mg tablet", "Metformin 500 mg tablet"):
+        added = await http.post(
+            f"/api/v1/patients/{patient_id}/medications",
+            json={"name": name, "dosage": "1 tablet a day", "refills": 2},
+            headers=care.clinician,
+        )
+        assert added.status_code == 201, added.text
+        last = added.json()
+    stopped = await http.post(f"/api/v1/medications/{last['id']}/stop", headers=care.clinician)
+    assert stopped.status_code == 200
+    schedule = await _publish_schedule(http, care)
+    booked = await http.post(
+        "/api/v1/appointments",
+        json={
+            "patient": patient_id,
+            "schedule": schedule["id"],
+            "start": _next_slot(2),
+            "kind": "video",
+        },
+        headers=care.patient,
+    )
+    assert booked.status_code == 201, booked.text
+
+    page = await http.get(f"/patients/{patient_id}")
+    assert page.status_code == 200
+    html = page.text
+    assert "Dizzy in the morning" in html and "1 unread" in html
+    assert 'class="medication medication-active"' in html and "Lisinopril 10 mg tablet" in html
+    stopped_part = html.split("<h4>Stopped</h4>", 1)[1].split("</ul>", 1)[0]
+    assert "Metformin 500 mg tablet" in stopped_part
+    upcoming = html.split("<h4>Upcoming</h4>", 1)[1].split("</ul>", 1)[0]
+    assert "video visit with" in upcoming
+    assert "Add a medication" in html  # the care team keeps the list
+
+
+async def test_a_clinician_adds_and_stops_a_medication_by_the_form(
+    doctor: tuple[AppClient, str], care: CareCast, database: Database
+) -> None:
+    http, csrf = doctor
+    patient_id = care.world.patient_id
+    added = await http.post(
+        f"/patients/{patient_id}/medications",
+        data={
+            "csrf_token": csrf,
+            "name": "Amlodipine 5 mg tablet",
+            "dosage": "1 tablet in the morning",
+            "refills": "3",
+            "rxnorm": "197361",
+        },
+    )
+    assert added.status_code == 303
+    assert added.headers["location"] == f"/patients/{patient_id}#medications"
+    listed = await http.get(f"/api/v1/patients/{patient_id}/medications", headers=care.patient)
+    (medication,) = listed.json()["medications"]
+    assert medication["name"] == "Amlodipine 5 mg tablet"
+    assert medication["refills"] == 3 and medication["rxnorm"] == "197361"
+    assert medication["status"] == "active"
+
+    stop = await http.post(
+        f"/patients/{patient_id}/medications/{medication['id']}/stop", data={"csrf_token": csrf}
+    )
+    assert stop.status_code == 303
+    listed = await http.get(f"/api/v1/patients/{patient_id}/medications", headers=care.patient)
+    assert listed.json()["medications"][0]["status"] == "stopped"
+    again = await http.post(
+        f"/patients/{patient_id}/medications/{medication['id']}/stop", data={"csrf_token": csrf}
+    )
+    assert again.status_code == 409
+    assert "This medication is not active any more." in again.text
+
+
+@pytest.mark.parametrize(
+    ("form", "said"),
+    [
+        ({"name": "  ", "dosage": "1 a day", "refills": "0"}, "Name is required."),
+        ({"name": "Aspirin", "dosage": "", "refills": "0"}, "Dosage is required."),
+        ({"name": "Aspirin", "dosage": "1 a day", "refills": "many"}, "Refills must be a whole"),
+        ({"name": "Aspirin", "dosage": "1 a day", "refills": "40"}, "Refills must be between"),
+        (
+            {"name": "Aspirin", "dosage": "1 a day", "refills": "0", "rxnorm": "ASA"},
+            "Rxnorm must be an RxNorm concept id",
+        ),
+    ],
+)
+async def test_a_refused_medication_form_says_why_keeps_the_entries_and_stores_nothing(
+    doctor: tuple[AppClient, str],
+    care: CareCast,
+    database: Database,
+    form: dict[str, str],
+    said: str,
+) -> None:
+    http, csrf = doctor
+    patient_id = care.world.patient_id
+    answer = await http.post(
+        f"/patients/{patient_id}/medications", data={"csrf_token": csrf, **form}
+    )
+    assert answer.status_code == 400
+    assert 'role="alert"' in answer.text and said in answer.text
+    assert f'value="{form["dosage"]}"' in answer.text  # what was entered is kept
+    assert await _medication_count(database, patient_id) == 0
+
+
+async def test_the_medication_form_needs_the_sessions_csrf_token(
+    doctor: tuple[AppClient, str], care: CareCast, database: Database
+) -> None:
+    http, _ = doctor
+    patient_id = care.world.patient_id
+    answer = await http.post(
+        f"/patients/{patient_id}/medications",
+        data={"name": "Aspirin", "dosage": "1 a day", "refills": "0"},
+    )
+    assert answer.status_code == 403
+    assert await _medication_count(database, patient_id) == 0
+
+
+def _web_matrix(care: CareCast, medication_id: str) -> list[tuple[str, str, dict[str, str]]]:
+    """Every web route this work added that names a patient (method, path, form)."""
+    p = care.world.patient_id
+    return [
+        ("GET", f"/patients/{p}", {}),
+        ("POST", f"/patients/{p}/medications", {"name": "X", "dosage": "1", "refills": "0"}),
+        ("POST", f"/patients/{p}/medications/{medication_id}/stop", {}),
+    ]
+
+
+async def test_web_matrix_a_clinician_outside_the_care_team_is_refused_and_nothing_changes(
+    care_http: AppClient,
+    care: CareCast,
+    database: Database,
+    outsider: tuple[httpx.AsyncClient, str],
+) -> None:
+    patient_id = care.world.patient_id
+    added = await care_http.post(
+        f"/api/v1/patients/{patient_id}/medications",
+        json={"name": "Lisinopril", "dosage": "1 a day", "refills": 1},
+        headers=care.clinician,
+    )
+    medication_id = added.json()["id"]
+    client, csrf = outsider
+    for method, path, form in _web_matrix(care, medication_id):
+        if method == "GET":
+            answer = await client.get(path)
+        else:
+            answer = await client.post(path, data={"csrf_token": csrf, **form})
+        assert answer.status_code == 404, (method, path)
+        assert "Lisinopril" not in answer.text
+    assert await _medication_count(database, patient_id) == 1
+    listed = await care_http.get(f"/api/v1/patients/{patient_id}/medications", headers=care.patient)
+    assert listed.json()["medications"][0]["status"] == "active"

@@ -6,9 +6,11 @@ patient's care team. The browser checks are in tests/e2e/test_care_pages_browser
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pyotp
@@ -245,3 +247,133 @@ async def test_web_matrix_a_clinician_outside_the_care_team_is_refused_and_nothi
     assert await _medication_count(database, patient_id) == 1
     listed = await care_http.get(f"/api/v1/patients/{patient_id}/medications", headers=care.patient)
     assert listed.json()["medications"][0]["status"] == "active"
+
+
+def _hours_form(csrf: str, **changes: str) -> dict[str, str]:
+    form = {
+        "csrf_token": csrf,
+        "timezone": "Europe/Berlin",
+        "slot_minutes": "30",
+        "kind-video": "on",
+        "book_ahead_days": "30",
+        "cancel_hours": "24",
+    }
+    for day in ("mon", "tue", "wed", "thu", "fri", "sat", "sun"):
+        form |= {f"{day}-start-0": "09:00", f"{day}-end-0": "12:00"}
+    return form | changes
+
+
+async def _stored_schedule(database: Database, clinician_id: str) -> Any:
+    from medmesh.store.appointments import Schedules
+
+    async with database.read() as conn:
+        return await Schedules(conn).of_clinician(clinician_id)
+
+
+async def test_a_clinician_publishes_hours_by_the_form(
+    doctor: tuple[AppClient, str], care: CareCast, database: Database
+) -> None:
+    http, csrf = doctor
+    form_page = await http.get("/inbox/schedule")
+    assert form_page.status_code == 200 and "Publish your hours" in form_page.text
+    published = await http.post(
+        "/inbox/schedule",
+        data=_hours_form(csrf, **{"mon-start-1": "14:00", "mon-end-1": "16:30"}),
+    )
+    assert published.status_code == 303
+    schedule = await _stored_schedule(database, care.world.clinician_id)
+    assert schedule.timezone == "Europe/Berlin" and schedule.slot_minutes == 30
+    assert [k.value for k in schedule.kinds] == ["video"]
+    monday = [
+        (h.start.isoformat("minutes"), h.end.isoformat("minutes"))
+        for h in schedule.hours
+        if h.weekday == 0
+    ]
+    assert monday == [("09:00", "12:00"), ("14:00", "16:30")]
+    shown = await http.get("/inbox/schedule?saved=1")
+    assert 'value="14:00"' in shown.text and "Saved." in shown.text
+
+    blocked = await http.post(
+        "/inbox/schedule/exceptions",
+        data={"csrf_token": csrf, "start": "2027-07-05T09:00", "end": "2027-07-09T18:00"},
+    )
+    assert blocked.status_code == 303
+    listed = await http.get("/inbox/schedule")
+    assert "05 Jul 2027 07:00 UTC" in listed.text  # 09:00 in Berlin in summer
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        ({"slot_minutes": "3"}, "Slot length must be between 5 and 240."),
+        ({"slot_minutes": "half an hour"}, "Slot length must be a whole number."),
+        ({"timezone": "Berlin"}, "Time zone must be an IANA time zone"),
+        ({"kind-video": ""}, "Give at least one kind of visit"),
+        ({"mon-end-0": ""}, "Give both a start and an end for Monday."),
+        ({"tue-start-0": "12:00", "tue-end-0": "09:00"}, "The hours of tue end before they start."),
+        ({"book_ahead_days": "0"}, "How far ahead patients may book must be between 1 and 365."),
+    ],
+)
+async def test_a_refused_hours_form_says_why_and_changes_nothing(
+    doctor: tuple[AppClient, str],
+    care: CareCast,
+    database: Database,
+    changes: dict[str, str],
+    said: str,
+) -> None:
+    http, csrf = doctor
+    answer = await http.post("/inbox/schedule", data=_hours_form(csrf, **changes))
+    assert answer.status_code == 400
+    assert 'role="alert"' in answer.text and said in answer.text
+    assert await _stored_schedule(database, care.world.clinician_id) is None
+
+
+async def test_a_blocked_time_that_ends_before_it_starts_is_refused(
+    doctor: tuple[AppClient, str], care: CareCast
+) -> None:
+    http, csrf = doctor
+    assert (await http.post("/inbox/schedule", data=_hours_form(csrf))).status_code == 303
+    answer = await http.post(
+        "/inbox/schedule/exceptions",
+        data={"csrf_token": csrf, "start": "2031-08-08T09:00", "end": "2031-08-04T09:00"},
+    )
+    assert answer.status_code == 400 and "End must be after start." in answer.text
+
+
+async def test_the_calendar_grid_shows_a_booked_video_visit_and_open_slots_in_the_viewers_zone(
+    doctor: tuple[AppClient, str],
+    care: CareCast,
+    outsider: tuple[httpx.AsyncClient, str],
+) -> None:
+    http, _ = doctor
+    schedule = await _publish_schedule(http, care)  # 08:00–18:00 Berlin, every day
+    start = datetime.fromisoformat(_next_slot(3, hour_utc=10))
+    booked = await http.post(
+        "/api/v1/appointments",
+        json={
+            "patient": care.world.patient_id,
+            "schedule": schedule["id"],
+            "start": start.isoformat(),
+            "kind": "video",
+        },
+        headers=care.patient,
+    )
+    assert booked.status_code == 201, booked.text
+    day = start.date().isoformat()
+    for zone, local in (("Asia/Tokyo", start.astimezone(ZoneInfo("Asia/Tokyo"))), ("UTC", start)):
+        grid = await http.get(f"/inbox/calendar?view=week&date={day}&tz={zone}")
+        assert grid.status_code == 200
+        assert f"Times in {zone}." in grid.text
+        visit = re.search(r'<div class="booked">(.*?)</div>', grid.text, re.S)
+        assert visit is not None
+        assert local.strftime("%H:%M") in visit.group(1) and "video visit" in visit.group(1)
+        assert " open</div>" in grid.text
+    one_day = await http.get(f"/inbox/calendar?view=day&date={day}&tz=UTC")
+    assert one_day.text.count('<th scope="col">') == 2  # the hour column and the day
+    assert "video visit" in one_day.text
+    inbox = await http.get("/inbox")
+    assert 'href="/inbox/calendar"' in inbox.text
+
+    client, _ = outsider
+    theirs = await client.get(f"/inbox/calendar?view=week&date={day}&tz=UTC")
+    assert theirs.status_code == 200 and "video visit" not in theirs.text

@@ -19,19 +19,13 @@ from medmesh.store.medications import Medications
 from medmesh.web import session
 from medmesh.web.access import care_principal
 from medmesh.web.pages import render_patient_page
-from medmesh.web.responses import WebRoute
+from medmesh.web.responses import WebRoute, plain_refusal
 from medmesh.web.session import SessionUser, signed_in
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 _REFUSED = (InvalidRequest, Conflict, Forbidden)
 MEDICATIONS_ANCHOR = "#medications"
-
-
-def plain(refusal: Exception) -> str:
-    """The care rules' message, as a sentence for a person."""
-    text = str(refusal)
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 def _whole_number(text: str | None, field: str) -> int:
@@ -76,7 +70,7 @@ async def add_medication(
             database,
             clinician,
             patient_id,
-            care_error=plain(refusal),
+            care_error=plain_refusal(refusal),
             care_form=form,
             status_code=400,
         )
@@ -111,6 +105,11 @@ async def stop_medication(
         await prescribing.stop(database, medication, datetime.now(UTC))
     except Conflict as refusal:
         return await render_patient_page(
-            request, database, clinician, patient_id, care_error=plain(refusal), status_code=409
+            request,
+            database,
+            clinician,
+            patient_id,
+            care_error=plain_refusal(refusal),
+            status_code=409,
         )
     return RedirectResponse(f"/patients/{patient_id}{MEDICATIONS_ANCHOR}", status_code=303)

@@ -7,7 +7,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from medmesh.web import actions, auth, care, live, me, messages, pages, patient_care
+from medmesh.web import (
+    actions,
+    auth,
+    calendar,
+    care,
+    live,
+    me,
+    messages,
+    pages,
+    patient_care,
+)
 from medmesh.web.templating import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)
@@ -17,6 +27,7 @@ router.include_router(me.router)
 router.include_router(messages.router)
 router.include_router(care.router)
 router.include_router(patient_care.router)
+router.include_router(calendar.router)
 router.include_router(live.router)
 router.include_router(actions.router)
 router.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import orjson
 import pyotp
 import pytest
 from sqlalchemy import func, select
@@ -23,7 +24,7 @@ from medmesh.store.schema import medications
 from tests.accounts_fixtures import Person, make_clinician, sign_in
 from tests.care_fixtures import CareCast, care, care_http, start_thread
 from tests.conftest import CLINICIAN_PASSWORD
-from tests.helpers import AppClient
+from tests.helpers import AppClient, stamp
 
 __all__ = ["care", "care_http"]  # fixtures, used by name
 
@@ -377,3 +378,66 @@ async def test_the_calendar_grid_shows_a_booked_video_visit_and_open_slots_in_th
     client, _ = outsider
     theirs = await client.get(f"/inbox/calendar?view=week&date={day}&tz=UTC")
     assert theirs.status_code == 200 and "video visit" not in theirs.text
+
+
+@pytest.fixture
+async def patient_browser(
+    care_http: AppClient, care: CareCast
+) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """The patient's own browser session."""
+    person = Person(care.patient_user_id, "jane-doe", CLINICIAN_PASSWORD, None)
+    app = care_http._transport.app  # type: ignore[attr-defined]
+    async with AppClient(app) as client:
+        yield client, await sign_in(client, person)
+
+
+async def test_a_patient_sees_their_readings_as_charts_and_when_each_device_last_reported(
+    care_http: AppClient, care: CareCast, patient_browser: tuple[httpx.AsyncClient, str]
+) -> None:
+    now = datetime.now(UTC)
+    readings = [
+        {
+            "id": f"hr-{i}",
+            "type": "heart-rate",
+            "time": stamp(now - timedelta(hours=30 - i)),
+            "value": 60 + i,
+            "unit": "/min",
+        }
+        for i in range(30)
+    ]
+    sent = await care_http.post(
+        "/ingest/v1/readings", json={"readings": readings}, headers=care.world.device_headers
+    )
+    assert sent.status_code in (200, 202), sent.text
+    await care_http.settled()
+    client, _ = patient_browser
+    page = await client.get("/me/readings")
+    assert page.status_code == 200
+    config = orjson.loads(
+        re.search(r'id="chart-data">(.*?)</script>', page.text, re.S).group(1)  # type: ignore[union-attr]
+    )
+    assert config["range"] == "7d" and config["patient"] == care.world.patient_id
+    heart = next(v for v in config["vitals"] if v["key"] == "hr")
+    assert max(m for m in heart["data"]["series"]["hr"]["mean"] if m is not None) == 89
+    assert "/static/js/charts.js" in page.text  # the dashboard's chart code, not a copy
+    device = re.search(r'<li class="my-device">(.*?)</li>', page.text, re.S)
+    assert device is not None and "Last sent something" in device.group(1)
+    assert "<time datetime=" in device.group(1)
+    day = await client.get("/me/readings?range=24h")
+    config = orjson.loads(
+        re.search(r'id="chart-data">(.*?)</script>', day.text, re.S).group(1)  # type: ignore[union-attr]
+    )
+    heart = next(v for v in config["vitals"] if v["key"] == "hr")
+    assert len(heart["data"]["x"]) == 23  # 23 h ago to 1 h ago: the last day's only
+
+
+async def test_the_readings_page_is_the_patients_own(
+    care_http: AppClient, care: CareCast, doctor: tuple[AppClient, str]
+) -> None:
+    http, _ = doctor
+    staff = await http.get("/me/readings")
+    assert staff.status_code == 303 and staff.headers["location"] == "/"
+    app = care_http._transport.app  # type: ignore[attr-defined]
+    async with AppClient(app) as anonymous:
+        answer = await anonymous.get("/me/readings")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login")

@@ -4,7 +4,6 @@ leniently (a bad page number shows page 1), so no request lands on the API's err
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,21 +28,19 @@ from medmesh.web.charts import (
     RANGES,
     RAW_RANGE,
     load_new,
-    load_series,
     uplot_data,
 )
 from medmesh.web.panel import PanelPage, panel_page, panel_rows
 from medmesh.web.patient import (
-    ChartCard,
     alert_history,
-    chart_card,
+    chart_cards,
     connectivity,
     current_devices,
 )
 from medmesh.web.responses import WebRoute
 from medmesh.web.session import SessionUser, signed_in, signed_in_quietly
 from medmesh.web.templating import page
-from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS, VitalSpec
+from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -145,7 +142,6 @@ async def render_patient_page(
     decision = await open_record(request, clinician, patient_id)
     shown = visible_vitals(decision, CHART_VITALS)  # a consent may limit the categories
     now = _now()
-    start = now - RANGES[range_key]
     db = database
     async with db.read() as conn:
         patient = await Patients(conn).get(patient_id)
@@ -157,23 +153,9 @@ async def render_patient_page(
             else NO_ALERTS
         )
 
-    async def chart(vital: VitalSpec) -> ChartCard:
-        # A connection each: a long range is a few heavy aggregations, run side by side.
-        async with db.read() as own:
-            series = await load_series(Vitals(own), patient_id, vital, start, now)
-        return chart_card(vital, series, latest, patient_id, range_key, now)
-
-    cards = await asyncio.gather(*(chart(vital) for vital in shown))
+    cards, chart_config = await chart_cards(db, patient_id, shown, latest, range_key, now)
     async with db.read() as conn:
         care = await shown_care(request, clinician, decision, conn, patient_id, now)
-    chart_config = {
-        "patient": patient_id,
-        "downsampled": RANGES[range_key] > RAW_RANGE,
-        "range": range_key,
-        "rangeSeconds": RANGES[range_key].total_seconds(),
-        "now": now.timestamp(),
-        "vitals": [card.config for card in cards],
-    }
     return page(
         request,
         "patient.html",

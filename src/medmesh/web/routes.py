@@ -17,6 +17,7 @@ from medmesh.web import (
     messages,
     pages,
     patient_care,
+    readings,
 )
 from medmesh.web.templating import STATIC_DIR
 
@@ -28,6 +29,7 @@ router.include_router(messages.router)
 router.include_router(care.router)
 router.include_router(patient_care.router)
 router.include_router(calendar.router)
+router.include_router(readings.router)
 router.include_router(live.router)
 router.include_router(actions.router)
 router.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -441,3 +441,51 @@ async def test_the_readings_page_is_the_patients_own(
     async with AppClient(app) as anonymous:
         answer = await anonymous.get("/me/readings")
     assert answer.status_code == 303 and answer.headers["location"].startswith("/login")
+
+
+async def _care_team_unread(http: AppClient, care: CareCast) -> int:
+    found = await http.get(
+        f"/api/v1/patients/{care.world.patient_id}/threads", headers=care.clinician
+    )
+    assert found.status_code == 200, found.text
+    return sum(int(t["unread"]) for t in found.json()["threads"])
+
+
+async def test_only_the_care_team_marks_a_conversation_read_by_opening_it(
+    care_http: AppClient,
+    care: CareCast,
+    database: Database,
+    outsider: tuple[httpx.AsyncClient, str],
+) -> None:
+    written = await start_thread(care_http, care.world.patient_id, care.patient)
+    thread_id = written.json()["id"]
+    async with database.read() as conn:
+        from medmesh.store.users import Users
+
+        outside = await Users(conn).find_by_username("dr.outside")
+    assert outside is not None
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": f"Patient/{care.world.patient_id}"},
+        "provision": {
+            "type": "permit",
+            "actor": [{"reference": {"reference": f"Practitioner/{outside.id}"}}],
+            "purpose": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
+            ],
+        },
+    }
+    granted = await care_http.post("/fhir/Consent", json=consent, headers=care.patient)
+    assert granted.status_code == 201, granted.text
+    client, _ = outsider
+    read = await client.get(f"/inbox/threads/{thread_id}")
+    assert read.status_code == 200 and "The wound looks red since yesterday." in read.text
+    assert await _care_team_unread(care_http, care) == 1  # still waiting for the care team
+
+    person = await _staff(database, care)
+    app = care_http._transport.app  # type: ignore[attr-defined]
+    async with AppClient(app) as team:
+        await sign_in(team, person)
+        assert (await team.get(f"/inbox/threads/{thread_id}")).status_code == 200
+    assert await _care_team_unread(care_http, care) == 0

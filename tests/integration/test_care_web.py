@@ -489,3 +489,75 @@ async def test_only_the_care_team_marks_a_conversation_read_by_opening_it(
         await sign_in(team, person)
         assert (await team.get(f"/inbox/threads/{thread_id}")).status_code == 200
     assert await _care_team_unread(care_http, care) == 0
+
+
+async def test_web_matrix_a_patient_is_sent_home_from_the_clinicians_care_pages(
+    care: CareCast,
+    database: Database,
+    patient_browser: tuple[httpx.AsyncClient, str],
+) -> None:
+    client, csrf = patient_browser
+    p = care.world.patient_id
+    rows = [
+        ("GET", "/inbox/calendar", {}),
+        ("GET", "/inbox/schedule", {}),
+        ("POST", "/inbox/schedule", {"timezone": "UTC", "slot_minutes": "30"}),
+        ("POST", "/inbox/schedule/exceptions", {"start": "2027-01-01T09:00"}),
+        ("POST", f"/patients/{p}/medications", {"name": "X", "dosage": "1", "refills": "0"}),
+    ]
+    for method, path, form in rows:
+        if method == "GET":
+            answer = await client.get(path)
+        else:
+            answer = await client.post(path, data={"csrf_token": csrf, **form})
+        assert answer.status_code == 303 and answer.headers["location"] == "/me", path
+    assert await _medication_count(database, p) == 0
+
+
+async def test_a_consent_limited_to_vital_signs_shows_the_patient_page_without_care_data(
+    care_http: AppClient,
+    care: CareCast,
+    database: Database,
+    outsider: tuple[httpx.AsyncClient, str],
+) -> None:
+    p = care.world.patient_id
+    await start_thread(care_http, p, care.patient, subject="Private worry")
+    await care_http.post(
+        f"/api/v1/patients/{p}/medications",
+        json={"name": "Sertraline 50 mg tablet", "dosage": "1 a day", "refills": 1},
+        headers=care.clinician,
+    )
+    async with database.read() as conn:
+        from medmesh.store.users import Users
+
+        outside = await Users(conn).find_by_username("dr.outside")
+    assert outside is not None
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": f"Patient/{p}"},
+        "provision": {
+            "type": "permit",
+            "actor": [{"reference": {"reference": f"Practitioner/{outside.id}"}}],
+            "purpose": [
+                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
+            ],
+            "code": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs",
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    granted = await care_http.post("/fhir/Consent", json=consent, headers=care.patient)
+    assert granted.status_code == 201, granted.text
+    client, _ = outsider
+    page = await client.get(f"/patients/{p}")
+    assert page.status_code == 200
+    assert "does not cover messages, medications or appointments" in page.text
+    assert "Private worry" not in page.text and "Sertraline" not in page.text

@@ -459,25 +459,7 @@ async def test_only_the_care_team_marks_a_conversation_read_by_opening_it(
 ) -> None:
     written = await start_thread(care_http, care.world.patient_id, care.patient)
     thread_id = written.json()["id"]
-    async with database.read() as conn:
-        from medmesh.store.users import Users
-
-        outside = await Users(conn).find_by_username("dr.outside")
-    assert outside is not None
-    consent = {
-        "resourceType": "Consent",
-        "status": "active",
-        "patient": {"reference": f"Patient/{care.world.patient_id}"},
-        "provision": {
-            "type": "permit",
-            "actor": [{"reference": {"reference": f"Practitioner/{outside.id}"}}],
-            "purpose": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
-            ],
-        },
-    }
-    granted = await care_http.post("/fhir/Consent", json=consent, headers=care.patient)
-    assert granted.status_code == 201, granted.text
+    await _consent_for_outsider(care_http, care, database)
     client, _ = outsider
     read = await client.get(f"/inbox/threads/{thread_id}")
     assert read.status_code == 200 and "The wound looks red since yesterday." in read.text
@@ -527,37 +509,39 @@ async def test_a_consent_limited_to_vital_signs_shows_the_patient_page_without_c
         json={"name": "Sertraline 50 mg tablet", "dosage": "1 a day", "refills": 1},
         headers=care.clinician,
     )
-    async with database.read() as conn:
-        from medmesh.store.users import Users
-
-        outside = await Users(conn).find_by_username("dr.outside")
-    assert outside is not None
-    consent = {
-        "resourceType": "Consent",
-        "status": "active",
-        "patient": {"reference": f"Patient/{p}"},
-        "provision": {
-            "type": "permit",
-            "actor": [{"reference": {"reference": f"Practitioner/{outside.id}"}}],
-            "purpose": [
-                {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
-            ],
-            "code": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                            "code": "vital-signs",
-                        }
-                    ]
-                }
-            ],
-        },
-    }
-    granted = await care_http.post("/fhir/Consent", json=consent, headers=care.patient)
-    assert granted.status_code == 201, granted.text
+    await _consent_for_outsider(care_http, care, database, ("vital-signs",))
     client, _ = outsider
     page = await client.get(f"/patients/{p}")
     assert page.status_code == 200
     assert "does not cover messages, medications or appointments" in page.text
     assert "Private worry" not in page.text and "Sertraline" not in page.text
+
+
+async def _consent_for_outsider(
+    http: AppClient, care: CareCast, database: Database, categories: tuple[str, ...] = ()
+) -> None:
+    """The patient lets the outside clinician see their record (some categories only, if
+    given)."""
+    async with database.read() as conn:
+        from medmesh.store.users import Users
+
+        outside = await Users(conn).find_by_username("dr.outside")
+    assert outside is not None
+    provision: dict[str, Any] = {
+        "type": "permit",
+        "actor": [{"reference": {"reference": f"Practitioner/{outside.id}"}}],
+        "purpose": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "TREAT"}
+        ],
+    }
+    if categories:
+        system = "http://terminology.hl7.org/CodeSystem/observation-category"
+        provision["code"] = [{"coding": [{"system": system, "code": c}]} for c in categories]
+    consent = {
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": f"Patient/{care.world.patient_id}"},
+        "provision": provision,
+    }
+    granted = await http.post("/fhir/Consent", json=consent, headers=care.patient)
+    assert granted.status_code == 201, granted.text

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import RedirectResponse
 
+from medmesh.access.identity.principals import Principal
 from medmesh.access.policy.scopes import Interaction
 from medmesh.care import access as care_access
 from medmesh.care import medications as prescribing
@@ -28,6 +29,29 @@ _REFUSED = (InvalidRequest, Conflict, Forbidden)
 MEDICATIONS_ANCHOR = "#medications"
 
 
+async def _care_team_only(
+    request: Request,
+    clinician: SessionUser,
+    patient_id: str,
+    interaction: Interaction,
+    medication_id: str | None = None,
+) -> Principal:
+    """The clinician as they prescribe, if they are on the patient's care team (the decision
+    audited); anyone else is answered as if the patient were unknown."""
+    principal = care_principal(request, clinician)
+    await care_access.decide(
+        request,
+        principal,
+        patient_id,
+        "MedicationRequest",
+        interaction,
+        actors=(care_access.CARE_TEAM,),
+        resource_id=medication_id,
+        hide=True,
+    )
+    return principal
+
+
 def _whole_number(text: str | None, field: str) -> int:
     value = (text or "").strip()
     if not (value.isascii() and value.isdigit()):
@@ -44,16 +68,7 @@ async def add_medication(
 ) -> Response:
     await session.check_csrf(request)
     form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
-    principal = care_principal(request, clinician)
-    await care_access.decide(
-        request,
-        principal,
-        patient_id,
-        "MedicationRequest",
-        Interaction.CREATE,
-        actors=(care_access.CARE_TEAM,),
-        hide=True,
-    )
+    principal = await _care_team_only(request, clinician, patient_id, Interaction.CREATE)
     try:
         medication = prescribing.new_medication(
             patient_id=patient_id,
@@ -91,16 +106,7 @@ async def stop_medication(
         medication = await Medications(conn).get(medication_id)
     if medication is None or medication.patient_id != patient_id:
         raise NotFound("This medication is not on this patient's list.")
-    await care_access.decide(
-        request,
-        care_principal(request, clinician),
-        patient_id,
-        "MedicationRequest",
-        Interaction.UPDATE,
-        actors=(care_access.CARE_TEAM,),
-        resource_id=medication_id,
-        hide=True,
-    )
+    await _care_team_only(request, clinician, patient_id, Interaction.UPDATE, medication_id)
     try:
         await prescribing.stop(database, medication, datetime.now(UTC))
     except Conflict as refusal:

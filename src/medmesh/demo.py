@@ -319,6 +319,10 @@ async def run_demo(
         f"    .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{clinician.totp_secret}')"
         '.now())"'
     )
+    print(
+        f"  care:       {base_url}/inbox   calendar {base_url}/inbox/calendar   hours "
+        f"{base_url}/inbox/schedule   (a patient's page shows their messages and medicines)"
+    )
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
     print(f"  API token of the demo clinician (new for this run): {token}")
     print(

@@ -31,7 +31,7 @@ from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.medications import RefillRequest, RefillStatus
-from medmesh.events.model import READINGS, Event
+from medmesh.events.model import MESSAGE, READINGS, REFILL, Event
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
 from medmesh.store.medications import RefillRequests
@@ -570,6 +570,53 @@ async def test_a_consent_limited_to_vital_signs_hides_other_categories(
     assert "entry" not in flags.json() or not flags.json()["entry"]
 
 
+async def test_care_resources_read_by_id_are_hidden_from_a_consent_limited_to_categories(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    """Messages, medications and appointments belong to no data category: a consent limited
+    to some categories reads none of them by id (404, as if unknown), the care team does."""
+    b = cast.b.patient_id
+    body = {
+        "resourceType": "Consent",
+        "status": "active",
+        "patient": {"reference": f"Patient/{b}"},
+        "provision": {
+            "type": "permit",
+            "actor": [{"reference": {"reference": "Organization/partner"}}],
+            "code": [
+                {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                            "code": "vital-signs",
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+    granted = await http.post("/fhir/Consent", json=body, headers=cast.admin)
+    assert granted.status_code == 201, granted.text
+    assert (await _observations_of(http, b, cast.partner)).status_code == 200
+    for path in (
+        f"/fhir/Communication/{cast.b_message}",
+        f"/fhir/MedicationRequest/{cast.b_medication}",
+        f"/fhir/Appointment/{cast.b_appointment}",
+    ):
+        hidden = await http.get(path, headers=cast.partner)
+        assert hidden.status_code == 404, path
+        assert hidden.json()["resourceType"] == "OperationOutcome"
+        shown = await http.get(path, headers=cast.b.reader_headers)
+        assert shown.status_code == 200, path
+        assert shown.json()["id"] == path.rsplit("/", 1)[1]
+
+
+async def _observations_of(
+    http: httpx.AsyncClient, patient_id: str, headers: dict[str, str]
+) -> httpx.Response:
+    return await http.get("/fhir/Observation", params={"patient": patient_id}, headers=headers)
+
+
 async def test_break_glass_opens_a_record_is_audited_and_shown_to_the_patient(
     http: httpx.AsyncClient, cast: Cast, database: Database
 ) -> None:
@@ -682,6 +729,53 @@ async def test_webhook_notifications_stop_when_the_consent_behind_them_is_revoke
     assert await check(subscription, event)
     await http.delete(f"/fhir/Consent/{consent_id}", headers=cast.patient_a)
     assert not await check(subscription, event)
+    await writer.aclose()
+
+
+async def test_care_notifications_are_decided_per_event_on_the_whole_record(
+    http: httpx.AsyncClient, cast: Cast, database: Database
+) -> None:
+    """A MedicationRequest or Communication subscriber is told of each event only while the
+    policy lets them see the patient's whole record: a consent limited to some categories
+    covers no care data."""
+    whole = await _consent(http, cast, f"Practitioner/{cast.outsider_id}")
+    subscriptions = []
+    for criteria in (
+        f"MedicationRequest?patient={cast.a.patient_id}",
+        f"Communication?patient={cast.a.patient_id}",
+    ):
+        body = {
+            "resourceType": "Subscription",
+            "status": "requested",
+            "reason": "follow renewals",
+            "criteria": criteria,
+            "channel": {"type": "rest-hook", "endpoint": "https://example.org/hook"},
+        }
+        created = await http.post("/fhir/Subscription", json=body, headers=cast.outsider)
+        assert created.status_code == 201, created.text
+        async with database.read() as conn:
+            subscriptions.append(await Subscriptions(conn).get(created.json()["id"]))
+    events = [
+        Event(
+            REFILL,
+            cast.a.patient_id,
+            {
+                "refill_request_id": "r",
+                "medication_id": "m",
+                "status": "approved",
+                "renewal_id": "n",
+            },
+        ),
+        Event(MESSAGE, cast.a.patient_id, {"thread_id": "t", "message_id": "x", "side": "patient"}),
+    ]
+    writer = AuditWriter(database)
+    check = SubscriberCheck(database, writer)
+    for subscription, event in zip(subscriptions, events, strict=True):
+        assert await check(subscription, event)
+    await http.delete(f"/fhir/Consent/{whole}", headers=cast.patient_a)
+    await _consent(http, cast, f"Practitioner/{cast.outsider_id}", ["vital-signs"])
+    for subscription, event in zip(subscriptions, events, strict=True):
+        assert not await check(subscription, event)
     await writer.aclose()
 
 

@@ -15,6 +15,7 @@ from medmesh.domain.appointments import (
     Appointment,
     AppointmentStatus,
     Schedule,
+    ScheduleException,
     VisitKind,
     WeeklyHours,
 )
@@ -86,6 +87,25 @@ def new_schedule(
         cancel_hours=cancel_hours,
         updated_at=at,
     )
+
+
+async def block_time(
+    database: Database, clinician: Principal, start: datetime, end: datetime
+) -> ScheduleException:
+    """Block [start, end) in the clinician's own schedule (a holiday, a meeting)."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidRequest("start and end must include a time zone")
+    if end <= start:
+        raise InvalidRequest("end must be after start")
+    async with database.write() as conn:
+        schedule = await Schedules(conn).of_clinician(clinician.id)
+        if schedule is None:
+            raise InvalidRequest("publish a schedule first")
+        exception = ScheduleException(
+            str(uuid.uuid4()), schedule.id, start.astimezone(UTC), end.astimezone(UTC)
+        )
+        await Schedules(conn).add_exception(exception)
+    return exception
 
 
 def _check_slot(schedule: Schedule, start: datetime, kind: VisitKind, now: datetime) -> None:

@@ -6,7 +6,6 @@ schedule's zone beside them for showing local times."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,7 +22,6 @@ from medmesh.domain.appointments import (
     Appointment,
     AppointmentStatus,
     Schedule,
-    ScheduleException,
     VisitKind,
     free_slots,
 )
@@ -177,14 +175,7 @@ async def add_exception(
 ) -> dict[str, Any]:
     require_role(principal, Role.CLINICIAN)
     start, end = _instant(body.start, "start"), _instant(body.end, "end")
-    if end <= start:
-        raise InvalidRequest("end must be after start")
-    async with database.write() as conn:
-        schedule = await Schedules(conn).of_clinician(principal.id)
-        if schedule is None:
-            raise InvalidRequest("publish a schedule first")
-        exception = ScheduleException(str(uuid.uuid4()), schedule.id, start, end)
-        await Schedules(conn).add_exception(exception)
+    exception = await care.block_time(database, principal, start, end)
     return {"id": exception.id, "start": start.isoformat(), "end": end.isoformat()}
 
 

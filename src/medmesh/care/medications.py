@@ -76,17 +76,14 @@ def new_medication(
 
 
 async def _announce(bus: EventBus, refill: RefillRequest) -> None:
-    await bus.publish(
-        Event(
-            REFILL,
-            refill.patient_id,
-            {
-                "refill_request_id": refill.id,
-                "medication_id": refill.medication_id,
-                "status": refill.status.value,
-            },
-        )
-    )
+    data = {
+        "refill_request_id": refill.id,
+        "medication_id": refill.medication_id,
+        "status": refill.status.value,
+    }
+    if refill.renewal_id is not None:
+        data["renewal_id"] = refill.renewal_id  # the new MedicationRequest, once approved
+    await bus.publish(Event(REFILL, refill.patient_id, data))
 
 
 async def prescribe(database: Database, medication: Medication) -> Medication:

@@ -11,10 +11,19 @@ from urllib.parse import parse_qsl, urlsplit
 from medmesh.domain.vocabulary import LOINC, measure_by_code
 
 SUPPORTED_CRITERIA = (
-    "Observation?patient=<id> (optionally with &code=<system|code>), Flag?patient=<id>, or Flag"
+    "Observation?patient=<id> (optionally with &code=<system|code>), Flag?patient=<id>, Flag, "
+    "MedicationRequest?patient=<id>, MedicationRequest, Communication?patient=<id> "
+    "or Communication"
 )
 MAX_ENDPOINT_LENGTH = 2000
-_PARAMETERS = {"Observation": {"patient", "code"}, "Flag": {"patient"}}
+_PARAMETERS = {
+    "Observation": {"patient", "code"},
+    "Flag": {"patient"},
+    # Care resources: notifications name the changed resource's id only (docs/care.md).
+    "MedicationRequest": {"patient"},
+    "Communication": {"patient"},
+}
+ResourceType = Literal["Observation", "Flag", "MedicationRequest", "Communication"]
 
 
 class InvalidSubscription(ValueError):
@@ -24,10 +33,11 @@ class InvalidSubscription(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Criteria:
-    """Parsed criteria: new Observations (of `codes`, if any) or alerts (as Flag), for one
-    patient or, for Flag only, for every patient."""
+    """Parsed criteria: new Observations (of `codes`, if any), alerts (as Flag), approved
+    renewals (MedicationRequest) or secure messages (Communication), for one patient or,
+    except for Observation, for every patient the subscriber may see."""
 
-    resource_type: Literal["Observation", "Flag"]
+    resource_type: ResourceType
     patient_id: str | None
     codes: tuple[str, ...] = ()  # stored (primary) LOINC codes; empty means any
 
@@ -56,7 +66,8 @@ def parse_criteria(text: str) -> Criteria:
         raise InvalidSubscription(f"Observation criteria need a patient; {SUPPORTED_CRITERIA}")
     codes = _codes(params["code"]) if "code" in params else ()
     patient_id = _patient_id(patient) if patient is not None else None
-    return Criteria("Observation" if resource_type == "Observation" else "Flag", patient_id, codes)
+    kind: ResourceType = resource_type  # type: ignore[assignment]  # checked above
+    return Criteria(kind, patient_id, codes)
 
 
 def _patient_id(reference: str) -> str:

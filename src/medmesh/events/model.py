@@ -14,7 +14,8 @@ import orjson
 READINGS = "readings"  # data: {"count": n, "codes": [...], "devices": [...], "observations": [ids]}
 ALERT = "alert"  # data: the alert as the JSON API renders it
 DEVICE = "device"  # data: {"device_id": ..., "online": ..., "battery_percent": ...}
-REFILL = "refill"  # data: {"refill_request_id": ..., "medication_id": ..., "status": ...}
+# data: {"refill_request_id": ..., "medication_id": ..., "status": ..., "renewal_id"?: ...}
+REFILL = "refill"
 # data: {"appointment_id": ..., "status": ..., "clinician_id": ..., "start": ...}
 APPOINTMENT = "appointment"
 MESSAGE = "message"  # data: {"thread_id": ..., "message_id": ..., "side": ...}; never the text

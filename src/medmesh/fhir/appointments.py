@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.access.http import audit_results, authorize, require_principal, search_scope
+from medmesh.access.http import audit_results, require_principal, search_scope
 from medmesh.access.identity.principals import Principal
-from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.appointments import (
     Appointment,
     AppointmentStatus,
@@ -23,6 +23,7 @@ from medmesh.domain.appointments import (
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
+from medmesh.fhir.care_reads import Loaded, read_care_resource
 from medmesh.fhir.resources import instant
 from medmesh.fhir.search import (
     parse_date_param,
@@ -117,28 +118,20 @@ def slot_resource(schedule: Schedule, start: datetime, free: bool) -> dict[str, 
     responses=fhir_ok("Appointment"),
 )
 async def read_appointment(
-    appointment_id: str,
-    request: Request,
-    database: DatabaseDep,
-    principal: Principal = Depends(require_principal),
+    appointment_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    async with database.read() as conn:
-        appointment = await Appointments(conn).get(appointment_id)
-    if appointment is None:
-        raise NotFound(f"Appointment/{appointment_id} is not known")
-    decision = await authorize(
-        request,
-        principal,
-        patient_id=appointment.patient_id,
-        resource_type="Appointment",
-        interaction=Interaction.READ,
-        subtype="read",
-        resource_id=appointment_id,
-        hide=True,
+    return FhirResponse(
+        await read_care_resource(
+            request, principal, "Appointment", appointment_id, _load_appointment
+        )
     )
-    if decision.categories is not None:
-        raise NotFound(f"Appointment/{appointment_id} is not known")
-    return FhirResponse(appointment_resource(appointment))
+
+
+async def _load_appointment(conn: AsyncConnection, appointment_id: str) -> Loaded:
+    appointment = await Appointments(conn).get(appointment_id)
+    if appointment is None:
+        return None
+    return appointment.patient_id, appointment_resource(appointment)
 
 
 def _range(values: list[str]) -> tuple[datetime | None, datetime | None]:

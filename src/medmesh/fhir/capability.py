@@ -181,7 +181,10 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "type": "Subscription",
                         "documentation": "rest-hook channels only (https, or http to loopback "
                         "for development); criteria Observation?patient=<id> with an optional "
-                        "&code=<system|code>, Flag?patient=<id>, or Flag; notifications signed "
+                        "&code=<system|code>, Flag?patient=<id>, Flag, "
+                        "MedicationRequest?patient=<id>, MedicationRequest, "
+                        "Communication?patient=<id> or Communication (care notifications name "
+                        "resources by id only; docs/care.md); notifications signed "
                         "with HMAC-SHA256 (X-Medmesh-Signature; see docs/webhooks.md)",
                         "interaction": [
                             {"code": "create"},

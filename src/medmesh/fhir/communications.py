@@ -9,14 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.access.http import audit_results, authorize, require_principal, search_scope
+from medmesh.access.http import audit_results, require_principal, search_scope
 from medmesh.access.identity.principals import Principal
-from medmesh.access.policy.scopes import Interaction
-from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.messages import Message, MessageCategory, Side, Thread
 from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
+from medmesh.fhir.care_reads import Loaded, read_care_resource
 from medmesh.fhir.resources import instant
 from medmesh.fhir.search import (
     parse_date_param,
@@ -127,29 +128,21 @@ def _sent(values: list[str]) -> list[SentBetween]:
     responses=fhir_ok("Communication"),
 )
 async def read_communication(
-    communication_id: str,
-    request: Request,
-    database: DatabaseDep,
-    principal: Principal = Depends(require_principal),
+    communication_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    async with database.read() as conn:
-        message = await Messages(conn).message(communication_id)
-        thread = None if message is None else await Messages(conn).thread(message.thread_id)
-    if message is None or thread is None:
-        raise NotFound(f"Communication/{communication_id} is not known")
-    decision = await authorize(
-        request,
-        principal,
-        patient_id=message.patient_id,
-        resource_type="Communication",
-        interaction=Interaction.READ,
-        subtype="read",
-        resource_id=communication_id,
-        hide=True,
+    return FhirResponse(
+        await read_care_resource(
+            request, principal, "Communication", communication_id, _load_communication
+        )
     )
-    if decision.categories is not None:  # a consent for some categories covers no messages
-        raise NotFound(f"Communication/{communication_id} is not known")
-    return FhirResponse(communication(message, thread))
+
+
+async def _load_communication(conn: AsyncConnection, message_id: str) -> Loaded:
+    message = await Messages(conn).message(message_id)
+    thread = None if message is None else await Messages(conn).thread(message.thread_id)
+    if message is None or thread is None:
+        return None
+    return message.patient_id, communication(message, thread)
 
 
 @router.get(

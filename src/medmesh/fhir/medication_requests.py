@@ -7,14 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.access.http import audit_results, authorize, require_principal, search_scope
+from medmesh.access.http import audit_results, require_principal, search_scope
 from medmesh.access.identity.principals import Principal
-from medmesh.access.policy.scopes import Interaction
-from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.medications import Medication, MedicationStatus
 from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
+from medmesh.fhir.care_reads import Loaded, read_care_resource
 from medmesh.fhir.resources import instant
 from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
 from medmesh.fhir.search_params import names
@@ -62,28 +63,18 @@ def medication_request(medication: Medication) -> dict[str, Any]:
     responses=fhir_ok("MedicationRequest"),
 )
 async def read_medication_request(
-    request_id: str,
-    request: Request,
-    database: DatabaseDep,
-    principal: Principal = Depends(require_principal),
+    request_id: str, request: Request, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
-    async with database.read() as conn:
-        medication = await Medications(conn).get(request_id)
-    if medication is None:
-        raise NotFound(f"MedicationRequest/{request_id} is not known")
-    decision = await authorize(
-        request,
-        principal,
-        patient_id=medication.patient_id,
-        resource_type="MedicationRequest",
-        interaction=Interaction.READ,
-        subtype="read",
-        resource_id=request_id,
-        hide=True,
+    return FhirResponse(
+        await read_care_resource(
+            request, principal, "MedicationRequest", request_id, _load_medication_request
+        )
     )
-    if decision.categories is not None:  # a consent for some categories covers no medications
-        raise NotFound(f"MedicationRequest/{request_id} is not known")
-    return FhirResponse(medication_request(medication))
+
+
+async def _load_medication_request(conn: AsyncConnection, request_id: str) -> Loaded:
+    medication = await Medications(conn).get(request_id)
+    return None if medication is None else (medication.patient_id, medication_request(medication))
 
 
 @router.get(

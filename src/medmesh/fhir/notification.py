@@ -31,6 +31,31 @@ class Change:
     method: Literal["POST", "PUT"]
 
 
+@dataclass(frozen=True, slots=True)
+class Pointer:
+    """A resource the event created or changed, named by id only: care resources (messages,
+    medications) never travel in a notification; the receiver reads them with its token."""
+
+    resource_type: str
+    id: str
+    method: Literal["POST", "PUT"]
+
+
+def _pointer_entry(pointer: Pointer) -> dict[str, Any]:
+    reference = f"{pointer.resource_type}/{pointer.id}"
+    if pointer.method == "POST":
+        return {
+            "fullUrl": reference,
+            "request": {"method": "POST", "url": pointer.resource_type},
+            "response": {"status": "201 Created", "location": reference},
+        }
+    return {
+        "fullUrl": reference,
+        "request": {"method": "PUT", "url": reference},
+        "response": {"status": "200 OK"},
+    }
+
+
 def _full_url(resource: Mapping[str, Any]) -> str | None:
     try:
         return uuid.UUID(str(resource["id"])).urn
@@ -59,7 +84,7 @@ def notification_bundle(
     subscription_id: str,
     event_number: int,
     event_at: datetime,
-    changes: Sequence[Change],
+    changes: Sequence[Change | Pointer],
     now: datetime,
 ) -> dict[str, Any]:
     """A notification of one event (an empty notification when `changes` is empty)."""
@@ -96,7 +121,10 @@ def notification_bundle(
                 "request": {"method": "GET", "url": f"Subscription/{subscription_id}/$status"},
                 "response": {"status": "200 OK"},
             },
-            *(_entry(change) for change in changes),
+            *(
+                _pointer_entry(change) if isinstance(change, Pointer) else _entry(change)
+                for change in changes
+            ),
         ],
     }
 

@@ -3,6 +3,7 @@ checks every page that shows health data makes (through access.http, so they are
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 
@@ -12,12 +13,23 @@ from medmesh.access.http import audit_results, authorize, authorized_patients
 from medmesh.access.identity.principals import ActorKind, Principal, Role
 from medmesh.access.policy.decision import Decision, category_of_code
 from medmesh.access.policy.scopes import Interaction, Scopes
-from medmesh.web.session import SessionUser, SignInRequired, current_user
+from medmesh.web.session import ElsewhereHome, SessionUser, SignInRequired, current_user
 from medmesh.web.vitals import VitalSpec
 
 # What a signed-in person's session may do: everything their role and the policy allow.
 _STAFF_SCOPES = Scopes.parse("user/*.cruds")
 _PATIENT_SCOPES = Scopes.parse("patient/*.rs")
+# What the care pages' sessions may do (the policy still decides each patient, and care/access
+# who may act): read and search, plus exactly the writes the care pages make. A clinician
+# answers and marks messages read (Communication c, u), keeps the medication list and answers
+# refills (MedicationRequest c, u), books and cancels (Appointment c, u); a patient writes and
+# marks read, asks for refills (MedicationRequest c) and books and cancels. Nothing deletes.
+STAFF_CARE_SCOPES = Scopes.parse(
+    "user/*.rs user/Communication.cu user/MedicationRequest.cu user/Appointment.cu"
+)
+PATIENT_CARE_SCOPES = Scopes.parse(
+    "patient/*.rs patient/Communication.cu patient/MedicationRequest.c patient/Appointment.cu"
+)
 RECHECK_SECONDS = 5.0
 
 
@@ -33,6 +45,20 @@ def principal_of(request: Request, user: SessionUser) -> Principal:
         patient_id=user.patient_id,
         source=request.client.host if request.client is not None else None,
     )
+
+
+def care_principal(request: Request, user: SessionUser) -> Principal:
+    """The session's person as the care pages act: with the care scopes of their side."""
+    scopes = PATIENT_CARE_SCOPES if user.role is Role.PATIENT else STAFF_CARE_SCOPES
+    return dataclasses.replace(principal_of(request, user), scopes=scopes)
+
+
+async def signed_in_patient(request: Request) -> SessionUser:
+    """The signed-in patient; staff are sent to their own home page."""
+    user = await current_user(request, touch=True)
+    if user.is_staff:
+        raise ElsewhereHome(user.home)
+    return user
 
 
 async def open_record(

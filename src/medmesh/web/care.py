@@ -24,8 +24,7 @@ from medmesh.store.consents import CareTeams
 from medmesh.store.medications import Medications, RefillRequests
 from medmesh.store.registry import Patients
 from medmesh.web import session
-from medmesh.web.access import panel_patients
-from medmesh.web.messages import _patient, care_principal
+from medmesh.web.access import care_principal, panel_patients, signed_in_patient
 from medmesh.web.responses import WebRoute
 from medmesh.web.session import SessionUser, signed_in
 from medmesh.web.templating import page
@@ -75,7 +74,7 @@ async def _care_page(
 
 @router.get("/me/care")
 async def my_care(request: Request) -> Response:
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     principal = care_principal(request, user)
     for resource in ("MedicationRequest", "Appointment"):
         await care_access.decide(
@@ -92,7 +91,7 @@ async def _form(request: Request) -> dict[str, str]:
 @router.post("/me/care/refills")
 async def ask_for_refill(request: Request, database: DatabaseDep, bus: BusDep) -> Response:
     form = await _form(request)
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     principal = care_principal(request, user)
     async with database.read() as conn:
         medication = await Medications(conn).get(form.get("medication", ""))
@@ -124,7 +123,7 @@ async def ask_for_refill(request: Request, database: DatabaseDep, bus: BusDep) -
 @router.post("/me/care/appointments")
 async def book_visit(request: Request, database: DatabaseDep, bus: BusDep) -> Response:
     form = await _form(request)
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     principal = care_principal(request, user)
     try:
         await care_access.decide(
@@ -164,7 +163,7 @@ async def cancel_visit(
     request: Request, appointment_id: str, database: DatabaseDep, bus: BusDep
 ) -> Response:
     await _form(request)
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     principal = care_principal(request, user)
     async with database.read() as conn:
         appointment = await Appointments(conn).get(appointment_id)

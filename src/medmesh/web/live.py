@@ -116,6 +116,12 @@ def _lifetime(request: Request) -> float:
     return max(1.0, min(remaining_seconds(request), MAX_STREAM_SECONDS))
 
 
+def session_stream(request: Request, frames: AsyncIterator[bytes]) -> StreamingResponse:
+    """An event stream of `frames` for a signed-in page, ended when the session would expire
+    (or after MAX_STREAM_SECONDS), so the browser reconnects and its cookie is checked again."""
+    return _stream(for_at_most(frames, _lifetime(request)))
+
+
 async def _disconnected(request: Request) -> bool:
     return await request.is_disconnected()
 
@@ -147,5 +153,4 @@ async def patient_events(
             and await visible(patient_id)
         )
 
-    frames = sse_events(bus.subscribe(), wanted, request.is_disconnected)
-    return _stream(for_at_most(frames, _lifetime(request)))
+    return session_stream(request, sse_events(bus.subscribe(), wanted, request.is_disconnected))

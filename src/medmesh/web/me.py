@@ -22,19 +22,13 @@ from medmesh.store.audit_log import AuditLog
 from medmesh.store.consents import BreakGlass
 from medmesh.store.users import Users
 from medmesh.web import session
+from medmesh.web.access import signed_in_patient
 from medmesh.web.auth import client_address, enrol_context, moment, restart, sign_in_service
 from medmesh.web.responses import WebRoute
-from medmesh.web.session import ElsewhereHome, SessionUser
+from medmesh.web.session import SessionUser
 from medmesh.web.templating import page
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
-
-
-async def _patient(request: Request) -> SessionUser:
-    user = await session.current_user(request, touch=True)
-    if user.is_staff:
-        raise ElsewhereHome(user.home)
-    return user
 
 
 async def _two_step_active(request: Request, user: SessionUser) -> bool:
@@ -88,7 +82,7 @@ async def _accesses(request: Request, user: SessionUser) -> tuple[list[Access], 
 
 @router.get("/me")
 async def me(request: Request) -> Response:
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     accesses, emergencies = await _accesses(request, user)
     context = {
         "user": user,
@@ -102,7 +96,7 @@ async def me(request: Request) -> Response:
 
 @router.get("/me/two-step")
 async def two_step_form(request: Request) -> Response:
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     if await _two_step_active(request, user):
         return RedirectResponse("/me", status_code=303)
     try:
@@ -116,7 +110,7 @@ async def two_step_form(request: Request) -> Response:
 @router.post("/me/two-step")
 async def two_step(request: Request) -> Response:
     await session.check_csrf(request)
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     service = sign_in_service(request)
     code = (await request.form()).get("code")
     try:

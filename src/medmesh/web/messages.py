@@ -5,7 +5,6 @@ change, and nothing is stored."""
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +13,8 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 
 from medmesh.access.identity.principals import Principal
-from medmesh.access.policy.scopes import Interaction, Scopes
+from medmesh.access.policy.decision import Decision
+from medmesh.access.policy.scopes import Interaction
 from medmesh.care import access as care_access
 from medmesh.care.attachments import PDF, AttachmentLimits
 from medmesh.care.messages import (
@@ -40,34 +40,21 @@ from medmesh.http.deps import BusDep, DatabaseDep, database_of, provided
 from medmesh.store.messages import Messages
 from medmesh.store.registry import Patients
 from medmesh.web import session
-from medmesh.web.access import VisiblePatients, panel_patients, principal_of
-from medmesh.web.live import _lifetime, _stream, for_at_most
+from medmesh.web.access import (
+    VisiblePatients,
+    care_principal,
+    panel_patients,
+    signed_in_patient,
+)
+from medmesh.web.live import session_stream
 from medmesh.web.responses import WebRoute
-from medmesh.web.session import ElsewhereHome, SessionUser, signed_in, signed_in_quietly
+from medmesh.web.session import SessionUser, signed_in, signed_in_quietly
 from medmesh.web.templating import page
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
-# What a signed-in patient's session may do with their care data (their own record only).
-_PATIENT_CARE = Scopes.parse(
-    "patient/*.rs patient/Communication.cru patient/MedicationRequest.c patient/Appointment.cu"
-)
 _REFUSED = (InvalidRequest, PayloadTooLarge, UnsupportedContent, Forbidden)
 attachment_limits_of = provided(AttachmentLimits)
-
-
-def care_principal(request: Request, user: SessionUser) -> Principal:
-    principal = principal_of(request, user)
-    if user.is_staff:
-        return principal
-    return dataclasses.replace(principal, scopes=_PATIENT_CARE)
-
-
-async def _patient(request: Request) -> SessionUser:
-    user = await session.current_user(request, touch=True)
-    if user.is_staff:
-        raise ElsewhereHome(user.home)
-    return user
 
 
 async def _files(request: Request) -> tuple[dict[str, str], list[bytes]]:
@@ -83,12 +70,12 @@ async def _files(request: Request) -> tuple[dict[str, str], list[bytes]]:
 
 async def _thread_for(
     request: Request, principal: Principal, thread_id: str, interaction: Interaction
-) -> Thread:
+) -> tuple[Thread, Decision]:
     async with database_of(request).read() as conn:
         thread = await Messages(conn).thread(thread_id)
     if thread is None:
         raise NotFound("This conversation does not exist, or is not yours to see.")
-    await care_access.decide(
+    decision = await care_access.decide(
         request,
         principal,
         thread.patient_id,
@@ -97,7 +84,7 @@ async def _thread_for(
         resource_id=thread_id,
         hide=True,
     )
-    return thread
+    return thread, decision
 
 
 async def _thread_page(
@@ -109,10 +96,24 @@ async def _thread_page(
     status_code: int = 200,
 ) -> Response:
     principal = care_principal(request, user)
-    thread = await _thread_for(request, principal, thread_id, Interaction.READ)
+    thread, decision = await _thread_for(request, principal, thread_id, Interaction.READ)
     side = Side.CARE_TEAM if user.is_staff else Side.PATIENT
+    # Opening a thread marks it read only for those who answer it: a clinician who reads by
+    # consent or break-glass leaves the care team's unread messages unread.
+    marks = decision.basis in care_access.PATIENT_OR_TEAM
+    if marks:
+        await care_access.decide(
+            request,
+            principal,
+            thread.patient_id,
+            "Communication",
+            Interaction.UPDATE,
+            resource_id=thread_id,
+            hide=True,
+        )
     async with database_of(request).write() as conn:
-        await Messages(conn).mark_read(thread_id, side, datetime.now(UTC))
+        if marks:
+            await Messages(conn).mark_read(thread_id, side, datetime.now(UTC))
         messages = await Messages(conn).in_thread(thread_id)
         patient = await Patients(conn).get(thread.patient_id) if user.is_staff else None
     context: dict[str, Any] = {
@@ -154,7 +155,7 @@ async def _my_threads_page(
 
 @router.get("/me/messages")
 async def my_messages(request: Request) -> Response:
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     await care_access.decide(
         request,
         care_principal(request, user),
@@ -168,7 +169,7 @@ async def my_messages(request: Request) -> Response:
 @router.post("/me/messages")
 async def write_to_care_team(request: Request, database: DatabaseDep, bus: BusDep) -> Response:
     await session.check_csrf(request)
-    user = await _patient(request)
+    user = await signed_in_patient(request)
     principal = care_principal(request, user)
     fields, files = await _files(request)
     try:
@@ -201,7 +202,7 @@ async def _answer(
 ) -> Response:
     await session.check_csrf(request)
     principal = care_principal(request, user)
-    thread = await _thread_for(request, principal, thread_id, Interaction.READ)
+    thread, _ = await _thread_for(request, principal, thread_id, Interaction.READ)
     fields, files = await _files(request)
     try:
         await care_access.decide(
@@ -233,14 +234,14 @@ async def _answer(
 
 @router.get("/me/messages/{thread_id}")
 async def my_thread(request: Request, thread_id: str) -> Response:
-    return await _thread_page(request, await _patient(request), thread_id)
+    return await _thread_page(request, await signed_in_patient(request), thread_id)
 
 
 @router.post("/me/messages/{thread_id}")
 async def my_answer(
     request: Request, thread_id: str, database: DatabaseDep, bus: BusDep
 ) -> Response:
-    return await _answer(request, await _patient(request), thread_id, database, bus)
+    return await _answer(request, await signed_in_patient(request), thread_id, database, bus)
 
 
 @router.get("/attachments/{attachment_id}")
@@ -323,8 +324,7 @@ async def inbox_events(
             and await visible(event.patient_id)
         )
 
-    frames = sse_events(bus.subscribe(), wanted, request.is_disconnected)
-    return _stream(for_at_most(frames, _lifetime(request)))
+    return session_stream(request, sse_events(bus.subscribe(), wanted, request.is_disconnected))
 
 
 @router.get("/inbox/threads/{thread_id}")

@@ -4,7 +4,6 @@ leniently (a bad page number shows page 1), so no request lands on the API's err
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,35 +16,35 @@ from medmesh.domain.alerts import Severity
 from medmesh.domain.errors import NotFound
 from medmesh.domain.vocabulary import LABORATORY_TESTS, Category
 from medmesh.http.deps import DatabaseDep
+from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import ObservationQuery, Observations
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.vitals import Vitals
 from medmesh.web.access import audit_shown, open_record, panel_patients, visible_vitals
+from medmesh.web.care_summary import shown_care
 from medmesh.web.charts import (
     DEFAULT_RANGE,
     RANGE_LABELS,
     RANGES,
     RAW_RANGE,
     load_new,
-    load_series,
     uplot_data,
 )
 from medmesh.web.imaging import may_see_imaging, patient_studies
 from medmesh.web.lab_results import lab_row
 from medmesh.web.panel import PanelPage, panel_page, panel_rows
 from medmesh.web.patient import (
-    ChartCard,
     alert_history,
-    chart_card,
+    chart_cards,
     connectivity,
     current_devices,
 )
 from medmesh.web.responses import WebRoute
 from medmesh.web.session import SessionUser, signed_in, signed_in_quietly
 from medmesh.web.templating import page
-from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS, VitalSpec
+from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS
 
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
@@ -128,11 +127,25 @@ async def patient_page(
     patient_id: str,
     clinician: SessionUser = Depends(signed_in),
 ) -> Response:
+    return await render_patient_page(request, database, clinician, patient_id)
+
+
+async def render_patient_page(
+    request: Request,
+    database: Database,
+    clinician: SessionUser,
+    patient_id: str,
+    *,
+    care_error: str | None = None,
+    care_form: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The patient page; a refused care form (web/patient_care.py) shows it again with the
+    reason and what was entered."""
     range_key = _range_key(request.query_params.get("range"))
     decision = await open_record(request, clinician, patient_id)
     shown = visible_vitals(decision, CHART_VITALS)  # a consent may limit the categories
     now = _now()
-    start = now - RANGES[range_key]
     db = database
     async with db.read() as conn:
         patient = await Patients(conn).get(patient_id)
@@ -154,21 +167,9 @@ async def patient_page(
             else []
         )
 
-    async def chart(vital: VitalSpec) -> ChartCard:
-        # A connection each: a long range is a few heavy aggregations, run side by side.
-        async with db.read() as own:
-            series = await load_series(Vitals(own), patient_id, vital, start, now)
-        return chart_card(vital, series, latest, patient_id, range_key, now)
-
-    cards = await asyncio.gather(*(chart(vital) for vital in shown))
-    chart_config = {
-        "patient": patient_id,
-        "downsampled": RANGES[range_key] > RAW_RANGE,
-        "range": range_key,
-        "rangeSeconds": RANGES[range_key].total_seconds(),
-        "now": now.timestamp(),
-        "vitals": [card.config for card in cards],
-    }
+    cards, chart_config = await chart_cards(db, patient_id, shown, latest, range_key, now)
+    async with db.read() as conn:
+        care = await shown_care(request, clinician, decision, conn, patient_id, now)
     return page(
         request,
         "patient.html",
@@ -183,8 +184,13 @@ async def patient_page(
             "downsampled": RANGES[range_key] > RAW_RANGE,
             "studies": studies,
             "lab_results": [lab_row(o) for o in lab_results],
+            "care": care,
+            "now": now,
+            "care_error": care_error,
+            "care_form": care_form or {},
             **history,
         },
+        status_code,
     )
 
 

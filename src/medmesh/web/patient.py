@@ -4,6 +4,7 @@ order a clinician works through it, and whether a device is reachable."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,10 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from medmesh.domain.alerts import Alert, AlertStatus
 from medmesh.domain.registry import Device
 from medmesh.store.alerts import Alerts
+from medmesh.store.database import Database
 from medmesh.store.device_status import DeviceStatus, DeviceStatuses
 from medmesh.store.registry import Assignments, Devices
-from medmesh.store.vitals import Bucket, LatestValue
-from medmesh.web.charts import RANGE_LABELS, uplot_data
+from medmesh.store.vitals import Bucket, LatestValue, Vitals
+from medmesh.web.charts import RANGE_LABELS, RANGES, RAW_RANGE, load_series, uplot_data
 from medmesh.web.vitals import ShownValue, VitalSpec, shown
 
 ONLINE_WITHIN = timedelta(minutes=15)
@@ -128,3 +130,33 @@ async def alert_history(conn: AsyncConnection, patient_id: str) -> dict[str, Any
         "active": active,
         "unacknowledged": sum(a.status is AlertStatus.OPEN for a in active),
     }
+
+
+async def chart_cards(
+    database: Database,
+    patient_id: str,
+    vitals: Sequence[VitalSpec],
+    latest: dict[tuple[str, str], LatestValue],
+    range_key: str,
+    now: datetime,
+) -> tuple[list[ChartCard], dict[str, Any]]:
+    """The chart cards of `vitals` over the range, and the configuration charts.js reads
+    (the clinician's patient page and the patient's own readings page draw the same charts)."""
+    start = now - RANGES[range_key]
+
+    async def chart(vital: VitalSpec) -> ChartCard:
+        # A connection each: a long range is a few heavy aggregations, run side by side.
+        async with database.read() as own:
+            series = await load_series(Vitals(own), patient_id, vital, start, now)
+        return chart_card(vital, series, latest, patient_id, range_key, now)
+
+    cards = list(await asyncio.gather(*(chart(vital) for vital in vitals)))
+    config = {
+        "patient": patient_id,
+        "downsampled": RANGES[range_key] > RAW_RANGE,
+        "range": range_key,
+        "rangeSeconds": RANGES[range_key].total_seconds(),
+        "now": now.timestamp(),
+        "vitals": [card.config for card in cards],
+    }
+    return cards, config

@@ -76,3 +76,12 @@ class WebRoute(APIRoute):
                 return problem(request, 409, "Changed meanwhile", str(exc))
 
         return guarded
+
+
+def plain_refusal(refusal: Exception, words: dict[str, str] | None = None) -> str:
+    """A rule's refusal as a sentence for a form: the API's field names said as the form's
+    labels say them, a capital first and a full stop last."""
+    text = str(refusal)
+    for name, said in (words or {}).items():
+        text = text.replace(name, said)
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")

@@ -7,7 +7,20 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from medmesh.web import actions, auth, care, imaging, live, me, messages, pages, smart_authorize
+from medmesh.web import (
+    actions,
+    auth,
+    calendar,
+    care,
+    imaging,
+    live,
+    me,
+    messages,
+    pages,
+    patient_care,
+    readings,
+    smart_authorize,
+)
 from medmesh.web.templating import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)
@@ -17,6 +30,9 @@ router.include_router(me.router)
 router.include_router(messages.router)
 router.include_router(care.router)
 router.include_router(imaging.router)
+router.include_router(patient_care.router)
+router.include_router(calendar.router)
+router.include_router(readings.router)
 router.include_router(live.router)
 router.include_router(actions.router)
 router.include_router(smart_authorize.router)

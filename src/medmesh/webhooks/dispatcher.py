@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from medmesh.domain.subscription import Criteria, InvalidSubscription, parse_criteria
 from medmesh.events.bus import EventBus, Subscription
-from medmesh.events.model import ALERT, READINGS, Event
+from medmesh.events.model import ALERT, MESSAGE, READINGS, REFILL, Event
 from medmesh.store.database import Database
 from medmesh.store.subscriptions import StoredSubscription, Subscriptions
 from medmesh.store.webhook_deliveries import WebhookDeliveries
@@ -26,6 +26,7 @@ from medmesh.webhooks.sender import WebhookSender
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000  # events waiting for the dispatcher before the bus drops the oldest
+NOTIFIED = (READINGS, ALERT, REFILL, MESSAGE)  # the event kinds a Subscription may match
 
 
 def matches(criteria: Criteria, event: Event) -> bool:
@@ -37,6 +38,11 @@ def matches(criteria: Criteria, event: Event) -> bool:
         if not criteria.codes or not isinstance(codes, list):
             return True  # an event too large to carry its codes may hold any code
         return not set(criteria.codes).isdisjoint(codes)
+    if event.kind == REFILL and criteria.resource_type == "MedicationRequest":
+        # An approval renews the MedicationRequest: what a pharmacy follows.
+        return event.data.get("status") == "approved" and bool(event.data.get("renewal_id"))
+    if event.kind == MESSAGE and criteria.resource_type == "Communication":
+        return True
     return event.kind == ALERT and criteria.resource_type == "Flag"
 
 
@@ -103,7 +109,7 @@ class WebhookDispatcher:
     async def dispatch(self, event: Event) -> int:
         """Queue the event for the subscriptions it matches; returns how many rows were added
         (0 when another process queued them first)."""
-        if event.kind not in (READINGS, ALERT):
+        if event.kind not in NOTIFIED:
             return 0
         async with self._database.read() as conn:
             active = await Subscriptions(conn).active()

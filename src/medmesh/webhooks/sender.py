@@ -18,9 +18,9 @@ import orjson
 
 import medmesh
 from medmesh.domain.subscription import InvalidSubscription, check_endpoint, parse_criteria
-from medmesh.events.model import ALERT, READINGS, Event
+from medmesh.events.model import ALERT, MESSAGE, READINGS, REFILL, Event
 from medmesh.fhir import resources
-from medmesh.fhir.notification import Change, flag_from_alert, notification_bundle
+from medmesh.fhir.notification import Change, Pointer, flag_from_alert, notification_bundle
 from medmesh.http.responses import FHIR_JSON
 from medmesh.store.database import Database
 from medmesh.store.observations import Observations
@@ -257,7 +257,7 @@ class WebhookSender:
 
 async def _changes(
     observations: Observations, subscription: StoredSubscription, event: Event
-) -> list[Change]:
+) -> list[Change | Pointer]:
     """The resources of the event the notification carries (none unless asked for)."""
     if not wants_resources(subscription):
         return []
@@ -267,12 +267,26 @@ async def _changes(
         if not isinstance(ids, list):
             return []  # an event too large to carry its ids: an empty notification
         found = await observations.get_many([str(i) for i in ids])
-        return [
+        observed: list[Change | Pointer] = [
             Change(resources.observation(o), "POST")
             for o in found
             if o.patient_id == event.patient_id and (not codes or o.code in codes)
         ]
+        return observed
     if event.kind == ALERT:
         flag = flag_from_alert({"patient_id": event.patient_id, **event.data})
         return [Change(flag, "PUT")] if flag is not None else []
+    return _care_pointers(event)
+
+
+def _care_pointers(event: Event) -> list[Change | Pointer]:
+    """Care events name what changed by id, never its content ("something is waiting")."""
+    data = event.data
+    if event.kind == REFILL and data.get("renewal_id"):
+        return [
+            Pointer("MedicationRequest", str(data["renewal_id"]), "POST"),
+            Pointer("MedicationRequest", str(data["medication_id"]), "PUT"),  # now completed
+        ]
+    if event.kind == MESSAGE and data.get("message_id"):
+        return [Pointer("Communication", str(data["message_id"]), "POST")]
     return []

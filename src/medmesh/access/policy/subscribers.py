@@ -10,9 +10,17 @@ from medmesh.access.audit.entries import AuditEntry
 from medmesh.access.identity.bearer import principal_for_token_id
 from medmesh.access.policy import decision as policy
 from medmesh.access.policy.scopes import Interaction
-from medmesh.events.model import ALERT, READINGS, Event
+from medmesh.events.model import ALERT, MESSAGE, READINGS, REFILL, Event
 from medmesh.store.database import Database
 from medmesh.store.subscriptions import StoredSubscription
+
+# The resource type a subscriber must be allowed to search to hear of an event.
+RESOURCE_OF = {
+    READINGS: "Observation",
+    ALERT: "Flag",
+    REFILL: "MedicationRequest",
+    MESSAGE: "Communication",
+}
 
 
 class SubscriberCheck:
@@ -25,7 +33,7 @@ class SubscriberCheck:
     async def __call__(self, subscription: StoredSubscription, event: Event) -> bool:
         if event.patient_id is None:
             return False
-        resource_type = "Flag" if event.kind == ALERT else "Observation"
+        resource_type = RESOURCE_OF.get(event.kind, "Observation")
         now = datetime.now(UTC)
         async with self._database.read() as conn:
             principal = await principal_for_token_id(conn, subscription.created_by)
@@ -58,6 +66,8 @@ class SubscriberCheck:
 def _within_categories(decision: policy.Decision, event: Event) -> bool:
     if decision.categories is None:
         return True
+    if event.kind in (REFILL, MESSAGE):
+        return False  # care data is in no category: a limited consent does not cover it
     if event.kind == ALERT:
         return decision.allows_category(policy.ALERTS_CATEGORY)
     if event.kind == READINGS:

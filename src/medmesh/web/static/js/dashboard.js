@@ -162,5 +162,18 @@
     }, 5000);
   }
 
+  // --- the calendar grid is laid out on the server: tell it the browser's time zone ------
+  var browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+  var calendarZone = document.getElementById("calendar-zone");
+  if (calendarZone && browserZone && calendarZone.dataset.fromBrowser === "no" &&
+      calendarZone.dataset.zone !== browserZone) {
+    var url = new URL(window.location.href);
+    url.searchParams.set("tz", browserZone);
+    window.location.replace(url.toString());
+  }
+  document.querySelectorAll("input[data-default-zone]").forEach(function (input) {
+    if (!input.value && browserZone) input.value = browserZone;
+  });
+
   localizeTimes(document);
 })();

@@ -3,6 +3,7 @@ both backends. Every Bundle, and every resource in it, is validated with fhir.re
 
 from __future__ import annotations
 
+import re
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -11,6 +12,7 @@ import httpx
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 
 from medmesh import provisioning
@@ -383,3 +385,67 @@ async def test_bad_values_of_known_parameters_are_refused_even_when_lenient(
 ) -> None:
     diagnostics = await _refused(client, world, OBS, params)
     assert names in diagnostics
+
+
+async def _served(client: httpx.AsyncClient) -> set[tuple[str, str]]:
+    """The app's FHIR routes, from its own OpenAPI document (every route is in it)."""
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    return {
+        (method.upper(), path)
+        for path, operations in paths.items()
+        if path.startswith("/fhir/")
+        for method in operations
+    }
+
+
+def _by_id(path: str, kind: str) -> bool:
+    return re.fullmatch(rf"/fhir/{kind}/\{{[a-z_]+\}}", path) is not None
+
+
+async def test_metadata_says_exactly_what_the_routes_serve(
+    client: httpx.AsyncClient, vitals: World
+) -> None:
+    statement = (await client.get("/fhir/metadata")).json()
+    CapabilityStatement.model_validate(statement)
+    served = await _served(client)
+    assert len(served) > 30
+    listed = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    for kind, resource in listed.items():
+        codes = {i["code"] for i in resource["interaction"]}
+        by_id = {m for m, p in served if _by_id(p, kind)}
+        assert ("read" in codes) == ("GET" in by_id), kind
+        assert ("delete" in codes) == ("DELETE" in by_id), kind
+        assert ("search-type" in codes) == (("GET", f"/fhir/{kind}") in served), kind
+        assert ("create" in codes) == (("POST", f"/fhir/{kind}") in served), kind
+        for operation in resource.get("operation", []):
+            assert any(f"${operation['name']}" in p and kind in p for _, p in served), operation
+        strict = {**vitals.reader_headers, "Prefer": "handling=strict"}
+        for target in resource.get("searchInclude", []):
+            response = await client.get(
+                f"/fhir/{kind}", params={"_include": target}, headers=strict
+            )
+            assert response.status_code == 200, (kind, target, response.text)
+        for target in resource.get("searchRevInclude", []):
+            params = {"_revinclude": target}
+            response = await client.get(f"/fhir/{kind}", params=params, headers=strict)
+            assert response.status_code == 200, (kind, target, response.text)
+    # Every resource route the API has is in the statement.
+    for method, path in served:
+        kind = path.split("/")[2]
+        if method == "GET" and kind[:1].isupper() and "$" not in path:
+            assert kind in listed, path
+    # The profiles resources claim are the ones the statement lists, and they are US Core's
+    # only where the search requirements are met (Patient, the vital signs).
+    bundle = await _get(client, vitals, OBS, {"patient": vitals.patient_id})
+    claimed = {p for r in _resources(bundle) for p in r.get("meta", {}).get("profile", [])}
+    assert claimed and claimed <= set(listed["Observation"]["supportedProfile"])
+    assert listed["Patient"]["supportedProfile"] == [
+        "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient"
+    ]
+    us_core = {
+        kind
+        for kind, r in listed.items()
+        for p in r.get("searchParam", [])
+        if "us/core" in p.get("definition", "")
+    }
+    assert us_core == {"Patient", "Observation"}

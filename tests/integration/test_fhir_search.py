@@ -449,3 +449,33 @@ async def test_metadata_says_exactly_what_the_routes_serve(
         if "us/core" in p.get("definition", "")
     }
     assert us_core == {"Patient", "Observation"}
+
+
+async def test_date_sorted_pages_follow_a_keyset_cursor_through_ties(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    # Seven readings at one instant and five a minute later: ties are broken by id.
+    same = [reading(f"tie-{i}", value=60 + i, at=BASE_TIME) for i in range(7)]
+    later = [
+        reading(f"next-{i}", value=80 + i, at=BASE_TIME + timedelta(minutes=1)) for i in range(5)
+    ]
+    await _ingest(client, world, *same, *later)
+    for sort in ("date", "-date"):
+        seen: list[str] = []
+        bundle = await _get(
+            client, world, OBS, {"patient": world.patient_id, "_sort": sort, "_count": "5"}
+        )
+        while True:
+            seen += _ids(bundle)
+            assert bundle["total"] == 12
+            following = _link(bundle, "next")
+            if following is None:
+                break
+            query = parse_qs(urlsplit(following).query)
+            assert "_cursor" in query and "_offset" not in query
+            response = await client.get(following, headers=world.reader_headers)
+            bundle = validated(response.json())
+        assert len(seen) == len(set(seen)) == 12, sort
+    assert "_cursor" in await _refused(client, world, OBS, {"_cursor": "yesterday"})
+    refused = {"_cursor": f"{BASE_TIME.isoformat()}~x", "_sort": "code"}
+    assert "_cursor" in await _refused(client, world, OBS, refused)

@@ -30,6 +30,22 @@ def _offset_url(request: Request, offset: int, count: int) -> str:
     return page_url(request, [("_count", str(count)), ("_offset", str(offset))])
 
 
+CURSOR = "_cursor"
+
+
+def keyset_links(
+    request: Request, count: int, cursor: str | None, following: str | None
+) -> list[dict[str, str]]:
+    """self and next links of a keyset-paged search: `next` carries the position after the
+    page's last entry, so each page is an index range however deep it is (no `previous`)."""
+    here = [("_count", str(count))] + ([(CURSOR, cursor)] if cursor else [])
+    links = [{"relation": "self", "url": page_url(request, here, drop=("_offset",))}]
+    if following is not None and count > 0:
+        there = [("_count", str(count)), (CURSOR, following)]
+        links.append({"relation": "next", "url": page_url(request, there, drop=("_offset",))})
+    return links
+
+
 def searchset(
     request: Request,
     resources: Sequence[dict[str, Any]],

@@ -24,7 +24,7 @@ from medmesh.access.policy.decision import Decision, Refusal, category_of_code, 
 from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import observation_params, patient_params, resources, search_params
-from medmesh.fhir.bundle import base_url, searchset
+from medmesh.fhir.bundle import CURSOR, base_url, keyset_links, searchset, searchset_bundle
 from medmesh.fhir.capability import capability_statement
 from medmesh.fhir.includes import device_resource, included_resources
 from medmesh.fhir.observation_params import parse_observation_search
@@ -36,7 +36,7 @@ from medmesh.http.deps import DatabaseDep, SettingsDep, database_of
 from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.http.responses import FhirResponse
 from medmesh.store.observation_search import count_observations, search_observations
-from medmesh.store.observations import Observations
+from medmesh.store.observations import Observations, StoredObservation
 from medmesh.store.registry import Assignments, Devices, Patients
 
 router = APIRouter(
@@ -92,6 +92,7 @@ async def _bundle(
     page: Sequence[dict[str, object]],
     has_more: bool,
     total: int | None,
+    links: list[dict[str, str]] | None = None,
 ) -> FhirResponse:
     """The searchset of a page: shaped as _summary/_elements ask, with what _include and
     _revinclude add (each decided by the policy) and Bundle.total when asked for."""
@@ -99,6 +100,9 @@ async def _bundle(
         page = []
     included = await included_resources(request, principal, page, controls) if page else []
     shown = [shaped(dict(r), controls) for r in page]
+    if links is not None:
+        total = total if controls.total else None
+        return FhirResponse(searchset_bundle(request, shown, links, total=total, included=included))
     return FhirResponse(
         searchset(
             request,
@@ -290,6 +294,14 @@ async def search_observations_route(
     wanted = dataclasses.replace(parsed.filter, access=observation_access(decisions))
     paging = controls.paging
     sort: Any = controls.sort  # keys already mapped to stored columns (SORT_KEYS)
+    # Sorted by date (the default) and without a value filter, pages follow a keyset cursor;
+    # otherwise (other sort keys, value-quantity) `_offset`.
+    keyset = wanted.keep is None and all(key == "effective" for key, _ in sort) and len(sort) <= 1
+    cursor_text = single(params, CURSOR)
+    if cursor_text is not None and (not keyset or paging.offset):
+        raise InvalidSearch("_cursor pages only a date-sorted search without _offset")
+    after = _parse_cursor(cursor_text) if cursor_text else None
+    use_cursor = keyset and not paging.offset
     async with database.read() as conn:
         found = (
             await search_observations(
@@ -299,12 +311,13 @@ async def search_observations_route(
                 sort,
                 limit=paging.count + 1,
                 offset=paging.offset,
+                after=after,
             )
             if controls.wants_entries
             else []
         )
         has_more = len(found) > paging.count
-        total = _total(controls, len(found), has_more)
+        total = None if after is not None else _total(controls, len(found), has_more)
         if controls.total and total is None:
             total = await count_observations(conn, wanted)
     shown = found[: paging.count]
@@ -317,4 +330,23 @@ async def search_observations_route(
             resource_type="Observation",
         )
     page = [resources.observation(o) for o in shown]
-    return await _bundle(request, principal, controls, page, has_more, total)
+    links = None
+    if use_cursor:
+        following = _cursor(shown[-1]) if has_more and shown and controls.wants_entries else None
+        links = keyset_links(request, paging.count, cursor_text, following)
+    return await _bundle(request, principal, controls, page, has_more, total, links)
+
+
+def _cursor(last: StoredObservation) -> str:
+    return f"{last.effective.isoformat()}~{last.id}"
+
+
+def _parse_cursor(text: str) -> tuple[datetime, str]:
+    moment, _, ident = text.rpartition("~")
+    try:
+        effective = datetime.fromisoformat(moment)
+    except ValueError:
+        raise InvalidSearch("_cursor is not one this server gave out") from None
+    if effective.tzinfo is None or not ident:
+        raise InvalidSearch("_cursor is not one this server gave out")
+    return effective, ident

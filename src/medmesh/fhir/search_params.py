@@ -173,6 +173,7 @@ OBSERVATION = (
         _BASE + "Observation-combo-code",
     ),
     _sort("date, _lastUpdated, code, patient, device, _id"),
+    SearchParam("_cursor", "special", "opaque keyset position; the next link sets it"),
     _include("Observation:patient, Observation:subject, Observation:device"),
     *_RESULTS,
 )

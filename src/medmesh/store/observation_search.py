@@ -112,15 +112,32 @@ def _ordered(
     return sql.order_by(*(_column(n).desc() if desc else _column(n) for n, desc in keys))
 
 
+def _after(position: tuple[datetime, str], descending: bool) -> ColumnElement[bool]:
+    """Rows after the keyset `position` (effective, id) in the effective-time order. The
+    plain range conjunct gives the planner an index range on (patient_id, [code,] effective)."""
+    effective, ident = position
+    c = observations.c
+    if descending:
+        return and_(c.effective <= effective, or_(c.effective < effective, c.id < ident))
+    return and_(c.effective >= effective, or_(c.effective > effective, c.id > ident))
+
+
 async def search_observations(
     conn: AsyncConnection,
     wanted: ObservationFilter,
     sort: Sequence[tuple[SortKey, bool]] = (),
     limit: int = 50,
     offset: int = 0,
+    after: tuple[datetime, str] | None = None,
 ) -> list[StoredObservation]:
-    """The matches in `sort` order (effective time, oldest first, by default)."""
-    sql = _ordered(select(observations).where(*_conditions(wanted)), sort)
+    """The matches in `sort` order (effective time, oldest first, by default). `after`: a
+    keyset position (effective, id) to continue from; only with the effective-time order."""
+    where = _conditions(wanted)
+    if after is not None:
+        if any(name != "effective" for name, _ in sort):
+            raise InvalidSearch("_cursor pages only a search sorted by date")
+        where.append(_after(after, bool(sort) and sort[0][1]))
+    sql = _ordered(select(observations).where(*where), sort)
     repository = Observations(conn)
     if wanted.keep is None:
         return await repository._fetch(sql.limit(limit).offset(offset))

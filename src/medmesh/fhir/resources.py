@@ -48,6 +48,7 @@ _US_CORE_PROFILES = {
 _UNIT_DISPLAY = {"/min": "/min", "Cel": "°C", "mm[Hg]": "mmHg", "{steps}": "steps"}
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's readings share their received time
 def instant(moment: datetime) -> str:
     """An ISO 8601 instant in UTC with a Z, as FHIR dateTime/instant want it."""
     return moment.isoformat().replace("+00:00", "Z")

@@ -31,7 +31,7 @@ from medmesh.fhir.observation_params import parse_observation_search
 from medmesh.fhir.patient_params import parse_patient_search, sort_patients
 from medmesh.fhir.search import parse_reference, query_params, reject_unknown, single
 from medmesh.fhir.search_params import names
-from medmesh.fhir.search_results import ResultControls, parse_controls, shaped
+from medmesh.fhir.search_results import ResultControls, Summary, parse_controls, shaped
 from medmesh.http.deps import DatabaseDep, SettingsDep, database_of
 from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.http.responses import FhirResponse
@@ -99,7 +99,8 @@ async def _bundle(
     if not controls.wants_entries:
         page = []
     included = await included_resources(request, principal, page, controls) if page else []
-    shown = [shaped(dict(r), controls) for r in page]
+    plain = controls.elements is None and controls.summary in (Summary.FALSE, Summary.DATA)
+    shown = list(page) if plain else [shaped(dict(r), controls) for r in page]
     if links is not None:
         total = total if controls.total else None
         return FhirResponse(searchset_bundle(request, shown, links, total=total, included=included))

@@ -7,22 +7,27 @@ the rows the indexed filters (patient, code, time) leave, in chunks, and keeps t
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import Select, and_, func, not_, or_, select, union_all
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
 from medmesh.domain.errors import InvalidSearch
+from medmesh.domain.reading import MeasuredValue
 from medmesh.store.observations import (
+    VALUE,
     Observations,
     StoredObservation,
     TimeBound,
     _bound,
     _within,
+    patient_keys,
 )
 from medmesh.store.schema import observations
 
@@ -140,8 +145,44 @@ async def search_observations(
     sql = _ordered(select(observations).where(*where), sort)
     repository = Observations(conn)
     if wanted.keep is None:
-        return await repository._fetch(sql.limit(limit).offset(offset))
+        return await _fetch_bulk(conn, sql.limit(limit).offset(offset))
     return (await _kept(repository, sql, wanted.keep, offset + limit))[offset:]
+
+
+async def _fetch_bulk(
+    conn: AsyncConnection, sql: Select[tuple[object, ...]]
+) -> list[StoredObservation]:
+    """Rows as StoredObservations, the single values decrypted in bulk per patient
+    (`DataKey.open_floats`); panels (a few) through the repository's own path."""
+    rows = (await conn.execute(sql)).mappings().all()
+    panels = {
+        o.id: o
+        for o in await Observations(conn)._fetch_rows([r for r in rows if r["value"] is None])
+    }
+    singles = [r for r in rows if r["value"] is not None]
+    keys = await patient_keys(conn, {r["patient_id"] for r in singles})
+    by_patient: dict[str, list[RowMapping]] = defaultdict(list)
+    for r in singles:
+        by_patient[r["patient_id"]].append(r)
+    values: dict[str, float] = {}
+    for patient_id, mine in by_patient.items():
+        opened = keys[patient_id].open_floats([(r["id"], r["value"]) for r in mine], VALUE)
+        values.update(zip((r["id"] for r in mine), opened, strict=True))
+    return [
+        panels[r["id"]]
+        if r["value"] is None
+        else StoredObservation(
+            id=r["id"],
+            patient_id=r["patient_id"],
+            device_id=r["device_id"],
+            message_id=r["message_id"],
+            code=r["code"],
+            effective=r["effective"],
+            values=(MeasuredValue(r["code"], values[r["id"]], r["unit"]),),
+            received_at=r["received_at"],
+        )
+        for r in rows
+    ]
 
 
 async def _kept(

@@ -465,9 +465,9 @@ async def test_date_sorted_pages_follow_a_keyset_cursor_through_ties(
         bundle = await _get(
             client, world, OBS, {"patient": world.patient_id, "_sort": sort, "_count": "5"}
         )
+        assert bundle["total"] == 12  # the next pages carry it only when _total is asked for
         while True:
             seen += _ids(bundle)
-            assert bundle["total"] == 12
             following = _link(bundle, "next")
             if following is None:
                 break

@@ -319,7 +319,10 @@ async def search_observations_route(
         )
         has_more = len(found) > paging.count
         total = None if after is not None else _total(controls, len(found), has_more)
-        if controls.total and total is None:
+        # A page reached by `_cursor` counts again only when `_total` is asked for: the first
+        # page gave the total, and the count is the dearest part of a deep page.
+        counted = controls.total and (after is None or "_total" in params)
+        if counted and total is None:
             total = await count_observations(conn, wanted)
     shown = found[: paging.count]
     if parsed.patient_id is None:

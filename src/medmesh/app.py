@@ -37,6 +37,7 @@ from medmesh.fhir.everything import router as everything_router
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
 from medmesh.fhir.imaging_studies import router as imaging_studies_router
+from medmesh.fhir.lastn import router as lastn_router
 from medmesh.fhir.medication_requests import router as medication_requests_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
     app.include_router(everything_router)
+    app.include_router(lastn_router)  # before fhir_router: Observation/$lastn is no id
     app.include_router(fhir_router)
     app.include_router(fhir_writes_router)
     app.include_router(flags_router)

@@ -341,6 +341,11 @@ async def run_demo(
         f"-H 'Authorization: Bearer {subjects[0].device_secret}' {base_url}/fhir/Observation "
         "-d @observation.json   (docs/fhir-api.md, Writing)"
     )
+    print(
+        f"  US Core:  curl -H 'Authorization: Bearer {token}' "
+        f"'{base_url}/fhir/Observation/$lastn?patient={subjects[0].patient_id}"
+        "&category=vital-signs'"
+    )
     if wiring.mqtt_settings(settings) is not None:
         transport = f"MQTT via {settings.mqtt_host}:{settings.mqtt_port}"
         streams = [asyncio.create_task(_stream_mqtt(settings, s, interval)) for s in subjects]

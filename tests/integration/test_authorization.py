@@ -252,6 +252,8 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
     return [
         ("GET", f"/fhir/Patient/{b}", {}),
         ("GET", "/fhir/Observation", {"params": {"patient": b}}),
+        ("GET", "/fhir/Observation", {"params": {"patient": b, "_include": "Observation:patient"}}),
+        ("GET", "/fhir/Observation/$lastn", {"params": {"patient": b}}),
         ("GET", f"/fhir/Observation/{c.b_observation}", {}),
         ("GET", "/fhir/Device", {"params": {"patient": b}}),
         ("GET", f"/fhir/Device/{c.b.device_id}", {}),
@@ -615,6 +617,59 @@ async def _observations_of(
     http: httpx.AsyncClient, patient_id: str, headers: dict[str, str]
 ) -> httpx.Response:
     return await http.get("/fhir/Observation", params={"patient": patient_id}, headers=headers)
+
+
+def _included(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    entries = response.json()["entry"]
+    return [e["resource"] for e in entries if e["search"]["mode"] == "include"]
+
+
+async def test_include_revinclude_and_lastn_bring_in_only_what_the_caller_may_see(
+    http: httpx.AsyncClient, cast: Cast, database: Database
+) -> None:
+    a, b = cast.a.patient_id, cast.b.patient_id
+    includes = [("patient", a), ("_include", "Observation:patient")]
+    includes.append(("_include", "Observation:device"))
+    kinds = {
+        r["resourceType"]
+        for r in _included(
+            await http.get("/fhir/Observation", params=includes, headers=cast.a.reader_headers)
+        )
+    }
+    assert kinds == {"Patient", "Device"}
+    # A token whose scopes allow Observations only: the Patient and Device are left out.
+    narrow = await _service_token(database, "default", "system/Observation.rs")
+    found = await http.get("/fhir/Observation", params=includes, headers=_bearer(narrow))
+    assert _included(found) == [] and len(found.json()["entry"]) == 3
+    # Under a consent limited to vital signs, what the partner's revincludes bring is limited
+    # the same way: heart rate only, and no Flags (alerts are another category).
+    await _consent(http, cast, "Organization/partner", ["vital-signs"])
+    revincludes = [("_revinclude", "Observation:patient"), ("_revinclude", "Flag:patient")]
+    response = await http.get("/fhir/Patient", params=revincludes, headers=cast.partner)
+    included = _included(response)
+    assert [r["code"]["coding"][0]["code"] for r in included] == ["8867-4"]
+    assert b not in response.text
+    async with database.read() as conn:
+        audited = (
+            (
+                await conn.execute(
+                    select(audit_log.c.resource_type).where(
+                        audit_log.c.actor_name == "partner integration",
+                        audit_log.c.patient_id == a,
+                        audit_log.c.subtype == "search",
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert {"Patient", "Observation"} <= set(audited)
+    # $lastn without a patient covers only the caller's own record.
+    last = await http.get("/fhir/Observation/$lastn", headers=cast.patient_a)
+    assert last.status_code == 200
+    assert {e["resource"]["subject"]["reference"] for e in last.json()["entry"]} == {f"Patient/{a}"}
+    assert b not in last.text
 
 
 async def test_break_glass_opens_a_record_is_audited_and_shown_to_the_patient(

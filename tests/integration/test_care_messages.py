@@ -243,7 +243,7 @@ async def test_messages_are_fhir_communications_searchable_by_patient_sent_and_c
     for params, words in (
         ({"category": "gossip"}, "category must be one of"),
         ({"sent": "yesterday"}, "sent must be"),
-        ({"flavour": "mint"}, "flavour"),
+        ({"_sort": "flavour"}, "_sort"),  # unknown parameters are ignored; _sort never
     ):
         bad = await http.get(
             "/fhir/Communication", params={"patient": patient_id, **params}, headers=care.patient

@@ -56,5 +56,8 @@ async def test_fhirpy_searches_and_pages_through_observations(
 
         with pytest.raises(ResourceNotFound):
             await client.reference("Observation", "missing").to_resource()
+        # An unknown parameter is ignored (lenient); a bad value of a known one is refused.
+        ignored = await client.resources("Observation").search(flavour="mint").limit(5).fetch()
+        assert len(ignored) == 5
         with pytest.raises(OperationOutcome):
-            await client.resources("Observation").search(flavour="mint").fetch()
+            await client.resources("Observation").search(date="2026-13-01").fetch()

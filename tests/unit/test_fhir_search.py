@@ -10,16 +10,20 @@ from hypothesis import strategies as st
 
 from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.timestamps import TimestampError, parse_rfc3339
+from medmesh.fhir.observation_params import parse_observation_search, parse_value_quantity
 from medmesh.fhir.search import (
     DEFAULT_COUNT,
     MAX_COUNT,
-    observation_query,
     parse_code_param,
+    parse_date_condition,
     parse_date_param,
     parse_date_range,
     parse_paging,
     parse_reference,
+    reject_unknown,
 )
+from medmesh.fhir.search_results import Summary, parse_controls
+from medmesh.store.observation_search import TimeGap
 from medmesh.store.observations import TimeBound
 
 
@@ -175,11 +179,34 @@ def test_date_prefixes_compare_against_the_range_of_the_value(
     assert parse_date_param(value) == bounds
 
 
-@pytest.mark.parametrize("prefix", ["ne", "sa", "eb", "ap"])
-def test_unsupported_date_prefixes_are_refused_by_name(prefix: str) -> None:
+@pytest.mark.parametrize(
+    ("value", "bounds", "gaps"),
+    [
+        (f"sa{DAY}", (TimeBound("ge", END),), ()),
+        (f"eb{DAY}", (TimeBound("lt", START),), ()),
+        (f"ne{DAY}", (), (TimeGap(START, END),)),
+    ],
+)
+def test_the_other_date_prefixes_are_conditions_on_an_instant(
+    value: str, bounds: tuple[TimeBound, ...], gaps: tuple[TimeGap, ...]
+) -> None:
+    condition = parse_date_condition(value)
+    assert (condition.bounds, condition.gaps) == (bounds, gaps)
+
+
+def test_approximately_widens_the_range_by_a_tenth_of_its_distance_from_now() -> None:
+    now = START + timedelta(days=10)
+    condition = parse_date_condition(f"ap{DAY}", now=now)
+    assert condition.bounds == (
+        TimeBound("ge", START - timedelta(days=1)),
+        TimeBound("lt", END + timedelta(days=1)),
+    )
+
+
+def test_ne_is_refused_where_only_bounds_are_understood() -> None:
     with pytest.raises(InvalidSearch) as caught:
-        parse_date_param(f"{prefix}{DAY}")
-    assert prefix in str(caught.value)
+        parse_date_param(f"ne{DAY}")
+    assert "ne" in str(caught.value)
 
 
 @pytest.mark.parametrize("value", ["xx2026-11-25", "GE2026-11-25", "ge", "ge 2026-11-25"])
@@ -246,72 +273,107 @@ def test_a_reference_with_an_empty_id_is_refused() -> None:
         parse_reference("Patient/", "Patient")
 
 
-# --- observation_query and paging ---------------------------------------------------------
+# --- the Observation search and the result parameters --------------------------------------
 
 
 def test_an_empty_query_gives_the_defaults() -> None:
-    query = observation_query({})
-    assert (query.patient_id, query.codes, query.bounds) == (None, (), ())
-    assert (query.limit, query.offset, query.newest_first) == (DEFAULT_COUNT, 0, False)
+    parsed = parse_observation_search({})
+    assert parsed.patient_id is None
+    assert (parsed.filter.code_groups, parsed.filter.effective, parsed.filter.keep) == (
+        (),
+        (),
+        None,
+    )
+    controls = parse_controls({}, "Observation", {"date": "effective"})
+    assert (controls.paging.count, controls.paging.offset, controls.sort) == (DEFAULT_COUNT, 0, ())
+    assert controls.summary is Summary.FALSE and controls.total
 
 
 def test_a_full_query_is_parsed_into_every_part() -> None:
-    query = observation_query(
-        {
-            "patient": ["Patient/p-1"],
-            "code": ["http://loinc.org|8867-4,59408-5"],
-            "date": ["ge2026-11-01", "lt2026-12"],
-            "_sort": ["-date"],
-            "_count": ["20"],
-            "_offset": ["40"],
-        }
+    params = {
+        "patient": ["Patient/p-1"],
+        "code": ["http://loinc.org|8867-4,59408-5"],
+        "category": ["vital-signs"],
+        "date": ["ge2026-11-01", "lt2026-12"],
+        "_sort": ["-date,code"],
+        "_count": ["20"],
+        "_offset": ["40"],
+    }
+    parsed = parse_observation_search(params)
+    assert parsed.patient_id == "p-1"
+    assert parsed.filter.code_groups[0] == ("8867-4", "2708-6")
+    assert "85354-9" in parsed.filter.code_groups[1]
+    assert parsed.filter.effective == (
+        TimeBound("ge", utc(2026, 11, 1)),
+        TimeBound("lt", utc(2026, 12, 1)),
     )
-    assert query.patient_id == "p-1"
-    assert query.codes == ("8867-4", "2708-6")
-    assert query.bounds == (TimeBound("ge", utc(2026, 11, 1)), TimeBound("lt", utc(2026, 12, 1)))
-    assert query.newest_first
-    assert (query.limit, query.offset) == (20, 40)
+    controls = parse_controls(params, "Observation", {"date": "effective", "code": "code"})
+    assert controls.sort == (("effective", True), ("code", False))
+    assert (controls.paging.count, controls.paging.offset) == (20, 40)
 
 
 def test_subject_works_like_patient() -> None:
-    assert observation_query({"subject": ["Patient/p-2"]}).patient_id == "p-2"
+    assert parse_observation_search({"subject": ["Patient/p-2"]}).patient_id == "p-2"
 
 
-@pytest.mark.parametrize("name", ["value-quantity", "category", "_include", "Patient"])
-def test_an_unknown_parameter_is_refused_by_name(name: str) -> None:
+def test_unknown_parameters_are_refused_by_name_when_strict() -> None:
     with pytest.raises(InvalidSearch) as caught:
-        observation_query({name: ["x"]})
-    assert name in str(caught.value)
+        reject_unknown({"colour": ["x"]}, {"code"})  # a plain dict: strict
+    assert "colour" in str(caught.value)
 
 
-@pytest.mark.parametrize(("sort", "newest_first"), [("date", False), ("-date", True)])
-def test_sort_by_date_either_way(sort: str, newest_first: bool) -> None:
-    assert observation_query({"_sort": [sort]}).newest_first is newest_first
-
-
-@pytest.mark.parametrize("sort", ["value", "-effective", "date,-date", "DATE"])
-def test_sort_by_anything_else_is_refused(sort: str) -> None:
+@pytest.mark.parametrize("sort", ["value", "-effective", "DATE", ""])
+def test_sort_by_an_unknown_key_is_refused(sort: str) -> None:
     with pytest.raises(InvalidSearch):
-        observation_query({"_sort": [sort]})
+        parse_controls(
+            {"_sort": [f"date,{sort}" if sort else "date,"]}, "Observation", {"date": "e"}
+        )
 
 
 @pytest.mark.parametrize(("count", "limit"), [("0", 0), ("1", 1), ("1000", 1000), ("5000", 1000)])
 def test_count_is_capped_at_the_maximum_page(count: str, limit: int) -> None:
-    assert observation_query({"_count": [count]}).limit == limit
+    assert parse_paging({"_count": [count]}).count == limit
     assert MAX_COUNT == 1000
 
 
 @pytest.mark.parametrize("count", ["ten", "-1", "1.5", "1e3", "", " 5"])
 def test_a_count_that_is_not_a_non_negative_integer_is_refused(count: str) -> None:
     with pytest.raises(InvalidSearch) as caught:
-        observation_query({"_count": [count]})
+        parse_paging({"_count": [count]})
     assert "_count" in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["_count", "_offset", "_sort", "code", "patient"])
+@pytest.mark.parametrize("name", ["_sort", "patient", "_summary", "_total"])
 def test_a_single_valued_parameter_given_twice_is_refused(name: str) -> None:
     with pytest.raises(InvalidSearch):
-        observation_query({name: ["1", "2"]})
+        parse_observation_search({name: ["1", "2"]})
+        parse_controls({name: ["1", "2"]}, "Observation", {})
+
+
+@pytest.mark.parametrize(
+    ("value", "matches", "misses"),
+    [
+        ("100", [99.5, 100.4], [99.4, 100.5]),
+        ("100.0", [99.95, 100.04], [99.9, 100.05]),
+        ("gt100", [100.1], [100]),
+        ("le100", [100, 3], [100.01]),
+        ("ap100", [90, 110], [89, 111]),
+        ("ne100", [98, 101], [100.2]),
+    ],
+)
+def test_value_quantity_compares_at_the_precision_given(
+    value: str, matches: list[float], misses: list[float]
+) -> None:
+    test = parse_value_quantity(value)
+    assert all(test._matches(v) for v in matches)
+    assert not any(test._matches(v) for v in misses)
+
+
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, places=3, min_value=-1000, max_value=1000)
+)
+def test_value_quantity_eq_always_matches_its_own_number(number: object) -> None:
+    assert parse_value_quantity(str(number))._matches(float(str(number)))
 
 
 def test_a_count_of_non_ascii_digits_is_refused_cleanly() -> None:

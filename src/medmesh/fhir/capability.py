@@ -6,6 +6,8 @@ from typing import Any
 
 import medmesh
 from medmesh.fhir import search_params
+from medmesh.fhir.resources import US_CORE_PATIENT, observation_profiles
+from medmesh.fhir.search_results import INCLUDES, REVINCLUDES
 
 
 def _search_params(resource_type: str) -> list[dict[str, str]]:
@@ -16,6 +18,19 @@ def _search_params(resource_type: str) -> list[dict[str, str]]:
 # SMART App Launch: the security extension naming the OAuth endpoints, and the service code.
 _OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
 _SECURITY_SERVICE = "http://terminology.hl7.org/CodeSystem/restful-security-service"
+
+
+def _references(resource_type: str) -> dict[str, list[str]]:
+    """searchInclude / searchRevInclude: what _include and _revinclude accept for the type."""
+    found: dict[str, list[str]] = {}
+    if resource_type in INCLUDES:
+        found["searchInclude"] = list(INCLUDES[resource_type])
+    if resource_type in REVINCLUDES:
+        found["searchRevInclude"] = list(REVINCLUDES[resource_type])
+    return found
+
+
+_LASTN = "http://hl7.org/fhir/OperationDefinition/Observation-lastn"
 _EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 _BULK = "http://hl7.org/fhir/uv/bulkdata"
 _PATIENT_EXPORT = f"{_BULK}/OperationDefinition/patient-export"
@@ -62,8 +77,13 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                 "resource": [
                     {
                         "type": "Patient",
+                        "documentation": "meets the US Core Patient searches (_id, identifier, "
+                        "name; birthdate+name, gender+name, birthdate+family, family+gender); "
+                        "a Patient with a gender conforms to US Core Patient",
+                        "supportedProfile": [US_CORE_PATIENT],
                         "interaction": read_search,
                         "searchParam": _search_params("Patient"),
+                        **_references("Patient"),
                         "operation": [
                             {
                                 "name": "everything",
@@ -96,13 +116,30 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "type": "Device",
                         "interaction": read_search,
                         "searchParam": _search_params("Device"),
+                        **_references("Device"),
                     },
                     {
                         "type": "Observation",
+                        "documentation": "meets the US Core Vital Signs searches (patient+"
+                        "category, patient+code, patient+category+date, patient+code+date, "
+                        "patient+category+status, patient+category+_lastUpdated); heart rate, "
+                        "respiratory rate, SpO2, body temperature, blood pressure and body "
+                        "weight conform to the FHIR and US Core vital-signs profiles",
+                        "supportedProfile": observation_profiles(),
                         # create: devices only, idempotent by identifier (docs/fhir-api.md)
                         "interaction": [*read_search, {"code": "create"}],
                         "conditionalCreate": True,
                         "searchParam": _search_params("Observation"),
+                        **_references("Observation"),
+                        "operation": [
+                            {
+                                "name": "lastn",
+                                "definition": _LASTN,
+                                "documentation": "the newest max (default 1) readings of each "
+                                "code, per patient; the Observation search parameters but "
+                                "value-quantity, component-code, combo-code, _id",
+                            }
+                        ],
                     },
                     {
                         "type": "Flag",
@@ -110,6 +147,7 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "active while open or acknowledged, inactive once resolved",
                         "interaction": read_search,
                         "searchParam": _search_params("Flag"),
+                        **_references("Flag"),
                     },
                     {
                         "type": "Communication",

@@ -19,13 +19,15 @@ from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
+from medmesh.fhir.includes import included_resources
 from medmesh.fhir.resources import instant
-from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
+from medmesh.fhir.search import parse_reference, query_params, reject_unknown, single
 from medmesh.fhir.search_params import names
+from medmesh.fhir.search_results import parse_controls, shaped
 from medmesh.http.deps import DatabaseDep
 from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.http.responses import FhirResponse
-from medmesh.store.alerts import Alerts
+from medmesh.store.alerts import Alerts, count_alerts
 
 router = APIRouter(
     prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
@@ -172,7 +174,8 @@ async def search_flags(
 ) -> FhirResponse:
     params = query_params(request)
     reject_unknown(params, names(search_params.FLAG))
-    paging = parse_paging(params)
+    controls = parse_controls(params, "Flag", {})
+    paging = controls.paging
     patient, subject = single(params, "patient"), single(params, "subject")
     if patient and subject:
         raise InvalidSearch("give patient or subject, not both")
@@ -182,18 +185,45 @@ async def search_flags(
         raise InvalidSearch("status must be active or inactive")
     patient_id = parse_reference(reference, "Patient") if reference else None
     decisions = await search_scope(request, principal, patient_id, resource_type="Flag")
+    within = [p for p, d in decisions.items() if d.allows_category(ALERTS_CATEGORY)]
+    statuses = _STATUSES[status] if status else ()
     async with database.read() as conn:
-        found = await Alerts(conn).search(
-            patient_id=patient_id,
-            statuses=_STATUSES[status] if status else (),
-            limit=paging.count + 1,
-            offset=paging.offset,
-            within=[p for p, d in decisions.items() if d.allows_category(ALERTS_CATEGORY)],
+        found = (
+            await Alerts(conn).search(
+                patient_id=patient_id,
+                statuses=statuses,
+                limit=paging.count + 1,
+                offset=paging.offset,
+                within=within,
+            )
+            if controls.wants_entries
+            else []
         )
+        has_more = len(found) > paging.count
+        total: int | None = None
+        if controls.total:
+            complete = controls.wants_entries and paging.offset == 0 and not has_more
+            total = (
+                len(found)
+                if complete
+                else await count_alerts(
+                    conn, patient_id=patient_id, statuses=statuses, within=within
+                )
+            )
     shown = found[: paging.count]
     if patient_id is None:
         await audit_results(
             request, principal, decisions, [a.patient_id for a in shown], resource_type="Flag"
         )
     page = [flag(a) for a in shown]
-    return FhirResponse(searchset(request, page, paging, len(found) > paging.count))
+    included = await included_resources(request, principal, page, controls) if page else []
+    return FhirResponse(
+        searchset(
+            request,
+            [shaped(r, controls) for r in page],
+            paging,
+            has_more and controls.wants_entries,
+            total=total,
+            included=included,
+        )
+    )

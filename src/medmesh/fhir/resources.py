@@ -34,9 +34,21 @@ _PROFILES = {
     "85354-9": "bp",
     "29463-7": "bodyweight",
 }
+# US Core (6.1.0) profiles the same measures meet: the vital signs and the measure's own.
+US_CORE = "http://hl7.org/fhir/us/core/StructureDefinition/"
+US_CORE_PATIENT = US_CORE + "us-core-patient"
+_US_CORE_PROFILES = {
+    "8867-4": "us-core-heart-rate",
+    "9279-1": "us-core-respiratory-rate",
+    "2708-6": "us-core-pulse-oximetry",
+    "8310-5": "us-core-body-temperature",
+    "85354-9": "us-core-blood-pressure",
+    "29463-7": "us-core-body-weight",
+}
 _UNIT_DISPLAY = {"/min": "/min", "Cel": "°C", "mm[Hg]": "mmHg", "{steps}": "steps"}
 
 
+@functools.lru_cache(maxsize=4096)  # a batch's readings share their received time
 def instant(moment: datetime) -> str:
     """An ISO 8601 instant in UTC with a Z, as FHIR dateTime/instant want it."""
     return moment.isoformat().replace("+00:00", "Z")
@@ -77,7 +89,25 @@ def _category(category: Category) -> list[dict[str, Any]]:
 @functools.cache
 def _meta(code: str) -> dict[str, Any] | None:
     profile = _PROFILES.get(code)
-    return None if profile is None else {"profile": [_PROFILE + "vitalsigns", _PROFILE + profile]}
+    if profile is None:
+        return None
+    return {
+        "profile": [
+            _PROFILE + "vitalsigns",
+            _PROFILE + profile,
+            US_CORE + "us-core-vital-signs",
+            US_CORE + _US_CORE_PROFILES[code],
+        ]
+    }
+
+
+def observation_profiles() -> list[str]:
+    """Every profile an Observation of medmesh may claim (CapabilityStatement.supportedProfile)."""
+    found: list[str] = []
+    for code in _PROFILES:
+        meta = _meta(code)
+        found.extend(p for p in (meta or {}).get("profile", []) if p not in found)
+    return found
 
 
 def observation(obs: StoredObservation) -> dict[str, Any]:
@@ -137,6 +167,8 @@ def patient(record: Patient) -> dict[str, Any]:
     }
     if record.gender is not None:
         resource["gender"] = record.gender
+        # US Core Patient requires a gender; the identifier and name it requires are always here.
+        resource["meta"] = {"profile": [US_CORE_PATIENT]}
     if record.birth_date is not None:
         resource["birthDate"] = record.birth_date.isoformat()
     if record.phone is not None:
@@ -161,6 +193,8 @@ def _address(address: PostalAddress) -> dict[str, Any]:
     return parts
 
 
+# Device.identifier: the serial number the manufacturer gave it (Device?identifier= finds it).
+DEVICE_SERIAL_SYSTEM = "urn:medmesh:device-serial"
 LAST_SEEN_EXTENSION = "https://medmesh.dev/fhir/StructureDefinition/device-last-seen"
 
 
@@ -201,9 +235,10 @@ def _device_status(resource: dict[str, Any], status: DeviceStatus) -> None:
 def device(
     record: Device, patient_id: str | None, status: DeviceStatus | None = None
 ) -> dict[str, Any]:
-    resource: dict[str, Any] = {
-        "resourceType": "Device",
-        "id": record.id,
+    resource: dict[str, Any] = {"resourceType": "Device", "id": record.id}
+    if record.serial_number:
+        resource["identifier"] = [{"system": DEVICE_SERIAL_SYSTEM, "value": record.serial_number}]
+    resource |= {
         "status": "active",
         "deviceName": [{"name": record.display_name, "type": "user-friendly-name"}],
     }

@@ -5,6 +5,7 @@ policy and audit the access."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,29 +16,27 @@ from medmesh.access.http import (
     authorize,
     authorized_patients,
     require_principal,
+    search_scope,
 )
 from medmesh.access.identity.principals import Principal, Role
 from medmesh.access.oauth.smart_discovery import token_endpoint
 from medmesh.access.policy.decision import Decision, Refusal, category_of_code, observation_access
 from medmesh.access.policy.scopes import Interaction
-from medmesh.domain.errors import NotFound
-from medmesh.fhir import resources, search_params
-from medmesh.fhir.bundle import base_url, searchset
+from medmesh.domain.errors import InvalidSearch, NotFound
+from medmesh.fhir import observation_params, patient_params, resources, search_params
+from medmesh.fhir.bundle import CURSOR, base_url, keyset_links, searchset, searchset_bundle
 from medmesh.fhir.capability import capability_statement
-from medmesh.fhir.search import (
-    observation_query,
-    parse_paging,
-    parse_reference,
-    query_params,
-    reject_unknown,
-    single,
-)
+from medmesh.fhir.includes import device_resource, included_resources
+from medmesh.fhir.observation_params import parse_observation_search
+from medmesh.fhir.patient_params import parse_patient_search, sort_patients
+from medmesh.fhir.search import parse_reference, query_params, reject_unknown, single
 from medmesh.fhir.search_params import names
+from medmesh.fhir.search_results import ResultControls, Summary, parse_controls, shaped
 from medmesh.http.deps import DatabaseDep, SettingsDep, database_of
 from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.http.responses import FhirResponse
-from medmesh.store.device_status import DeviceStatuses
-from medmesh.store.observations import Observations
+from medmesh.store.observation_search import count_observations, search_observations
+from medmesh.store.observations import Observations, StoredObservation
 from medmesh.store.registry import Assignments, Devices, Patients
 
 router = APIRouter(
@@ -79,9 +78,47 @@ async def read_patient(
     return FhirResponse(resources.patient(record))
 
 
+def _total(controls: ResultControls, shown: int, has_more: bool) -> int | None:
+    """Bundle.total when it needs no count query: the first page holds every match."""
+    if controls.total and controls.paging.offset == 0 and not has_more and controls.wants_entries:
+        return shown
+    return None
+
+
+async def _bundle(
+    request: Request,
+    principal: Principal,
+    controls: ResultControls,
+    page: Sequence[dict[str, object]],
+    has_more: bool,
+    total: int | None,
+    links: list[dict[str, str]] | None = None,
+) -> FhirResponse:
+    """The searchset of a page: shaped as _summary/_elements ask, with what _include and
+    _revinclude add (each decided by the policy) and Bundle.total when asked for."""
+    if not controls.wants_entries:
+        page = []
+    included = await included_resources(request, principal, page, controls) if page else []
+    plain = controls.elements is None and controls.summary in (Summary.FALSE, Summary.DATA)
+    shown = list(page) if plain else [shaped(dict(r), controls) for r in page]
+    if links is not None:
+        total = total if controls.total else None
+        return FhirResponse(searchset_bundle(request, shown, links, total=total, included=included))
+    return FhirResponse(
+        searchset(
+            request,
+            shown,
+            controls.paging,
+            has_more and controls.wants_entries,
+            total=total if controls.total else None,
+            included=included,
+        )
+    )
+
+
 @router.get(
     "/Patient",
-    summary="Search Patients by identifier or name",
+    summary="Search Patients (US Core Patient searches)",
     responses=fhir_search("Patient"),
 )
 async def search_patients(
@@ -89,41 +126,31 @@ async def search_patients(
 ) -> FhirResponse:
     params = query_params(request)
     reject_unknown(params, names(search_params.PATIENT))
-    paging = parse_paging(params)
-    identifier = single(params, "identifier")
-    token: tuple[str | None, str] | None = None
-    if identifier is not None:
-        system, sep, value = identifier.rpartition("|")
-        # `|value` means "with no system"; every medmesh identifier has one, so it matches
-        # nothing (the empty system never equals a stored one).
-        token = (system if sep else None, value)
+    controls = parse_controls(params, "Patient", patient_params.SORT_KEYS)
+    wanted = parse_patient_search(params)
     decisions = await authorized_patients(
         request, principal, resource_type="Patient", interaction=Interaction.SEARCH
     )
+    within = [p for p in decisions if not wanted.ids or p in wanted.ids]
     async with database.read() as conn:
-        found = await Patients(conn).search(
-            identifier=token,
-            name=single(params, "name"),
-            within=decisions.keys(),
-            limit=paging.count + 1,
-            offset=paging.offset,
+        # Every candidate is decrypted anyway (names are sealed), so all are filtered here.
+        candidates = await Patients(conn).search(
+            identifier=wanted.identifier, within=within, limit=10**9
         )
-    shown = found[: paging.count]
+    found = sort_patients([p for p in candidates if wanted.matches(p)], controls.sort)
+    paging = controls.paging
+    shown = found[paging.offset : paging.offset + paging.count] if controls.wants_entries else []
     await audit_results(
         request, principal, decisions, [p.id for p in shown], resource_type="Patient"
     )
     page = [resources.patient(p) for p in shown]
-    return FhirResponse(searchset(request, page, paging, len(found) > paging.count))
+    has_more = len(found) > paging.offset + paging.count
+    return await _bundle(request, principal, controls, page, has_more, len(found))
 
 
 async def _device_resource(request: Request, device_id: str) -> dict[str, Any]:
     async with database_of(request).read() as conn:
-        record = await Devices(conn).get(device_id)
-        history = await Assignments(conn).for_device(device_id)
-        status = await DeviceStatuses(conn).get(device_id)
-    now = datetime.now(UTC)
-    current = next((a.patient_id for a in history if a.covers(now)), None)
-    return resources.device(record, current, status)
+        return await device_resource(conn, device_id)
 
 
 async def _device_patients(request: Request, device_id: str) -> list[str]:
@@ -173,37 +200,34 @@ async def read_device(
     return FhirResponse(await _device_resource(request, device_id))
 
 
-@router.get("/Device", summary="Search Devices, by patient", responses=fhir_search("Device"))
+_DEVICE_SORT = {"device-name": "display_name", "_id": "id"}
+
+
+@router.get("/Device", summary="Search Devices", responses=fhir_search("Device"))
 async def search_devices(
     request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
     reject_unknown(params, names(search_params.DEVICE))
-    paging = parse_paging(params)
+    controls = parse_controls(params, "Device", _DEVICE_SORT)
     patient = single(params, "patient")
     patient_id = parse_reference(patient, "Patient") if patient else None
-    if patient_id is not None:
-        decision = await authorize(
-            request,
-            principal,
-            patient_id=patient_id,
-            resource_type="Device",
-            interaction=Interaction.SEARCH,
-            subtype="search",
-        )
-        decisions = {patient_id: decision}
-    else:
-        decisions = await authorized_patients(
-            request, principal, resource_type="Device", interaction=Interaction.SEARCH
-        )
+    ids = {t for v in params.get("_id", []) for t in v.split(",") if t}
+    serials = {_device_serial(t) for v in params.get("identifier", []) for t in v.split(",") if t}
+    decisions = await search_scope(request, principal, patient_id, resource_type="Device")
     async with database.read() as conn:
+        # A clinic's devices are few; filtering and sorting the visible ones here is cheap.
         found = await Devices(conn).search(
-            patient_id=patient_id,
-            within=decisions.keys(),
-            limit=paging.count + 1,
-            offset=paging.offset,
+            patient_id=patient_id, within=decisions.keys(), limit=10**9
         )
-    page = [await _device_resource(request, d.id) for d in found[: paging.count]]
+    found = [
+        d for d in found if (not ids or d.id in ids) and (not serials or d.serial_number in serials)
+    ]
+    for key, descending in reversed(controls.sort or (("display_name", False),)):
+        found.sort(key=lambda d: str(getattr(d, key)), reverse=descending)
+    paging = controls.paging
+    window = found[paging.offset : paging.offset + paging.count] if controls.wants_entries else []
+    page = [await _device_resource(request, d.id) for d in window]
     if patient_id is None:
         await audit_results(
             request,
@@ -212,7 +236,17 @@ async def search_devices(
             [d["patient"]["reference"].split("/")[1] for d in page if "patient" in d],
             resource_type="Device",
         )
-    return FhirResponse(searchset(request, page, paging, len(found) > paging.count))
+    has_more = len(found) > paging.offset + paging.count
+    return await _bundle(request, principal, controls, page, has_more, len(found))
+
+
+def _device_serial(token: str) -> str:
+    system, sep, value = token.rpartition("|")
+    if sep and system not in ("", resources.DEVICE_SERIAL_SYSTEM):
+        raise InvalidSearch(
+            f"identifier: devices are identified by {resources.DEVICE_SERIAL_SYSTEM}|serial"
+        )
+    return value
 
 
 @router.get(
@@ -248,34 +282,50 @@ async def read_observation(
 
 
 @router.get("/Observation", summary="Search Observations", responses=fhir_search("Observation"))
-async def search_observations(
+async def search_observations_route(
     request: Request, database: DatabaseDep, principal: Principal = Depends(require_principal)
 ) -> FhirResponse:
     params = query_params(request)
-    query = observation_query(params)
-    paging = parse_paging(params)
-    decisions: dict[str, Decision]
-    if query.patient_id is not None:
-        decision = await authorize(
-            request,
-            principal,
-            patient_id=query.patient_id,
-            resource_type="Observation",
-            interaction=Interaction.SEARCH,
-            subtype="search",
-        )
-        decisions = {query.patient_id: decision}
-    else:
-        decisions = await authorized_patients(
-            request, principal, resource_type="Observation", interaction=Interaction.SEARCH
-        )
+    reject_unknown(params, names(search_params.OBSERVATION))
+    controls = parse_controls(params, "Observation", observation_params.SORT_KEYS)
+    parsed = parse_observation_search(params)
+    decisions: dict[str, Decision] = await search_scope(
+        request, principal, parsed.patient_id, resource_type="Observation"
+    )
+    wanted = dataclasses.replace(parsed.filter, access=observation_access(decisions))
+    paging = controls.paging
+    sort: Any = controls.sort  # keys already mapped to stored columns (SORT_KEYS)
+    # Sorted by date (the default) and without a value filter, pages follow a keyset cursor;
+    # otherwise (other sort keys, value-quantity) `_offset`.
+    keyset = wanted.keep is None and all(key == "effective" for key, _ in sort) and len(sort) <= 1
+    cursor_text = single(params, CURSOR)
+    if cursor_text is not None and (not keyset or paging.offset):
+        raise InvalidSearch("_cursor pages only a date-sorted search without _offset")
+    after = _parse_cursor(cursor_text) if cursor_text else None
+    use_cursor = keyset and not paging.offset
     async with database.read() as conn:
-        found = await Observations(conn).search(
-            # One row more than the page tells whether a next page exists.
-            dataclasses.replace(query, limit=query.limit + 1, access=observation_access(decisions))
+        found = (
+            await search_observations(
+                # One row more than the page tells whether a next page exists.
+                conn,
+                wanted,
+                sort,
+                limit=paging.count + 1,
+                offset=paging.offset,
+                after=after,
+            )
+            if controls.wants_entries
+            else []
         )
-    shown = found[: query.limit]
-    if query.patient_id is None:
+        has_more = len(found) > paging.count
+        total = None if after is not None else _total(controls, len(found), has_more)
+        # A page reached by `_cursor` counts again only when `_total` is asked for: the first
+        # page gave the total, and the count is the dearest part of a deep page.
+        counted = controls.total and (after is None or "_total" in params)
+        if counted and total is None:
+            total = await count_observations(conn, wanted)
+    shown = found[: paging.count]
+    if parsed.patient_id is None:
         await audit_results(
             request,
             principal,
@@ -284,4 +334,23 @@ async def search_observations(
             resource_type="Observation",
         )
     page = [resources.observation(o) for o in shown]
-    return FhirResponse(searchset(request, page, paging, len(found) > query.limit))
+    links = None
+    if use_cursor:
+        following = _cursor(shown[-1]) if has_more and shown and controls.wants_entries else None
+        links = keyset_links(request, paging.count, cursor_text, following)
+    return await _bundle(request, principal, controls, page, has_more, total, links)
+
+
+def _cursor(last: StoredObservation) -> str:
+    return f"{last.effective.isoformat()}~{last.id}"
+
+
+def _parse_cursor(text: str) -> tuple[datetime, str]:
+    moment, _, ident = text.rpartition("~")
+    try:
+        effective = datetime.fromisoformat(moment)
+    except ValueError:
+        raise InvalidSearch("_cursor is not one this server gave out") from None
+    if effective.tzinfo is None or not ident:
+        raise InvalidSearch("_cursor is not one this server gave out")
+    return effective, ident

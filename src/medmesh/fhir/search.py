@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -11,13 +10,13 @@ from starlette.requests import Request
 
 from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.vocabulary import LOINC, measure_by_code
-from medmesh.fhir import search_params
-from medmesh.fhir.search_params import names
-from medmesh.store.observations import ObservationQuery, TimeBound
+from medmesh.store.observation_search import TimeGap
+from medmesh.store.observations import TimeBound
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 PAGING_PARAMS = {"_count", "_offset", "_format"}
+_NEVER_IGNORED = {"_include", "_revinclude", "_sort"}
 
 # re.ASCII: without it \d also matches other scripts' digits (٢٠٢١), which int() reads.
 _DATE = re.compile(
@@ -82,31 +81,111 @@ def _range(g: dict[str, str | None], text: str) -> tuple[datetime, datetime]:
     return moment, moment + step
 
 
-def parse_date_param(value: str) -> list[TimeBound]:
-    """One `date` parameter (with an optional prefix) as bounds on the effective time."""
-    prefix = value[:2] if value[:2] in _PREFIXES else "eq"
-    text = value[2:] if value[:2] in _PREFIXES else value
-    start, end = parse_date_range(text)
+def _prefixed(value: str, name: str) -> tuple[str, str]:
+    """A prefixed search value (`ge2026-11-25`, `lt100`) as (prefix, rest); `eq` when none."""
+    if value[:2] in _PREFIXES:
+        return value[:2], value[2:]
+    if value[:2].isalpha() and len(value) > 2 and value[2:3].isdigit():
+        raise InvalidSearch(
+            f"{name}: unknown prefix; use one of {', '.join(_PREFIXES)} (or none for eq)"
+        )
+    return "eq", value
+
+
+@dataclass(frozen=True, slots=True)
+class DateCondition:
+    """A date parameter as bounds that must all hold and gaps the time must be outside."""
+
+    bounds: tuple[TimeBound, ...] = ()
+    gaps: tuple[TimeGap, ...] = ()
+
+
+def parse_date_condition(
+    value: str, name: str = "date", now: datetime | None = None
+) -> DateCondition:
+    """One date parameter (with its prefix) as conditions on an instant.
+
+    The value stands for the range of its precision, [start, end). For an instant, `sa`
+    (starts after) is `gt` and `eb` (ends before) is `lt`; `ap` widens the range by 10 % of
+    its distance from now on each side (FHIR leaves the width to the server).
+    """
+    prefix, text = _prefixed(value, name)
+    try:
+        start, end = parse_date_range(text)
+    except InvalidSearch as error:
+        raise InvalidSearch(f"{name}: {error}".replace(f"{name}: date", name)) from None
     match prefix:
         case "eq":
-            return [TimeBound("ge", start), TimeBound("lt", end)]
+            return DateCondition((TimeBound("ge", start), TimeBound("lt", end)))
+        case "ne":
+            return DateCondition(gaps=(TimeGap(start, end),))
         case "ge":
-            return [TimeBound("ge", start)]
-        case "gt":
-            return [TimeBound("ge", end)]
+            return DateCondition((TimeBound("ge", start),))
+        case "gt" | "sa":
+            return DateCondition((TimeBound("ge", end),))
         case "le":
-            return [TimeBound("lt", end)]
-        case "lt":
-            return [TimeBound("lt", start)]
-    raise InvalidSearch(f"date prefix {prefix!r} is not supported; use eq, ge, gt, le or lt")
+            return DateCondition((TimeBound("lt", end),))
+        case "lt" | "eb":
+            return DateCondition((TimeBound("lt", start),))
+    moment = now or datetime.now(UTC)
+    slack = abs(moment - start) / 10
+    try:
+        return DateCondition((TimeBound("ge", start - slack), TimeBound("lt", end + slack)))
+    except OverflowError:
+        raise InvalidSearch(f"{name}: the approximate range reaches past year 9999") from None
 
 
-def query_params(request: Request) -> dict[str, list[str]]:
+def parse_date_param(value: str) -> list[TimeBound]:
+    """One `date` parameter (with an optional prefix) as bounds on the effective time; `ne`,
+    which is not a bound, is refused here (use parse_date_condition)."""
+    condition = parse_date_condition(value)
+    if condition.gaps:
+        raise InvalidSearch("date prefix 'ne' is not supported here")
+    return list(condition.bounds)
+
+
+def date_conditions(params: dict[str, list[str]], name: str) -> DateCondition:
+    """Every value of a repeated date parameter, all of which must hold."""
+    bounds: list[TimeBound] = []
+    gaps: list[TimeGap] = []
+    for value in params.get(name, []):
+        condition = parse_date_condition(value, name)
+        bounds.extend(condition.bounds)
+        gaps.extend(condition.gaps)
+    return DateCondition(tuple(bounds), tuple(gaps))
+
+
+class SearchParams(dict[str, list[str]]):
+    """A request's query parameters, each name with all its values in order, and how the
+    client asked unknown ones to be handled (`Prefer: handling=strict` or lenient)."""
+
+    def __init__(self, request: Request, strict: bool) -> None:
+        super().__init__()
+        self.request = request
+        self.strict = strict
+
+
+def _prefers_strict(request: Request) -> bool:
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            name, _, value = preference.strip().partition("=")
+            if name.strip().lower() == "handling":
+                return value.strip().strip('"').lower() == "strict"
+    return False
+
+
+def query_params(request: Request) -> SearchParams:
     """A request's query parameters, each name with all its values in order."""
-    params: dict[str, list[str]] = {}
+    params = SearchParams(request, _prefers_strict(request))
     for key, value in request.query_params.multi_items():
         params.setdefault(key, []).append(value)
     return params
+
+
+def ignored_params(request: Request) -> frozenset[str]:
+    """The parameters this request's search ignored (lenient handling); links leave them out."""
+    ignored: frozenset[str] = getattr(request.state, "fhir_ignored_params", frozenset())
+    return ignored
 
 
 def parse_reference(value: str, resource_type: str) -> str:
@@ -150,10 +229,29 @@ def parse_paging(params: dict[str, list[str]]) -> Paging:
     return Paging(number("_count", DEFAULT_COUNT, MAX_COUNT), number("_offset", 0, 10**9))
 
 
-def reject_unknown(params: Iterable[str], allowed: set[str]) -> None:
-    unknown = sorted(set(params) - allowed - PAGING_PARAMS)
-    if unknown:
+def reject_unknown(params: dict[str, list[str]], allowed: set[str]) -> None:
+    """Unknown parameters: refused under `Prefer: handling=strict`, otherwise dropped from
+    `params` and left out of the Bundle's links (FHIR's lenient handling). A known parameter
+    with a modifier it does not support (`name:text`) is refused either way: ignoring the
+    modifier would answer another question than the one asked."""
+    known = allowed | PAGING_PARAMS
+    unknown = sorted(set(params) - known)
+    if not unknown:
+        return
+    modified = [name for name in unknown if name.partition(":")[0] in known]
+    if modified:
+        raise InvalidSearch(f"unsupported search modifier(s): {', '.join(modified)}")
+    # Ignoring these would change which resources come back, or their order, unnoticed.
+    shaping = [name for name in unknown if name in _NEVER_IGNORED]
+    if shaping:
+        raise InvalidSearch(f"{', '.join(shaping)}: not supported by this search")
+    strict = params.strict if isinstance(params, SearchParams) else True
+    if strict:
         raise InvalidSearch(f"unsupported search parameter(s): {', '.join(unknown)}")
+    for name in unknown:
+        del params[name]
+    if isinstance(params, SearchParams):
+        params.request.state.fhir_ignored_params = frozenset(unknown)
 
 
 def single(params: dict[str, list[str]], name: str) -> str | None:
@@ -165,25 +263,3 @@ def single(params: dict[str, list[str]], name: str) -> str | None:
         # parameter were absent would return far more than was asked for.
         raise InvalidSearch(f"{name} is empty")
     return values[0] if values else None
-
-
-def observation_query(params: dict[str, list[str]]) -> ObservationQuery:
-    reject_unknown(params, names(search_params.OBSERVATION))
-    paging = parse_paging(params)
-    patient, subject = single(params, "patient"), single(params, "subject")
-    if patient and subject:
-        raise InvalidSearch("give patient or subject, not both")
-    patient = patient or subject
-    code = single(params, "code")
-    bounds = [b for value in params.get("date", []) for b in parse_date_param(value)]
-    sort = single(params, "_sort") or "date"
-    if sort not in ("date", "-date"):
-        raise InvalidSearch("_sort supports date and -date")
-    return ObservationQuery(
-        patient_id=parse_reference(patient, "Patient") if patient else None,
-        codes=parse_code_param(code) if code else (),
-        bounds=tuple(bounds),
-        newest_first=sort == "-date",
-        limit=paging.count,
-        offset=paging.offset,
-    )

@@ -5,16 +5,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+_BASE = "http://hl7.org/fhir/SearchParameter/"
+US_CORE = "http://hl7.org/fhir/us/core/SearchParameter/"
+
 
 @dataclass(frozen=True, slots=True)
 class SearchParam:
     name: str
     type: str  # FHIR search parameter type: token, reference, date, string, number, special
     documentation: str
+    definition: str | None = None  # the SearchParameter's canonical URL, when it has one
 
     def statement(self) -> dict[str, str]:
         """As CapabilityStatement.rest.resource.searchParam."""
-        return {"name": self.name, "type": self.type, "documentation": self.documentation}
+        found = {"name": self.name, "type": self.type, "documentation": self.documentation}
+        if self.definition is not None:
+            found["definition"] = self.definition
+        return found
 
 
 def names(params: tuple[SearchParam, ...]) -> set[str]:
@@ -26,29 +33,170 @@ _OFFSET = SearchParam("_offset", "number", "entries to skip (the next/previous l
 _PATIENT = SearchParam("patient", "reference", "the patient the resource is about")
 _SUBJECT = SearchParam("subject", "reference", "same as patient")
 _PAGED = (_COUNT, _OFFSET)
+# The result parameters every search below accepts (docs/fhir-api.md#result-parameters).
+_RESULTS = (
+    *_PAGED,
+    SearchParam("_summary", "token", "count, true, data or false"),
+    SearchParam("_elements", "token", "top-level elements to return, comma-separated"),
+    SearchParam("_total", "token", "none, estimate or accurate (the default): Bundle.total"),
+)
+
+
+def _sort(keys: str) -> SearchParam:
+    return SearchParam("_sort", "special", f"comma-separated keys, - for descending: {keys}")
+
+
+def _include(targets: str) -> SearchParam:
+    return SearchParam("_include", "special", targets)
+
+
+def _revinclude(targets: str) -> SearchParam:
+    return SearchParam("_revinclude", "special", targets)
+
+
+_ID = "_id"
+_LAST_UPDATED = "_lastUpdated"
 
 PATIENT = (
-    SearchParam("identifier", "token", "system|value or value"),
-    SearchParam("name", "string", "starts-with on family or given name"),
-    *_PAGED,
+    SearchParam(
+        _ID, "token", "the Patient's id (comma-separated: any)", US_CORE + "us-core-patient-id"
+    ),
+    SearchParam(
+        "identifier",
+        "token",
+        "system|value or value (exact, through the identifier's blind index)",
+        US_CORE + "us-core-patient-identifier",
+    ),
+    SearchParam(
+        "name",
+        "string",
+        "case-insensitive starts-with on family or given name",
+        US_CORE + "us-core-patient-name",
+    ),
+    SearchParam(
+        "family",
+        "string",
+        "case-insensitive starts-with on the family name",
+        US_CORE + "us-core-patient-family",
+    ),
+    SearchParam(
+        "given",
+        "string",
+        "case-insensitive starts-with on the given name",
+        US_CORE + "us-core-patient-given",
+    ),
+    SearchParam(
+        "birthdate",
+        "date",
+        "birth date; prefixes eq, ne, gt, lt, ge, le, sa, eb, ap",
+        US_CORE + "us-core-patient-birthdate",
+    ),
+    SearchParam(
+        "gender",
+        "token",
+        "male, female, other or unknown (comma-separated: any)",
+        US_CORE + "us-core-patient-gender",
+    ),
+    _sort("family, given, name, birthdate, gender, _id"),
+    _revinclude("Observation:patient, Observation:subject, Device:patient, Flag:patient"),
+    *_RESULTS,
 )
 DEVICE = (
-    SearchParam("patient", "reference", "devices ever assigned to the patient"),
-    *_PAGED,
+    SearchParam(
+        "patient", "reference", "devices ever assigned to the patient", _BASE + "Device-patient"
+    ),
+    SearchParam(
+        "identifier",
+        "token",
+        "the serial number: urn:medmesh:device-serial|value or value",
+        _BASE + "Device-identifier",
+    ),
+    SearchParam(_ID, "token", "the Device's id (comma-separated: any)", _BASE + "Resource-id"),
+    _sort("device-name, _id"),
+    _include("Device:patient"),
+    _revinclude("Observation:device"),
+    *_RESULTS,
 )
 OBSERVATION = (
-    SearchParam("patient", "reference", "the patient observed"),
-    _SUBJECT,
-    SearchParam("code", "token", "LOINC code, system|code or code"),
-    SearchParam("date", "date", "effective time; prefixes eq, ge, gt, le, lt"),
-    SearchParam("_sort", "special", "date or -date"),
-    *_PAGED,
+    SearchParam(
+        "patient", "reference", "the patient observed", US_CORE + "us-core-observation-patient"
+    ),
+    SearchParam("subject", "reference", "same as patient", _BASE + "Observation-subject"),
+    SearchParam(
+        "category",
+        "token",
+        "vital-signs, laboratory or activity (system|code; comma-separated: any)",
+        US_CORE + "us-core-observation-category",
+    ),
+    SearchParam(
+        "code",
+        "token",
+        "LOINC code, system|code or code (comma-separated: any; repeated: all)",
+        US_CORE + "us-core-observation-code",
+    ),
+    SearchParam(
+        "date",
+        "date",
+        "effective time; prefixes eq, ne, gt, lt, ge, le, sa, eb, ap; repeat for a range",
+        US_CORE + "us-core-observation-date",
+    ),
+    SearchParam(
+        "status",
+        "token",
+        "final (every stored reading is final; comma-separated: any)",
+        US_CORE + "us-core-observation-status",
+    ),
+    SearchParam(
+        _LAST_UPDATED,
+        "date",
+        "when medmesh received the reading; prefixes as date",
+        US_CORE + "us-core-observation-lastupdated",
+    ),
+    SearchParam("device", "reference", "the device that measured", _BASE + "Observation-device"),
+    SearchParam(_ID, "token", "the Observation's id (comma-separated: any)", _BASE + "Resource-id"),
+    SearchParam(
+        "value-quantity",
+        "quantity",
+        "[prefix]number[|system|code]: the value, decrypted after the other filters narrow",
+        _BASE + "Observation-value-quantity",
+    ),
+    SearchParam(
+        "component-code",
+        "token",
+        "a component's LOINC code (8480-6 systolic, 8462-4 diastolic)",
+        _BASE + "Observation-component-code",
+    ),
+    SearchParam(
+        "combo-code",
+        "token",
+        "the code or a component's code",
+        _BASE + "Observation-combo-code",
+    ),
+    _sort("date, _lastUpdated, code, patient, device, _id"),
+    SearchParam("_cursor", "special", "opaque keyset position; the next link sets it"),
+    _include("Observation:patient, Observation:subject, Observation:device"),
+    *_RESULTS,
+)
+LASTN = (
+    *(
+        p
+        for p in OBSERVATION
+        if p.name
+        in {"patient", "subject", "category", "code", "date", "status", "_lastUpdated", "device"}
+    ),
+    SearchParam(
+        "max", "number", "readings per code and patient, newest first (default 1, at most 100)"
+    ),
+    *(p for p in _RESULTS if p.name in {"_summary", "_elements"}),
 )
 FLAG = (
-    _PATIENT,
-    _SUBJECT,
+    SearchParam(
+        "patient", "reference", "the patient the alert is about", _BASE + "clinical-patient"
+    ),
+    SearchParam("subject", "reference", "same as patient", _BASE + "Flag-subject"),
     SearchParam("status", "token", "active or inactive"),
-    *_PAGED,
+    _include("Flag:patient"),
+    *_RESULTS,
 )
 CONSENT = (
     SearchParam("patient", "reference", "whose consents"),

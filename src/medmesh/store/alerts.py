@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, func, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -245,3 +245,21 @@ async def alerts_for_export(
         )
     query = query.order_by(alerts.c.opened_at, alerts.c.id).limit(limit).offset(offset)
     return await Alerts(conn)._all(query)
+
+
+async def count_alerts(
+    conn: AsyncConnection,
+    *,
+    patient_id: str | None = None,
+    statuses: Sequence[AlertStatus] = (),
+    within: Collection[str] | None = None,
+) -> int:
+    """How many alerts Alerts.search would find with these filters (FHIR Bundle.total)."""
+    query = select(func.count()).select_from(alerts)
+    if within is not None:
+        query = query.where(alerts.c.patient_id.in_(list(within)))
+    if patient_id is not None:
+        query = query.where(alerts.c.patient_id == patient_id)
+    if statuses:
+        query = query.where(alerts.c.status.in_([s.value for s in statuses]))
+    return int((await conn.execute(query)).scalar_one())

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import and_, false, or_, select
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
@@ -186,6 +187,12 @@ class Observations:
 
     async def _fetch(self, sql: ColumnElement[bool] | object) -> list[StoredObservation]:
         rows = (await self._conn.execute(sql)).mappings().all()  # type: ignore[call-overload]
+        return await self._fetch_rows(rows)
+
+    async def _fetch_rows(self, rows: Sequence[RowMapping]) -> list[StoredObservation]:
+        """Observation rows (every column) decrypted, with their panels' components."""
+        if not rows:
+            return []
         keys = await patient_keys(self._conn, {r["patient_id"] for r in rows})
         owner = {r["id"]: r["patient_id"] for r in rows}
         panel_ids = [r["id"] for r in rows if r["value"] is None]

@@ -63,6 +63,7 @@ async def test_metadata_is_a_capability_statement_for_r4(client: httpx.AsyncClie
         "Observation",
         "Flag",
         "Communication",
+        "ImagingStudy",
         "MedicationRequest",
         "Appointment",
         "Schedule",

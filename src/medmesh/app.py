@@ -24,6 +24,8 @@ from medmesh.care.attachments import AttachmentLimits
 from medmesh.care.medications_api import router as medications_router
 from medmesh.care.messages_api import router as messages_router
 from medmesh.care.notifications_api import router as notifications_router
+from medmesh.care.visit_rooms import VisitRooms
+from medmesh.care.visits import IceConfig
 from medmesh.config import Settings
 from medmesh.events.bus import EventBus
 from medmesh.fhir.appointments import router as fhir_appointments_router
@@ -83,6 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provide(app, WallClock, time.time)
     provide(app, ExportSettings, wiring.export_settings(settings))
     provide(app, AttachmentLimits, wiring.attachment_limits(settings))
+    provide(app, IceConfig, wiring.ice_config(settings))
+    provide(app, VisitRooms, VisitRooms())
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id

@@ -24,6 +24,7 @@ from medmesh.care.attachments import AttachmentLimits
 from medmesh.care.medications_api import router as medications_router
 from medmesh.care.messages_api import router as messages_router
 from medmesh.care.notifications_api import router as notifications_router
+from medmesh.care.rpm_api import router as rpm_router
 from medmesh.care.visit_rooms import VisitRooms
 from medmesh.care.visits import IceConfig
 from medmesh.config import Settings
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(communications_router)
     app.include_router(medication_requests_router)
     app.include_router(fhir_appointments_router)
+    app.include_router(rpm_router)
     app.include_router(audit_events_router)
     app.include_router(subscriptions_router)
     app.include_router(events_router)

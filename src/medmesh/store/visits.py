@@ -209,6 +209,14 @@ class TimeEntries:
             .values(reason=reason, **_entry_values(after))
         )
 
+    async def extend(self, entry_id: str, end: datetime) -> None:
+        """Move a running interactive entry's end (activity, not an edit: no revision)."""
+        await self._conn.execute(
+            update(time_entries)
+            .where(time_entries.c.id == entry_id)
+            .values(end=end, updated_at=end)
+        )
+
     async def revisions(self, entry: TimeEntry) -> list[dict[str, object]]:
         """The earlier versions of an entry, oldest first, each with who changed it and when."""
         key = await cipher_of(self._conn).key(entry.patient_id)

@@ -34,6 +34,7 @@ from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.bulk import router as bulk_router
 from medmesh.fhir.communications import router as communications_router
 from medmesh.fhir.consents import router as consents_router
+from medmesh.fhir.encounters import router as encounters_router
 from medmesh.fhir.everything import router as everything_router
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(medication_requests_router)
     app.include_router(fhir_appointments_router)
     app.include_router(rpm_router)
+    app.include_router(encounters_router)
     app.include_router(audit_events_router)
     app.include_router(subscriptions_router)
     app.include_router(events_router)

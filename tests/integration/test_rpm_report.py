@@ -188,6 +188,7 @@ async def test_the_report_exports_as_csv_and_a_pdf_whose_text_names_the_codes(
     database: Database, http: AppClient
 ) -> None:
     world = await make_world(database)
+    await make_world(database, "MRN-2")  # another care team's patient: not in the program
     await _readings(
         database, world, *(_at("2026-11-01T10:00") + timedelta(days=n) for n in range(16))
     )
@@ -361,3 +362,66 @@ async def test_erasure_removes_visits_notes_and_time_entries_and_a_copy_cannot_o
             key.open_text(sealed_reason, "time_entries.reason", entry.id)
     finally:
         await keyed.dispose()
+
+
+async def test_visits_and_time_are_fhir_encounters_and_charge_items_in_everything(
+    database: Database, http: AppClient
+) -> None:
+    world = await make_world(database)
+    start = _at("2026-11-02T09:00")
+    async with database.write() as conn:
+        await Schedules(conn).put(
+            Schedule(
+                str(uuid.uuid4()),
+                world.clinician_id,
+                "dr test",
+                "UTC",
+                30,
+                (VisitKind.VIDEO,),
+                (),
+                30,
+                0,
+                start,
+            )
+        )
+        schedule = await Schedules(conn).of_clinician(world.clinician_id)
+        assert schedule is not None
+        appointment = Appointment(
+            str(uuid.uuid4()),
+            schedule.id,
+            world.clinician_id,
+            "dr test",
+            world.patient_id,
+            start,
+            start + timedelta(minutes=30),
+            VisitKind.VIDEO,
+            AppointmentStatus.BOOKED,
+            None,
+            start,
+            world.clinician_id,
+        )
+        await Appointments(conn).book(appointment)
+        visit = await Visits(conn).begin(
+            Visit(appointment.id, world.patient_id, world.clinician_id, start)
+        )
+        await Visits(conn).write_note(visit, "BP controlled", start)
+        await Visits(conn).left(appointment.id, start + timedelta(minutes=20))
+    entry = await _time(database, world, start, 20, kind=TimeKind.VISIT)
+    headers = world.reader_headers
+    encounter = (await http.get(f"/fhir/Encounter/{appointment.id}", headers=headers)).json()
+    assert encounter["status"] == "finished"
+    assert encounter["class"]["code"] == "VR"
+    assert encounter["extension"][0]["valueMarkdown"] == "BP controlled"
+    items = await http.get(
+        "/fhir/ChargeItem",
+        params={"patient": world.patient_id, "code": "visit", "entered-date": "ge2026-11-01"},
+        headers=headers,
+    )
+    [found] = [e["resource"] for e in items.json()["entry"]]
+    assert found["id"] == entry.id
+    assert found["quantity"]["value"] == 20.0
+    bad = await http.get("/fhir/ChargeItem", params={"code": "golf"}, headers=headers)
+    assert bad.status_code == 400 and "code must be" in bad.text
+    everything = await http.get(f"/fhir/Patient/{world.patient_id}/$everything", headers=headers)
+    kinds = {e["resource"]["resourceType"] for e in everything.json()["entry"]}
+    assert {"Encounter", "ChargeItem"} <= kinds

@@ -21,6 +21,7 @@ from medmesh.care.appointments import book, new_schedule
 from medmesh.care.medications import new_medication, prescribe
 from medmesh.care.messages import start_thread
 from medmesh.config import Settings
+from medmesh.demo_visits import demo_visit_and_time
 from medmesh.domain.appointments import WEEKDAYS, VisitKind
 from medmesh.domain.errors import MedmeshError
 from medmesh.domain.messages import MessageCategory, Side
@@ -229,6 +230,7 @@ async def run_demo(
     token = await _clinician_token(database, [s.patient_id for s in subjects])
     for subject in subjects:
         await _care_between_visits(database, subject.patient_id)
+    visit = await demo_visit_and_time(database, subjects[0].patient_id, DEMO_CLINICIAN)
     await database.dispose()
 
     settings = settings.bound_to(settings.host)
@@ -262,6 +264,9 @@ async def run_demo(
         '.now())"'
     )
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
+    if visit is not None:
+        print(f"  video visit (open now): {base_url}/visits/{visit}")
+    print(f"  RPM program, last month: {base_url}/api/v1/rpm/program?format=pdf&month=<YYYY-MM>")
     print(f"  API token of the demo clinician (new for this run): {token}")
     print(
         f"  try: curl -H 'Authorization: Bearer {token}' "

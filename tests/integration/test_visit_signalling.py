@@ -7,6 +7,7 @@ call; the server relays only after admission."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+from pypdf import PdfReader
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -204,3 +206,22 @@ async def test_a_dropped_socket_frees_the_seat_and_the_same_tab_rejoins_the_call
         await database.dispose()
     [entry] = found
     assert entry.kind.value == "visit" and entry.interactive
+
+
+async def test_the_program_page_lists_the_panel_with_days_still_needed_and_exports(
+    server: tuple[dict[str, Any], LiveServer],
+) -> None:
+    cast, live = server
+    ada = await _sign_in(live.base_url, "ada", cast["secret"])
+    async with httpx.AsyncClient(base_url=live.base_url, cookies={SESSION_COOKIE: ada}) as client:
+        program = await client.get("/rpm")
+        assert program.status_code == 200, program.text
+        assert "Jane Doe" in program.text
+        assert "2 for 99445" in program.text  # no data yet: two days to the first device code
+        assert "10 for 99470" in program.text
+        as_pdf = await client.get("/rpm", params={"format": "pdf"})
+        text = "\n".join(p.extract_text() for p in PdfReader(io.BytesIO(as_pdf.content)).pages)
+        assert "Jane Doe" in text and "Days with device data: 0" in text
+        future = await client.get("/rpm", params={"month": "2099-01"})
+        assert future.status_code == 400
+        assert "has not begun yet" in future.text

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from medmesh.web import actions, auth, care, live, me, messages, pages, visits
+from medmesh.web import actions, auth, care, live, me, messages, pages, rpm, visits
 from medmesh.web.templating import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)
@@ -19,5 +19,6 @@ router.include_router(care.router)
 router.include_router(live.router)
 router.include_router(actions.router)
 router.include_router(visits.router)
+router.include_router(rpm.router)
 router.include_router(visits.sockets)
 router.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -65,6 +65,8 @@ async def test_metadata_is_a_capability_statement_for_r4(client: httpx.AsyncClie
         "Communication",
         "MedicationRequest",
         "Appointment",
+        "Encounter",
+        "ChargeItem",
         "Schedule",
         "Slot",
         "Subscription",

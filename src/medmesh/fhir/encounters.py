@@ -40,15 +40,21 @@ VISIT_NOTE = "https://medmesh.dev/fhir/StructureDefinition/visit-note"
 INTERACTIVE = "https://medmesh.dev/fhir/StructureDefinition/interactive-communication"
 TIME_KIND = "https://medmesh.dev/fhir/CodeSystem/clinician-time"
 _PAGED = {"_count", "_offset"}
+_PAGING = (
+    SearchParam("_count", "number", "page size, at most 1000"),
+    SearchParam("_offset", "number", "entries to skip (the next/previous links use it)"),
+)
 ENCOUNTER_PARAMS = (
     SearchParam("patient", "reference", "the patient"),
     SearchParam("date", "date", "when the visit began; prefixes eq, ge, gt, le, lt"),
+    *_PAGING,
 )
 CHARGE_ITEM_PARAMS = (
     SearchParam("patient", "reference", "the patient"),
     SearchParam("entered-date", "date", "when the time was spent; prefixes ge, gt, le, lt"),
     SearchParam("performer-actor", "reference", "the clinician (Practitioner/<user id>)"),
     SearchParam("code", "token", "visit, interactive, manual or setup"),
+    *_PAGING,
 )
 
 

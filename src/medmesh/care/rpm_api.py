@@ -283,7 +283,23 @@ def _export(
     return None
 
 
-@router.get("/rpm/report", summary="A patient's RPM report for a month or a 30-day period")
+_EXPORTS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The report: JSON, or CSV or PDF with `format`",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/csv": {"schema": {"type": "string"}},
+            "application/pdf": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.get(
+    "/rpm/report",
+    summary="A patient's RPM report for a month or a 30-day period",
+    responses=_EXPORTS,
+)
 async def rpm_report(
     request: Request,
     database: DatabaseDep,
@@ -306,7 +322,9 @@ async def rpm_report(
     return {"rules": codes.name, **row_json(rows[0], names.get(patient, ""))}
 
 
-@router.get("/rpm/program", summary="Every visible patient's RPM progress in a month")
+@router.get(
+    "/rpm/program", summary="Every visible patient's RPM progress in a month", responses=_EXPORTS
+)
 async def rpm_program(
     request: Request,
     database: DatabaseDep,

@@ -225,3 +225,29 @@ async def test_the_program_page_lists_the_panel_with_days_still_needed_and_expor
         future = await client.get("/rpm", params={"month": "2099-01"})
         assert future.status_code == 400
         assert "has not begun yet" in future.text
+
+
+async def test_activity_on_a_patients_page_counts_interactive_time_until_idle(
+    server: tuple[dict[str, Any], LiveServer], tmp_path: Any
+) -> None:
+    cast, live = server
+    ada = await _sign_in(live.base_url, "ada", cast["secret"])
+    async with httpx.AsyncClient(base_url=live.base_url, cookies={SESSION_COOKIE: ada}) as client:
+        page = await client.get(f"/patients/{cast['patient']}")
+        assert 'src="/static/js/activity.js"' in page.text
+        csrf = {"X-CSRF-Token": csrf_of(page.text)}
+        path = f"/rpm/activity/{cast['patient']}"
+        assert (await client.post(path)).status_code in (400, 403)  # no CSRF token
+        assert (await client.post(path, headers=csrf)).status_code == 204
+        await asyncio.sleep(1.5)
+        assert (await client.post(path, headers=csrf)).status_code == 204
+        other = await client.post(f"/rpm/activity/{uuid.uuid4()}", headers=csrf)
+        assert other.status_code in (403, 404)
+    database = Database(f"sqlite:///{tmp_path / 'medmesh.db'}")
+    try:
+        async with database.read() as conn:
+            [entry] = await TimeEntries(conn).search(patients=[cast["patient"]])
+    finally:
+        await database.dispose()
+    assert entry.kind.value == "interactive"
+    assert entry.duration.total_seconds() >= 1.5  # one running entry, extended by the second

@@ -4,18 +4,22 @@ minutes to the next management code, what is billable so far), and the CSV and P
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from medmesh.access.http import audit_results
+from medmesh.access.policy.scopes import Interaction
+from medmesh.care import access as care_access
+from medmesh.care import time_entries as timing
 from medmesh.care.rpm_export import csv_text, pdf_bytes
 from medmesh.care.rpm_report import calendar_month, report
 from medmesh.care.rpm_rules import load_codes
 from medmesh.domain.errors import InvalidRequest
 from medmesh.http.deps import DatabaseDep, SettingsDep
 from medmesh.store.registry import Patients
+from medmesh.web import session
 from medmesh.web.access import panel_patients, principal_of
 from medmesh.web.responses import WebRoute
 from medmesh.web.session import SessionUser, signed_in
@@ -75,3 +79,34 @@ async def program(
         "error": error,
     }
     return page(request, "rpm.html", context, 400 if error else 200)
+
+
+@router.post("/rpm/activity/{patient_id}")
+async def count_activity(
+    patient_id: str,
+    request: Request,
+    database: DatabaseDep,
+    settings: SettingsDep,
+    clinician: SessionUser = Depends(signed_in),
+) -> Response:
+    """A moment of a clinician's interactive work on a patient's page (static/js/activity.js
+    sends it only while the person is active); counted with the idle cut-off."""
+    await session.check_csrf(request)
+    principal = principal_of(request, clinician)
+    await care_access.decide(
+        request,
+        principal,
+        patient_id,
+        "ChargeItem",
+        Interaction.CREATE,
+        actors=(care_access.CARE_TEAM,),
+        refusal="only the patient's care team records time on their care",
+    )
+    await timing.activity(
+        database,
+        clinician=principal,
+        patient_id=patient_id,
+        at=datetime.now(UTC),
+        idle=timedelta(minutes=settings.time_idle_minutes),
+    )
+    return Response(status_code=204)

@@ -26,6 +26,9 @@ from medmesh.care.attachments import AttachmentLimits
 from medmesh.care.medications_api import router as medications_router
 from medmesh.care.messages_api import router as messages_router
 from medmesh.care.notifications_api import router as notifications_router
+from medmesh.care.rpm_api import router as rpm_router
+from medmesh.care.visit_rooms import VisitRooms
+from medmesh.care.visits import IceConfig
 from medmesh.config import Settings
 from medmesh.events.bus import EventBus
 from medmesh.fhir.appointments import router as fhir_appointments_router
@@ -33,6 +36,7 @@ from medmesh.fhir.audit_events import router as audit_events_router
 from medmesh.fhir.bulk import router as bulk_router
 from medmesh.fhir.communications import router as communications_router
 from medmesh.fhir.consents import router as consents_router
+from medmesh.fhir.encounters import router as encounters_router
 from medmesh.fhir.everything import router as everything_router
 from medmesh.fhir.export_jobs import ExportRunner, ExportSettings
 from medmesh.fhir.flags import router as flags_router
@@ -99,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provide(app, IdTokenSigner, IdTokenSigner(settings.oauth_signing_key_file))
     provide(app, ExportSettings, wiring.export_settings(settings))
     provide(app, AttachmentLimits, wiring.attachment_limits(settings))
+    provide(app, IceConfig, wiring.ice_config(settings))
+    provide(app, VisitRooms, VisitRooms())
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
@@ -113,6 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(quarantine_router)
     app.include_router(medication_requests_router)
     app.include_router(fhir_appointments_router)
+    app.include_router(rpm_router)
+    app.include_router(encounters_router)
     app.include_router(audit_events_router)
     app.include_router(subscriptions_router)
     app.include_router(events_router)

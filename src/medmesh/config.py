@@ -330,6 +330,32 @@ class Settings(BaseSettings):
         description="Wait before each webhook retry (±20 % jitter); the last repeats",
     )
 
+    # Video visits, clinician time and the RPM report (docs/visits.md, docs/rpm-report.md).
+    visit_join_early_minutes: int = Field(
+        15, ge=0, le=120, description="How long before its start a video visit may be joined"
+    )
+    visit_stun_urls: list[str] = Field(
+        [], description="STUN servers offered to browsers, e.g. stun:turn.example.org:3478"
+    )
+    visit_turn_urls: list[str] = Field(
+        [], description="TURN servers (coturn), e.g. turns:turn.example.org:5349"
+    )
+    visit_turn_secret: SecretStr | None = Field(
+        None, description="coturn's static-auth-secret: medmesh mints time-limited credentials"
+    )
+    visit_turn_ttl_seconds: int = Field(
+        3600, ge=60, le=86400, description="How long a minted TURN credential is valid"
+    )
+    time_idle_minutes: int = Field(
+        5, ge=1, le=60, description="Interactive clinician time stops after this long idle"
+    )
+    rpm_codes_file: Path | None = Field(
+        None, description="JSON of the RPM codes and thresholds; unset: CMS CY 2026 (built in)"
+    )
+    rpm_timezone: str = Field(
+        "UTC", description="The clinic's time zone: the day a reading counts for in the report"
+    )
+
     def bound_to(self, host: str) -> Settings:
         """These settings for a server listening on `host`: unless configured, the session
         cookie is Secure wherever the server can be reached from another machine."""

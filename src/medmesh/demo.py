@@ -21,6 +21,7 @@ from medmesh.care.appointments import book, new_schedule
 from medmesh.care.medications import new_medication, prescribe
 from medmesh.care.messages import start_thread
 from medmesh.config import Settings
+from medmesh.demo_visits import demo_visit_and_time
 from medmesh.domain.appointments import WEEKDAYS, VisitKind
 from medmesh.domain.errors import MedmeshError
 from medmesh.domain.messages import MessageCategory, Side
@@ -287,6 +288,7 @@ async def run_demo(
         await _laboratory_results(database, subject)
     await _demo_imaging(database, subjects[0])
     smart_app = await _register_demo_app(database)
+    visit = await demo_visit_and_time(database, subjects[0].patient_id, DEMO_CLINICIAN)
     await database.dispose()
 
     settings = settings.bound_to(settings.host)
@@ -324,6 +326,9 @@ async def run_demo(
         f"{base_url}/inbox/schedule   (a patient's page shows their messages and medicines)"
     )
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
+    if visit is not None:
+        print(f"  video visit (open now): {base_url}/visits/{visit}")
+    print(f"  RPM program, last month: {base_url}/api/v1/rpm/program?format=pdf&month=<YYYY-MM>")
     print(f"  API token of the demo clinician (new for this run): {token}")
     print(
         f"  try: curl -H 'Authorization: Bearer {token}' "

@@ -10,6 +10,7 @@ from medmesh.access.identity.credentials import DEVICE_SECRET_PREFIX
 from medmesh.access.identity.lockout import LockoutPolicy
 from medmesh.care.attachments import AttachmentLimits
 from medmesh.care.notifications import NotifierSettings
+from medmesh.care.visits import IceConfig
 from medmesh.config import Settings
 from medmesh.fhir.export_jobs import ExportSettings
 from medmesh.http.rate_limit import Budget, RateLimits
@@ -170,4 +171,15 @@ def export_settings(settings: Settings) -> ExportSettings:
         expiry=timedelta(hours=settings.export_expiry_hours),
         file_resources=settings.export_file_resources,
         sweep_interval=settings.export_sweep_interval_seconds,
+    )
+
+
+def ice_config(settings: Settings) -> IceConfig:
+    """The STUN/TURN servers of video visits (docs/visits.md)."""
+    secret = settings.visit_turn_secret
+    return IceConfig(
+        stun_urls=tuple(settings.visit_stun_urls),
+        turn_urls=tuple(settings.visit_turn_urls),
+        turn_secret=None if secret is None else secret.get_secret_value(),
+        turn_ttl=timedelta(seconds=settings.visit_turn_ttl_seconds),
     )

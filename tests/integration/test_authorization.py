@@ -31,6 +31,7 @@ from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.medications import RefillRequest, RefillStatus
+from medmesh.domain.visits import Visit
 from medmesh.events.model import MESSAGE, READINGS, REFILL, Event
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
@@ -38,6 +39,7 @@ from medmesh.store.medications import RefillRequests
 from medmesh.store.schema import audit_log
 from medmesh.store.subscriptions import Subscriptions
 from medmesh.store.users import Organizations
+from medmesh.store.visits import Visits
 from tests.accounts_fixtures import Person, sign_in
 from tests.conftest import CLINICIAN_PASSWORD, World, make_world
 from tests.helpers import AppClient, reading
@@ -61,6 +63,7 @@ class Cast:
     b_schedule: str  # B's clinician's schedule, and B's appointment in it
     b_appointment: str
     b_study: Filed  # an MRI study filed for B
+    b_time_entry: str  # B's clinician's time on B's care (a ChargeItem)
     patient_a: dict[str, str]  # A's own account, scope patient/*.cruds
     outsider: dict[str, str]  # a clinician of the same organisation, in no care team
     outsider_id: str
@@ -204,6 +207,22 @@ async def cast(database: Database, http: AppClient) -> Cast:
         headers=b.reader_headers,
     )
     assert appointment.status_code == 201, appointment.text
+    minutes_ago = now.replace(microsecond=0) - timedelta(minutes=30)
+    time_entry = await http.post(
+        "/api/v1/time-entries",
+        json={
+            "patient": b.patient_id,
+            "start": minutes_ago.isoformat(),
+            "end": (minutes_ago + timedelta(minutes=10)).isoformat(),
+            "reason": "phone call",
+        },
+        headers=b.reader_headers,
+    )
+    assert time_entry.status_code == 201, time_entry.text
+    async with database.write() as conn:  # B's video visit took place: an Encounter
+        await Visits(conn).begin(
+            Visit(appointment.json()["id"], b.patient_id, b.clinician_id, minutes_ago)
+        )
     await provisioning.add_to_care_team(database, b.patient_id, a.clinician_id, added_by="test")
     launch_b = await provisioning.issue_user_token(
         database, user_id=a.clinician_id, scopes="patient/*.cruds", patient_id=b.patient_id
@@ -224,6 +243,7 @@ async def cast(database: Database, http: AppClient) -> Cast:
         b_schedule=schedule.json()["id"],
         b_appointment=appointment.json()["id"],
         b_study=await file_study(database, "mr", "MRN-B"),
+        b_time_entry=time_entry.json()["id"],
         patient_a=_bearer(patient_token),
         outsider=_bearer(outsider_token),
         outsider_id=outsider_id,
@@ -337,6 +357,27 @@ def _b_requests(c: Cast) -> list[tuple[str, str, dict[str, Any]]]:
             "/dicomweb/studies",
             {"content": _stow_body(), "headers": {"Content-Type": _STOW_TYPE}},
         ),
+        (
+            "POST",
+            "/api/v1/time-entries",
+            {
+                "json": {
+                    "patient": b,
+                    "start": "2026-11-02T09:00:00Z",
+                    "end": "2026-11-02T09:10:00Z",
+                    "reason": "phone call",
+                }
+            },
+        ),
+        ("POST", "/api/v1/time-entries/activity", {"json": {"patient": b}}),
+        ("GET", "/api/v1/time-entries", {"params": {"patient": b}}),
+        ("PATCH", f"/api/v1/time-entries/{c.b_time_entry}", {"json": {"reason": "other"}}),
+        ("GET", f"/api/v1/time-entries/{c.b_time_entry}/history", {}),
+        ("GET", "/api/v1/rpm/report", {"params": {"patient": b}}),
+        ("GET", "/fhir/Encounter", {"params": {"patient": b}}),
+        ("GET", f"/fhir/Encounter/{c.b_appointment}", {}),
+        ("GET", "/fhir/ChargeItem", {"params": {"patient": b}}),
+        ("GET", f"/fhir/ChargeItem/{c.b_time_entry}", {}),
     ]
 
 
@@ -398,6 +439,7 @@ NOT_PATIENT_DATA = {
     ("GET", "/api/v1/imaging/quarantine"),
     ("POST", "/api/v1/imaging/quarantine/{item_id}/assign"),
     ("POST", "/api/v1/imaging/quarantine/{item_id}/reject"),
+    ("GET", "/api/v1/rpm/program"),  # every visible patient: checked in test_rpm_report
     ("POST", "/oauth/token"),  # public: SMART Backend Services (test_backend_services)
     ("GET", "/.well-known/smart-configuration"),
     ("GET", "/fhir/.well-known/smart-configuration"),
@@ -427,6 +469,8 @@ def _template(path: str, c: Cast) -> str:
         c.b_study.series_uid: "{series_uid}",
         c.b_study.instance_uid: "{instance_uid}",
         "/frames/1/": "/frames/{frame}/",
+        c.b_appointment: "{encounter_id}" if "Encounter" in path else "{appointment_id}",
+        c.b_time_entry: "{item_id}" if "ChargeItem" in path else "{entry_id}",
     }
     for value, name in replacements.items():
         path = path.replace(value, name)

@@ -66,6 +66,8 @@ async def test_metadata_is_a_capability_statement_for_r4(client: httpx.AsyncClie
         "ImagingStudy",
         "MedicationRequest",
         "Appointment",
+        "Encounter",
+        "ChargeItem",
         "Schedule",
         "Slot",
         "Subscription",

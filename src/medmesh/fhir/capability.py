@@ -6,6 +6,7 @@ from typing import Any
 
 import medmesh
 from medmesh.fhir import search_params
+from medmesh.fhir.encounters import CHARGE_ITEM_PARAMS, ENCOUNTER_PARAMS, VISIT_NOTE
 from medmesh.fhir.resources import US_CORE_PATIENT, observation_profiles
 from medmesh.fhir.search_results import INCLUDES, REVINCLUDES
 
@@ -179,6 +180,20 @@ def capability_statement(base_url: str, published: str, token_endpoint: str) -> 
                         "video; booked through POST /api/v1/appointments (docs/care.md)",
                         "interaction": read_search,
                         "searchParam": _search_params("Appointment"),
+                    },
+                    {
+                        "type": "Encounter",
+                        "documentation": "video visits; the clinician's note is the extension "
+                        f"{VISIT_NOTE} (docs/visits.md)",
+                        "interaction": read_search,
+                        "searchParam": [p.statement() for p in ENCOUNTER_PARAMS],
+                    },
+                    {
+                        "type": "ChargeItem",
+                        "documentation": "clinician time on a patient's care, in minutes, for "
+                        "billing remote monitoring (docs/rpm-report.md)",
+                        "interaction": read_search,
+                        "searchParam": [p.statement() for p in CHARGE_ITEM_PARAMS],
                     },
                     {
                         "type": "Schedule",

@@ -34,6 +34,7 @@ from medmesh.fhir.records import (
     parse_instant,
     parse_types,
     patient_resource,
+    visit_resources,
 )
 from medmesh.fhir.search import parse_date_range, parse_paging, query_params, reject_unknown, single
 from medmesh.http.deps import DatabaseDep
@@ -131,6 +132,8 @@ async def everything_page(
             found = await medication_resources(conn, patient_id, wanted, room + 1, offset)
         elif kind == "Appointment":
             found = await appointment_resources(conn, patient_id, wanted, room + 1, offset)
+        elif kind in ("Encounter", "ChargeItem"):
+            found = await visit_resources(kind, conn, patient_id, wanted, room + 1, offset)
         else:
             found = await flag_resources(conn, patient_id, wanted, room + 1, offset)
         page += found[:room]

@@ -33,6 +33,7 @@ from medmesh.fhir.records import (
     medication_resources,
     observation_page,
     patient_resource,
+    visit_resources,
 )
 from medmesh.http.responses import operation_outcome
 from medmesh.store.database import Database
@@ -166,6 +167,8 @@ async def _records(
                     chunk = await medication_resources(conn, patient_id, wanted, CHUNK, offset)
                 elif kind == "Appointment":
                     chunk = await appointment_resources(conn, patient_id, wanted, CHUNK, offset)
+                elif kind in ("Encounter", "ChargeItem"):
+                    chunk = await visit_resources(kind, conn, patient_id, wanted, CHUNK, offset)
                 else:
                     chunk = await flag_resources(conn, patient_id, wanted, CHUNK, offset)
             for resource in chunk:

@@ -14,6 +14,7 @@ from medmesh.domain.errors import InvalidSearch, NotFound
 from medmesh.fhir import resources
 from medmesh.fhir.appointments import appointment_resource
 from medmesh.fhir.communications import communication
+from medmesh.fhir.encounters import charge_item_resources, encounter_resources
 from medmesh.fhir.flags import flag
 from medmesh.fhir.imaging_studies import imaging_study
 from medmesh.fhir.medication_requests import medication_request
@@ -38,6 +39,8 @@ RECORD_TYPES = (
     "Flag",
     "MedicationRequest",
     "Appointment",
+    "Encounter",
+    "ChargeItem",
     "Communication",
     "ImagingStudy",
     "Observation",
@@ -184,6 +187,19 @@ async def appointment_resources(
         patients=[patient_id], start=wanted.start, end=wanted.end, limit=limit, offset=offset
     )
     return [appointment_resource(a) for a in found]
+
+
+async def visit_resources(
+    kind: str,
+    conn: AsyncConnection,
+    patient_id: str,
+    wanted: RecordFilter,
+    limit: int,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """Video visits (`Encounter`) or clinician time (`ChargeItem`), by start."""
+    read = encounter_resources if kind == "Encounter" else charge_item_resources
+    return await read(conn, patient_id, wanted.start, wanted.end, limit, offset)
 
 
 async def observation_page(

@@ -41,7 +41,7 @@ _ALWAYS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
-    # No page of ours uses these features; video visits will need camera and microphone (self).
+    # No page of ours uses these features but the video visit (VISIT_PERMISSIONS).
     "Permissions-Policy": (
         "camera=(), microphone=(), geolocation=(), payment=(), usb=(), serial=(), hid=(), "
         "bluetooth=(), midi=(), display-capture=(), browsing-topics=()"
@@ -50,6 +50,13 @@ _ALWAYS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "X-Frame-Options": "DENY",  # frame-ancestors for browsers that predate it
 }
+
+
+# The video visit page (/visits/...) uses camera, microphone and screen sharing, itself only.
+VISIT_PERMISSIONS = (
+    "camera=(self), microphone=(self), geolocation=(), payment=(), usb=(), serial=(), hid=(), "
+    "bluetooth=(), midi=(), display-capture=(self), browsing-topics=()"
+)
 
 
 def cache_control(path: str) -> str:
@@ -83,6 +90,8 @@ class SecurityHeaders:
                 headers = MutableHeaders(scope=message)
                 for name, value in _ALWAYS.items():
                     headers[name] = value
+                if path.startswith("/visits/"):
+                    headers["Permissions-Policy"] = VISIT_PERMISSIONS
                 # Set, not defaulted: a route's own Cache-Control (an event stream's no-cache,
                 # say) would still let a cache store health data.
                 headers["Cache-Control"] = cache_control(path)

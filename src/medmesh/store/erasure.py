@@ -45,7 +45,10 @@ from medmesh.store.schema import (
     patients,
     refill_requests,
     rule_states,
+    time_entries,
+    time_entry_revisions,
     users,
+    visits,
     webhook_deliveries,
 )
 
@@ -130,6 +133,8 @@ class PatientRecords:
             delete(refill_requests).where(refill_requests.c.patient_id == patient_id),
         )
         await run("medications", delete(medications).where(medications.c.patient_id == patient_id))
+        for table in (time_entry_revisions, time_entries, visits):  # visits before appointments
+            await run(table.name, delete(table).where(table.c.patient_id == patient_id))
         await run(
             "imaging_instances",
             delete(imaging_instances).where(imaging_instances.c.patient_id == patient_id),

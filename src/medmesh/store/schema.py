@@ -771,3 +771,55 @@ imaging_quarantine = Table(
     Column("decided_at", UTCDateTime, nullable=True),
     Index(None, "status", "received_at"),
 )
+
+# Video visits (care/visits.py): one row per video appointment once someone joined; the
+# clinician's note is sealed with the patient's key.
+visits = Table(
+    "visits",
+    metadata,
+    Column("appointment_id", String(36), ForeignKey("appointments.id"), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("clinician_id", String(36), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),  # the first join
+    Column("admitted_at", UTCDateTime, nullable=True),  # the clinician let the patient in
+    Column("ended_at", UTCDateTime, nullable=True),  # the last leave
+    Column("note", LargeBinary, nullable=True),  # sealed
+    Column("note_updated_at", UTCDateTime, nullable=True),
+    Column("chat_thread_id", String(36), nullable=True),  # the visit's chat, in messages
+    Index(None, "patient_id", "started_at"),
+)
+
+# Clinician time on a patient's care (care/time_entries.py): visits, interactive work, manual
+# entries (reason sealed), set-up and education. Edits keep the earlier version in
+# time_entry_revisions (sealed), so the trail survives while the patient's data does.
+time_entries = Table(
+    "time_entries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("clinician_id", String(36), nullable=False),
+    Column("clinician_name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),  # visit, interactive, manual, setup
+    Column("start", UTCDateTime, nullable=False),
+    Column("end", UTCDateTime, nullable=False),
+    Column("interactive", Boolean, nullable=False),  # real-time interactive communication
+    Column("reason", LargeBinary, nullable=True),  # sealed
+    Column("source_id", String(36), nullable=True),  # the visit's appointment id
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(36), nullable=False),
+    Index(None, "patient_id", "start"),
+    Index(None, "clinician_id", "start"),
+)
+
+time_entry_revisions = Table(
+    "time_entry_revisions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("entry_id", String(36), nullable=False),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("changed_by", String(36), nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("before", LargeBinary, nullable=False),  # sealed JSON of the earlier version
+    Index(None, "entry_id", "changed_at"),
+)

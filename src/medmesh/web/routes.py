@@ -19,7 +19,9 @@ from medmesh.web import (
     pages,
     patient_care,
     readings,
+    rpm,
     smart_authorize,
+    visits,
 )
 from medmesh.web.templating import STATIC_DIR
 
@@ -36,4 +38,7 @@ router.include_router(readings.router)
 router.include_router(live.router)
 router.include_router(actions.router)
 router.include_router(smart_authorize.router)
+router.include_router(visits.router)
+router.include_router(rpm.router)
+router.include_router(visits.sockets)
 router.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

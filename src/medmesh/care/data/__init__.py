@@ -1,0 +1,1 @@
+"""Data files of the care package (the RPM code sets)."""

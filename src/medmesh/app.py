@@ -46,6 +46,8 @@ from medmesh.http.request_log import RequestLog
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.paging.api import router as paging_router
+from medmesh.paging.pager import PagerSettings
 from medmesh.services import Services, build_formats
 from medmesh.store.database import Database
 from medmesh.web import session as web_session
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provide(app, WallClock, time.time)
     provide(app, ExportSettings, wiring.export_settings(settings))
     provide(app, AttachmentLimits, wiring.attachment_limits(settings))
+    provide(app, PagerSettings, wiring.pager_settings(settings))
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(medications_router)
     app.include_router(appointments_router)
     app.include_router(notifications_router)
+    app.include_router(paging_router)
     app.include_router(oauth_router)
     app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
     if (rate_limits := wiring.rate_limits(settings)) is not None:

@@ -64,7 +64,8 @@ def login_page(
 
 def _signed_in(request: Request, account: Account) -> Response:
     session.sign_in(request, account)
-    return RedirectResponse("/" if account.role in STAFF else "/me", status_code=303)
+    back = session.take_return_to(request)
+    return RedirectResponse(back or ("/" if account.role in STAFF else "/me"), status_code=303)
 
 
 @router.get("/login")

@@ -32,6 +32,7 @@ MAX_SESSION = timedelta(hours=12)
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 PENDING_FOR = timedelta(minutes=5)  # from the password to the code (or enrolment)
+RETURN_TO = "return_to"  # a local path to open after sign-in (a page's link)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +141,11 @@ async def check_csrf(request: Request) -> None:
 def sign_in(request: Request, account: Account) -> None:
     """A new session (new CSRF token too, so nothing from before sign-in carries over: the
     cookie is the whole session, so this is what a new session id is elsewhere)."""
+    back = request.session.get(RETURN_TO)
     request.session.clear()
     moment = int(now(request))
+    if isinstance(back, str):
+        request.session[RETURN_TO] = back
     request.session.update(
         uid=account.user_id,
         user=account.username,
@@ -158,11 +162,25 @@ def sign_in(request: Request, account: Account) -> None:
 
 def begin_second_step(request: Request, account: Account) -> None:
     """The password was right; the code (or enrolment) is still to come. A fresh session
-    that names the pending account and nothing else."""
+    that names the pending account and nothing else (and where to go after)."""
+    back = request.session.get(RETURN_TO)
     request.session.clear()
+    if isinstance(back, str):
+        request.session[RETURN_TO] = back
     request.session.update(
         pending=account.user_id, pending_since=int(now(request)), csrf=secrets.token_urlsafe(32)
     )
+
+
+def return_after_sign_in(request: Request, path: str) -> None:
+    """Remember a local path (a page's link) to open once the person has signed in."""
+    if path.startswith("/") and not path.startswith("//"):
+        request.session[RETURN_TO] = path
+
+
+def take_return_to(request: Request) -> str | None:
+    back = request.session.pop(RETURN_TO, None)
+    return back if isinstance(back, str) else None
 
 
 def pending_user(request: Request) -> str | None:

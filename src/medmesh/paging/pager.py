@@ -29,6 +29,7 @@ from medmesh.paging.repository import (
     ESCALATED,
     FAILED,
     HELD,
+    SENDING,
     SENT,
     Channels,
     Page,
@@ -191,6 +192,9 @@ class Pager:
         return sent
 
     async def _send(self, page: Page, now: datetime) -> int:
+        async with self._database.write() as conn:
+            if not await Pages(conn).set_status(page.id, SENDING, expected=HELD):
+                return 0  # another process (or tick) is sending it
         async with self._database.read() as conn:
             alert_ids = await Pages(conn).alert_ids(page.id)
             channels = await Channels(conn).of(page.recipient_id)
@@ -213,7 +217,7 @@ class Pager:
             ]
         if not open_alerts:
             async with self._database.write() as conn:
-                await Pages(conn).set_status(page.id, CLOSED, expected=HELD)
+                await Pages(conn).set_status(page.id, CLOSED, expected=SENDING)
             return 0
         severity = max((a.severity for a in open_alerts), key=lambda s: s.rank)
         for channel in channels:
@@ -256,7 +260,7 @@ class Pager:
                 await pages.set_status(
                     page.id,
                     SENT,
-                    expected=HELD,
+                    expected=SENDING,
                     sent_at=self._now(),
                     severity=severity.value,
                     escalate_at=now + chain.wait(plan, step, severity),
@@ -268,7 +272,7 @@ class Pager:
             rounds = len([d for d in await pages.deliveries(page.id)]) // max(1, len(channels))
             if not channels or rounds >= self._settings.max_rounds:
                 await pages.record_delivery(page.id, None, "none", "failed", "Unreachable", now)
-                await pages.set_status(page.id, FAILED, expected=HELD, escalate_at=now)
+                await pages.set_status(page.id, FAILED, expected=SENDING, escalate_at=now)
             else:
                 await pages.reschedule(page.id, now + self._settings.retry_after)
         return 0

@@ -24,6 +24,7 @@ from medmesh.store.schema import (
     paging_channels,
 )
 
+SENDING = "sending"  # claimed by one process, going out now
 HELD, SENT, FAILED, ACKNOWLEDGED, ESCALATED, CLOSED = (
     "held",
     "sent",
@@ -165,7 +166,7 @@ class Pages:
                 .where(
                     pages.c.recipient_id == recipient_id,
                     pages.c.level == level,
-                    pages.c.status.in_((HELD, SENT)),
+                    pages.c.status.in_((HELD, SENDING, SENT)),
                 )
                 .order_by(pages.c.created_at.desc())
                 .limit(1)
@@ -256,7 +257,11 @@ class Pages:
         return bool(result.rowcount)
 
     async def reschedule(self, page_id: str, due_at: datetime) -> None:
-        await self._conn.execute(update(pages).where(pages.c.id == page_id).values(due_at=due_at))
+        await self._conn.execute(
+            update(pages)
+            .where(pages.c.id == page_id, pages.c.status == SENDING)
+            .values(due_at=due_at, status=HELD)
+        )
 
     async def close_for_alerts(self, alert_ids: Sequence[str], except_page: str) -> None:
         """Pages that announced these alerts stop escalating (someone acknowledged)."""
@@ -266,7 +271,7 @@ class Pages:
             .where(
                 pages.c.id.in_(theirs),
                 pages.c.id != except_page,
-                pages.c.status.in_((HELD, SENT, FAILED)),
+                pages.c.status.in_((HELD, SENDING, SENT, FAILED)),
             )
             .values(status=CLOSED)
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -51,9 +51,9 @@ class Ward:
 
 
 @pytest.fixture
-def sink() -> AsyncIterator[Sink]:
+def sink() -> Iterator[Sink]:
     with smtp_sink() as running:
-        yield running  # type: ignore[misc]
+        yield running
 
 
 async def _token(database: Database, person: Person) -> dict[str, str]:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -20,7 +21,7 @@ import pyotp
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page, expect
 
 from medmesh import provisioning
 from medmesh.access.identity.credentials import new_secret
@@ -35,7 +36,7 @@ from medmesh.store.database import Database
 from medmesh.testing import FrozenClock
 from medmesh.wiring import pager_settings
 from tests.helpers import reading
-from tests.live_server import free_port
+from tests.live_server import free_port, live_server
 from tests.mosquitto_broker import INGEST_USER, Broker
 from tests.smtp_sink import Sink, smtp_sink
 
@@ -239,3 +240,94 @@ async def _page_and_acknowledge(scene: Scene, browser: Browser) -> None:
     await pager.tick()
     await asyncio.sleep(0.3)
     assert len(sink.received) == 1
+
+
+async def _sign_in(page: Page, base: str, username: str, password: str, secret: str) -> None:
+    await page.goto(base + "/login")
+    await page.get_by_label("Username").fill(username)
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base + "/login/code")
+    await page.get_by_label("Code from your authenticator app").fill(
+        pyotp.TOTP(secret).at(datetime.now(UTC))
+    )
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(base + "/")
+
+
+async def test_an_admin_keeps_the_roster_and_the_panel_sounds_the_alarm_and_counts(
+    browser: Browser, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/dashboard.db"
+    setup = Database(url)
+    await migrate.upgrade(setup)
+    patient = await provisioning.create_patient(
+        setup, family="Doe", given="Jane", identifier="MRN-1"
+    )
+    device = await provisioning.register_device(setup, display_name="Meter", model="G-1")
+    await provisioning.assign_device(
+        setup, device.device_id, patient.id, datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    secrets: dict[str, str] = {}
+    for username, name, role in (
+        (CLINICIAN, "Dr On Call", Role.CLINICIAN),
+        ("admin", "Org Admin", Role.ORG_ADMIN),
+    ):
+        account = await provisioning.create_user(
+            setup, username=username, display_name=name, role=role, password=PASSWORD
+        )
+        secrets[username] = pyotp.random_base32(32)
+        await provisioning.activate_totp(setup, username, secrets[username])
+        if role is Role.CLINICIAN:
+            await provisioning.add_to_care_team(setup, patient.id, account.id, added_by="test")
+    await setup.dispose()
+    # A server in its own process (the panel's live stream and ingest at once).
+    with live_server(url, tmp_path / "server.log") as server:
+        base = server.base_url
+        admin = await browser.new_page()
+        await _sign_in(admin, base, "admin", PASSWORD, secrets["admin"])
+        await admin.goto(base + "/rosters")
+        await admin.get_by_label("New team").fill("nights")
+        await admin.get_by_label("Time zone").fill("Europe/Berlin")
+        await admin.get_by_role("button", name="Create").click()
+        await admin.wait_for_url(base + "/rosters/nights")
+        today = datetime.now(ZoneInfo("Europe/Berlin")).weekday()
+        shift = admin.locator("form", has_text="Add a weekly shift")
+        await shift.get_by_label("Who").select_option(label="Dr On Call")
+        await shift.get_by_label("Day").select_option(value=str(today))
+        await shift.get_by_label("From").fill("00:00")
+        await shift.get_by_label("To").fill("23:59")
+        await shift.get_by_role("button", name="Add shift").click()
+        await admin.wait_for_url(base + "/rosters/nights")
+        # The week has gaps (every other day), highlighted; today's cover names the clinician.
+        assert await admin.locator("[data-gap=true]").count() >= 6
+        assert await admin.get_by_text("On call now: Dr On Call").count() == 1
+        await admin.close()
+
+        page = await browser.new_page()
+        await _sign_in(page, base, CLINICIAN, PASSWORD, secrets[CLINICIAN])
+        panel = page.locator(".on-call-now")
+        await panel.get_by_text("nights").wait_for()
+        assert "Dr On Call" in await panel.inner_text()
+        toggle = page.get_by_role("button", name="Alarm sound: off")
+        await toggle.click()
+        await page.get_by_role("button", name="Alarm sound: on").wait_for()
+        assert await page.locator("body[data-alarms]").count() == 0
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+            sent = await http.post(
+                "/ingest/v1/readings",
+                json={
+                    "readings": [
+                        reading("dash-1", "blood-glucose", 40, "mg/dL", at=datetime.now(UTC))
+                    ]
+                },
+                headers={"Authorization": f"Bearer {device.secret}"},
+            )
+            assert sent.status_code == 202, sent.text
+        await page.locator("body[data-alarms='1']").wait_for(state="attached", timeout=10_000)
+        await expect(page).to_have_title(re.compile(r"^\(1\) "), timeout=10_000)
+        # The choice is kept per browser: a reload keeps the alarm on.
+        await page.reload()
+        await page.get_by_role("button", name="Alarm sound: on").wait_for()
+        assert (await page.title()).startswith("(1) ")
+        await page.close()

@@ -22,6 +22,7 @@ from medmesh.store.schema import (
     page_deliveries,
     pages,
     paging_channels,
+    users,
 )
 
 SENDING = "sending"  # claimed by one process, going out now
@@ -438,6 +439,19 @@ class Rosters:
             )
         ).first()
         return None if row is None else await self._team(row)
+
+    async def staff(self, organization_id: str) -> dict[str, str]:
+        """Staff accounts of the organisation that can be on call: id → display name."""
+        rows = await self._conn.execute(
+            select(users.c.id, users.c.display_name)
+            .where(
+                users.c.organization_id == organization_id,
+                users.c.role == "clinician",
+                users.c.disabled.is_(False),
+            )
+            .order_by(users.c.display_name)
+        )
+        return {r.id: r.display_name for r in rows}
 
     async def team_by_id(self, team_id: str) -> Team | None:
         row = (

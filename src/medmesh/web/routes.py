@@ -7,7 +7,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.staticfiles import StaticFiles
 
-from medmesh.web import actions, auth, care, live, me, messages, pages, paging
+from medmesh.web import actions, auth, care, live, me, messages, pages, paging, rosters
 from medmesh.web.templating import STATIC_DIR
 
 router = APIRouter(include_in_schema=False)
@@ -19,4 +19,5 @@ router.include_router(care.router)
 router.include_router(live.router)
 router.include_router(actions.router)
 router.include_router(paging.router)
+router.include_router(rosters.router)
 router.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -403,3 +403,94 @@ async def test_rosters_show_gaps_are_for_admins_and_erasure_removes_a_patients_p
     assert erased.status_code == 200, erased.text
     async with database.read() as conn:
         assert await Pages(conn).history(ward.oncall.user_id) == []
+
+
+async def test_quiet_hours_hold_a_warning_page_but_not_a_critical_one(
+    ward: Ward, sink: Sink, database: Database
+) -> None:
+    await _channel(ward, ward.oncall, "email", "oncall@clinic.example")
+    now = datetime.now(UTC)
+    quiet = await ward.http.put(
+        "/api/v1/me/notifications",
+        json={
+            "email": "oncall@clinic.example",
+            "quiet_start": (now - timedelta(hours=1)).strftime("%H:%M"),
+            "quiet_end": (now + timedelta(hours=2)).strftime("%H:%M"),
+        },
+        headers=ward.headers["dr.oncall"],
+    )
+    assert quiet.status_code == 200, quiet.text
+    await ward.http.put(
+        f"/api/v1/patients/{ward.world.patient_id}/care-plan",
+        json={"primary_clinician": ward.oncall.user_id},
+        headers=ward.world.reader_headers,
+    )
+    warning = await ward.http.post(
+        "/ingest/v1/readings",
+        json={"readings": [reading("w-1", "blood-glucose", 62, "mg/dL", at=now)]},
+        headers=ward.world.device_headers,
+    )
+    assert warning.status_code == 202
+    await ward.http.settled()
+    await asyncio.sleep(0.3)
+    await _tick(ward, timedelta(minutes=5))
+    await asyncio.sleep(0.3)
+    assert sink.received == []  # a warning waits for the end of the quiet hours
+    async with database.read() as conn:
+        (held,) = await Pages(conn).history(ward.oncall.user_id)
+    assert held.status == "held" and held.due_at > now + timedelta(hours=1)
+
+    other = await make_world(database, "MRN-Q")
+    await provisioning.add_to_care_team(
+        database, other.patient_id, ward.oncall.user_id, added_by="test"
+    )
+    await ward.http.put(
+        f"/api/v1/patients/{other.patient_id}/care-plan",
+        json={"primary_clinician": ward.oncall.user_id},
+        headers=other.reader_headers,
+    )
+    critical = await ward.http.post(
+        "/ingest/v1/readings",
+        json={"readings": [reading("c-1", "blood-glucose", 40, "mg/dL", at=datetime.now(UTC))]},
+        headers=other.device_headers,
+    )
+    assert critical.status_code == 202
+    await ward.http.settled()
+    await asyncio.sleep(0.3)
+    await _tick(ward, timedelta(seconds=6))
+    await _wait(sink, 1)  # critical pages at any hour
+    assert "critical" in sink.received[0]["Subject"]
+
+
+async def test_a_snooze_holds_until_it_ends_and_then_pages_again(
+    ward: Ward, sink: Sink, database: Database
+) -> None:
+    await _roster_and_chain(ward)
+    await _channel(ward, ward.oncall, "email", "oncall@clinic.example")
+    await _channel(ward, ward.lead, "email", "lead@clinic.example")
+    alert_id = await _critical_reading(ward)
+    await _tick(ward, timedelta(seconds=6))
+    await _wait(sink, 1)
+    found = LINK.search(sink.received[0].as_string())
+    assert found
+    path = found.group(2)
+    await sign_in(ward.http, ward.oncall)
+    opened = await ward.http.get(path)
+    snoozed = await ward.http.post(
+        f"{path}/snooze",
+        data={"csrf_token": csrf_of(opened.text), "reason": "eating now", "minutes": "30"},
+    )
+    assert snoozed.status_code == 200, snoozed.text
+    assert "snoozed until" in snoozed.text
+    async with database.read() as conn:
+        assert (await Alerts(conn).get(alert_id)).status is AlertStatus.OPEN
+    # Past the 5-minute escalation delay but inside the snooze: nobody is paged.
+    await _tick(ward, timedelta(minutes=10))
+    await _tick(ward, timedelta(seconds=6))
+    await asyncio.sleep(0.3)
+    assert len(sink.received) == 1
+    # The snooze ends: the primary is paged again.
+    await _tick(ward, timedelta(minutes=21))
+    await _tick(ward, timedelta(seconds=6))
+    await _wait(sink, 2)
+    assert sink.received[1]["To"] == "oncall@clinic.example"

@@ -179,6 +179,8 @@ class Pager:
                     if preferences is not None:
                         due = preferences.deliverable_at(due)
                 page = await pages.create(person, level, alert.severity, due, now)
+            elif alert.severity not in QUIET_HOURS_APPLY:
+                await pages.bring_forward(page.id, now + self._settings.hold)
             await pages.attach(page, alert.id, alert.patient_id, alert.severity)
         return True
 

@@ -257,6 +257,15 @@ class Pages:
         result = await self._conn.execute(statement.values(status=status, **values))
         return bool(result.rowcount)
 
+    async def bring_forward(self, page_id: str, due_at: datetime) -> None:
+        """A held page goes out by `due_at` at the latest (a critical alert joined a page
+        that quiet hours were holding)."""
+        await self._conn.execute(
+            update(pages)
+            .where(pages.c.id == page_id, pages.c.status == HELD, pages.c.due_at > due_at)
+            .values(due_at=due_at)
+        )
+
     async def reschedule(self, page_id: str, due_at: datetime) -> None:
         await self._conn.execute(
             update(pages)

@@ -58,6 +58,8 @@ from medmesh.imaging.quarantine_api import router as quarantine_router
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.paging.api import router as paging_router
+from medmesh.paging.pager import PagerSettings
 from medmesh.services import Services, build_formats
 from medmesh.store.database import Database
 from medmesh.web import session as web_session
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provide(app, AttachmentLimits, wiring.attachment_limits(settings))
     provide(app, IceConfig, wiring.ice_config(settings))
     provide(app, VisitRooms, VisitRooms())
+    provide(app, PagerSettings, wiring.pager_settings(settings))
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
@@ -134,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(medications_router)
     app.include_router(appointments_router)
     app.include_router(notifications_router)
+    app.include_router(paging_router)
     app.include_router(oauth_router)
     app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
     if (rate_limits := wiring.rate_limits(settings)) is not None:

@@ -97,6 +97,12 @@ class Settings(BaseSettings):
         24, gt=0, description="How long before an appointment its reminder is sent"
     )
     notify_poll_seconds: float = Field(5, gt=0, description="How often due emails are sent")
+    paging_enabled: bool = Field(True, description="Run the pager (docs/paging.md)")
+    paging_hold_seconds: float = Field(
+        5, ge=0, le=300, description="How long a new page waits for other alerts to join it"
+    )
+    paging_poll_seconds: float = Field(1, gt=0, description="How often due pages are sent")
+    paging_max_per_alert: int = Field(3, ge=1, le=20, description="Most pages one alert causes")
     max_url_bytes: int = Field(8192, gt=0, description="Longest path and query string")
     max_request_headers: int = Field(100, gt=0, description="Most headers one request may have")
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import httpx
 import uvicorn
@@ -30,6 +30,9 @@ from medmesh.imaging.archive import ImagingArchive
 from medmesh.imaging.synthetic import mr_series
 from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.paging.channels import ChannelKind
+from medmesh.paging.repository import Channels, Rosters
+from medmesh.paging.rosters import Shift, ShiftKind, Team
 from medmesh.services import build_database
 from medmesh.sim.http_device import HttpDevice
 from medmesh.sim.models import PatientModel, demo_patients
@@ -231,6 +234,31 @@ async def _provision_clinician(database: Database) -> DemoClinician:
     return DemoClinician(DEMO_CLINICIAN, password, secret)
 
 
+DEMO_PAGING_ADDRESS = "demo.clinician@example.org"
+
+
+async def _paging(database: Database) -> None:
+    """An on-call team covered round the clock by the demo clinician (its lead too), and an
+    e-mail paging channel for them (pages go out when MEDMESH_SMTP_HOST is set)."""
+    async with database.write() as conn:
+        account = await Users(conn).find_by_username(DEMO_CLINICIAN)
+        assert account is not None
+        rosters = Rosters(conn)
+        if await rosters.team(account.organization_id, "Demo on call") is None:
+            shifts = tuple(
+                Shift(account.id, ShiftKind.WEEKLY, day, time(0), time(0)) for day in range(7)
+            )
+            team = Team(
+                "", account.organization_id, "Demo on call", "UTC", account.id, None, shifts
+            )
+            await rosters.save(team, account.id, datetime.now(UTC))
+        channels = Channels(conn)
+        if not await channels.of(account.id):
+            await channels.add(
+                account.id, ChannelKind.EMAIL, DEMO_PAGING_ADDRESS, "demo", datetime.now(UTC)
+            )
+
+
 async def _stream_http(base_url: str, subject: DemoSubject, interval: float) -> None:
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as client:
         device = HttpDevice(client, subject.device_secret)
@@ -283,6 +311,7 @@ async def run_demo(
     subjects = [await _provision(database, m) for m in chosen]
     clinician = await _provision_clinician(database)
     token = await _clinician_token(database, [s.patient_id for s in subjects])
+    await _paging(database)
     for subject in subjects:
         await _care_between_visits(database, subject.patient_id)
         await _laboratory_results(database, subject)

@@ -26,6 +26,7 @@ from medmesh.ingest.mqtt import MqttIngest
 from medmesh.ingest.omh import OMH, parse_omh
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.ingest.templates import load_templates, parser_for
+from medmesh.paging.pager import Pager
 from medmesh.rules.engine import RuleEngine
 from medmesh.rules.periodic import PeriodicChecks
 from medmesh.store import migrate
@@ -85,6 +86,7 @@ class Services:
     mllp: MllpServer | None = None
     dicom: DicomServer | None = None
     notifier: Notifier | None = None
+    pager: Pager | None = None
     workers: Workers = field(default_factory=Workers)
 
     @classmethod
@@ -147,6 +149,9 @@ class Services:
         if (notify := wiring.notifier_settings(settings)) is not None:
             self.notifier = Notifier(self.database, self.bus, notify)
             await workers.start("email notifications", self.notifier)
+        if settings.paging_enabled:
+            self.pager = Pager(self.database, self.bus, wiring.pager_settings(settings))
+            await workers.start("pager", self.pager)
         await workers.start("after-commit work (rules, events)", self.pipeline.after_commit)
         if exports and settings.export_runner:
             self.exports = ExportRunner(self.database, wiring.export_settings(settings))

@@ -18,6 +18,8 @@ from medmesh.http.request_limits import RequestLimits
 from medmesh.imaging.dicom_server import DicomSettings, parse_allowed
 from medmesh.ingest.mllp_guard import MllpLimits, parse_networks
 from medmesh.ingest.mqtt import MqttSettings
+from medmesh.paging.channels import SmtpServer
+from medmesh.paging.pager import PagerSettings
 from medmesh.webhooks.policy import WebhookPolicy
 
 
@@ -76,6 +78,28 @@ def notifier_settings(settings: Settings) -> NotifierSettings | None:
         starttls=settings.smtp_starttls,
         reminder_before=timedelta(hours=settings.notify_reminder_hours),
         poll_seconds=settings.notify_poll_seconds,
+    )
+
+
+def pager_settings(settings: Settings) -> PagerSettings:
+    """The pager: e-mail through the notification SMTP server (when set), links to this
+    server's public URL."""
+    smtp = None
+    if settings.smtp_host is not None:
+        smtp = SmtpServer(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.smtp_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password,
+            starttls=settings.smtp_starttls,
+        )
+    return PagerSettings(
+        base_url=(settings.public_base_url or "http://localhost:8000").rstrip("/"),
+        smtp=smtp,
+        hold=timedelta(seconds=settings.paging_hold_seconds),
+        max_pages_per_alert=settings.paging_max_per_alert,
+        poll_seconds=settings.paging_poll_seconds,
     )
 
 

@@ -428,6 +428,15 @@ NOT_PATIENT_DATA = {
     # A clinician's availability names no patient: their own schedule, its free slots.
     ("GET", "/api/v1/me/notifications"),  # the caller's own settings (test_care_notifications)
     ("PUT", "/api/v1/me/notifications"),
+    # Paging: the caller's own channels, and rosters of staff (test_paging, no patient data).
+    ("GET", "/api/v1/me/paging-channels"),
+    ("POST", "/api/v1/me/paging-channels"),
+    ("PUT", "/api/v1/me/paging-channels"),
+    ("DELETE", "/api/v1/me/paging-channels/{channel_id}"),
+    ("POST", "/api/v1/me/paging-channels/{channel_id}/test"),
+    ("GET", "/api/v1/oncall/teams"),
+    ("GET", "/api/v1/oncall/teams/{name}"),
+    ("PUT", "/api/v1/oncall/teams/{name}"),
     ("PUT", "/api/v1/schedule"),
     ("POST", "/api/v1/schedule/exceptions"),
     ("GET", "/api/v1/schedules/{schedule_id}/slots"),

@@ -14,12 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from medmesh.access.http import authorize, require_principal
 from medmesh.access.identity.principals import Principal
 from medmesh.access.policy.scopes import Interaction
-from medmesh.domain.care_plans import CarePlan, Schedule, Thresholds
+from medmesh.domain.care_plans import STEP_TARGETS, CarePlan, EscalationStep, Schedule, Thresholds
 from medmesh.domain.vocabulary import measure_by_key
 from medmesh.http.deps import DatabaseDep
 from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.rules.defaults import DEFAULT_THRESHOLDS, thresholds_for
-from medmesh.store.care_plans import CarePlans
+from medmesh.store.care_plans import CarePlans, chain_json
 from medmesh.store.registry import Patients
 
 router = APIRouter(prefix="/api/v1", tags=["care plans"], responses=ERROR_RESPONSES)
@@ -53,6 +53,27 @@ class ScheduleBody(BaseModel):
         return value
 
 
+class StepBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(description="primary, team (on call in team `ref`), lead (of team `ref`), user")
+    ref: str | None = Field(None, max_length=100, description="the team's name or a user id")
+    after: dict[str, float] = Field(
+        default_factory=dict, description="severity → minutes to wait before the next step"
+    )
+
+    @model_validator(mode="after")
+    def _usable(self) -> StepBody:
+        if self.to not in STEP_TARGETS:
+            raise ValueError(f"step `to` must be one of {', '.join(STEP_TARGETS)}")
+        if self.to != "primary" and not self.ref:
+            raise ValueError(f"a `{self.to}` step needs `ref`")
+        known = {"info", "warning", "urgent", "critical"}
+        if set(self.after) - known or any(not 0 <= v <= 1440 for v in self.after.values()):
+            raise ValueError("`after` maps info/warning/urgent/critical to 0-1440 minutes")
+        return self
+
+
 class CarePlanBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,7 +82,12 @@ class CarePlanBody(BaseModel):
     )
     schedule: ScheduleBody = Field(default_factory=ScheduleBody)
     primary_clinician: str | None = Field(None, max_length=200)
-    escalation_clinician: str | None = Field(None, max_length=200)
+    escalation_clinician: str | None = Field(
+        None, max_length=200, description="free text, before chains; not paged"
+    )
+    escalation_chain: list[StepBody] = Field(
+        default_factory=list, max_length=10, description="empty: the default chain"
+    )
 
     @model_validator(mode="after")
     def _usable(self) -> CarePlanBody:
@@ -83,6 +109,7 @@ def care_plan_json(plan: CarePlan) -> dict[str, Any]:
         "schedule": {"per_day": dict(plan.schedule.per_day), "timezone": plan.schedule.timezone},
         "primary_clinician": plan.primary_clinician,
         "escalation_clinician": plan.escalation_clinician,
+        "escalation_chain": chain_json(plan.escalation_chain),
         "updated_at": None
         if plan.updated_at is None
         else plan.updated_at.isoformat().replace("+00:00", "Z"),
@@ -142,6 +169,7 @@ async def replace_care_plan(
         Schedule(dict(body.schedule.per_day), body.schedule.timezone),
         body.primary_clinician,
         body.escalation_clinician,
+        tuple(EscalationStep(s.to, s.ref, dict(s.after)) for s in body.escalation_chain),
     )
     async with database.write() as conn:
         await Patients(conn).get(patient_id)

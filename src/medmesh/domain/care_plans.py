@@ -114,11 +114,27 @@ class Schedule:
 
 
 @dataclass(frozen=True, slots=True)
+class EscalationStep:
+    """One step of an escalation chain: who is paged (`to`: "primary" the plan's primary
+    clinician, "team" whoever is on call in team `ref`, "lead" that team's lead, "user" the
+    account `ref`) and how long, per severity, the step waits for an acknowledgement before
+    the next is paged (minutes; a severity not named uses the plan's escalate_* threshold)."""
+
+    to: str
+    ref: str | None = None
+    after: Mapping[str, float] = field(default_factory=dict)
+
+
+STEP_TARGETS = ("primary", "team", "lead", "user")
+
+
+@dataclass(frozen=True, slots=True)
 class CarePlan:
     patient_id: str
     threshold_overrides: Mapping[str, float] = field(default_factory=dict)
     schedule: Schedule = field(default_factory=Schedule)
     primary_clinician: str | None = None
-    escalation_clinician: str | None = None
+    escalation_clinician: str | None = None  # free text, kept from before chains
+    escalation_chain: tuple[EscalationStep, ...] = ()  # empty: the default chain
     updated_at: datetime | None = None  # None: no plan stored, the defaults apply
     updated_by: str | None = None

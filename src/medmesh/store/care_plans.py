@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.domain.care_plans import CarePlan, Schedule
+from medmesh.domain.care_plans import CarePlan, EscalationStep, Schedule
 from medmesh.store._sql import upsert
 from medmesh.store.schema import care_plans
 
@@ -28,9 +28,22 @@ def _plan(row: RowMapping) -> CarePlan:
         ),
         primary_clinician=row["primary_clinician"],
         escalation_clinician=row["escalation_clinician"],
+        escalation_chain=_chain(row["escalation_chain"]),
         updated_at=row["updated_at"],
         updated_by=row["updated_by"],
     )
+
+
+def _chain(text: str | None) -> tuple[EscalationStep, ...]:
+    steps: list[dict[str, Any]] = orjson.loads(text) if text else []
+    return tuple(
+        EscalationStep(s["to"], s.get("ref") or s.get("user") or s.get("team"), s.get("after", {}))
+        for s in steps
+    )
+
+
+def chain_json(chain: Sequence[EscalationStep]) -> list[dict[str, Any]]:
+    return [{"to": s.to, "ref": s.ref, "after": dict(s.after)} for s in chain]
 
 
 class CarePlans:
@@ -63,6 +76,9 @@ class CarePlans:
             ).decode(),
             "primary_clinician": plan.primary_clinician,
             "escalation_clinician": plan.escalation_clinician,
+            "escalation_chain": orjson.dumps(chain_json(plan.escalation_chain)).decode()
+            if plan.escalation_chain
+            else None,
             "updated_at": at,
             "updated_by": by,
         }

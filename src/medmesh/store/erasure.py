@@ -15,6 +15,7 @@ from medmesh.domain.errors import NotFound
 from medmesh.store.database import cipher_of
 from medmesh.store.exports import export_key_owner
 from medmesh.store.schema import (
+    alert_snoozes,
     alerts,
     api_tokens,
     appointments,
@@ -41,6 +42,9 @@ from medmesh.store.schema import (
     oauth_refresh_tokens,
     observation_components,
     observations,
+    page_alerts,
+    page_deliveries,
+    pages,
     patient_merges,
     patients,
     refill_requests,
@@ -116,6 +120,7 @@ class PatientRecords:
         await run(
             "observations", delete(observations).where(observations.c.patient_id == patient_id)
         )
+        await self._delete_pages(patient_id, counts)
         await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
         await run("rule_states", delete(rule_states).where(rule_states.c.patient_id == patient_id))
         await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))
@@ -204,6 +209,31 @@ class PatientRecords:
         )
         await run("patients", delete(patients).where(patients.c.id == patient_id))
         return counts
+
+    async def _delete_pages(self, patient_id: str, counts: dict[str, int]) -> None:
+        """Snoozes of the patient's alerts, their links to pages, and the pages (with their
+        deliveries) left announcing nothing else."""
+        affected = [
+            r.page_id
+            for r in await self._conn.execute(
+                select(page_alerts.c.page_id).where(page_alerts.c.patient_id == patient_id)
+            )
+        ]
+        for name, statement in (
+            (
+                "alert_snoozes",
+                delete(alert_snoozes).where(alert_snoozes.c.patient_id == patient_id),
+            ),
+            ("page_alerts", delete(page_alerts).where(page_alerts.c.patient_id == patient_id)),
+        ):
+            counts[name] = int((await self._conn.execute(statement)).rowcount or 0)
+        still_used = select(page_alerts.c.page_id).where(page_alerts.c.page_id.in_(affected))
+        empty = select(pages.c.id).where(pages.c.id.in_(affected), pages.c.id.not_in(still_used))
+        empty_ids = [r.id for r in await self._conn.execute(empty)]
+        deliveries = delete(page_deliveries).where(page_deliveries.c.page_id.in_(empty_ids))
+        counts["page_deliveries"] = int((await self._conn.execute(deliveries)).rowcount or 0)
+        gone = delete(pages).where(pages.c.id.in_(empty_ids))
+        counts["pages"] = int((await self._conn.execute(gone)).rowcount or 0)
 
     async def _delete_dead_letters(self, patient_id: str, counts: dict[str, int]) -> None:
         """Refused input from the patient's devices while assigned to them (their readings)."""

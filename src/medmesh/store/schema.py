@@ -441,7 +441,9 @@ care_plans = Table(
     Column("schedule", Text, nullable=False),
     # Who is notified first and who an unacknowledged urgent alert escalates to.
     Column("primary_clinician", String(200), nullable=True),
-    Column("escalation_clinician", String(200), nullable=True),
+    Column("escalation_clinician", String(200), nullable=True),  # free text, before chains
+    # The escalation chain (paging/chain.py) as JSON; NULL: the default chain.
+    Column("escalation_chain", Text, nullable=True),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("updated_by", String(200), nullable=False),
 )
@@ -822,4 +824,111 @@ time_entry_revisions = Table(
     Column("changed_at", UTCDateTime, nullable=False),
     Column("before", LargeBinary, nullable=False),  # sealed JSON of the earlier version
     Index(None, "entry_id", "changed_at"),
+)
+
+# Paging (medmesh.paging, docs/paging.md). Channels and pages name people and counts, never a
+# patient or a value; `page_alerts` links a page to the alerts it announces (and so to their
+# patients, for erasure); the snooze reason is sealed with the patient's key.
+paging_channels = Table(
+    "paging_channels",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("position", Integer, nullable=False),  # tried in this order, lowest first
+    Column("kind", String(16), nullable=False),  # email, apprise
+    Column("target", String(2000), nullable=False),  # an address or an apprise URL
+    Column("label", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "user_id", "position"),
+)
+
+pages = Table(
+    "pages",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("recipient_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("level", Integer, nullable=False),  # the step of the escalation chain
+    Column("severity", String(16), nullable=False),  # the highest of its alerts
+    Column("status", String(16), nullable=False),  # held, sent, failed, acknowledged, escalated
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("escalate_at", UTCDateTime, nullable=True),
+    Column("acknowledged_at", UTCDateTime, nullable=True),
+    Column("acknowledged_by", String(36), nullable=True),
+    Column("acknowledged_via", String(16), nullable=True),  # the channel kind of the link
+    Index(None, "status", "due_at"),
+    Index(None, "recipient_id", "status"),
+)
+
+page_alerts = Table(
+    "page_alerts",
+    metadata,
+    Column("page_id", String(36), ForeignKey("pages.id"), primary_key=True),
+    Column("alert_id", String(36), ForeignKey("alerts.id"), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Index(None, "alert_id"),
+    Index(None, "patient_id"),
+)
+
+page_deliveries = Table(
+    "page_deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("page_id", String(36), ForeignKey("pages.id"), nullable=False),
+    Column("channel_id", String(36), nullable=True),
+    Column("channel_kind", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False),  # sent, failed
+    Column("error", String(200), nullable=True),  # an exception's type name, never its text
+    Column("attempted_at", UTCDateTime, nullable=False),
+    # The link's code, hashed (SHA-256): it opens the page after sign-in, once, until expiry.
+    Column("code_hash", String(64), nullable=True, unique=True),
+    Column("code_expires_at", UTCDateTime, nullable=True),
+    Column("code_used_at", UTCDateTime, nullable=True),
+    Index(None, "page_id"),
+)
+
+alert_snoozes = Table(
+    "alert_snoozes",
+    metadata,
+    Column("alert_id", String(36), ForeignKey("alerts.id"), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("until", UTCDateTime, nullable=False),
+    Column("severity", String(16), nullable=False),  # re-fires only above this
+    Column("reason", LargeBinary, nullable=False),  # sealed
+    Column("snoozed_by", String(36), nullable=False),
+    Column("snoozed_at", UTCDateTime, nullable=False),
+    Index(None, "patient_id"),
+)
+
+# On-call rosters: teams of an organisation, and who covers when.
+oncall_teams = Table(
+    "oncall_teams",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("organization_id", String(36), ForeignKey("organizations.id"), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("lead_id", String(36), ForeignKey("users.id"), nullable=True),
+    Column("fallback_id", String(36), ForeignKey("users.id"), nullable=True),  # covers gaps
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", String(36), nullable=False),
+    UniqueConstraint("organization_id", "name"),
+)
+
+oncall_shifts = Table(
+    "oncall_shifts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("team_id", String(36), ForeignKey("oncall_teams.id"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # weekly, override
+    # weekly: a weekday (0 Monday) and local start and end (HH:MM, end <= start: next day)
+    Column("weekday", Integer, nullable=True),
+    Column("start_time", String(5), nullable=True),
+    Column("end_time", String(5), nullable=True),
+    # override: an instant range; it wins over the weekly rotation
+    Column("starts_at", UTCDateTime, nullable=True),
+    Column("ends_at", UTCDateTime, nullable=True),
+    Index(None, "team_id"),
 )

@@ -42,6 +42,7 @@ from medmesh.web.patient import (
     current_devices,
 )
 from medmesh.web.responses import WebRoute
+from medmesh.web.rosters import on_call_now
 from medmesh.web.session import SessionUser, signed_in, signed_in_quietly
 from medmesh.web.templating import page
 from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS
@@ -91,8 +92,9 @@ async def panel(
     decisions = await panel_patients(request, clinician)
     async with database.read() as conn:
         found = await panel_page(conn, number, _now(), within=decisions.keys())
+        on_call = await on_call_now(conn, clinician.organization_id, _now())
     await audit_shown(request, clinician, decisions, [r.patient.id for r in found.rows])
-    return page(request, "panel.html", _panel_context(clinician, found))
+    return page(request, "panel.html", _panel_context(clinician, found, on_call=on_call))
 
 
 @router.get("/panel/rows")

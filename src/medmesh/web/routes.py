@@ -17,8 +17,10 @@ from medmesh.web import (
     me,
     messages,
     pages,
+    paging,
     patient_care,
     readings,
+    rosters,
     rpm,
     smart_authorize,
     visits,
@@ -41,4 +43,6 @@ router.include_router(smart_authorize.router)
 router.include_router(visits.router)
 router.include_router(rpm.router)
 router.include_router(visits.sockets)
+router.include_router(paging.router)
+router.include_router(rosters.router)
 router.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

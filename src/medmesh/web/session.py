@@ -138,24 +138,30 @@ async def check_csrf(request: Request) -> None:
 
 
 RETURN_KEY = "return_to"
-RETURN_PREFIX = "/oauth/authorize/"  # only an app's pending authorization is returned to
+# Only these pages are returned to after sign-in: an app's authorization waiting for the
+# person, and a page's acknowledgement link (never an arbitrary URL: no open redirect).
+RETURN_PREFIXES = ("/oauth/authorize/", "/page/")
+
+
+def _returnable(value: object) -> bool:
+    return isinstance(value, str) and value.startswith(RETURN_PREFIXES)
 
 
 def remember_return(request: Request, path: str) -> None:
-    """After sign-in, go back to `path` (an app's authorization waiting for the person)."""
-    if path.startswith(RETURN_PREFIX):
+    """After sign-in, go back to `path` (an app's authorization, a page's link)."""
+    if _returnable(path):
         request.session[RETURN_KEY] = path
 
 
 def _kept_return(request: Request) -> dict[str, str]:
     value = request.session.get(RETURN_KEY)
-    return {RETURN_KEY: value} if isinstance(value, str) and value.startswith(RETURN_PREFIX) else {}
+    return {RETURN_KEY: value} if isinstance(value, str) and _returnable(value) else {}
 
 
 def take_return(request: Request) -> str | None:
-    """Where sign-in was asked from (once), if an app's authorization is waiting."""
+    """Where sign-in was asked from (once), if it is a page to return to."""
     value = request.session.pop(RETURN_KEY, None)
-    return value if isinstance(value, str) and value.startswith(RETURN_PREFIX) else None
+    return value if isinstance(value, str) and _returnable(value) else None
 
 
 def sign_in(request: Request, account: Account) -> None:

@@ -1,0 +1,31 @@
+"""What a page says: that alerts are waiting, how urgent, a link and a short code. Never who,
+what or which value: a page may be read on a lock screen or by a chat service."""
+
+from __future__ import annotations
+
+from medmesh.domain.alerts import Severity
+
+_WORD = {
+    Severity.CRITICAL: "A critical",
+    Severity.URGENT: "An urgent",
+    Severity.WARNING: "A",
+    Severity.INFO: "A",
+}
+
+
+def headline(severity: Severity, count: int) -> str:
+    if count == 1:
+        return f"{_WORD[severity]} alert for one of your patients is waiting"
+    return f"{count} alerts for your patients are waiting (the highest is {severity.value})"
+
+
+def page_text(severity: Severity, count: int, link: str, code: str) -> tuple[str, str]:
+    """Subject and body of a page."""
+    first = headline(severity, count)
+    body = (
+        f"{first}.\n\n"
+        f"Open it (sign-in needed): {link}\n"
+        f"Code: {code}\n\n"
+        "For your patients' privacy this page says nothing more.\n"
+    )
+    return f"medmesh: {first.lower()}", body

@@ -34,6 +34,7 @@ from medmesh.store.schema import (
     notification_outbox,
     notification_preferences,
     observation_components,
+    observation_rollups,
     observations,
     patients,
     refill_requests,
@@ -101,6 +102,10 @@ class PatientRecords:
         )
         await run(
             "observations", delete(observations).where(observations.c.patient_id == patient_id)
+        )
+        await run(
+            "observation_rollups",
+            delete(observation_rollups).where(observation_rollups.c.patient_id == patient_id),
         )
         await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
         await run("rule_states", delete(rule_states).where(rule_states.c.patient_id == patient_id))

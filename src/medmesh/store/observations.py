@@ -16,6 +16,7 @@ from medmesh.crypto.envelope import DataKey
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.errors import NotFound
 from medmesh.domain.reading import MeasuredValue, Reading
+from medmesh.store import rollups
 from medmesh.store._sql import insert_ignoring_duplicates
 from medmesh.store.database import cipher_of
 from medmesh.store.schema import observation_components, observations
@@ -145,6 +146,10 @@ class Observations:
             await self._conn.execute(
                 insert_ignoring_duplicates(self._conn, observation_components), components
             )
+        # The rollup hook: the readings this call stored, in this transaction.
+        await rollups.add_readings(
+            self._conn, [r for r in readings if r.observation_id in inserted]
+        )
         return inserted
 
     async def get(self, observation_id: str) -> StoredObservation:

@@ -233,3 +233,42 @@ async def test_the_backfill_rebuilds_the_rollups_ingest_wrote(
             await conn.execute(select(func.count()).select_from(observation_rollups))
         ).scalar_one()
     assert count == len(written_at_ingest)
+
+
+def test_the_backfill_command_builds_rollups_of_readings_stored_before_them(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    from medmesh.cli import app
+    from tests.conftest import make_world
+
+    monkeypatch.setenv("MEDMESH_DATABASE_URL", database_url)
+
+    async def older_database() -> None:
+        database = Database(database_url)
+        try:
+            world = await make_world(database)
+            await ingest(database, recorded_stream(world)[:5])
+            async with database.write() as conn:  # as if stored before rollups existed
+                await conn.execute(observation_rollups.delete())
+        finally:
+            await database.dispose()
+
+    async def rollup_rows() -> int:
+        database = Database(database_url)
+        try:
+            async with database.read() as conn:
+                query = select(func.count()).select_from(observation_rollups)
+                return int((await conn.execute(query)).scalar_one())
+        finally:
+            await database.dispose()
+
+    asyncio.run(older_database())
+    assert asyncio.run(rollup_rows()) == 0
+    result = CliRunner().invoke(app, ["db", "backfill-rollups"])
+    assert result.exit_code == 0, result.output
+    assert "rollups rebuilt for 1 patients from 500 readings" in result.output
+    assert asyncio.run(rollup_rows()) > 0

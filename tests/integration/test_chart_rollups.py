@@ -4,6 +4,7 @@ the backfill rebuilds the same rollups from the readings."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -238,8 +239,6 @@ async def test_the_backfill_rebuilds_the_rollups_ingest_wrote(
 def test_the_backfill_command_builds_rollups_of_readings_stored_before_them(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import asyncio
-
     from typer.testing import CliRunner
 
     from medmesh.cli import app
@@ -272,3 +271,41 @@ def test_the_backfill_command_builds_rollups_of_readings_stored_before_them(
     assert result.exit_code == 0, result.output
     assert "rollups rebuilt for 1 patients from 500 readings" in result.output
     assert asyncio.run(rollup_rows()) > 0
+
+
+async def test_concurrent_batches_of_one_patient_add_up_in_their_buckets(
+    database: Database, world: World
+) -> None:
+    """Two writers (two processes' transactions on PostgreSQL) folding readings of the same
+    minutes and hour at once: no update is lost, none counted twice."""
+    at = END - timedelta(hours=2)
+    streams = [
+        [
+            _reading(
+                world,
+                "heart-rate",
+                1000 * writer + n,
+                at + timedelta(seconds=n),
+                [MeasuredValue("8867-4", float(60 + writer), "/min")],
+            )
+            for n in range(120)
+        ]
+        for writer in range(2)
+    ]
+
+    async def writer(readings: list[Reading]) -> None:
+        for start in range(0, len(readings), 10):
+            async with database.write() as conn:
+                await Observations(conn).add_batch(readings[start : start + 10], END)
+
+    await asyncio.gather(*(writer(s) for s in streams))
+    async with database.read() as conn:
+        minutes = await Rollups(conn).read(
+            world.patient_id, "8867-4", resolution=MINUTE, since=at, until=END
+        )
+        [hour] = await Rollups(conn).read(
+            world.patient_id, "8867-4", resolution=HOUR, since=at, until=END
+        )
+    assert [m.stats.count for m in minutes] == [120, 120]
+    assert (hour.stats.count, hour.stats.low, hour.stats.high) == (240, 60.0, 61.0)
+    assert hour.mean == pytest.approx(60.5)

@@ -14,8 +14,9 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
 
-from sqlalchemy import bindparam, delete, select, tuple_, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.crypto.envelope import DataKey
@@ -182,18 +183,25 @@ class Rollups:
                 for k in chunk
             ],
         )
-        columns = (table.c.patient_id, table.c.code, table.c.component)
-        locked = (
-            select(*columns, table.c.resolution, table.c.bucket, table.c.stats)
-            .where(
-                tuple_(*columns, table.c.resolution, table.c.bucket).in_([k.tuple() for k in chunk])
+        stored: dict[RollupKey, bytes] = {}
+        for series, keys_of_series in groupby(chunk, key=lambda k: k.tuple()[:4]):
+            # One quantity at one resolution: an index seek per bucket (a row-value IN list
+            # would make SQLite scan the table).
+            patient_id, code, component, resolution = series
+            locked = (
+                select(table.c.bucket, table.c.stats)
+                .where(
+                    table.c.patient_id == patient_id,
+                    table.c.code == code,
+                    table.c.component == component,
+                    table.c.resolution == resolution,
+                    table.c.bucket.in_([k.bucket for k in keys_of_series]),
+                )
+                .order_by(table.c.bucket)
+                .with_for_update()
             )
-            .order_by(*columns, table.c.resolution, table.c.bucket)
-            .with_for_update()
-        )
-        stored: dict[RollupKey, bytes] = {
-            RollupKey(*row[:5]): row[5] for row in await self._conn.execute(locked)
-        }
+            for bucket, sealed in await self._conn.execute(locked):
+                stored[RollupKey(patient_id, code, component, resolution, bucket)] = sealed
         changes = []
         for k in chunk:
             merged = deltas[k]

@@ -187,7 +187,10 @@ class Rollups:
         for series, keys_of_series in groupby(chunk, key=lambda k: k.tuple()[:4]):
             # One quantity at one resolution: an index seek per bucket (a row-value IN list
             # would make SQLite scan the table).
+            # The range beside the list bounds the index scan even where the planner's
+            # statistics are stale (a table filled in one go) and it filters by the list.
             patient_id, code, component, resolution = series
+            buckets = [k.bucket for k in keys_of_series]
             locked = (
                 select(table.c.bucket, table.c.stats)
                 .where(
@@ -195,7 +198,9 @@ class Rollups:
                     table.c.code == code,
                     table.c.component == component,
                     table.c.resolution == resolution,
-                    table.c.bucket.in_([k.bucket for k in keys_of_series]),
+                    table.c.bucket >= buckets[0],
+                    table.c.bucket <= buckets[-1],
+                    table.c.bucket.in_(buckets),
                 )
                 .order_by(table.c.bucket)
                 .with_for_update()

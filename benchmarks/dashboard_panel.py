@@ -434,9 +434,13 @@ async def chart_figures(url: str, label: str, days: int, repeat: int) -> None:
 
 async def charts(options: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="medmesh-chart-"))
-    await chart_figures(
-        f"sqlite:///{workdir / 'charts.db'}", "SQLite", options.long_days, options.repeat
-    )
+    backends = options.chart_backends.split(",")
+    if "sqlite" in backends:
+        await chart_figures(
+            f"sqlite:///{workdir / 'charts.db'}", "SQLite", options.long_days, options.repeat
+        )
+    if "postgresql" not in backends:
+        return
     async with scratch_postgres(options.postgres_url) as pg_url:
         if pg_url is not None:
             await chart_figures(pg_url, "PostgreSQL", options.long_days, options.repeat)
@@ -538,6 +542,9 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=20, help="requests timed per idle figure")
     parser.add_argument(
         "--charts-only", action="store_true", help="only the chart data figures, both backends"
+    )
+    parser.add_argument(
+        "--chart-backends", default="sqlite,postgresql", help="backends of the chart figures"
     )
     parser.add_argument(
         "--postgres-url",

@@ -11,8 +11,9 @@ and its indexes rebuilt while ingest waits on the lock; docs/scaling.md gives th
 
 A unique index of a partitioned table must hold the partition key: the primary key becomes
 (id, effective) and the dedupe key (device_id, message_id, effective). A redelivered message
-carries its own time, so it still lands on the stored row. Components can no longer reference
-observations(id) alone: their foreign key goes; erasure deletes them explicitly.
+carries its own time, so it still lands on the stored row. No table can reference
+observations(id) alone any more: those foreign keys go (components' and any other's); erasure
+deletes those rows explicitly.
 """
 
 from __future__ import annotations
@@ -53,10 +54,16 @@ def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     run = op.execute
-    run(
-        "ALTER TABLE observation_components "
-        "DROP CONSTRAINT fk_observation_components_observation_id_observations"
+    # Every foreign key to observations(id) goes (components', and any later table's): none can
+    # reference a partitioned table's id alone. Their rows are deleted explicitly by erasure.
+    referencing = op.get_bind().execute(
+        text(
+            "SELECT conrelid::regclass::text, conname FROM pg_constraint "
+            "WHERE contype = 'f' AND confrelid = 'observations'::regclass"
+        )
     )
+    for table, constraint in referencing.all():
+        run(f'ALTER TABLE {table} DROP CONSTRAINT "{constraint}"')
     run("ALTER TABLE observations RENAME TO observations_unpartitioned")
     for old in ("pk_observations", "uq_observations_device_id_message_id"):
         run(f"ALTER TABLE observations_unpartitioned RENAME CONSTRAINT {old} TO {old}_old")

@@ -13,6 +13,14 @@ minute readings; starts `python -m medmesh serve`; signs in as a clinician over 
    panel page is timed again under this load.
 
 Client and server share the machine; the figures are end-to-end wall-clock times.
+
+First, the chart data alone, in-process, on SQLite and on PostgreSQL (`--charts-only` runs just
+this): one patient with `--long-days` of minute heart rate and SpO2 stored through the
+repository (so rollups are written as at ingest); the two 90-day charts' data read as the
+patient page reads them (`load_series`: hourly rollups), beside the path before rollups
+(`Vitals.buckets`: every reading read and decrypted) and, as the limit, a bare SELECT of the
+same rollup rows without opening them.
+
 Run: `.venv/bin/python benchmarks/dashboard_panel.py` (`--help` for the knobs).
 """
 
@@ -39,6 +47,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from sqlalchemy import select, text
 
 from medmesh import provisioning
 from medmesh.access.identity import totp
@@ -53,6 +62,12 @@ from medmesh.store.alerts import Alerts
 from medmesh.store.database import Database
 from medmesh.store.observations import Observations
 from medmesh.store.registry import Assignments, Devices, Patients
+from medmesh.store.rollups import HOUR
+from medmesh.store.schema import observation_rollups
+from medmesh.store.vitals import Vitals
+from medmesh.web.charts import Grid, load_series
+from medmesh.web.vitals import HEART_RATE as HR_CHART
+from medmesh.web.vitals import SPO2 as SPO2_CHART
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -315,7 +330,130 @@ async def watch_panel(
     return frames, ids, len(refreshes)
 
 
+def _admin_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@contextlib.asynccontextmanager
+async def scratch_postgres(admin_url: str) -> AsyncIterator[str | None]:
+    """A new, empty PostgreSQL database (dropped after); None when none is reachable."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    name = f"medmesh_bench_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = await asyncpg.connect(_admin_dsn(admin_url), timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        print(f"PostgreSQL not reachable at {admin_url} ({type(exc).__name__}): skipped")
+        yield None
+        return
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield make_url(admin_url).set(database=name).render_as_string(False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def chart_figures(url: str, label: str, days: int, repeat: int) -> None:
+    """The 90-day chart data on one backend: rollups (now), every reading (before), and a bare
+    SELECT of the rollup rows (the limit)."""
+    database = Database(url)
+    try:
+        await migrate.upgrade(database)
+        now = datetime.now(UTC)
+        async with database.write() as conn:
+            patient = Patient(str(uuid.uuid4()), "urn:bench", "C-1", "Chart", "Bench")
+            await Patients(conn).add(patient)
+            device = Device(str(uuid.uuid4()), "Monitor")
+            await Devices(conn).add(device, hash_secret(new_secret("mmd")))
+            await Assignments(conn).assign(
+                DeviceAssignment(device.id, patient.id, now - timedelta(days=days + 1))
+            )
+        started = time.monotonic()
+        readings = _readings(patient.id, device.id, now - timedelta(days=days), days * 1440)
+        for at in range(0, len(readings), 10_000):
+            async with database.write() as conn:
+                await Observations(conn).add_batch(readings[at : at + 10_000], now)
+        stored = time.monotonic() - started
+        if database.backend == "postgresql":  # as autovacuum would have, long before 90 days
+            async with database.write() as conn:
+                await conn.execute(text("ANALYZE observations"))
+                await conn.execute(text("ANALYZE observation_rollups"))
+        start = now - timedelta(days=days)
+        charts = (HR_CHART, SPO2_CHART)
+
+        async def rollups() -> int:
+            points = 0
+            for vital in charts:
+                async with database.read() as conn:
+                    series = await load_series(Vitals(conn), patient.id, vital, start, now)
+                points += sum(len(b) for _, b in series)
+            return points
+
+        async def every_reading() -> int:
+            grid = Grid.over(start, now)
+            points = 0
+            for vital in charts:
+                async with database.read() as conn:
+                    found = await Vitals(conn).buckets(
+                        patient.id, vital.series[0].code, origin=start, width=grid.width
+                    )
+                points += len(found)
+            return points
+
+        async def bare_select() -> int:
+            rows = 0
+            for vital in charts:
+                async with database.read() as conn:
+                    query = select(observation_rollups.c.bucket, observation_rollups.c.stats).where(
+                        observation_rollups.c.patient_id == patient.id,
+                        observation_rollups.c.code == vital.series[0].code,
+                        observation_rollups.c.component == "",
+                        observation_rollups.c.resolution == HOUR,
+                        observation_rollups.c.bucket >= int(start.timestamp()) // HOUR * HOUR,
+                    )
+                    rows += len((await conn.execute(query)).all())
+            return rows
+
+        print(
+            f"\n90-day chart data, {label}: {len(readings)} readings over {days} days stored "
+            f"in {stored:.0f} s (rollups written as at ingest); two charts (heart rate, SpO2)"
+        )
+        for name, action in (
+            ("limit: bare SELECT of the rollup rows", bare_select),
+            ("after: from hourly rollups (load_series)", rollups),
+            ("before: every reading decrypted (Vitals.buckets)", every_reading),
+        ):
+            took = []
+            count = 0
+            for _ in range(repeat):
+                began = time.perf_counter()
+                count = await action()
+                took.append(time.perf_counter() - began)
+            print(summary(f"{name} [{count}]", took))
+    finally:
+        await database.dispose()
+
+
+async def charts(options: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="medmesh-chart-"))
+    backends = options.chart_backends.split(",")
+    if "sqlite" in backends:
+        await chart_figures(
+            f"sqlite:///{workdir / 'charts.db'}", "SQLite", options.long_days, options.repeat
+        )
+    if "postgresql" not in backends:
+        return
+    async with scratch_postgres(options.postgres_url) as pg_url:
+        if pg_url is not None:
+            await chart_figures(pg_url, "PostgreSQL", options.long_days, options.repeat)
+
+
 async def main(options: argparse.Namespace) -> None:
+    await charts(options)
+    if options.charts_only:
+        return
     workdir = Path(tempfile.mkdtemp(prefix="medmesh-dash-"))
     url = f"sqlite:///{workdir / 'medmesh.db'}"
     started = time.monotonic()
@@ -406,6 +544,17 @@ if __name__ == "__main__":
         "--long-days", type=int, default=90, help="days of minute readings for one patient"
     )
     parser.add_argument("--repeat", type=int, default=20, help="requests timed per idle figure")
+    parser.add_argument(
+        "--charts-only", action="store_true", help="only the chart data figures, both backends"
+    )
+    parser.add_argument(
+        "--chart-backends", default="sqlite,postgresql", help="backends of the chart figures"
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="a server where a scratch database may be created for the chart figures",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",

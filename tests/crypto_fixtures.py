@@ -15,7 +15,12 @@ from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import measure_by_key
 from medmesh.store.database import Database
 from medmesh.store.observations import Observations
-from medmesh.store.schema import observation_components, observations, patients
+from medmesh.store.schema import (
+    observation_components,
+    observation_rollups,
+    observations,
+    patients,
+)
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -80,10 +85,22 @@ async def raw_rows(database: Database, patient_id: str) -> dict[str, list[dict[s
             .mappings()
             .all()
         )
+        found_rollups = (
+            (
+                await conn.execute(
+                    select(observation_rollups).where(
+                        observation_rollups.c.patient_id == patient_id
+                    )
+                )
+            )
+            .mappings()
+            .all()
+        )
     return {
         "patients": [dict(r) for r in found_patients],
         "observations": [dict(r) for r in found_observations],
         "observation_components": [dict(r) for r in found_components],
+        "observation_rollups": [dict(r) for r in found_rollups],
     }
 
 

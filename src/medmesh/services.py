@@ -31,6 +31,7 @@ from medmesh.rules.engine import RuleEngine
 from medmesh.rules.periodic import PeriodicChecks
 from medmesh.store import migrate
 from medmesh.store.database import Database
+from medmesh.store.partitions import PartitionMaintainer
 from medmesh.webhooks.dispatcher import WebhookDispatcher
 from medmesh.workers import CallWorker, Workers
 
@@ -140,6 +141,7 @@ class Services:
     async def _start_workers(self, *, exports: bool, mqtt: bool, mllp: bool, dicom: bool) -> None:
         settings, workers = self.settings, self.workers
         await workers.start("event bus", self.bus)
+        await workers.start("observation partitions", PartitionMaintainer(self.database))
         await workers.start("webhook sender", self.webhooks)
         if settings.alert_check_interval_seconds > 0:
             self.alert_checks = PeriodicChecks(

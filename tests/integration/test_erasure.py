@@ -31,6 +31,7 @@ from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.observations import VALUE, ObservationQuery, Observations
 from medmesh.store.registry import Patients
+from medmesh.store.rollups import HOUR, Rollups
 from medmesh.store.schema import (
     api_tokens,
     audit_log,
@@ -38,6 +39,7 @@ from medmesh.store.schema import (
     consents,
     erasure_certificates,
     export_jobs,
+    observation_rollups,
     observations,
     patients,
     users,
@@ -98,6 +100,12 @@ async def test_after_erasure_the_rows_are_gone_and_a_copy_taken_before_cannot_be
     [old_value] = [r for r in copied["observations"] if r["message_id"].endswith("-0")]
     key = await keyed.cipher.key(patient_id)
     assert key.open_float(old_value["value"], VALUE, old_value["id"]) == 70.0  # readable before
+    async with keyed.read() as conn:
+        [hourly] = await Rollups(conn).read(
+            patient_id, "8867-4", resolution=HOUR, since=START, until=NOW
+        )
+    assert (hourly.stats.count, hourly.stats.low, hourly.stats.high) == (3, 70.0, 72.0)
+    assert len(copied["observation_rollups"]) == 8
     wrapped = await keyed.cipher.keys.get(patient_id)
     assert wrapped is not None
 
@@ -107,6 +115,7 @@ async def test_after_erasure_the_rows_are_gone_and_a_copy_taken_before_cannot_be
         "patients": [],
         "observations": [],
         "observation_components": [],
+        "observation_rollups": [],
     }
     # The platform's keys, in this process and in a freshly started one, open nothing of it.
     restarted = keyed_database(database_url, tmp_path / "keys")
@@ -122,6 +131,12 @@ async def test_after_erasure_the_rows_are_gone_and_a_copy_taken_before_cannot_be
                     assert (await conn.execute(count)).scalar_one() == 4  # ciphertext is there
                     with pytest.raises(DataKeyDestroyed):
                         await Observations(conn).search(ObservationQuery(patient_id=patient_id))
+                    rollups = select(func.count()).select_from(observation_rollups)
+                    assert (await conn.execute(rollups)).scalar_one() == 8  # sealed stats
+                    with pytest.raises(DataKeyDestroyed):
+                        await Rollups(conn).read(
+                            patient_id, "8867-4", resolution=HOUR, since=START, until=NOW
+                        )
                     assert await Patients(conn).get_many([patient_id]) == []
             finally:
                 await backup_database.dispose()
@@ -239,6 +254,7 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
     assert {k: v for k, v in deleted.items() if v} == {
         "observations": 4,
         "observation_components": 2,
+        "observation_rollups": 8,  # minute and hour: 3 + 1 of heart rate, 2 + 2 of pressure
         "consents": 1,
         "care_plans": 1,
         "care_team_members": 1,  # the world's clinician

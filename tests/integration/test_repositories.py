@@ -38,13 +38,41 @@ def _heart_rate(world: World, message_id: str, at: datetime, value: float = 70) 
     )
 
 
+def _partition_differences(diff: list[object]) -> list[object]:
+    """What PostgreSQL's partitioned `observations` differs in, by design (migration 0020,
+    docs/scaling.md): the dedupe key holds the partition key, components lose their foreign
+    key to observations(id)."""
+    dedupe = {
+        ("remove_constraint", "uq_observations_device_id_message_id"),
+        ("add_constraint", "uq_observations_device_id_message_id"),
+    }
+    return [
+        d
+        for d in diff
+        if isinstance(d, tuple)
+        and (
+            (d[0], d[1].name) in dedupe
+            or (d[0] == "add_fk" and d[1].referred_table.name == "observations")
+        )
+    ]
+
+
 async def test_migrations_produce_exactly_the_declared_schema(database: Database) -> None:
+    def partition(name: str | None, kind: str, _: object) -> bool:
+        # Monthly partitions are made by medmesh at run time, not declared (store/partitions.py).
+        return not (kind in ("table", "index") and name and name.startswith("observations_"))
+
     def diff(connection) -> list[object]:  # type: ignore[no-untyped-def]
-        context = MigrationContext.configure(connection)
+        context = MigrationContext.configure(connection, opts={"include_name": partition})
         return list(compare_metadata(context, metadata))
 
     async with database.read() as conn:
-        assert await conn.run_sync(diff) == []
+        found = await conn.run_sync(diff)
+    if database.backend == "postgresql":
+        by_design = _partition_differences(found)
+        assert len(by_design) >= 3  # the dedupe key's two sides, the components' foreign key
+        found = [d for d in found if d not in by_design]
+    assert found == []
 
 
 async def test_patient_identifier_is_unique(database: Database, world: World) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from medmesh.store.vitals import Bucket
-from medmesh.web.charts import MAX_POINTS, Grid, downsample, regrid, uplot_data
+from medmesh.web.charts import MAX_POINTS, Grid, downsample, regrid, resolution_for, uplot_data
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -102,3 +103,30 @@ def test_downsampling_keeps_count_extremes_and_order(
 
 def _one(value: float, at: float = 0.0) -> Bucket:
     return Bucket(at, value, value, value, 1)
+
+
+@pytest.mark.parametrize(
+    ("span", "resolution"),
+    [
+        (timedelta(hours=6), None),
+        (timedelta(hours=24), 60),
+        (timedelta(hours=48), 60),
+        (timedelta(days=7), 3600),
+        (timedelta(days=90), 3600),
+    ],
+)
+def test_long_ranges_read_minute_or_hour_rollups_on_a_grid_aligned_to_them(
+    span: timedelta, resolution: int | None
+) -> None:
+    assert resolution_for(span) == resolution
+    if resolution is None:
+        return
+    end = datetime(2026, 11, 30, 12, 34, 56, tzinfo=UTC)
+    grid = Grid.aligned(end - span, end, resolution)
+    assert grid.origin % resolution == 0 and grid.width % resolution == 0
+    assert grid.origin <= (end - span).timestamp() < grid.origin + resolution
+    assert grid.count <= MAX_POINTS
+    assert grid.origin + grid.count * grid.width >= end.timestamp()
+    # Every rollup bucket of the range lies inside one grid bucket.
+    for bucket in range(int(grid.origin), int(end.timestamp()), resolution):
+        assert grid.index(bucket) == grid.index(bucket + resolution - 1e-6)

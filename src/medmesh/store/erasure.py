@@ -41,6 +41,7 @@ from medmesh.store.schema import (
     oauth_authorization_codes,
     oauth_refresh_tokens,
     observation_components,
+    observation_rollups,
     observations,
     page_alerts,
     page_deliveries,
@@ -121,6 +122,10 @@ class PatientRecords:
             "observations", delete(observations).where(observations.c.patient_id == patient_id)
         )
         await self._delete_pages(patient_id, counts)
+        await run(
+            "observation_rollups",
+            delete(observation_rollups).where(observation_rollups.c.patient_id == patient_id),
+        )
         await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
         await run("rule_states", delete(rule_states).where(rule_states.c.patient_id == patient_id))
         await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))

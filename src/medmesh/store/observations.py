@@ -18,6 +18,7 @@ from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.errors import NotFound
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import Category, codes_in_categories
+from medmesh.store import rollups
 from medmesh.store._sql import insert_ignoring_duplicates
 from medmesh.store.database import cipher_of
 from medmesh.store.lab_results import LabFindings, LabResults
@@ -151,6 +152,10 @@ class Observations:
             await self._conn.execute(
                 insert_ignoring_duplicates(self._conn, observation_components), components
             )
+        # The rollup hook: the readings this call stored, in this transaction.
+        await rollups.add_readings(
+            self._conn, [r for r in readings if r.observation_id in inserted]
+        )
         return inserted
 
     async def get(self, observation_id: str) -> StoredObservation:

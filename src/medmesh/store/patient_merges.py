@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
 
 from medmesh.crypto.envelope import DataKey
 from medmesh.domain.errors import Conflict, NotFound
+from medmesh.store import rollup_backfill
 from medmesh.store.database import cipher_of
 from medmesh.store.lab_results import DETAIL
 from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row
@@ -32,6 +33,7 @@ from medmesh.store.schema import (
     observations,
     patient_merges,
     patients,
+    rule_states,
 )
 
 
@@ -169,6 +171,13 @@ class PatientMerges:
         keys = await cipher_of(self._conn).keys_for({source, target})
         old, new = keys[source], keys[target]
         await self._reseal_observations(record.observations, source, old, new, target)
+        # What was computed from the readings follows them: both records' chart rollups are
+        # rebuilt, and their rule states dropped, so the next batch rebuilds them from history.
+        for patient_id in (source, target):
+            await rollup_backfill.rebuild(self._conn, patient_id)
+        await self._conn.execute(
+            delete(rule_states).where(rule_states.c.patient_id.in_([source, target]))
+        )
         for device, start in record.assignments:
             await self._conn.execute(
                 update(device_assignments)

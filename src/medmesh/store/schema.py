@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -171,6 +172,19 @@ patient_merges = Table(
     Column("merged_by", String(200), nullable=False),
     Column("undone_at", UTCDateTime, nullable=True),
     Column("moved", Text, nullable=False),  # JSON: observation, assignment and consent ids
+)
+
+# Per-minute and per-hour statistics of each quantity of a patient's readings, kept at ingest
+# (store/rollups.py) so long charts read a row an hour, not every reading.
+observation_rollups = Table(
+    "observation_rollups",
+    metadata,
+    Column("patient_id", String(36), ForeignKey("patients.id"), primary_key=True),
+    Column("code", String(16), primary_key=True),
+    Column("component", String(16), primary_key=True),  # "" for single-valued observations
+    Column("resolution", Integer, primary_key=True),  # seconds: 60 or 3600
+    Column("bucket", BigInteger, primary_key=True),  # the bucket's start, epoch seconds
+    Column("stats", LargeBinary, nullable=False),  # sealed: count, sums, low, high
 )
 
 dead_letters = Table(

@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.store.database import cipher_of
 from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row, patient_keys
+from medmesh.store.rollups import RolledUp, Rollups
 from medmesh.store.schema import observation_components, observations, patients
 
 # Bound parameters per statement stay well below SQLite's limit (32766) and PostgreSQL's.
@@ -121,7 +122,7 @@ class Vitals:
         month of minute readings).
         """
         # Epoch seconds computed by the database: no datetime object per row.
-        epoch = _epoch(self._conn.dialect.name, observations.c.effective)
+        epoch = epoch_seconds(self._conn.dialect.name, observations.c.effective)
         if component is None:
             query = select(observations.c.id, epoch, observations.c.value).where(
                 observations.c.value.is_not(None)
@@ -172,6 +173,26 @@ class Vitals:
             (index, Bucket(at=t / n, low=low, high=high, mean=v / n, count=int(n)))
             for index, (n, t, v, low, high) in sorted(totals.items())
         ]
+
+    async def rolled_up(
+        self,
+        patient_id: str,
+        code: str,
+        *,
+        component: str | None = None,
+        resolution: int,
+        since: datetime,
+        until: datetime,
+    ) -> list[RolledUp]:
+        """The stored per-minute or per-hour buckets of one quantity (store/rollups.py)."""
+        return await Rollups(self._conn).read(
+            patient_id,
+            code,
+            component=component,
+            resolution=resolution,
+            since=since,
+            until=until,
+        )
 
     async def series(
         self,
@@ -224,7 +245,7 @@ class Vitals:
         return [(at, value) for (_, at, _), value in zip(result, values, strict=True)]
 
 
-def _epoch(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[float]:
+def epoch_seconds(dialect: str, column: ColumnElement[datetime]) -> ColumnElement[float]:
     """Seconds since the Unix epoch, with their fraction."""
     if dialect == "postgresql":
         return type_coerce(extract("epoch", column), Float)

@@ -2,9 +2,11 @@
 ~500 equal time buckets and each series sends its min, max and mean per bucket, so 90 days of
 minute readings reach the browser as a few kilobytes and the chart still shows every extreme.
 
-Up to `RAW_RANGE` the readings are read and bucketed here (`downsample`); for longer ranges the
-store aggregates on the same grid (`Vitals.buckets`: values are ciphertext, so they are
-decrypted and bucketed in one pass in Python), and `regrid` folds in the edges.
+Up to `RAW_ONLY` the readings are read and bucketed here (`downsample`). Longer ranges read the
+store's sealed rollups (store/rollups.py): per-minute buckets up to `MINUTES_UP_TO`, per-hour
+ones beyond, on a grid aligned to them (`Grid.aligned`), so a 90-day chart opens about 2,160
+small rows however many readings there are. A range with no more readings than points is read
+raw instead, each reading drawn at its own time, as on short ranges.
 """
 
 from __future__ import annotations
@@ -12,14 +14,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from medmesh.store.rollups import HOUR, MINUTE, RolledUp
 from medmesh.store.vitals import Bucket, Vitals
 from medmesh.web.vitals import VitalSpec
 
 MAX_POINTS = 500
-RAW_RANGE = timedelta(hours=24)
+RAW_RANGE = timedelta(hours=24)  # the page calls longer ranges "downsampled"
+RAW_ONLY = timedelta(hours=6)  # up to this, charts read the readings themselves
+MINUTES_UP_TO = timedelta(hours=48)  # per-minute rollups up to this, per-hour beyond
 
 RANGES: dict[str, timedelta] = {
     "6h": timedelta(hours=6),
@@ -44,6 +49,15 @@ class Grid:
     def over(cls, start: datetime, end: datetime, count: int = MAX_POINTS) -> Grid:
         span = max((end - start).total_seconds(), 1.0)
         return cls(start.timestamp(), span / count, count)
+
+    @classmethod
+    def aligned(cls, start: datetime, end: datetime, resolution: int) -> Grid:
+        """At most MAX_POINTS buckets, each a whole number of rollup buckets of `resolution`
+        seconds, from the rollup bucket holding `start` to `end`: every rollup falls in one."""
+        origin = math.floor(start.timestamp() / resolution) * resolution
+        span = max(end.timestamp() - origin, 1.0)
+        width = math.ceil(span / resolution / MAX_POINTS) * resolution
+        return cls(float(origin), float(width), max(math.ceil(span / width), 1))
 
     def index(self, at: float) -> int:
         """The bucket of a time; times past either edge fall into the edge bucket."""
@@ -104,22 +118,51 @@ def uplot_data(series: Sequence[tuple[str, Sequence[Bucket]]]) -> dict[str, Any]
     return {"x": times, "series": out}
 
 
+def resolution_for(span: timedelta) -> int | None:
+    """The rollup resolution a range is read at; None: the readings themselves."""
+    if span <= RAW_ONLY:
+        return None
+    return MINUTE if span <= MINUTES_UP_TO else HOUR
+
+
+def from_rollups(rolled: Sequence[RolledUp], grid: Grid) -> list[Bucket]:
+    """Rollup buckets, oldest first, merged onto an aligned grid."""
+    return regrid(
+        [
+            (
+                grid.index(r.bucket),
+                Bucket(r.mean_time, r.stats.low, r.stats.high, r.mean, r.stats.count),
+            )
+            for r in rolled
+        ],
+        grid,
+    )
+
+
 async def load_series(
     vitals: Vitals, patient_id: str, vital: VitalSpec, start: datetime, end: datetime
 ) -> list[tuple[str, list[Bucket]]]:
-    """Each series of the vital from `start` (exclusive) on, on a grid over [start, end]."""
-    grid = Grid.over(start, end)
+    """Each series of the vital from `start` (exclusive; on long ranges from the start of the
+    rollup bucket holding it) to `end`, on a grid of at most MAX_POINTS buckets."""
+    resolution = resolution_for(end - start)
     loaded: list[tuple[str, list[Bucket]]] = []
     for spec in vital.series:
-        if end - start <= RAW_RANGE:
-            raw = await vitals.series(patient_id, spec.code, component=spec.component, after=start)
-            buckets = downsample([(at.timestamp(), value) for at, value in raw], grid)
-        else:
-            indexed = await vitals.buckets(
-                patient_id, spec.code, component=spec.component, origin=start, width=grid.width
+        if resolution is not None:
+            grid = Grid.aligned(start, end, resolution)
+            rolled = await vitals.rolled_up(
+                patient_id,
+                spec.code,
+                component=spec.component,
+                resolution=resolution,
+                since=datetime.fromtimestamp(grid.origin, UTC),
+                until=end,
             )
-            buckets = regrid(indexed, grid)
-        loaded.append((spec.key, buckets))
+            if sum(r.stats.count for r in rolled) > MAX_POINTS:
+                loaded.append((spec.key, from_rollups(rolled, grid)))
+                continue
+        raw = await vitals.series(patient_id, spec.code, component=spec.component, after=start)
+        points = [(at.timestamp(), value) for at, value in raw]
+        loaded.append((spec.key, downsample(points, Grid.over(start, end))))
     return loaded
 
 

@@ -1,0 +1,278 @@
+"""Per-minute and per-hour rollups of each patient's readings (count, time and value sums, low,
+high per quantity), sealed with the patient's key and kept current at ingest, so a long chart
+reads one small row an hour instead of every reading (docs/dashboard.md#charts-on-long-ranges).
+
+`add_readings` is the one hook of the write path: it is called with the readings a batch
+actually stored, in the batch's transaction, so a redelivered reading (not stored again) is
+counted once and a late reading updates the bucket it belongs to.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import groupby
+
+from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from medmesh.crypto.envelope import DataKey
+from medmesh.domain.reading import Reading
+from medmesh.store._sql import insert_ignoring_duplicates
+from medmesh.store.database import cipher_of
+from medmesh.store.schema import observation_rollups
+
+MINUTE = 60
+HOUR = 3600
+RESOLUTIONS = (MINUTE, HOUR)
+
+# Sealed column; each blob is bound to its patient and its row (resolution, quantity, bucket).
+_STATS = "observation_rollups.stats"
+# count, sum of (time - bucket start) in seconds, sum of values, lowest, highest.
+_PACKED = struct.Struct("<qdddd")
+# A row made in this transaction and filled before it commits: never committed empty.
+_PLACEHOLDER = b""
+# Rows a statement touches at most: bound parameters stay far below SQLite's limit.
+_CHUNK = 500
+
+
+@dataclass(slots=True)
+class Stats:
+    """One bucket's readings of one quantity."""
+
+    count: int
+    time_sum: float  # seconds after the bucket's start, summed
+    value_sum: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, offset: float, value: float) -> Stats:
+        return cls(1, offset, value, value, value)
+
+    def add(self, other: Stats) -> None:
+        self.count += other.count
+        self.time_sum += other.time_sum
+        self.value_sum += other.value_sum
+        self.low = min(self.low, other.low)
+        self.high = max(self.high, other.high)
+
+    def pack(self) -> bytes:
+        return _PACKED.pack(self.count, self.time_sum, self.value_sum, self.low, self.high)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Stats:
+        count, time_sum, value_sum, low, high = _PACKED.unpack(data)
+        return cls(count, time_sum, value_sum, low, high)
+
+
+@dataclass(frozen=True, slots=True)
+class RollupKey:
+    patient_id: str
+    code: str
+    component: str  # a panel's component code (systolic of a blood pressure); "" otherwise
+    resolution: int  # seconds: MINUTE or HOUR
+    bucket: int  # the bucket's start, seconds since the Unix epoch
+
+    def row(self) -> str:
+        return f"{self.resolution}/{self.code}/{self.component}/{self.bucket}"
+
+    def tuple(self) -> tuple[str, str, str, int, int]:
+        return (self.patient_id, self.code, self.component, self.resolution, self.bucket)
+
+
+@dataclass(frozen=True, slots=True)
+class RolledUp:
+    """A stored bucket, opened: its start (epoch seconds) and its readings' statistics."""
+
+    bucket: int
+    stats: Stats
+
+    @property
+    def mean_time(self) -> float:
+        return self.bucket + self.stats.time_sum / self.stats.count
+
+    @property
+    def mean(self) -> float:
+        return self.stats.value_sum / self.stats.count
+
+
+def quantities(reading: Reading) -> Iterable[tuple[str, str, float]]:
+    """(code, component, value) of each quantity of a reading, as charts ask for them."""
+    if reading.measure.is_panel:
+        for v in reading.values:
+            yield reading.measure.code, v.code, v.value
+    else:
+        yield reading.measure.code, "", reading.values[0].value
+
+
+def summarise(readings: Iterable[Reading]) -> dict[RollupKey, Stats]:
+    """What the readings add to each bucket they fall in, at every resolution."""
+    return summarise_values(
+        (reading.patient_id, code, component, reading.effective.timestamp(), value)
+        for reading in readings
+        for code, component, value in quantities(reading)
+    )
+
+
+def summarise_values(
+    values: Iterable[tuple[str, str, str, float, float]],
+) -> dict[RollupKey, Stats]:
+    """The same from (patient, code, component, epoch seconds, value) of each quantity."""
+    deltas: dict[RollupKey, Stats] = {}
+    for patient_id, code, component, at, value in values:
+        for resolution in RESOLUTIONS:
+            bucket = math.floor(at / resolution) * resolution
+            key = RollupKey(patient_id, code, component, resolution, bucket)
+            delta = Stats.of(at - bucket, value)
+            found = deltas.get(key)
+            if found is None:
+                deltas[key] = delta
+            else:
+                found.add(delta)
+    return deltas
+
+
+async def add_readings(conn: AsyncConnection, stored: Sequence[Reading]) -> None:
+    """Fold readings just stored into their buckets, in the caller's transaction.
+
+    Only pass readings this transaction inserted: one already stored must not count twice
+    (nor does one passed twice: the first of each observation id counts).
+    """
+    once = {r.observation_id: r for r in reversed(stored)}
+    if once:
+        await Rollups(conn).add(summarise(once.values()))
+
+
+class Rollups:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, deltas: dict[RollupKey, Stats]) -> None:
+        """Merge `deltas` into the stored buckets (made when missing).
+
+        Buckets are locked in key order (PostgreSQL `FOR UPDATE`; SQLite writes one
+        transaction at a time), so two batches of one patient, in two processes, add up rather
+        than overwrite each other and cannot deadlock.
+        """
+        if not deltas:
+            return
+        ordered = sorted(deltas, key=RollupKey.tuple)
+        keys = await cipher_of(self._conn).keys_for({k.patient_id for k in ordered})
+        for start in range(0, len(ordered), _CHUNK):
+            await self._add_chunk(ordered[start : start + _CHUNK], deltas, keys)
+
+    async def _add_chunk(
+        self, chunk: list[RollupKey], deltas: dict[RollupKey, Stats], keys: dict[str, DataKey]
+    ) -> None:
+        table = observation_rollups
+        await self._conn.execute(
+            insert_ignoring_duplicates(self._conn, table),
+            [
+                {
+                    "patient_id": k.patient_id,
+                    "code": k.code,
+                    "component": k.component,
+                    "resolution": k.resolution,
+                    "bucket": k.bucket,
+                    "stats": _PLACEHOLDER,
+                }
+                for k in chunk
+            ],
+        )
+        stored: dict[RollupKey, bytes] = {}
+        for series, keys_of_series in groupby(chunk, key=lambda k: k.tuple()[:4]):
+            # One quantity at one resolution: an index seek per bucket (a row-value IN list
+            # would make SQLite scan the table).
+            # The range beside the list bounds the index scan even where the planner's
+            # statistics are stale (a table filled in one go) and it filters by the list.
+            patient_id, code, component, resolution = series
+            buckets = [k.bucket for k in keys_of_series]
+            locked = (
+                select(table.c.bucket, table.c.stats)
+                .where(
+                    table.c.patient_id == patient_id,
+                    table.c.code == code,
+                    table.c.component == component,
+                    table.c.resolution == resolution,
+                    table.c.bucket >= buckets[0],
+                    table.c.bucket <= buckets[-1],
+                    table.c.bucket.in_(buckets),
+                )
+                .order_by(table.c.bucket)
+                .with_for_update()
+            )
+            for bucket, sealed in await self._conn.execute(locked):
+                stored[RollupKey(patient_id, code, component, resolution, bucket)] = sealed
+        changes = []
+        for k in chunk:
+            merged = deltas[k]
+            sealed = stored.get(k, _PLACEHOLDER)
+            if sealed != _PLACEHOLDER:
+                merged = Stats.unpack(keys[k.patient_id].open(sealed, _STATS, k.row()))
+                merged.add(deltas[k])
+            changes.append(
+                {
+                    "p": k.patient_id,
+                    "c": k.code,
+                    "m": k.component,
+                    "r": k.resolution,
+                    "b": k.bucket,
+                    "stats": keys[k.patient_id].seal(merged.pack(), _STATS, k.row()),
+                }
+            )
+        await self._conn.execute(
+            update(table)
+            .where(
+                table.c.patient_id == bindparam("p"),
+                table.c.code == bindparam("c"),
+                table.c.component == bindparam("m"),
+                table.c.resolution == bindparam("r"),
+                table.c.bucket == bindparam("b"),
+            )
+            .values(stats=bindparam("stats")),
+            changes,
+        )
+
+    async def delete_patient(self, patient_id: str) -> int:
+        table = observation_rollups
+        result = await self._conn.execute(delete(table).where(table.c.patient_id == patient_id))
+        return int(result.rowcount or 0)
+
+    async def read(
+        self,
+        patient_id: str,
+        code: str,
+        *,
+        component: str | None = None,
+        resolution: int,
+        since: datetime,
+        until: datetime,
+    ) -> list[RolledUp]:
+        """The buckets of one quantity whose start is in [since, until], oldest first, opened."""
+        table = observation_rollups
+        query = (
+            select(table.c.bucket, table.c.stats)
+            .where(
+                table.c.patient_id == patient_id,
+                table.c.code == code,
+                table.c.component == (component or ""),
+                table.c.resolution == resolution,
+                table.c.bucket >= math.floor(since.timestamp()),
+                table.c.bucket <= math.floor(until.timestamp()),
+            )
+            .order_by(table.c.bucket)
+        )
+        rows = (await self._conn.execute(query)).all()
+        if not rows:
+            return []
+        key = await cipher_of(self._conn).key(patient_id)
+        prefix = f"{resolution}/{code}/{component or ''}/"
+        return [
+            RolledUp(bucket, Stats.unpack(key.open(sealed, _STATS, f"{prefix}{bucket}")))
+            for bucket, sealed in rows
+            if sealed != _PLACEHOLDER
+        ]

@@ -91,7 +91,10 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
         credential = await provisioning.rotate_device_secret(database, devices[0].id)
     else:
         credential = await provisioning.register_device(
-            database, display_name=f"Demo monitor ({simulated.name})", manufacturer="medmesh sim"
+            database,
+            display_name=f"Demo monitor ({simulated.name})",
+            manufacturer="medmesh sim",
+            device_type="706172005",  # SNOMED CT: physiologic monitoring system
         )
         await provisioning.assign_device(
             database, credential.device_id, patient.id, datetime.now(UTC) - 2 * BACKFILL

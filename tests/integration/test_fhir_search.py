@@ -362,6 +362,37 @@ async def test_device_search_by_identifier_and_patient(
     assert _ids(both) == [serial.device_id, world.device_id] and both["total"] == 2
 
 
+async def test_device_search_by_type(
+    client: httpx.AsyncClient, database: Database, world: World
+) -> None:
+    """Device.type as registered (a bare code is SNOMED CT), and `type=` by system|code, by
+    code in any system, and several codes (any)."""
+    monitor = await provisioning.register_device(
+        database, display_name="Bedside monitor", device_type="706172005"
+    )
+    cuff = await provisioning.register_device(
+        database,
+        display_name="Cuff",
+        device_type="urn:iso:std:iso:11073:10101|528391",  # MDC_DEV_SPEC_PROFILE_BPM
+    )
+    for device in (monitor, cuff):
+        await provisioning.assign_device(
+            database, device.device_id, world.patient_id, ASSIGNED_SINCE
+        )
+    path = "/fhir/Device"
+    snomed = await _get(client, world, path, {"type": "http://snomed.info/sct|706172005"})
+    assert _ids(snomed) == [monitor.device_id]
+    assert _resources(snomed)[0]["type"] == {
+        "coding": [{"system": "http://snomed.info/sct", "code": "706172005"}]
+    }
+    assert _ids(await _get(client, world, path, {"type": "528391"})) == [cuff.device_id]
+    assert _ids(await _get(client, world, path, {"type": "http://snomed.info/sct|528391"})) == []
+    either = await _get(client, world, path, {"type": "706172005,528391", "_sort": "device-name"})
+    assert _ids(either) == [monitor.device_id, cuff.device_id]
+    with pytest.raises(ValueError, match="no spaces"):
+        await provisioning.register_device(database, display_name="X", device_type="a b")
+
+
 @pytest.mark.parametrize(
     ("params", "names"),
     [

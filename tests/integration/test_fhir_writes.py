@@ -3,6 +3,7 @@ the real app, the real ingest pipeline and the real database, on both backends."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -535,3 +536,27 @@ async def test_the_capability_statement_offers_create_transaction_and_batch(
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch"}
     (observation,) = [r for r in rest["resource"] if r["type"] == "Observation"]
     assert {"code": "create"} in observation["interaction"]
+
+
+def _fhirclient_writes(base_url: str, world: World) -> tuple[str, list[float]]:
+    """SMART's fhirclient (synchronous, requests): the device creates an Observation, then a
+    clinician's token reads it back by search."""
+    from fhirclient import server as fhirclient_server
+    from fhirclient.models.observation import Observation as ClientObservation
+
+    device = fhirclient_server.FHIRServer(None, base_uri=f"{base_url}/fhir")
+    device.session.headers["Authorization"] = f"Bearer {world.device_secret}"
+    created = ClientObservation(heart_rate(71, identifier="fhirclient-1")).create(device)
+    assert created is not None and created["resourceType"] == "Observation"
+    reader = fhirclient_server.FHIRServer(None, base_uri=f"{base_url}/fhir")
+    reader.session.headers["Authorization"] = f"Bearer {world.token}"
+    found = ClientObservation.where({"patient": world.patient_id}).perform_resources_iter(reader)
+    return str(created["id"]), [o.valueQuantity.value for o in found]
+
+
+async def test_smart_fhirclient_creates_an_observation_against_a_live_server(
+    database_url: str, world: World, tmp_path: Path
+) -> None:
+    with live_server(database_url, tmp_path / "server.log") as server:
+        created_id, values = await asyncio.to_thread(_fhirclient_writes, server.base_url, world)
+    assert created_id and values == [71]

@@ -13,6 +13,7 @@ from medmesh import provisioning
 from medmesh.access.identity.credentials import new_secret
 from medmesh.access.identity.mosquitto import set_password
 from medmesh.commands._runner import run
+from medmesh.domain.registry import device_type_token
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
 
@@ -31,6 +32,14 @@ def device_register(
     manufacturer: Annotated[str | None, typer.Option()] = None,
     model: Annotated[str | None, typer.Option()] = None,
     serial: Annotated[str | None, typer.Option()] = None,
+    device_type: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="What kind of device: system|code, or a SNOMED CT code "
+            "(706172005 physiologic monitoring system, 258057004 blood pressure monitor...)",
+        ),
+    ] = None,
     shared_monitor: Annotated[
         bool,
         typer.Option(
@@ -41,6 +50,11 @@ def device_register(
     ] = False,
 ) -> None:
     """Register a device; prints its id and its secret (shown only this once)."""
+    if device_type is not None:
+        try:
+            device_type_token(device_type)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--type") from None
     credential = run(
         lambda db: provisioning.register_device(
             db,
@@ -49,6 +63,7 @@ def device_register(
             model=model,
             serial_number=serial,
             shared_monitor=shared_monitor,
+            device_type=device_type,
         )
     )
     typer.echo(f"device id:     {credential.device_id}")

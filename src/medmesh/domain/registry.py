@@ -40,6 +40,23 @@ class Device:
     # A bedside monitor shared by the patients of a bed or ward: over HL7 its patient comes
     # from PID by design. Any other device's readings belong to the patient it is assigned to.
     shared_monitor: bool = False
+    # What kind of device it is, as a FHIR token `system|code` (SNOMED CT by default, e.g.
+    # 706172005 physiologic monitoring system); Device.type and `Device?type=` (docs/fhir-api.md).
+    type: str | None = None
+
+
+SNOMED = "http://snomed.info/sct"
+
+
+def device_type_token(value: str) -> str:
+    """A device type as `system|code`: a bare code is SNOMED CT. Raises ValueError."""
+    system, bar, code = value.strip().rpartition("|")
+    system = system if bar else SNOMED
+    if not code or not system or len(system) + len(code) > 190 or "|" in system:
+        raise ValueError("a device type is system|code (or a SNOMED CT code)")
+    if any(c.isspace() for c in system + code):
+        raise ValueError("a device type holds no spaces")
+    return f"{system}|{code}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -242,6 +242,9 @@ def device(
         "status": "active",
         "deviceName": [{"name": record.display_name, "type": "user-friendly-name"}],
     }
+    if record.type:
+        system, _, code = record.type.rpartition("|")
+        resource["type"] = {"coding": [{"system": system, "code": code}]}
     if record.manufacturer:
         resource["manufacturer"] = record.manufacturer
     if record.model:

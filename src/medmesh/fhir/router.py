@@ -214,6 +214,7 @@ async def search_devices(
     patient_id = parse_reference(patient, "Patient") if patient else None
     ids = {t for v in params.get("_id", []) for t in v.split(",") if t}
     serials = {_device_serial(t) for v in params.get("identifier", []) for t in v.split(",") if t}
+    kinds = [_device_kind(t) for v in params.get("type", []) for t in v.split(",") if t]
     decisions = await search_scope(request, principal, patient_id, resource_type="Device")
     async with database.read() as conn:
         # A clinic's devices are few; filtering and sorting the visible ones here is cheap.
@@ -221,7 +222,11 @@ async def search_devices(
             patient_id=patient_id, within=decisions.keys(), limit=10**9
         )
     found = [
-        d for d in found if (not ids or d.id in ids) and (not serials or d.serial_number in serials)
+        d
+        for d in found
+        if (not ids or d.id in ids)
+        and (not serials or d.serial_number in serials)
+        and (not kinds or any(_type_matches(d.type, kind) for kind in kinds))
     ]
     for key, descending in reversed(controls.sort or (("display_name", False),)):
         found.sort(key=lambda d: str(getattr(d, key)), reverse=descending)
@@ -238,6 +243,21 @@ async def search_devices(
         )
     has_more = len(found) > paging.offset + paging.count
     return await _bundle(request, principal, controls, page, has_more, len(found))
+
+
+def _device_kind(token: str) -> tuple[str | None, str]:
+    """`type=system|code`, `|code` (no system) or `code` (any system)."""
+    system, sep, code = token.rpartition("|")
+    if not code:
+        raise InvalidSearch("type: give system|code or a code")
+    return (system if sep else None), code
+
+
+def _type_matches(stored: str | None, wanted: tuple[str | None, str]) -> bool:
+    if stored is None:
+        return False
+    system, _, code = stored.rpartition("|")
+    return code == wanted[1] and (wanted[0] is None or wanted[0] == system)
 
 
 def _device_serial(token: str) -> str:

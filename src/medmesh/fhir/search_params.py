@@ -111,6 +111,12 @@ DEVICE = (
         "the serial number: urn:medmesh:device-serial|value or value",
         _BASE + "Device-identifier",
     ),
+    SearchParam(
+        "type",
+        "token",
+        "the kind of device: system|code or code (SNOMED CT when registered without a system)",
+        _BASE + "Device-type",
+    ),
     SearchParam(_ID, "token", "the Device's id (comma-separated: any)", _BASE + "Resource-id"),
     _sort("device-name, _id"),
     _include("Device:patient"),

@@ -12,7 +12,7 @@ from medmesh.access.identity.credentials import (
     hash_secret,
     new_secret,
 )
-from medmesh.domain.registry import Device, DeviceAssignment
+from medmesh.domain.registry import Device, DeviceAssignment, device_type_token
 from medmesh.store.database import Database
 from medmesh.store.registry import Assignments, Devices
 
@@ -31,9 +31,17 @@ async def register_device(
     model: str | None = None,
     serial_number: str | None = None,
     shared_monitor: bool = False,
+    device_type: str | None = None,
 ) -> DeviceCredential:
+    """Register a device; `device_type` is `system|code` or a SNOMED CT code (ValueError)."""
     device = Device(
-        str(uuid.uuid4()), display_name, manufacturer, model, serial_number, shared_monitor
+        str(uuid.uuid4()),
+        display_name,
+        manufacturer,
+        model,
+        serial_number,
+        shared_monitor,
+        device_type_token(device_type) if device_type else None,
     )
     secret = new_secret(DEVICE_SECRET_PREFIX)
     async with database.write() as conn:

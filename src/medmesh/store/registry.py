@@ -117,6 +117,7 @@ def _device(row: RowMapping) -> Device:
         model=row["model"],
         serial_number=row["serial_number"],
         shared_monitor=bool(row["shared_monitor"]),
+        type=row["type"],
     )
 
 
@@ -260,6 +261,7 @@ class Devices:
                 model=device.model,
                 serial_number=device.serial_number,
                 shared_monitor=device.shared_monitor,
+                type=device.type,
                 secret_hash=secret_hash,
                 created_at=datetime.now(UTC),
             )

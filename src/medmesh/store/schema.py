@@ -69,6 +69,7 @@ devices = Table(
     Column("serial_number", String(100), nullable=True),
     # Over HL7, the patient comes from PID (docs/hl7.md#the-patient); otherwise from assignment.
     Column("shared_monitor", Boolean, nullable=False, server_default=false()),
+    Column("type", String(200), nullable=True),  # system|code (Device.type)
     # SHA-256 of the device's high-entropy secret; the secret itself is shown once and not kept.
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),

@@ -545,3 +545,61 @@ async def _consent_for_outsider(
     }
     granted = await http.post("/fhir/Consent", json=consent, headers=care.patient)
     assert granted.status_code == 201, granted.text
+
+
+async def _interactive_entries(database: Database, patient_id: str) -> list[Any]:
+    from medmesh.domain.visits import TimeKind
+    from medmesh.store.visits import TimeEntries
+
+    async with database.read() as conn:
+        return await TimeEntries(conn).search(patients=[patient_id], kinds=[TimeKind.INTERACTIVE])
+
+
+async def test_a_clinicians_answers_to_messages_and_refills_count_as_interactive_time(
+    doctor: tuple[AppClient, str],
+    care: CareCast,
+    database: Database,
+    outsider: tuple[httpx.AsyncClient, str],
+) -> None:
+    """Answering a patient's message and deciding their refill are moments of interactive work
+    on their care (issue 11: messages and refills, not only the patient page); someone outside
+    the care team answering by consent counts for nothing."""
+    client, csrf = doctor
+    p = care.world.patient_id
+    written = await start_thread(client, p, care.patient)
+    thread_id = written.json()["id"]
+    assert await _interactive_entries(database, p) == []
+    answered = await client.post(
+        f"/inbox/threads/{thread_id}",
+        data={"csrf_token": csrf, "body": "Keep it clean and dry."},
+    )
+    assert answered.status_code == 303, answered.text
+    (entry,) = await _interactive_entries(database, p)
+    assert entry.clinician_id == care.world.clinician_id
+    medication = await client.post(
+        f"/api/v1/patients/{p}/medications",
+        json={"name": "Lisinopril 10 mg tablet", "dosage": "1 a day", "refills": 1},
+        headers=care.clinician,
+    )
+    asked = await client.post(
+        f"/api/v1/medications/{medication.json()['id']}/refill-requests",
+        json={},
+        headers=care.patient,
+    )
+    assert asked.status_code == 201, asked.text
+    approved = await client.post(
+        f"/inbox/refills/{asked.json()['id']}/approve",
+        data={"csrf_token": csrf, "refills": "2"},
+    )
+    assert approved.status_code == 303, approved.text
+    (extended,) = await _interactive_entries(database, p)  # the same running entry, extended
+    assert extended.id == entry.id and extended.end >= entry.end
+
+    await _consent_for_outsider(client, care, database)
+    other, other_csrf = outsider
+    by_consent = await other.post(
+        f"/inbox/threads/{thread_id}", data={"csrf_token": other_csrf, "body": "Seen."}
+    )
+    assert by_consent.status_code in (303, 400, 403, 404)  # answered or refused: no time
+    entries = await _interactive_entries(database, p)
+    assert {e.clinician_id for e in entries} == {care.world.clinician_id}

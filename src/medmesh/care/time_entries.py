@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from medmesh.access.identity.principals import Principal, Role
 from medmesh.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from medmesh.domain.visits import TimeEntry, TimeKind
+from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
 from medmesh.store.visits import TimeEntries
 
@@ -137,6 +138,31 @@ async def edit_entry(
         await _check_free(entries, entry.clinician_id, changed.start, changed.end, entry.id)
         await entries.replace(current, changed, by=by.id, at=now)
     return changed
+
+
+async def note_activity(
+    database: Database,
+    *,
+    clinician: Principal,
+    patient_id: str,
+    at: datetime,
+    idle: timedelta,
+) -> TimeEntry | None:
+    """A care action (a message answered, a refill decided) as a moment of interactive work:
+    counted like a page in use when the person is a clinician of the patient's care team
+    (care/access decided the action already); None when it counts for nothing (not a
+    clinician of the care team, or the moment already lies in another entry)."""
+    if clinician.role is not Role.CLINICIAN:
+        return None
+    async with database.read() as conn:
+        if not await CareTeams(conn).is_member(patient_id, clinician.id):
+            return None
+    try:
+        return await activity(
+            database, clinician=clinician, patient_id=patient_id, at=at, idle=idle
+        )
+    except (Conflict, Forbidden):
+        return None
 
 
 async def activity(

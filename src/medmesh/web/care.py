@@ -14,11 +14,12 @@ from medmesh.access.policy.scopes import Interaction
 from medmesh.care import access as care_access
 from medmesh.care import appointments as booking
 from medmesh.care import medications as refills
+from medmesh.care.time_entries import note_activity
 from medmesh.domain.appointments import AppointmentStatus, VisitKind, free_slots
 from medmesh.domain.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from medmesh.domain.medications import MedicationStatus, RefillStatus
 from medmesh.domain.timestamps import parse_rfc3339
-from medmesh.http.deps import BusDep, DatabaseDep, database_of
+from medmesh.http.deps import BusDep, DatabaseDep, database_of, settings_of
 from medmesh.store.appointments import Appointments, Schedules
 from medmesh.store.consents import CareTeams
 from medmesh.store.medications import Medications, RefillRequests
@@ -275,4 +276,11 @@ async def answer_refill(
         from medmesh.web.messages import inbox_page
 
         return await inbox_page(request, user, error=str(refusal), status_code=400)
+    await note_activity(
+        database,
+        clinician=principal,
+        patient_id=refill.patient_id,
+        at=now,
+        idle=timedelta(minutes=settings_of(request).time_idle_minutes),
+    )
     return RedirectResponse("/inbox", status_code=303)

@@ -5,7 +5,7 @@ change, and nothing is stored."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -26,6 +26,7 @@ from medmesh.care.messages import (
     start_thread,
     subject_text,
 )
+from medmesh.care.time_entries import note_activity
 from medmesh.domain.errors import (
     Forbidden,
     InvalidRequest,
@@ -36,7 +37,7 @@ from medmesh.domain.errors import (
 from medmesh.domain.messages import MessageCategory, Side, Thread
 from medmesh.events.model import MESSAGE, Event
 from medmesh.events.sse import sse_events
-from medmesh.http.deps import BusDep, DatabaseDep, database_of, provided
+from medmesh.http.deps import BusDep, DatabaseDep, database_of, provided, settings_of
 from medmesh.store.messages import Messages
 from medmesh.store.registry import Patients
 from medmesh.web import session
@@ -217,6 +218,7 @@ async def _answer(
         attachments = await prepared(files, attachment_limits_of(request))
     except _REFUSED as refusal:
         return await _thread_page(request, user, thread_id, error=str(refusal), status_code=400)
+    now = datetime.now(UTC)
     await reply(
         database,
         bus,
@@ -224,7 +226,14 @@ async def _answer(
         sender=principal,
         body=text,
         attachments=attachments,
-        at=datetime.now(UTC),
+        at=now,
+    )
+    await note_activity(
+        database,
+        clinician=principal,
+        patient_id=thread.patient_id,
+        at=now,
+        idle=timedelta(minutes=settings_of(request).time_idle_minutes),
     )
     return RedirectResponse(
         f"/inbox/threads/{thread_id}" if user.is_staff else f"/me/messages/{thread_id}",

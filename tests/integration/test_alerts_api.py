@@ -230,9 +230,18 @@ async def test_alerts_are_fhir_flags_that_validate(
 async def test_flag_search_refuses_unknown_parameters_and_statuses(
     http: httpx.AsyncClient, world: World
 ) -> None:
-    for params in ({"status": "open"}, {"code": "x"}):
-        response = await http.get("/fhir/Flag", params=params, headers=world.reader_headers)
-        assert response.status_code == 400
+    # A value a known parameter cannot take is refused; an unknown parameter is ignored unless
+    # the client asks for strict handling (FHIR's lenient default, docs/fhir-api.md).
+    refused = await http.get("/fhir/Flag", params={"status": "open"}, headers=world.reader_headers)
+    assert refused.status_code == 400
+    lenient = await http.get("/fhir/Flag", params={"code": "x"}, headers=world.reader_headers)
+    assert lenient.status_code == 200 and "code=" not in lenient.json()["link"][0]["url"]
+    strict = await http.get(
+        "/fhir/Flag",
+        params={"code": "x"},
+        headers={**world.reader_headers, "Prefer": "handling=strict"},
+    )
+    assert strict.status_code == 400
     assert (await http.get("/fhir/Flag/nope", headers=world.reader_headers)).status_code == 404
     metadata = (await http.get("/fhir/metadata")).json()
     assert "Flag" in [r["type"] for r in metadata["rest"][0]["resource"]]

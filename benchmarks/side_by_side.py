@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,6 +84,7 @@ class Options:
     copy_rows: int
     history_days: int
     group_commit_ms: float
+    profile: Path | None = None  # py-spy collapsed stacks of the server, one file a phase
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +202,31 @@ async def bare_asgi_limit(workdir: Path, opts: Options, size: int, requests: int
         await process.wait()
 
 
+# --- profiling ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def profiled(pid: int, out: Path | None) -> AsyncIterator[None]:
+    """`py-spy record` of the server (and its worker processes) while the block runs,
+    written as collapsed stacks to `out`; nothing when `out` is None."""
+    if out is None:
+        yield
+        return
+    spy = Path(venv_python()).with_name("py-spy")
+    process = await asyncio.create_subprocess_exec(
+        str(spy), "record", "--pid", str(pid), "--subprocesses", "--rate", "200",
+        "--format", "raw", "--output", str(out), "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        await process.wait()
+        log(f"profile: {out}")
+
+
 # --- medmesh ------------------------------------------------------------------------------
 
 
@@ -313,13 +341,19 @@ async def run(opts: Options) -> list[Figure]:
                 await measure(client, dsn, single, 1, 5)  # warm up
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
-                acked0, judged0 = await measure(client, dsn, fresh, opts.batch, opts.requests)
+                async with profiled(server.pid, _profile_file(opts, "batch")):
+                    acked0, judged0 = await measure(
+                        client, dsn, fresh, opts.batch, opts.requests
+                    )
                 cpu0 = cpu_since(server, mark).shares(time.perf_counter() - t0)
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
                 acked30, judged30 = await measure(client, dsn, aged, opts.batch, opts.requests)
                 cpu30 = cpu_since(server, mark).shares(time.perf_counter() - t0)
-                acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
+                async with profiled(server.pid, _profile_file(opts, "single")):
+                    acked1, judged1 = await measure(
+                        client, dsn, single, 1, opts.single_requests
+                    )
             b, d = opts.batch, opts.history_days
             figures += [
                 Figure(f"HTTP {b}/request, no history, acked", acked0, copy, "raw COPY"),
@@ -337,6 +371,10 @@ async def run(opts: Options) -> list[Figure]:
     return figures
 
 
+def _profile_file(opts: Options, phase: str) -> Path | None:
+    return None if opts.profile is None else opts.profile / f"{phase}.txt"
+
+
 def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -352,10 +390,18 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--group-commit-ms", type=float, default=0, help="the server's MEDMESH_GROUP_COMMIT_MS"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="a folder: py-spy records the server during each phase (collapsed stacks)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
     args = parser.parse_args(argv)
     if args.quick:
-        return Options(args.postgres_url, 2, args.batch, 3, 5, 2_000, 1, args.group_commit_ms)
+        return Options(
+            args.postgres_url, 2, args.batch, 3, 5, 2_000, 1, args.group_commit_ms, args.profile
+        )
     return Options(
         args.postgres_url,
         args.senders,
@@ -365,6 +411,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         args.copy_rows,
         args.history_days,
         args.group_commit_ms,
+        args.profile,
     )
 
 

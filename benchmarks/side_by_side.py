@@ -214,9 +214,20 @@ async def profiled(pid: int, out: Path | None) -> AsyncIterator[None]:
         return
     spy = Path(venv_python()).with_name("py-spy")
     process = await asyncio.create_subprocess_exec(
-        str(spy), "record", "--pid", str(pid), "--subprocesses", "--rate", "200",
-        "--format", "raw", "--output", str(out), "--nonblocking",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        str(spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     await asyncio.sleep(0.5)
     try:
@@ -342,18 +353,14 @@ async def run(opts: Options) -> list[Figure]:
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
                 async with profiled(server.pid, _profile_file(opts, "batch")):
-                    acked0, judged0 = await measure(
-                        client, dsn, fresh, opts.batch, opts.requests
-                    )
+                    acked0, judged0 = await measure(client, dsn, fresh, opts.batch, opts.requests)
                 cpu0 = cpu_since(server, mark).shares(time.perf_counter() - t0)
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
                 acked30, judged30 = await measure(client, dsn, aged, opts.batch, opts.requests)
                 cpu30 = cpu_since(server, mark).shares(time.perf_counter() - t0)
                 async with profiled(server.pid, _profile_file(opts, "single")):
-                    acked1, judged1 = await measure(
-                        client, dsn, single, 1, opts.single_requests
-                    )
+                    acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
             b, d = opts.batch, opts.history_days
             figures += [
                 Figure(f"HTTP {b}/request, no history, acked", acked0, copy, "raw COPY"),

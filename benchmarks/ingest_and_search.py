@@ -263,7 +263,7 @@ async def stop(process: asyncio.subprocess.Process) -> None:
 
 @asynccontextmanager
 async def running_server(
-    url: str, workdir: Path, settings: dict[str, str] | None = None
+    url: str, workdir: Path, settings: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> AsyncIterator[Server]:
     """A `medmesh serve` child process on `url`'s database, stopped on exit; `settings`: more
     MEDMESH_* environment for it."""
@@ -277,6 +277,7 @@ async def running_server(
             "serve",
             "--port",
             str(port),
+            *args,
             env={**server_env(url), **(settings or {})},
             cwd=workdir,  # no stray .env from the caller's directory
             stdout=log_file,

@@ -109,7 +109,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
     if (rate_limits := wiring.rate_limits(settings)) is not None:
         app.add_middleware(
-            RateLimit, limits=rate_limits, session_identity=web_session.signed_in_identity
+            RateLimit,
+            limits=rate_limits,
+            session_identity=web_session.signed_in_identity,
+            redis_url=settings.redis_url,
         )
     app.add_middleware(SessionMiddleware, **web_session.middleware_options(settings))
     app.add_middleware(SecurityHeaders)

@@ -65,7 +65,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provide(app, AuditWriter, services.audit)
         provide(app, IngestPipeline, services.pipeline)
         provide(app, Formats, services.formats)
-        provide(app, SignIn, SignIn(services.database, wiring.lockout_policy(settings)))
+        provide(
+            app,
+            SignIn,
+            SignIn(
+                services.database,
+                wiring.lockout_policy(settings),
+                redis_url=settings.redis_url,
+            ),
+        )
         if services.exports is not None:
             provide(app, ExportRunner, services.exports)
         try:

@@ -1,15 +1,24 @@
-"""Several server processes over one PostgreSQL: rate-limit budgets shared through Redis
-(`MEDMESH_REDIS_URL`), and `medmesh serve --workers N`."""
+"""Several server processes over one PostgreSQL: rate-limit budgets and sign-in lockout
+counters shared through Redis (`MEDMESH_REDIS_URL`), and `medmesh serve --workers N`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
+from medmesh.access.identity.accounts import (
+    AccountLocked,
+    AddressThrottled,
+    SignIn,
+    SignInRefused,
+)
+from medmesh.access.identity.lockout import LockoutPolicy
+from medmesh.store.database import Database
 from tests.conftest import IN_CI
 from tests.live_server import live_server
 
@@ -101,3 +110,42 @@ def test_serve_with_two_workers_runs_two_processes_on_one_budget(
         statuses = _statuses([server.base_url], rounds=10)
     assert statuses == [200] * BURST + [429] * (10 - BURST)
     assert "2 worker processes" in (tmp_path / "w.log").read_text()
+
+
+def _forget_sign_in_counters() -> None:
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    keys = list(client.scan_iter("medmesh:signin:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+async def test_two_processes_with_redis_share_sign_in_lockout_counters(
+    database: Database, redis_url: str
+) -> None:
+    """Two servers' sign-in steps (one `SignIn` each, as each process builds its own) on one
+    Redis: failures for an unknown username and from one address add up across them."""
+    _forget_sign_in_counters()
+    policy = LockoutPolicy(max_failures=3, address_max_failures=4)
+    a = SignIn(database, policy, redis_url=redis_url)
+    b = SignIn(database, policy, redis_url=redis_url)
+    now = datetime.now(UTC)
+    address = "203.0.113.7"
+    for side in (a, b):  # two failures, one in each process: no lock yet
+        with pytest.raises(SignInRefused) as refused:
+            await side.password("nobody", "wrong", address=address, now=now)
+        assert not isinstance(refused.value, AccountLocked)
+    with pytest.raises(AccountLocked):  # the third, counted with the other two
+        await a.password("nobody", "wrong", address=address, now=now)
+    with pytest.raises(AccountLocked):  # the other process sees the lock
+        await b.password("nobody", "wrong", address=address, now=now)
+    with pytest.raises(SignInRefused):  # a fourth failure from the address, another name
+        await b.password("someone-else", "wrong", address=address, now=now)
+    with pytest.raises(AddressThrottled):
+        await a.password("a-third-name", "wrong", address=address, now=now)
+    # Without Redis the other process would not know: its own counters are empty.
+    alone = SignIn(database, policy)
+    with pytest.raises(SignInRefused) as refused:
+        await alone.password("nobody", "wrong", address=address, now=now)
+    assert not isinstance(refused.value, AccountLocked | AddressThrottled)
+    _forget_sign_in_counters()

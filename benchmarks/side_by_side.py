@@ -314,13 +314,19 @@ async def rule_state_rss(url: str, workdir: Path, patients: int) -> tuple[float,
     db = Database(url)
     senders = []
     try:
-        for k in range(patients):
-            patient = await provisioning.create_patient(
-                db, family="Bench", given="Rss", identifier=f"RSS-{k}"
-            )
-            cred = await provisioning.register_device(db, display_name=f"rss {k}")
-            await provisioning.assign_device(db, cred.device_id, patient.id, ASSIGNED_FROM)
-            senders.append((cred.device_id, cred.secret))
+        numbers = list(range(patients))
+
+        async def provision_some() -> None:
+            while numbers:
+                k = numbers.pop()
+                patient = await provisioning.create_patient(
+                    db, family="Bench", given="Rss", identifier=f"RSS-{k}"
+                )
+                cred = await provisioning.register_device(db, display_name=f"rss {k}")
+                await provisioning.assign_device(db, cred.device_id, patient.id, ASSIGNED_FROM)
+                senders.append((cred.device_id, cred.secret))
+
+        await asyncio.gather(*(provision_some() for _ in range(8)))
     finally:
         await db.dispose()
     log(f"provisioned {patients} patients for the memory figure")
@@ -548,18 +554,20 @@ async def run(opts: Options) -> list[Figure]:
                 async with profiled(server.pid, _profile_file(opts, "single")):
                     acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
             b, d = opts.batch, opts.history_days
-            figures += [
-                Figure(f"HTTP {b}/request, no history, acked", acked0, copy, "raw COPY"),
-                Figure(f"HTTP {b}/request, no history, acked", acked0, bare_batch, "bare ASGI"),
-                Figure(f"HTTP {b}/request, no history, judged", judged0, copy, "raw COPY"),
-                Figure(f"HTTP {b}/request, {d} d history, acked", acked30, copy, "raw COPY"),
-                Figure(f"HTTP {b}/request, {d} d history, judged", judged30, copy, "raw COPY"),
-                Figure(
-                    f"HTTP {b}/request judged: {d} d history vs none", judged30, judged0, "none"
-                ),
-                Figure("HTTP 1/request, acked", acked1, bare_single, "bare ASGI"),
-                Figure("HTTP 1/request, judged", judged1, bare_single, "bare ASGI"),
-            ]
+            figures += _logged(
+                [
+                    Figure(f"HTTP {b}/request, no history, acked", acked0, copy, "raw COPY"),
+                    Figure(f"HTTP {b}/request, no history, acked", acked0, bare_batch, "bare ASGI"),
+                    Figure(f"HTTP {b}/request, no history, judged", judged0, copy, "raw COPY"),
+                    Figure(f"HTTP {b}/request, {d} d history, acked", acked30, copy, "raw COPY"),
+                    Figure(f"HTTP {b}/request, {d} d history, judged", judged30, copy, "raw COPY"),
+                    Figure(
+                        f"HTTP {b}/request judged: {d} d history vs none", judged30, judged0, "none"
+                    ),
+                    Figure("HTTP 1/request, acked", acked1, bare_single, "bare ASGI"),
+                    Figure("HTTP 1/request, judged", judged1, bare_single, "bare ASGI"),
+                ]
+            )
             log(f"server/client CPU (% of one core): no history {cpu0}, {d} d history {cpu30}")
             two = await provision_senders(url, "two", opts.senders * 2)
             async with (
@@ -573,10 +581,14 @@ async def run(opts: Options) -> list[Figure]:
             ):
                 await measure(client, dsn, two, 1, 5)  # warm up both processes
                 acked2, judged2 = await measure(client, dsn, two, 1, opts.single_requests)
-            figures += [
-                Figure("HTTP 1/request, 2 processes, acked", acked2, bare_single, "bare ASGI"),
-                Figure("HTTP 1/request, 2 processes, judged", judged2, bare_single, "bare ASGI"),
-            ]
+            figures += _logged(
+                [
+                    Figure("HTTP 1/request, 2 processes, acked", acked2, bare_single, "bare ASGI"),
+                    Figure(
+                        "HTTP 1/request, 2 processes, judged", judged2, bare_single, "bare ASGI"
+                    ),
+                ]
+            )
             if opts.mqtt_messages:
                 body = mqtt_ingest.payloads("limit", LIVE_FROM, 1, 1)[0]
                 limit = await asyncio.to_thread(
@@ -584,29 +596,41 @@ async def run(opts: Options) -> list[Figure]:
                 )
                 log(f"limit: Mosquitto pub→sub {limit:,.0f} messages/s")
                 single_mqtt, ten_mqtt = await medmesh_mqtt(url, workdir, opts)
-                figures += [
-                    Figure(
-                        "MQTT 1/message, messages",
-                        single_mqtt.messages_per_second,
-                        limit,
-                        "Mosquitto pub→sub",
-                    ),
-                    Figure(
-                        "MQTT 10/message, messages",
-                        ten_mqtt.messages_per_second,
-                        limit,
-                        "Mosquitto pub→sub",
-                    ),
-                    Figure(
-                        "MQTT 10/message, readings", ten_mqtt.readings_per_second, copy, "raw COPY"
-                    ),
-                ]
+                figures += _logged(
+                    [
+                        Figure(
+                            "MQTT 1/message, messages",
+                            single_mqtt.messages_per_second,
+                            limit,
+                            "Mosquitto pub→sub",
+                        ),
+                        Figure(
+                            "MQTT 10/message, messages",
+                            ten_mqtt.messages_per_second,
+                            limit,
+                            "Mosquitto pub→sub",
+                        ),
+                        Figure(
+                            "MQTT 10/message, readings",
+                            ten_mqtt.readings_per_second,
+                            copy,
+                            "raw COPY",
+                        ),
+                    ]
+                )
             if opts.rss_patients:
                 before, after = await rule_state_rss(url, workdir, opts.rss_patients)
                 log(
                     f"server RSS: {before:,.0f} MiB idle, {after:,.0f} MiB holding "
                     f"{opts.rss_patients:,} patients' rule state (target < 600 MB)"
                 )
+    return figures
+
+
+def _logged(figures: list[Figure]) -> list[Figure]:
+    """Print figures as they are measured, so a run stopped later still has them."""
+    for figure in figures:
+        log(figure.line())
     return figures
 
 

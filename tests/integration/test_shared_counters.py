@@ -103,7 +103,7 @@ def test_serve_with_two_workers_runs_two_processes_on_one_budget(
         pid = server.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         workers = [
-            c for c in children if b"multiprocessing" in Path(f"/proc/{c}/cmdline").read_bytes()
+            c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
         ]
         assert len(workers) >= 2, children
         # Whichever worker the kernel hands each connection to, one budget of 6.

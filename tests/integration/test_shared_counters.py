@@ -102,9 +102,7 @@ def test_serve_with_two_workers_runs_two_processes_on_one_budget(
         assert server.process is not None
         pid = server.process.pid
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        workers = [
-            c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()
-        ]
+        workers = [c for c in children if b"spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes()]
         assert len(workers) >= 2, children
         # Whichever worker the kernel hands each connection to, one budget of 6.
         statuses = _statuses([server.base_url], rounds=10)

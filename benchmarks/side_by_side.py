@@ -24,20 +24,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
+import mqtt_ingest
 from _common import (
     DEFAULT_POSTGRES_URL,
+    Broker,
     PostgresUnreachable,
     free_port,
     load_average,
@@ -57,6 +65,7 @@ from medmesh.store.observations import Observations
 ASSIGNED_FROM = datetime(2020, 1, 1, tzinfo=UTC)
 LIVE_FROM = datetime(2026, 6, 1, tzinfo=UTC)  # where the measured readings start
 SEALED_VALUE_BYTES = 37  # version, nonce, float, tag: what a sealed float takes
+RSS_MINUTES = 20  # of one-a-minute heart rate and SpO2 per patient for the memory figure
 
 BARE_APP = """
 async def app(scope, receive, send):
@@ -82,6 +91,10 @@ class Options:
     copy_rows: int
     history_days: int
     group_commit_ms: float
+    profile: Path | None = None  # py-spy collapsed stacks of the server, one file a phase
+    mqtt_devices: int = 20
+    mqtt_messages: int = 20_000  # single-reading messages; half as many 10-reading ones
+    rss_patients: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +212,207 @@ async def bare_asgi_limit(workdir: Path, opts: Options, size: int, requests: int
         await process.wait()
 
 
+def mosquitto_limit(workdir: Path, devices: int, messages: int, body: bytes) -> float:
+    """Messages/s Mosquitto itself carries from publishers to one subscriber (QoS 1 both
+    ways, paho-mqtt as in medmesh's worker and the benchmark's publishers): the MQTT limit."""
+    directory = workdir / "mosquitto-limit"
+    directory.mkdir()
+    broker = Broker(directory, max_queued=1_000_000)
+    broker.start()
+    received = 0
+    done = threading.Event()
+    total = messages * devices
+
+    def on_message(_client: Any, _userdata: Any, _message: Any) -> None:
+        nonlocal received
+        received += 1
+        if received >= total:
+            done.set()
+
+    subscriber = paho.Client(CallbackAPIVersion.VERSION2, client_id="sbs-sub", protocol=paho.MQTTv5)
+    subscriber.on_message = on_message
+    try:
+        subscriber.connect("127.0.0.1", broker.port)
+        subscriber.subscribe("limit/#", qos=1)
+        subscriber.loop_start()
+        time.sleep(0.5)
+        names = [f"d{k}" for k in range(devices)]
+        clients = mqtt_ingest.connect_publishers(broker.port, names)
+        try:
+            started = time.perf_counter()
+            failures: list[str] = []
+
+            def run(k: int) -> None:
+                infos = [
+                    clients[k].publish(f"limit/{names[k]}", body, qos=1) for _ in range(messages)
+                ]
+                for info in infos:
+                    info.wait_for_publish(timeout=60)
+                if not all(info.is_published() for info in infos):
+                    failures.append(names[k])
+
+            threads = [threading.Thread(target=run, args=(k,)) for k in range(devices)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if not done.wait(120) or failures:
+                raise RuntimeError(f"mosquitto limit: {received} of {total} received")
+            return total / (time.perf_counter() - started)
+        finally:
+            mqtt_ingest.disconnect(clients)
+    finally:
+        subscriber.loop_stop()
+        subscriber.disconnect()
+        broker.stop()
+
+
+async def medmesh_mqtt(url: str, workdir: Path, opts: Options) -> list[mqtt_ingest.Figure]:
+    """medmesh's MQTT ingest (one `medmesh ingest-worker`, private broker, same publishers as
+    benchmarks/mqtt_ingest.py): single-reading and 10-reading messages, committed."""
+    mopts = mqtt_ingest.Options(
+        backends=("postgresql",),
+        postgres_url=opts.postgres_url,
+        devices=opts.mqtt_devices,
+        publishers=2,
+        workers=(1,),
+        shapes=((1, opts.mqtt_messages), (10, opts.mqtt_messages // 2)),
+        timeout=300,
+        max_queued=1_000_000,
+    )
+    devices = await mqtt_ingest.provision(url, mopts.devices)
+    db = Database(url)
+    figures = []
+    try:
+        directory = workdir / "mqtt"
+        directory.mkdir()
+        for index, (per_message, messages) in enumerate(mopts.shapes):
+            phase = mqtt_ingest.Phase(index, 1, per_message, messages)
+            figures.append(
+                await mqtt_ingest.run_phase("postgresql", url, db, devices, phase, directory, mopts)
+            )
+    finally:
+        await db.dispose()
+    return figures
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn workers), MiB."""
+    total = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            total += int(line.split()[1])
+    for child in Path(f"/proc/{pid}/task").glob("*/children"):
+        for kid in child.read_text().split():
+            total += int(rss_mib(int(kid)) * 1024)
+    return total / 1024
+
+
+async def rule_state_rss(url: str, workdir: Path, patients: int) -> tuple[float, float]:
+    """Server RSS (MiB) before and after judging one batch of `RSS_MINUTES` of one-a-minute
+    readings (heart rate, SpO2) for each of `patients` patients: the rule states it caches."""
+    db = Database(url)
+    senders = []
+    try:
+        numbers = list(range(patients))
+
+        async def provision_some() -> None:
+            while numbers:
+                k = numbers.pop()
+                patient = await provisioning.create_patient(
+                    db, family="Bench", given="Rss", identifier=f"RSS-{k}"
+                )
+                cred = await provisioning.register_device(db, display_name=f"rss {k}")
+                await provisioning.assign_device(db, cred.device_id, patient.id, ASSIGNED_FROM)
+                senders.append((cred.device_id, cred.secret))
+
+        await asyncio.gather(*(provision_some() for _ in range(8)))
+    finally:
+        await db.dispose()
+    log(f"provisioned {patients} patients for the memory figure")
+    async with (
+        running_server(url, workdir, {"MEDMESH_RATE_LIMIT_ENABLED": "false"}) as server,
+        httpx.AsyncClient(base_url=server.base_url, timeout=120) as client,
+    ):
+        before = rss_mib(server.pid)
+        queue = list(senders)
+
+        async def one() -> None:
+            while queue:
+                _device, secret = queue.pop()
+                readings = []
+                for m in range(RSS_MINUTES):
+                    at = LIVE_FROM + timedelta(minutes=m)
+                    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+                    readings.append(
+                        {
+                            "id": f"hr-{m}",
+                            "type": "heart-rate",
+                            "time": stamp,
+                            "value": 70,
+                            "unit": "/min",
+                        }
+                    )
+                    readings.append(
+                        {
+                            "id": f"sp-{m}",
+                            "type": "oxygen-saturation",
+                            "time": stamp,
+                            "value": 97,
+                            "unit": "%",
+                        }
+                    )
+                response = await client.post(
+                    "/ingest/v1/readings",
+                    json={"readings": readings},
+                    headers={"Authorization": f"Bearer {secret}"},
+                )
+                if response.status_code != 202:
+                    raise RuntimeError(f"ingest answered {response.status_code}")
+
+        await asyncio.gather(*(one() for _ in range(8)))
+        dsn = url.replace("postgresql+asyncpg://", "postgresql://")
+        while await pending(dsn):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        return before, rss_mib(server.pid)
+
+
+# --- profiling ----------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def profiled(pid: int, out: Path | None) -> AsyncIterator[None]:
+    """`py-spy record` of the server (and its worker processes) while the block runs,
+    written as collapsed stacks to `out`; nothing when `out` is None."""
+    if out is None:
+        yield
+        return
+    spy = Path(venv_python()).with_name("py-spy")
+    process = await asyncio.create_subprocess_exec(
+        str(spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--subprocesses",
+        "--rate",
+        "200",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        await process.wait()
+        log(f"profile: {out}")
+
+
 # --- medmesh ------------------------------------------------------------------------------
 
 
@@ -223,6 +437,23 @@ async def provision(url: str, opts: Options) -> tuple[list[Sender], list[Sender]
                 if group == 1 and opts.history_days:
                     await store_history(db, cred.device_id, patient.id, start, opts.history_days)
         return groups[0], groups[1], groups[2]
+    finally:
+        await db.dispose()
+
+
+async def provision_senders(url: str, tag: str, count: int) -> list[Sender]:
+    """`count` devices with a patient each, no history."""
+    db = Database(url)
+    try:
+        senders = []
+        for k in range(count):
+            patient = await provisioning.create_patient(
+                db, family="Bench", given="Side", identifier=f"SBS-{tag}-{k}"
+            )
+            cred = await provisioning.register_device(db, display_name=f"side by side {tag}/{k}")
+            await provisioning.assign_device(db, cred.device_id, patient.id, ASSIGNED_FROM)
+            senders.append(Sender(cred.device_id, cred.secret, LIVE_FROM))
+        return senders
     finally:
         await db.dispose()
 
@@ -313,28 +544,98 @@ async def run(opts: Options) -> list[Figure]:
                 await measure(client, dsn, single, 1, 5)  # warm up
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
-                acked0, judged0 = await measure(client, dsn, fresh, opts.batch, opts.requests)
+                async with profiled(server.pid, _profile_file(opts, "batch")):
+                    acked0, judged0 = await measure(client, dsn, fresh, opts.batch, opts.requests)
                 cpu0 = cpu_since(server, mark).shares(time.perf_counter() - t0)
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
                 acked30, judged30 = await measure(client, dsn, aged, opts.batch, opts.requests)
                 cpu30 = cpu_since(server, mark).shares(time.perf_counter() - t0)
-                acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
+                async with profiled(server.pid, _profile_file(opts, "single")):
+                    acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
             b, d = opts.batch, opts.history_days
-            figures += [
-                Figure(f"HTTP {b}/request, no history, acked", acked0, copy, "raw COPY"),
-                Figure(f"HTTP {b}/request, no history, acked", acked0, bare_batch, "bare ASGI"),
-                Figure(f"HTTP {b}/request, no history, judged", judged0, copy, "raw COPY"),
-                Figure(f"HTTP {b}/request, {d} d history, acked", acked30, copy, "raw COPY"),
-                Figure(f"HTTP {b}/request, {d} d history, judged", judged30, copy, "raw COPY"),
-                Figure(
-                    f"HTTP {b}/request judged: {d} d history vs none", judged30, judged0, "none"
-                ),
-                Figure("HTTP 1/request, acked", acked1, bare_single, "bare ASGI"),
-                Figure("HTTP 1/request, judged", judged1, bare_single, "bare ASGI"),
-            ]
+            figures += _logged(
+                [
+                    Figure(f"HTTP {b}/request, no history, acked", acked0, copy, "raw COPY"),
+                    Figure(f"HTTP {b}/request, no history, acked", acked0, bare_batch, "bare ASGI"),
+                    Figure(f"HTTP {b}/request, no history, judged", judged0, copy, "raw COPY"),
+                    Figure(f"HTTP {b}/request, {d} d history, acked", acked30, copy, "raw COPY"),
+                    Figure(f"HTTP {b}/request, {d} d history, judged", judged30, copy, "raw COPY"),
+                    Figure(
+                        f"HTTP {b}/request judged: {d} d history vs none", judged30, judged0, "none"
+                    ),
+                    Figure("HTTP 1/request, acked", acked1, bare_single, "bare ASGI"),
+                    Figure("HTTP 1/request, judged", judged1, bare_single, "bare ASGI"),
+                ]
+            )
             log(f"server/client CPU (% of one core): no history {cpu0}, {d} d history {cpu30}")
+            two = await provision_senders(url, "two", opts.senders * 2)
+            async with (
+                running_server(
+                    url,
+                    workdir,
+                    {"MEDMESH_GROUP_COMMIT_MS": str(opts.group_commit_ms)},
+                    args=("--workers", "2"),
+                ) as server,
+                httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
+            ):
+                await measure(client, dsn, two, 1, 5)  # warm up both processes
+                acked2, judged2 = await measure(client, dsn, two, 1, opts.single_requests)
+            figures += _logged(
+                [
+                    Figure("HTTP 1/request, 2 processes, acked", acked2, bare_single, "bare ASGI"),
+                    Figure(
+                        "HTTP 1/request, 2 processes, judged", judged2, bare_single, "bare ASGI"
+                    ),
+                ]
+            )
+            if opts.mqtt_messages:
+                body = mqtt_ingest.payloads("limit", LIVE_FROM, 1, 1)[0]
+                limit = await asyncio.to_thread(
+                    mosquitto_limit, workdir, opts.mqtt_devices, opts.mqtt_messages // 20, body
+                )
+                log(f"limit: Mosquitto pub→sub {limit:,.0f} messages/s")
+                single_mqtt, ten_mqtt = await medmesh_mqtt(url, workdir, opts)
+                figures += _logged(
+                    [
+                        Figure(
+                            "MQTT 1/message, messages",
+                            single_mqtt.messages_per_second,
+                            limit,
+                            "Mosquitto pub→sub",
+                        ),
+                        Figure(
+                            "MQTT 10/message, messages",
+                            ten_mqtt.messages_per_second,
+                            limit,
+                            "Mosquitto pub→sub",
+                        ),
+                        Figure(
+                            "MQTT 10/message, readings",
+                            ten_mqtt.readings_per_second,
+                            copy,
+                            "raw COPY",
+                        ),
+                    ]
+                )
+            if opts.rss_patients:
+                before, after = await rule_state_rss(url, workdir, opts.rss_patients)
+                log(
+                    f"server RSS: {before:,.0f} MiB idle, {after:,.0f} MiB holding "
+                    f"{opts.rss_patients:,} patients' rule state (target < 600 MB)"
+                )
     return figures
+
+
+def _logged(figures: list[Figure]) -> list[Figure]:
+    """Print figures as they are measured, so a run stopped later still has them."""
+    for figure in figures:
+        log(figure.line())
+    return figures
+
+
+def _profile_file(opts: Options, phase: str) -> Path | None:
+    return None if opts.profile is None else opts.profile / f"{phase}.txt"
 
 
 def parse_options(argv: Sequence[str] | None = None) -> Options:
@@ -350,12 +651,38 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--copy-rows", type=int, default=100_000)
     parser.add_argument("--history-days", type=int, default=30)
     parser.add_argument(
-        "--group-commit-ms", type=float, default=0, help="the server's MEDMESH_GROUP_COMMIT_MS"
+        "--group-commit-ms", type=float, default=2, help="the server's MEDMESH_GROUP_COMMIT_MS"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="a folder: py-spy records the server during each phase (collapsed stacks)",
+    )
+    parser.add_argument("--mqtt-devices", type=int, default=20)
+    parser.add_argument(
+        "--mqtt-messages", type=int, default=20_000, help="single-reading messages; 0: no MQTT"
+    )
+    parser.add_argument(
+        "--rss-patients", type=int, default=10_000, help="patients for the memory figure; 0: none"
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run of seconds")
     args = parser.parse_args(argv)
     if args.quick:
-        return Options(args.postgres_url, 2, args.batch, 3, 5, 2_000, 1, args.group_commit_ms)
+        return Options(
+            args.postgres_url,
+            2,
+            args.batch,
+            3,
+            5,
+            2_000,
+            1,
+            args.group_commit_ms,
+            args.profile,
+            mqtt_devices=2,
+            mqtt_messages=200,
+            rss_patients=20,
+        )
     return Options(
         args.postgres_url,
         args.senders,
@@ -365,6 +692,10 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         args.copy_rows,
         args.history_days,
         args.group_commit_ms,
+        args.profile,
+        args.mqtt_devices,
+        args.mqtt_messages,
+        args.rss_patients,
     )
 
 

@@ -30,6 +30,7 @@ class LiveServer:
     process: subprocess.Popen[bytes] | None = None
     host: str = "127.0.0.1"
     env: dict[str, str] = field(default_factory=dict)  # MEDMESH_* settings of this server
+    args: list[str] = field(default_factory=list)  # more `medmesh serve` options
 
     @property
     def base_url(self) -> str:
@@ -38,7 +39,7 @@ class LiveServer:
     def start(self, timeout: float = 60.0) -> None:  # a loaded machine starts slowly
         self.port = self.port or free_port()
         env = {**os.environ, "MEDMESH_DATABASE_URL": self.database_url, **self.env}
-        command = ["serve", "--host", self.host, "--port", str(self.port)]
+        command = ["serve", "--host", self.host, "--port", str(self.port), *self.args]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "medmesh", *command],
@@ -84,9 +85,11 @@ def live_server(
     *,
     host: str = "127.0.0.1",
     env: dict[str, str] | None = None,
+    args: list[str] | None = None,
+    start_timeout: float = 60.0,
 ) -> Iterator[LiveServer]:
-    server = LiveServer(database_url, log_path, host=host, env=env or {})
-    server.start()
+    server = LiveServer(database_url, log_path, host=host, env=env or {}, args=args or [])
+    server.start(start_timeout)
     try:
         yield server
     finally:

@@ -86,7 +86,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ImagingArchive,
             ImagingArchive(services.database, max_instance_bytes=settings.dicom_max_instance_bytes),
         )
-        provide(app, SignIn, SignIn(services.database, wiring.lockout_policy(settings)))
+        provide(
+            app,
+            SignIn,
+            SignIn(
+                services.database,
+                wiring.lockout_policy(settings),
+                redis_url=settings.redis_url,
+            ),
+        )
         if services.exports is not None:
             provide(app, ExportRunner, services.exports)
         try:
@@ -142,7 +150,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestSizeLimit, limits=wiring.request_limits(settings))
     if (rate_limits := wiring.rate_limits(settings)) is not None:
         app.add_middleware(
-            RateLimit, limits=rate_limits, session_identity=web_session.signed_in_identity
+            RateLimit,
+            limits=rate_limits,
+            session_identity=web_session.signed_in_identity,
+            redis_url=settings.redis_url,
         )
     app.add_middleware(SessionMiddleware, **web_session.middleware_options(settings))
     app.add_middleware(AppOrigins)  # CORS for registered SMART apps' origins only

@@ -63,12 +63,13 @@ class Settings(BaseSettings):
         "before-reassignment (docs/readings.md)",
     )
     group_commit_ms: float = Field(
-        0,
+        2,
         ge=0,
         le=100,
         description="Group commit: ingest calls (HTTP requests, MQTT rounds, MLLP messages) "
         "arriving within this many milliseconds of the first share one transaction; each "
-        "sender is still answered only after its own readings are committed. 0: off",
+        "sender is still answered only after its own readings are committed. 0: off "
+        "(docs/configuration.md)",
     )
     max_batch_readings: int = 1000
     max_body_bytes: int = Field(
@@ -211,6 +212,11 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How often expired bulk exports are deleted"
     )
 
+    redis_url: str | None = Field(
+        None,
+        description="Redis (redis://host:port/db) for rate-limit and sign-in lockout counters "
+        "shared by every server process; unset: each process counts on its own",
+    )
     mqtt_host: str | None = Field(None, description="MQTT broker host; unset: no MQTT ingest")
     mqtt_port: int = 1883
     mqtt_username: str | None = None

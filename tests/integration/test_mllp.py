@@ -321,7 +321,7 @@ async def test_medmesh_serve_listens_for_mllp_when_given_a_port(
 ) -> None:
     port = free_port()
     monkeypatch.setenv("MEDMESH_MLLP_PORT", str(port))
-    with live_server(database_url, tmp_path / "server.log"):
+    with live_server(database_url, tmp_path / "server.log", start_timeout=240):  # loaded CI
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         ack = await Peer(reader, writer).send(oru("SERVE-1", *VITALS))
         writer.close()

@@ -64,13 +64,14 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine imports slowly
         while time.monotonic() < deadline:
             if b"subscribed" in self.log.read_bytes()[offset:]:
                 return
             if self.process.poll() is not None:
                 break
             time.sleep(0.1)
+        self.kill()  # not left running after the test
         raise RuntimeError(f"worker did not subscribe; see {self.log}")
 
     def kill(self) -> None:

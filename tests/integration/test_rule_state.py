@@ -272,3 +272,63 @@ async def test_erasure_deletes_the_rule_state_and_a_copy_of_it_no_longer_opens(
         assert b"spo2" not in copied["state"]  # sealed, not stored in the clear
     finally:
         await keyed.dispose()
+
+
+async def start_in_rounds(database: Database, clock: FrozenClock) -> Process:
+    """A process whose after-commit worker is started only once a group of batches has been
+    committed, so the whole group is judged as one round (`on_committed_round`)."""
+    pipeline = IngestPipeline(database, clock=clock)
+    engine = RuleEngine(database, InProcessBus(), clock)
+    pipeline.on_committed_round(engine.on_committed_round)
+    return Process(pipeline, engine)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+async def test_judging_queued_batches_together_raises_exactly_the_alerts_of_judging_each_alone(
+    database: Database, name: str
+) -> None:
+    """The same recorded stream judged batch by batch (old full-window path and incremental
+    path) and in rounds of 1 to 6 queued batches (one transaction a round), with a late batch
+    and a care plan changed midway: every alert the same."""
+    model, start_at, overrides = MODELS[name]
+    items = model.readings_between(start_at, start_at + timedelta(hours=5))
+    worlds = [await make_world(database, f"MRN-ROUND-{n}") for n in range(3)]
+    clock = FrozenClock(start_at)
+    old = await start(database, clock, incremental=False)
+    alone = await start(database, clock)
+    rounds = await start_in_rounds(database, clock)
+    batches = _batches(items)
+    sizes = [3, 1, 6, 2, 5, 4]
+    groups: list[list[list[dict[str, Any]]]] = []
+    while batches:
+        size = sizes[len(groups) % len(sizes)]
+        groups.append(batches[:size])
+        batches = batches[size:]
+    try:
+        for index, group in enumerate(groups):
+            if index == len(groups) // 2:
+                for world in worlds:
+                    plan = CarePlan(world.patient_id, {**overrides, "news2_max_age_minutes": 90})
+                    async with database.write() as conn:
+                        await CarePlans(conn).put(plan, clock.at, "dr plan")
+            newest = max(_time(item) for batch in group for item in batch)
+            clock.at = max(clock.at, newest + timedelta(seconds=30))
+            for batch in group:
+                await old.send(worlds[0].device_id, batch)
+                await alone.send(worlds[1].device_id, batch)
+            for batch in group:  # committed, queued, not judged yet
+                result = await rounds.pipeline.ingest(
+                    worlds[2].device_id,
+                    "http",
+                    parse_body(orjson.dumps({"readings": batch}), 1000),
+                )
+                assert not result.rejected
+            await rounds.pipeline.after_commit.start()
+            await rounds.pipeline.after_commit.stop()  # judges the queued round first
+    finally:
+        await old.stop()
+        await alone.stop()
+    expected = [_judged(a) for a in await _alerts(database, worlds[0].patient_id)]
+    assert expected, "the stream raises alerts"
+    assert [_judged(a) for a in await _alerts(database, worlds[1].patient_id)] == expected
+    assert [_judged(a) for a in await _alerts(database, worlds[2].patient_id)] == expected

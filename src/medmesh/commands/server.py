@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import uvicorn
@@ -22,6 +23,15 @@ def serve(
     dicom_port: Annotated[
         int | None, typer.Option(help="Also listen for DICOM (C-STORE, C-FIND) on this port")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API processes sharing the port (PostgreSQL only; events cross them on the "
+            "PostgreSQL event bus)",
+        ),
+    ] = 1,
 ) -> None:
     """Run the platform: HTTP ingest and FHIR API; MQTT ingest when MEDMESH_MQTT_HOST is set;
     HL7 v2 MLLP and DICOM when their ports are given."""
@@ -35,19 +45,57 @@ def serve(
     host = host if host is not None else settings.host
     port = port if port is not None else settings.port
     settings = settings.bound_to(host)
+    if workers > 1:
+        _check_workers(settings)
     typer.echo(f"medmesh listening on http://{host}:{port} (FHIR base http://{host}:{port}/fhir)")
     logs.configure()
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
         # uvicorn's access log would record query strings (search parameters): RequestLog
         # instead; its other loggers go through medmesh's (escaping) log setup.
-        access_log=False,
-        log_config=None,
+        "access_log": False,
+        "log_config": None,
         **settings.proxy_options(),
-    )
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Each worker process builds its app from the environment: pass on what the command
+    # line decided, and the event bus that reaches every process.
+    os.environ["MEDMESH_SESSION_HTTPS_ONLY"] = str(settings.session_https_only).lower()
+    os.environ["MEDMESH_EVENT_BUS"] = "postgres"
+    typer.echo(f"{workers} worker processes; events on the PostgreSQL bus")
+    uvicorn.run("medmesh.app:create_app", factory=True, workers=workers, **options)
+
+
+def _check_workers(settings: Settings) -> None:
+    """Several API processes share one PostgreSQL, its event bus and (when set) Redis for
+    rate limits; listeners that must run once are run elsewhere."""
+    if not settings.database_url.startswith("postgres"):
+        raise typer.BadParameter("--workers above 1 needs PostgreSQL (MEDMESH_DATABASE_URL)")
+    if settings.mllp_port is not None:
+        raise typer.BadParameter(
+            "MLLP listens on one port in one process: run `medmesh serve --mllp-port` apart "
+            "from the --workers API processes"
+        )
+    if settings.dicom_port is not None:
+        raise typer.BadParameter(
+            "DICOM listens on one port in one process: run `medmesh dicom-worker` apart from "
+            "the --workers API processes"
+        )
+    if settings.mqtt_host is not None:
+        raise typer.BadParameter(
+            "with --workers above 1, consume MQTT with `medmesh ingest-worker` processes "
+            "(unset MEDMESH_MQTT_HOST for the API processes)"
+        )
+    if settings.redis_url is None:
+        typer.echo(
+            "warning: MEDMESH_REDIS_URL is not set: each worker process keeps its own rate "
+            "limit and sign-in lockout counters",
+            err=True,
+        )
 
 
 def demo(

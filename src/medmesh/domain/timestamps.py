@@ -35,8 +35,11 @@ def parse_rfc3339(text: str, *, assume_utc: bool = False) -> datetime:
     if match.group("offset") is None and not assume_utc:
         raise TimestampError("offset")
     try:
-        # Python before 3.12 takes at most 6 fractional digits.
-        moment = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).upper())
+        fraction = match.group(2)
+        if fraction is not None and len(fraction) > 7:
+            # Python before 3.12 takes at most 6 fractional digits.
+            text = text[: match.start(2) + 7] + text[match.end(2) :]
+        moment = datetime.fromisoformat(text.upper())
     except ValueError:
         raise TimestampError("calendar") from None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,7 +1,8 @@
 """Rate limits per client: a token bucket for each credential, or for each address where a
 request carries none, refused with 429, Retry-After and an OperationOutcome.
 
-Counters live in this process (see docs/security.md for several processes). A credential is
+Counters live in this process, or in Redis when `MEDMESH_REDIS_URL` is set (`RedisTokenBuckets`:
+every server process then draws on one budget per client; docs/security.md). A credential is
 only hashed here, not checked; so that made-up credentials cannot each buy a fresh budget, a
 credential the API has not yet accepted is let through only while its address has
 unauthenticated budget left, and each refusal (401) of one is charged to that budget.
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import redis
+import redis.asyncio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from medmesh.http.responses import FhirResponse, operation_outcome
@@ -84,6 +88,89 @@ class TokenBuckets:
         return 0.0 if tokens >= 1.0 else (1.0 - tokens) / budget.per_second
 
 
+class Buckets(Protocol):
+    """Where the token buckets are kept: this process, or Redis for several processes."""
+
+    async def take(self, key: str, budget: Budget) -> float: ...
+
+    async def wait(self, key: str, budget: Budget) -> float: ...
+
+
+class LocalBuckets:
+    """`TokenBuckets` of this process behind the `Buckets` interface."""
+
+    def __init__(self, buckets: TokenBuckets) -> None:
+        self.buckets = buckets
+
+    async def take(self, key: str, budget: Budget) -> float:
+        return self.buckets.take(key, budget)
+
+    async def wait(self, key: str, budget: Budget) -> float:
+        return self.buckets.wait(key, budget)
+
+
+# One token bucket a key in a Redis hash, updated atomically with Redis's own clock, so every
+# process sees one level. Returns the seconds to wait as text (Lua numbers come back as
+# integers otherwise). ARGV: tokens a second, burst, 1 to take a token or 0 to only look.
+_BUCKET_SCRIPT = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then
+  if ARGV[3] == '1' then tokens = tokens - 1 end
+else
+  wait = (1 - tokens) / rate
+end
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+end
+return tostring(wait)
+"""
+
+log = logging.getLogger(__name__)
+
+
+class RedisTokenBuckets:
+    """Token buckets in Redis, shared by every process pointed at it (keys are hashes of
+    credentials or addresses, never the credentials). When Redis cannot be reached the
+    process falls back to its own buckets, so devices are not refused for Redis's sake; the
+    fallback is logged."""
+
+    def __init__(self, url: str, fallback: TokenBuckets, prefix: str = "medmesh:rate:") -> None:
+        self._redis = redis.asyncio.Redis.from_url(url, socket_timeout=1.0)
+        self._script = self._redis.register_script(_BUCKET_SCRIPT)
+        self._fallback = fallback
+        self._prefix = prefix
+
+    async def _run(self, key: str, budget: Budget, take: bool) -> float:
+        try:
+            wait = await self._script(
+                keys=[self._prefix + key],
+                args=[budget.per_second, budget.burst, "1" if take else "0"],
+            )
+        except redis.RedisError as exc:
+            log.warning("rate limit counters: Redis unreachable (%s)", type(exc).__name__)
+            level = self._fallback.take if take else self._fallback.wait
+            return level(key, budget)
+        return float(wait)
+
+    async def take(self, key: str, budget: Budget) -> float:
+        return await self._run(key, budget, take=True)
+
+    async def wait(self, key: str, budget: Budget) -> float:
+        return await self._run(key, budget, take=False)
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
 @dataclass(frozen=True, slots=True)
 class _Client:
     key: str
@@ -126,11 +213,15 @@ class RateLimit:
         limits: RateLimits,
         session_identity: Callable[[Mapping[str, Any]], str | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        redis_url: str | None = None,
     ) -> None:
         self.app = app
         self.limits = limits
         self.session_identity = session_identity
-        self.buckets = TokenBuckets(limits.max_clients, clock)
+        local = TokenBuckets(limits.max_clients, clock)
+        self.buckets: Buckets = (
+            LocalBuckets(local) if redis_url is None else RedisTokenBuckets(redis_url, local)
+        )
         self._accepted: OrderedDict[str, None] = OrderedDict()
 
     def _identify(self, scope: Scope) -> _Client:
@@ -152,10 +243,10 @@ class RateLimit:
                 return _Client(f"session:{_digest(identity)}", self.limits.client, address, False)
         return _Client(address, self.limits.anonymous, address, False)
 
-    def _remember(self, client: _Client, status: int) -> None:
+    async def _remember(self, client: _Client, status: int) -> None:
         if status == 401:
             self._accepted.pop(client.key, None)
-            self.buckets.take(client.address_key, self.limits.anonymous)
+            await self.buckets.take(client.address_key, self.limits.anonymous)
             return
         self._accepted[client.key] = None
         self._accepted.move_to_end(client.key)
@@ -170,9 +261,9 @@ class RateLimit:
         client = self._identify(scope)
         wait = 0.0
         if client.unverified:
-            wait = self.buckets.wait(client.address_key, self.limits.anonymous)
+            wait = await self.buckets.wait(client.address_key, self.limits.anonymous)
         if not wait:
-            wait = self.buckets.take(client.key, client.budget)
+            wait = await self.buckets.take(client.key, client.budget)
         if wait:
             await _too_many(wait)(scope, receive, send)
             return
@@ -185,7 +276,7 @@ class RateLimit:
             await self.app(scope, receive, answer)
         finally:
             if client.key.startswith(("device:", "client:")):
-                self._remember(client, answer.status)
+                await self._remember(client, answer.status)
 
 
 def _too_many(wait: float) -> FhirResponse:

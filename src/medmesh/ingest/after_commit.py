@@ -7,6 +7,12 @@ between leaves the row; the recovery round of any running process (the restarted
 included) takes up rows older than `recover_after` and runs the listeners on them, so a crash
 between the acknowledgement and the rules delays an alert but never loses it. A listener that
 fails leaves the row too and is retried in the same way, up to `MAX_ATTEMPTS` times.
+
+Batches that queue up while one is being judged are taken together as a *round* (at most
+`MAX_ROUND`): a round listener (the rule engine) gets them all at once and judges them one
+after the other, in commit order, in one transaction, and their rows are removed in one more:
+two commits a round instead of two a batch, and the same alerts (the engine judges each batch
+as it would alone).
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ from medmesh.store.pending_evaluations import PendingEvaluation, PendingEvaluati
 log = logging.getLogger(__name__)
 
 CommittedListener = Callable[[Sequence[Reading]], Awaitable[None]]
+# Called with the batches of a round, in commit order.
+RoundListener = Callable[[Sequence[Sequence[Reading]]], Awaitable[None]]
 
 MAX_ATTEMPTS = 5
+MAX_ROUND = 64
 
 
 def _now() -> datetime:
@@ -53,12 +62,23 @@ class AfterCommit:
         self._database = database
         self._recover_after = recover_after
         self._clock = clock
-        self._listeners: list[CommittedListener] = []
+        self._listeners: list[RoundListener] = []
         self._queue: asyncio.Queue[tuple[str, Sequence[Reading]]] = asyncio.Queue(max_queued)
         self._in_hand: set[str] = set()  # handed over and not finished: not for recovery
         self._tasks: list[asyncio.Task[None]] = []
 
     def add(self, listener: CommittedListener) -> None:
+        """`listener` is called once a batch."""
+
+        async def each(batches: Sequence[Sequence[Reading]]) -> None:
+            for readings in batches:
+                if readings:
+                    await listener(readings)
+
+        self._listeners.append(each)
+
+    def add_round(self, listener: RoundListener) -> None:
+        """`listener` is called once a round, with its batches in commit order."""
         self._listeners.append(listener)
 
     @property
@@ -113,14 +133,17 @@ class AfterCommit:
 
     async def _run(self) -> None:
         while True:
-            pending_id, readings = await self._queue.get()
+            round_ = [await self._queue.get()]
+            while len(round_) < MAX_ROUND and not self._queue.empty():
+                round_.append(self._queue.get_nowait())
             try:
-                await self._process(pending_id, readings)
-            except Exception as exc:  # the row stays; recovery takes it up
+                await self._process_round(round_)
+            except Exception as exc:  # the rows stay; recovery takes them up
                 log.error("after-commit bookkeeping failed (%s)", type(exc).__name__)
             finally:
-                self._in_hand.discard(pending_id)
-                self._queue.task_done()
+                for pending_id, _ in round_:
+                    self._in_hand.discard(pending_id)
+                    self._queue.task_done()
 
     async def _recover_periodically(self) -> None:
         interval = max(self._recover_after.total_seconds() / 2, 0.05)
@@ -132,15 +155,26 @@ class AfterCommit:
             await asyncio.sleep(interval)
 
     async def _process(self, pending_id: str, readings: Sequence[Reading]) -> None:
+        await self._process_round([(pending_id, readings)])
+
+    async def _process_round(self, round_: Sequence[tuple[str, Sequence[Reading]]]) -> None:
         ok = True
+        batches = [readings for _, readings in round_ if readings]
         for listener in self._listeners:
             try:
-                if readings:
-                    await listener(readings)
-            except Exception as exc:  # the batch is stored; a listener must not undo that
+                if batches:
+                    await listener(batches)
+            except Exception as exc:  # the batches are stored; a listener must not undo that
                 log.error("after-commit listener failed (%s)", type(exc).__name__)
                 ok = False
-        await self._finish(pending_id, ok=ok)
+        pending_ids = [pending_id for pending_id, _ in round_]
+        async with self._database.write() as conn:
+            pending = PendingEvaluations(conn)
+            if ok:
+                await pending.remove_many(pending_ids)
+            else:
+                for pending_id in pending_ids:
+                    await pending.failed(pending_id)
 
     async def _finish(self, pending_id: str, *, ok: bool) -> None:
         async with self._database.write() as conn:

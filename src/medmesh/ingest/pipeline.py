@@ -16,7 +16,7 @@ from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.domain.reading import Reading
 from medmesh.domain.registry import DeviceAssignment
 from medmesh.domain.validation import check_effective_time, resolve_measure, validate_values
-from medmesh.ingest.after_commit import AfterCommit, CommittedListener
+from medmesh.ingest.after_commit import AfterCommit, CommittedListener, RoundListener
 from medmesh.ingest.incoming import Incoming
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
@@ -25,7 +25,14 @@ from medmesh.store.observations import Observations
 from medmesh.store.pending_evaluations import PendingEvaluations
 from medmesh.store.registry import Assignments
 
-__all__ = ["CommittedListener", "DeviceBatch", "IngestPipeline", "IngestResult", "Rejection"]
+__all__ = [
+    "CommittedListener",
+    "DeviceBatch",
+    "IngestPipeline",
+    "IngestResult",
+    "Rejection",
+    "RoundListener",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +137,11 @@ class IngestPipeline:
         acknowledged (rules, events), in the background. A failing listener is logged and
         retried; it never undoes or delays the acknowledgement."""
         self.after_commit.add(listener)
+
+    def on_committed_round(self, listener: RoundListener) -> None:
+        """As `on_committed`, but called once for the batches queued together (in commit
+        order), so that a listener can handle them in one transaction."""
+        self.after_commit.add_round(listener)
 
     def now(self) -> datetime:
         return self._clock()

@@ -65,18 +65,36 @@ class RuleEngine:
     async def on_committed(self, readings: Sequence[Reading]) -> None:
         """Judge each patient of a committed batch, all in one transaction (one commit, not
         one a patient), then publish the changes."""
-        by_patient: dict[str, list[Reading]] = {}
-        for reading in readings:
-            by_patient.setdefault(reading.patient_id, []).append(reading)
+        await self.on_committed_round([readings])
+
+    async def on_committed_round(self, batches: Sequence[Sequence[Reading]]) -> None:
+        """Judge several committed batches in one transaction: each batch, in the order
+        given, exactly as `on_committed` would judge it alone (per patient at the batch's
+        newest reading), so the alerts are the same; then publish the changes in order.
+
+        Every patient of the round is locked first, in sorted order, so that two processes
+        judging rounds never wait on each other in a cycle.
+        """
         changed: list[Alert] = []
         written: dict[str, tuple[int, RuleState]] = {}
+        patients = sorted({r.patient_id for readings in batches for r in readings})
         async with self._database.write() as conn:
-            for patient_id in sorted(by_patient):  # sorted: locks taken in one order
-                changed += await self._evaluate(conn, patient_id, by_patient[patient_id], written)
+            if len(batches) > 1:
+                alerts = Alerts(conn)
+                for patient_id in patients:
+                    await alerts.lock_patient(patient_id)
+            for readings in batches:
+                by_patient: dict[str, list[Reading]] = {}
+                for reading in readings:
+                    by_patient.setdefault(reading.patient_id, []).append(reading)
+                for patient_id in sorted(by_patient):  # sorted: locks taken in one order
+                    changed += await self._evaluate(
+                        conn, patient_id, by_patient[patient_id], written
+                    )
         self._remember(written)  # committed: now the stored versions are these
         await publish_alerts(self._bus, changed)
         # Counts only: titles and details are health data.
-        log.debug("rules changed %d alert(s) for %d patient(s)", len(changed), len(by_patient))
+        log.debug("rules changed %d alert(s) for %d patient(s)", len(changed), len(patients))
 
     async def _evaluate(
         self,
@@ -100,7 +118,7 @@ class RuleEngine:
         if self._incremental:
             if batch_codes & catalog.RULE_CODES:
                 lookback = catalog.lookback(thresholds)
-                state, version = await self._state(conn, patient_id, newest - lookback)
+                state, version = await self._state(conn, patient_id, newest - lookback, written)
                 state.merge(observed(r) for r in readings)
                 if codes:
                     window = state.window(newest - lookback, newest)
@@ -128,7 +146,11 @@ class RuleEngine:
         return await apply_outcomes(alerts, patient_id, outcomes, self._clock())
 
     async def _state(
-        self, conn: AsyncConnection, patient_id: str, since: datetime
+        self,
+        conn: AsyncConnection,
+        patient_id: str,
+        since: datetime,
+        written: dict[str, tuple[int, RuleState]],
     ) -> tuple[RuleState, int | None]:
         """The patient's state covering `since` on, and the version stored (None: none is).
 
@@ -138,17 +160,21 @@ class RuleEngine:
         the stored history once.
         """
         states = RuleStates(conn)
-        version = await states.version(patient_id)
-        # Taken out: put back only once the transaction that updates it has committed.
-        cached = self._states.pop(patient_id, None)
         state: RuleState | None = None
-        if version is not None and cached is not None and cached[0] == version:
-            state = cached[1]
-        elif version is not None:
-            stored = await states.get(patient_id)
-            if stored is not None:
-                version = stored[0]
-                state = RuleState.decode(patient_id, stored[1])
+        version: int | None
+        if patient_id in written:  # judged earlier in this round: this transaction's own
+            version, state = written[patient_id]
+        else:
+            version = await states.version(patient_id)
+            # Taken out: put back only once the transaction that updates it has committed.
+            cached = self._states.pop(patient_id, None)
+            if version is not None and cached is not None and cached[0] == version:
+                state = cached[1]
+            elif version is not None:
+                stored = await states.get(patient_id)
+                if stored is not None:
+                    version = stored[0]
+                    state = RuleState.decode(patient_id, stored[1])
         if state is None or not state.covers(since):
             state = RuleState(patient_id, since - SLACK)
             state.merge(

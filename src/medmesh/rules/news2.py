@@ -10,6 +10,7 @@ parameter uses its latest reading no older than `news2_max_age_minutes`; with fe
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -164,13 +165,16 @@ def score(values: Mapping[str, float], spo2_scale: int = 1) -> News2:
 
 
 def _latest(points: Sequence[Point], at: datetime, oldest: datetime) -> Point | None:
-    found = None
-    for point in points:
-        if point.at > at:
-            break
-        if point.at >= oldest:
-            found = point
-    return found
+    """The last of `points` (in time order) at or before `at`, if not older than `oldest`: a
+    binary search, so the recovery check's pass over its window is not quadratic."""
+    index = bisect_right(points, at, key=_at)
+    if index and points[index - 1].at >= oldest:
+        return points[index - 1]
+    return None
+
+
+def _at(point: Point) -> datetime:
+    return point.at
 
 
 def score_at(

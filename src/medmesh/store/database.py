@@ -12,12 +12,15 @@ from contextlib import asynccontextmanager
 from typing import Any, Literal
 
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.schema import CreateTable
 
 from medmesh.crypto.envelope import Cipher
 from medmesh.crypto.local import local_cipher
+from medmesh.store.schema import observations_staging
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -56,6 +59,20 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
+_POSTGRESQL = postgresql.dialect()  # type: ignore[no-untyped-call]
+_CREATE_STAGING = str(
+    CreateTable(observations_staging, if_not_exists=True).compile(dialect=_POSTGRESQL)
+)
+
+
+def _postgresql_staging(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Outside any transaction, so no rollback can take it away again.
+    async def create(driver: Any) -> None:
+        await driver.execute(_CREATE_STAGING)
+
+    dbapi_connection.run_async(create)
+
+
 class Database:
     """The database of one medmesh deployment."""
 
@@ -82,6 +99,7 @@ class Database:
                 self.url, echo=echo, hide_parameters=True, pool_size=10
             )
             self._writer = self._reader
+            event.listen(self._writer.sync_engine, "connect", _postgresql_staging)
         # hide_parameters: SQL errors must not carry bound values (health data) into logs.
         for engine in {self._reader, self._writer}:
             event.listen(engine.sync_engine, "connect", self._attach_cipher)

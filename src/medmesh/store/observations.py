@@ -6,9 +6,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import and_, false, or_, select
+from sqlalchemy import and_, delete, false, or_, select
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
@@ -22,7 +23,7 @@ from medmesh.store import rollups
 from medmesh.store._sql import insert_ignoring_duplicates
 from medmesh.store.database import cipher_of
 from medmesh.store.lab_results import LabFindings, LabResults
-from medmesh.store.schema import observation_components, observations
+from medmesh.store.schema import observation_components, observations, observations_staging
 
 Comparator = Literal["ge", "gt", "le", "lt"]
 
@@ -31,6 +32,58 @@ VALUE = "observations.value"
 # Only laboratory results can carry findings: vital signs never pay for the lookup.
 _LAB_CODES = frozenset(codes_in_categories([Category.LABORATORY.value]))
 COMPONENT_VALUE = "observation_components.value"
+
+
+# Batches of at least this many rows go through COPY on PostgreSQL; smaller ones are cheaper
+# as one INSERT.
+COPY_FROM_ROWS = 20
+_COLUMNS = [
+    "id",
+    "patient_id",
+    "device_id",
+    "message_id",
+    "code",
+    "effective",
+    "value",
+    "unit",
+    "received_at",
+]
+
+
+def _move_staged() -> Any:
+    """Empty the staging table into observations, skipping rows stored already, in one
+    statement: the ids inserted come back."""
+    moved = delete(observations_staging).returning(*observations_staging.c).cte("moved")
+    return (
+        postgresql.insert(observations)
+        .from_select(_COLUMNS, select(*(moved.c[c] for c in _COLUMNS)))
+        .on_conflict_do_nothing()
+        .returning(observations.c.id)
+        .add_cte(moved)
+    )
+
+
+_MOVE_STAGED = _move_staged()
+
+
+def _seal_values(readings: Sequence[Reading], keys: dict[str, DataKey]) -> dict[str, bytes]:
+    """observation id → sealed value of each single-value reading, sealed per patient in bulk."""
+    by_patient: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for r in readings:
+        if not r.measure.is_panel:
+            by_patient[r.patient_id].append((r.observation_id, r.values[0].value))
+    sealed: dict[str, bytes] = {}
+    for patient_id, pairs in by_patient.items():
+        blobs = keys[patient_id].seal_floats(pairs, VALUE)
+        sealed.update(zip((oid for oid, _ in pairs), blobs, strict=True))
+    return sealed
+
+
+def _seal_components(reading: Reading, keys: dict[str, DataKey]) -> list[bytes]:
+    oid = reading.observation_id
+    return keys[reading.patient_id].seal_floats(
+        [(component_row(oid, v.code), v.value) for v in reading.values], COMPONENT_VALUE
+    )
 
 
 def component_row(observation_id: str, code: str) -> str:
@@ -109,44 +162,42 @@ class Observations:
         """Insert readings; one already stored (same device and message id) is left as it is.
 
         Returns the ids of the rows this call inserted, so a concurrent resend of the same
-        batch is reported as duplicates rather than as stored twice.
+        batch is reported as duplicates rather than as stored twice. Values are sealed in bulk
+        per patient; rows go in as plain tuples through Core (PostgreSQL: COPY into a staging
+        table, then one INSERT … ON CONFLICT DO NOTHING; SQLite: one executemany).
         """
         if not readings:
             return set()
         keys = await patient_keys(self._conn, {r.patient_id for r in readings})
-        rows: list[dict[str, object]] = []
-        for r in readings:
-            single = r.values[0] if not r.measure.is_panel else None
-            key = keys[r.patient_id]
-            rows.append(
-                {
-                    "id": r.observation_id,
-                    "patient_id": r.patient_id,
-                    "device_id": r.device_id,
-                    "message_id": r.message_id,
-                    "code": r.measure.code,
-                    "effective": r.effective,
-                    "value": (
-                        key.seal_float(single.value, VALUE, r.observation_id) if single else None
-                    ),
-                    "unit": single.unit if single else None,
-                    "received_at": received_at,
-                }
+        sealed = _seal_values(readings, keys)
+        rows = [
+            (
+                r.observation_id,
+                r.patient_id,
+                r.device_id,
+                r.message_id,
+                r.measure.code,
+                r.effective,
+                sealed.get(r.observation_id),
+                None if r.measure.is_panel else r.values[0].unit,
+                received_at,
             )
-        insert = insert_ignoring_duplicates(self._conn, observations).returning(observations.c.id)
-        inserted = set((await self._conn.execute(insert, rows)).scalars())
+            for r in readings
+        ]
+        if self._conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
+            inserted = await self._copy_new(rows)
+        else:
+            inserted = await self._insert_new(rows)
         components = [
             {
                 "observation_id": r.observation_id,
                 "code": v.code,
-                "value": keys[r.patient_id].seal_float(
-                    v.value, COMPONENT_VALUE, component_row(r.observation_id, v.code)
-                ),
+                "value": value,
                 "unit": v.unit,
             }
             for r in readings
             if r.measure.is_panel and r.observation_id in inserted
-            for v in r.values
+            for v, value in zip(r.values, _seal_components(r, keys), strict=True)
         ]
         if components:
             await self._conn.execute(
@@ -157,6 +208,36 @@ class Observations:
             self._conn, [r for r in readings if r.observation_id in inserted]
         )
         return inserted
+
+    async def _insert_new(self, rows: Sequence[tuple[object, ...]]) -> set[str]:
+        if self._conn.dialect.name == "sqlite":
+            # One writer (BEGIN IMMEDIATE): what is not there now is inserted by this call, and
+            # a plain executemany needs no RETURNING.
+            existing = await self.existing_ids([str(row[0]) for row in rows])
+            fresh = [
+                dict(zip(_COLUMNS, row, strict=True)) for row in rows if row[0] not in existing
+            ]
+            if fresh:
+                await self._conn.execute(
+                    insert_ignoring_duplicates(self._conn, observations), fresh
+                )
+            return {str(row["id"]) for row in fresh}
+        insert = insert_ignoring_duplicates(self._conn, observations).returning(observations.c.id)
+        params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
+        return set((await self._conn.execute(insert, params)).scalars())
+
+    async def _copy_new(self, rows: Sequence[tuple[object, ...]]) -> set[str]:
+        """PostgreSQL: COPY the rows into the connection's staging table (schema.py; emptied
+        at commit), then move those not stored yet with one INSERT … SELECT … ON CONFLICT DO
+        NOTHING."""
+        raw = await self._conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.copy_records_to_table(
+            observations_staging.name, records=rows, columns=_COLUMNS
+        )
+        result = await self._conn.execute(_MOVE_STAGED)
+        return set(result.scalars())
 
     async def get(self, observation_id: str) -> StoredObservation:
         found = await self._fetch(select(observations).where(observations.c.id == observation_id))

@@ -43,6 +43,12 @@ class PendingEvaluations:
             delete(pending_evaluations).where(pending_evaluations.c.id == pending_id)
         )
 
+    async def remove_many(self, pending_ids: Sequence[str]) -> None:
+        if pending_ids:
+            await self._conn.execute(
+                delete(pending_evaluations).where(pending_evaluations.c.id.in_(pending_ids))
+            )
+
     async def failed(self, pending_id: str) -> None:
         """Count a failed attempt; the row stays for the next recovery round."""
         await self._conn.execute(

@@ -120,6 +120,18 @@ observations = Table(
     Index(None, "patient_id", "effective"),
 )
 
+# PostgreSQL: each connection's own temporary table that ingest COPYs a batch into before moving
+# it into observations (store/observations.py); created when the connection opens
+# (store/database.py), emptied at every commit. Not in `metadata`: migrations never see it.
+staging_metadata = MetaData()
+observations_staging = Table(
+    "observations_staging",
+    staging_metadata,
+    *(Column(c.name, c.type) for c in observations.columns),
+    prefixes=["TEMPORARY"],
+    postgresql_on_commit="DELETE ROWS",
+)
+
 # Committed batches whose after-commit work (alert rules, the readings event) has not finished:
 # a process that dies between the commit and that work leaves the row, and a running process
 # takes it up (ingest/after_commit.py). Observation ids only: no values.

@@ -16,7 +16,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from medmesh.access.identity import passwords, totp
-from medmesh.access.identity.lockout import LockoutPolicy, SignInThrottle
+from medmesh.access.identity.lockout import (
+    LocalThrottle,
+    LockoutPolicy,
+    RedisSignInThrottle,
+    SignInThrottle,
+    Throttle,
+)
 from medmesh.access.identity.principals import Role
 from medmesh.domain.errors import MedmeshError
 from medmesh.store.database import Database
@@ -123,16 +129,23 @@ def _locked_until(record: UserRecord, now: datetime) -> datetime | None:
 
 
 class SignIn:
-    """The sign-in steps against one database, with one process's throttle."""
+    """The sign-in steps against one database, with the throttle counters of this process or,
+    with `redis_url`, of every process sharing that Redis."""
 
-    def __init__(self, database: Database, policy: LockoutPolicy) -> None:
+    def __init__(
+        self, database: Database, policy: LockoutPolicy, *, redis_url: str | None = None
+    ) -> None:
         self._database = database
         self.policy = policy
-        self.throttle = SignInThrottle(policy)
+        self.throttle: Throttle = (
+            LocalThrottle(SignInThrottle(policy))
+            if redis_url is None
+            else RedisSignInThrottle(redis_url, policy)
+        )
 
     async def _failed(self, record: UserRecord, address: str, now: datetime) -> None:
         """Count a failure against the account and the address; lock if it is time."""
-        self.throttle.address_failed(address, now)
+        await self.throttle.address_failed(address, now)
         async with self._database.write() as conn:
             failures = await Users(conn).count_failure(record.id)
             until = self.policy.locked_until(failures, now)
@@ -144,20 +157,20 @@ class SignIn:
     async def password(
         self, username: str, password: str, *, address: str, now: datetime
     ) -> PasswordAccepted:
-        blocked = self.throttle.address_blocked_until(address, now)
+        blocked = await self.throttle.address_blocked_until(address, now)
         if blocked is not None:
             raise AddressThrottled(blocked)
         name = normalise_username(username)
         async with self._database.read() as conn:
             record = await Users(conn).find_by_username(name)
         if record is None or record.disabled:
-            until = self.throttle.phantom_locked_until(name, now)
+            until = await self.throttle.phantom_locked_until(name, now)
             if until is not None:
                 raise AccountLocked(until)
             await passwords.verify_password_async(passwords.dummy_hash(), password)
-            self.throttle.address_failed(address, now)
-            self.throttle.phantom_failed(name, now)
-            until = self.throttle.phantom_locked_until(name, now)
+            await self.throttle.address_failed(address, now)
+            await self.throttle.phantom_failed(name, now)
+            until = await self.throttle.phantom_locked_until(name, now)
             raise AccountLocked(until) if until is not None else SignInRefused(WRONG_CREDENTIALS)
         until = _locked_until(record, now)
         if until is not None:
@@ -190,7 +203,7 @@ class SignIn:
 
     async def code(self, user_id: str, code: str, *, address: str, now: datetime) -> Account:
         """The second step: a TOTP code newer than the last one used."""
-        blocked = self.throttle.address_blocked_until(address, now)
+        blocked = await self.throttle.address_blocked_until(address, now)
         if blocked is not None:
             raise AddressThrottled(blocked)
         record = await self._usable(user_id, now)
@@ -221,7 +234,7 @@ class SignIn:
         self, user_id: str, code: str, *, address: str, now: datetime
     ) -> Account:
         """A first code from the app makes the secret active (and signs the person in)."""
-        blocked = self.throttle.address_blocked_until(address, now)
+        blocked = await self.throttle.address_blocked_until(address, now)
         if blocked is not None:
             raise AddressThrottled(blocked)
         record = await self._usable(user_id, now)

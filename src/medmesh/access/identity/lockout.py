@@ -2,16 +2,22 @@
 longer each time; a client address that fails too often across accounts is turned away for a
 while; unknown usernames lock like real ones, so a lock says nothing about who exists.
 
-The address counts and the unknown-username counts live in the process (a dict): each server
-process counts on its own and forgets on restart. Account locks are in the database.
+The address counts and the unknown-username counts live in the process (a dict), where each
+server process counts on its own and forgets on restart, or in Redis when `MEDMESH_REDIS_URL`
+is set (`RedisSignInThrottle`), shared by every process. Account locks are in the database.
 """
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
+
+import redis
+import redis.asyncio
 
 V = TypeVar("V")
 
@@ -88,3 +94,95 @@ class SignInThrottle:
 def _bound(counters: OrderedDict[str, V]) -> None:
     while len(counters) > MAX_TRACKED:
         counters.popitem(last=False)
+
+
+class Throttle(Protocol):
+    """The counters sign-in consults: this process's, or Redis's."""
+
+    async def address_blocked_until(self, address: str, now: datetime) -> datetime | None: ...
+
+    async def address_failed(self, address: str, now: datetime) -> None: ...
+
+    async def phantom_locked_until(self, username: str, now: datetime) -> datetime | None: ...
+
+    async def phantom_failed(self, username: str, now: datetime) -> None: ...
+
+
+class LocalThrottle:
+    """`SignInThrottle` of this process behind the `Throttle` interface."""
+
+    def __init__(self, throttle: SignInThrottle) -> None:
+        self.throttle = throttle
+
+    async def address_blocked_until(self, address: str, now: datetime) -> datetime | None:
+        return self.throttle.address_blocked_until(address, now)
+
+    async def address_failed(self, address: str, now: datetime) -> None:
+        self.throttle.address_failed(address, now)
+
+    async def phantom_locked_until(self, username: str, now: datetime) -> datetime | None:
+        return self.throttle.phantom_locked_until(username, now)
+
+    async def phantom_failed(self, username: str, now: datetime) -> None:
+        self.throttle.phantom_failed(username, now)
+
+
+def _hashed(text: str) -> str:
+    # Keys name no address or username in Redis, only their hashes.
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class RedisSignInThrottle:
+    """The same counters in Redis, shared by every process: an address's failures as a sorted
+    set of times (trimmed to the window), an unknown username's as a hash of its failure count
+    and lock end. Keys expire once they no longer matter."""
+
+    def __init__(self, url: str, policy: LockoutPolicy, prefix: str = "medmesh:signin:") -> None:
+        self.policy = policy
+        self._redis = redis.asyncio.Redis.from_url(url, socket_timeout=1.0)
+        self._prefix = prefix
+
+    def _address(self, address: str) -> str:
+        return f"{self._prefix}address:{_hashed(address)}"
+
+    def _phantom(self, username: str) -> str:
+        return f"{self._prefix}phantom:{_hashed(username)}"
+
+    async def address_blocked_until(self, address: str, now: datetime) -> datetime | None:
+        key = self._address(address)
+        cutoff = (now - self.policy.address_window).timestamp()
+        await self._redis.zremrangebyscore(key, "-inf", cutoff)
+        failures = await self._redis.zrange(key, 0, -1, withscores=True)
+        if len(failures) < self.policy.address_max_failures:
+            return None
+        # As the process counters: the window from the oldest of the last max_failures.
+        oldest = sorted(score for _, score in failures)[-self.policy.address_max_failures]
+        return datetime.fromtimestamp(oldest, now.tzinfo) + self.policy.address_window
+
+    async def address_failed(self, address: str, now: datetime) -> None:
+        key = self._address(address)
+        window = int(self.policy.address_window.total_seconds()) + 1
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(key, {uuid.uuid4().hex: now.timestamp()})
+            pipe.zremrangebyrank(key, 0, -self.policy.address_max_failures - 1)
+            pipe.expire(key, window)
+            await pipe.execute()
+
+    async def phantom_locked_until(self, username: str, now: datetime) -> datetime | None:
+        # redis-py types hash commands for its sync and async clients at once (a union).
+        until = await self._redis.hget(self._phantom(username), "locked_until")  # type: ignore[misc]
+        if until is None:
+            return None
+        moment = datetime.fromtimestamp(float(until), now.tzinfo)
+        return moment if moment > now else None
+
+    async def phantom_failed(self, username: str, now: datetime) -> None:
+        key = self._phantom(username)
+        failures = int(await self._redis.hincrby(key, "failures", 1))  # type: ignore[misc]
+        until = self.policy.locked_until(failures, now)
+        if until is not None:
+            await self._redis.hset(key, "locked_until", str(until.timestamp()))  # type: ignore[misc]
+        await self._redis.expire(key, int(self.policy.max_lock.total_seconds()) * 2)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -179,7 +179,7 @@ async def test_the_migration_moves_stored_readings_into_monthly_partitions(
 ) -> None:
     database = Database(fresh_pg)
     try:
-        await migrate.upgrade(database, "0014")
+        await migrate.upgrade(database, "0020")
         world = await make_world(database)
         readings = [heart_rate(world, n, NOW - timedelta(days=20 * n), 60.0 + n) for n in range(6)]
         async with database.write() as conn:

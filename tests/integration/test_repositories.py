@@ -39,7 +39,7 @@ def _heart_rate(world: World, message_id: str, at: datetime, value: float = 70) 
 
 
 def _partition_differences(diff: list[object]) -> list[object]:
-    """What PostgreSQL's partitioned `observations` differs in, by design (migration 0020,
+    """What PostgreSQL's partitioned `observations` differs in, by design (migration 0021,
     docs/scaling.md): the dedupe key holds the partition key, components lose their foreign
     key to observations(id)."""
     dedupe = {

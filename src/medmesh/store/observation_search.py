@@ -20,7 +20,9 @@ from sqlalchemy.sql import ColumnElement
 
 from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.reading import MeasuredValue
+from medmesh.store.lab_results import LabResults
 from medmesh.store.observations import (
+    LAB_RESULT_CODES,
     VALUE,
     Observations,
     StoredObservation,
@@ -168,6 +170,10 @@ async def _fetch_bulk(
     for patient_id, mine in by_patient.items():
         opened = keys[patient_id].open_floats([(r["id"], r["value"]) for r in mine], VALUE)
         values.update(zip((r["id"] for r in mine), opened, strict=True))
+    # A laboratory's reference range and interpretation (HL7 OBX-7/8) come with its results.
+    lab = await LabResults(conn).for_observations(
+        {r["id"]: r["patient_id"] for r in singles if r["code"] in LAB_RESULT_CODES}
+    )
     return [
         panels[r["id"]]
         if r["value"] is None
@@ -180,6 +186,7 @@ async def _fetch_bulk(
             effective=r["effective"],
             values=(MeasuredValue(r["code"], values[r["id"]], r["unit"]),),
             received_at=r["received_at"],
+            lab=lab.get(r["id"]),
         )
         for r in rows
     ]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, false, or_, select
+from sqlalchemy import and_, delete, false, literal, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,7 +30,7 @@ Comparator = Literal["ge", "gt", "le", "lt"]
 # Columns of sealed values (their ciphertext is bound to the column, the patient and the row).
 VALUE = "observations.value"
 # Only laboratory results can carry findings: vital signs never pay for the lookup.
-_LAB_CODES = frozenset(codes_in_categories([Category.LABORATORY.value]))
+LAB_RESULT_CODES = frozenset(codes_in_categories([Category.LABORATORY.value]))
 COMPONENT_VALUE = "observation_components.value"
 
 
@@ -233,6 +233,11 @@ class Observations:
         raw = await self._conn.get_raw_connection()
         driver = raw.driver_connection
         assert driver is not None
+        if not driver.is_in_transaction():
+            # SQLAlchemy begins its transaction at the first statement: begin it now, or the
+            # COPY would commit on its own and the staging table (ON COMMIT DELETE ROWS) would
+            # be empty again before the move.
+            await self._conn.execute(select(literal(1)))
         await driver.copy_records_to_table(
             observations_staging.name, records=rows, columns=_COLUMNS
         )
@@ -296,7 +301,7 @@ class Observations:
                 )
                 parts[oid].append(MeasuredValue(c["code"], value, c["unit"]))
         lab = await LabResults(self._conn).for_observations(
-            {r["id"]: r["patient_id"] for r in rows if r["code"] in _LAB_CODES}
+            {r["id"]: r["patient_id"] for r in rows if r["code"] in LAB_RESULT_CODES}
         )
         return [
             StoredObservation(

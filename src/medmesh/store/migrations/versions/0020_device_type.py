@@ -1,7 +1,7 @@
 """devices.type: what kind of device it is (FHIR Device.type, `Device?type=`)
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-04 09:20:00
 
 A token `system|code` (SNOMED CT when registered with a bare code); existing devices have none.
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0021"
-down_revision = "0020"
+revision = "0020"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 

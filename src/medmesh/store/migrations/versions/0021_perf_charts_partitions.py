@@ -1,7 +1,7 @@
 """perf-charts: observations partitioned by month on PostgreSQL (SQLite unchanged)
 
-Revision ID: 0020
-Revises: 0019
+Revision ID: 0021
+Revises: 0020
 Create Date: 2026-12-04 08:10:00
 
 The table is rebuilt as a declarative range partition on `effective` (monthly partitions from
@@ -31,8 +31,8 @@ from medmesh.store.partitions import (
     partition_name,
 )
 
-revision = "0020"
-down_revision = "0019"
+revision = "0021"
+down_revision = "0020"
 branch_labels = None
 depends_on = None
 

@@ -434,9 +434,8 @@ async def retrieve_metadata(
     dataset, _ = read_instance(content)
     if "PixelData" in dataset:
         del dataset.PixelData
-    return _json(
-        [dataset.to_json_dict(bulk_data_threshold=65_536, bulk_data_element_handler=lambda _e: "")]
-    )
+    # Pixel data left out (it is what WADO-RS frames are for); other values inline (base64).
+    return _json([dataset.to_json_dict(bulk_data_threshold=2**31)])
 
 
 @router.get(

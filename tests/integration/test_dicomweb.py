@@ -195,6 +195,10 @@ async def test_stow_refuses_bad_parts_and_keeps_the_good_ones(
     assert wrong.status_code == 415
     studies = await http.get("/dicomweb/studies", headers=world.reader_headers)
     assert len(studies.json()) == 1  # the good MR only
+    for paging in ({"offset": str(10**20)}, {"offset": "-1"}, {"limit": "0"}, {"limit": "201"}):
+        refused = await http.get("/dicomweb/studies", params=paging, headers=world.reader_headers)
+        assert refused.status_code == 400, paging  # schemathesis found 10**20 reaching SQLite
+        assert refused.json()["resourceType"] == "OperationOutcome"
 
 
 async def test_dicomweb_shows_nothing_of_a_patient_outside_the_callers_care(

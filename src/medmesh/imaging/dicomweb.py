@@ -45,6 +45,7 @@ DICOM_JSON = "application/dicom+json"
 ArchiveDep = Annotated[ImagingArchive, Depends(provided(ImagingArchive))]
 _TYPE = "ImagingStudy"
 _MAX_RESULTS = 200
+_MAX_OFFSET = 100_000  # deeper than anyone pages; a larger number is a 400, not a database error
 
 # DICOM status of a refused instance in a STOW-RS answer (PS3.18 I.2.2, PS3.4 B.2.3)
 _PROCESSING_FAILURE = 0x0110
@@ -240,14 +241,6 @@ def _base(request: Request) -> str:
     return str(request.base_url).rstrip("/") + "/dicomweb"
 
 
-def _paging(limit: int | None, offset: int | None) -> tuple[int, int]:
-    if limit is not None and not 0 < limit <= _MAX_RESULTS:
-        raise InvalidSearch(f"limit must be between 1 and {_MAX_RESULTS}")
-    if offset is not None and offset < 0:
-        raise InvalidSearch("offset must not be negative")
-    return limit or _MAX_RESULTS, offset or 0
-
-
 @router.get(
     "/studies",
     summary="QIDO-RS: search studies",
@@ -262,10 +255,10 @@ async def search_studies(
     study_uid: Annotated[str | None, Query(alias="StudyInstanceUID", max_length=64)] = None,
     study_date: Annotated[str | None, Query(alias="StudyDate", max_length=17)] = None,
     modality: Annotated[str | None, Query(alias="ModalitiesInStudy", max_length=16)] = None,
-    limit: int | None = None,
-    offset: int | None = None,
+    limit: Annotated[int | None, Query(ge=1, le=_MAX_RESULTS)] = None,
+    offset: Annotated[int | None, Query(ge=0, le=_MAX_OFFSET)] = None,
 ) -> Response:
-    count, skip = _paging(limit, offset)
+    count, skip = limit or _MAX_RESULTS, offset or 0
     try:
         started = date_range(study_date or "")
     except InvalidInstance as error:

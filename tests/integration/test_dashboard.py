@@ -381,10 +381,12 @@ async def test_health_data_stays_out_of_urls_and_logs(
     ]
     await http.post("/logout", data={"csrf_token": csrf})
     allowed = re.compile(
-        r"^(/|/login|/logout|/inbox|/dashboard/events|/static/[\w./-]+|/\?page=\d+|#|data:,"
+        r"^(/|/login|/logout|/inbox|/rpm|/rosters|/dashboard/events|/static/[\w./-]+|/\?page=\d+|#|data:,"
         r"|/(patients|devices)/[0-9a-f-]{36}(/alerts|/events)?(\?range=\w+)?"
         # the care section's forms and links: ids only
-        r"|/patients/[0-9a-f-]{36}/medications(/[0-9a-f-]{36}/stop)?|/inbox/threads/[0-9a-f-]{36})$"
+        r"|/patients/[0-9a-f-]{36}/medications(/[0-9a-f-]{36}/stop)?|/inbox/threads/[0-9a-f-]{36}"
+        # imaging: a study's viewer, ids only
+        r"|/patients/[0-9a-f-]{36}/imaging/[0-9a-f-]{36})$"
     )
     for html in pages:
         for url in re.findall(r'(?:href|action|hx-get|hx-post|sse-connect)="([^"]*)"', html):

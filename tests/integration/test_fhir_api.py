@@ -282,7 +282,7 @@ async def test_patient_and_device_read_and_search(
         ("/fhir/Observation?_sort=value", 400, "invalid"),
         ("/fhir/Observation?_count=many", 400, "invalid"),
         ("/fhir/Observation?code=http://snomed.info/sct|271649006", 400, "invalid"),
-        ("/fhir/Encounter", 404, "not-found"),
+        ("/fhir/Procedure", 404, "not-found"),
     ],
 )
 async def test_errors_are_operation_outcomes(

@@ -16,7 +16,8 @@ from medmesh.store.observations import TimeBound
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
 PAGING_PARAMS = {"_count", "_offset", "_format"}
-_NEVER_IGNORED = {"_include", "_revinclude", "_sort"}
+# Ignoring these would change which resources come back, or their order, unnoticed.
+_NEVER_IGNORED = {"_include", "_revinclude", "_sort", "_typeFilter"}
 
 # re.ASCII: without it \d also matches other scripts' digits (٢٠٢١), which int() reads.
 _DATE = re.compile(

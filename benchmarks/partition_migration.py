@@ -52,7 +52,7 @@ async def run(rows: int, days: int) -> None:
     url = make_url(POSTGRES_URL).set(database=name).render_as_string(False)
     database = Database(url)
     try:
-        await migrate.upgrade(database, "0014")
+        await migrate.upgrade(database, "0020")
         patient = await provisioning.create_patient(
             database, family="Bench", given="Migration", identifier="PM-1"
         )
@@ -87,13 +87,13 @@ async def run(rows: int, days: int) -> None:
         began = time.perf_counter()
         await migrate.upgrade(database)
         took = time.perf_counter() - began
-        print(f"partition migration (0015) on PostgreSQL: {rows:,} rows over {days} days")
+        print(f"partition migration (0021) on PostgreSQL: {rows:,} rows over {days} days")
         print(f"  table with indexes before                 {size / 2**20:,.0f} MiB")
         print(
             f"  limit: CREATE TABLE AS SELECT, no index {plain:.1f} s ({rows / plain:,.0f} rows/s)"
         )
         print(
-            f"  upgrade 0014 -> 0015                     {took:.1f} s ({rows / took:,.0f} rows/s)"
+            f"  upgrade 0020 -> 0021                     {took:.1f} s ({rows / took:,.0f} rows/s)"
         )
     finally:
         await database.dispose()

@@ -1,6 +1,6 @@
-"""What migration 0015 (observations partitioned by month, PostgreSQL) costs on a table that
+"""What migration 0021 (observations partitioned by month, PostgreSQL) costs on a table that
 already holds readings: `--rows` observation rows over `--days` days are written with COPY into
-a database at revision 0014, then the upgrade to 0015 is timed (the table is copied into the
+a database at revision 0020, then the upgrade to 0021 is timed (the table is copied into the
 partitions and its indexes rebuilt, while ingest would wait). The limit beside it, in the same
 run: a plain `CREATE TABLE … AS SELECT` copy of the same rows (no partitions, no indexes).
 

@@ -34,7 +34,7 @@ from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.domain.reading import observation_id
-from medmesh.domain.units import CONVERSIONS, UNIT_ALIASES, convert
+from medmesh.domain.units import UNIT_ALIASES, convert
 from medmesh.domain.validation import check_effective_time, resolve_measure, validate_values
 from medmesh.domain.vocabulary import MEASURES, Measure, Quantity
 from medmesh.ingest.native import MAX_MESSAGE_ID_LENGTH, parse_item
@@ -351,11 +351,11 @@ json_values = st.recursive(
 )
 
 
-def _spellings(canonical: str) -> list[str]:
-    """Units a device may validly use for a quantity whose canonical unit is `canonical`."""
-    ucum = {canonical}
-    ucum |= {c.from_unit for c in CONVERSIONS if c.to_unit == canonical}
-    ucum |= {c.to_unit for c in CONVERSIONS if c.from_unit == canonical}
+def _spellings(quantity: Quantity) -> list[str]:
+    """Units a device may validly use for a quantity: its canonical unit and the alternatives
+    it declares (a conversion between two units, mmol/L and mg/dL say, is the quantity's own:
+    glucose has it, potassium does not), each with its aliases."""
+    ucum = {quantity.unit, *quantity.alt_units}
     return sorted(ucum) + sorted(alias for alias, code in UNIT_ALIASES.items() if code in ucum)
 
 
@@ -402,7 +402,7 @@ class Pristine:
 def valid_readings(draw: st.DrawFn, message_id: str) -> Pristine:
     measure: Measure = draw(st.sampled_from(MEASURES))
     quantities = measure.components or ((measure.quantity,) if measure.quantity else ())
-    unit = draw(st.sampled_from(_spellings(quantities[0].unit)))
+    unit = draw(st.sampled_from(_spellings(quantities[0])))
     device_ucum = UNIT_ALIASES.get(unit, unit)
     # Counts (steps) are whole numbers; a blood pressure's systolic is above its diastolic.
     whole = quantities[0].whole

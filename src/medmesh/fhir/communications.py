@@ -22,9 +22,9 @@ from medmesh.fhir.resources import instant
 from medmesh.fhir.search import (
     parse_date_param,
     parse_paging,
-    parse_reference,
     query_params,
     reject_unknown,
+    searched_patient,
     single,
 )
 from medmesh.fhir.search_params import names
@@ -156,11 +156,7 @@ async def search_communications(
     params = query_params(request)
     reject_unknown(params, names(search_params.COMMUNICATION))
     paging = parse_paging(params)
-    patient, subject = single(params, "patient"), single(params, "subject")
-    if patient and subject:
-        raise InvalidSearch("give patient or subject, not both")
-    reference = patient or subject
-    patient_id = parse_reference(reference, "Patient") if reference else None
+    patient_id = searched_patient(params)
     sent = _sent(params.get("sent", []))
     categories = _categories(single(params, "category"))
     decisions = await search_scope(request, principal, patient_id, resource_type="Communication")

@@ -22,9 +22,9 @@ from medmesh.fhir.resources import instant
 from medmesh.fhir.search import (
     parse_date_param,
     parse_paging,
-    parse_reference,
     query_params,
     reject_unknown,
+    searched_patient,
     single,
 )
 from medmesh.fhir.search_params import names
@@ -154,11 +154,7 @@ async def search_imaging_studies(
     params = query_params(request)
     reject_unknown(params, names(search_params.IMAGING_STUDY))
     paging = parse_paging(params)
-    patient, subject = single(params, "patient"), single(params, "subject")
-    if patient and subject:
-        raise InvalidSearch("give patient or subject, not both")
-    reference = patient or subject
-    patient_id = parse_reference(reference, "Patient") if reference else None
+    patient_id = searched_patient(params)
     started = _started(params.get("started", []))
     modality = _modality(single(params, "modality"))
     decisions = await search_scope(request, principal, patient_id, resource_type="ImagingStudy")

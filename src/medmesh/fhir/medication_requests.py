@@ -17,7 +17,13 @@ from medmesh.fhir import search_params
 from medmesh.fhir.bundle import searchset
 from medmesh.fhir.care_reads import Loaded, read_care_resource
 from medmesh.fhir.resources import instant
-from medmesh.fhir.search import parse_paging, parse_reference, query_params, reject_unknown, single
+from medmesh.fhir.search import (
+    parse_paging,
+    query_params,
+    reject_unknown,
+    searched_patient,
+    single,
+)
 from medmesh.fhir.search_params import names
 from medmesh.http.deps import DatabaseDep
 from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
@@ -88,11 +94,7 @@ async def search_medication_requests(
     params = query_params(request)
     reject_unknown(params, names(search_params.MEDICATION_REQUEST))
     paging = parse_paging(params)
-    patient, subject = single(params, "patient"), single(params, "subject")
-    if patient and subject:
-        raise InvalidSearch("give patient or subject, not both")
-    reference = patient or subject
-    patient_id = parse_reference(reference, "Patient") if reference else None
+    patient_id = searched_patient(params)
     statuses = []
     for value in (single(params, "status") or "").split(","):
         if value:

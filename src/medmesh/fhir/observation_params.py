@@ -15,7 +15,7 @@ from medmesh.fhir.search import (
     date_conditions,
     parse_code_param,
     parse_reference,
-    single,
+    searched_patient,
 )
 from medmesh.store.observation_search import ObservationFilter
 from medmesh.store.observations import StoredObservation
@@ -130,11 +130,7 @@ class ParsedObservationSearch:
 
 def parse_observation_search(params: dict[str, list[str]]) -> ParsedObservationSearch:
     """The Observation search parameters (those in search_params.OBSERVATION) as a filter."""
-    patient, subject = single(params, "patient"), single(params, "subject")
-    if patient and subject:
-        raise InvalidSearch("give patient or subject, not both")
-    reference = patient or subject
-    patient_id = parse_reference(reference, "Patient") if reference else None
+    patient_id = searched_patient(params)
     groups: list[tuple[str, ...]] = [parse_code_param(v) for v in params.get("code", []) if v]
     groups += [_category_codes(v) for v in params.get("category", []) if v]
     groups += [_component_codes(v) for v in params.get("component-code", []) if v]

@@ -189,6 +189,15 @@ def ignored_params(request: Request) -> frozenset[str]:
     return ignored
 
 
+def searched_patient(params: dict[str, list[str]]) -> str | None:
+    """The patient a search names by `patient` or `subject` (not both), as an id; None: none."""
+    patient, subject = single(params, "patient"), single(params, "subject")
+    if patient and subject:
+        raise InvalidSearch("give patient or subject, not both")
+    reference = patient or subject
+    return parse_reference(reference, "Patient") if reference else None
+
+
 def parse_reference(value: str, resource_type: str) -> str:
     """`Patient/123`, `123` or a full URL ending in `Patient/123` → `123`."""
     trailing_slash = value.endswith("/")

@@ -40,9 +40,12 @@ def cli_env(database_url: str, keys_dir: Path) -> dict[str, str]:
     }
 
 
-def medmesh(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def medmesh(
+    env: dict[str, str], *args: str, answer: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "medmesh", *args],
+        input=answer,
         env=env,
         capture_output=True,
         text=True,
@@ -141,8 +144,11 @@ async def test_an_erasure_after_a_backup_holds_when_the_backup_is_restored(
     )
     assert done.returncode == 0, done.stderr
 
-    done = medmesh(cli_env, "restore", str(backup_file), "--keep-erased")
+    # Asked whether to delete them, the operator says no.
+    done = medmesh(cli_env, "restore", str(backup_file), answer="n\n")
     assert done.returncode == 0, done.stderr
+    assert "delete their rows again?" in done.stdout
+    assert "kept: their rows stay as unreadable ciphertext" in done.stdout
     assert "erased patients in the backup: 1" in done.stdout
     assert f"  {erased.patient_id}\n" in done.stdout
     assert kept.patient_id not in done.stdout

@@ -1,5 +1,6 @@
 """Copies of the main database and their restore: SQLite through its online backup API (a
-consistent copy while the platform keeps writing), PostgreSQL through `pg_dump`/`pg_restore`.
+consistent copy while the platform keeps writing), PostgreSQL through `pg_dump`, `pg_restore`
+and `psql`.
 Only the main database is copied: the key store and the master keyring are not (docs/backups.md).
 """
 
@@ -41,7 +42,7 @@ def _sqlite_path(url: URL) -> Path:
 def _copy_sqlite(source: Path, target: Path) -> None:
     # The online backup API copies a consistent snapshot page by page, WAL included, while
     # other connections keep reading and writing.
-    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     try:
         try:
             src.execute("SELECT count(*) FROM sqlite_master").fetchone()

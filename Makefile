@@ -31,8 +31,11 @@ lint: $(VENV)/.synced
 types: $(VENV)/.synced
 	$(VENV)/bin/mypy
 
+# The suite runs on every core with pytest-xdist (`make pytest PYTEST_WORKERS=0` runs it in one
+# process); a file's tests stay in one worker so its module fixtures are built once.
+PYTEST_WORKERS ?= auto
 pytest: $(VENV)/.synced
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=20
 
 test: lint types pytest
 

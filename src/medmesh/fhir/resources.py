@@ -110,23 +110,72 @@ def observation_profiles() -> list[str]:
     return found
 
 
-def observation(obs: StoredObservation) -> dict[str, Any]:
-    measure = measure_by_code(obs.code)
+_Head = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any] | None]
+
+
+@functools.cache
+def _observation_head(code: str) -> _Head:
+    """An Observation's category, code and meta for `code`: the parts no row changes."""
+    measure = measure_by_code(code)
     category = measure.category if measure is not None else Category.VITAL_SIGNS
+    return _category(category), _concept(code), _meta(code)
+
+
+def _observation_base(
+    ident: str, patient_id: str, device_id: str, code: str, effective: str, issued: str
+) -> dict[str, Any]:
+    category, concept, meta = _observation_head(code)
     resource: dict[str, Any] = {
         "resourceType": "Observation",
-        "id": obs.id,
+        "id": ident,
         "status": "final",
-        "category": _category(category),
-        "code": _concept(obs.code),
-        "subject": {"reference": f"Patient/{obs.patient_id}"},
-        "effectiveDateTime": instant(obs.effective),
-        "issued": instant(obs.received_at),
-        "device": {"reference": f"Device/{obs.device_id}"},
+        "category": category,
+        "code": concept,
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": effective,
+        "issued": issued,
+        "device": {"reference": f"Device/{device_id}"},
     }
-    meta = _meta(obs.code)
     if meta is not None:
         resource["meta"] = meta
+    return resource
+
+
+def simple_observation(
+    ident: str,
+    patient_id: str,
+    device_id: str,
+    code: str,
+    effective: datetime,
+    issued: datetime,
+    value: float,
+    unit: str,
+) -> dict[str, Any]:
+    """The Observation of a stored row holding one value and no laboratory findings, rendered
+    straight from the row's columns (the search's path: no StoredObservation in between);
+    the same resource `observation` renders for it (tests/unit/test_observation_rows.py)."""
+    resource = _observation_base(
+        ident, patient_id, device_id, code, instant(effective), instant(issued)
+    )
+    resource["valueQuantity"] = {
+        "value": _number(value),
+        "unit": _UNIT_DISPLAY.get(unit, unit),
+        "system": UCUM,
+        "code": unit,
+    }
+    return resource
+
+
+def observation(obs: StoredObservation) -> dict[str, Any]:
+    measure = measure_by_code(obs.code)
+    resource = _observation_base(
+        obs.id,
+        obs.patient_id,
+        obs.device_id,
+        obs.code,
+        instant(obs.effective),
+        instant(obs.received_at),
+    )
     if measure is not None and measure.is_panel:
         order = {c.code: i for i, c in enumerate(measure.components)}
         resource["component"] = [

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.engine import RowMapping
 
 from medmesh.access.http import (
     audit_results,
@@ -35,7 +36,12 @@ from medmesh.fhir.search_results import ResultControls, Summary, parse_controls,
 from medmesh.http.deps import DatabaseDep, SettingsDep, database_of
 from medmesh.http.openapi import ERROR_RESPONSES, fhir_ok, fhir_search
 from medmesh.http.responses import FhirResponse
-from medmesh.store.observation_search import count_observations, search_observations
+from medmesh.store.observation_search import (
+    ObservationPage,
+    count_observations,
+    search_observation_page,
+    search_observations,
+)
 from medmesh.store.observations import Observations, StoredObservation
 from medmesh.store.registry import Assignments, Devices, Patients
 
@@ -324,19 +330,16 @@ async def search_observations_route(
     after = _parse_cursor(cursor_text) if cursor_text else None
     use_cursor = keyset and not paging.offset
     async with database.read() as conn:
-        found = (
-            await search_observations(
-                # One row more than the page tells whether a next page exists.
-                conn,
-                wanted,
-                sort,
-                limit=paging.count + 1,
-                offset=paging.offset,
-                after=after,
+        # One row more than the page tells whether a next page exists.
+        found: ObservationPage | list[StoredObservation] = []
+        if controls.wants_entries and use_cursor:
+            found = await search_observation_page(
+                conn, wanted, sort, limit=paging.count + 1, after=after
             )
-            if controls.wants_entries
-            else []
-        )
+        elif controls.wants_entries:
+            found = await search_observations(
+                conn, wanted, sort, limit=paging.count + 1, offset=paging.offset
+            )
         has_more = len(found) > paging.count
         total = None if after is not None else _total(controls, len(found), has_more)
         # A page reached by `_cursor` counts again only when `_total` is asked for: the first
@@ -344,25 +347,47 @@ async def search_observations_route(
         counted = controls.total and (after is None or "_total" in params)
         if counted and total is None:
             total = await count_observations(conn, wanted)
-    shown = found[: paging.count]
+    if isinstance(found, ObservationPage):
+        rows = found.rows[: paging.count]
+        shown_patients = [r["patient_id"] for r in rows]
+        last = (rows[-1]["effective"], rows[-1]["id"]) if rows else None
+        page = [_row_resource(found, r) for r in rows]
+    else:
+        shown = found[: paging.count]
+        shown_patients = [o.patient_id for o in shown]
+        last = (shown[-1].effective, shown[-1].id) if shown else None
+        page = [resources.observation(o) for o in shown]
     if parsed.patient_id is None:
         await audit_results(
-            request,
-            principal,
-            decisions,
-            [o.patient_id for o in shown],
-            resource_type="Observation",
+            request, principal, decisions, shown_patients, resource_type="Observation"
         )
-    page = [resources.observation(o) for o in shown]
     links = None
     if use_cursor:
-        following = _cursor(shown[-1]) if has_more and shown and controls.wants_entries else None
+        following = _cursor(*last) if has_more and last and controls.wants_entries else None
         links = keyset_links(request, paging.count, cursor_text, following)
     return await _bundle(request, principal, controls, page, has_more, total, links)
 
 
-def _cursor(last: StoredObservation) -> str:
-    return f"{last.effective.isoformat()}~{last.id}"
+def _row_resource(page: ObservationPage, row: RowMapping) -> dict[str, Any]:
+    """A row of the page as its Observation: straight from the row's columns when it holds one
+    value and no laboratory findings, through the stored observation otherwise."""
+    stored = page.full.get(row["id"])
+    if stored is not None:
+        return resources.observation(stored)
+    return resources.simple_observation(
+        row["id"],
+        row["patient_id"],
+        row["device_id"],
+        row["code"],
+        row["effective"],
+        row["received_at"],
+        page.values[row["id"]],
+        row["unit"],
+    )
+
+
+def _cursor(effective: datetime, ident: str) -> str:
+    return f"{effective.isoformat()}~{ident}"
 
 
 def _parse_cursor(text: str) -> tuple[datetime, str]:

@@ -20,7 +20,6 @@ from sqlalchemy.sql import ColumnElement
 
 from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.reading import MeasuredValue
-from medmesh.store.lab_results import LabResults
 from medmesh.store.observations import (
     LAB_RESULT_CODES,
     VALUE,
@@ -129,6 +128,51 @@ def _after(position: tuple[datetime, str], descending: bool) -> ColumnElement[bo
     return and_(c.effective >= effective, or_(c.effective > effective, c.id > ident))
 
 
+@dataclass(frozen=True, slots=True)
+class ObservationPage:
+    """A page of matches as the rows came from the database, for rendering straight from
+    them: `values` holds each single-value row's opened value by id; `full` the rows that need
+    more than their own columns (panels' components, laboratory findings) as StoredObservations.
+    """
+
+    rows: Sequence[RowMapping]
+    values: dict[str, float]
+    full: dict[str, StoredObservation]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def stored(self) -> list[StoredObservation]:
+        """Every row as a StoredObservation (what callers other than the search want)."""
+        return [
+            self.full.get(r["id"])
+            or StoredObservation(
+                id=r["id"],
+                patient_id=r["patient_id"],
+                device_id=r["device_id"],
+                message_id=r["message_id"],
+                code=r["code"],
+                effective=r["effective"],
+                values=(MeasuredValue(r["code"], self.values[r["id"]], r["unit"]),),
+                received_at=r["received_at"],
+            )
+            for r in self.rows
+        ]
+
+
+def _search_sql(
+    wanted: ObservationFilter,
+    sort: Sequence[tuple[SortKey, bool]],
+    after: tuple[datetime, str] | None,
+) -> Select[tuple[object, ...]]:
+    where = _conditions(wanted)
+    if after is not None:
+        if any(name != "effective" for name, _ in sort):
+            raise InvalidSearch("_cursor pages only a search sorted by date")
+        where.append(_after(after, bool(sort) and sort[0][1]))
+    return _ordered(select(observations).where(*where), sort)
+
+
 async def search_observations(
     conn: AsyncConnection,
     wanted: ObservationFilter,
@@ -139,29 +183,38 @@ async def search_observations(
 ) -> list[StoredObservation]:
     """The matches in `sort` order (effective time, oldest first, by default). `after`: a
     keyset position (effective, id) to continue from; only with the effective-time order."""
-    where = _conditions(wanted)
-    if after is not None:
-        if any(name != "effective" for name, _ in sort):
-            raise InvalidSearch("_cursor pages only a search sorted by date")
-        where.append(_after(after, bool(sort) and sort[0][1]))
-    sql = _ordered(select(observations).where(*where), sort)
-    repository = Observations(conn)
+    sql = _search_sql(wanted, sort, after)
     if wanted.keep is None:
-        return await _fetch_bulk(conn, sql.limit(limit).offset(offset))
-    return (await _kept(repository, sql, wanted.keep, offset + limit))[offset:]
+        return (await _fetch_page(conn, sql.limit(limit).offset(offset))).stored()
+    return (await _kept(Observations(conn), sql, wanted.keep, offset + limit))[offset:]
 
 
-async def _fetch_bulk(
-    conn: AsyncConnection, sql: Select[tuple[object, ...]]
-) -> list[StoredObservation]:
-    """Rows as StoredObservations, the single values decrypted in bulk per patient
-    (`DataKey.open_floats`); panels (a few) through the repository's own path."""
+async def search_observation_page(
+    conn: AsyncConnection,
+    wanted: ObservationFilter,
+    sort: Sequence[tuple[SortKey, bool]] = (),
+    limit: int = 50,
+    after: tuple[datetime, str] | None = None,
+) -> ObservationPage:
+    """As `search_observations` without a value filter or offset (the keyset-paged search),
+    the page left as rows and opened values, for the FHIR search to render straight from."""
+    if wanted.keep is not None:
+        raise ValueError("a value filter needs search_observations")
+    return await _fetch_page(conn, _search_sql(wanted, sort, after).limit(limit))
+
+
+async def _fetch_page(conn: AsyncConnection, sql: Select[tuple[object, ...]]) -> ObservationPage:
+    """The rows of `sql`, the single values opened in bulk per patient
+    (`DataKey.open_floats`); panels and laboratory results (a few) through the repository's
+    own path."""
     rows = (await conn.execute(sql)).mappings().all()
-    panels = {
+    full = {
         o.id: o
-        for o in await Observations(conn)._fetch_rows([r for r in rows if r["value"] is None])
+        for o in await Observations(conn)._fetch_rows(
+            [r for r in rows if r["value"] is None or r["code"] in LAB_RESULT_CODES]
+        )
     }
-    singles = [r for r in rows if r["value"] is not None]
+    singles = [r for r in rows if r["value"] is not None and r["id"] not in full]
     keys = await patient_keys(conn, {r["patient_id"] for r in singles})
     by_patient: dict[str, list[RowMapping]] = defaultdict(list)
     for r in singles:
@@ -170,26 +223,7 @@ async def _fetch_bulk(
     for patient_id, mine in by_patient.items():
         opened = keys[patient_id].open_floats([(r["id"], r["value"]) for r in mine], VALUE)
         values.update(zip((r["id"] for r in mine), opened, strict=True))
-    # A laboratory's reference range and interpretation (HL7 OBX-7/8) come with its results.
-    lab = await LabResults(conn).for_observations(
-        {r["id"]: r["patient_id"] for r in singles if r["code"] in LAB_RESULT_CODES}
-    )
-    return [
-        panels[r["id"]]
-        if r["value"] is None
-        else StoredObservation(
-            id=r["id"],
-            patient_id=r["patient_id"],
-            device_id=r["device_id"],
-            message_id=r["message_id"],
-            code=r["code"],
-            effective=r["effective"],
-            values=(MeasuredValue(r["code"], values[r["id"]], r["unit"]),),
-            received_at=r["received_at"],
-            lab=lab.get(r["id"]),
-        )
-        for r in rows
-    ]
+    return ObservationPage(rows, values, full)
 
 
 async def _kept(

@@ -266,6 +266,16 @@ def summary(label: str, seconds: list[float]) -> str:
     return f"  {label:<44} p50 {statistics.median(ms):7.1f} ms   p95 {p95:7.1f} ms   (n={len(ms)})"
 
 
+def percentile_ms(seconds: list[float], pct: int) -> float:
+    ms = sorted(s * 1000 for s in seconds)
+    return ms[min(len(ms) - 1, round(pct / 100 * (len(ms) - 1)))]
+
+
+def ratio(figure: list[float], limit: list[float], pct: int) -> str:
+    """A figure's percentile beside the same percentile of its same-run limit, e.g. `3.1×`."""
+    return f"{percentile_ms(figure, pct) / max(percentile_ms(limit, pct), 1e-6):.1f}×"
+
+
 async def device(
     http: httpx.AsyncClient, device_id: str, secret: str, interval: float, until: float
 ) -> int:
@@ -420,6 +430,7 @@ async def chart_figures(url: str, label: str, days: int, repeat: int) -> None:
             f"\n90-day chart data, {label}: {len(readings)} readings over {days} days stored "
             f"in {stored:.0f} s (rollups written as at ingest); two charts (heart rate, SpO2)"
         )
+        measured: dict[str, list[float]] = {}
         for name, action in (
             ("limit: bare SELECT of the rollup rows", bare_select),
             ("after: from hourly rollups (load_series)", rollups),
@@ -431,7 +442,14 @@ async def chart_figures(url: str, label: str, days: int, repeat: int) -> None:
                 began = time.perf_counter()
                 count = await action()
                 took.append(time.perf_counter() - began)
+            measured[name.partition(":")[0]] = took
             print(summary(f"{name} [{count}]", took))
+        limit, after = measured["limit"], measured["after"]
+        print(
+            f"  after / same-run limit: p50 {ratio(after, limit, 50)}, "
+            f"p95 {ratio(after, limit, 95)}"
+            f"   (target p95 < 150 ms; load {os.getloadavg()[0]:.1f})"
+        )
     finally:
         await database.dispose()
 

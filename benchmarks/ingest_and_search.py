@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from _common import (
     add_backend_options,
@@ -48,6 +49,7 @@ from _common import (
 from medmesh import provisioning
 from medmesh.store import migrate
 from medmesh.store.database import Database
+from medmesh.store.schema import observations
 
 HEART_RATE_LOINC = "http://loinc.org|8867-4"
 ASSIGNED_FROM = datetime(2020, 1, 1, tzinfo=UTC)
@@ -149,6 +151,8 @@ class SearchFigure:
     seconds: float
     cpu: Cpu
     latencies: list[float] = field(repr=False)
+    # The same-run limit: a bare SELECT of the same rows (no decryption, no FHIR, no HTTP).
+    limit: list[float] = field(default_factory=list, repr=False)
 
 
 @dataclass(slots=True)
@@ -421,6 +425,7 @@ def checked_bundle(response: httpx.Response) -> dict[str, Any]:
 
 
 async def measure_search(
+    url: str,
     client: httpx.AsyncClient,
     server: Server,
     backend: str,
@@ -445,7 +450,37 @@ async def measure_search(
             raise RuntimeError(f"search found {entries} entries, expected {MINUTES_PER_DAY}")
     seconds = time.perf_counter() - began
     cpu = cpu_since(server, mark)
-    return SearchFigure(backend, entries, pages, seconds, cpu, latencies)
+    limit = await bare_select(url, provisioned, opts.searches)
+    return SearchFigure(backend, entries, pages, seconds, cpu, latencies, limit)
+
+
+async def bare_select(url: str, provisioned: Provisioned, times: int) -> list[float]:
+    """The limit of the search: the same day's rows selected, as stored (sealed values, no
+    decryption, no FHIR, no HTTP), from this process, `times` times."""
+    day = provisioned.search_sender.start
+    query = (
+        select(observations)
+        .where(
+            observations.c.patient_id == provisioned.search_patient_id,
+            observations.c.code == HEART_RATE_LOINC.rpartition("|")[2],
+            observations.c.effective >= day,
+            observations.c.effective < day + timedelta(days=1),
+        )
+        .order_by(observations.c.effective, observations.c.id)
+    )
+    db = Database(url)
+    took: list[float] = []
+    try:
+        for _ in range(times):
+            started = time.perf_counter()
+            async with db.read() as conn:
+                rows = (await conn.execute(query)).all()
+            took.append(time.perf_counter() - started)
+            if len(rows) != MINUTES_PER_DAY:
+                raise RuntimeError(f"bare SELECT found {len(rows)} rows")
+    finally:
+        await db.dispose()
+    return took
 
 
 # --- one backend ------------------------------------------------------------------------------
@@ -474,12 +509,13 @@ async def bench_backend(
                     f"({figure.requests} requests in {figure.seconds:.1f} s, "
                     f"cpu server/client {figure.cpu.shares(figure.seconds)})"
                 )
-            search = await measure_search(client, server, backend, provisioned, opts)
+            search = await measure_search(url, client, server, backend, provisioned, opts)
             report.search.append(search)
             log(
                 f"[{backend}] search-24h: p50 {percentile(search.latencies, 50) * 1000:.1f} ms, "
                 f"p95 {percentile(search.latencies, 95) * 1000:.1f} ms "
-                f"(cpu server/client {search.cpu.shares(search.seconds)})"
+                f"(cpu server/client {search.cpu.shares(search.seconds)}); limit, bare SELECT "
+                f"of the same rows: p50 {ms(search.limit, 50)} ms, p95 {ms(search.limit, 95)} ms"
             )
 
 
@@ -512,18 +548,29 @@ def print_table(report: Report) -> None:
         )
     log("")
     log(
-        f"{'backend':<12}{'search-24h p50 ms':>18}{'p95 ms':>9}{'cpu srv/cli':>13}"
-        f"{'entries':>9}{'pages':>7}{'searches':>10}"
+        f"{'backend':<12}{'search-24h p50 ms':>18}{'p95 ms':>9}{'limit p50':>10}{'p95':>7}"
+        f"{'ratio p50':>10}{'p95':>7}{'cpu srv/cli':>13}{'entries':>9}{'pages':>7}"
+        f"{'searches':>10}"
     )
     for s in report.search:
         log(
             f"{s.backend:<12}{ms(s.latencies, 50):>18}{ms(s.latencies, 95):>9}"
+            f"{ms(s.limit, 50):>10}{ms(s.limit, 95):>7}"
+            f"{ratio(s.latencies, s.limit, 50):>10}{ratio(s.latencies, s.limit, 95):>7}"
             f"{s.cpu.shares(s.seconds):>13}{s.entries:>9}{s.pages:>7}"
             f"{len(s.latencies):>10}"
         )
+    log("target: search-24h p95 < 50 ms; limit: a bare SELECT of the same 1440 rows, same run")
     for reason in report.skipped:
         log(f"skipped: {reason}")
     log(f"load at the end: {load_average()}")
+
+
+def ratio(figure: Sequence[float], limit: Sequence[float], pct: int) -> str:
+    """A figure's percentile over its limit's, e.g. `4.2x`."""
+    if not limit:
+        return "n/a"
+    return f"{percentile(figure, pct) / max(percentile(limit, pct), 1e-9):.1f}x"
 
 
 def ms(latencies: Sequence[float], pct: int) -> str:

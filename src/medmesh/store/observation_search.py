@@ -29,6 +29,7 @@ from medmesh.store.observations import (
     _bound,
     _within,
     patient_keys,
+    stored_from_row,
 )
 from medmesh.store.schema import observations
 
@@ -146,16 +147,7 @@ class ObservationPage:
         """Every row as a StoredObservation (what callers other than the search want)."""
         return [
             self.full.get(r["id"])
-            or StoredObservation(
-                id=r["id"],
-                patient_id=r["patient_id"],
-                device_id=r["device_id"],
-                message_id=r["message_id"],
-                code=r["code"],
-                effective=r["effective"],
-                values=(MeasuredValue(r["code"], self.values[r["id"]], r["unit"]),),
-                received_at=r["received_at"],
-            )
+            or stored_from_row(r, (MeasuredValue(r["code"], self.values[r["id"]], r["unit"]),))
             for r in self.rows
         ]
 

@@ -111,6 +111,23 @@ class StoredObservation:
     lab: LabFindings | None = None  # laboratory results: reference range, interpretation
 
 
+def stored_from_row(
+    row: RowMapping, values: tuple[MeasuredValue, ...], lab: LabFindings | None = None
+) -> StoredObservation:
+    """An observation row (every column) with its opened values."""
+    return StoredObservation(
+        id=row["id"],
+        patient_id=row["patient_id"],
+        device_id=row["device_id"],
+        message_id=row["message_id"],
+        code=row["code"],
+        effective=row["effective"],
+        values=values,
+        received_at=row["received_at"],
+        lab=lab,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ObservationQuery:
     patient_id: str | None = None
@@ -304,14 +321,9 @@ class Observations:
             {r["id"]: r["patient_id"] for r in rows if r["code"] in LAB_RESULT_CODES}
         )
         return [
-            StoredObservation(
-                id=r["id"],
-                patient_id=r["patient_id"],
-                device_id=r["device_id"],
-                message_id=r["message_id"],
-                code=r["code"],
-                effective=r["effective"],
-                values=(
+            stored_from_row(
+                r,
+                (
                     (
                         MeasuredValue(
                             r["code"],
@@ -322,8 +334,7 @@ class Observations:
                     if r["value"] is not None
                     else tuple(parts[r["id"]])
                 ),
-                received_at=r["received_at"],
-                lab=lab.get(r["id"]),
+                lab.get(r["id"]),
             )
             for r in rows
         ]

@@ -37,6 +37,9 @@ SLACK = timedelta(minutes=15)
 TRIM_STEP = timedelta(minutes=5)
 # Readings are stored in segments by minute of their time: compaction rewrites one minute.
 BUCKET = timedelta(minutes=1)
+# A closed minute held in more segments than this is rewritten as one (large batches leave a
+# minute in two or three segments, which cost nothing to keep; one-reading batches leave many).
+COMPACT_AFTER = 4
 FORMAT = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BUCKET_US = BUCKET // timedelta(microseconds=1)
@@ -244,15 +247,16 @@ class RuleState:
 
     def _changed_segments(self) -> tuple[SegmentWrite, ...]:
         """A segment of each minute's fresh readings; a closed minute (before the newest
-        reading's) held in more than one segment is rewritten whole, once."""
+        reading's) held in more than `COMPACT_AFTER` segments is rewritten whole, once."""
         open_bucket = _bucket(_micros(self.newest)) if self.newest is not None else 0
         segments = []
-        for bucket in sorted({*self._fresh, *(b for b, n in self._stored.items() if n > 1)}):
+        stale = (b for b, n in self._stored.items() if n > COMPACT_AFTER)
+        for bucket in sorted({*self._fresh, *stale}):
             if bucket not in self._buckets:  # behind the horizon
                 self._stored.pop(bucket, None)
                 continue
             stored = self._stored.get(bucket, 0) + (1 if bucket in self._fresh else 0)
-            if bucket < open_bucket and stored > 1:
+            if bucket < open_bucket and stored > COMPACT_AFTER:
                 segments.append(_segment(bucket, self._buckets[bucket].values(), True))
                 self._stored[bucket] = 1
             elif bucket in self._fresh:

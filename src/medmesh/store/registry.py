@@ -303,6 +303,14 @@ class Devices:
         row = (await self._conn.execute(query)).mappings().first()
         return None if row is None else _device(row)
 
+    async def secret_hashes(self, device_ids: Collection[str]) -> dict[str, str]:
+        """Device id → the hash of its current credential, for those of `device_ids` that
+        exist."""
+        query = select(devices.c.id, devices.c.secret_hash).where(
+            devices.c.id.in_(sorted(set(device_ids)))
+        )
+        return {row.id: row.secret_hash for row in await self._conn.execute(query)}
+
     async def find_by_serial_number(self, serial: str) -> Device | None:
         """The device with this serial number; None when no device, or more than one, has it
         (serial numbers are unique per manufacturer only, so a shared one identifies nothing)."""

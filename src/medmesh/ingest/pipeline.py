@@ -241,17 +241,20 @@ class IngestPipeline:
         async with self._database.write() as conn:
             observations = Observations(conn)
             assignments = Assignments(conn)
-            histories: dict[str, Sequence[DeviceAssignment]] = {}
             valid: dict[str, tuple[IngestResult, Reading]] = {}
             current = await _current_credentials(conn, batches)
+            # One query for every device of the group (group commit gathers many).
+            histories: dict[str, Sequence[DeviceAssignment]] = dict(
+                await assignments.for_devices(
+                    {b.device_id for b in batches if b.patient_id is None}
+                )
+            )
             for batch, result in zip(batches, results, strict=True):
                 if batch.credential is not None and current.get(batch.device_id) != (
                     batch.credential
                 ):
                     result.unauthenticated = True
                     continue
-                if batch.patient_id is None and batch.device_id not in histories:
-                    histories[batch.device_id] = await assignments.for_device(batch.device_id)
                 for index, item in enumerate(batch.items):
                     try:
                         reading = self._validate(batch, item, histories, received_at)

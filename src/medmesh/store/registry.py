@@ -396,12 +396,21 @@ class Assignments:
         )
 
     async def for_device(self, device_id: str) -> Sequence[DeviceAssignment]:
+        return (await self.for_devices([device_id]))[device_id]
+
+    async def for_devices(self, device_ids: Collection[str]) -> dict[str, list[DeviceAssignment]]:
+        """Each device's assignment history, oldest first, in one query (an empty list for a
+        device never assigned)."""
+        if not device_ids:
+            return {}
         query = (
             select(device_assignments)
-            .where(device_assignments.c.device_id == device_id)
+            .where(device_assignments.c.device_id.in_(sorted(set(device_ids))))
             .order_by(device_assignments.c.start)
         )
-        return [
-            DeviceAssignment(r["device_id"], r["patient_id"], r["start"], r["end"])
-            for r in (await self._conn.execute(query)).mappings()
-        ]
+        found: dict[str, list[DeviceAssignment]] = {device_id: [] for device_id in device_ids}
+        for r in (await self._conn.execute(query)).mappings():
+            found[r["device_id"]].append(
+                DeviceAssignment(r["device_id"], r["patient_id"], r["start"], r["end"])
+            )
+        return found

@@ -23,7 +23,7 @@ from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import Observations
 from medmesh.store.pending_evaluations import PendingEvaluations
-from medmesh.store.registry import Assignments, Devices
+from medmesh.store.registry import Assignments
 
 __all__ = [
     "CommittedListener",
@@ -242,13 +242,11 @@ class IngestPipeline:
             observations = Observations(conn)
             assignments = Assignments(conn)
             valid: dict[str, tuple[IngestResult, Reading]] = {}
-            current = await _current_credentials(conn, batches)
             # One query for every device of the group (group commit gathers many).
-            histories: dict[str, Sequence[DeviceAssignment]] = dict(
-                await assignments.for_devices(
-                    {b.device_id for b in batches if b.patient_id is None}
-                )
+            found, current = await assignments.for_devices_with_credentials(
+                {b.device_id for b in batches if b.patient_id is None or b.credential is not None}
             )
+            histories: dict[str, Sequence[DeviceAssignment]] = dict(found)
             for batch, result in zip(batches, results, strict=True):
                 if batch.credential is not None and current.get(batch.device_id) != (
                     batch.credential
@@ -360,14 +358,6 @@ class IngestPipeline:
                 "(MEDMESH_REASSIGNMENT_BACKFILL_HOURS)",
             )
         return patient_id
-
-
-async def _current_credentials(
-    conn: AsyncConnection, batches: Sequence[DeviceBatch]
-) -> dict[str, str]:
-    """Device id → its credential's hash now, for the batches that carry one (one query)."""
-    ids = {b.device_id for b in batches if b.credential is not None}
-    return await Devices(conn).secret_hashes(ids) if ids else {}
 
 
 def _dead_letter(

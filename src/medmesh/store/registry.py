@@ -414,3 +414,32 @@ class Assignments:
                 DeviceAssignment(r["device_id"], r["patient_id"], r["start"], r["end"])
             )
         return found
+
+    async def for_devices_with_credentials(
+        self, device_ids: Collection[str]
+    ) -> tuple[dict[str, list[DeviceAssignment]], dict[str, str]]:
+        """`for_devices`, and each existing device's credential hash (`Devices.secret_hashes`),
+        in one query: what ingest reads for the devices of a group commit."""
+        if not device_ids:
+            return {}, {}
+        query = (
+            select(
+                devices.c.id,
+                devices.c.secret_hash,
+                device_assignments.c.patient_id,
+                device_assignments.c.start,
+                device_assignments.c.end,
+            )
+            .select_from(devices.outerjoin(device_assignments))
+            .where(devices.c.id.in_(sorted(set(device_ids))))
+            .order_by(devices.c.id, device_assignments.c.start)
+        )
+        histories: dict[str, list[DeviceAssignment]] = {device_id: [] for device_id in device_ids}
+        credentials: dict[str, str] = {}
+        for r in (await self._conn.execute(query)).mappings():
+            credentials[r["id"]] = r["secret_hash"]
+            if r["start"] is not None:
+                histories[r["id"]].append(
+                    DeviceAssignment(r["id"], r["patient_id"], r["start"], r["end"])
+                )
+        return histories, credentials

@@ -13,6 +13,7 @@ import medmesh
 from medmesh import wiring
 from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.identity.accounts import SignIn
+from medmesh.access.identity.device_credentials import KnownDeviceCredentials
 from medmesh.access.oauth.id_tokens import IdTokenSigner
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provide(app, EventBus, services.bus)
         provide(app, AuditWriter, services.audit)
         provide(app, IngestPipeline, services.pipeline)
+        provide(app, KnownDeviceCredentials, KnownDeviceCredentials())
         provide(app, Formats, services.formats)
         provide(
             app,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import Request
@@ -18,12 +19,13 @@ from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.audit.entries import AuditEntry
 from medmesh.access.identity.bearer import principal_for_token
 from medmesh.access.identity.credentials import hash_secret
+from medmesh.access.identity.device_credentials import KnownDeviceCredentials
 from medmesh.access.identity.principals import DevicePrincipal, Principal, Role
 from medmesh.access.policy import decision as policy
 from medmesh.access.policy.decision import Decision
 from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import Forbidden, NotFound, Unauthenticated
-from medmesh.http.deps import database_of, provided
+from medmesh.http.deps import database_of, provided, provided_or_none
 from medmesh.store.registry import Devices
 
 # FHIR AuditEvent.action of each interaction.
@@ -66,6 +68,39 @@ async def require_device(request: Request) -> DevicePrincipal:
     if device is None:
         raise Unauthenticated("the device credential is not valid")
     return DevicePrincipal(device.id)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestingDevice:
+    """A device sending readings, and the hash of the credential it sent: the ingest pipeline
+    checks that credential again where it stores the readings."""
+
+    principal: DevicePrincipal
+    secret_hash: str
+
+
+_known_credentials = provided_or_none(KnownDeviceCredentials)
+
+
+async def require_ingesting_device(request: Request) -> IngestingDevice:
+    """The device whose secret is in the Authorization header, from the process's known
+    credentials when it is there (access/identity/device_credentials.py): for routes whose
+    writes check the credential again in their own transaction, and only for them."""
+    secret_hash = hash_secret(_bearer(request))
+    known = _known_credentials(request)
+    device_id = None if known is None else known.device_of(secret_hash)
+    if device_id is None:
+        device_id = (await require_device(request)).device_id
+        if known is not None:
+            known.remember(secret_hash, device_id)
+    return IngestingDevice(DevicePrincipal(device_id), secret_hash)
+
+
+def forget_device_credential(request: Request, device: IngestingDevice) -> None:
+    """The credential was found no longer valid where it was checked again."""
+    known = _known_credentials(request)
+    if known is not None:
+        known.forget(device.secret_hash)
 
 
 async def require_principal(request: Request) -> Principal:

@@ -58,6 +58,10 @@ class DeviceBatch:
     items: Sequence[Incoming]
     patient_id: str | None = None
     claimed_patient_id: str | None = None
+    # The hash of the credential the device sent, when it was authenticated from a cache:
+    # checked again in the storing transaction, and nothing of the batch is stored if it is
+    # no longer the device's (access/identity/device_credentials.py).
+    credential: str | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +71,8 @@ class IngestResult:
     stored: list[str] = field(default_factory=list)  # observation ids
     duplicates: list[str] = field(default_factory=list)  # message ids
     rejected: list[Rejection] = field(default_factory=list)
+    # The batch's credential was rotated or removed: nothing of it was stored.
+    unauthenticated: bool = False
 
 
 def _now() -> datetime:
@@ -146,9 +152,18 @@ class IngestPipeline:
     def now(self) -> datetime:
         return self._clock()
 
-    async def ingest(self, device_id: str, channel: str, batch: Sequence[Incoming]) -> IngestResult:
+    async def ingest(
+        self,
+        device_id: str,
+        channel: str,
+        batch: Sequence[Incoming],
+        *,
+        credential: str | None = None,
+    ) -> IngestResult:
         """Store one device's batch. Returns after the commit; raises if the commit failed."""
-        (result,) = await self.ingest_many([DeviceBatch(device_id, channel, batch)])
+        (result,) = await self.ingest_many(
+            [DeviceBatch(device_id, channel, batch, credential=credential)]
+        )
         return result
 
     async def ingest_many(
@@ -226,11 +241,18 @@ class IngestPipeline:
         async with self._database.write() as conn:
             observations = Observations(conn)
             assignments = Assignments(conn)
-            histories: dict[str, Sequence[DeviceAssignment]] = {}
             valid: dict[str, tuple[IngestResult, Reading]] = {}
+            # One query for every device of the group (group commit gathers many).
+            found, current = await assignments.for_devices_with_credentials(
+                {b.device_id for b in batches if b.patient_id is None or b.credential is not None}
+            )
+            histories: dict[str, Sequence[DeviceAssignment]] = dict(found)
             for batch, result in zip(batches, results, strict=True):
-                if batch.patient_id is None and batch.device_id not in histories:
-                    histories[batch.device_id] = await assignments.for_device(batch.device_id)
+                if batch.credential is not None and current.get(batch.device_id) != (
+                    batch.credential
+                ):
+                    result.unauthenticated = True
+                    continue
                 for index, item in enumerate(batch.items):
                     try:
                         reading = self._validate(batch, item, histories, received_at)
@@ -251,7 +273,14 @@ class IngestPipeline:
                 else:
                     result.duplicates.append(reading.message_id)
             await DeadLetters(conn).add_many(letters)
-            await DeviceStatuses(conn).seen([b.device_id for b in batches], received_at)
+            await DeviceStatuses(conn).seen(
+                [
+                    b.device_id
+                    for b, r in zip(batches, results, strict=True)
+                    if not r.unauthenticated
+                ],
+                received_at,
+            )
             if also is not None:
                 await also(conn)
             fresh = [reading for oid, (_, reading) in valid.items() if oid in inserted]

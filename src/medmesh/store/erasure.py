@@ -49,6 +49,7 @@ from medmesh.store.schema import (
     patient_merges,
     patients,
     refill_requests,
+    rule_state_segments,
     rule_states,
     time_entries,
     time_entry_revisions,
@@ -134,6 +135,10 @@ class PatientRecords:
             delete(observation_rollups).where(observation_rollups.c.patient_id == patient_id),
         )
         await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
+        await run(
+            "rule_state_segments",
+            delete(rule_state_segments).where(rule_state_segments.c.patient_id == patient_id),
+        )
         await run("rule_states", delete(rule_states).where(rule_states.c.patient_id == patient_id))
         await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))
         await run(

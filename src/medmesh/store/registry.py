@@ -303,6 +303,14 @@ class Devices:
         row = (await self._conn.execute(query)).mappings().first()
         return None if row is None else _device(row)
 
+    async def secret_hashes(self, device_ids: Collection[str]) -> dict[str, str]:
+        """Device id → the hash of its current credential, for those of `device_ids` that
+        exist."""
+        query = select(devices.c.id, devices.c.secret_hash).where(
+            devices.c.id.in_(sorted(set(device_ids)))
+        )
+        return {row.id: row.secret_hash for row in await self._conn.execute(query)}
+
     async def find_by_serial_number(self, serial: str) -> Device | None:
         """The device with this serial number; None when no device, or more than one, has it
         (serial numbers are unique per manufacturer only, so a shared one identifies nothing)."""
@@ -388,12 +396,50 @@ class Assignments:
         )
 
     async def for_device(self, device_id: str) -> Sequence[DeviceAssignment]:
+        return (await self.for_devices([device_id]))[device_id]
+
+    async def for_devices(self, device_ids: Collection[str]) -> dict[str, list[DeviceAssignment]]:
+        """Each device's assignment history, oldest first, in one query (an empty list for a
+        device never assigned)."""
+        if not device_ids:
+            return {}
         query = (
             select(device_assignments)
-            .where(device_assignments.c.device_id == device_id)
+            .where(device_assignments.c.device_id.in_(sorted(set(device_ids))))
             .order_by(device_assignments.c.start)
         )
-        return [
-            DeviceAssignment(r["device_id"], r["patient_id"], r["start"], r["end"])
-            for r in (await self._conn.execute(query)).mappings()
-        ]
+        found: dict[str, list[DeviceAssignment]] = {device_id: [] for device_id in device_ids}
+        for r in (await self._conn.execute(query)).mappings():
+            found[r["device_id"]].append(
+                DeviceAssignment(r["device_id"], r["patient_id"], r["start"], r["end"])
+            )
+        return found
+
+    async def for_devices_with_credentials(
+        self, device_ids: Collection[str]
+    ) -> tuple[dict[str, list[DeviceAssignment]], dict[str, str]]:
+        """`for_devices`, and each existing device's credential hash (`Devices.secret_hashes`),
+        in one query: what ingest reads for the devices of a group commit."""
+        if not device_ids:
+            return {}, {}
+        query = (
+            select(
+                devices.c.id,
+                devices.c.secret_hash,
+                device_assignments.c.patient_id,
+                device_assignments.c.start,
+                device_assignments.c.end,
+            )
+            .select_from(devices.outerjoin(device_assignments))
+            .where(devices.c.id.in_(sorted(set(device_ids))))
+            .order_by(devices.c.id, device_assignments.c.start)
+        )
+        histories: dict[str, list[DeviceAssignment]] = {device_id: [] for device_id in device_ids}
+        credentials: dict[str, str] = {}
+        for r in (await self._conn.execute(query)).mappings():
+            credentials[r["id"]] = r["secret_hash"]
+            if r["start"] is not None:
+                histories[r["id"]].append(
+                    DeviceAssignment(r["id"], r["patient_id"], r["start"], r["end"])
+                )
+        return histories, credentials

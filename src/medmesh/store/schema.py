@@ -517,6 +517,20 @@ rule_states = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# The readings of a rule state, by minute of reading time: a batch appends one segment a
+# minute it touches, a closed minute is compacted into one, minutes behind the state's horizon
+# are deleted (rules/state.py). `version` is the state's version that wrote the segment, so a
+# process holding an older copy reads only what was written since. Sealed with the patient's
+# key.
+rule_state_segments = Table(
+    "rule_state_segments",
+    metadata,
+    Column("patient_id", String(36), ForeignKey("patients.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("bucket", UTCDateTime, primary_key=True),
+    Column("state", LargeBinary, nullable=False),  # sealed
+)
+
 subscriptions = Table(
     "subscriptions",
     metadata,

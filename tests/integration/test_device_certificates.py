@@ -7,12 +7,14 @@ certificate a trusted proxy forwards; the MLLP listener ties a certificate to it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import ssl
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,6 +36,7 @@ from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.crypto import device_ca
 from medmesh.ingest.mllp import MllpServer
+from medmesh.ingest.mqtt import MqttIngest
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
@@ -124,13 +127,37 @@ def pki(database_url: str, tmp_path: Path, broker_dir: Path) -> Pki:
     return made
 
 
+@dataclass
+class Mtls:
+    """A registered device, the device CA, Mosquitto on the shipped configuration, and the
+    ingest worker's login to it."""
+
+    database_url: str
+    database: Database
+    world: World
+    pki: Pki
+    broker: Broker
+    ingest_password: str
+    tmp_path: Path
+
+    def ingest(self) -> contextlib.AbstractAsyncContextManager[MqttIngest]:
+        return running_ingest(self.database_url, self.broker, self.ingest_password, tls=True)
+
+    def issue(self, name: str) -> tuple[Path, Path]:
+        return self.pki.issue(self.world.device_id, self.tmp_path / name)
+
+    def topic(self) -> str:
+        return topic(self.world.device_id)
+
+
 @pytest.fixture
-def shipped_broker(pki: Pki, broker_dir: Path) -> tuple[Broker, str]:
-    """Mosquitto running deploy/mosquitto/mosquitto.conf; returns it and the ingest password."""
+def mtls(
+    database_url: str, database: Database, world: World, pki: Pki, broker_dir: Path, tmp_path: Path
+) -> Iterator[Mtls]:
     password = new_secret("mqp")
     broker = Broker(broker_dir, {INGEST_USER: password})
     broker.start_shipped()
-    yield broker, password
+    yield Mtls(database_url, database, world, pki, broker, password, tmp_path)
     broker.stop()
 
 
@@ -150,17 +177,18 @@ def body(*ids: str) -> bytes:
 
 
 async def test_a_device_certificate_publishes_over_mutual_tls_and_its_reading_is_stored(
-    database_url: str,
-    database: Database,
-    world: World,
-    pki: Pki,
-    shipped_broker: tuple[Broker, str],
-    tmp_path: Path,
+    mtls: Mtls,
 ) -> None:
-    broker, ingest_password = shipped_broker
+    broker, database, world, pki, tmp_path = (
+        mtls.broker,
+        mtls.database,
+        mtls.world,
+        mtls.pki,
+        mtls.tmp_path,
+    )
     cert, key = pki.issue(world.device_id, tmp_path / "device")
     assert (key.stat().st_mode & 0o777) == 0o600
-    async with running_ingest(database_url, broker, ingest_password, tls=True):
+    async with mtls.ingest():
         sent = await asyncio.to_thread(
             mosquitto_pub, broker, cert, key, topic(world.device_id), body("mtls-1")
         )
@@ -185,17 +213,18 @@ async def test_a_device_certificate_publishes_over_mutual_tls_and_its_reading_is
 
 
 async def test_expired_other_ca_and_missing_certificates_are_refused_by_the_broker(
-    database_url: str,
-    database: Database,
-    world: World,
-    pki: Pki,
-    shipped_broker: tuple[Broker, str],
-    tmp_path: Path,
+    mtls: Mtls,
 ) -> None:
-    broker, ingest_password = shipped_broker
+    broker, database, world, pki, tmp_path = (
+        mtls.broker,
+        mtls.database,
+        mtls.world,
+        mtls.pki,
+        mtls.tmp_path,
+    )
     expired = pki.expired(world.device_id, tmp_path / "expired")
     foreign = other_ca_certificate(world.device_id, tmp_path / "other-ca")
-    async with running_ingest(database_url, broker, ingest_password, tls=True):
+    async with mtls.ingest():
         for cert, key in (expired, foreign, (None, None)):
             sent = await asyncio.to_thread(
                 mosquitto_pub, broker, cert, key, topic(world.device_id), body("refused")
@@ -213,18 +242,17 @@ async def test_expired_other_ca_and_missing_certificates_are_refused_by_the_brok
     assert await stored_count(database) == 1
 
 
-async def test_a_revoked_certificate_is_refused_once_the_broker_reloads_the_crl(
-    database_url: str,
-    database: Database,
-    world: World,
-    pki: Pki,
-    shipped_broker: tuple[Broker, str],
-    tmp_path: Path,
-) -> None:
-    broker, ingest_password = shipped_broker
+async def test_a_revoked_certificate_is_refused_once_the_broker_reloads_the_crl(mtls: Mtls) -> None:
+    broker, database, world, pki, tmp_path = (
+        mtls.broker,
+        mtls.database,
+        mtls.world,
+        mtls.pki,
+        mtls.tmp_path,
+    )
     cert, key = pki.issue(world.device_id, tmp_path / "device")
     serial = x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
-    async with running_ingest(database_url, broker, ingest_password, tls=True):
+    async with mtls.ingest():
         before = await asyncio.to_thread(
             mosquitto_pub, broker, cert, key, topic(world.device_id), body("before")
         )
@@ -249,15 +277,14 @@ async def test_a_revoked_certificate_is_refused_once_the_broker_reloads_the_crl(
     assert "certificate-issue" in audited and "certificate-revoke" in audited
 
 
-async def test_a_certificate_cannot_publish_on_another_devices_topic(
-    database_url: str,
-    database: Database,
-    world: World,
-    pki: Pki,
-    shipped_broker: tuple[Broker, str],
-    tmp_path: Path,
-) -> None:
-    broker, ingest_password = shipped_broker
+async def test_a_certificate_cannot_publish_on_another_devices_topic(mtls: Mtls) -> None:
+    broker, database, world, pki, tmp_path = (
+        mtls.broker,
+        mtls.database,
+        mtls.world,
+        mtls.pki,
+        mtls.tmp_path,
+    )
     victim = await make_world(database, identifier="MRN-VICTIM")
     cert, key = pki.issue(world.device_id, tmp_path / "device")
     refused: list[int] = []
@@ -265,7 +292,7 @@ async def test_a_certificate_cannot_publish_on_another_devices_topic(
     def on_publish(client: object, userdata: object, mid: int, reason: object, props: object):
         refused.append(int(reason.value))  # type: ignore[attr-defined]
 
-    async with running_ingest(database_url, broker, ingest_password, tls=True):
+    async with mtls.ingest():
         client = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
         client.on_publish = on_publish
         client.tls_set(

@@ -313,6 +313,33 @@ async def test_a_certificate_cannot_publish_on_another_devices_topic(mtls: Mtls)
     assert owners == [world.device_id]
 
 
+async def test_a_csr_made_with_openssl_is_certified_for_the_device_and_no_key_is_written(
+    world: World, pki: Pki, tmp_path: Path
+) -> None:
+    out = tmp_path / "csr"
+    out.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-subj", "/CN=someone-else", "-keyout", str(out / "device.key"),
+         "-out", str(out / "device.csr")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    cert, key = pki.issue(world.device_id, out, "--csr", str(out / "device.csr"), "--days", "2")
+    assert not key.exists()  # the key stayed where it was made
+    issued = x509.load_pem_x509_certificate(cert.read_bytes())
+    device_key = serialization.load_pem_private_key((out / "device.key").read_bytes(), None)
+    assert issued.public_key() == device_key.public_key()
+    assert issued.subject.rfc4514_string() == f"CN={world.device_id}"  # not the CSR's subject
+    assert issued.not_valid_after_utc - datetime.now(UTC) <= timedelta(days=2)
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(pki.ca_dir / "ca.crt"), str(cert)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    unknown = pki.medmesh("device", "cert", str(uuid.uuid4()), "--out", str(out), check=False)
+    assert unknown.returncode == 1 and "error:" in unknown.stderr
+
+
 # HTTP ingest: the certificate a reverse proxy forwards (nginx: $ssl_client_escaped_cert).
 
 

@@ -140,14 +140,11 @@ class Mtls:
     ingest_password: str
     tmp_path: Path
 
+    def parts(self) -> tuple[Broker, Database, World, Pki, Path]:
+        return self.broker, self.database, self.world, self.pki, self.tmp_path
+
     def ingest(self) -> contextlib.AbstractAsyncContextManager[MqttIngest]:
         return running_ingest(self.database_url, self.broker, self.ingest_password, tls=True)
-
-    def issue(self, name: str) -> tuple[Path, Path]:
-        return self.pki.issue(self.world.device_id, self.tmp_path / name)
-
-    def topic(self) -> str:
-        return topic(self.world.device_id)
 
 
 @pytest.fixture
@@ -179,13 +176,7 @@ def body(*ids: str) -> bytes:
 async def test_a_device_certificate_publishes_over_mutual_tls_and_its_reading_is_stored(
     mtls: Mtls,
 ) -> None:
-    broker, database, world, pki, tmp_path = (
-        mtls.broker,
-        mtls.database,
-        mtls.world,
-        mtls.pki,
-        mtls.tmp_path,
-    )
+    broker, database, world, pki, tmp_path = mtls.parts()
     cert, key = pki.issue(world.device_id, tmp_path / "device")
     assert (key.stat().st_mode & 0o777) == 0o600
     async with mtls.ingest():
@@ -215,13 +206,7 @@ async def test_a_device_certificate_publishes_over_mutual_tls_and_its_reading_is
 async def test_expired_other_ca_and_missing_certificates_are_refused_by_the_broker(
     mtls: Mtls,
 ) -> None:
-    broker, database, world, pki, tmp_path = (
-        mtls.broker,
-        mtls.database,
-        mtls.world,
-        mtls.pki,
-        mtls.tmp_path,
-    )
+    broker, database, world, pki, tmp_path = mtls.parts()
     expired = pki.expired(world.device_id, tmp_path / "expired")
     foreign = other_ca_certificate(world.device_id, tmp_path / "other-ca")
     async with mtls.ingest():
@@ -243,13 +228,7 @@ async def test_expired_other_ca_and_missing_certificates_are_refused_by_the_brok
 
 
 async def test_a_revoked_certificate_is_refused_once_the_broker_reloads_the_crl(mtls: Mtls) -> None:
-    broker, database, world, pki, tmp_path = (
-        mtls.broker,
-        mtls.database,
-        mtls.world,
-        mtls.pki,
-        mtls.tmp_path,
-    )
+    broker, database, world, pki, tmp_path = mtls.parts()
     cert, key = pki.issue(world.device_id, tmp_path / "device")
     serial = x509.load_pem_x509_certificate(cert.read_bytes()).serial_number
     async with mtls.ingest():
@@ -278,13 +257,7 @@ async def test_a_revoked_certificate_is_refused_once_the_broker_reloads_the_crl(
 
 
 async def test_a_certificate_cannot_publish_on_another_devices_topic(mtls: Mtls) -> None:
-    broker, database, world, pki, tmp_path = (
-        mtls.broker,
-        mtls.database,
-        mtls.world,
-        mtls.pki,
-        mtls.tmp_path,
-    )
+    broker, database, world, pki, tmp_path = mtls.parts()
     victim = await make_world(database, identifier="MRN-VICTIM")
     cert, key = pki.issue(world.device_id, tmp_path / "device")
     refused: list[int] = []

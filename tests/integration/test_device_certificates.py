@@ -77,7 +77,8 @@ class Pki:
         return out / f"{device_id}.crt", out / f"{device_id}.key"
 
     def expired(self, device_id: str, out: Path) -> tuple[Path, Path]:
-        """A certificate the device CA signed, recorded as issued, whose validity ended."""
+        """A certificate the device CA signed (with its key, as `device cert` would) whose
+        validity ended ten days ago."""
         ca = device_ca.load_ca(self.ca_dir, with_key=True)
         assert ca.key is not None
         key = ec.generate_private_key(ec.SECP256R1())

@@ -440,6 +440,9 @@ async def test_an_mllp_certificate_sends_for_its_own_device_only(
         client.load_cert_chain(str(cert_a), str(key_a))
         own = await _send_mllp(server.port, client, _oru("MON-A", "C-1"))
         other = await _send_mllp(server.port, client, _oru("MON-B", "C-2"))
+        pki.medmesh("device", "revoke", monitors[0])
+        with pytest.raises(asyncio.IncompleteReadError):  # closed unanswered, nothing read
+            await _send_mllp(server.port, client, _oru("MON-A", "C-3"))
     finally:
         await server.stop()
     assert b"MSA|AA|C-1" in own

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from medmesh import wiring
 from medmesh.access.audit.audit_writer import AuditWriter
+from medmesh.access.identity.device_certificates import DeviceTrust
 from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.care.notifications import Notifier
 from medmesh.config import Settings
@@ -164,6 +165,7 @@ class Services:
                 self.pipeline,
                 max_message_bytes=settings.mllp_max_message_bytes,
                 limits=wiring.mllp_limits(settings),
+                device_trust=DeviceTrust(wiring.device_ca_dir(settings)),
             )
             port, tls = settings.mllp_port, wiring.mllp_tls(settings)
             listener = CallWorker(

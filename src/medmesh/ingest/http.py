@@ -138,8 +138,9 @@ async def _ingest(request: Request, device: IngestingDevice, format_name: str) -
         batch = formats.parse(format_name, body, device_id)
     except InvalidReading as exc:
         async with database_of(request).write() as conn:
-            if (await Devices(conn).secret_hashes([device_id])).get(device_id) != (
-                device.secret_hash
+            if device.secret_hash is not None and (
+                (await Devices(conn).secret_hashes([device_id])).get(device_id)
+                != device.secret_hash
             ):
                 forget_device_credential(request, device)
                 raise _revoked() from None

@@ -30,6 +30,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.access.identity.device_certificates import CertificateRefused, DeviceTrust
 from medmesh.domain.errors import Conflict, InvalidReading, RejectReason
 from medmesh.domain.reading import observation_id
 from medmesh.ingest.hl7_ack import AckCode, AckError, build_ack
@@ -43,6 +44,7 @@ from medmesh.ingest.hl7_oru import (
 )
 from medmesh.ingest.incoming import Incoming
 from medmesh.ingest.mllp_guard import Admission, MllpLimits
+from medmesh.ingest.mllp_sender import GATEWAY, Sender, certificate_sender
 from medmesh.ingest.patient_feed import (
     AmbiguousPatient,
     SelfMerge,
@@ -164,8 +166,10 @@ class MllpServer:
         max_message_bytes: int = 1_048_576,
         limits: MllpLimits | None = None,
         application: str = "medmesh",
+        device_trust: DeviceTrust | None = None,
     ) -> None:
         self._database = database
+        self._device_trust = device_trust
         self._pipeline = pipeline
         self._max_message_bytes = max_message_bytes
         self._admission = Admission(limits or MllpLimits())
@@ -234,7 +238,14 @@ class MllpServer:
         self._connections.add(task)
         frames = _Frames(reader, self._admission, self._max_message_bytes)
         try:
-            while not self._stopping:
+            sender = await certificate_sender(
+                writer.get_extra_info("ssl_object"), self._database, self._device_trust
+            )
+        except CertificateRefused as refused:
+            log.warning("MLLP connection from %s refused: %s", address, refused)
+            sender = None
+        try:
+            while not self._stopping and sender is not None:
                 close = False
                 try:
                     block = await frames.next()
@@ -242,7 +253,7 @@ class MllpServer:
                     ack = await self._refuse_frame(refused.detail)
                     close = refused.close
                 else:
-                    ack = await self.answer(block)
+                    ack = await self.answer(block, sender)
                 writer.write(START_BLOCK + ack + END_BLOCK)
                 await writer.drain()
                 if close:
@@ -275,17 +286,20 @@ class MllpServer:
     def _encode(self, ack: str) -> bytes:
         return ack.encode("utf-8", "surrogateescape")
 
-    async def answer(self, block: bytes) -> bytes:
-        """The ACK for one message (without MLLP framing), after its content is committed."""
+    async def answer(self, block: bytes, sender: Sender = GATEWAY) -> bytes:
+        """The ACK for one message (without MLLP framing), after its content is committed.
+        A `sender` tied to a device by its certificate may send that device's results only."""
         text = block.decode("utf-8", "surrogateescape")
         if message_type(text)[0] == "ADT":
+            if sender.device_id is not None:
+                return self._encode(await self._reject(_feed_from_device(text), text))
             return self._encode(await self._adt(text))
         try:
             message = read_oru(text)
         except MessageRejected as rejected:
             return self._encode(await self._reject(rejected, text))
         resolved = await self._resolve(message)
-        batches, refused, errors, sources = self._batches(message, resolved)
+        batches, refused, errors, sources = self._batches(message, resolved, sender)
         findings = _lab_findings(batches, sources)
 
         async def also(conn: AsyncConnection) -> None:
@@ -462,7 +476,7 @@ class MllpServer:
         return _Resolved(registered, shared, None, "no patient matches the PID-3 identifiers")
 
     def _batches(
-        self, message: OruMessage, resolved: _Resolved
+        self, message: OruMessage, resolved: _Resolved, sender: Sender = GATEWAY
     ) -> tuple[list[DeviceBatch], list[DeadLetter], list[AckError], list[list[ObservationItem]]]:
         """One batch per registered device; items of unknown devices become dead letters."""
         by_device: dict[str, list[ObservationItem]] = defaultdict(list)
@@ -471,9 +485,13 @@ class MllpServer:
         now = datetime.now(UTC)
         for item in message.items:
             device_id = resolved.devices.get(item.device_serial)
-            if device_id is None:
-                reason = RejectReason.UNKNOWN_DEVICE
-                detail = "no single registered device has the OBX-18 or MSH-3 serial number"
+            if device_id is None or sender.device_id not in (None, device_id):
+                if device_id is None:
+                    reason = RejectReason.UNKNOWN_DEVICE
+                    detail = "no single registered device has the OBX-18 or MSH-3 serial number"
+                else:
+                    reason = RejectReason.DEVICE_MISMATCH
+                    detail = "the client certificate is another device's"
                 incoming = item.incoming
                 letter = (incoming.message_id, reason.value, detail, incoming.payload)
                 refused.append(DeadLetter(now, CHANNEL, None, *letter))
@@ -497,6 +515,17 @@ class MllpServer:
             for device_id, items in by_device.items()
         ]
         return batches, refused, errors, list(by_device.values())
+
+
+def _feed_from_device(text: str) -> MessageRejected:
+    """The refusal of a patient feed (ADT) sent with a device's certificate."""
+    try:
+        adt = read_adt(text)
+        source, control_id = adt.source, adt.control_id
+    except MessageRejected as unreadable:
+        source, control_id = unreadable.source, unreadable.control_id
+    detail = "a device's client certificate may not send a patient feed (ADT)"
+    return MessageRejected(RejectReason.DEVICE_MISMATCH, detail, "207", source, control_id)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

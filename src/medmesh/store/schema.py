@@ -75,6 +75,19 @@ devices = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
+# Client certificates issued by the device CA (docs/device-certificates.md): what was issued to
+# whom, until when, and when it was revoked; the CRL is made from the revoked rows.
+device_certificates = Table(
+    "device_certificates",
+    metadata,
+    Column("serial", String(40), primary_key=True),  # hex, lower case
+    Column("device_id", String(36), ForeignKey("devices.id"), nullable=False, index=True),
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("not_after", UTCDateTime, nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
 device_status = Table(
     "device_status",
     metadata,

@@ -75,7 +75,7 @@ def sqlite_stack(broker_certificates: Path) -> Iterator[Stack]:
         yield stack
     finally:
         stack.stop()
-        if os.environ.get("MEDMESH_FAULTS_KEEP")  # to read the logs afterwards:
+        if os.environ.get("MEDMESH_FAULTS_KEEP"):  # to read the logs afterwards
             return
         if why_not is None:
             subprocess.run(["umount", str(disk)], check=False)
@@ -119,5 +119,6 @@ def postgres_stack(broker_certificates: Path) -> Iterator[Stack]:
         finally:
             stack.stop()
     finally:
-        cluster.destroy()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not os.environ.get("MEDMESH_FAULTS_KEEP"):
+            cluster.destroy()
+            shutil.rmtree(workdir, ignore_errors=True)

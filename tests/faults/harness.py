@@ -49,6 +49,8 @@ START, END = b"\x0b", b"\x1c\x0d"
 MLLP_SERIAL = "FAULTS-MONITOR-1"
 # How long a sender keeps resending one message after the load stops (a device's buffer).
 DRAIN_SECONDS = 60.0
+# A process start-up on a loaded 2-core machine has taken over 60 s (imports dominate).
+START_TIMEOUT = 300.0
 
 
 @dataclass
@@ -219,7 +221,7 @@ class Stack:
             },
             args=["--mllp-port", str(self.mllp_port)],
         )
-        self.server.start()
+        self.server.start(START_TIMEOUT)
         self.worker = Worker(
             self.database_url,
             self.broker,
@@ -567,7 +569,7 @@ def kill_server() -> Fault:
 
     async def repair(stack: Stack) -> None:  # the supervisor (systemd) starts it again
         assert stack.server is not None
-        await asyncio.to_thread(stack.server.start)
+        await asyncio.to_thread(stack.server.start, START_TIMEOUT)
 
     return Fault("kill -9 medmesh serve", inject, repair, hold=0.5)
 
@@ -613,26 +615,43 @@ def postgres_down() -> Fault:
     return Fault("PostgreSQL refusing connections", inject, repair)
 
 
-def exhaust_pool() -> Fault:
-    """Hold an exclusive lock on observations: every ingest transaction waits on it with a
-    pooled connection, until the server's pool (10 + 10 overflow) is used up and requests
-    queue for a connection."""
+def exhaust_connections() -> Fault:
+    """Another client takes every connection the server allows (max_connections) and
+    medmesh's own connections are cut: until it lets go, each new connection medmesh opens
+    is refused with "too many clients"."""
     held: list[Any] = []
 
     async def inject(stack: Stack) -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(stack.cluster.url(stack.database_name), timeout=10)
-        await conn.execute("BEGIN")
-        await conn.execute("LOCK TABLE observations IN EXCLUSIVE MODE")
-        held.append(conn)
+        url = stack.cluster.url(stack.database_name)
+        first = await asyncpg.connect(url, timeout=10)
+        held.append(first)
+        await first.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            stack.database_name,
+        )
+        while True:
+            try:
+                held.append(await asyncpg.connect(url, timeout=10))
+            except asyncpg.TooManyConnectionsError:
+                break
+            except asyncpg.CannotConnectNowError:
+                await asyncio.sleep(0.05)
+        # Connections medmesh made in between are cut too: only the hog is left.
+        await first.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> ALL($2::int[])",
+            stack.database_name,
+            [c.get_server_pid() for c in held],
+        )
 
     async def repair(_stack: Stack) -> None:
-        conn = held.pop()
-        await conn.execute("ROLLBACK")
-        await conn.close()
+        while held:
+            await held.pop().close()
 
-    return Fault("connection pool exhausted", inject, repair, hold=3.0)
+    return Fault("connections exhausted", inject, repair, hold=3.0)
 
 
 def fill_disk(directory: Path) -> Fault:

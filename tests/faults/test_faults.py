@@ -13,7 +13,7 @@ from tests.faults.harness import (
     FaultRow,
     Ledger,
     Stack,
-    exhaust_pool,
+    exhaust_connections,
     fill_disk,
     kill_server,
     kill_worker,
@@ -63,7 +63,7 @@ async def test_database_faults_on_postgresql(
     await _run(postgres_stack, fault(), fault_rows)  # type: ignore[operator]
 
 
-async def test_an_exhausted_connection_pool_recovers(
+async def test_connections_exhausted_by_another_client_recover(
     postgres_stack: Stack, fault_rows: list[FaultRow]
 ) -> None:
-    await _run(postgres_stack, exhaust_pool(), fault_rows, http_concurrency=30)
+    await _run(postgres_stack, exhaust_connections(), fault_rows)

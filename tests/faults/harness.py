@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import threading
 import time
 import uuid
 from collections import Counter
@@ -33,6 +32,7 @@ from sqlalchemy import select
 from medmesh import provisioning
 from medmesh.access.identity.credentials import new_secret
 from medmesh.access.identity.principals import Role
+from medmesh.crypto.local import default_key_paths
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import observations
@@ -81,7 +81,9 @@ class Ledger:
                 self.refusals[(channel, i)] = reason
 
     def first_ack_after(self, moment: float) -> dict[str, float | None]:
-        return {c: next((t for t in times if t >= moment), None) for c, times in self.ack_times.items()}
+        return {
+            c: next((t for t in times if t >= moment), None) for c, times in self.ack_times.items()
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,10 @@ class Stack:
         )
         self.worker.env["MEDMESH_AFTER_COMMIT_RECOVER_SECONDS"] = "1"
         self.worker.start()
+
+    def key_directory(self) -> Path:
+        """Where the deployment's patient keys are kept by default (docs/encryption.md)."""
+        return default_key_paths(self.database_url)[0].parent
 
     def stop(self) -> None:
         for part in (self.worker, self.server, self.broker):
@@ -544,7 +550,9 @@ async def run_fault(
     return row, ledger
 
 
-async def _settled_store(stack: Stack, ledger: Ledger, timeout: float = 60.0) -> Counter[tuple[str, str]]:
+async def _settled_store(
+    stack: Stack, ledger: Ledger, timeout: float = 60.0
+) -> Counter[tuple[str, str]]:
     """The stored rows once every acknowledged reading is in (the MQTT worker may still be
     working through the broker's backlog), or after `timeout`."""
     deadline = time.monotonic() + timeout

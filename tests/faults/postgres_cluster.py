@@ -8,6 +8,7 @@ where they fail.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -122,8 +123,6 @@ class PostgresCluster:
         raise RuntimeError(f"private PostgreSQL not ready; see {self.log_path}")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError):
             self.stop()
-        except RuntimeError:
-            pass
         shutil.rmtree(self.directory, ignore_errors=True)

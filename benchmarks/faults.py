@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,6 +62,8 @@ def _run_all(stack: Stack, faults: Sequence[Fault], opts: argparse.Namespace) ->
 
 
 def main(opts: argparse.Namespace) -> int:
+    # SIGTERM unwinds like an exception, so the private broker, cluster and processes stop.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     asyncio.run(print_machine(broker=True))
     with tempfile.TemporaryDirectory(prefix="medmesh-faults-certs-") as certs:
         subprocess.run([str(MAKE_CERTS), certs, "localhost"], check=True, capture_output=True)

@@ -46,6 +46,7 @@ HTTP, MQTT, MLLP = "http", "mqtt", "mllp"
 CHANNELS = (HTTP, MQTT, MLLP)
 READINGS_PER_MESSAGE = 10  # HTTP and MQTT; an MLLP message carries one OBX
 START, END = b"\x0b", b"\x1c\x0d"
+NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason code
 MLLP_SERIAL = "FAULTS-MONITOR-1"
 # How long a sender keeps resending one message after the load stops (a device's buffer).
 DRAIN_SECONDS = 60.0
@@ -101,6 +102,7 @@ class FaultRow:
     refused_attempts: int  # attempts answered with an error or no answer (then resent)
     recovery_seconds: float | None  # from the repair until every channel acknowledges again
     alert_seen: bool  # the alert raised during the fault is on the clinician's alert list
+    alert_streamed: bool  # …and came on the event stream (which reconnects like EventSource)
 
     def cells(self) -> list[str]:
         recovery = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.2f} s"
@@ -115,6 +117,7 @@ class FaultRow:
             str(self.refused_attempts),
             recovery,
             "yes" if self.alert_seen else "NO",
+            "yes" if self.alert_streamed else "NO",
         ]
 
 
@@ -128,7 +131,8 @@ HEADER = [
     "duplicated",
     "refused attempts",
     "recovery",
-    "alert after",
+    "alert listed",
+    "alert streamed",
 ]
 
 
@@ -307,6 +311,7 @@ class Load:
         self._give_up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._mqtt: paho.Client | None = None
+        self._pubacks: dict[int, int] = {}  # PUBACK reason code by message id
 
     def start(self) -> None:
         self._mqtt = self._mqtt_client()
@@ -372,10 +377,14 @@ class Load:
             protocol=paho.MQTTv5,
         )
         client.username_pw_set(device, password)
+        client.on_publish = self._on_puback
         client.reconnect_delay_set(0.1, 1)
         client.connect("127.0.0.1", broker.port)
         client.loop_start()
         return client
+
+    def _on_puback(self, _client: Any, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
+        self._pubacks[mid] = int(getattr(reason, "value", reason))
 
     async def _send_mqtt(self, seq: int) -> bool:
         batch = _readings(f"q{self.run_id}", seq, READINGS_PER_MESSAGE)
@@ -389,9 +398,15 @@ class Load:
             info = client.publish(topic, orjson.dumps({"readings": batch}), qos=1)
             try:
                 info.wait_for_publish(timeout=2)
-                return info.is_published()
+                published = info.is_published()
             except (RuntimeError, ValueError):  # not connected: paho raises
                 return False
+            # 16, "no matching subscribers": the broker dropped it (no worker subscribed yet,
+            # e.g. just after a restart). The device sends it again (docs/mqtt.md).
+            if published and self._pubacks.pop(info.mid, 0) == NO_MATCHING_SUBSCRIBERS:
+                self.ledger.refuse(MQTT, ids, "PUBACK 16: no matching subscribers")
+                return False
+            return published
 
         if await asyncio.to_thread(publish):
             self.ledger.ack(MQTT, ids)  # the broker holds it (PUBACK)
@@ -455,6 +470,46 @@ async def _send_alerting_reading(stack: Stack, tag: str, give_up: float) -> None
         await asyncio.sleep(0.2)
 
 
+class AlertStream:
+    """A client of the event stream (`GET /api/v1/events`) for the alert patient that, like a
+    browser's EventSource, connects again whenever the stream breaks; `seen` is set when an
+    `alert` event arrives."""
+
+    def __init__(self, stack: Stack) -> None:
+        self.stack = stack
+        self.seen = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._listen())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen(self) -> None:
+        while not self.seen.is_set():
+            server = self.stack.server
+            assert server is not None
+            with contextlib.suppress(httpx.HTTPError):
+                async with (
+                    httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http,
+                    http.stream(
+                        "GET",
+                        f"{server.base_url}/api/v1/events",
+                        params={"patient": self.stack.alert_patient},
+                        headers={"Authorization": f"Bearer {self.stack.token}"},
+                    ) as response,
+                ):
+                    async for line in response.aiter_lines():
+                        if line.strip() == "event: alert":
+                            self.seen.set()
+                            return
+            await asyncio.sleep(0.2)
+
+
 async def _alert_listed(stack: Stack, timeout: float) -> bool:
     """The clinician's alert list (what the dashboard shows) names the alert."""
     deadline = time.monotonic() + timeout
@@ -514,12 +569,16 @@ async def run_fault(
     """Load for `before` s, the fault (held `hold` s, an alert raised meanwhile), load for
     `after` s once repaired, then resend what is unacknowledged and count."""
     await _clear_alerts(stack)
+    stream = AlertStream(stack)
+    stream.start()
     ledger = Ledger()
     load = Load(stack, ledger, interval=interval, http_concurrency=http_concurrency)
     load.start()
     await asyncio.sleep(before)
     await fault.inject(stack)
-    alert = asyncio.create_task(_send_alerting_reading(stack, load.run_id, give_up=60))
+    alert = asyncio.create_task(
+        _send_alerting_reading(stack, load.run_id, give_up=START_TIMEOUT + 60)
+    )
     await asyncio.sleep(fault.hold)
     repaired = time.monotonic()
     await fault.repair(stack)
@@ -527,6 +586,9 @@ async def run_fault(
     await load.stop()
     await alert
     alert_seen = await _alert_listed(stack, timeout=30)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stream.seen.wait(), timeout=10)
+    await stream.stop()
     stored = await _settled_store(stack, ledger)
     firsts = ledger.first_ack_after(repaired)
     recovery = (
@@ -546,6 +608,7 @@ async def run_fault(
         refused_attempts=ledger.refused_attempts,
         recovery_seconds=recovery,
         alert_seen=alert_seen,
+        alert_streamed=stream.seen.is_set(),
     )
     return row, ledger
 

@@ -33,6 +33,7 @@ def assert_nothing_lost(row: FaultRow, ledger: Ledger) -> None:
     assert row.stored == row.sent
     assert row.recovery_seconds is not None, "a channel never acknowledged again"
     assert row.alert_seen, "the alert raised during the fault is not on the alert list"
+    assert row.alert_streamed, "the alert raised during the fault did not come on the stream"
 
 
 async def _run(stack: Stack, fault: Fault, rows: list[FaultRow], **options: float) -> None:

@@ -155,7 +155,10 @@ class MqttIngest:
         )
 
     async def run(self) -> None:
-        """Consume until stopped, reconnecting after broker or database failures."""
+        """Consume until stopped, reconnecting after broker or database failures: 0.5 s after
+        the first, doubling up to 10 s while they go on, and back to 0.5 s once a connection
+        has held (after a broker restart the devices reconnect within a second or two, and
+        what they publish before a worker has subscribed again may be dropped by the broker)."""
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -167,7 +170,10 @@ class MqttIngest:
                 )
             except Exception as exc:  # a failed commit: drop the session's unacked messages
                 log.error("MQTT ingest batch failed (%s); reconnecting", type(exc).__name__)
+            held = self.connected.is_set()
             self.connected.clear()
+            if held:
+                delay = 0.5
             if not self._stopping.is_set():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)

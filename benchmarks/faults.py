@@ -27,20 +27,17 @@ from _common import REPO, log, print_machine
 
 sys.path.insert(0, str(REPO))
 
-from tests.faults.harness import (
-    Fault,
-    FaultRow,
-    Stack,
+from tests.faults.catalogue import (
     exhaust_connections,
-    fault_table,
     fill_disk,
     kill_server,
     kill_worker,
     postgres_down,
     restart_broker,
     restart_postgres,
-    run_fault,
 )
+from tests.faults.harness import Fault, Stack, run_fault
+from tests.faults.ledger import FaultRow, fault_table
 from tests.faults.postgres_cluster import postgres_bin
 from tests.faults.stacks import postgres_stack, sqlite_stack
 from tests.mosquitto_broker import MAKE_CERTS

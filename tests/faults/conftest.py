@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI
-from tests.faults.harness import FaultRow, Stack, fault_table
+from tests.faults.harness import Stack
+from tests.faults.ledger import FaultRow, fault_table
 from tests.faults.postgres_cluster import postgres_bin
 from tests.faults.stacks import postgres_stack as postgres_deployment
 from tests.faults.stacks import sqlite_stack as sqlite_deployment

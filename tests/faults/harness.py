@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -37,13 +36,12 @@ from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import observations
 from tests.conftest import ASSIGNED_SINCE
+from tests.faults.ledger import HTTP, MLLP, MQTT, FaultRow, Ledger
 from tests.helpers import BASE_TIME, stamp
 from tests.integration.test_mqtt_redelivery import Worker
 from tests.live_server import LiveServer, free_port
 from tests.mosquitto_broker import INGEST_USER, Broker
 
-HTTP, MQTT, MLLP = "http", "mqtt", "mllp"
-CHANNELS = (HTTP, MQTT, MLLP)
 READINGS_PER_MESSAGE = 10  # HTTP and MQTT; an MLLP message carries one OBX
 START, END = b"\x0b", b"\x1c\x0d"
 NO_MATCHING_SUBSCRIBERS = 16  # MQTT 5 PUBACK reason code
@@ -52,94 +50,6 @@ MLLP_SERIAL = "FAULTS-MONITOR-1"
 DRAIN_SECONDS = 60.0
 # A process start-up on a loaded 2-core machine has taken over 60 s (imports dominate).
 START_TIMEOUT = 300.0
-
-
-@dataclass
-class Ledger:
-    """Every reading sent, every acknowledgement received and the last refusal of each
-    reading not (yet) acknowledged, keyed by (channel, message id)."""
-
-    sent: set[tuple[str, str]] = field(default_factory=set)
-    acknowledged: set[tuple[str, str]] = field(default_factory=set)
-    refusals: dict[tuple[str, str], str] = field(default_factory=dict)
-    refused_attempts: int = 0
-    ack_times: dict[str, list[float]] = field(default_factory=lambda: {c: [] for c in CHANNELS})
-    lost: list[tuple[str, str]] = field(default_factory=list)  # filled in by run_fault
-
-    def send(self, channel: str, ids: list[str]) -> None:
-        self.sent.update((channel, i) for i in ids)
-
-    def ack(self, channel: str, ids: list[str]) -> None:
-        self.acknowledged.update((channel, i) for i in ids)
-        for i in ids:
-            self.refusals.pop((channel, i), None)
-        self.ack_times[channel].append(time.monotonic())
-
-    def refuse(self, channel: str, ids: list[str], reason: str) -> None:
-        self.refused_attempts += 1
-        for i in ids:
-            if (channel, i) not in self.acknowledged:
-                self.refusals[(channel, i)] = reason
-
-    def first_ack_after(self, moment: float) -> dict[str, float | None]:
-        return {
-            c: next((t for t in times if t >= moment), None) for c, times in self.ack_times.items()
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRow:
-    """One line of the fault table."""
-
-    fault: str
-    backend: str
-    sent: int
-    acknowledged: int
-    stored: int
-    lost: int  # acknowledged, not stored
-    duplicated: int  # rows beyond one per (device, message id)
-    unexplained: int  # neither acknowledged nor stored nor refused with a reason
-    refused_attempts: int  # attempts answered with an error or no answer (then resent)
-    recovery_seconds: float | None  # from the repair until every channel acknowledges again
-    alert_seen: bool  # the alert raised during the fault is on the clinician's alert list
-    alert_streamed: bool  # …and came on the event stream (which reconnects like EventSource)
-
-    def cells(self) -> list[str]:
-        recovery = "-" if self.recovery_seconds is None else f"{self.recovery_seconds:.2f} s"
-        return [
-            self.fault,
-            self.backend,
-            str(self.sent),
-            str(self.acknowledged),
-            str(self.stored),
-            str(self.lost),
-            str(self.duplicated),
-            str(self.refused_attempts),
-            recovery,
-            "yes" if self.alert_seen else "NO",
-            "yes" if self.alert_streamed else "NO",
-        ]
-
-
-HEADER = [
-    "fault",
-    "backend",
-    "sent",
-    "acknowledged",
-    "stored",
-    "lost",
-    "duplicated",
-    "refused attempts",
-    "recovery",
-    "alert listed",
-    "alert streamed",
-]
-
-
-def fault_table(rows: list[FaultRow]) -> str:
-    """The rows as a Markdown table (figures with their units, as docs/benchmarks.md shows)."""
-    lines = [HEADER, ["---"] * len(HEADER), *(r.cells() for r in rows)]
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
 @dataclass
@@ -624,125 +534,3 @@ async def _settled_store(
         if ledger.acknowledged <= set(stored) or time.monotonic() > deadline:
             return stored
         await asyncio.sleep(0.3)
-
-
-# The fault catalogue. Each step runs in a thread: processes are started and waited for.
-
-
-async def _nothing(_stack: Stack) -> None:
-    return None
-
-
-def kill_server() -> Fault:
-    async def inject(stack: Stack) -> None:
-        assert stack.server is not None
-        await asyncio.to_thread(stack.server.kill)
-
-    async def repair(stack: Stack) -> None:  # the supervisor (systemd) starts it again
-        assert stack.server is not None
-        await asyncio.to_thread(stack.server.start, START_TIMEOUT)
-
-    return Fault("kill -9 medmesh serve", inject, repair, hold=0.5)
-
-
-def kill_worker() -> Fault:
-    async def inject(stack: Stack) -> None:
-        assert stack.worker is not None
-        await asyncio.to_thread(stack.worker.kill)
-
-    async def repair(stack: Stack) -> None:
-        assert stack.worker is not None
-        await asyncio.to_thread(stack.worker.start)
-
-    return Fault("kill -9 ingest worker", inject, repair, hold=0.5)
-
-
-def restart_broker() -> Fault:
-    async def inject(stack: Stack) -> None:
-        assert stack.broker is not None
-        await asyncio.to_thread(stack.broker.stop)
-
-    async def repair(stack: Stack) -> None:
-        assert stack.broker is not None
-        await asyncio.to_thread(stack.broker.start)
-
-    return Fault("Mosquitto stopped, restarted", inject, repair)
-
-
-def restart_postgres() -> Fault:
-    async def repair(stack: Stack) -> None:
-        await asyncio.to_thread(stack.cluster.restart)
-
-    return Fault("PostgreSQL restarted", _nothing, repair, hold=0.5)
-
-
-def postgres_down() -> Fault:
-    async def inject(stack: Stack) -> None:
-        await asyncio.to_thread(stack.cluster.stop)
-
-    async def repair(stack: Stack) -> None:
-        await asyncio.to_thread(stack.cluster.start)
-
-    return Fault("PostgreSQL refusing connections", inject, repair)
-
-
-def exhaust_connections() -> Fault:
-    """Another client takes every connection the server allows (max_connections) and
-    medmesh's own connections are cut: until it lets go, each new connection medmesh opens
-    is refused with "too many clients"."""
-    held: list[Any] = []
-
-    async def inject(stack: Stack) -> None:
-        import asyncpg
-
-        url = stack.cluster.url(stack.database_name)
-        first = await asyncpg.connect(url, timeout=10)
-        held.append(first)
-        await first.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> pg_backend_pid()",
-            stack.database_name,
-        )
-        while True:
-            try:
-                held.append(await asyncpg.connect(url, timeout=10))
-            except asyncpg.TooManyConnectionsError:
-                break
-            except asyncpg.CannotConnectNowError:
-                await asyncio.sleep(0.05)
-        # Connections medmesh made in between are cut too: only the hog is left.
-        await first.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = $1 AND pid <> ALL($2::int[])",
-            stack.database_name,
-            [c.get_server_pid() for c in held],
-        )
-
-    async def repair(_stack: Stack) -> None:
-        while held:
-            await held.pop().close()
-
-    return Fault("connections exhausted", inject, repair, hold=3.0)
-
-
-def fill_disk(directory: Path) -> Fault:
-    """Fill the (size-limited) file system of the SQLite database, then free it."""
-    filler = directory / "filler.bin"
-
-    def fill() -> None:
-        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            for size in (1 << 20, 4096, 1):  # down to the last byte
-                with contextlib.suppress(OSError):  # ENOSPC: full at this block size
-                    while os.write(fd, b"\0" * size):
-                        pass
-        finally:
-            os.close(fd)
-
-    async def inject(_stack: Stack) -> None:
-        await asyncio.to_thread(fill)
-
-    async def repair(_stack: Stack) -> None:
-        filler.unlink(missing_ok=True)
-
-    return Fault("SQLite disk full", inject, repair, hold=3.0)

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faults.harness import (
-    Fault,
-    FaultRow,
-    Ledger,
-    Stack,
+from tests.faults.catalogue import (
     exhaust_connections,
     fill_disk,
     kill_server,
@@ -20,8 +16,9 @@ from tests.faults.harness import (
     postgres_down,
     restart_broker,
     restart_postgres,
-    run_fault,
 )
+from tests.faults.harness import Fault, Stack, run_fault
+from tests.faults.ledger import FaultRow, Ledger
 
 
 def assert_nothing_lost(row: FaultRow, ledger: Ledger) -> None:

@@ -46,6 +46,9 @@ def mosquitto_binary() -> str:
 class Broker:
     directory: Path
     users: dict[str, str] = field(default_factory=dict)
+    # Sessions and queued messages kept across a restart (as the shipped configuration does):
+    # the fault tests stop and start the broker under load.
+    persistence: bool = False
     port: int = 0
     tls_port: int = 0
     mtls_port: int = 0
@@ -56,7 +59,8 @@ class Broker:
         return str(self.directory / "ca.crt")
 
     def start(self) -> None:
-        self.port, self.tls_port = free_port(), free_port()
+        # A restarted broker keeps its ports, so clients reconnect to where it was.
+        self.port, self.tls_port = self.port or free_port(), self.tls_port or free_port()
         password_file = self.directory / "passwd"
         for user, password in self.users.items():
             set_password(password_file, user, password)
@@ -69,7 +73,15 @@ class Broker:
                     "allow_anonymous false",
                     f"password_file {password_file}",
                     f"acl_file {SHIPPED_ACL}",
-                    "persistence false",
+                    *(
+                        [
+                            "persistence true",
+                            f"persistence_location {self.directory}/",
+                            "autosave_interval 1",
+                        ]
+                        if self.persistence
+                        else ["persistence false"]
+                    ),
                     "max_inflight_messages 500",
                     # as deploy/mosquitto/mosquitto.conf: the default 1000 drops a backlog
                     "max_queued_messages 100000",

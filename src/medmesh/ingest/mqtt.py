@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import InvalidReading, RejectReason
@@ -47,6 +47,23 @@ MAX_DEVICE_ID_LENGTH = 36  # device ids are UUIDs
 TRANSIENT_RETRIES = 3
 # PostgreSQL SQLSTATEs worth retrying whole: deadlock, serialization failure.
 _TRANSIENT_SQLSTATES = {"40P01", "40001"}
+
+
+# SQLSTATE classes of the database's own trouble, not of a message: connection exception,
+# insufficient resources (disk full, too many connections), operator intervention (shutting
+# down, restarting), system error.
+_OUTAGE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """The database is unreachable, full or going away: no message is to blame, so none may be
+    dead-lettered (the broker redelivers them once the database is back)."""
+    if isinstance(exc, OSError | OperationalError | InterfaceError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return exc.connection_invalidated or str(sqlstate or "")[:2] in _OUTAGE_SQLSTATE_CLASSES
 
 
 def _is_transient(exc: DBAPIError) -> bool:
@@ -138,7 +155,10 @@ class MqttIngest:
         )
 
     async def run(self) -> None:
-        """Consume until stopped, reconnecting after broker or database failures."""
+        """Consume until stopped, reconnecting after broker or database failures: 0.5 s after
+        the first, doubling up to 10 s while they go on, and back to 0.5 s once a connection
+        has held (after a broker restart the devices reconnect within a second or two, and
+        what they publish before a worker has subscribed again may be dropped by the broker)."""
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -150,7 +170,10 @@ class MqttIngest:
                 )
             except Exception as exc:  # a failed commit: drop the session's unacked messages
                 log.error("MQTT ingest batch failed (%s); reconnecting", type(exc).__name__)
+            held = self.connected.is_set()
             self.connected.clear()
+            if held:
+                delay = 0.5
             if not self._stopping.is_set():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -178,10 +201,13 @@ class MqttIngest:
         s = self._settings
         prefix = f"$share/{s.shared_group}/" if s.shared_group else ""
         filters = [prefix + READINGS_FILTER, prefix + STATUS_FILTER]
-        async with self._client() as client:
-            # aiomqtt has no manual-ack switch; paho (its engine) does. PUBACK is ours to send.
-            paho = client._client
-            paho.manual_ack_set(True)
+        client = self._client()
+        # aiomqtt has no manual-ack switch; paho (its engine) does. PUBACK is ours to send.
+        # Switched on before connecting: a resumed session's unacknowledged messages arrive
+        # right after CONNACK, and paho would acknowledge them itself before they are stored.
+        paho = client._client
+        paho.manual_ack_set(True)
+        async with client:
             for topic_filter in filters:
                 await client.subscribe(topic_filter, qos=1)
             self.connected.set()
@@ -227,7 +253,9 @@ class MqttIngest:
             await self._process_retrying(messages)
             return
         except Exception as exc:
-            if isinstance(exc, SQLAlchemyError) and not isinstance(exc, DBAPIError):
+            if _is_outage(exc) or (
+                isinstance(exc, SQLAlchemyError) and not isinstance(exc, DBAPIError)
+            ):
                 raise  # not about the data (e.g. a closed pool): retry after reconnecting
             if len(messages) == 1:
                 if not await self._dead_letter_unstorable(messages[0]):
@@ -237,6 +265,8 @@ class MqttIngest:
             try:
                 await self._process_retrying([message])
             except Exception as exc:  # whatever breaks one message must not block the queue
+                if _is_outage(exc):
+                    raise  # the database failed meanwhile: this message is not to blame
                 log.error("an MQTT message could not be processed (%s)", type(exc).__name__)
                 if not await self._dead_letter_unstorable(message):
                     raise

@@ -302,18 +302,170 @@ async def test_lab_results_for_an_unknown_patient_get_ae_and_dead_letters(
     assert reasons == ["no-patient-assigned"] * 4
 
 
-async def test_a_lab_code_medmesh_does_not_store_is_refused_alone(
-    database: Database, world: World, laboratory: str, peer: Peer
+def cbc_oru(control_id: str, pid: str, *obx: str) -> str:
+    """A CBC panel (LOINC 58410-2, https://loinc.org/58410-2, its member codes and UCUM units)
+    in the ELR 2.5.1 layout above, with the rest of the CMP (24323-8) a laboratory reports."""
+    return "\r".join(
+        [
+            f"MSH|^~\\&|LAB|GOODHEALTH LAB^2.16.840.1.113883.19.4.6^ISO|medmesh|RPM|{T}||"
+            f"ORU^R01^ORU_R01|{control_id}|P|2.5.1|||AL|NE",
+            pid,
+            "ORC|RE|ORD-449^EHR|ACC-7782^LAB",
+            "OBR|1|ORD-449^EHR|ACC-7782^LAB|58410-2^CBC panel - Blood by Automated count^LN|||"
+            f"{T}|||||||||||||||{T}||HM|F",
+            *obx,
+        ]
+    )
+
+
+CBC = [
+    "OBX|1|NM|6690-2^Leukocytes [#/volume] in Blood by Automated count^LN||11.8|10*3/uL^^UCUM|"
+    f"4.0-10.5|H|||F|||{T}",
+    "OBX|2|NM|789-8^Erythrocytes [#/volume] in Blood by Automated count^LN||4.61|10*6/uL^^UCUM|"
+    f"4.20-5.40|N|||F|||{T}",
+    f"OBX|3|NM|718-7^Hemoglobin [Mass/volume] in Blood^LN||13.9|g/dL^^UCUM|12.0-16.0|N|||F|||{T}",
+    f"OBX|4|NM|4544-3^Hematocrit [Volume Fraction] of Blood by Automated count^LN||41.2|%|"
+    f"36.0-46.0|N|||F|||{T}",
+    f"OBX|5|NM|787-2^MCV [Entitic volume] by Automated count^LN||89|fL|80-100|N|||F|||{T}",
+    "OBX|6|NM|777-3^Platelets [#/volume] in Blood by Automated count^LN||140|10*3/uL^^UCUM|"
+    f"150-400|L|||P|||{T}",
+    "OBX|7|NM|1751-7^Albumin [Mass/volume] in Serum or Plasma^LN||4.1|g/dL^^UCUM|3.5-5.0|N"
+    f"|||F|||{T}",
+    "OBX|8|SN|33914-3^Glomerular filtration rate/1.73 sq M.predicted^LN||>^60|"
+    f"mL/min/{{1.73_m2}}^^UCUM|>60|N|||F|||{T}",
+]
+# What medmesh refuses, each alone: a local code, a text result, a unit that is not UCUM.
+LOCAL_CODE = f"OBX|9|NM|HEMOLYSIS^Hemolysis index^99LAB||12|1|0-50|N|||F|||{T}"
+TEXT_RESULT = f"OBX|10|ST|5778-6^Color of Urine^LN||Straw||||||F|||{T}"  # a text result
+NOT_UCUM = (
+    f"OBX|11|NM|2075-0^Chloride [Moles/volume] in Serum or Plasma^LN||101|mEq/L|98-107|N|||F|||{T}"
+)
+
+
+def err_segments(ack: object) -> list[list[str]]:
+    """The ERR segments of an ACK, each split into its fields (ERR-2 at index 2)."""
+    return [s.split("|") for s in str(ack).split("\r") if s.startswith("ERR|")]
+
+
+async def test_a_cbc_panel_of_any_loinc_codes_becomes_laboratory_observations(
+    database: Database, world: World, laboratory: str, peer: Peer, client: httpx.AsyncClient
 ) -> None:
     pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
-    albumin = (
-        "OBX|5|NM|1751-7^Albumin [Mass/volume] in Serum or Plasma^LN||4.1|g/dL^^UCUM|3.5-5.0|N"
-        f"|||F|||{T}"
+    ack = await peer.send(cbc_oru("LAB-0003", pid, *CBC, LOCAL_CODE, TEXT_RESULT, NOT_UCUM))
+    code, control, text = msa(ack)
+    assert (code, control) == ("AE", "LAB-0003")
+    assert text.startswith("3 of 11 observations refused")
+    errors = {e[2]: (e[5], e[8]) for e in err_segments(ack)}
+    assert errors["OBX^9^3"][0] == "unknown-code^^99MEDMESH"
+    assert "neither LOINC (LN) nor MDC" in errors["OBX^9^3"][1]
+    assert errors["OBX^10^2"][0] == "malformed^^99MEDMESH"
+    assert "text and coded laboratory results are not stored" in errors["OBX^10^2"][1]
+    assert errors["OBX^11^6"][0] == "unit-not-convertible^^99MEDMESH"
+    found = await client.get(
+        "/fhir/Observation",
+        params={"patient": world.patient_id, "_count": "50"},
+        headers=world.reader_headers,
     )
-    code, _, text = msa(await peer.send(lab_oru("LAB-0003", pid, *PANEL, albumin)))
-    assert code == "AE" and "1 of 5" in text and "unknown-code" in text
+    resources = [Observation.model_validate(e["resource"]) for e in found.json()["entry"]]
+    by_code = {o.code.coding[0].code: o for o in resources}
+    assert set(by_code) == {
+        "6690-2",
+        "789-8",
+        "718-7",
+        "4544-3",
+        "787-2",
+        "777-3",
+        "1751-7",
+        "33914-3",
+    }
+    assert all(o.category[0].coding[0].code == "laboratory" for o in resources)
+    wbc = by_code["6690-2"]
+    assert wbc.code.coding[0].display == "Leukocytes [#/volume] in Blood by Automated count"
+    assert wbc.code.coding[0].system == "http://loinc.org"
+    assert (float(wbc.valueQuantity.value), wbc.valueQuantity.code) == (11.8, "10*3/uL")
+    assert wbc.valueQuantity.system == "http://unitsofmeasure.org"
+    assert (float(wbc.referenceRange[0].low.value), float(wbc.referenceRange[0].high.value)) == (
+        4.0,
+        10.5,
+    )
+    assert wbc.interpretation[0].coding[0].code == "H"
+    assert wbc.status == "final"
+    assert by_code["777-3"].status == "preliminary"
+    egfr = by_code["33914-3"]
+    assert (egfr.valueQuantity.comparator, float(egfr.valueQuantity.value)) == (">", 60)
+    assert egfr.valueQuantity.code == "mL/min/{1.73_m2}"
+    # Hemoglobin is in medmesh's vocabulary: its name is medmesh's, the rest the same.
+    assert by_code["718-7"].interpretation[0].coding[0].code == "N"
+    # Searchable by code, with or without the system, alone or with others.
+    for code_param in ("6690-2", "http://loinc.org|6690-2", "6690-2,777-3"):
+        hits = await client.get(
+            "/fhir/Observation",
+            params={"patient": world.patient_id, "code": code_param},
+            headers=world.reader_headers,
+        )
+        codes = {e["resource"]["code"]["coding"][0]["code"] for e in hits.json()["entry"]}
+        assert codes == set(code_param.replace("http://loinc.org|", "").split(","))
+    labs = await client.get(
+        "/fhir/Observation",
+        params={"patient": world.patient_id, "category": "laboratory", "_count": "50"},
+        headers=world.reader_headers,
+    )
+    assert len(labs.json()["entry"]) == 8
+    vital = await client.get(
+        "/fhir/Observation",
+        params={"patient": world.patient_id, "category": "vital-signs"},
+        headers=world.reader_headers,
+    )
+    assert vital.json().get("entry", []) == []
+    # Each value sealed with the patient's key, the test's name too; refusals are dead letters.
     async with database.read() as conn:
-        assert len((await conn.execute(select(observations))).all()) == 4
+        values = (await conn.execute(select(observations.c.value))).scalars().all()
+        sealed = (await conn.execute(select(lab_result_details.c.detail))).scalars().all()
+        reasons = (await conn.execute(select(dead_letters.c.reason))).scalars().all()
+    assert len(values) == 8 and all(isinstance(v, bytes) and b"11.8" not in v for v in values)
+    assert len(sealed) == 8 and all(b"Leukocytes" not in s for s in sealed)
+    assert sorted(reasons) == ["malformed", "unit-not-convertible", "unknown-code"]
+    everything = await client.get(
+        f"/fhir/Patient/{world.patient_id}/$everything", headers=world.reader_headers
+    )
+    assert everything.status_code == 200
+    in_everything = {
+        e["resource"]["code"]["coding"][0]["code"]
+        for e in everything.json()["entry"]
+        if e["resource"]["resourceType"] == "Observation"
+    }
+    assert {"6690-2", "33914-3"} <= in_everything
+
+
+@pytest.mark.parametrize(
+    ("obx", "field", "detail"),
+    [
+        (f"OBX|1|NM|6690-2^WBC^LN||11.8|10*3/uL|||||Q|||{T}", "OBX^1^11", "OBX-11 result status"),
+        (f"OBX|1|SN|6690-2^WBC^LN||^1^-^5|10*3/uL|||||F|||{T}", "OBX^1^5", "ranges and ratios"),
+        (f"OBX|1|SN|6690-2^WBC^LN||<>^5|10*3/uL|||||F|||{T}", "OBX^1^5", "comparator"),
+        (f"OBX|1|NM|6690-2^WBC^LN||eleven|10*3/uL|||||F|||{T}", "OBX^1^5", "NM number"),
+        (f"OBX|1|NM|12345^WBC^LN||11.8|10*3/uL|||||F|||{T}", "OBX^1^3", "not a LOINC code"),
+        (f"OBX|1|CWE|6690-2^WBC^LN||H^High^L||||||F|||{T}", "OBX^1^2", "OBX-2 must be NM or SN"),
+        ("OBX|1|NM|6690-2^WBC^LN||11.8|10*3/uL|||||F|||2026-11-25", "OBX^1^14", "date/time"),
+    ],
+)
+async def test_a_bad_laboratory_result_is_refused_alone_with_a_specific_reason(
+    database: Database,
+    world: World,
+    laboratory: str,
+    peer: Peer,
+    obx: str,
+    field: str,
+    detail: str,
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
+    good = CBC[1].replace("OBX|2|", "OBX|2|")
+    ack = await peer.send(cbc_oru("LAB-0005", pid, obx, good))
+    assert msa(ack)[:2] == ("AE", "LAB-0005")
+    (error,) = err_segments(ack)
+    assert error[2] == field and detail in error[8]
+    async with database.read() as conn:
+        assert (await conn.execute(select(observations.c.code))).scalars().all() == ["789-8"]
 
 
 async def test_erasure_removes_lab_findings_and_fed_contact_details_for_good(

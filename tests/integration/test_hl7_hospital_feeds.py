@@ -8,6 +8,8 @@ The messages follow the shapes real senders use, written from public examples:
 - A28/A31 as the "add/update person information" of the HL7 v2.5.1 standard, chapter 3.3.28
   (the ADT_A05 structure, no PV1 content);
 - A40 with PID (survivor) and MRG-1 (the merged identifier), HL7 v2.5.1 chapter 3.3.40;
+  A34 (ADT_A30: PID + MRG-1) and A39 (ADT_A40, here with the prior patient id in MRG-4 only),
+  chapters 3.3.34 and 3.3.39;
 - ORU^R01 laboratory results in the shape of the HL7 v2.5.1 Electronic Laboratory Reporting
   implementation guide (ORC + OBR with a LOINC panel code, one NM OBX per analyte with LOINC
   code^text^LN, UCUM units, OBX-7 reference range, OBX-8 abnormal flag, OBX-11 status F), as in
@@ -55,6 +57,7 @@ from medmesh.store.schema import (
     dead_letters,
     lab_result_details,
     observations,
+    patient_merges,
     patients,
 )
 from tests.accounts_fixtures import make_clinician, sign_in
@@ -69,6 +72,7 @@ def adt(event: str, control_id: str, pid: str, *more: str) -> str:
     structure = "ADT_A05" if event in ("A28", "A31") else f"ADT_{event}"
     if event == "A08":
         structure = "ADT_A01"
+    structure = {"A34": "ADT_A30", "A39": "ADT_A40"}.get(event, structure)
     return "\r".join(
         [
             f"MSH|^~\\&|EPICADT|GOODHEALTH|medmesh|RPM|{T}||ADT^{event}^{structure}|{control_id}"
@@ -178,7 +182,7 @@ async def test_unknown_events_are_refused_ar_and_bad_ones_ae_with_a_dead_letter(
 ) -> None:
     code, control, text = msa(await peer.send(adt("A03", "ADT-0010", PID_NEW, PV1)))
     assert (code, control) == ("AR", "ADT-0010")
-    assert "A01, A04, A08, A28, A31" in text
+    assert "A03 is not accepted" in text and "A01, A04, A08, A28, A31" in text
     nameless = "PID|1||HOSP-1^^^GOODHEALTH^MR||"
     code, control, text = msa(await peer.send(adt("A04", "ADT-0011", nameless)))
     assert (code, control) == ("AE", "ADT-0011")
@@ -203,6 +207,32 @@ async def test_a40_merging_a_patient_into_itself_is_refused_ae(
         assert [p.id for p in await Patients(conn).search()] == [world.patient_id]
         reasons = (await conn.execute(select(dead_letters.c.reason))).scalars().all()
     assert reasons == ["malformed"]
+
+
+@pytest.mark.parametrize(
+    ("event", "mrg"),
+    [("A34", "MRG|HOSP-2^^^GOODHEALTH^MR"), ("A39", "MRG||||HOSP-2^^^GOODHEALTH^MR")],
+)
+async def test_a34_and_a39_merge_the_two_records_as_a40_does(
+    database: Database, peer: Peer, event: str, mrg: str
+) -> None:
+    survivor = "PID|1||HOSP-1^^^GOODHEALTH^MR||ROE^RICK||19700101|M"
+    duplicate = "PID|1||HOSP-2^^^GOODHEALTH^MR||ROE^RICHARD||19700101|M"
+    assert msa(await peer.send(adt("A04", "ADT-0040", survivor)))[0] == "AA"
+    assert msa(await peer.send(adt("A04", "ADT-0041", duplicate)))[0] == "AA"
+    code, control, text = msa(await peer.send(adt(event, "ADT-0042", survivor, mrg)))
+    assert (code, control) == ("AA", "ADT-0042") and text.startswith("patients merged")
+    kept = await _by_identifier(database, "GOODHEALTH", "HOSP-1")
+    async with database.read() as conn:
+        merges = (await conn.execute(select(patient_merges))).mappings().all()
+    assert [(m["survivor_id"], m["undone_at"]) for m in merges] == [(kept.id, None)]
+    # Later messages naming the merged identifier reach the survivor.
+    update = "PID|1||HOSP-2^^^GOODHEALTH^MR||ROE^RICK J||19700101|M"
+    assert msa(await peer.send(adt("A08", "ADT-0043", update)))[:2] == ("AA", "ADT-0043")
+    again = await _by_identifier(database, "GOODHEALTH", "HOSP-1")
+    assert again.given == "RICK J"
+    itself = await peer.send(adt(event, "ADT-0044", survivor, "MRG|HOSP-1^^^GOODHEALTH^MR"))
+    assert msa(itself)[0] == "AE" and "merged into itself" in msa(itself)[2]
 
 
 def lab_oru(control_id: str, pid: str, *obx: str) -> str:
@@ -435,6 +465,34 @@ async def test_a_cbc_panel_of_any_loinc_codes_becomes_laboratory_observations(
         if e["resource"]["resourceType"] == "Observation"
     }
     assert {"6690-2", "33914-3"} <= in_everything
+
+
+async def test_a_corrected_result_replaces_the_one_it_corrects(
+    database: Database, world: World, laboratory: str, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
+    assert msa(await peer.send(cbc_oru("LAB-0006", pid, CBC[0], CBC[5])))[0] == "AA"
+    corrected = "OBX|1|NM|777-3^Platelets [#/volume] in Blood by Automated count^LN||152|" + (
+        f"10*3/uL^^UCUM|150-400|N|||C|||{T}"
+    )
+    for _ in range(2):  # the correction resent after a lost ACK replaces nothing more
+        assert msa(await peer.send(cbc_oru("LAB-0007", pid, corrected))) == (
+            "AA",
+            "LAB-0007",
+            "1 observations accepted",
+        )
+    found = await client.get(
+        "/fhir/Observation",
+        params={"patient": world.patient_id, "code": "777-3"},
+        headers=world.reader_headers,
+    )
+    (platelets,) = [Observation.model_validate(e["resource"]) for e in found.json()["entry"]]
+    assert (platelets.status, float(platelets.valueQuantity.value)) == ("corrected", 152)
+    assert platelets.interpretation[0].coding[0].code == "N"
+    async with database.read() as conn:
+        codes = sorted((await conn.execute(select(observations.c.code))).scalars().all())
+        details = (await conn.execute(select(lab_result_details))).all()
+    assert codes == ["6690-2", "777-3"] and len(details) == 2
 
 
 @pytest.mark.parametrize(

@@ -493,6 +493,19 @@ async def test_a_corrected_result_replaces_the_one_it_corrects(
         codes = sorted((await conn.execute(select(observations.c.code))).scalars().all())
         details = (await conn.execute(select(lab_result_details))).all()
     assert codes == ["6690-2", "777-3"] and len(details) == 2
+    for status, expected in (
+        ("final", {"6690-2"}),
+        ("corrected", {"777-3"}),
+        ("preliminary", set()),
+    ):
+        hits = await client.get(
+            "/fhir/Observation",
+            params={"patient": world.patient_id, "status": status},
+            headers=world.reader_headers,
+        )
+        assert {
+            e["resource"]["code"]["coding"][0]["code"] for e in hits.json().get("entry", [])
+        } == expected
 
 
 @pytest.mark.parametrize(

@@ -545,13 +545,15 @@ async def test_erasure_removes_lab_findings_and_fed_contact_details_for_good(
     pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane||19620320|F|||1 ELM ST^^DURHAM^NC^27701"
     assert msa(await peer.send(adt("A08", "ADT-0030", pid)))[0] == "AA"
     assert msa(await peer.send(lab_oru("LAB-0004", pid, *PANEL)))[0] == "AA"
+    assert msa(await peer.send(cbc_oru("LAB-0008", pid, *CBC)))[0] == "AA"
     async with database.read() as conn:
         before = (await conn.execute(select(lab_result_details))).mappings().all()
         address = (await conn.execute(select(patients.c.address))).scalar_one()
-    assert len(before) == 4 and address is not None
+    assert len(before) == 12 and address is not None
     await erase_patient(database, world.patient_id, reason="patient's request", requested_by="dpo")
     async with database.read() as conn:
         assert (await conn.execute(select(lab_result_details))).all() == []
+        assert (await conn.execute(select(observations))).all() == []
         assert (await conn.execute(select(patients))).all() == []
     # A copy of the rows taken before the erasure opens no more: the patient's key is gone.
     with pytest.raises(DataKeyDestroyed):
@@ -723,6 +725,7 @@ async def test_the_patient_page_shows_lab_results_beside_the_vitals(
 ) -> None:
     pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
     assert msa(await peer.send(lab_oru("LAB-0020", pid, *PANEL)))[0] == "AA"
+    assert msa(await peer.send(cbc_oru("LAB-0021", pid, CBC[0], CBC[5], CBC[7])))[0] == "AA"
     doctor = await make_clinician(database, "dr.lab", "dr lab")
     await provisioning.add_to_care_team(database, world.patient_id, doctor.user_id, added_by="t")
     await sign_in(client, doctor)
@@ -732,11 +735,19 @@ async def test_the_patient_page_shows_lab_results_beside_the_vitals(
     rows = re.findall(r"<tr( class=\"lab-abnormal\")?>\s*<th scope=\"row\">([^<]+)</th>", section)
     assert sorted(name for _, name in rows) == [
         "Creatinine [Mass/volume] in Serum or Plasma",
+        "Glomerular filtration rate/1.73 sq M.predicted",
         "Glucose [Mass/volume] in Serum or Plasma",
+        "Leukocytes [#/volume] in Blood by Automated count",
+        "Platelets [#/volume] in Blood by Automated count",
         "Potassium [Moles/volume] in Serum or Plasma",
         "Sodium [Moles/volume] in Serum or Plasma",
     ]
-    assert [name for flagged, name in rows if flagged] == [
-        "Potassium [Moles/volume] in Serum or Plasma"
+    assert sorted(name for flagged, name in rows if flagged) == [
+        "Leukocytes [#/volume] in Blood by Automated count",
+        "Platelets [#/volume] in Blood by Automated count",
+        "Potassium [Moles/volume] in Serum or Plasma",
     ]
     assert "5.9 mmol/L" in section and "3.5-5.1" in section and "High" in section
+    assert "11.8 10*3/uL" in section and "4.0-10.5" in section
+    assert '140 10*3/uL <span class="lab-status">(preliminary)</span>' in section
+    assert "&gt;60 mL/min/{1.73_m2}" in section

@@ -35,6 +35,7 @@ from typer.testing import CliRunner
 from medmesh import provisioning
 from medmesh.access.erasure import erase_patient
 from medmesh.access.identity.principals import Role
+from medmesh.access.policy.decision import Decision, observation_access
 from medmesh.cli import app
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.consent import Consent, ConsentStatus, GranteeType
@@ -465,6 +466,39 @@ async def test_a_cbc_panel_of_any_loinc_codes_becomes_laboratory_observations(
         if e["resource"]["resourceType"] == "Observation"
     }
     assert {"6690-2", "33914-3"} <= in_everything
+
+
+async def test_a_consent_to_laboratory_results_covers_every_loinc_code_and_no_other_category(
+    database: Database, world: World, laboratory: str, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    """What a consent limited to categories lets a search return (the access groups the policy
+    builds, store/observations.py): codes outside the vocabulary are laboratory results."""
+    pid = "PID|1||MRN-1^^^urn:medmesh:mrn^MR||Doe^Jane"
+    assert msa(await peer.send(cbc_oru("LAB-0009", pid, CBC[0], CBC[2], CBC[7])))[0] == "AA"
+    vitals = {
+        "readings": [
+            {"id": "hr", "type": "heart-rate", "time": BASE_TIME.isoformat(), "value": 70,
+             "unit": "/min"}
+        ]
+    }  # fmt: skip
+    assert (
+        await client.post("/ingest/v1/readings", json=vitals, headers=world.device_headers)
+    ).status_code == 202
+    seen = {}
+    for categories in (["laboratory"], ["vital-signs"], ["vital-signs", "laboratory"]):
+        access = observation_access({world.patient_id: _limited(categories)})
+        async with database.read() as conn:
+            found = await Observations(conn).search(ObservationQuery(access=access, limit=50))
+        seen[tuple(categories)] = sorted(o.code for o in found)
+    assert seen == {
+        ("laboratory",): ["33914-3", "6690-2", "718-7"],
+        ("vital-signs",): ["8867-4"],
+        ("vital-signs", "laboratory"): ["33914-3", "6690-2", "718-7", "8867-4"],
+    }
+
+
+def _limited(categories: list[str]) -> Decision:
+    return Decision(True, "consent:test", "TREAT", frozenset(categories))
 
 
 async def test_a_corrected_result_replaces_the_one_it_corrects(

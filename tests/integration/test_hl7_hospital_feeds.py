@@ -58,6 +58,7 @@ from medmesh.store.schema import (
     dead_letters,
     lab_result_details,
     observations,
+    patient_identifiers,
     patient_merges,
     patients,
 )
@@ -151,6 +152,61 @@ async def test_a_fed_patient_reads_back_over_fhir_with_address_and_phone(
         patient.address[0].line == ["2222 HOME STREET"] and patient.address[0].city == "GREENSBORO"
     )
     assert patient.telecom[0].value == "(555) 5551234"
+
+
+async def test_every_pid3_identifier_is_kept_and_finds_the_patient_anywhere(
+    database: Database, world: World, laboratory: str, peer: Peer, client: httpx.AsyncClient
+) -> None:
+    several = (
+        "PID|1||MRN-1^^^urn:medmesh:mrn^MR~991-22-3333^^^SSA^SS~C-9^^^NORTHCLINIC^MR||Doe^Jane"
+    )
+    assert msa(await peer.send(adt("A08", "ADT-0050", several))) == (
+        "AA",
+        "ADT-0050",
+        "patient updated",
+    )
+    # Named only by another of her identifiers: the same patient, not a new one.
+    by_ssn = "PID|1||991-22-3333^^^SSA^SS||Doe^Janet"
+    assert msa(await peer.send(adt("A08", "ADT-0051", by_ssn)))[2] == "patient updated"
+    async with database.read() as conn:
+        (patient,) = await Patients(conn).search()
+        sealed = (await conn.execute(select(patient_identifiers.c.value))).scalars().all()
+    assert (patient.id, patient.given) == (world.patient_id, "Janet")
+    assert len(sealed) == 2 and all(b"991-22-3333" not in s and b"C-9" not in s for s in sealed)
+    answer = await client.get(f"/fhir/Patient/{world.patient_id}", headers=world.reader_headers)
+    resource = Patient.model_validate(answer.json())
+    assert [(i.system, i.value) for i in resource.identifier] == [
+        ("urn:medmesh:mrn", "MRN-1"),
+        ("NORTHCLINIC", "C-9"),
+        ("SSA", "991-22-3333"),
+    ]
+    for token in ("SSA|991-22-3333", "NORTHCLINIC|C-9", "C-9", "urn:medmesh:mrn|MRN-1"):
+        found = await client.get(
+            "/fhir/Patient", params={"identifier": token}, headers=world.reader_headers
+        )
+        assert [e["resource"]["id"] for e in found.json()["entry"]] == [world.patient_id], token
+    # A laboratory naming her by the clinic's number files into her record.
+    clinic_pid = "PID|1||C-9^^^NORTHCLINIC^MR||Doe^Jane"
+    assert msa(await peer.send(cbc_oru("LAB-0050", clinic_pid, CBC[0])))[0] == "AA"
+    async with database.read() as conn:
+        owners = (await conn.execute(select(observations.c.patient_id))).scalars().all()
+    assert owners == [world.patient_id]
+    # Identifiers naming two different patients: refused, nothing changes.
+    other = "PID|1||HOSP-50001^^^GOODHEALTH^MR||ROE^RICK||19800101|M"
+    assert msa(await peer.send(adt("A28", "ADT-0052", other)))[2] == "patient registered"
+    both = "PID|1||HOSP-50001^^^GOODHEALTH^MR~C-9^^^NORTHCLINIC^MR||ROE^RICHARD||19800101|M"
+    code, control, text = msa(await peer.send(adt("A31", "ADT-0053", both)))
+    assert (code, control) == ("AE", "ADT-0053") and "more than one patient" in text
+    async with database.read() as conn:
+        rick = await Patients(conn).find_by_identifier("GOODHEALTH", "HOSP-50001")
+        held = (await conn.execute(select(patient_identifiers.c.patient_id))).scalars().all()
+    assert rick is not None and rick.given == "RICK" and rick.other_identifiers == ()
+    assert held == [world.patient_id, world.patient_id]
+    # Erased with her.
+    await erase_patient(database, world.patient_id, reason="patient's request", requested_by="dpo")
+    async with database.read() as conn:
+        assert (await conn.execute(select(patient_identifiers))).all() == []
+        assert await Patients(conn).find_by_identifier("SSA", "991-22-3333") is None
 
 
 async def test_a08_a28_and_a31_update_the_same_patient_found_by_any_identifier(

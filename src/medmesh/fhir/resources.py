@@ -174,7 +174,10 @@ def patient(record: Patient) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Patient",
         "id": record.id,
-        "identifier": [{"system": record.identifier_system, "value": record.identifier_value}],
+        "identifier": [
+            {"system": record.identifier_system, "value": record.identifier_value},
+            *({"system": s, "value": v} for s, v in record.other_identifiers),
+        ],
         "name": [{"family": record.family, "given": [record.given]}],
     }
     if record.gender is not None:

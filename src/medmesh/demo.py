@@ -103,8 +103,9 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
 
 
 async def _laboratory_results(database: Database, subject: DemoSubject) -> None:
-    """A basic metabolic panel from the hospital laboratory, over HL7 v2 ORU^R01 with LOINC
-    codes (docs/hl7.md), so lab results show next to the vitals."""
+    """A basic metabolic panel and a blood count from the hospital laboratory, over HL7 v2
+    ORU^R01 with LOINC codes (docs/hl7.md), so lab results show next to the vitals; the blood
+    count's codes are outside medmesh's vocabulary, as most of a real laboratory's are."""
     async with database.read() as conn:
         registered = await Devices(conn).find_by_serial_number("DEMO-LAB")
     if registered is None:
@@ -123,9 +124,24 @@ async def _laboratory_results(database: Database, subject: DemoSubject) -> None:
             f"OBX|2|NM|2951-2^Sodium^LN||138|mmol/L^^UCUM|136-145|N|||F|||{taken}",
             f"OBX|3|NM|2345-7^Glucose^LN||131|mg/dL^^UCUM|70-99|H|||F|||{taken}",
             f"OBX|4|NM|2160-0^Creatinine^LN||0.9|mg/dL^^UCUM|0.6-1.2|N|||F|||{taken}",
+            f"OBX|5|SN|33914-3^eGFR^LN||>^60|mL/min/{{1.73_m2}}^^UCUM|>60|N|||F|||{taken}",
         ]
     )
-    await MllpServer(database, IngestPipeline(database)).answer(message.encode())
+    blood_count = "\r".join(
+        [
+            f"MSH|^~\\&|DEMO-LAB|HOSPITAL|medmesh|RPM|{taken}||ORU^R01^ORU_R01|"
+            f"DEMO-CBC-{subject.simulated.name}|P|2.5.1",
+            f"PID|1||{subject.simulated.name}^^^{DEMO_SYSTEM}^MR",
+            f"OBR|1|||58410-2^CBC panel - Blood by Automated count^LN|||{taken}",
+            f"OBX|1|NM|6690-2^Leukocytes^LN||11.2|10*3/uL^^UCUM|4.0-10.5|H|||F|||{taken}",
+            f"OBX|2|NM|718-7^Hemoglobin^LN||13.6|g/dL^^UCUM|12.0-16.0|N|||F|||{taken}",
+            f"OBX|3|NM|4544-3^Hematocrit^LN||40.8|%^^UCUM|36.0-46.0|N|||F|||{taken}",
+            f"OBX|4|NM|777-3^Platelets^LN||231|10*3/uL^^UCUM|150-400|N|||F|||{taken}",
+        ]
+    )
+    server = MllpServer(database, IngestPipeline(database))
+    for text in (message, blood_count):
+        await server.answer(text.encode())
 
 
 async def _care_between_visits(database: Database, patient_id: str) -> None:

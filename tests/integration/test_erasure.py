@@ -224,6 +224,9 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
                 hash="1" * 64,
             )
         )
+        # Another identifier of hers (HL7 PID-3), sealed with her key.
+        await Patients(conn).add_identifiers(patient_id, [("SSA", "991-22-3333")])
+        await Patients(conn).add_identifiers(other.patient_id, [("SSA", "991-22-4444")])
         await DeadLetters(conn).add_many(
             [
                 DeadLetter(
@@ -263,6 +266,7 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
         "device_assignments": 1,
         "export_jobs": 1,
         "dead_letters": 1,
+        "patient_identifiers": 1,
         "patients": 1,
     }
     async with keyed.read() as conn:
@@ -274,11 +278,14 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
             ).scalars()
         )
         records = list((await conn.execute(select(patients.c.id))).scalars())
+        others_ids = await Patients(conn).find_by_identifier("SSA", "991-22-4444")
+        hers = await Patients(conn).find_by_identifier("SSA", "991-22-3333")
         the_other = await Observations(conn).search(ObservationQuery(patient_id=other.patient_id))
         stored = (await conn.execute(select(erasure_certificates.c.patient_id))).scalars().all()
     assert remaining_jobs == ["e2"]
     assert audit == 1  # the audit trail outlives erasure
     assert accounts == [] and records == [other.patient_id]
+    assert hers is None and others_ids is not None and others_ids.id == other.patient_id
     assert [o.values[0].value for o in the_other] == [66.0]
     assert stored == [patient_id]
     with pytest.raises(DataKeyDestroyed):  # an erased patient gets no new key

@@ -34,7 +34,7 @@ from medmesh.access.identity.device_certificates import CertificateRefused, Devi
 from medmesh.domain.errors import Conflict, InvalidReading, RejectReason
 from medmesh.domain.reading import observation_id
 from medmesh.ingest.hl7_ack import AckCode, AckError, build_ack
-from medmesh.ingest.hl7_adt import MERGE_EVENT, AdtMessage, message_type, read_adt
+from medmesh.ingest.hl7_adt import MERGE_EVENTS, AdtMessage, message_type, read_adt
 from medmesh.ingest.hl7_oru import (
     MessageRejected,
     ObservationItem,
@@ -55,6 +55,7 @@ from medmesh.ingest.patient_feed import (
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
+from medmesh.store.lab_corrections import replace_corrected
 from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.registry import Devices
 
@@ -304,6 +305,7 @@ class MllpServer:
 
         async def also(conn: AsyncConnection) -> None:
             await LabResults(conn).add_for_stored(findings)
+            await replace_corrected(conn, findings)
 
         results = await self._pipeline.ingest_many(batches, refused, also if findings else None)
         for result, items in zip(results, sources, strict=True):
@@ -346,7 +348,7 @@ class MllpServer:
                     rejected.hl7_error,
                 )
             return await self._reject(rejected, text)
-        if message.event == MERGE_EVENT:
+        if message.event in MERGE_EVENTS:
             return await self._merge(message, text)
         try:
             applied = await apply_demographics(self._database, message.patient)

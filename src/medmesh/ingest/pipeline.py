@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.domain.reading import Reading
 from medmesh.domain.registry import DeviceAssignment
-from medmesh.domain.validation import check_effective_time, resolve_measure, validate_values
+from medmesh.domain.validation import check_effective_time, reading_measure, validate_values
 from medmesh.ingest.after_commit import AfterCommit, CommittedListener, RoundListener
 from medmesh.ingest.incoming import Incoming
 from medmesh.store.database import Database
@@ -328,7 +328,7 @@ class IngestPipeline:
             raise item.error
         assert item.reading is not None
         raw = item.reading
-        measure = resolve_measure(raw.measure)
+        measure = reading_measure(raw)
         values = validate_values(measure, raw)
         check_effective_time(raw.effective, received_at, self._max_clock_skew)
         patient_id = batch.patient_id or self._assigned_patient(

@@ -46,6 +46,7 @@ from medmesh.store.schema import (
     page_alerts,
     page_deliveries,
     pages,
+    patient_identifiers,
     patient_merges,
     patients,
     refill_requests,
@@ -223,6 +224,10 @@ class PatientRecords:
         # A record merged into this one keeps its own rows; it no longer points here.
         await self._conn.execute(
             update(patients).where(patients.c.merged_into == patient_id).values(merged_into=None)
+        )
+        await run(
+            "patient_identifiers",
+            delete(patient_identifiers).where(patient_identifiers.c.patient_id == patient_id),
         )
         await run("patients", delete(patients).where(patients.c.id == patient_id))
         return counts

@@ -20,15 +20,16 @@ from sqlalchemy.sql import ColumnElement
 
 from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.reading import MeasuredValue
+from medmesh.domain.vocabulary import is_laboratory_test
 from medmesh.store.lab_results import LabResults
 from medmesh.store.observations import (
-    LAB_RESULT_CODES,
     VALUE,
     Observations,
     StoredObservation,
     TimeBound,
     _bound,
     _within,
+    code_in,
     patient_keys,
 )
 from medmesh.store.schema import observations
@@ -100,7 +101,7 @@ def _conditions(wanted: ObservationFilter) -> list[ColumnElement[bool]]:
     if wanted.device_ids:
         where.append(c.device_id.in_(wanted.device_ids))
     for group in wanted.code_groups:
-        where.append(c.code.in_(group))
+        where.append(code_in(group))
     where.extend(_bound(b) for b in wanted.effective)
     where.extend(
         not_(and_(c.effective >= g.start, c.effective < g.end)) for g in wanted.effective_gaps
@@ -172,7 +173,7 @@ async def _fetch_bulk(
         values.update(zip((r["id"] for r in mine), opened, strict=True))
     # A laboratory's reference range and interpretation (HL7 OBX-7/8) come with its results.
     lab = await LabResults(conn).for_observations(
-        {r["id"]: r["patient_id"] for r in singles if r["code"] in LAB_RESULT_CODES}
+        {r["id"]: r["patient_id"] for r in singles if is_laboratory_test(r["code"])}
     )
     return [
         panels[r["id"]]

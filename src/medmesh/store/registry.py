@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime
 
 import orjson
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,7 +14,13 @@ from medmesh.crypto.envelope import Cipher, DataKey
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient, PostalAddress
 from medmesh.store.database import cipher_of
-from medmesh.store.schema import device_assignments, devices, imaging_studies, patients
+from medmesh.store.schema import (
+    device_assignments,
+    devices,
+    imaging_studies,
+    patient_identifiers,
+    patients,
+)
 
 
 def _identifier_index(cipher: Cipher, system: str, value: str) -> str:
@@ -24,6 +30,7 @@ def _identifier_index(cipher: Cipher, system: str, value: str) -> str:
 async def _patients(conn: AsyncConnection, rows: Sequence[RowMapping]) -> list[Patient]:
     """Decrypt patient rows (rows of an erased patient, should one remain, are skipped)."""
     keys = await cipher_of(conn).keys_for({r["id"] for r in rows})
+    others = await _other_identifiers(conn, keys)
     found = []
     for row in rows:
         key = keys.get(row["id"])
@@ -46,8 +53,24 @@ async def _patients(conn: AsyncConnection, rows: Sequence[RowMapping]) -> list[P
                 gender=row["gender"],
                 address=_address(key, row["address"], pid),
                 phone=None if row["phone"] is None else key.open_text(row["phone"], _PHONE, pid),
+                other_identifiers=tuple(sorted(others.get(pid, ()))),
             )
         )
+    return found
+
+
+async def _other_identifiers(
+    conn: AsyncConnection, keys: dict[str, DataKey]
+) -> dict[str, list[tuple[str, str]]]:
+    """The other identifiers (system, value) of these patients (id → key), opened."""
+    if not keys:
+        return {}
+    query = select(patient_identifiers).where(patient_identifiers.c.patient_id.in_(list(keys)))
+    found: dict[str, list[tuple[str, str]]] = {}
+    for row in (await conn.execute(query)).mappings():
+        pid = row["patient_id"]
+        value = keys[pid].open_text(row["value"], _OTHER_IDENTIFIER, row["identifier_index"])
+        found.setdefault(pid, []).append((row["system"], value))
     return found
 
 
@@ -94,6 +117,7 @@ def _sealed_fields(key: DataKey, patient: Patient) -> dict[str, object]:
 
 
 _IDENTIFIER = "patients.identifier_value"
+_OTHER_IDENTIFIER = "patient_identifiers.value"
 _FAMILY = "patients.family"
 _GIVEN = "patients.given"
 _BIRTH_DATE = "patients.birth_date"
@@ -165,6 +189,38 @@ class Patients:
             )
         )
 
+    async def add_identifiers(
+        self, patient_id: str, identifiers: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Give the patient these (system, value) identifiers besides their own, each unless
+        they hold it already; Conflict when another patient holds one (nothing is added).
+        Returns the ones added."""
+        cipher = cipher_of(self._conn)
+        fresh: dict[str, tuple[str, str]] = {}
+        for system, value in identifiers:
+            index = _identifier_index(cipher, system, value)
+            holders = {p.id for p in await self._by_identifier(system, value)}
+            if holders - {patient_id}:
+                raise Conflict("another patient has this identifier")
+            if not holders:
+                fresh[index] = (system, value)
+        if not fresh:
+            return []
+        key = await cipher.key_or_create(patient_id)
+        await self._conn.execute(
+            patient_identifiers.insert(),
+            [
+                {
+                    "identifier_index": index,
+                    "patient_id": patient_id,
+                    "system": system,
+                    "value": key.seal_text(value, _OTHER_IDENTIFIER, index),
+                }
+                for index, (system, value) in fresh.items()
+            ],
+        )
+        return list(fresh.values())
+
     async def get(self, patient_id: str) -> Patient:
         rows = (
             (await self._conn.execute(select(patients).where(patients.c.id == patient_id)))
@@ -207,12 +263,19 @@ class Patients:
         if system is not None:
             systems = [system]
         else:
-            distinct = select(patients.c.identifier_system).distinct()
-            systems = list((await self._conn.execute(distinct)).scalars())
+            distinct = select(patients.c.identifier_system).union(
+                select(patient_identifiers.c.system)
+            )
+            systems = sorted(set((await self._conn.execute(distinct)).scalars()))
         if not systems:
             return []
         wanted = [_identifier_index(cipher, s, value) for s in systems]
-        query = select(patients).where(patients.c.identifier_index.in_(wanted))
+        others = select(patient_identifiers.c.patient_id).where(
+            patient_identifiers.c.identifier_index.in_(wanted)
+        )
+        query = select(patients).where(
+            or_(patients.c.identifier_index.in_(wanted), patients.c.id.in_(others))
+        )
         return await _patients(self._conn, (await self._conn.execute(query)).mappings().all())
 
     async def search(

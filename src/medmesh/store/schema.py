@@ -59,6 +59,17 @@ patients = Table(
     UniqueConstraint("identifier_index"),
 )
 
+# A patient's other identifiers (HL7 PID-3 repetitions beyond the one in `patients`), each
+# found by its blind index as the patient's own is; the value sealed with the patient's key.
+patient_identifiers = Table(
+    "patient_identifiers",
+    metadata,
+    Column("identifier_index", String(64), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False, index=True),
+    Column("system", String(200), nullable=False),
+    Column("value", LargeBinary, nullable=False),  # sealed
+)
+
 devices = Table(
     "devices",
     metadata,

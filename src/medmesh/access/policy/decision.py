@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from medmesh.access.identity.principals import Principal, Role
 from medmesh.access.policy.scopes import Context, Interaction
 from medmesh.domain.consent import Consent
-from medmesh.domain.vocabulary import codes_in_categories, measure_by_code
+from medmesh.domain.vocabulary import category_of, codes_in_categories
 from medmesh.store.consents import (
     BreakGlass,
     CareTeams,
@@ -72,8 +72,7 @@ def _refuse(refusal: Refusal, purpose: str) -> Decision:
 
 def category_of_code(code: str) -> str | None:
     """The data category of a reading's LOINC code (observation-category)."""
-    measure = measure_by_code(code)
-    return None if measure is None else measure.category.value
+    return category_of(code).value
 
 
 def _consented(

@@ -17,6 +17,7 @@ from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.ingest.formats import NATIVE, Formats
 from medmesh.ingest.native import ignored_fields
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.ingest.signed_readings import HEADER, check_and_record
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 
 router = APIRouter(prefix="/ingest/v1", tags=["ingest"], responses=ERROR_RESPONSES)
@@ -129,6 +130,16 @@ async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -
     check_media_type(request)
     # Its size is limited (max_body_bytes) before it gets here: http/request_limits.py.
     body = await request.body()
+    # Before anything is parsed or stored: a device that signs is checked here, and one that
+    # must sign and did not is refused (docs/signed-payloads.md).
+    await check_and_record(
+        database_of(request),
+        device.device_id,
+        request.headers.get(HEADER),
+        body,
+        pipeline.signatures,
+        pipeline.now(),
+    )
     try:
         batch = formats.parse(format_name, body, device.device_id)
     except InvalidReading as exc:

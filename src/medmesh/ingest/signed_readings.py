@@ -72,7 +72,8 @@ def signed_message(device_id: str, timestamp: int, nonce: str, body: bytes) -> b
 
 
 def _malformed(detail: str) -> InvalidReading:
-    return InvalidReading(RejectReason.SIGNATURE_MALFORMED, f"{HEADER}: {detail}")
+    reason = RejectReason.SIGNATURE_MALFORMED
+    return InvalidReading(reason, f"{reason.value}: {HEADER}: {detail}")
 
 
 def parse_signature(text: str) -> Signature:

@@ -480,23 +480,24 @@ class MllpServer:
         refused: list[DeadLetter] = []
         errors: list[AckError] = []
         now = datetime.now(UTC)
+
+        def refuse(
+            item: ObservationItem, device_id: str | None, reason: RejectReason, detail: str
+        ) -> None:
+            incoming = item.incoming
+            letter = (incoming.message_id, reason.value, detail, incoming.payload)
+            refused.append(DeadLetter(now, CHANNEL, device_id, *letter))
+            errors.append(AckError(reason, detail, item.location(reason)))
+
         for item in message.items:
             device_id = resolved.devices.get(item.device_serial)
             if device_id is None:
-                reason = RejectReason.UNKNOWN_DEVICE
                 detail = "no single registered device has the OBX-18 or MSH-3 serial number"
-                incoming = item.incoming
-                letter = (incoming.message_id, reason.value, detail, incoming.payload)
-                refused.append(DeadLetter(now, CHANNEL, None, *letter))
-                errors.append(AckError(reason, detail, item.location(reason)))
+                refuse(item, None, RejectReason.UNKNOWN_DEVICE, detail)
                 continue
             if device_id in resolved.must_sign:
-                reason = RejectReason.SIGNATURE_REQUIRED
                 detail = "this device must sign its readings; HL7 v2 carries no signature"
-                incoming = item.incoming
-                letter = (incoming.message_id, reason.value, detail, incoming.payload)
-                refused.append(DeadLetter(now, CHANNEL, device_id, *letter))
-                errors.append(AckError(reason, detail, item.location(reason)))
+                refuse(item, device_id, RejectReason.SIGNATURE_REQUIRED, detail)
                 continue
             if resolved.patient_error is not None and item.incoming.error is None:
                 error = InvalidReading(RejectReason.NO_PATIENT, resolved.patient_error)

@@ -21,11 +21,14 @@ from typer.testing import CliRunner
 
 from medmesh import provisioning
 from medmesh.cli import app
+from medmesh.ingest.mllp import MllpServer
+from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.schema import dead_letters
 from tests.conftest import World
-from tests.helpers import reading
+from tests.helpers import BASE_TIME, reading
+from tests.integration.test_mllp import VITALS, Peer, msa, oru
 from tests.integration.test_mqtt_ingest import (
     Platform,
     StartBroker,
@@ -204,3 +207,29 @@ async def test_signed_mqtt_envelopes_are_checked_and_refusals_dead_lettered(
         "signature-stale",
     ]
     assert all(letter.detail for letter in letters)
+
+
+async def test_hl7_readings_of_a_device_that_must_sign_are_refused_over_mllp(
+    database: Database, world: World
+) -> None:
+    monitor = await provisioning.register_device(
+        database, display_name="Bedside monitor", serial_number="MONITOR-7", shared_monitor=True
+    )
+    key = Ed25519PrivateKey.generate()
+    await provisioning.set_signing_key(database, monitor.device_id, pem(key), required=True)
+    server = MllpServer(database, IngestPipeline(database, clock=lambda: BASE_TIME))
+    await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        peer = Peer(reader, writer)
+        ack = await peer.send(oru("SIG-0001", *VITALS))
+        writer.close()
+    finally:
+        await server.stop()
+    code, control_id, text = msa(ack)
+    assert (code, control_id) == ("AE", "SIG-0001")
+    assert "signature-required" in text
+    assert await stored_count(database) == 0
+    async with database.read() as conn:
+        letters = await DeadLetters(conn).for_device(monitor.device_id)
+    assert {letter.reason for letter in letters} == {"signature-required"}

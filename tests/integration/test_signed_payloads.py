@@ -17,6 +17,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from medmesh import provisioning
@@ -25,7 +26,8 @@ from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
-from medmesh.store.schema import dead_letters
+from medmesh.store.device_keys import DeviceSigningKey, DeviceSigningKeys
+from medmesh.store.schema import dead_letters, devices
 from tests.conftest import World
 from tests.helpers import BASE_TIME, reading
 from tests.integration.test_mllp import VITALS, Peer, msa, oru
@@ -233,3 +235,46 @@ async def test_hl7_readings_of_a_device_that_must_sign_are_refused_over_mllp(
     async with database.read() as conn:
         letters = await DeadLetters(conn).for_device(monitor.device_id)
     assert {letter.reason for letter in letters} == {"signature-required"}
+
+
+def test_register_takes_a_public_key_and_refuses_one_that_is_not_before_registering(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEDMESH_DATABASE_URL", database_url)
+    key = Ed25519PrivateKey.generate()
+    (tmp_path / "raw.pub").write_bytes(raw_base64(key))
+    (tmp_path / "bad.pub").write_bytes(base64.b64encode(b"not a key"))
+    cli = CliRunner()
+    good = cli.invoke(
+        app,
+        [
+            "device",
+            "register",
+            "--name",
+            "Cuff",
+            "--public-key",
+            str(tmp_path / "raw.pub"),
+            "--require-signature",
+        ],
+    )
+    assert good.exit_code == 0, good.output
+    assert "must sign" in good.output
+    device_id = re.search(r"device id:\s+(\S+)", good.output)
+    assert device_id is not None
+    bad = cli.invoke(
+        app, ["device", "register", "--name", "Other", "--public-key", str(tmp_path / "bad.pub")]
+    )
+    assert bad.exit_code != 0 and "32 bytes" in bad.output
+
+    async def registered() -> tuple[int, DeviceSigningKey | None]:
+        database = Database(database_url)
+        try:
+            async with database.read() as conn:
+                count = await conn.scalar(select(func.count()).select_from(devices))
+                return int(count or 0), await DeviceSigningKeys(conn).get(device_id.group(1))
+        finally:
+            await database.dispose()
+
+    count, stored = asyncio.run(registered())
+    assert count == 1  # the refused key registered no device
+    assert stored is not None and stored.required and stored.key_id == REF.key_id(key)

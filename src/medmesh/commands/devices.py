@@ -13,6 +13,7 @@ from medmesh import provisioning
 from medmesh.access.identity.credentials import new_secret
 from medmesh.access.identity.mosquitto import set_password
 from medmesh.commands._runner import run
+from medmesh.crypto.public_keys import ed25519_public_key
 from medmesh.domain.registry import device_type_token
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
@@ -107,10 +108,14 @@ def _read_public_key(path: Path | None, require_signature: bool) -> bytes | None
             raise typer.BadParameter("needs --public-key", param_hint="--require-signature")
         return None
     try:
-        return path.read_bytes()
+        text = path.read_bytes()
+        ed25519_public_key(text)  # checked before anything is registered
     except OSError as exc:
         message = f"cannot read {path}: {exc.strerror}"
         raise typer.BadParameter(message, param_hint="--public-key") from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--public-key") from None
+    return text
 
 
 @device_app.command("signing-key")

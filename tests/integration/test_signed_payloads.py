@@ -196,7 +196,7 @@ async def test_signed_mqtt_envelopes_are_checked_and_refusals_dead_lettered(
         client = device_client(broker, device, platform.device_password)
         for payload in messages:
             assert publish(client, topic(device), payload).is_published()
-        assert await wait_for(database, 5, table=dead_letters) == 5
+        assert await wait_for(database, 5, table=dead_letters, timeout=60) == 5
         client.disconnect()
     assert await stored_count(database) == 1
     async with database.read() as conn:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from medmesh.commands import server, users
+from medmesh.commands import backup, server, users
 from medmesh.commands.audit import audit_app
 from medmesh.commands.clients import app as clients_app
 from medmesh.commands.database import db_app
@@ -21,6 +21,8 @@ app.command()(server.demo)
 app.command("ingest-worker")(server.ingest_worker)
 app.command("dicom-worker")(server.dicom_worker)
 app.command("broker-user")(broker_user)
+app.command()(backup.backup)
+app.command()(backup.restore)
 app.add_typer(db_app, name="db")
 app.add_typer(patient_app, name="patient")
 app.add_typer(device_app, name="device")

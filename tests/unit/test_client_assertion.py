@@ -151,31 +151,34 @@ def test_a_jwks_with_a_private_key_is_refused_at_registration() -> None:
         parse_client_jwks(private)
 
 
+# Test ids name the expected refusal, not the generated keys: pytest-xdist's workers must
+# collect the same ids, and a fresh key each collection would differ.
+_UNSERVABLE_JWKS = [
+    ("{", "not valid JSON"),
+    ('{"keys": []}', "at least one key"),
+    ("[]", "at least one key"),
+    (
+        json.dumps({"keys": [{k: v for k, v in rsa_key().as_dict().items() if k != "kid"}]}),
+        "has no 'kid'",
+    ),
+    (json.dumps({"keys": [OctKey.generate_key(256, {"kid": "k"}).as_dict()]}), "kty 'oct'"),
+    (json.dumps({"keys": [_small_rsa_key()]}), "fewer than 2048 bits"),
+    (
+        json.dumps({"keys": [ECKey.generate_key("P-256", {"kid": "p"}).as_dict(private=False)]}),
+        "ES384 needs P-384",
+    ),
+    (
+        json.dumps({"keys": [{**rsa_key().as_dict(private=False), "alg": "RS256"}]}),
+        "must be for alg RS384",
+    ),
+    (public_jwks(rsa_key(), RSAKey.generate_key(2048, {"kid": rsa_key().kid})), "share a"),
+]
+
+
 @pytest.mark.filterwarnings("ignore:Key size should be:joserfc.errors.SecurityWarning")
 @pytest.mark.parametrize(
     ("jwks", "message"),
-    [
-        ("{", "not valid JSON"),
-        ('{"keys": []}', "at least one key"),
-        ("[]", "at least one key"),
-        (
-            json.dumps({"keys": [{k: v for k, v in rsa_key().as_dict().items() if k != "kid"}]}),
-            "has no 'kid'",
-        ),
-        (json.dumps({"keys": [OctKey.generate_key(256, {"kid": "k"}).as_dict()]}), "kty 'oct'"),
-        (json.dumps({"keys": [_small_rsa_key()]}), "fewer than 2048 bits"),
-        (
-            json.dumps(
-                {"keys": [ECKey.generate_key("P-256", {"kid": "p"}).as_dict(private=False)]}
-            ),
-            "ES384 needs P-384",
-        ),
-        (
-            json.dumps({"keys": [{**rsa_key().as_dict(private=False), "alg": "RS256"}]}),
-            "must be for alg RS384",
-        ),
-        (public_jwks(rsa_key(), RSAKey.generate_key(2048, {"kid": rsa_key().kid})), "share a"),
-    ],
+    [pytest.param(jwks, message, id=message) for jwks, message in _UNSERVABLE_JWKS],
 )
 def test_a_jwks_that_cannot_serve_is_refused_with_the_reason(jwks: str, message: str) -> None:
     with pytest.raises(InvalidJwks, match=message):

@@ -33,6 +33,7 @@ async def test_a_sealed_value_opens_after_rotation_and_not_after_destruction(
     with pytest.raises(DataKeyDestroyed):
         await cipher.key("patient-1")
     assert await cipher.keys.was_destroyed("patient-1")
+    assert await cipher.keys.destroyed() == ["patient-1"]  # the tombstone a restore reads
 
 
 async def test_signatures_verify_with_the_published_public_key() -> None:

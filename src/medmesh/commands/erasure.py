@@ -34,13 +34,13 @@ def erase(
             requested_by=requested_by,
             retention=timedelta(days=days) if days else None,
         )
-        await _audit(database, patient_id, requested_by, "0", "operator")
+        await audit_erasure(database, patient_id, requested_by, "0", "operator")
         return certificate.to_json()
 
     typer.echo(run_with_database(action))
 
 
-async def _audit(
+async def audit_erasure(
     database: Database, patient_id: str, who: str, outcome: str, basis: str, subtype: str = "erase"
 ) -> None:
     """Erasure and legal holds at the command line are in the audit trail too."""
@@ -69,7 +69,7 @@ def hold(
 
     async def action(database: Database, _settings: Settings) -> None:
         await set_legal_hold(database, patient_id, on)
-        await _audit(database, patient_id, "operator", "0", "operator", "legal-hold")
+        await audit_erasure(database, patient_id, "operator", "0", "operator", "legal-hold")
 
     run_with_database(action)
     typer.echo(f"legal hold {'placed' if on else 'lifted'}")

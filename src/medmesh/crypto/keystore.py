@@ -48,6 +48,11 @@ class PatientKeyStore(Protocol):
 
     async def was_destroyed(self, patient_id: str) -> bool: ...
 
+    async def destroyed(self) -> list[str]:
+        """Every owner whose key was destroyed (the tombstones), sorted: what a restored
+        backup must not bring back (docs/backups.md)."""
+        ...
+
     async def wrapped_with_other_than(self, master_key_id: str, limit: int) -> list[StoredKey]:
         """Up to `limit` keys wrapped by a master key version other than `master_key_id`."""
         ...
@@ -180,6 +185,14 @@ class LocalKeyStore:
 
     async def was_destroyed(self, patient_id: str) -> bool:
         return await asyncio.to_thread(self._was_destroyed, patient_id)
+
+    def _destroyed(self) -> list[str]:
+        with self._connect() as db:
+            rows = db.execute("SELECT patient_id FROM destroyed_keys ORDER BY patient_id")
+            return [str(row[0]) for row in rows.fetchall()]
+
+    async def destroyed(self) -> list[str]:
+        return await asyncio.to_thread(self._destroyed)
 
     def _wrapped_with_other_than(self, master_key_id: str, limit: int) -> list[StoredKey]:
         with self._connect() as db:

@@ -84,6 +84,13 @@ class PatientRecords:
             raise NotFound("Patient not found")
         return bool(hold)
 
+    async def present(self, patient_ids: list[str]) -> list[str]:
+        """Those of these patient ids that have a row in `patients`, sorted."""
+        if not patient_ids:
+            return []
+        query = select(patients.c.id).where(patients.c.id.in_(patient_ids)).order_by(patients.c.id)
+        return [str(pid) for pid in (await self._conn.execute(query)).scalars()]
+
     async def set_legal_hold(self, patient_id: str, on: bool) -> None:
         result = await self._conn.execute(
             update(patients).where(patients.c.id == patient_id).values(legal_hold=on)

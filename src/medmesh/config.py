@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: int = Field(
         300, description="How far ahead of the server clock a reading's time may be"
     )
+    require_signed_readings: bool = Field(
+        False,
+        description="Every device must sign its readings (the organisation's policy); "
+        "otherwise only devices marked with `medmesh device require-signature` must "
+        "(docs/signed-payloads.md)",
+    )
+    signature_max_skew_seconds: int = Field(
+        300,
+        ge=1,
+        le=86_400,
+        description="How far a signed reading's signing time may be from the server clock, "
+        "either way; its nonce is remembered as long",
+    )
     reassignment_backfill_hours: float = Field(
         24.0,
         ge=0,

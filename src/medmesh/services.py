@@ -26,6 +26,7 @@ from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mqtt import MqttIngest
 from medmesh.ingest.omh import OMH, parse_omh
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.ingest.signed_readings import SignaturePolicy
 from medmesh.ingest.templates import load_templates, parser_for
 from medmesh.paging.pager import Pager
 from medmesh.rules.engine import RuleEngine
@@ -117,6 +118,10 @@ class Services:
             reassignment_backfill=timedelta(hours=settings.reassignment_backfill_hours),
             after_commit=after_commit,
             group_commit=timedelta(milliseconds=settings.group_commit_ms),
+            signatures=SignaturePolicy(
+                settings.require_signed_readings,
+                timedelta(seconds=settings.signature_max_skew_seconds),
+            ),
         )
         bus = build_bus(settings)
         pipeline.on_committed(readings_publisher(bus))

@@ -20,6 +20,7 @@ from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.ingest.formats import NATIVE, Formats
 from medmesh.ingest.native import ignored_fields
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.ingest.signed_readings import HEADER, check_and_record
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.registry import Devices
 
@@ -134,6 +135,16 @@ async def _ingest(request: Request, device: IngestingDevice, format_name: str) -
     # Its size is limited (max_body_bytes) before it gets here: http/request_limits.py.
     body = await request.body()
     device_id = device.principal.device_id
+    # Before anything is parsed or stored: a device that signs is checked here, and one that
+    # must sign and did not is refused (docs/signed-payloads.md).
+    await check_and_record(
+        database_of(request),
+        device_id,
+        request.headers.get(HEADER),
+        body,
+        pipeline.signatures,
+        pipeline.now(),
+    )
     try:
         batch = formats.parse(format_name, body, device_id)
     except InvalidReading as exc:

@@ -55,6 +55,7 @@ from medmesh.ingest.patient_feed import (
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
+from medmesh.store.device_keys import DeviceSigningKeys
 from medmesh.store.lab_corrections import replace_corrected
 from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.registry import Devices
@@ -154,6 +155,8 @@ class _Resolved:
     shared: frozenset[str]  # ids of the devices that are shared monitors
     patient_id: str | None  # None: each device's assignment decides
     patient_error: str | None  # why PID-3 named no single patient
+    # Devices that must sign their readings: HL7 v2 carries no signature, so theirs are refused.
+    must_sign: frozenset[str] = frozenset()
 
 
 class MllpServer:
@@ -466,16 +469,24 @@ class MllpServer:
             devices = Devices(conn)
             found = {s: await devices.find_by_serial_number(s) for s in sorted(serials)}
             patients = await matching_patients(conn, message.patient_identifiers)
-        registered = {s: d.id for s, d in found.items() if d is not None}
+            registered = {s: d.id for s, d in found.items() if d is not None}
+            keys = await DeviceSigningKeys(conn).for_devices(registered.values())
         shared = frozenset(d.id for d in found.values() if d is not None and d.shared_monitor)
+        if self._pipeline.signatures.required:
+            must_sign = frozenset(registered.values())
+        else:
+            must_sign = frozenset(k.device_id for k in keys.values() if k.required)
         if not message.patient_identifiers:
-            return _Resolved(registered, shared, None, None)
-        if len(patients) == 1:
-            return _Resolved(registered, shared, patients.pop(), None)
-        if patients:
+            resolved = _Resolved(registered, shared, None, None)
+        elif len(patients) == 1:
+            resolved = _Resolved(registered, shared, patients.pop(), None)
+        elif patients:
             detail = "the PID-3 identifiers match more than one patient"
-            return _Resolved(registered, shared, None, detail)
-        return _Resolved(registered, shared, None, "no patient matches the PID-3 identifiers")
+            resolved = _Resolved(registered, shared, None, detail)
+        else:
+            detail = "no patient matches the PID-3 identifiers"
+            resolved = _Resolved(registered, shared, None, detail)
+        return replace(resolved, must_sign=must_sign)
 
     def _batches(
         self, message: OruMessage, resolved: _Resolved, sender: Sender = GATEWAY
@@ -485,19 +496,28 @@ class MllpServer:
         refused: list[DeadLetter] = []
         errors: list[AckError] = []
         now = datetime.now(UTC)
+
+        def refuse(
+            item: ObservationItem, device_id: str | None, reason: RejectReason, detail: str
+        ) -> None:
+            incoming = item.incoming
+            letter = (incoming.message_id, reason.value, detail, incoming.payload)
+            refused.append(DeadLetter(now, CHANNEL, device_id, *letter))
+            errors.append(AckError(reason, detail, item.location(reason)))
+
         for item in message.items:
             device_id = resolved.devices.get(item.device_serial)
-            if device_id is None or sender.device_id not in (None, device_id):
-                if device_id is None:
-                    reason = RejectReason.UNKNOWN_DEVICE
-                    detail = "no single registered device has the OBX-18 or MSH-3 serial number"
-                else:
-                    reason = RejectReason.DEVICE_MISMATCH
-                    detail = "the client certificate is another device's"
-                incoming = item.incoming
-                letter = (incoming.message_id, reason.value, detail, incoming.payload)
-                refused.append(DeadLetter(now, CHANNEL, None, *letter))
-                errors.append(AckError(reason, detail, item.location(reason)))
+            if device_id is None:
+                detail = "no single registered device has the OBX-18 or MSH-3 serial number"
+                refuse(item, None, RejectReason.UNKNOWN_DEVICE, detail)
+                continue
+            if sender.device_id not in (None, device_id):
+                detail = "the client certificate is another device's"
+                refuse(item, None, RejectReason.DEVICE_MISMATCH, detail)
+                continue
+            if device_id in resolved.must_sign:
+                detail = "this device must sign its readings; HL7 v2 carries no signature"
+                refuse(item, device_id, RejectReason.SIGNATURE_REQUIRED, detail)
                 continue
             if resolved.patient_error is not None and item.incoming.error is None:
                 error = InvalidReading(RejectReason.NO_PATIENT, resolved.patient_error)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,12 +28,19 @@ from paho.mqtt.properties import Properties
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.domain.errors import InvalidReading, RejectReason
+from medmesh.domain.errors import InvalidReading, RejectReason, SignatureRefused
 from medmesh.ingest.formats import NATIVE, Formats
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
+from medmesh.ingest.signed_readings import (
+    CheckedSignature,
+    check_signature,
+    open_envelope,
+    replayed,
+)
 from medmesh.ingest.status import parse_status
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
+from medmesh.store.device_keys import DeviceSigningKeys, SignatureNonces
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.registry import Devices
 
@@ -326,6 +333,10 @@ class MqttIngest:
             payload = body[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", "surrogateescape")
             refused.append(DeadLetter(now, "mqtt", device_id, None, reason.value, detail, payload))
 
+        async with self._database.read() as conn:
+            keys = await DeviceSigningKeys(conn).for_devices(known)
+        signed: list[tuple[CheckedSignature, DeviceBatch, bytes]] = []
+        policy = self._pipeline.signatures
         for message, topic in zip(messages, topics, strict=True):
             body = _payload_bytes(message)
             if topic is None:
@@ -339,11 +350,26 @@ class MqttIngest:
             try:
                 if topic.kind == "status":
                     reports.append((topic.device_id, parse_status(body), not message.retain))
+                    continue
+                # Signed readings come in an envelope (docs/signed-payloads.md).
+                envelope = open_envelope(body)
+                text, payload = (
+                    (None, body) if envelope is None else (envelope.signature, envelope.payload)
+                )
+                checked = check_signature(
+                    topic.device_id, text, payload, keys.get(topic.device_id), policy, now
+                )
+                items = self._formats.parse(topic.format, payload, topic.device_id)
+                batch = DeviceBatch(topic.device_id, "mqtt", items)
+                if checked is None:
+                    batches.append(batch)
                 else:
-                    items = self._formats.parse(topic.format, body, topic.device_id)
-                    batches.append(DeviceBatch(topic.device_id, "mqtt", items))
-            except InvalidReading as exc:
+                    signed.append((checked, batch, body))
+            except (InvalidReading, SignatureRefused) as exc:
                 refuse(topic.device_id, exc.reason, exc.message, body)
+
+        fresh = await self._fresh(signed, now, refuse)
+        batches.extend(batch for _, batch, _ in fresh)
 
         async def record_statuses(conn: AsyncConnection) -> None:
             statuses = DeviceStatuses(conn)
@@ -357,6 +383,39 @@ class MqttIngest:
                     live=live,
                 )
 
+        async def record(conn: AsyncConnection) -> None:
+            # In the readings' transaction: a message the broker delivers again because its
+            # PUBACK was lost finds its nonce only if its readings were stored too.
+            await SignatureNonces(conn).record(
+                [(c.device_id, c.nonce, c.expires_at) for c, _, _ in fresh], now
+            )
+            if reports:
+                await record_statuses(conn)
+
         await self._pipeline.ingest_many(
-            batches, refused, also=record_statuses if reports else None
+            batches, refused, also=record if reports or fresh else None
         )
+
+    async def _fresh(
+        self,
+        signed: Sequence[tuple[CheckedSignature, DeviceBatch, bytes]],
+        now: datetime,
+        refuse: Callable[[str | None, RejectReason, str, bytes], None],
+    ) -> list[tuple[CheckedSignature, DeviceBatch, bytes]]:
+        """Those signed messages whose nonce was not seen before; the others are refused as
+        replays (a nonce twice in one micro-batch too)."""
+        if not signed:
+            return []
+        pairs = [(c.device_id, c.nonce) for c, _, _ in signed]
+        async with self._database.read() as conn:
+            seen = await SignatureNonces(conn).seen(pairs, now)
+        fresh = []
+        for checked, batch, body in signed:
+            pair = (checked.device_id, checked.nonce)
+            if pair in seen:
+                exc = replayed(checked.nonce)
+                refuse(checked.device_id, exc.reason, exc.message, body)
+            else:
+                seen.add(pair)
+                fresh.append((checked, batch, body))
+        return fresh

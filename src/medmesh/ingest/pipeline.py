@@ -18,6 +18,7 @@ from medmesh.domain.registry import DeviceAssignment
 from medmesh.domain.validation import check_effective_time, reading_measure, validate_values
 from medmesh.ingest.after_commit import AfterCommit, CommittedListener, RoundListener
 from medmesh.ingest.incoming import Incoming
+from medmesh.ingest.signed_readings import SignaturePolicy
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.device_status import DeviceStatuses
@@ -124,8 +125,11 @@ class IngestPipeline:
         after_commit: AfterCommit | None = None,
         group_commit: timedelta = timedelta(0),
         group_commit_max_readings: int = 5000,
+        signatures: SignaturePolicy | None = None,
     ) -> None:
         self._database = database
+        # Which devices must sign, and the time window (ingest/signed_readings.py).
+        self.signatures = signatures or SignaturePolicy()
         # Group commit: calls arriving within `group_commit` of the first share one transaction
         # (zero: each call commits alone). A group is also closed at the readings cap.
         self._group_wait = group_commit.total_seconds()

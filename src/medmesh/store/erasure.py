@@ -295,18 +295,12 @@ class PatientRecords:
             counts["export_jobs"] = int(done.rowcount or 0)
 
     async def _delete_webhook_deliveries(self, patient_id: str, counts: dict[str, int]) -> None:
-        """Webhook notifications naming the patient (FHIR references carry their id)."""
-        needle = patient_id.encode("ascii")
-        rows = await self._conn.execute(
-            select(webhook_deliveries.c.id, webhook_deliveries.c.payload)
+        """Webhook notifications about the patient (sealed with their key, deleted all the
+        same)."""
+        result = await self._conn.execute(
+            delete(webhook_deliveries).where(webhook_deliveries.c.patient_id == patient_id)
         )
-        about = [row_id for row_id, payload in rows if needle in bytes(payload)]
-        counts["webhook_deliveries"] = 0
-        if about:
-            result = await self._conn.execute(
-                delete(webhook_deliveries).where(webhook_deliveries.c.id.in_(about))
-            )
-            counts["webhook_deliveries"] = int(result.rowcount or 0)
+        counts["webhook_deliveries"] = int(result.rowcount or 0)
 
     async def add_certificate(self, certificate: StoredCertificate) -> None:
         await self._conn.execute(

@@ -99,6 +99,28 @@ device_certificates = Table(
     Column("revoked_at", UTCDateTime, nullable=True),
 )
 
+# A device's Ed25519 public key for signed readings (docs/signed-payloads.md); a table of its
+# own so that devices without one carry nothing.
+device_signing_keys = Table(
+    "device_signing_keys",
+    metadata,
+    Column("device_id", String(36), ForeignKey("devices.id"), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),  # raw 32 bytes
+    Column("key_id", String(16), nullable=False),  # first 16 hex digits of its SHA-256
+    # Whether this device's readings must be signed (besides MEDMESH_REQUIRE_SIGNED_READINGS).
+    Column("required", Boolean, nullable=False, server_default=false()),
+    Column("set_at", UTCDateTime, nullable=False),
+)
+
+# Nonces of signed readings seen within the replay window, shared by every process.
+signature_nonces = Table(
+    "signature_nonces",
+    metadata,
+    Column("device_id", String(36), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
 device_status = Table(
     "device_status",
     metadata,
@@ -281,7 +303,8 @@ users = Table(
     # The patient record a patient account belongs to; NULL for staff.
     Column("patient_id", String(36), nullable=True),
     Column("password_hash", String(200), nullable=False),  # argon2id, PHC string
-    Column("totp_secret", String(64), nullable=True),  # base32; NULL until enrolled
+    # Sealed with the accounts' service key (docs/accounts.md); NULL until enrolled.
+    Column("totp_secret_sealed", LargeBinary, nullable=True),
     Column("totp_last_step", Integer, nullable=True),  # refuses a replayed code
     Column("failed_logins", Integer, nullable=False, server_default=false()),
     Column("locked_until", UTCDateTime, nullable=True),
@@ -576,7 +599,9 @@ webhook_deliveries = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("subscription_id", String(36), ForeignKey("subscriptions.id"), nullable=False),
     Column("event_id", String(36), nullable=False),
-    Column("payload", LargeBinary, nullable=False),
+    # The patient the event concerns, whose key seals the payload (erasure deletes by it).
+    Column("patient_id", String(36), nullable=True, index=True),
+    Column("payload", LargeBinary, nullable=False),  # sealed (docs/webhooks.md#at-rest)
     Column("status", String(16), nullable=False),  # pending, delivered, failed
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),

@@ -227,7 +227,7 @@ class SignIn:
         if secret is None:
             secret = totp.new_secret()
             async with self._database.write() as conn:
-                await Users(conn).update(record.id, totp_secret=secret, totp_last_step=None)
+                await Users(conn).set_totp(record.id, secret, None)
         return totp.enrolment(secret, record.username)
 
     async def confirm_enrolment(

@@ -8,8 +8,8 @@ from medmesh.domain.alerts import Severity
 _WORD = {
     Severity.CRITICAL: "A critical",
     Severity.URGENT: "An urgent",
-    Severity.WARNING: "A",
-    Severity.INFO: "A",
+    Severity.WARNING: "An",
+    Severity.INFO: "An",
 }
 
 

@@ -24,12 +24,12 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from medmesh import provisioning
-from medmesh.care import caregivers
 from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.erasure import set_legal_hold
 from medmesh.access.identity.principals import Role
 from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.app import create_app
+from medmesh.care import caregivers
 from medmesh.config import Settings
 from medmesh.domain.medications import RefillRequest, RefillStatus
 from medmesh.domain.visits import Visit

@@ -20,6 +20,7 @@ from medmesh.access.policy.decision import decide
 from medmesh.access.policy.scopes import Interaction, Scopes
 from medmesh.domain.alerts import AlertStatus
 from medmesh.store.alerts import Alerts
+from medmesh.store.audit_log import AuditLog
 from medmesh.store.caregivers import Caregivers
 from medmesh.store.database import Database
 from medmesh.store.schema import caregiver_invitations, caregivers, consents
@@ -187,6 +188,14 @@ async def test_a_caregiver_sees_what_was_granted_is_paged_and_loses_access_on_re
         await _revoke(patient, await _link_id(database, pid))
         assert (await mum.get(f"/caregiving/{pid}")).status_code == 404
         assert "Nobody shares their readings with you now" in (await mum.get("/caregiving")).text
+    async with database.read() as conn:
+        trail = await AuditLog(conn).search(patient_id=pid, count=500)
+    seen = {(r.resource_type, r.subtype, r.outcome) for r in trail}
+    # The invitation and the revocation are audited as consent management, and the
+    # caregiver's looks (and the refused one after revocation) as any access to the record.
+    assert {("Consent", "create", "0"), ("Consent", "update", "0")} <= seen
+    assert any(r.actor_name == "Mum" and r.outcome != "0" for r in trail)
+    assert any(r.actor_name == "Mum" and r.outcome == "0" for r in trail)
 
 
 async def test_the_policy_lets_a_caregiver_read_granted_categories_only_and_write_nothing(

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
-from medmesh.access.http import audit_results, authorized_patients
+from medmesh.access.http import audit_results, authorized_patients, record
 from medmesh.access.identity.principals import Role
 from medmesh.access.policy.scopes import Interaction
 from medmesh.care import caregivers
@@ -78,6 +78,7 @@ async def invite(request: Request, database: DatabaseDep) -> Response:
         )
     except ValueError as refused:
         return problem(request, 400, "Invitation not made", f"{refused}.")
+    await _audit_consent(request, user, Interaction.CREATE, "create", "invitation")
     context = {
         "user": user,
         "nav": "me",
@@ -98,7 +99,29 @@ async def revoke(request: Request, link_id: str, database: DatabaseDep) -> Respo
         )
     except NotFound:
         return problem(request, 404, "Not found", "No such caregiver.")
+    await _audit_consent(request, user, Interaction.UPDATE, "update", link_id)
     return RedirectResponse("/me", status_code=303)
+
+
+async def _audit_consent(
+    request: Request,
+    user: session.SessionUser,
+    interaction: Interaction,
+    subtype: str,
+    resource_id: str,
+) -> None:
+    """Consent management by the patient, audited like `/fhir/Consent` (basis `self`)."""
+    await record(
+        request,
+        principal_of(request, user),
+        interaction=interaction,
+        permitted=True,
+        patient_id=user.patient_id,
+        resource_type="Consent",
+        subtype=subtype,
+        basis="self",
+        resource_id=f"caregiver/{resource_id}"[:64],
+    )
 
 
 def _accept_form(

@@ -17,6 +17,7 @@ from medmesh.access.identity import totp
 from medmesh.access.identity.principals import ActorKind, Principal, Role
 from medmesh.access.policy.scopes import Scopes
 from medmesh.app import create_app
+from medmesh.care import caregivers
 from medmesh.care.appointments import book, new_schedule
 from medmesh.care.medications import new_medication, prescribe
 from medmesh.care.messages import start_thread
@@ -320,6 +321,46 @@ async def _register_demo_app(database: Database) -> str:
     )
 
 
+DEMO_CAREGIVER = "demo.caregiver"
+DEMO_CAREGIVER_ADDRESS = "demo.caregiver@example.org"
+
+
+async def _demo_caregiver(database: Database, patient_id: str) -> DemoClinician:
+    """A caregiver of the first demo patient (docs/paging.md#caregivers), invited and accepted
+    as a patient and caregiver would: vital signs and alerts shared, paged for critical
+    alerts at an e-mail address. A new password and TOTP key each run, like the clinician."""
+    password = secrets.token_urlsafe(12)
+    secret = totp.new_secret()
+    async with database.read() as conn:
+        existing = await Users(conn).find_by_username(DEMO_CAREGIVER)
+    if existing is None:
+        now = datetime.now(UTC)
+        invited = await caregivers.invite(
+            database,
+            patient_id=patient_id,
+            by="demo",
+            categories={"vital-signs", "alerts"},
+            alert_types={"critical"},
+            now=now,
+        )
+        user_id = await caregivers.accept(
+            database,
+            code=invited.code,
+            username=DEMO_CAREGIVER,
+            display_name="Demo Caregiver",
+            password=password,
+            now=now,
+        )
+        async with database.write() as conn:
+            await Channels(conn).add(
+                user_id, ChannelKind.EMAIL, DEMO_CAREGIVER_ADDRESS, "demo", now
+            )
+    else:
+        await provisioning.reset_password(database, DEMO_CAREGIVER, password)
+    await provisioning.activate_totp(database, DEMO_CAREGIVER, secret)
+    return DemoClinician(DEMO_CAREGIVER, password, secret)
+
+
 async def run_demo(
     settings: Settings, *, patients: int, interval: float, garbage: float = 0.02
 ) -> None:
@@ -335,6 +376,7 @@ async def run_demo(
         await _care_between_visits(database, subject.patient_id)
         await _laboratory_results(database, subject)
     await _demo_imaging(database, subjects[0])
+    caregiver = await _demo_caregiver(database, subjects[0].patient_id)
     smart_app = await _register_demo_app(database)
     visit = await demo_visit_and_time(database, subjects[0].patient_id, DEMO_CLINICIAN)
     await database.dispose()
@@ -372,6 +414,11 @@ async def run_demo(
     print(
         f"  care:       {base_url}/inbox   calendar {base_url}/inbox/calendar   hours "
         f"{base_url}/inbox/schedule   (a patient's page shows their messages and medicines)"
+    )
+    print(
+        f"  caregiver of the first patient: {base_url}/caregiving   username "
+        f"{caregiver.username}   password {caregiver.password}   TOTP key "
+        f"{caregiver.totp_secret}"
     )
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
     if visit is not None:

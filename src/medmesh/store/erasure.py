@@ -22,6 +22,8 @@ from medmesh.store.schema import (
     break_glass,
     care_plans,
     care_team_members,
+    caregiver_invitations,
+    caregivers,
     consents,
     dead_letters,
     device_assignments,
@@ -172,6 +174,13 @@ class PatientRecords:
         )
         await run(
             "appointments", delete(appointments).where(appointments.c.patient_id == patient_id)
+        )
+        # The caregivers' links and invitations (their own accounts stay: they are not the
+        # patient's), then the consents naming them with the others.
+        await run("caregivers", delete(caregivers).where(caregivers.c.patient_id == patient_id))
+        await run(
+            "caregiver_invitations",
+            delete(caregiver_invitations).where(caregiver_invitations.c.patient_id == patient_id),
         )
         await run("consents", delete(consents).where(consents.c.patient_id == patient_id))
         await run(

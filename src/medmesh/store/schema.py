@@ -916,6 +916,39 @@ time_entry_revisions = Table(
     Index(None, "entry_id", "changed_at"),
 )
 
+# Caregivers (care/caregivers.py, docs/paging.md#caregivers): a patient's single-use
+# invitations (the code only as its SHA-256 hash) and the caregivers who accepted one, each
+# with the consent naming them (RelatedPerson) and the severities they are paged for.
+caregiver_invitations = Table(
+    "caregiver_invitations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("categories", Text, nullable=False),  # JSON list; empty: every category
+    Column("alert_types", Text, nullable=False),  # JSON list of severities paged
+    Column("created_by", String(36), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Index(None, "patient_id"),
+)
+
+caregivers = Table(
+    "caregivers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("consent_id", String(36), ForeignKey("consents.id"), nullable=False),
+    Column("alert_types", Text, nullable=False),  # JSON list of severities paged
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index(None, "patient_id"),
+    Index(None, "user_id"),
+)
+
+
 # Paging (medmesh.paging, docs/paging.md). Channels and pages name people and counts, never a
 # patient or a value; `page_alerts` links a page to the alerts it announces (and so to their
 # patients, for erasure); the snooze reason is sealed with the patient's key.

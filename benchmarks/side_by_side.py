@@ -580,7 +580,8 @@ async def run(opts: Options) -> list[Figure]:
                 httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
             ):
                 await measure(client, dsn, two, 1, 5)  # warm up both processes
-                acked2, judged2 = await measure(client, dsn, two, 1, opts.single_requests)
+                async with profiled(server.pid, _profile_file(opts, "single-2-processes")):
+                    acked2, judged2 = await measure(client, dsn, two, 1, opts.single_requests)
             figures += _logged(
                 [
                     Figure("HTTP 1/request, 2 processes, acked", acked2, bare_single, "bare ASGI"),

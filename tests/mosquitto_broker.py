@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -23,6 +24,8 @@ from tests.live_server import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_ACL = REPO / "deploy" / "mosquitto" / "acl"
+SHIPPED_CONFIG = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
+SHIPPED_DIR = "/etc/mosquitto/medmesh/"
 MAKE_CERTS = REPO / "deploy" / "mosquitto" / "make-dev-certs.sh"
 INGEST_USER = "medmesh-ingest"
 
@@ -43,8 +46,12 @@ def mosquitto_binary() -> str:
 class Broker:
     directory: Path
     users: dict[str, str] = field(default_factory=dict)
+    # Sessions and queued messages kept across a restart (as the shipped configuration does):
+    # the fault tests stop and start the broker under load.
+    persistence: bool = False
     port: int = 0
     tls_port: int = 0
+    mtls_port: int = 0
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,7 +59,8 @@ class Broker:
         return str(self.directory / "ca.crt")
 
     def start(self) -> None:
-        self.port, self.tls_port = free_port(), free_port()
+        # A restarted broker keeps its ports, so clients reconnect to where it was.
+        self.port, self.tls_port = self.port or free_port(), self.tls_port or free_port()
         password_file = self.directory / "passwd"
         for user, password in self.users.items():
             set_password(password_file, user, password)
@@ -65,7 +73,15 @@ class Broker:
                     "allow_anonymous false",
                     f"password_file {password_file}",
                     f"acl_file {SHIPPED_ACL}",
-                    "persistence false",
+                    *(
+                        [
+                            "persistence true",
+                            f"persistence_location {self.directory}/",
+                            "autosave_interval 1",
+                        ]
+                        if self.persistence
+                        else ["persistence false"]
+                    ),
                     "max_inflight_messages 500",
                     # as deploy/mosquitto/mosquitto.conf: the default 1000 drops a backlog
                     "max_queued_messages 100000",
@@ -86,6 +102,46 @@ class Broker:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not start; see {self.directory / 'mosquitto.log'}")
+
+    def start_shipped(self) -> None:
+        """Start with deploy/mosquitto/mosquitto.conf itself: its paths moved to this
+        directory, its listeners (8883 password, 8884 device certificates) to free loopback
+        ports, persistence off; the device CA's `device-ca.crt` and `device-crl.pem` must be
+        here."""
+        self.port, self.tls_port, self.mtls_port = free_port(), free_port(), free_port()
+        password_file = self.directory / "passwd"
+        for user, password in self.users.items():
+            set_password(password_file, user, password)
+        shutil.copy(SHIPPED_ACL, self.directory / "acl")
+        text = SHIPPED_CONFIG.read_text().replace(SHIPPED_DIR, f"{self.directory}/")
+        text = text.replace("persistence true", "persistence false")
+        text = text.replace("listener 8883\n", f"listener {self.tls_port} 127.0.0.1\n")
+        text = text.replace("listener 8884\n", f"listener {self.mtls_port} 127.0.0.1\n")
+        assert str(self.mtls_port) in text and str(self.tls_port) in text, "listeners moved?"
+        config = self.directory / "mosquitto.conf"
+        config.write_text(f"user root\n{text}\n")
+        self._launch(config, self.tls_port)
+
+    def reload(self) -> None:
+        """SIGHUP: the broker reads its password file, ACL and CRL again."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGHUP)
+
+    def _launch(self, config: Path, port: int) -> None:
+        with (self.directory / "mosquitto.log").open("ab") as log:  # the child keeps its copy
+            self.process = subprocess.Popen(
+                [mosquitto_binary(), "-c", str(config), "-v"], stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     return
             except OSError:
                 if self.process.poll() is not None:

@@ -13,6 +13,8 @@ import medmesh
 from medmesh import wiring
 from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.identity.accounts import SignIn
+from medmesh.access.identity.device_certificates import DeviceTrust
+from medmesh.access.identity.device_credentials import KnownDeviceCredentials
 from medmesh.access.oauth.id_tokens import IdTokenSigner
 from medmesh.api.alerts import router as alerts_router
 from medmesh.api.break_glass import router as break_glass_router
@@ -48,6 +50,7 @@ from medmesh.fhir.subscriptions import router as subscriptions_router
 from medmesh.http.cors import AppOrigins
 from medmesh.http.deps import WallClock, provide
 from medmesh.http.errors import install_error_handlers
+from medmesh.http.forwarded import ProxyList, TrustedProxies
 from medmesh.http.headers import SecurityHeaders
 from medmesh.http.rate_limit import RateLimit
 from medmesh.http.request_limits import RequestSizeLimit
@@ -80,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provide(app, EventBus, services.bus)
         provide(app, AuditWriter, services.audit)
         provide(app, IngestPipeline, services.pipeline)
+        provide(app, KnownDeviceCredentials, KnownDeviceCredentials())
         provide(app, Formats, services.formats)
         provide(
             app,
@@ -116,6 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provide(app, IceConfig, wiring.ice_config(settings))
     provide(app, VisitRooms, VisitRooms())
     provide(app, PagerSettings, wiring.pager_settings(settings))
+    proxies = ProxyList(settings.proxies())
+    provide(app, ProxyList, proxies)
+    provide(app, DeviceTrust, DeviceTrust(wiring.device_ca_dir(settings)))
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id
@@ -159,6 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(AppOrigins)  # CORS for registered SMART apps' origins only
     app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestLog)
+    app.add_middleware(TrustedProxies, proxies=proxies)  # outermost: sees the real peer
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, str]:

@@ -8,6 +8,7 @@ from medmesh.commands import backup, server, users
 from medmesh.commands.audit import audit_app
 from medmesh.commands.clients import app as clients_app
 from medmesh.commands.database import db_app
+from medmesh.commands.device_certificates import add_certificate_commands, ca_app
 from medmesh.commands.devices import broker_user, device_app
 from medmesh.commands.erasure import add_erasure_commands
 from medmesh.commands.keys import keys_app
@@ -35,3 +36,5 @@ app.add_typer(users.user_app, name="user")
 app.add_typer(users.org_app, name="org")
 app.add_typer(keys_app, name="keys")
 add_erasure_commands(patient_app)
+add_certificate_commands(device_app)
+app.add_typer(ca_app, name="ca")

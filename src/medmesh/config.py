@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: int = Field(
         300, description="How far ahead of the server clock a reading's time may be"
     )
+    require_signed_readings: bool = Field(
+        False,
+        description="Every device must sign its readings (the organisation's policy); "
+        "otherwise only devices marked with `medmesh device require-signature` must "
+        "(docs/signed-payloads.md)",
+    )
+    signature_max_skew_seconds: int = Field(
+        300,
+        ge=1,
+        le=86_400,
+        description="How far a signed reading's signing time may be from the server clock, "
+        "either way; its nonce is remembered as long",
+    )
     reassignment_backfill_hours: float = Field(
         24.0,
         ge=0,
@@ -217,6 +230,23 @@ class Settings(BaseSettings):
         description="Redis (redis://host:port/db) for rate-limit and sign-in lockout counters "
         "shared by every server process; unset: each process counts on its own",
     )
+    device_ca_dir: Path | None = Field(
+        None,
+        description="Directory of the device CA (ca.crt, ca.key mode 0600, crl.pem) made by "
+        "`medmesh ca init`; unset: device-ca/ beside the master keyring "
+        "(docs/device-certificates.md)",
+    )
+    device_crl_file: Path | None = Field(
+        None,
+        description="Where `medmesh device revoke` publishes the device CA's CRL (Mosquitto's "
+        "crlfile); unset: crl.pem in MEDMESH_DEVICE_CA_DIR",
+    )
+    device_certificate_days: int = Field(
+        30,
+        ge=1,
+        le=825,
+        description="Validity of a device certificate `medmesh device cert` issues",
+    )
     mqtt_host: str | None = Field(None, description="MQTT broker host; unset: no MQTT ingest")
     mqtt_port: int = 1883
     mqtt_username: str | None = None
@@ -376,9 +406,11 @@ class Settings(BaseSettings):
         return self.model_copy(update={"session_https_only": not is_loopback(host)})
 
     def proxy_options(self) -> dict[str, Any]:
-        """uvicorn's options for X-Forwarded-* headers: believed from the trusted proxies only
-        (uvicorn alone would believe any loopback peer)."""
-        proxies = [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]
-        if not proxies:
-            return {"proxy_headers": False, "forwarded_allow_ips": ""}
-        return {"proxy_headers": True, "forwarded_allow_ips": ",".join(proxies)}
+        """uvicorn's options for X-Forwarded-* headers: off, always. The app believes them
+        itself, from the trusted proxies only (http/forwarded.py), so that it also knows the
+        address the connection came from (uvicorn alone would believe any loopback peer)."""
+        return {"proxy_headers": False, "forwarded_allow_ips": ""}
+
+    def proxies(self) -> list[str]:
+        """MEDMESH_TRUSTED_PROXIES as a list."""
+        return [p.strip() for p in self.trusted_proxies.split(",") if p.strip()]

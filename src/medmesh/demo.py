@@ -17,6 +17,7 @@ from medmesh.access.identity import totp
 from medmesh.access.identity.principals import ActorKind, Principal, Role
 from medmesh.access.policy.scopes import Scopes
 from medmesh.app import create_app
+from medmesh.care import caregivers
 from medmesh.care.appointments import book, new_schedule
 from medmesh.care.medications import new_medication, prescribe
 from medmesh.care.messages import start_thread
@@ -103,8 +104,9 @@ async def _provision(database: Database, simulated: PatientModel) -> DemoSubject
 
 
 async def _laboratory_results(database: Database, subject: DemoSubject) -> None:
-    """A basic metabolic panel from the hospital laboratory, over HL7 v2 ORU^R01 with LOINC
-    codes (docs/hl7.md), so lab results show next to the vitals."""
+    """A basic metabolic panel and a blood count from the hospital laboratory, over HL7 v2
+    ORU^R01 with LOINC codes (docs/hl7.md), so lab results show next to the vitals; the blood
+    count's codes are outside medmesh's vocabulary, as most of a real laboratory's are."""
     async with database.read() as conn:
         registered = await Devices(conn).find_by_serial_number("DEMO-LAB")
     if registered is None:
@@ -123,9 +125,24 @@ async def _laboratory_results(database: Database, subject: DemoSubject) -> None:
             f"OBX|2|NM|2951-2^Sodium^LN||138|mmol/L^^UCUM|136-145|N|||F|||{taken}",
             f"OBX|3|NM|2345-7^Glucose^LN||131|mg/dL^^UCUM|70-99|H|||F|||{taken}",
             f"OBX|4|NM|2160-0^Creatinine^LN||0.9|mg/dL^^UCUM|0.6-1.2|N|||F|||{taken}",
+            f"OBX|5|SN|33914-3^eGFR^LN||>^60|mL/min/{{1.73_m2}}^^UCUM|>60|N|||F|||{taken}",
         ]
     )
-    await MllpServer(database, IngestPipeline(database)).answer(message.encode())
+    blood_count = "\r".join(
+        [
+            f"MSH|^~\\&|DEMO-LAB|HOSPITAL|medmesh|RPM|{taken}||ORU^R01^ORU_R01|"
+            f"DEMO-CBC-{subject.simulated.name}|P|2.5.1",
+            f"PID|1||{subject.simulated.name}^^^{DEMO_SYSTEM}^MR",
+            f"OBR|1|||58410-2^CBC panel - Blood by Automated count^LN|||{taken}",
+            f"OBX|1|NM|6690-2^Leukocytes^LN||11.2|10*3/uL^^UCUM|4.0-10.5|H|||F|||{taken}",
+            f"OBX|2|NM|718-7^Hemoglobin^LN||13.6|g/dL^^UCUM|12.0-16.0|N|||F|||{taken}",
+            f"OBX|3|NM|4544-3^Hematocrit^LN||40.8|%^^UCUM|36.0-46.0|N|||F|||{taken}",
+            f"OBX|4|NM|777-3^Platelets^LN||231|10*3/uL^^UCUM|150-400|N|||F|||{taken}",
+        ]
+    )
+    server = MllpServer(database, IngestPipeline(database))
+    for text in (message, blood_count):
+        await server.answer(text.encode())
 
 
 async def _care_between_visits(database: Database, patient_id: str) -> None:
@@ -304,6 +321,46 @@ async def _register_demo_app(database: Database) -> str:
     )
 
 
+DEMO_CAREGIVER = "demo.caregiver"
+DEMO_CAREGIVER_ADDRESS = "demo.caregiver@example.org"
+
+
+async def _demo_caregiver(database: Database, patient_id: str) -> DemoClinician:
+    """A caregiver of the first demo patient (docs/paging.md#caregivers), invited and accepted
+    as a patient and caregiver would: vital signs and alerts shared, paged for critical
+    alerts at an e-mail address. A new password and TOTP key each run, like the clinician."""
+    password = secrets.token_urlsafe(12)
+    secret = totp.new_secret()
+    async with database.read() as conn:
+        existing = await Users(conn).find_by_username(DEMO_CAREGIVER)
+    if existing is None:
+        now = datetime.now(UTC)
+        invited = await caregivers.invite(
+            database,
+            patient_id=patient_id,
+            by="demo",
+            categories={"vital-signs", "alerts"},
+            alert_types={"critical"},
+            now=now,
+        )
+        user_id = await caregivers.accept(
+            database,
+            code=invited.code,
+            username=DEMO_CAREGIVER,
+            display_name="Demo Caregiver",
+            password=password,
+            now=now,
+        )
+        async with database.write() as conn:
+            await Channels(conn).add(
+                user_id, ChannelKind.EMAIL, DEMO_CAREGIVER_ADDRESS, "demo", now
+            )
+    else:
+        await provisioning.reset_password(database, DEMO_CAREGIVER, password)
+    await provisioning.activate_totp(database, DEMO_CAREGIVER, secret)
+    return DemoClinician(DEMO_CAREGIVER, password, secret)
+
+
 async def run_demo(
     settings: Settings, *, patients: int, interval: float, garbage: float = 0.02
 ) -> None:
@@ -319,6 +376,7 @@ async def run_demo(
         await _care_between_visits(database, subject.patient_id)
         await _laboratory_results(database, subject)
     await _demo_imaging(database, subjects[0])
+    caregiver = await _demo_caregiver(database, subjects[0].patient_id)
     smart_app = await _register_demo_app(database)
     visit = await demo_visit_and_time(database, subjects[0].patient_id, DEMO_CLINICIAN)
     await database.dispose()
@@ -356,6 +414,11 @@ async def run_demo(
     print(
         f"  care:       {base_url}/inbox   calendar {base_url}/inbox/calendar   hours "
         f"{base_url}/inbox/schedule   (a patient's page shows their messages and medicines)"
+    )
+    print(
+        f"  caregiver of the first patient: {base_url}/caregiving   username "
+        f"{caregiver.username}   password {caregiver.password}   TOTP key "
+        f"{caregiver.totp_secret}"
     )
     print(f"  FHIR API:   {base_url}/fhir/metadata   API docs: {base_url}/docs")
     if visit is not None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from medmesh import wiring
 from medmesh.access.audit.audit_writer import AuditWriter
+from medmesh.access.identity.device_certificates import DeviceTrust
 from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.care.notifications import Notifier
 from medmesh.config import Settings
@@ -25,6 +26,7 @@ from medmesh.ingest.mllp import MllpServer
 from medmesh.ingest.mqtt import MqttIngest
 from medmesh.ingest.omh import OMH, parse_omh
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.ingest.signed_readings import SignaturePolicy
 from medmesh.ingest.templates import load_templates, parser_for
 from medmesh.paging.pager import Pager
 from medmesh.rules.engine import RuleEngine
@@ -116,6 +118,10 @@ class Services:
             reassignment_backfill=timedelta(hours=settings.reassignment_backfill_hours),
             after_commit=after_commit,
             group_commit=timedelta(milliseconds=settings.group_commit_ms),
+            signatures=SignaturePolicy(
+                settings.require_signed_readings,
+                timedelta(seconds=settings.signature_max_skew_seconds),
+            ),
         )
         bus = build_bus(settings)
         pipeline.on_committed(readings_publisher(bus))
@@ -164,6 +170,7 @@ class Services:
                 self.pipeline,
                 max_message_bytes=settings.mllp_max_message_bytes,
                 limits=wiring.mllp_limits(settings),
+                device_trust=DeviceTrust(wiring.device_ca_dir(settings)),
             )
             port, tls = settings.mllp_port, wiring.mllp_tls(settings)
             listener = CallWorker(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ssl
 from datetime import timedelta
+from pathlib import Path
 
 from medmesh.access.identity.credentials import DEVICE_SECRET_PREFIX
 from medmesh.access.identity.lockout import LockoutPolicy
@@ -12,6 +13,8 @@ from medmesh.care.attachments import AttachmentLimits
 from medmesh.care.notifications import NotifierSettings
 from medmesh.care.visits import IceConfig
 from medmesh.config import Settings
+from medmesh.crypto.device_ca import CRL
+from medmesh.crypto.local import default_key_paths
 from medmesh.fhir.export_jobs import ExportSettings
 from medmesh.http.rate_limit import Budget, RateLimits
 from medmesh.http.request_limits import RequestLimits
@@ -207,3 +210,16 @@ def ice_config(settings: Settings) -> IceConfig:
         turn_secret=None if secret is None else secret.get_secret_value(),
         turn_ttl=timedelta(seconds=settings.visit_turn_ttl_seconds),
     )
+
+
+def device_ca_dir(settings: Settings) -> Path:
+    """Where the device CA lives: MEDMESH_DEVICE_CA_DIR, else device-ca/ beside the keyring."""
+    if settings.device_ca_dir is not None:
+        return settings.device_ca_dir
+    keyring = settings.master_key_file or default_key_paths(settings.database_url)[0]
+    return keyring.parent / "device-ca"
+
+
+def device_crl_file(settings: Settings) -> Path:
+    """Where the device CA's CRL is published (Mosquitto's crlfile)."""
+    return settings.device_crl_file or device_ca_dir(settings) / CRL

@@ -331,3 +331,55 @@ async def test_an_admin_keeps_the_roster_and_the_panel_sounds_the_alarm_and_coun
         await page.get_by_role("button", name="Alarm sound: on").wait_for()
         assert (await page.title()).startswith("(1) ")
         await page.close()
+
+
+async def test_an_admin_adds_an_override_in_the_roster_form_and_it_covers_now(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The override form: a datetime-local range in the team's zone covers now (the calendar
+    and "on call now" say so, the rest of the week stays a gap); an end before the start is
+    refused with a message and changes nothing."""
+    url = f"sqlite:///{tmp_path}/roster.db"
+    setup = Database(url)
+    await migrate.upgrade(setup)
+    secrets: dict[str, str] = {}
+    for username, name, role in (
+        (CLINICIAN, "Dr On Call", Role.CLINICIAN),
+        ("admin", "Org Admin", Role.ORG_ADMIN),
+    ):
+        await provisioning.create_user(
+            setup, username=username, display_name=name, role=role, password=PASSWORD
+        )
+        secrets[username] = pyotp.random_base32(32)
+        await provisioning.activate_totp(setup, username, secrets[username])
+    await setup.dispose()
+    with live_server(url, tmp_path / "server.log") as server:
+        base = server.base_url
+        admin = await browser.new_page()
+        await _sign_in(admin, base, "admin", PASSWORD, secrets["admin"])
+        await admin.goto(base + "/rosters")
+        await admin.get_by_label("New team").fill("weekend")
+        await admin.get_by_label("Time zone").fill("America/New_York")
+        await admin.get_by_role("button", name="Create").click()
+        await admin.wait_for_url(base + "/rosters/weekend")
+        assert await admin.get_by_text("On call now: nobody").count() == 1
+
+        local = datetime.now(ZoneInfo("America/New_York")).replace(second=0, microsecond=0)
+        override = admin.locator("form", has_text="Add an override")
+        await override.get_by_label("Who").select_option(label="Dr On Call")
+        await override.get_by_label("From").fill((local - timedelta(hours=1)).isoformat()[:16])
+        await override.get_by_label("To").fill((local + timedelta(hours=2)).isoformat()[:16])
+        await override.get_by_role("button", name="Add override").click()
+        await admin.wait_for_url(base + "/rosters/weekend")
+        assert await admin.get_by_text("On call now: Dr On Call").count() == 1
+        assert await admin.locator("li", has_text="override").count() == 1
+        assert await admin.locator("[data-gap=true]").count() >= 6  # the rest of the week
+
+        backwards = admin.locator("form", has_text="Add an override")
+        await backwards.get_by_label("From").fill((local + timedelta(hours=3)).isoformat()[:16])
+        await backwards.get_by_label("To").fill((local + timedelta(hours=1)).isoformat()[:16])
+        await backwards.get_by_role("button", name="Add override").click()
+        await admin.get_by_text("Give a start and an end after it.").wait_for()
+        await admin.goto(base + "/rosters/weekend")
+        assert await admin.locator("li", has_text="override").count() == 1
+        await admin.close()

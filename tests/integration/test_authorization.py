@@ -29,6 +29,7 @@ from medmesh.access.erasure import set_legal_hold
 from medmesh.access.identity.principals import Role
 from medmesh.access.policy.subscribers import SubscriberCheck
 from medmesh.app import create_app
+from medmesh.care import caregivers
 from medmesh.config import Settings
 from medmesh.domain.medications import RefillRequest, RefillStatus
 from medmesh.domain.visits import Visit
@@ -72,6 +73,9 @@ class Cast:
     # A's care-team clinician holding patient/*.cruds with B as launch patient: issued while
     # on B's care team, kept after leaving it (the token names B; only the policy decides).
     launch_b: dict[str, str]
+    # A's caregiver (docs/paging.md#caregivers): A's consent names them for vital signs and
+    # alerts; their token is user/*.cruds, and only the policy narrows it.
+    caregiver_a: dict[str, str]
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -229,6 +233,25 @@ async def cast(database: Database, http: AppClient) -> Cast:
     )
     async with database.write() as conn:
         assert await CareTeams(conn).remove(b.patient_id, a.clinician_id)
+    invited = await caregivers.invite(
+        database,
+        patient_id=a.patient_id,
+        by="patient-a",
+        categories={"vital-signs", "alerts"},
+        alert_types={"critical"},
+        now=now,
+    )
+    caregiver_id = await caregivers.accept(
+        database,
+        code=invited.code,
+        username="caregiver-a",
+        display_name="Caregiver A",
+        password=CLINICIAN_PASSWORD,
+        now=now,
+    )
+    caregiver_token = await provisioning.issue_user_token(
+        database, user_id=caregiver_id, scopes="user/*.cruds"
+    )
     return Cast(
         a=a,
         b=b,
@@ -250,6 +273,7 @@ async def cast(database: Database, http: AppClient) -> Cast:
         partner=_bearer(partner),
         admin=_bearer(admin_token),
         launch_b=_bearer(launch_b),
+        caregiver_a=_bearer(caregiver_token),
     )
 
 
@@ -500,7 +524,9 @@ async def test_every_route_serving_patient_data_is_in_the_matrix(
     assert routes - covered == set(), "give these routes a row in the authorization matrix"
 
 
-@pytest.mark.parametrize("who", ["patient_a", "outsider", "partner", "admin", "launch_b"])
+@pytest.mark.parametrize(
+    "who", ["patient_a", "outsider", "partner", "admin", "launch_b", "caregiver_a"]
+)
 async def test_nobody_without_a_relationship_reaches_patient_b(
     http: httpx.AsyncClient, cast: Cast, who: str
 ) -> None:
@@ -623,6 +649,34 @@ async def test_a_consent_limited_to_vital_signs_hides_other_categories(
     )
     assert flags.status_code == 200
     assert "entry" not in flags.json() or not flags.json()["entry"]
+
+
+async def test_a_caregiver_reads_the_granted_categories_and_writes_nothing(
+    http: httpx.AsyncClient, cast: Cast
+) -> None:
+    found = (await _observations(http, cast, cast.caregiver_a)).json()
+    codes = {e["resource"]["code"]["coding"][0]["code"] for e in found["entry"]}
+    assert codes == {"8867-4"}  # heart rate only: steps and glucose are not granted
+    flags = await http.get(
+        "/fhir/Flag", params={"patient": cast.a.patient_id}, headers=cast.caregiver_a
+    )
+    assert flags.status_code == 200  # alerts are granted
+    write = await http.post(
+        f"/api/v1/patients/{cast.a.patient_id}/medications",
+        json={"name": "Insulin", "dosage": "10 units"},
+        headers=cast.caregiver_a,
+    )
+    assert write.status_code in (403, 404), write.text
+    plan = await http.put(
+        f"/api/v1/patients/{cast.a.patient_id}/care-plan",
+        json={"primary_clinician": None},
+        headers=cast.caregiver_a,
+    )
+    assert plan.status_code in (403, 404), plan.text
+    consents = await http.get(
+        "/fhir/Consent", params={"patient": cast.a.patient_id}, headers=cast.caregiver_a
+    )
+    assert consents.status_code in (403, 404)  # grantees do not manage consents
 
 
 async def test_care_resources_read_by_id_are_hidden_from_a_consent_limited_to_categories(

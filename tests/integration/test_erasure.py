@@ -27,6 +27,7 @@ from medmesh.access.identity.principals import Role
 from medmesh.cli import app
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.crypto.keyring import LocalKeyFile
+from medmesh.events.model import ALERT, Event
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.observations import VALUE, ObservationQuery, Observations
@@ -42,8 +43,10 @@ from medmesh.store.schema import (
     observation_rollups,
     observations,
     patients,
+    subscriptions,
     users,
 )
+from medmesh.store.webhook_deliveries import WebhookDeliveries
 from tests.conftest import World, make_world
 from tests.crypto_fixtures import (
     START,
@@ -224,6 +227,9 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
                 hash="1" * 64,
             )
         )
+        # Another identifier of hers (HL7 PID-3), sealed with her key.
+        await Patients(conn).add_identifiers(patient_id, [("SSA", "991-22-3333")])
+        await Patients(conn).add_identifiers(other.patient_id, [("SSA", "991-22-4444")])
         await DeadLetters(conn).add_many(
             [
                 DeadLetter(
@@ -263,6 +269,7 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
         "device_assignments": 1,
         "export_jobs": 1,
         "dead_letters": 1,
+        "patient_identifiers": 1,
         "patients": 1,
     }
     async with keyed.read() as conn:
@@ -274,11 +281,14 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
             ).scalars()
         )
         records = list((await conn.execute(select(patients.c.id))).scalars())
+        others_ids = await Patients(conn).find_by_identifier("SSA", "991-22-4444")
+        hers = await Patients(conn).find_by_identifier("SSA", "991-22-3333")
         the_other = await Observations(conn).search(ObservationQuery(patient_id=other.patient_id))
         stored = (await conn.execute(select(erasure_certificates.c.patient_id))).scalars().all()
     assert remaining_jobs == ["e2"]
     assert audit == 1  # the audit trail outlives erasure
     assert accounts == [] and records == [other.patient_id]
+    assert hers is None and others_ids is not None and others_ids.id == other.patient_id
     assert [o.values[0].value for o in the_other] == [66.0]
     assert stored == [patient_id]
     with pytest.raises(DataKeyDestroyed):  # an erased patient gets no new key
@@ -368,3 +378,39 @@ def test_the_cli_holds_erases_and_verifies_a_certificate(
     assert forged.exit_code == 1 and "INVALID" in forged.output
     again = runner.invoke(app, erase)
     assert again.exit_code == 1 and "not found" in again.output.lower()
+
+
+async def test_webhook_deliveries_about_the_patient_are_deleted_and_their_copies_unreadable(
+    keyed: Database, keyed_world: World
+) -> None:
+    other = await make_world(keyed, identifier="MRN-2")
+    now = datetime.now(UTC)
+    async with keyed.write() as conn:
+        await conn.execute(
+            subscriptions.insert().values(
+                id="sub-1",
+                criteria="Flag",
+                endpoint="https://receiver.example",
+                signing_secret="s",
+                status="active",
+                resource="{}",
+                created_at=now,
+                created_by="test",
+            )
+        )
+        deliveries = WebhookDeliveries(conn)
+        for world in (keyed_world, other):
+            event = Event(ALERT, world.patient_id, {"detail": "Blood pressure 213/127 mmHg"})
+            await deliveries.enqueue(["sub-1"], event.id, event.to_json(), now, world.patient_id)
+    async with keyed.read() as conn:
+        before = await WebhookDeliveries(conn).for_subscription("sub-1")
+    [copied] = [d for d in before if d.patient_id == keyed_world.patient_id]
+
+    await _erase(keyed, keyed_world.patient_id)
+
+    async with keyed.read() as conn:
+        after = await WebhookDeliveries(conn).for_subscription("sub-1")
+        assert [d.patient_id for d in after] == [other.patient_id]
+        assert b"213/127" in await WebhookDeliveries(conn).event_of(after[0])
+        with pytest.raises(DataKeyDestroyed):  # a backup's copy of the row opens no more
+            await WebhookDeliveries(conn).event_of(copied)

@@ -158,6 +158,31 @@ async def test_writes_without_a_valid_device_credential_are_refused(
     assert await _count(database) == 0
 
 
+async def test_a_rotated_device_credential_stops_working_at_once_though_it_was_known(
+    client: httpx.AsyncClient, world: World, database: Database
+) -> None:
+    """The app remembers credentials it has seen valid; a rotation committed elsewhere (here a
+    connection of its own, as another process would) still refuses the old secret on the very
+    next request, stores nothing from it, and dead-letters nothing for it."""
+    first = await client.post(
+        URL, json={"readings": minute_series(2)}, headers=world.device_headers
+    )
+    assert first.status_code == 202
+    rotated = await provisioning.rotate_device_secret(database, world.device_id)
+    late = [reading("after-rotation", at=BASE_TIME + timedelta(hours=1))]
+    old = await client.post(URL, json={"readings": late}, headers=world.device_headers)
+    assert old.status_code == 401
+    assert old.json()["resourceType"] == "OperationOutcome"
+    malformed = await client.post(URL, content=b"{not json", headers=world.device_headers)
+    assert malformed.status_code == 401
+    assert await _count(database) == 2
+    assert await _count(database, dead_letters) == 0
+    new = await client.post(
+        URL, json={"readings": late}, headers={"Authorization": f"Bearer {rotated.secret}"}
+    )
+    assert new.status_code == 202 and new.json()["accepted"] == 1
+
+
 async def test_reading_goes_to_the_patient_the_device_was_assigned_to_at_that_time(
     client: httpx.AsyncClient, world: World, database: Database
 ) -> None:

@@ -494,3 +494,60 @@ async def test_a_snooze_holds_until_it_ends_and_then_pages_again(
     await _tick(ward, timedelta(seconds=6))
     await _wait(sink, 2)
     assert sink.received[1]["To"] == "oncall@clinic.example"
+
+
+async def _glucose(ward: Ward, message_id: str, value: float) -> None:
+    answer = await ward.http.post(
+        "/ingest/v1/readings",
+        json={
+            "readings": [reading(message_id, "blood-glucose", value, "mg/dL", at=datetime.now(UTC))]
+        },
+        headers=ward.world.device_headers,
+    )
+    assert answer.status_code == 202, answer.text
+    await ward.http.settled()
+
+
+async def _times_paged(ward: Ward, alert_id: str, times: int) -> None:
+    for _ in range(100):
+        async with _db(ward).read() as conn:
+            if (await Pages(conn).times_paged(alert_id))[0] >= times:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the alert was not paged {times} times")
+
+
+async def test_a_snoozed_alert_pages_again_before_the_snooze_ends_when_it_gets_worse(
+    ward: Ward, sink: Sink, database: Database
+) -> None:
+    await _roster_and_chain(ward)
+    await _channel(ward, ward.oncall, "email", "oncall@clinic.example")
+    await _glucose(ward, "g-low", 65)  # low glucose: a warning
+    async with database.read() as conn:
+        (alert,) = await Alerts(conn).search(
+            ward.world.patient_id, (AlertStatus.OPEN,), 10, 0, within=None
+        )
+    await _times_paged(ward, alert.id, 1)
+    await _tick(ward, timedelta(seconds=6))
+    await _wait(sink, 1)
+    assert "An alert for one of your patients" in sink.received[0].as_string()
+    found = LINK.search(sink.received[0].as_string())
+    assert found
+    await sign_in(ward.http, ward.oncall)
+    opened = await ward.http.get(found.group(2))
+    snoozed = await ward.http.post(
+        f"{found.group(2)}/snooze",
+        data={"csrf_token": csrf_of(opened.text), "reason": "eating now", "minutes": "60"},
+    )
+    assert snoozed.status_code == 200, snoozed.text
+    await _tick(ward, timedelta(minutes=10))
+    assert len(sink.received) == 1  # held by the snooze
+    # Ten minutes into an hour's snooze the value worsens (40 mg/dL: critical): paged now.
+    await _glucose(ward, "g-worse", 40)
+    await _times_paged(ward, alert.id, 2)
+    await _tick(ward, timedelta(seconds=6))
+    await _wait(sink, 2)
+    assert sink.received[1]["To"] == "oncall@clinic.example"
+    assert "A critical alert for one of your patients" in sink.received[1].as_string()
+    async with database.read() as conn:
+        assert (await Alerts(conn).get(alert.id)).severity.value == "critical"

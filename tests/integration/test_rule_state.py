@@ -25,7 +25,7 @@ from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.rules.catalog import RULE_CODES, codes_to_read
 from medmesh.rules.defaults import DEFAULT_THRESHOLDS
 from medmesh.rules.engine import RuleEngine
-from medmesh.rules.state import RuleState
+from medmesh.rules.state import Head, RuleState
 from medmesh.sim.models import (
     AtrialFibrillationPatient,
     CopdPatient,
@@ -37,7 +37,7 @@ from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
 from medmesh.store.rule_states import RuleStates
-from medmesh.store.schema import rule_states
+from medmesh.store.schema import rule_state_segments, rule_states
 from medmesh.testing import FrozenClock
 from tests.conftest import World, make_world
 from tests.crypto_fixtures import keyed_database
@@ -211,12 +211,16 @@ async def test_two_processes_ingesting_one_patient_raise_each_alert_once(
     alerts = await _alerts(database, world.patient_id)
     assert [(a.rule, a.status) for a in alerts] == [("spo2-low", AlertStatus.RESOLVED)]
     async with database.read() as conn:
-        stored = await RuleStates(conn).get(world.patient_id)
-    assert stored is not None
-    version, data = stored
+        stored = await RuleStates(conn).head(world.patient_id)
+        assert stored is not None
+        version, data = stored
+        head = Head.decode(data)
+        assert head is not None
+        state = RuleState.load(
+            world.patient_id, head, await RuleStates(conn).segments(world.patient_id)
+        )
     assert version == len(low) + len(back)  # one write a batch, none lost
-    state = RuleState.decode(world.patient_id, data)
-    assert state is not None and len(state) == len(low) + len(back)
+    assert len(state) == len(low) + len(back)
 
 
 async def test_a_restart_in_a_sustained_spo2_window_still_raises_the_alert_on_time(
@@ -257,19 +261,23 @@ async def test_erasure_deletes_the_rule_state_and_a_copy_of_it_no_longer_opens(
             await process.send(world.device_id, [spo2(BASE_TIME, 95)])
         finally:
             await process.stop()
+        query = select(rule_state_segments).where(
+            rule_state_segments.c.patient_id == world.patient_id
+        )
         async with keyed.read() as conn:
-            query = select(rule_states).where(rule_states.c.patient_id == world.patient_id)
             [copied] = (await conn.execute(query)).mappings().all()
-            assert await RuleStates(conn).get(world.patient_id) is not None  # opens before
+            assert await RuleStates(conn).segments(world.patient_id) != []  # opens before
 
         await erase_patient(keyed, world.patient_id, reason="request", requested_by="dpo")
 
         async with keyed.read() as conn:
             assert (await conn.execute(query)).first() is None
+            heads = select(rule_states).where(rule_states.c.patient_id == world.patient_id)
+            assert (await conn.execute(heads)).first() is None
         with pytest.raises(DataKeyDestroyed):
             key = await keyed.cipher.key(world.patient_id)
-            key.open(copied["state"], "rule_states.state", world.patient_id)
-        assert b"spo2" not in copied["state"]  # sealed, not stored in the clear
+            key.open(copied["state"], "rule_state_segments.state", world.patient_id)
+        assert b"readings" not in copied["state"]  # sealed, not stored in the clear
     finally:
         await keyed.dispose()
 

@@ -42,6 +42,14 @@ def test_an_a40_names_the_merged_patient() -> None:
 
 
 @pytest.mark.parametrize(
+    ("event", "mrg"), [("A34", "MRG|H-2^^^HOSP^MR"), ("A39", "MRG||||H-2^^^HOSP^MR")]
+)
+def test_an_a34_or_a39_names_the_merged_patient_in_mrg_1_or_mrg_4(event: str, mrg: str) -> None:
+    message = read_adt(adt(event, "PID|1||H-1^^^HOSP^MR||Roe^Rick", mrg))
+    assert (message.event, message.merged) == (event, (PatientIdentifier("H-2", ("HOSP",)),))
+
+
+@pytest.mark.parametrize(
     ("message", "reason"),
     [
         (adt("A03", "PID|1||H-1||Roe^Rick"), RejectReason.UNKNOWN_FORMAT),
@@ -49,6 +57,8 @@ def test_an_a40_names_the_merged_patient() -> None:
         (adt("A01", "PID|1||H-1||^Rick"), RejectReason.MALFORMED),
         (adt("A01", "PID|1||H-1||Roe^Rick||1980-01-01"), RejectReason.MALFORMED),
         (adt("A40", "PID|1||H-1||Roe^Rick"), RejectReason.MALFORMED),
+        (adt("A39", "PID|1||H-1||Roe^Rick", "MRG|"), RejectReason.MALFORMED),
+        (adt("A35", "PID|1||H-1||Roe^Rick", "MRG|H-2"), RejectReason.UNKNOWN_FORMAT),
         (adt("A01", "EVN|A01"), RejectReason.MALFORMED),
     ],
 )

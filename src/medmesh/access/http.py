@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fastapi import Request
@@ -18,12 +19,20 @@ from medmesh.access.audit.audit_writer import AuditWriter
 from medmesh.access.audit.entries import AuditEntry
 from medmesh.access.identity.bearer import principal_for_token
 from medmesh.access.identity.credentials import hash_secret
+from medmesh.access.identity.device_certificates import (
+    CLIENT_CERT_HEADER,
+    CertificateRefused,
+    DeviceTrust,
+    forwarded_pem,
+)
+from medmesh.access.identity.device_credentials import KnownDeviceCredentials
 from medmesh.access.identity.principals import DevicePrincipal, Principal, Role
 from medmesh.access.policy import decision as policy
 from medmesh.access.policy.decision import Decision
 from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import Forbidden, NotFound, Unauthenticated
-from medmesh.http.deps import database_of, provided
+from medmesh.http.deps import database_of, provided, provided_or_none
+from medmesh.http.forwarded import ProxyList, connected_from
 from medmesh.store.registry import Devices
 
 # FHIR AuditEvent.action of each interaction.
@@ -58,14 +67,73 @@ def _source(request: Request) -> str | None:
     return request.client.host if request.client is not None else None
 
 
+# Provided by the composition root.
+device_trust_of = provided(DeviceTrust)
+proxies_of = provided(ProxyList)
+
+
 async def require_device(request: Request) -> DevicePrincipal:
-    """The device whose secret is in the Authorization header."""
+    """The device whose secret is in the Authorization header or, without one, whose client
+    certificate a trusted reverse proxy forwards (docs/device-certificates.md)."""
+    if not request.headers.get("authorization"):
+        forwarded = request.headers.get(CLIENT_CERT_HEADER)
+        # Believed only from a trusted proxy; from anyone else the header is ignored.
+        if forwarded and proxies_of(request).trusts(connected_from(request)):
+            return await _device_by_certificate(request, forwarded)
     secret_hash = hash_secret(_bearer(request))
     async with database_of(request).read() as conn:
         device = await Devices(conn).find_by_secret_hash(secret_hash)
     if device is None:
         raise Unauthenticated("the device credential is not valid")
     return DevicePrincipal(device.id)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestingDevice:
+    """A device sending readings, and the hash of the credential it sent: the ingest pipeline
+    checks that credential again where it stores the readings."""
+
+    principal: DevicePrincipal
+    # None for a device known by its client certificate, checked in full on every request.
+    secret_hash: str | None
+
+
+_known_credentials = provided_or_none(KnownDeviceCredentials)
+
+
+async def require_ingesting_device(request: Request) -> IngestingDevice:
+    """The device whose secret is in the Authorization header, from the process's known
+    credentials when it is there (access/identity/device_credentials.py): for routes whose
+    writes check the credential again in their own transaction, and only for them. Without an
+    Authorization header, the device of a forwarded client certificate (`require_device`)."""
+    if not request.headers.get("authorization"):
+        return IngestingDevice(await require_device(request), None)
+    secret_hash = hash_secret(_bearer(request))
+    known = _known_credentials(request)
+    device_id = None if known is None else known.device_of(secret_hash)
+    if device_id is None:
+        device_id = (await require_device(request)).device_id
+        if known is not None:
+            known.remember(secret_hash, device_id)
+    return IngestingDevice(DevicePrincipal(device_id), secret_hash)
+
+
+def forget_device_credential(request: Request, device: IngestingDevice) -> None:
+    """The credential was found no longer valid where it was checked again."""
+    known = _known_credentials(request)
+    if known is not None and device.secret_hash is not None:
+        known.forget(device.secret_hash)
+
+
+async def _device_by_certificate(request: Request, forwarded: str) -> DevicePrincipal:
+    async with database_of(request).read() as conn:
+        try:
+            device_id = await device_trust_of(request).device_for_pem(
+                conn, forwarded_pem(forwarded), now=datetime.now(UTC)
+            )
+        except CertificateRefused as refused:
+            raise Unauthenticated(str(refused)) from None
+    return DevicePrincipal(device_id)
 
 
 async def require_principal(request: Request) -> Principal:

@@ -13,6 +13,7 @@ from medmesh import provisioning
 from medmesh.access.identity.credentials import new_secret
 from medmesh.access.identity.mosquitto import set_password
 from medmesh.commands._runner import run
+from medmesh.crypto.public_keys import ed25519_public_key
 from medmesh.domain.registry import device_type_token
 from medmesh.store.database import Database
 from medmesh.store.registry import Devices
@@ -24,6 +25,23 @@ def _aware(moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment
+
+
+PublicKeyOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--public-key",
+        help="The device's Ed25519 public key for signed readings: a PEM file, or a file "
+        "holding the raw 32 bytes in base64 (docs/signed-payloads.md)",
+    ),
+]
+RequireSignatureOption = Annotated[
+    bool,
+    typer.Option(
+        "--require-signature",
+        help="Refuse this device's readings unless they are signed (needs --public-key)",
+    ),
+]
 
 
 @device_app.command("register")
@@ -48,6 +66,8 @@ def device_register(
             "names. Without it, PID must name the patient the device is assigned to.",
         ),
     ] = False,
+    public_key: PublicKeyOption = None,
+    require_signature: RequireSignatureOption = False,
 ) -> None:
     """Register a device; prints its id and its secret (shown only this once)."""
     if device_type is not None:
@@ -55,8 +75,10 @@ def device_register(
             device_type_token(device_type)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--type") from None
-    credential = run(
-        lambda db: provisioning.register_device(
+    key = _read_public_key(public_key, require_signature)
+
+    async def register(db: Database) -> provisioning.DeviceCredential:
+        credential = await provisioning.register_device(
             db,
             display_name=name,
             manufacturer=manufacturer,
@@ -65,10 +87,68 @@ def device_register(
             shared_monitor=shared_monitor,
             device_type=device_type,
         )
-    )
+        if key is not None:
+            await provisioning.set_signing_key(
+                db, credential.device_id, key, required=require_signature
+            )
+        return credential
+
+    credential = run(register)
     typer.echo(f"device id:     {credential.device_id}")
     typer.echo(f"device secret: {credential.secret}")
     typer.echo("Store the secret on the device now; medmesh keeps only its hash.")
+    if key is not None:
+        must = "must sign" if require_signature else "may sign"
+        typer.echo(f"signing key set: the device {must} its readings (docs/signed-payloads.md)")
+
+
+def _read_public_key(path: Path | None, require_signature: bool) -> bytes | None:
+    if path is None:
+        if require_signature:
+            raise typer.BadParameter("needs --public-key", param_hint="--require-signature")
+        return None
+    try:
+        text = path.read_bytes()
+        ed25519_public_key(text)  # checked before anything is registered
+    except OSError as exc:
+        message = f"cannot read {path}: {exc.strerror}"
+        raise typer.BadParameter(message, param_hint="--public-key") from None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--public-key") from None
+    return text
+
+
+@device_app.command("signing-key")
+def device_signing_key(
+    device_id: str,
+    public_key: Annotated[Path, typer.Argument(help="PEM file, or the raw 32-byte key in base64")],
+    require_signature: Annotated[
+        bool | None,
+        typer.Option(
+            "--require-signature/--allow-unsigned",
+            help="Whether the device must sign; unchanged if not given",
+        ),
+    ] = None,
+) -> None:
+    """Set or rotate a device's Ed25519 public key; the old key stops working at once."""
+    key = _read_public_key(public_key, False)
+    assert key is not None
+    stored = run(
+        lambda db: provisioning.set_signing_key(db, device_id, key, required=require_signature)
+    )
+    must = "must sign" if stored.required else "may sign (unsigned readings are accepted)"
+    typer.echo(f"signing key {stored.key_id} set: device {device_id} {must}")
+
+
+@device_app.command("require-signature")
+def device_require_signature(
+    device_id: str,
+    off: Annotated[bool, typer.Option("--off", help="Accept unsigned readings again")] = False,
+) -> None:
+    """Refuse the device's unsigned readings (it needs a signing key first)."""
+    run(lambda db: provisioning.require_signatures(db, device_id, not off))
+    state = "may send unsigned readings" if off else "must sign its readings"
+    typer.echo(f"device {device_id} {state}")
 
 
 @device_app.command("shared-monitor")

@@ -16,6 +16,7 @@ from enum import StrEnum
 class GranteeType(StrEnum):
     PRACTITIONER = "Practitioner"  # one user account
     ORGANIZATION = "Organization"  # every clinician and backend service of an organisation
+    RELATED_PERSON = "RelatedPerson"  # one caregiver account named by the patient
 
 
 class ConsentStatus(StrEnum):
@@ -58,6 +59,6 @@ class Consent:
             return False
         if self.purposes and purpose not in self.purposes:
             return False
-        if self.grantee_type is GranteeType.PRACTITIONER:
+        if self.grantee_type in (GranteeType.PRACTITIONER, GranteeType.RELATED_PERSON):
             return user_id is not None and self.grantee_id == user_id
         return self.grantee_id == organization_id

@@ -28,6 +28,14 @@ class RejectReason(StrEnum):
     UNKNOWN_TOPIC = "unknown-topic"
     UNKNOWN_FORMAT = "unknown-format"
     STORAGE_ERROR = "storage-error"
+    # Signed readings (docs/signed-payloads.md)
+    SIGNATURE_REQUIRED = "signature-required"
+    SIGNATURE_MALFORMED = "signature-malformed"
+    SIGNATURE_KEY_UNKNOWN = "signature-key-unknown"
+    SIGNATURE_INVALID = "signature-invalid"
+    SIGNATURE_REPLAYED = "signature-replayed"
+    SIGNATURE_STALE = "signature-stale"
+    SIGNATURE_FUTURE = "signature-from-future"
 
 
 class InvalidReading(MedmeshError):
@@ -45,6 +53,16 @@ class UnitNotConvertible(MedmeshError):
 
 class Unauthenticated(MedmeshError):
     """No credentials, or credentials that match nothing."""
+
+
+class SignatureRefused(Unauthenticated):
+    """A signed reading whose signature is missing, wrong, replayed or out of time (HTTP 401,
+    MQTT dead letter); `reason` is machine-readable and starts the message."""
+
+    def __init__(self, reason: RejectReason, message: str) -> None:
+        super().__init__(f"{reason.value}: {message}")
+        self.reason = reason
+        self.message = message
 
 
 class Forbidden(MedmeshError):

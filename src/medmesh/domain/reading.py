@@ -40,6 +40,9 @@ class RawReading:
     effective: datetime
     value: float | dict[str, float]
     unit: str
+    # A laboratory result under a LOINC code outside the vocabulary (HL7 ORU, docs/hl7.md):
+    # stored in the unit the laboratory reports, unconverted.
+    laboratory_test: bool = False
 
 
 @dataclass(frozen=True, slots=True)

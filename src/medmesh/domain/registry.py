@@ -28,6 +28,8 @@ class Patient:
     gender: str | None = None
     address: PostalAddress | None = None
     phone: str | None = None
+    # Other identifiers of the same person (system, value): another assigning authority's MRN.
+    other_identifiers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,13 @@ from datetime import datetime, timedelta
 from medmesh.domain.errors import InvalidReading, RejectReason, UnitNotConvertible
 from medmesh.domain.reading import MeasuredValue, RawReading
 from medmesh.domain.units import convert, normalize_unit
-from medmesh.domain.vocabulary import Measure, Quantity, measure_by_code, measure_by_key
+from medmesh.domain.vocabulary import (
+    Measure,
+    Quantity,
+    laboratory_test,
+    measure_by_code,
+    measure_by_key,
+)
 
 
 def resolve_measure(name: str) -> Measure:
@@ -17,6 +23,13 @@ def resolve_measure(name: str) -> Measure:
     if measure is None:
         raise InvalidReading(RejectReason.UNKNOWN_CODE, "measurement type or code is not known")
     return measure
+
+
+def reading_measure(raw: RawReading) -> Measure:
+    """The measure of a raw reading: the vocabulary's, or a laboratory test of any LOINC code."""
+    if raw.laboratory_test and measure_by_code(raw.measure) is None:
+        return laboratory_test(raw.measure, normalize_unit(raw.unit))
+    return resolve_measure(raw.measure)
 
 
 def _measured(quantity: Quantity, value: float, unit: str) -> MeasuredValue:

@@ -8,6 +8,7 @@ garbage, they are not alert thresholds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -234,6 +235,43 @@ def quantity_by_code(code: str) -> Quantity | None:
     return None
 
 
+# In a list of stored codes, stands for every code outside this vocabulary: the tests a hospital
+# laboratory reports under any LOINC code (HL7 ORU, docs/hl7.md), all of the laboratory category.
+# The store turns it into "code not in VOCABULARY_CODES" (store/observations.py, code_in).
+OTHER_LABORATORY_CODES = "*other-laboratory"
+# The codes observations are stored under for the measures above (primary codes only).
+VOCABULARY_CODES: frozenset[str] = frozenset(m.code for m in MEASURES)
+
+
 def codes_in_categories(categories: Collection[str]) -> tuple[str, ...]:
-    """The stored codes of every measure in these observation categories."""
-    return tuple(sorted(m.code for m in MEASURES if m.category.value in categories))
+    """The stored codes of every measure in these observation categories, with
+    OTHER_LABORATORY_CODES when the laboratory category is among them."""
+    known = sorted(m.code for m in MEASURES if m.category.value in categories)
+    other = (OTHER_LABORATORY_CODES,) if Category.LABORATORY.value in categories else ()
+    return (*known, *other)
+
+
+def is_laboratory_test(code: str) -> bool:
+    """A result a hospital laboratory reports: one of LABORATORY_TESTS or any code outside the
+    vocabulary (only laboratories store those)."""
+    return code in LABORATORY_TESTS or code not in VOCABULARY_CODES
+
+
+def laboratory_test(code: str, unit: str) -> Measure:
+    """The measure of a laboratory result whose LOINC code is outside the vocabulary: a single
+    number in the unit the laboratory reported it in (no conversion, no plausible range: the
+    laboratory's own reference range and flag say what is normal)."""
+    quantity = Quantity(code, code, code, unit, -math.inf, math.inf)
+    return Measure(code, code, code, Category.LABORATORY, quantity=quantity)
+
+
+def stored_measure(code: str, unit: str | None) -> Measure:
+    """The measure an observation stored under `code` is of: the vocabulary's, else a
+    laboratory test."""
+    return measure_by_code(code) or laboratory_test(code, unit or "")
+
+
+def category_of(code: str) -> Category:
+    """The observation category of a stored code (laboratory for codes outside the vocabulary)."""
+    measure = measure_by_code(code)
+    return measure.category if measure is not None else Category.LABORATORY

@@ -8,7 +8,13 @@ from decimal import Decimal, InvalidOperation
 
 from medmesh.domain.errors import InvalidSearch, UnitNotConvertible
 from medmesh.domain.units import convert
-from medmesh.domain.vocabulary import MEASURES, UCUM, codes_in_categories
+from medmesh.domain.vocabulary import (
+    MEASURES,
+    OTHER_LABORATORY_CODES,
+    UCUM,
+    codes_in_categories,
+    is_laboratory_test,
+)
 from medmesh.fhir.resources import CATEGORY_SYSTEM
 from medmesh.fhir.search import (
     _PREFIXES,
@@ -116,10 +122,30 @@ def parse_value_quantity(value: str) -> ValueQuantity:
     return ValueQuantity(prefix, number, code or None)
 
 
-def _all(tests: list[ValueQuantity]) -> Callable[[StoredObservation], bool] | None:
-    if not tests:
+# Stored statuses: readings are final; a laboratory result may be preliminary or corrected.
+STORED_STATUSES = frozenset({"final", "preliminary", "corrected"})
+
+
+def _status(o: StoredObservation) -> str:
+    return o.lab.status if o.lab is not None else "final"
+
+
+def _may_find_lab_results(groups: list[tuple[str, ...]]) -> bool:
+    return all(
+        any(c == OTHER_LABORATORY_CODES or is_laboratory_test(c) for c in group) for group in groups
+    )
+
+
+def _all(
+    tests: list[ValueQuantity], statuses: list[str]
+) -> Callable[[StoredObservation], bool] | None:
+    checks: list[Callable[[StoredObservation], bool]] = list(tests)
+    wanted = set(statuses)
+    if wanted and not wanted >= STORED_STATUSES:
+        checks.append(lambda o: _status(o) in wanted)
+    if not checks:
         return None
-    return lambda o: all(t(o) for t in tests)
+    return lambda o: all(check(o) for check in checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +184,9 @@ def parse_observation_search(params: dict[str, list[str]]) -> ParsedObservationS
             effective_gaps=effective.gaps,
             received=received.bounds,
             received_gaps=received.gaps,
-            nothing=bool(statuses) and "final" not in statuses,
-            keep=_all(values),
+            nothing=bool(statuses) and not STORED_STATUSES & set(statuses),
+            # Only laboratory results have another status than final: a search that cannot
+            # find one keeps its SQL paging.
+            keep=_all(values, statuses if _may_find_lab_results(groups) else []),
         ),
     )

@@ -12,6 +12,7 @@ from medmesh.domain.vocabulary import (
     LOINC,
     UCUM,
     Category,
+    category_of,
     measure_by_code,
     quantity_by_code,
 )
@@ -116,9 +117,7 @@ _Head = tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any] | None]
 @functools.cache
 def _observation_head(code: str) -> _Head:
     """An Observation's category, code and meta for `code`: the parts no row changes."""
-    measure = measure_by_code(code)
-    category = measure.category if measure is not None else Category.VITAL_SIGNS
-    return _category(category), _concept(code), _meta(code)
+    return _category(category_of(code)), _concept(code), _meta(code)
 
 
 def _observation_base(
@@ -193,9 +192,21 @@ _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpret
 
 
 def _lab_findings(resource: dict[str, Any], obs: StoredObservation) -> None:
-    """A laboratory's reference range (OBX-7) and interpretation flag (OBX-8)."""
+    """A laboratory's test name (OBX-3), status (OBX-11), comparator (OBX-5 SN), reference range
+    (OBX-7) and interpretation flag (OBX-8)."""
     assert obs.lab is not None
     unit = obs.values[0].unit if obs.values else None
+    resource["status"] = obs.lab.status
+    if obs.lab.display and measure_by_code(obs.code) is None:
+        # The vocabulary has no name for this test: the laboratory's own (a new dict: the
+        # cached concept is shared).
+        display = obs.lab.display
+        resource["code"] = {
+            "coding": [{"system": LOINC, "code": obs.code, "display": display}],
+            "text": display,
+        }
+    if obs.lab.comparator and "valueQuantity" in resource:
+        resource["valueQuantity"] = {**resource["valueQuantity"], "comparator": obs.lab.comparator}
     if obs.lab.reference_range:
         reference: dict[str, Any] = {"text": obs.lab.reference_range}
         for name, bound in (("low", obs.lab.low), ("high", obs.lab.high)):
@@ -211,7 +222,10 @@ def patient(record: Patient) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Patient",
         "id": record.id,
-        "identifier": [{"system": record.identifier_system, "value": record.identifier_value}],
+        "identifier": [
+            {"system": record.identifier_system, "value": record.identifier_value},
+            *({"system": s, "value": v} for s, v in record.other_identifiers),
+        ],
         "name": [{"family": record.family, "given": [record.given]}],
     }
     if record.gender is not None:

@@ -149,7 +149,8 @@ OBSERVATION = (
     SearchParam(
         "status",
         "token",
-        "final (every stored reading is final; comma-separated: any)",
+        "final, preliminary, corrected (readings are final; a laboratory result may be "
+        "preliminary or corrected; comma-separated: any)",
         US_CORE + "us-core-observation-status",
     ),
     SearchParam(

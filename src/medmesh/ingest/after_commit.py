@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from medmesh.domain.reading import Reading
-from medmesh.domain.vocabulary import measure_by_code
+from medmesh.domain.vocabulary import stored_measure
 from medmesh.store.database import Database
 from medmesh.store.observations import Observations, StoredObservation
 from medmesh.store.pending_evaluations import PendingEvaluation, PendingEvaluations
@@ -189,9 +189,8 @@ class AfterCommit:
 
 
 def _reading(stored: StoredObservation) -> Reading | None:
-    measure = measure_by_code(stored.code)
-    if measure is None:  # a code retired from the vocabulary since
-        return None
+    unit = stored.values[0].unit if len(stored.values) == 1 else None
+    measure = stored_measure(stored.code, unit)
     return Reading(
         stored.device_id,
         stored.message_id,

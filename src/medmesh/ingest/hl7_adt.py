@@ -1,13 +1,17 @@
 """HL7 v2 ADT messages from a hospital's patient administration system, read into patient
 demographics (A01 admit, A04 register, A08 update, A28 add, A31 update person) and merges
-(A40). No I/O: the MLLP adapter applies them (patient_feed.py) and builds the ACK.
+(A40, and the older A34 and A39 taken the same way). No I/O: the MLLP adapter applies them
+(patient_feed.py) and builds the ACK.
 
 - PID-3: every repetition (CX id^^^assigning authority^type) finds the patient; the record's
   own identifier is the repetition typed MR (CX-5), else the first, with the assigning
   authority's namespace id (CX-4.1, else its universal id CX-4.2) as its system.
 - PID-5 family^given (required), PID-7 birth date, PID-8 sex (M/F/O/U), PID-11 address,
   PID-13 phone.
-- A40: PID is the surviving patient, MRG-1 the identifiers of the one merged into it.
+- A40 merge patient, A34 merge patient ID only, A39 merge person: PID is the surviving patient,
+  MRG-1 (else MRG-4, the prior patient id A34 and A39 may use) the identifiers of the one
+  merged into it. medmesh's patient is the person and holds their identifiers, so merging the
+  identifiers (A34) or the person (A39) is merging the two records, as A40 does.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from medmesh.ingest.hl7_oru import (
 )
 
 DEMOGRAPHIC_EVENTS = frozenset({"A01", "A04", "A08", "A28", "A31"})
-MERGE_EVENT = "A40"
+MERGE_EVENTS = frozenset({"A34", "A39", "A40"})
 DEFAULT_SYSTEM = "urn:medmesh:mrn"
 _GENDERS = {"M": "male", "F": "female", "O": "other", "U": "unknown", "A": "other", "N": "unknown"}
 
@@ -151,10 +155,11 @@ def read_adt(text: str) -> AdtMessage:
     msh = message[0]
     control_id = field_value(msh, 10)
     event = field_value(msh, 9, 2)
-    if event not in DEMOGRAPHIC_EVENTS and event != MERGE_EVENT:
+    if event not in DEMOGRAPHIC_EVENTS and event not in MERGE_EVENTS:
         raise MessageRejected(
             RejectReason.UNKNOWN_FORMAT,
-            "ADT events accepted: A01, A04, A08, A28, A31 (patient demographics) and A40 (merge)",
+            f"ADT^{event if event.isalnum() and len(event) <= 3 else '?'} is not accepted: "
+            "A01, A04, A08, A28, A31 (patient demographics), A40, A34 and A39 (merge) are",
             "200",
             message,
             control_id,
@@ -170,10 +175,11 @@ def read_adt(text: str) -> AdtMessage:
         raise _refuse("an ADT message carries one PID segment", "100", message, control_id, None)
     patient = _demographics(message, message[names.index("PID")], control_id)
     merged: tuple[PatientIdentifier, ...] = ()
-    if event == MERGE_EVENT:
+    if event in MERGE_EVENTS:
         if "MRG" not in names:
-            raise _refuse("A40 needs an MRG segment", "100", message, control_id, None)
-        merged = tuple(i[0] for i in _identifiers(message[names.index("MRG")], 1))
+            raise _refuse(f"{event} needs an MRG segment", "100", message, control_id, None)
+        mrg = message[names.index("MRG")]
+        merged = tuple(i[0] for i in _identifiers(mrg, 1) or _identifiers(mrg, 4))
         if not merged:
             raise _refuse(
                 "MRG-1 must name the merged patient", "101", message, control_id, ("MRG", 1, 1)

@@ -33,9 +33,10 @@ from typing import Any
 
 import hl7  # type: ignore[import-untyped]
 
-from medmesh.domain import mdc
+from medmesh.domain import mdc, vocabulary
 from medmesh.domain.errors import InvalidReading, MedmeshError, RejectReason
 from medmesh.domain.reading import RawReading
+from medmesh.domain.ucum_syntax import is_ucum
 from medmesh.ingest.incoming import Incoming
 from medmesh.store.lab_results import LabFindings
 
@@ -43,6 +44,23 @@ MAX_CONTROL_ID = 100  # leaves room for ":{OBX-1}" within a 128-character messag
 SKIPPED_STATUSES = frozenset({"X", "D", "W"})
 # OBX-3.3 name of coding system (HL7 table 0396) for LOINC.
 LOINC_SYSTEMS = frozenset({"LN", "LOINC"})
+MDC_SYSTEMS = frozenset({"MDC", "MDC.IEEE"})
+MAX_UNIT_LENGTH = 16  # observations.unit
+_LOINC_CODE = re.compile(r"\d{1,7}-\d")
+_COMPARATORS = frozenset({"", "=", "<", ">", "<=", ">="})
+# OBX-11 (HL7 table 0085) of a laboratory result as FHIR Observation.status; X, D and W are
+# skipped before this. R (not verified) and S (partial) are not final yet.
+_LAB_STATUS = {
+    "": "final",
+    "F": "final",
+    "C": "corrected",
+    "P": "preliminary",
+    "R": "preliminary",
+    "S": "preliminary",
+}
+_NOT_NUMERIC = (
+    "OBX-2 must be NM or SN: text and coded laboratory results are not stored (docs/hl7.md)"
+)
 _NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*")
 _CODE = re.compile(r"[A-Za-z0-9_.\-]{1,40}")
 # HL7 DTM to the minute at least (a reading's time), with optional seconds, fraction, offset.
@@ -205,6 +223,31 @@ def _identifiers(message: Any, pid: int | None) -> tuple[PatientIdentifier, ...]
     return tuple(found)
 
 
+def _has_value(segment: Any) -> bool:
+    """OBX-5 holds something (an SN such as `^5` has an empty first component)."""
+    return len(segment) > 5 and bool(str(segment[5]).strip("^ "))
+
+
+def _structured_number(segment: Any) -> tuple[str | None, str]:
+    """An SN value (comparator^num1^separator^num2) that is one number, with or without a
+    comparator; a range or ratio (`^1^-^5`, `^1^:^128`) is refused."""
+    comparator, number = _value(segment, 5, 1), _value(segment, 5, 2)
+    if _value(segment, 5, 3) or _value(segment, 5, 4):
+        raise _Refused(5, RejectReason.MALFORMED, "OBX-5 SN ranges and ratios are not stored")
+    if comparator not in _COMPARATORS:
+        raise _Refused(5, RejectReason.MALFORMED, "OBX-5 SN comparator must be <, >, <=, >= or =")
+    return (comparator if comparator not in ("", "=") else None), number
+
+
+def _findings(segment: Any) -> LabFindings:
+    """OBX-3 text, OBX-7 reference range, OBX-8 flag and OBX-11 status of a laboratory result."""
+    status = _LAB_STATUS.get(_value(segment, 11).upper())
+    if status is None:
+        raise _Refused(11, RejectReason.MALFORMED, "OBX-11 result status must be F, C, P, R or S")
+    reference, flag, display = _value(segment, 7), _value(segment, 8), _value(segment, 3, 2)
+    return LabFindings(reference or None, flag or None, display or None, status)
+
+
 class _Refused(InvalidReading):
     """An OBX refused at parse time, with the OBX field at fault (for ERR-2)."""
 
@@ -226,6 +269,7 @@ class _Obx:
     unit: str = ""
     effective: datetime | None = None
     findings: LabFindings | None = None
+    laboratory_test: bool = False  # a LOINC code outside the vocabulary
 
 
 class _ObservationReader:
@@ -280,22 +324,33 @@ class _ObservationReader:
     def _read(self, segment: Any, text: str, number: int, obr_time: str) -> None:
         serial = self._serial(segment)
         code, reference_id = _value(segment, 3, 1), _value(segment, 3, 2)
+        laboratory = _value(segment, 3, 3).upper() in LOINC_SYSTEMS
         if (
-            not _value(segment, 5)
+            not _has_value(segment)
             or _value(segment, 11).upper() in SKIPPED_STATUSES
-            or _value(segment, 2) not in ("NM", "")
+            or (_value(segment, 2) not in ("NM", "") and not laboratory)
             or mdc.is_not_stored(code, reference_id)
         ):
             return
         set_id = _value(segment, 1) if self._use_set_ids else str(number)
         obx = _Obx(number, serial, f"{self._control_id}:{set_id}", text)
         try:
-            obx = self._numeric(segment, obx, obr_time)
+            if laboratory and vocabulary.measure_by_code(code) is None:
+                obx = self._laboratory_test(segment, obx, obr_time)
+            else:
+                obx = self._numeric(segment, obx, obr_time)
         except _Refused as refused:
             return self._add(obx, obx.text, refused=refused)
         assert obx.metric is not None and obx.effective is not None
         if obx.metric.component is None:
-            raw = RawReading(obx.message_id, obx.metric.measure, obx.effective, obx.value, obx.unit)
+            raw = RawReading(
+                obx.message_id,
+                obx.metric.measure,
+                obx.effective,
+                obx.value,
+                obx.unit,
+                laboratory_test=obx.laboratory_test,
+            )
             return self._add(obx, obx.text, raw=raw)
         group = self._parts.setdefault(
             (serial, _value(segment, 4).rpartition(".")[0], obx.effective), {}
@@ -317,10 +372,18 @@ class _ObservationReader:
             mdc.MdcMetric(code, reference_id, code) if loinc else mdc.metric(code, reference_id)
         )
         if metric is None:
-            detail = (
-                f"OBX-3 code {_code_text(code or reference_id)} is not a measurement medmesh stores"
-            )
+            system = _value(segment, 3, 3)
+            if system and system.upper() not in MDC_SYSTEMS:
+                detail = (
+                    f"OBX-3 coding system {_code_text(system)} is neither LOINC (LN) nor MDC: "
+                    "local codes are not stored"
+                )
+            else:
+                shown = _code_text(code or reference_id)
+                detail = f"OBX-3 code {shown} is not a measurement medmesh stores"
             raise _Refused(3, RejectReason.UNKNOWN_CODE, detail)
+        if loinc and _value(segment, 2) not in ("NM", ""):
+            raise _Refused(2, RejectReason.MALFORMED, _NOT_NUMERIC)
         raw_value = _value(segment, 5)
         if not _NUMBER.fullmatch(raw_value):
             raise _Refused(5, RejectReason.MALFORMED, "OBX-5 is not an HL7 NM number")
@@ -333,16 +396,8 @@ class _ObservationReader:
         if ucum is None:
             detail = "OBX-6 is not a known MDC or UCUM unit"  # the field, not the unit sent
             raise _Refused(6, RejectReason.UNIT_NOT_CONVERTIBLE, detail)
-        times = (("OBX-14", _value(segment, 14)), ("OBR-7", obr_time), ("MSH-7", self._time))
-        name, text = next(((n, t) for n, t in times if t), times[-1])
-        try:
-            effective = parse_time(text)
-        except ValueError:
-            raise _Refused(14, RejectReason.MALFORMED, f"{name} is not an HL7 date/time") from None
-        findings = None
-        if loinc:
-            reference, flag = _value(segment, 7), _value(segment, 8)
-            findings = LabFindings(reference or None, flag or None)
+        effective = self._effective(segment, obr_time)
+        findings = _findings(segment) if loinc else None
         return replace(
             obx,
             metric=metric,
@@ -351,6 +406,49 @@ class _ObservationReader:
             effective=effective,
             findings=findings,
         )
+
+    def _laboratory_test(self, segment: Any, obx: _Obx, obr_time: str) -> _Obx:
+        """A LOINC-coded result outside medmesh's vocabulary: stored in the unit the laboratory
+        reports, which must be UCUM; a number (NM) or a number with a comparator (SN `<^5`)."""
+        code = _value(segment, 3, 1)
+        if not _LOINC_CODE.fullmatch(code):
+            raise _Refused(3, RejectReason.UNKNOWN_CODE, "OBX-3 is not a LOINC code (nnnnn-n)")
+        value_type = _value(segment, 2)
+        if value_type in ("NM", ""):
+            if not value_type:
+                raise _Refused(2, RejectReason.MALFORMED, "OBX-2 value type is missing")
+            comparator, raw_value = None, _value(segment, 5)
+        elif value_type == "SN":
+            comparator, raw_value = _structured_number(segment)
+        else:
+            raise _Refused(2, RejectReason.MALFORMED, _NOT_NUMERIC)
+        if not _NUMBER.fullmatch(raw_value):
+            raise _Refused(5, RejectReason.MALFORMED, "OBX-5 is not an HL7 NM number")
+        unit = _value(segment, 6, 1) or _value(segment, 6, 2) or "1"  # none: a pure number
+        if not is_ucum(unit) or len(unit) > MAX_UNIT_LENGTH:
+            detail = f"OBX-6 is not a UCUM unit of at most {MAX_UNIT_LENGTH} characters"
+            raise _Refused(6, RejectReason.UNIT_NOT_CONVERTIBLE, detail)
+        effective = self._effective(segment, obr_time)
+        findings = replace(_findings(segment), comparator=comparator)
+        metric = mdc.MdcMetric(code, _value(segment, 3, 2), code)
+        number = float(raw_value)
+        return replace(
+            obx,
+            metric=metric,
+            value=number,
+            unit=unit,
+            effective=effective,
+            findings=findings,
+            laboratory_test=True,
+        )
+
+    def _effective(self, segment: Any, obr_time: str) -> datetime:
+        times = (("OBX-14", _value(segment, 14)), ("OBR-7", obr_time), ("MSH-7", self._time))
+        name, text = next(((n, t) for n, t in times if t), times[-1])
+        try:
+            return parse_time(text)
+        except ValueError:
+            raise _Refused(14, RejectReason.MALFORMED, f"{name} is not an HL7 date/time") from None
 
     def _pair(self, parts: dict[str, _Obx]) -> None:
         systolic, diastolic = parts.get("systolic"), parts.get("diastolic")

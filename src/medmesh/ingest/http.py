@@ -9,15 +9,20 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
-from medmesh.access.http import require_device
-from medmesh.access.identity.principals import DevicePrincipal
-from medmesh.domain.errors import InvalidReading, UnsupportedMediaType
+from medmesh.access.http import (
+    IngestingDevice,
+    forget_device_credential,
+    require_ingesting_device,
+)
+from medmesh.domain.errors import InvalidReading, Unauthenticated, UnsupportedMediaType
 from medmesh.http.deps import database_of, provided
 from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.ingest.formats import NATIVE, Formats
 from medmesh.ingest.native import ignored_fields
 from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.ingest.signed_readings import HEADER, check_and_record
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
+from medmesh.store.registry import Devices
 
 router = APIRouter(prefix="/ingest/v1", tags=["ingest"], responses=ERROR_RESPONSES)
 
@@ -81,7 +86,7 @@ class IngestReceipt(BaseModel):
     summary="Send readings in another registered format (e.g. omh)",
 )
 async def post_readings_in_format(
-    format_name: str, request: Request, device: DevicePrincipal = Depends(require_device)
+    format_name: str, request: Request, device: IngestingDevice = Depends(require_ingesting_device)
 ) -> IngestReceipt:
     return await _ingest(request, device, format_name)
 
@@ -100,7 +105,7 @@ async def post_readings_in_format(
     },
 )
 async def post_readings(
-    request: Request, device: DevicePrincipal = Depends(require_device)
+    request: Request, device: IngestingDevice = Depends(require_ingesting_device)
 ) -> IngestReceipt:
     return await _ingest(request, device, NATIVE)
 
@@ -123,22 +128,39 @@ pipeline_of = provided(IngestPipeline)
 formats_of = provided(Formats)
 
 
-async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -> IngestReceipt:
+async def _ingest(request: Request, device: IngestingDevice, format_name: str) -> IngestReceipt:
     pipeline = pipeline_of(request)
     formats = formats_of(request)
     check_media_type(request)
     # Its size is limited (max_body_bytes) before it gets here: http/request_limits.py.
     body = await request.body()
+    device_id = device.principal.device_id
+    # Before anything is parsed or stored: a device that signs is checked here, and one that
+    # must sign and did not is refused (docs/signed-payloads.md).
+    await check_and_record(
+        database_of(request),
+        device_id,
+        request.headers.get(HEADER),
+        body,
+        pipeline.signatures,
+        pipeline.now(),
+    )
     try:
-        batch = formats.parse(format_name, body, device.device_id)
+        batch = formats.parse(format_name, body, device_id)
     except InvalidReading as exc:
         async with database_of(request).write() as conn:
+            if device.secret_hash is not None and (
+                (await Devices(conn).secret_hashes([device_id])).get(device_id)
+                != device.secret_hash
+            ):
+                forget_device_credential(request, device)
+                raise _revoked() from None
             await DeadLetters(conn).add_many(
                 [
                     DeadLetter(
                         pipeline.now(),
                         "http",
-                        device.device_id,
+                        device_id,
                         None,
                         exc.reason.value,
                         exc.message,
@@ -147,7 +169,10 @@ async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -
                 ]
             )
         raise
-    result = await pipeline.ingest(device.device_id, "http", batch)
+    result = await pipeline.ingest(device_id, "http", batch, credential=device.secret_hash)
+    if result.unauthenticated:
+        forget_device_credential(request, device)
+        raise _revoked()
     ignored = ignored_fields(body) if format_name == NATIVE else []
     receipt = IngestReceipt(
         accepted=len(result.stored),
@@ -160,3 +185,7 @@ async def _ingest(request: Request, device: DevicePrincipal, format_name: str) -
     if ignored:  # unset otherwise, so the receipt stays as it was for clean bodies
         receipt.ignored_fields = ignored
     return receipt
+
+
+def _revoked() -> Unauthenticated:
+    return Unauthenticated("the device credential is not valid")

@@ -30,10 +30,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.access.identity.device_certificates import CertificateRefused, DeviceTrust
 from medmesh.domain.errors import Conflict, InvalidReading, RejectReason
 from medmesh.domain.reading import observation_id
 from medmesh.ingest.hl7_ack import AckCode, AckError, build_ack
-from medmesh.ingest.hl7_adt import MERGE_EVENT, AdtMessage, message_type, read_adt
+from medmesh.ingest.hl7_adt import MERGE_EVENTS, AdtMessage, message_type, read_adt
 from medmesh.ingest.hl7_oru import (
     MessageRejected,
     ObservationItem,
@@ -43,6 +44,7 @@ from medmesh.ingest.hl7_oru import (
 )
 from medmesh.ingest.incoming import Incoming
 from medmesh.ingest.mllp_guard import Admission, MllpLimits
+from medmesh.ingest.mllp_sender import GATEWAY, Sender, certificate_sender
 from medmesh.ingest.patient_feed import (
     AmbiguousPatient,
     SelfMerge,
@@ -53,6 +55,8 @@ from medmesh.ingest.patient_feed import (
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
+from medmesh.store.device_keys import DeviceSigningKeys
+from medmesh.store.lab_corrections import replace_corrected
 from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.registry import Devices
 
@@ -151,6 +155,8 @@ class _Resolved:
     shared: frozenset[str]  # ids of the devices that are shared monitors
     patient_id: str | None  # None: each device's assignment decides
     patient_error: str | None  # why PID-3 named no single patient
+    # Devices that must sign their readings: HL7 v2 carries no signature, so theirs are refused.
+    must_sign: frozenset[str] = frozenset()
 
 
 class MllpServer:
@@ -164,8 +170,10 @@ class MllpServer:
         max_message_bytes: int = 1_048_576,
         limits: MllpLimits | None = None,
         application: str = "medmesh",
+        device_trust: DeviceTrust | None = None,
     ) -> None:
         self._database = database
+        self._device_trust = device_trust
         self._pipeline = pipeline
         self._max_message_bytes = max_message_bytes
         self._admission = Admission(limits or MllpLimits())
@@ -234,7 +242,14 @@ class MllpServer:
         self._connections.add(task)
         frames = _Frames(reader, self._admission, self._max_message_bytes)
         try:
-            while not self._stopping:
+            sender = await certificate_sender(
+                writer.get_extra_info("ssl_object"), self._database, self._device_trust
+            )
+        except CertificateRefused as refused:
+            log.warning("MLLP connection from %s refused: %s", address, refused)
+            sender = None
+        try:
+            while not self._stopping and sender is not None:
                 close = False
                 try:
                     block = await frames.next()
@@ -242,7 +257,7 @@ class MllpServer:
                     ack = await self._refuse_frame(refused.detail)
                     close = refused.close
                 else:
-                    ack = await self.answer(block)
+                    ack = await self.answer(block, sender)
                 writer.write(START_BLOCK + ack + END_BLOCK)
                 await writer.drain()
                 if close:
@@ -275,21 +290,25 @@ class MllpServer:
     def _encode(self, ack: str) -> bytes:
         return ack.encode("utf-8", "surrogateescape")
 
-    async def answer(self, block: bytes) -> bytes:
-        """The ACK for one message (without MLLP framing), after its content is committed."""
+    async def answer(self, block: bytes, sender: Sender = GATEWAY) -> bytes:
+        """The ACK for one message (without MLLP framing), after its content is committed.
+        A `sender` tied to a device by its certificate may send that device's results only."""
         text = block.decode("utf-8", "surrogateescape")
         if message_type(text)[0] == "ADT":
+            if sender.device_id is not None:
+                return self._encode(await self._reject(_feed_from_device(text), text))
             return self._encode(await self._adt(text))
         try:
             message = read_oru(text)
         except MessageRejected as rejected:
             return self._encode(await self._reject(rejected, text))
         resolved = await self._resolve(message)
-        batches, refused, errors, sources = self._batches(message, resolved)
+        batches, refused, errors, sources = self._batches(message, resolved, sender)
         findings = _lab_findings(batches, sources)
 
         async def also(conn: AsyncConnection) -> None:
             await LabResults(conn).add_for_stored(findings)
+            await replace_corrected(conn, findings)
 
         results = await self._pipeline.ingest_many(batches, refused, also if findings else None)
         for result, items in zip(results, sources, strict=True):
@@ -332,7 +351,7 @@ class MllpServer:
                     rejected.hl7_error,
                 )
             return await self._reject(rejected, text)
-        if message.event == MERGE_EVENT:
+        if message.event in MERGE_EVENTS:
             return await self._merge(message, text)
         try:
             applied = await apply_demographics(self._database, message.patient)
@@ -450,34 +469,55 @@ class MllpServer:
             devices = Devices(conn)
             found = {s: await devices.find_by_serial_number(s) for s in sorted(serials)}
             patients = await matching_patients(conn, message.patient_identifiers)
-        registered = {s: d.id for s, d in found.items() if d is not None}
+            registered = {s: d.id for s, d in found.items() if d is not None}
+            keys = await DeviceSigningKeys(conn).for_devices(registered.values())
         shared = frozenset(d.id for d in found.values() if d is not None and d.shared_monitor)
+        if self._pipeline.signatures.required:
+            must_sign = frozenset(registered.values())
+        else:
+            must_sign = frozenset(k.device_id for k in keys.values() if k.required)
         if not message.patient_identifiers:
-            return _Resolved(registered, shared, None, None)
-        if len(patients) == 1:
-            return _Resolved(registered, shared, patients.pop(), None)
-        if patients:
+            resolved = _Resolved(registered, shared, None, None)
+        elif len(patients) == 1:
+            resolved = _Resolved(registered, shared, patients.pop(), None)
+        elif patients:
             detail = "the PID-3 identifiers match more than one patient"
-            return _Resolved(registered, shared, None, detail)
-        return _Resolved(registered, shared, None, "no patient matches the PID-3 identifiers")
+            resolved = _Resolved(registered, shared, None, detail)
+        else:
+            detail = "no patient matches the PID-3 identifiers"
+            resolved = _Resolved(registered, shared, None, detail)
+        return replace(resolved, must_sign=must_sign)
 
     def _batches(
-        self, message: OruMessage, resolved: _Resolved
+        self, message: OruMessage, resolved: _Resolved, sender: Sender = GATEWAY
     ) -> tuple[list[DeviceBatch], list[DeadLetter], list[AckError], list[list[ObservationItem]]]:
         """One batch per registered device; items of unknown devices become dead letters."""
         by_device: dict[str, list[ObservationItem]] = defaultdict(list)
         refused: list[DeadLetter] = []
         errors: list[AckError] = []
         now = datetime.now(UTC)
+
+        def refuse(
+            item: ObservationItem, device_id: str | None, reason: RejectReason, detail: str
+        ) -> None:
+            incoming = item.incoming
+            letter = (incoming.message_id, reason.value, detail, incoming.payload)
+            refused.append(DeadLetter(now, CHANNEL, device_id, *letter))
+            errors.append(AckError(reason, detail, item.location(reason)))
+
         for item in message.items:
             device_id = resolved.devices.get(item.device_serial)
             if device_id is None:
-                reason = RejectReason.UNKNOWN_DEVICE
                 detail = "no single registered device has the OBX-18 or MSH-3 serial number"
-                incoming = item.incoming
-                letter = (incoming.message_id, reason.value, detail, incoming.payload)
-                refused.append(DeadLetter(now, CHANNEL, None, *letter))
-                errors.append(AckError(reason, detail, item.location(reason)))
+                refuse(item, None, RejectReason.UNKNOWN_DEVICE, detail)
+                continue
+            if sender.device_id not in (None, device_id):
+                detail = "the client certificate is another device's"
+                refuse(item, None, RejectReason.DEVICE_MISMATCH, detail)
+                continue
+            if device_id in resolved.must_sign:
+                detail = "this device must sign its readings; HL7 v2 carries no signature"
+                refuse(item, device_id, RejectReason.SIGNATURE_REQUIRED, detail)
                 continue
             if resolved.patient_error is not None and item.incoming.error is None:
                 error = InvalidReading(RejectReason.NO_PATIENT, resolved.patient_error)
@@ -497,6 +537,17 @@ class MllpServer:
             for device_id, items in by_device.items()
         ]
         return batches, refused, errors, list(by_device.values())
+
+
+def _feed_from_device(text: str) -> MessageRejected:
+    """The refusal of a patient feed (ADT) sent with a device's certificate."""
+    try:
+        adt = read_adt(text)
+        source, control_id = adt.source, adt.control_id
+    except MessageRejected as unreadable:
+        source, control_id = unreadable.source, unreadable.control_id
+    detail = "a device's client certificate may not send a patient feed (ADT)"
+    return MessageRejected(RejectReason.DEVICE_MISMATCH, detail, "207", source, control_id)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

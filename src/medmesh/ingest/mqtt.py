@@ -18,22 +18,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.domain.errors import InvalidReading, RejectReason
+from medmesh.domain.errors import InvalidReading, RejectReason, SignatureRefused
 from medmesh.ingest.formats import NATIVE, Formats
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
+from medmesh.ingest.signed_readings import (
+    CheckedSignature,
+    check_signature,
+    open_envelope,
+    replayed,
+)
 from medmesh.ingest.status import parse_status
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter
+from medmesh.store.device_keys import DeviceSigningKeys, SignatureNonces
 from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.registry import Devices
 
@@ -47,6 +54,23 @@ MAX_DEVICE_ID_LENGTH = 36  # device ids are UUIDs
 TRANSIENT_RETRIES = 3
 # PostgreSQL SQLSTATEs worth retrying whole: deadlock, serialization failure.
 _TRANSIENT_SQLSTATES = {"40P01", "40001"}
+
+
+# SQLSTATE classes of the database's own trouble, not of a message: connection exception,
+# insufficient resources (disk full, too many connections), operator intervention (shutting
+# down, restarting), system error.
+_OUTAGE_SQLSTATE_CLASSES = {"08", "53", "57", "58"}
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """The database is unreachable, full or going away: no message is to blame, so none may be
+    dead-lettered (the broker redelivers them once the database is back)."""
+    if isinstance(exc, OSError | OperationalError | InterfaceError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return exc.connection_invalidated or str(sqlstate or "")[:2] in _OUTAGE_SQLSTATE_CLASSES
 
 
 def _is_transient(exc: DBAPIError) -> bool:
@@ -138,7 +162,10 @@ class MqttIngest:
         )
 
     async def run(self) -> None:
-        """Consume until stopped, reconnecting after broker or database failures."""
+        """Consume until stopped, reconnecting after broker or database failures: 0.5 s after
+        the first, doubling up to 10 s while they go on, and back to 0.5 s once a connection
+        has held (after a broker restart the devices reconnect within a second or two, and
+        what they publish before a worker has subscribed again may be dropped by the broker)."""
         delay = 0.5
         while not self._stopping.is_set():
             try:
@@ -150,7 +177,10 @@ class MqttIngest:
                 )
             except Exception as exc:  # a failed commit: drop the session's unacked messages
                 log.error("MQTT ingest batch failed (%s); reconnecting", type(exc).__name__)
+            held = self.connected.is_set()
             self.connected.clear()
+            if held:
+                delay = 0.5
             if not self._stopping.is_set():
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -178,10 +208,13 @@ class MqttIngest:
         s = self._settings
         prefix = f"$share/{s.shared_group}/" if s.shared_group else ""
         filters = [prefix + READINGS_FILTER, prefix + STATUS_FILTER]
-        async with self._client() as client:
-            # aiomqtt has no manual-ack switch; paho (its engine) does. PUBACK is ours to send.
-            paho = client._client
-            paho.manual_ack_set(True)
+        client = self._client()
+        # aiomqtt has no manual-ack switch; paho (its engine) does. PUBACK is ours to send.
+        # Switched on before connecting: a resumed session's unacknowledged messages arrive
+        # right after CONNACK, and paho would acknowledge them itself before they are stored.
+        paho = client._client
+        paho.manual_ack_set(True)
+        async with client:
             for topic_filter in filters:
                 await client.subscribe(topic_filter, qos=1)
             self.connected.set()
@@ -227,7 +260,9 @@ class MqttIngest:
             await self._process_retrying(messages)
             return
         except Exception as exc:
-            if isinstance(exc, SQLAlchemyError) and not isinstance(exc, DBAPIError):
+            if _is_outage(exc) or (
+                isinstance(exc, SQLAlchemyError) and not isinstance(exc, DBAPIError)
+            ):
                 raise  # not about the data (e.g. a closed pool): retry after reconnecting
             if len(messages) == 1:
                 if not await self._dead_letter_unstorable(messages[0]):
@@ -237,6 +272,8 @@ class MqttIngest:
             try:
                 await self._process_retrying([message])
             except Exception as exc:  # whatever breaks one message must not block the queue
+                if _is_outage(exc):
+                    raise  # the database failed meanwhile: this message is not to blame
                 log.error("an MQTT message could not be processed (%s)", type(exc).__name__)
                 if not await self._dead_letter_unstorable(message):
                     raise
@@ -296,6 +333,10 @@ class MqttIngest:
             payload = body[:MAX_DEAD_LETTER_PAYLOAD].decode("utf-8", "surrogateescape")
             refused.append(DeadLetter(now, "mqtt", device_id, None, reason.value, detail, payload))
 
+        async with self._database.read() as conn:
+            keys = await DeviceSigningKeys(conn).for_devices(known)
+        signed: list[tuple[CheckedSignature, DeviceBatch, bytes]] = []
+        policy = self._pipeline.signatures
         for message, topic in zip(messages, topics, strict=True):
             body = _payload_bytes(message)
             if topic is None:
@@ -309,11 +350,26 @@ class MqttIngest:
             try:
                 if topic.kind == "status":
                     reports.append((topic.device_id, parse_status(body), not message.retain))
+                    continue
+                # Signed readings come in an envelope (docs/signed-payloads.md).
+                envelope = open_envelope(body)
+                text, payload = (
+                    (None, body) if envelope is None else (envelope.signature, envelope.payload)
+                )
+                checked = check_signature(
+                    topic.device_id, text, payload, keys.get(topic.device_id), policy, now
+                )
+                items = self._formats.parse(topic.format, payload, topic.device_id)
+                batch = DeviceBatch(topic.device_id, "mqtt", items)
+                if checked is None:
+                    batches.append(batch)
                 else:
-                    items = self._formats.parse(topic.format, body, topic.device_id)
-                    batches.append(DeviceBatch(topic.device_id, "mqtt", items))
-            except InvalidReading as exc:
+                    signed.append((checked, batch, body))
+            except (InvalidReading, SignatureRefused) as exc:
                 refuse(topic.device_id, exc.reason, exc.message, body)
+
+        fresh = await self._fresh(signed, now, refuse)
+        batches.extend(batch for _, batch, _ in fresh)
 
         async def record_statuses(conn: AsyncConnection) -> None:
             statuses = DeviceStatuses(conn)
@@ -327,6 +383,39 @@ class MqttIngest:
                     live=live,
                 )
 
+        async def record(conn: AsyncConnection) -> None:
+            # In the readings' transaction: a message the broker delivers again because its
+            # PUBACK was lost finds its nonce only if its readings were stored too.
+            await SignatureNonces(conn).record(
+                [(c.device_id, c.nonce, c.expires_at) for c, _, _ in fresh], now
+            )
+            if reports:
+                await record_statuses(conn)
+
         await self._pipeline.ingest_many(
-            batches, refused, also=record_statuses if reports else None
+            batches, refused, also=record if reports or fresh else None
         )
+
+    async def _fresh(
+        self,
+        signed: Sequence[tuple[CheckedSignature, DeviceBatch, bytes]],
+        now: datetime,
+        refuse: Callable[[str | None, RejectReason, str, bytes], None],
+    ) -> list[tuple[CheckedSignature, DeviceBatch, bytes]]:
+        """Those signed messages whose nonce was not seen before; the others are refused as
+        replays (a nonce twice in one micro-batch too)."""
+        if not signed:
+            return []
+        pairs = [(c.device_id, c.nonce) for c, _, _ in signed]
+        async with self._database.read() as conn:
+            seen = await SignatureNonces(conn).seen(pairs, now)
+        fresh = []
+        for checked, batch, body in signed:
+            pair = (checked.device_id, checked.nonce)
+            if pair in seen:
+                exc = replayed(checked.nonce)
+                refuse(checked.device_id, exc.reason, exc.message, body)
+            else:
+                seen.add(pair)
+                fresh.append((checked, batch, body))
+        return fresh

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from medmesh.domain.audit import AuditEntry
 from medmesh.domain.errors import MedmeshError
 from medmesh.domain.registry import Patient
-from medmesh.ingest.hl7_adt import Demographics
+from medmesh.ingest.hl7_adt import DEFAULT_SYSTEM, Demographics
 from medmesh.ingest.hl7_oru import PatientIdentifier
 from medmesh.store.audit_log import AuditLog
 from medmesh.store.database import Database
@@ -47,8 +47,8 @@ async def matching_patients(
     patients, merges = Patients(conn), PatientMerges(conn)
     found: set[str] = set()
     for identifier in identifiers:
-        for patient in await patients.search(identifier=(None, identifier.value), limit=10):
-            if not identifier.authorities or patient.identifier_system in identifier.authorities:
+        for system in identifier.authorities or (None,):
+            for patient in await patients.all_by_identifier(system, identifier.value):
                 found.add(await merges.survivor_of(patient.id) if follow_merges else patient.id)
     return found
 
@@ -125,10 +125,21 @@ async def apply_demographics(database: Database, demographics: Demographics) -> 
         if found:
             current = await patients.get(found.pop())
             await patients.update(_patient(current.id, demographics, current))
-            return Applied(current.id, created=False)
-        patient = _patient(str(uuid.uuid4()), demographics, None)
-        await patients.add(patient)
-        return Applied(patient.id, created=True)
+            applied = Applied(current.id, created=False)
+        else:
+            patient = _patient(str(uuid.uuid4()), demographics, None)
+            await patients.add(patient)
+            applied = Applied(patient.id, created=True)
+        # Every PID-3 identifier no record holds yet becomes one of the patient's: a later
+        # message naming them by any of them finds them.
+        new = [
+            (system, identifier.value)
+            for identifier in demographics.identifiers
+            for system in (identifier.authorities[:1] or (DEFAULT_SYSTEM,))
+            if not await patients.all_by_identifier(system, identifier.value)
+        ]
+        await patients.add_identifiers(applied.patient_id, new)
+        return applied
 
 
 def _patient(patient_id: str, d: Demographics, current: Patient | None) -> Patient:

@@ -15,9 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from medmesh.domain.errors import InvalidReading, RejectReason
 from medmesh.domain.reading import Reading
 from medmesh.domain.registry import DeviceAssignment
-from medmesh.domain.validation import check_effective_time, resolve_measure, validate_values
+from medmesh.domain.validation import check_effective_time, reading_measure, validate_values
 from medmesh.ingest.after_commit import AfterCommit, CommittedListener, RoundListener
 from medmesh.ingest.incoming import Incoming
+from medmesh.ingest.signed_readings import SignaturePolicy
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.device_status import DeviceStatuses
@@ -58,6 +59,10 @@ class DeviceBatch:
     items: Sequence[Incoming]
     patient_id: str | None = None
     claimed_patient_id: str | None = None
+    # The hash of the credential the device sent, when it was authenticated from a cache:
+    # checked again in the storing transaction, and nothing of the batch is stored if it is
+    # no longer the device's (access/identity/device_credentials.py).
+    credential: str | None = None
 
 
 @dataclass(slots=True)
@@ -67,6 +72,8 @@ class IngestResult:
     stored: list[str] = field(default_factory=list)  # observation ids
     duplicates: list[str] = field(default_factory=list)  # message ids
     rejected: list[Rejection] = field(default_factory=list)
+    # The batch's credential was rotated or removed: nothing of it was stored.
+    unauthenticated: bool = False
 
 
 def _now() -> datetime:
@@ -118,8 +125,11 @@ class IngestPipeline:
         after_commit: AfterCommit | None = None,
         group_commit: timedelta = timedelta(0),
         group_commit_max_readings: int = 5000,
+        signatures: SignaturePolicy | None = None,
     ) -> None:
         self._database = database
+        # Which devices must sign, and the time window (ingest/signed_readings.py).
+        self.signatures = signatures or SignaturePolicy()
         # Group commit: calls arriving within `group_commit` of the first share one transaction
         # (zero: each call commits alone). A group is also closed at the readings cap.
         self._group_wait = group_commit.total_seconds()
@@ -146,9 +156,18 @@ class IngestPipeline:
     def now(self) -> datetime:
         return self._clock()
 
-    async def ingest(self, device_id: str, channel: str, batch: Sequence[Incoming]) -> IngestResult:
+    async def ingest(
+        self,
+        device_id: str,
+        channel: str,
+        batch: Sequence[Incoming],
+        *,
+        credential: str | None = None,
+    ) -> IngestResult:
         """Store one device's batch. Returns after the commit; raises if the commit failed."""
-        (result,) = await self.ingest_many([DeviceBatch(device_id, channel, batch)])
+        (result,) = await self.ingest_many(
+            [DeviceBatch(device_id, channel, batch, credential=credential)]
+        )
         return result
 
     async def ingest_many(
@@ -226,11 +245,18 @@ class IngestPipeline:
         async with self._database.write() as conn:
             observations = Observations(conn)
             assignments = Assignments(conn)
-            histories: dict[str, Sequence[DeviceAssignment]] = {}
             valid: dict[str, tuple[IngestResult, Reading]] = {}
+            # One query for every device of the group (group commit gathers many).
+            found, current = await assignments.for_devices_with_credentials(
+                {b.device_id for b in batches if b.patient_id is None or b.credential is not None}
+            )
+            histories: dict[str, Sequence[DeviceAssignment]] = dict(found)
             for batch, result in zip(batches, results, strict=True):
-                if batch.patient_id is None and batch.device_id not in histories:
-                    histories[batch.device_id] = await assignments.for_device(batch.device_id)
+                if batch.credential is not None and current.get(batch.device_id) != (
+                    batch.credential
+                ):
+                    result.unauthenticated = True
+                    continue
                 for index, item in enumerate(batch.items):
                     try:
                         reading = self._validate(batch, item, histories, received_at)
@@ -251,7 +277,14 @@ class IngestPipeline:
                 else:
                     result.duplicates.append(reading.message_id)
             await DeadLetters(conn).add_many(letters)
-            await DeviceStatuses(conn).seen([b.device_id for b in batches], received_at)
+            await DeviceStatuses(conn).seen(
+                [
+                    b.device_id
+                    for b, r in zip(batches, results, strict=True)
+                    if not r.unauthenticated
+                ],
+                received_at,
+            )
             if also is not None:
                 await also(conn)
             fresh = [reading for oid, (_, reading) in valid.items() if oid in inserted]
@@ -299,7 +332,7 @@ class IngestPipeline:
             raise item.error
         assert item.reading is not None
         raw = item.reading
-        measure = resolve_measure(raw.measure)
+        measure = reading_measure(raw)
         values = validate_values(measure, raw)
         check_effective_time(raw.effective, received_at, self._max_clock_skew)
         patient_id = batch.patient_id or self._assigned_patient(

@@ -22,7 +22,7 @@ from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.errors import NotFound
 from medmesh.events.bus import EventBus, Subscription
 from medmesh.events.model import ALERT
-from medmesh.paging import chain, codes
+from medmesh.paging import caregivers, chain, codes
 from medmesh.paging.channels import Channel, ChannelKind, DeliveryFailed, SmtpServer, deliver
 from medmesh.paging.repository import (
     CLOSED,
@@ -152,6 +152,8 @@ class Pager:
             if times >= self._settings.max_pages_per_alert:
                 return
             await self._page_step(conn, alert, 0, now)
+            for person in await caregivers.caregivers_paged(conn, alert, now):
+                await self._attach(conn, person, caregivers.CAREGIVER_LEVEL, alert, now)
         self._wake.set()
 
     async def _page_step(
@@ -169,20 +171,27 @@ class Pager:
         else:
             log.warning("an alert reached the end of its escalation chain unanswered")
             return False
-        pages = Pages(conn)
         for person in people:
-            page = await pages.open_for(person, level)
-            if page is None:
-                due = now + self._settings.hold
-                if alert.severity in QUIET_HOURS_APPLY:
-                    preferences = await Notifications(conn).preferences(person)
-                    if preferences is not None:
-                        due = preferences.deliverable_at(due)
-                page = await pages.create(person, level, alert.severity, due, now)
-            elif alert.severity not in QUIET_HOURS_APPLY:
-                await pages.bring_forward(page.id, now + self._settings.hold)
-            await pages.attach(page, alert.id, alert.patient_id, alert.severity)
+            await self._attach(conn, person, level, alert, now)
         return True
+
+    async def _attach(
+        self, conn: AsyncConnection, person: str, level: int, alert: Alert, now: datetime
+    ) -> None:
+        """Put the alert on the person's open page at this level, or on a new one held for
+        others to join (until the end of their quiet hours for lower severities)."""
+        pages = Pages(conn)
+        page = await pages.open_for(person, level)
+        if page is None:
+            due = now + self._settings.hold
+            if alert.severity in QUIET_HOURS_APPLY:
+                preferences = await Notifications(conn).preferences(person)
+                if preferences is not None:
+                    due = preferences.deliverable_at(due)
+            page = await pages.create(person, level, alert.severity, due, now)
+        elif alert.severity not in QUIET_HOURS_APPLY:
+            await pages.bring_forward(page.id, now + self._settings.hold)
+        await pages.attach(page, alert.id, alert.patient_id, alert.severity)
 
     async def send_due(self) -> int:
         now = self._now()
@@ -217,6 +226,13 @@ class Pager:
             open_alerts = [
                 a for a in await _alerts(conn, alert_ids) if a.status is AlertStatus.OPEN
             ]
+            caregiver = page.level == caregivers.CAREGIVER_LEVEL
+            if caregiver:  # revoked meanwhile: nothing of that patient is paged
+                open_alerts = [
+                    a
+                    for a in open_alerts
+                    if await caregivers.still_caregiver(conn, page.recipient_id, a.patient_id, now)
+                ]
         if not open_alerts:
             async with self._database.write() as conn:
                 await Pages(conn).set_status(page.id, CLOSED, expected=SENDING)
@@ -229,6 +245,7 @@ class Pager:
                 len(open_alerts),
                 f"{self._settings.base_url}/page/{code}",
                 codes.shown(code),
+                caregiver=caregiver,
             )
             try:
                 await deliver(channel, subject, body, self._settings.smtp)
@@ -256,16 +273,19 @@ class Pager:
                     codes.code_hash(code),
                     now + self._settings.link_valid,
                 )
-                plan = await CarePlans(conn).get(open_alerts[0].patient_id)
-                steps = await chain.chain_of(conn, plan)
-                step = steps[min(page.level, len(steps) - 1)]
+                escalate_at = None  # a caregiver's page never escalates
+                if not caregiver:
+                    plan = await CarePlans(conn).get(open_alerts[0].patient_id)
+                    steps = await chain.chain_of(conn, plan)
+                    step = steps[min(page.level, len(steps) - 1)]
+                    escalate_at = now + chain.wait(plan, step, severity)
                 await pages.set_status(
                     page.id,
                     SENT,
                     expected=SENDING,
                     sent_at=self._now(),
                     severity=severity.value,
-                    escalate_at=now + chain.wait(plan, step, severity),
+                    escalate_at=escalate_at,
                 )
             return 1
         # Every channel failed (or there is none): retry, and after `max_rounds` escalate.
@@ -274,7 +294,12 @@ class Pager:
             rounds = len([d for d in await pages.deliveries(page.id)]) // max(1, len(channels))
             if not channels or rounds >= self._settings.max_rounds:
                 await pages.record_delivery(page.id, None, "none", "failed", "Unreachable", now)
-                await pages.set_status(page.id, FAILED, expected=SENDING, escalate_at=now)
+                await pages.set_status(
+                    page.id,
+                    FAILED,
+                    expected=SENDING,
+                    escalate_at=None if caregiver else now,
+                )
             else:
                 await pages.reschedule(page.id, now + self._settings.retry_after)
         return 0

@@ -19,6 +19,7 @@ from medmesh.provisioning.clients import (
     register_client,
     set_client_disabled,
 )
+from medmesh.provisioning.device_signing import require_signatures, set_signing_key
 from medmesh.provisioning.devices import (
     DeviceCredential,
     assign_device,
@@ -51,12 +52,14 @@ __all__ = [
     "register_app_client",
     "register_client",
     "register_device",
+    "require_signatures",
     "reset_password",
     "reset_totp",
     "rotate_device_secret",
     "set_client_disabled",
     "set_disabled",
     "set_shared_monitor",
+    "set_signing_key",
     "undo_merge",
     "unlock",
 ]

@@ -93,7 +93,7 @@ async def reset_totp(database: Database, username: str) -> None:
     """Forget the TOTP secret (a lost phone): staff enrol again at their next sign-in."""
     record = await _user(database, username)
     async with database.write() as conn:
-        await Users(conn).update(record.id, totp_secret=None, totp_last_step=None)
+        await Users(conn).set_totp(record.id, None, None)
 
 
 async def activate_totp(database: Database, username: str, secret: str) -> None:
@@ -101,7 +101,7 @@ async def activate_totp(database: Database, username: str, secret: str) -> None:
     clinician, whose secret is printed)."""
     record = await _user(database, username)
     async with database.write() as conn:
-        await Users(conn).update(record.id, totp_secret=secret, totp_last_step=0)
+        await Users(conn).set_totp(record.id, secret, 0)
 
 
 async def unlock(database: Database, username: str) -> None:

@@ -21,7 +21,7 @@ from medmesh.rules.defaults import thresholds_for
 from medmesh.rules.notify import publish_alerts
 from medmesh.rules.outcomes import Cleared, Outcome, dedupe_key
 from medmesh.rules.schedule import STALE_RULE
-from medmesh.rules.state import SLACK, RuleState, observed
+from medmesh.rules.state import SLACK, Head, RuleState, observed
 from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
@@ -124,8 +124,15 @@ class RuleEngine:
                     window = state.window(newest - lookback, newest)
                     outcomes += catalog.evaluate(patient_id, window, batch_codes, thresholds)
                 state.trim(lookback)
+                write = state.changes()
                 version = await RuleStates(conn).put(
-                    patient_id, state.encode(), version, self._clock()
+                    patient_id,
+                    write.head,
+                    write.segments,
+                    version,
+                    self._clock(),
+                    drop_before=write.drop_before,
+                    replace_all=write.replace_all,
                 )
                 written[patient_id] = (version, state)
         elif codes:
@@ -154,27 +161,32 @@ class RuleEngine:
     ) -> tuple[RuleState, int | None]:
         """The patient's state covering `since` on, and the version stored (None: none is).
 
-        The stored version is read first: when this process holds that version decoded, the
-        state itself is not read. A state that does not reach back to `since` (the first batch,
+        The stored head is read first: when this process holds that version decoded, nothing
+        else is read; when it holds an older version of the same generation, only the segments
+        written since are read. A state that does not reach back to `since` (the first batch,
         a care plan that lengthened a window, a batch older than the state) is rebuilt from
-        the stored history once.
+        the stored history once (and then stored whole, as a new generation).
         """
         states = RuleStates(conn)
         state: RuleState | None = None
-        version: int | None
+        version: int | None = None
         if patient_id in written:  # judged earlier in this round: this transaction's own
             version, state = written[patient_id]
         else:
-            version = await states.version(patient_id)
+            stored = await states.head(patient_id)
             # Taken out: put back only once the transaction that updates it has committed.
             cached = self._states.pop(patient_id, None)
-            if version is not None and cached is not None and cached[0] == version:
-                state = cached[1]
-            elif version is not None:
-                stored = await states.get(patient_id)
-                if stored is not None:
-                    version = stored[0]
-                    state = RuleState.decode(patient_id, stored[1])
+            head = None if stored is None else Head.decode(stored[1])
+            if stored is not None:
+                version = stored[0]
+            if head is not None and version is not None:
+                if cached is not None and cached[1].generation == head.generation:
+                    if cached[0] < version:
+                        cached[1].catch_up(head, await states.segments(patient_id, cached[0]))
+                    if cached[0] <= version:
+                        state = cached[1]
+                if state is None:
+                    state = RuleState.load(patient_id, head, await states.segments(patient_id))
         if state is None or not state.covers(since):
             state = RuleState(patient_id, since - SLACK)
             state.merge(

@@ -6,10 +6,18 @@ everything else is recomputed from these readings, so judging from the state giv
 the outcomes judging from the stored history gives (tests/integration/test_rule_state.py).
 The state is complete from `horizon` on (every reading of the rules' codes at or after it that
 has been through the rules is in it); older readings are dropped as the newest moves on.
+
+Stored as a small head (horizon, generation) and segments, one a minute of reading time
+(`BUCKET`): a batch appends a segment holding only its own new readings, a minute that has
+closed is compacted into one segment once, and minutes behind the horizon are deleted. So a
+batch writes what the batch holds (plus, about once a minute, that minute again), not the
+window. A process holding a decoded copy catches up by reading only the segments written
+since its version (docs/alerts.md).
 """
 
 from __future__ import annotations
 
+import secrets
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,13 +29,20 @@ from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.rules import catalog
 from medmesh.rules.series import Point
 from medmesh.store.observations import StoredObservation
+from medmesh.store.rule_states import SegmentWrite
 
 # Kept beyond the rules' lookback, so a batch a little older than the newest reading (a device
 # catching up) is still judged from the state; an older one rebuilds it from history.
 SLACK = timedelta(minutes=15)
 TRIM_STEP = timedelta(minutes=5)
-FORMAT = 1
+# Readings are stored in segments by minute of their time: compaction rewrites one minute.
+BUCKET = timedelta(minutes=1)
+# A closed minute held in more segments than this is rewritten as one (large batches leave a
+# minute in two or three segments, which cost nothing to keep; one-reading batches leave many).
+COMPACT_AFTER = 4
+FORMAT = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BUCKET_US = BUCKET // timedelta(microseconds=1)
 
 
 def _micros(moment: datetime) -> int:
@@ -36,6 +51,10 @@ def _micros(moment: datetime) -> int:
 
 def _moment(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
+
+
+def _bucket(micros: int) -> int:
+    return micros - micros % _BUCKET_US
 
 
 def observed(reading: Reading) -> StoredObservation:
@@ -64,24 +83,74 @@ def _at(point: Point) -> datetime:
     return point.at
 
 
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What a stored state says of itself: from when it is complete, and which full write it
+    descends from (a copy of another generation cannot be caught up, only reloaded)."""
+
+    horizon: datetime
+    generation: str
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {"format": FORMAT, "horizon": _micros(self.horizon), "generation": self.generation}
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Head | None:
+        """The head in `data`; None when it is in a format this version does not read."""
+        raw = orjson.loads(data)
+        if raw.get("format") != FORMAT:
+            return None
+        return cls(_moment(raw["horizon"]), raw["generation"])
+
+
+@dataclass(frozen=True, slots=True)
+class StateWrite:
+    """What storing a state changes: its head, the segments to write, the minutes before
+    `drop_before` to delete, and whether every other segment goes (a full write)."""
+
+    head: bytes
+    segments: tuple[SegmentWrite, ...]
+    drop_before: datetime | None
+    replace_all: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.head) + sum(len(s.data) for s in self.segments)
+
+
+def _segment(bucket: int, rows: Iterable[bytes], whole: bool) -> SegmentWrite:
+    head = f'{{"bucket":{bucket},"whole":{"true" if whole else "false"},"readings":['.encode()
+    return SegmentWrite(_moment(bucket), head + b",".join(rows) + b"]}", whole)
+
+
 @dataclass(slots=True)
 class RuleState:
     """What the rules read of one patient's readings from `horizon` on.
 
     Kept as the rules use it: per value code (a panel's components apart), points in the order
     `series` gives, so a window is two binary searches and a slice. Each reading's encoded
-    form is made once, when it is merged, so storing the state joins bytes rather than
-    encoding every reading again.
+    form is made once, when it is merged, so storing joins bytes rather than encoding every
+    reading again. A new state is a full write (a new generation) until it is first stored.
     """
 
     patient_id: str
     horizon: datetime
     newest: datetime | None = None
-    _encoded: dict[str, tuple[datetime, bytes]] = field(default_factory=dict)
+    generation: str = field(default_factory=lambda: secrets.token_hex(8))
+    # minute → observation id → encoded reading
+    _buckets: dict[int, dict[str, bytes]] = field(default_factory=dict)
     _points: dict[str, list[Point]] = field(default_factory=dict)
+    # Not yet stored: readings merged since the last write, by minute; a full write pending.
+    _fresh: dict[int, list[bytes]] = field(default_factory=dict)
+    _rewrite: bool = True
+    # minute → how many segments the store holds for it (as far as this copy knows)
+    _stored: dict[int, int] = field(default_factory=dict)
+    _drop_before: int | None = None
 
     def __len__(self) -> int:
-        return len(self._encoded)
+        return sum(len(readings) for readings in self._buckets.values())
 
     def covers(self, since: datetime) -> bool:
         return since >= self.horizon
@@ -89,21 +158,22 @@ class RuleState:
     def merge(self, found: Iterable[StoredObservation]) -> None:
         """Add readings (again is harmless); those before the horizon or of codes no rule
         reads are left out."""
+        self._merge(found, fresh=True)
+
+    def _merge(self, found: Iterable[StoredObservation], *, fresh: bool) -> None:
         for obs in found:
-            if (
-                obs.code not in catalog.RULE_CODES
-                or obs.effective < self.horizon
-                or obs.id in self._encoded
-            ):
+            if obs.code not in catalog.RULE_CODES or obs.effective < self.horizon:
                 continue
-            row = [
-                _micros(obs.effective),
-                obs.code,
-                obs.id,
-                obs.device_id,
-                [[v.code, v.value] for v in obs.values],
-            ]
-            self._encoded[obs.id] = (obs.effective, orjson.dumps(row))
+            at = _micros(obs.effective)
+            bucket = self._buckets.setdefault(_bucket(at), {})
+            if obs.id in bucket:
+                continue
+            row = orjson.dumps(
+                [at, obs.code, obs.id, obs.device_id, [[v.code, v.value] for v in obs.values]]
+            )
+            bucket[obs.id] = row
+            if fresh:
+                self._fresh.setdefault(_bucket(at), []).append(row)
             for value in obs.values:
                 points = self._points.setdefault(value.code, [])
                 point = Point(obs.effective, value.value, obs.id, obs.device_id)
@@ -122,8 +192,24 @@ class RuleState:
         cut = self.newest - lookback - SLACK
         if cut - self.horizon < TRIM_STEP:
             return
+        self._raise_horizon(cut)
+        first = _bucket(_micros(cut))
+        self._drop_before = first
+        for bucket in [b for b in self._stored if b < first]:
+            del self._stored[bucket]
+
+    def _raise_horizon(self, cut: datetime) -> None:
+        if cut <= self.horizon:
+            return
         self.horizon = cut
-        self._encoded = {k: e for k, e in self._encoded.items() if e[0] >= cut}
+        at = _micros(cut)
+        first = _bucket(at)
+        for bucket in [b for b in self._buckets if b < first]:
+            del self._buckets[bucket]
+        if first in self._buckets:
+            self._buckets[first] = {
+                oid: row for oid, row in self._buckets[first].items() if orjson.loads(row)[0] >= at
+            }
         for points in self._points.values():
             del points[: bisect_left(points, cut, key=_at)]
 
@@ -144,28 +230,77 @@ class RuleState:
 
         return series_of
 
-    def encode(self) -> bytes:
-        head = f'{{"format":{FORMAT},"horizon":{_micros(self.horizon)},"readings":['.encode()
-        return head + b",".join(encoded for _, encoded in self._encoded.values()) + b"]}"
+    def changes(self) -> StateWrite:
+        """What to store now, and the state marked as stored (the caller writes it in the
+        transaction that judged it; a copy whose transaction fails is thrown away)."""
+        head = Head(self.horizon, self.generation).encode()
+        if self._rewrite:
+            segments = tuple(_segment(b, rows.values(), True) for b, rows in self._buckets.items())
+            self._stored = {b: 1 for b in self._buckets}
+            write = StateWrite(head, segments, None, replace_all=True)
+        else:
+            write = StateWrite(head, self._changed_segments(), self._dropped(), replace_all=False)
+        self._fresh = {}
+        self._rewrite = False
+        self._drop_before = None
+        return write
+
+    def _changed_segments(self) -> tuple[SegmentWrite, ...]:
+        """A segment of each minute's fresh readings; a closed minute (before the newest
+        reading's) held in more than `COMPACT_AFTER` segments is rewritten whole, once."""
+        open_bucket = _bucket(_micros(self.newest)) if self.newest is not None else 0
+        segments = []
+        stale = (b for b, n in self._stored.items() if n > COMPACT_AFTER)
+        for bucket in sorted({*self._fresh, *stale}):
+            if bucket not in self._buckets:  # behind the horizon
+                self._stored.pop(bucket, None)
+                continue
+            stored = self._stored.get(bucket, 0) + (1 if bucket in self._fresh else 0)
+            if bucket < open_bucket and stored > COMPACT_AFTER:
+                segments.append(_segment(bucket, self._buckets[bucket].values(), True))
+                self._stored[bucket] = 1
+            elif bucket in self._fresh:
+                segments.append(_segment(bucket, self._fresh[bucket], False))
+                self._stored[bucket] = stored
+        return tuple(segments)
+
+    def _dropped(self) -> datetime | None:
+        return None if self._drop_before is None else _moment(self._drop_before)
+
+    def catch_up(self, head: Head, segments: Iterable[bytes]) -> None:
+        """Bring a copy up to date with segments others wrote after it (same generation)."""
+        self._raise_horizon(head.horizon)
+        for data in segments:
+            self._load_segment(data)
+
+    def _load_segment(self, data: bytes) -> None:
+        raw = orjson.loads(data)
+        bucket = raw["bucket"]
+        if raw["whole"]:
+            self._stored[bucket] = 1
+        else:
+            self._stored[bucket] = self._stored.get(bucket, 0) + 1
+        self._merge(
+            (
+                StoredObservation(
+                    oid,
+                    self.patient_id,
+                    device_id,
+                    "",
+                    code,
+                    (moment := _moment(at)),
+                    tuple(MeasuredValue(c, v, "") for c, v in values),
+                    moment,
+                )
+                for at, code, oid, device_id, values in raw["readings"]
+            ),
+            fresh=False,
+        )
 
     @classmethod
-    def decode(cls, patient_id: str, data: bytes) -> RuleState | None:
-        """The state in `data`; None when it is in a format this version does not read."""
-        raw = orjson.loads(data)
-        if raw.get("format") != FORMAT:
-            return None
-        state = cls(patient_id, _moment(raw["horizon"]))
-        state.merge(
-            StoredObservation(
-                oid,
-                patient_id,
-                device_id,
-                "",
-                code,
-                (moment := _moment(at)),
-                tuple(MeasuredValue(c, v, "") for c, v in values),
-                moment,
-            )
-            for at, code, oid, device_id, values in raw["readings"]
-        )
+    def load(cls, patient_id: str, head: Head, segments: Iterable[bytes]) -> RuleState:
+        """The stored state from its head and every segment, in the order written."""
+        state = cls(patient_id, head.horizon, generation=head.generation, _rewrite=False)
+        for data in segments:
+            state._load_segment(data)
         return state

@@ -64,8 +64,24 @@ class Consents:
         rows = await self._conn.execute(query.order_by(consents.c.created_at, consents.c.id))
         return [_consent(r) for r in rows.mappings()]
 
-    async def granted_to(self, *, user_id: str | None, organization_id: str) -> list[Consent]:
-        """Active consents naming this user or their organisation (periods not yet checked)."""
+    async def granted_to(
+        self, *, user_id: str | None, organization_id: str, caregiver: bool = False
+    ) -> list[Consent]:
+        """Active consents naming this user or their organisation (periods not yet checked);
+        for a caregiver, only those naming them as a related person."""
+        if caregiver:
+            return [
+                _consent(r)
+                for r in (
+                    await self._conn.execute(
+                        select(consents).where(
+                            consents.c.status == ConsentStatus.ACTIVE.value,
+                            consents.c.grantee_type == GranteeType.RELATED_PERSON.value,
+                            consents.c.grantee_id == user_id,
+                        )
+                    )
+                ).mappings()
+            ]
         grantee = and_(
             consents.c.grantee_type == GranteeType.ORGANIZATION.value,
             consents.c.grantee_id == organization_id,

@@ -22,6 +22,8 @@ from medmesh.store.schema import (
     break_glass,
     care_plans,
     care_team_members,
+    caregiver_invitations,
+    caregivers,
     consents,
     dead_letters,
     device_assignments,
@@ -46,9 +48,11 @@ from medmesh.store.schema import (
     page_alerts,
     page_deliveries,
     pages,
+    patient_identifiers,
     patient_merges,
     patients,
     refill_requests,
+    rule_state_segments,
     rule_states,
     time_entries,
     time_entry_revisions,
@@ -134,6 +138,10 @@ class PatientRecords:
             delete(observation_rollups).where(observation_rollups.c.patient_id == patient_id),
         )
         await run("alerts", delete(alerts).where(alerts.c.patient_id == patient_id))
+        await run(
+            "rule_state_segments",
+            delete(rule_state_segments).where(rule_state_segments.c.patient_id == patient_id),
+        )
         await run("rule_states", delete(rule_states).where(rule_states.c.patient_id == patient_id))
         await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))
         await run(
@@ -166,6 +174,13 @@ class PatientRecords:
         )
         await run(
             "appointments", delete(appointments).where(appointments.c.patient_id == patient_id)
+        )
+        # The caregivers' links and invitations (their own accounts stay: they are not the
+        # patient's), then the consents naming them with the others.
+        await run("caregivers", delete(caregivers).where(caregivers.c.patient_id == patient_id))
+        await run(
+            "caregiver_invitations",
+            delete(caregiver_invitations).where(caregiver_invitations.c.patient_id == patient_id),
         )
         await run("consents", delete(consents).where(consents.c.patient_id == patient_id))
         await run(
@@ -218,6 +233,10 @@ class PatientRecords:
         # A record merged into this one keeps its own rows; it no longer points here.
         await self._conn.execute(
             update(patients).where(patients.c.merged_into == patient_id).values(merged_into=None)
+        )
+        await run(
+            "patient_identifiers",
+            delete(patient_identifiers).where(patient_identifiers.c.patient_id == patient_id),
         )
         await run("patients", delete(patients).where(patients.c.id == patient_id))
         return counts
@@ -285,18 +304,12 @@ class PatientRecords:
             counts["export_jobs"] = int(done.rowcount or 0)
 
     async def _delete_webhook_deliveries(self, patient_id: str, counts: dict[str, int]) -> None:
-        """Webhook notifications naming the patient (FHIR references carry their id)."""
-        needle = patient_id.encode("ascii")
-        rows = await self._conn.execute(
-            select(webhook_deliveries.c.id, webhook_deliveries.c.payload)
+        """Webhook notifications about the patient (sealed with their key, deleted all the
+        same)."""
+        result = await self._conn.execute(
+            delete(webhook_deliveries).where(webhook_deliveries.c.patient_id == patient_id)
         )
-        about = [row_id for row_id, payload in rows if needle in bytes(payload)]
-        counts["webhook_deliveries"] = 0
-        if about:
-            result = await self._conn.execute(
-                delete(webhook_deliveries).where(webhook_deliveries.c.id.in_(about))
-            )
-            counts["webhook_deliveries"] = int(result.rowcount or 0)
+        counts["webhook_deliveries"] = int(result.rowcount or 0)
 
     async def add_certificate(self, certificate: StoredCertificate) -> None:
         await self._conn.execute(

@@ -1,5 +1,6 @@
-"""What a laboratory reports beside a result's value: the reference range (HL7 OBX-7) and the
-interpretation flag (OBX-8), sealed with the patient's key and bound to the observation."""
+"""What a laboratory reports beside a result's value: the test's name (HL7 OBX-3 text), the
+reference range (OBX-7), the interpretation flag (OBX-8), the result status (OBX-11) and a
+comparator (OBX-5 SN), sealed with the patient's key and bound to the observation."""
 
 from __future__ import annotations
 
@@ -22,10 +23,15 @@ _BOUND = re.compile(r"\s*(?P<op>[<>]=?)\s*(?P<value>\d+(\.\d+)?)\s*")
 @dataclass(frozen=True, slots=True)
 class LabFindings:
     """A result's reference range as the laboratory wrote it, parsed where it is `low-high`,
-    `<high` or `>low`, and its interpretation code (HL7 table 0078: N, H, L, HH, LL, A…)."""
+    `<high` or `>low`, its interpretation code (HL7 table 0078: N, H, L, HH, LL, A…), the test's
+    name as the laboratory gave it, the FHIR status (`final`, `preliminary`, `corrected`) and
+    the comparator of a value reported as `<5` (FHIR Quantity.comparator)."""
 
     reference_range: str | None = None
     interpretation: str | None = None
+    display: str | None = None
+    status: str = "final"
+    comparator: str | None = None
 
     @property
     def low(self) -> float | None:
@@ -115,13 +121,25 @@ class LabResults:
 
 def _encode(findings: LabFindings) -> str:
     return orjson.dumps(
-        {"range": findings.reference_range, "interpretation": findings.interpretation}
+        {
+            "range": findings.reference_range,
+            "interpretation": findings.interpretation,
+            "display": findings.display,
+            "status": findings.status,
+            "comparator": findings.comparator,
+        }
     ).decode()
 
 
 def _decode(text: str) -> LabFindings:
     parts = orjson.loads(text)
-    return LabFindings(parts.get("range"), parts.get("interpretation"))
+    return LabFindings(
+        parts.get("range"),
+        parts.get("interpretation"),
+        parts.get("display"),
+        parts.get("status") or "final",
+        parts.get("comparator"),
+    )
 
 
 __all__: Sequence[str] = ["LabFindings", "LabResults"]

@@ -20,14 +20,15 @@ from sqlalchemy.sql import ColumnElement
 
 from medmesh.domain.errors import InvalidSearch
 from medmesh.domain.reading import MeasuredValue
+from medmesh.domain.vocabulary import is_laboratory_test
 from medmesh.store.observations import (
-    LAB_RESULT_CODES,
     VALUE,
     Observations,
     StoredObservation,
     TimeBound,
     _bound,
     _within,
+    code_in,
     patient_keys,
     stored_from_row,
 )
@@ -100,7 +101,7 @@ def _conditions(wanted: ObservationFilter) -> list[ColumnElement[bool]]:
     if wanted.device_ids:
         where.append(c.device_id.in_(wanted.device_ids))
     for group in wanted.code_groups:
-        where.append(c.code.in_(group))
+        where.append(code_in(group))
     where.extend(_bound(b) for b in wanted.effective)
     where.extend(
         not_(and_(c.effective >= g.start, c.effective < g.end)) for g in wanted.effective_gaps
@@ -203,7 +204,7 @@ async def _fetch_page(conn: AsyncConnection, sql: Select[tuple[object, ...]]) ->
     full = {
         o.id: o
         for o in await Observations(conn)._fetch_rows(
-            [r for r in rows if r["value"] is None or r["code"] in LAB_RESULT_CODES]
+            [r for r in rows if r["value"] is None or is_laboratory_test(r["code"])]
         )
     }
     singles = [r for r in rows if r["value"] is not None and r["id"] not in full]

@@ -18,7 +18,11 @@ from medmesh.crypto.envelope import DataKey
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.errors import NotFound
 from medmesh.domain.reading import MeasuredValue, Reading
-from medmesh.domain.vocabulary import Category, codes_in_categories
+from medmesh.domain.vocabulary import (
+    OTHER_LABORATORY_CODES,
+    VOCABULARY_CODES,
+    is_laboratory_test,
+)
 from medmesh.store import rollups
 from medmesh.store._sql import insert_ignoring_duplicates
 from medmesh.store.database import cipher_of
@@ -29,8 +33,6 @@ Comparator = Literal["ge", "gt", "le", "lt"]
 
 # Columns of sealed values (their ciphertext is bound to the column, the patient and the row).
 VALUE = "observations.value"
-# Only laboratory results can carry findings: vital signs never pay for the lookup.
-LAB_RESULT_CODES = frozenset(codes_in_categories([Category.LABORATORY.value]))
 COMPONENT_VALUE = "observation_components.value"
 
 
@@ -153,6 +155,16 @@ def _bound(bound: TimeBound) -> ColumnElement[bool]:
             return column < bound.at
 
 
+def code_in(codes: Sequence[str]) -> ColumnElement[bool]:
+    """Observations stored under one of `codes`; OTHER_LABORATORY_CODES among them stands for
+    every code outside the vocabulary (laboratory results of any LOINC code)."""
+    column = observations.c.code
+    known = [c for c in codes if c != OTHER_LABORATORY_CODES]
+    if len(known) == len(codes):
+        return column.in_(known)
+    return or_(column.in_(known), column.not_in(sorted(VOCABULARY_CODES)))
+
+
 def _within(
     access: tuple[tuple[tuple[str, ...], tuple[str, ...] | None], ...],
 ) -> ColumnElement[bool]:
@@ -160,7 +172,7 @@ def _within(
     for patient_ids, codes in access:
         group: ColumnElement[bool] = observations.c.patient_id.in_(patient_ids)
         if codes is not None:
-            group = and_(group, observations.c.code.in_(codes))
+            group = and_(group, code_in(codes))
         groups.append(group)
     return or_(false(), *groups)
 
@@ -282,7 +294,7 @@ class Observations:
         if query.patient_id is not None:
             sql = sql.where(observations.c.patient_id == query.patient_id)
         if query.codes:
-            sql = sql.where(observations.c.code.in_(query.codes))
+            sql = sql.where(code_in(query.codes))
         if query.access is not None:
             sql = sql.where(_within(query.access))
         for bound in query.bounds:
@@ -318,7 +330,7 @@ class Observations:
                 )
                 parts[oid].append(MeasuredValue(c["code"], value, c["unit"]))
         lab = await LabResults(self._conn).for_observations(
-            {r["id"]: r["patient_id"] for r in rows if r["code"] in LAB_RESULT_CODES}
+            {r["id"]: r["patient_id"] for r in rows if is_laboratory_test(r["code"])}
         )
         return [
             stored_from_row(

@@ -33,6 +33,7 @@ from medmesh.store.schema import (
     observations,
     patient_merges,
     patients,
+    rule_state_segments,
     rule_states,
 )
 
@@ -175,9 +176,8 @@ class PatientMerges:
         # rebuilt, and their rule states dropped, so the next batch rebuilds them from history.
         for patient_id in (source, target):
             await rollup_backfill.rebuild(self._conn, patient_id)
-        await self._conn.execute(
-            delete(rule_states).where(rule_states.c.patient_id.in_([source, target]))
-        )
+        for table in (rule_state_segments, rule_states):
+            await self._conn.execute(delete(table).where(table.c.patient_id.in_([source, target])))
         for device, start in record.assignments:
             await self._conn.execute(
                 update(device_assignments)

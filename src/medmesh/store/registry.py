@@ -6,7 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, date, datetime
 
 import orjson
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -14,7 +14,13 @@ from medmesh.crypto.envelope import Cipher, DataKey
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient, PostalAddress
 from medmesh.store.database import cipher_of
-from medmesh.store.schema import device_assignments, devices, imaging_studies, patients
+from medmesh.store.schema import (
+    device_assignments,
+    devices,
+    imaging_studies,
+    patient_identifiers,
+    patients,
+)
 
 
 def _identifier_index(cipher: Cipher, system: str, value: str) -> str:
@@ -24,6 +30,7 @@ def _identifier_index(cipher: Cipher, system: str, value: str) -> str:
 async def _patients(conn: AsyncConnection, rows: Sequence[RowMapping]) -> list[Patient]:
     """Decrypt patient rows (rows of an erased patient, should one remain, are skipped)."""
     keys = await cipher_of(conn).keys_for({r["id"] for r in rows})
+    others = await _other_identifiers(conn, keys)
     found = []
     for row in rows:
         key = keys.get(row["id"])
@@ -46,8 +53,24 @@ async def _patients(conn: AsyncConnection, rows: Sequence[RowMapping]) -> list[P
                 gender=row["gender"],
                 address=_address(key, row["address"], pid),
                 phone=None if row["phone"] is None else key.open_text(row["phone"], _PHONE, pid),
+                other_identifiers=tuple(sorted(others.get(pid, ()))),
             )
         )
+    return found
+
+
+async def _other_identifiers(
+    conn: AsyncConnection, keys: dict[str, DataKey]
+) -> dict[str, list[tuple[str, str]]]:
+    """The other identifiers (system, value) of these patients (id → key), opened."""
+    if not keys:
+        return {}
+    query = select(patient_identifiers).where(patient_identifiers.c.patient_id.in_(list(keys)))
+    found: dict[str, list[tuple[str, str]]] = {}
+    for row in (await conn.execute(query)).mappings():
+        pid = row["patient_id"]
+        value = keys[pid].open_text(row["value"], _OTHER_IDENTIFIER, row["identifier_index"])
+        found.setdefault(pid, []).append((row["system"], value))
     return found
 
 
@@ -94,6 +117,7 @@ def _sealed_fields(key: DataKey, patient: Patient) -> dict[str, object]:
 
 
 _IDENTIFIER = "patients.identifier_value"
+_OTHER_IDENTIFIER = "patient_identifiers.value"
 _FAMILY = "patients.family"
 _GIVEN = "patients.given"
 _BIRTH_DATE = "patients.birth_date"
@@ -165,6 +189,38 @@ class Patients:
             )
         )
 
+    async def add_identifiers(
+        self, patient_id: str, identifiers: Sequence[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Give the patient these (system, value) identifiers besides their own, each unless
+        they hold it already; Conflict when another patient holds one (nothing is added).
+        Returns the ones added."""
+        cipher = cipher_of(self._conn)
+        fresh: dict[str, tuple[str, str]] = {}
+        for system, value in identifiers:
+            index = _identifier_index(cipher, system, value)
+            holders = {p.id for p in await self._by_identifier(system, value)}
+            if holders - {patient_id}:
+                raise Conflict("another patient has this identifier")
+            if not holders:
+                fresh[index] = (system, value)
+        if not fresh:
+            return []
+        key = await cipher.key_or_create(patient_id)
+        await self._conn.execute(
+            patient_identifiers.insert(),
+            [
+                {
+                    "identifier_index": index,
+                    "patient_id": patient_id,
+                    "system": system,
+                    "value": key.seal_text(value, _OTHER_IDENTIFIER, index),
+                }
+                for index, (system, value) in fresh.items()
+            ],
+        )
+        return list(fresh.values())
+
     async def get(self, patient_id: str) -> Patient:
         rows = (
             (await self._conn.execute(select(patients).where(patients.c.id == patient_id)))
@@ -207,12 +263,19 @@ class Patients:
         if system is not None:
             systems = [system]
         else:
-            distinct = select(patients.c.identifier_system).distinct()
-            systems = list((await self._conn.execute(distinct)).scalars())
+            distinct = select(patients.c.identifier_system).union(
+                select(patient_identifiers.c.system)
+            )
+            systems = sorted(set((await self._conn.execute(distinct)).scalars()))
         if not systems:
             return []
         wanted = [_identifier_index(cipher, s, value) for s in systems]
-        query = select(patients).where(patients.c.identifier_index.in_(wanted))
+        others = select(patient_identifiers.c.patient_id).where(
+            patient_identifiers.c.identifier_index.in_(wanted)
+        )
+        query = select(patients).where(
+            or_(patients.c.identifier_index.in_(wanted), patients.c.id.in_(others))
+        )
         return await _patients(self._conn, (await self._conn.execute(query)).mappings().all())
 
     async def search(
@@ -303,6 +366,14 @@ class Devices:
         row = (await self._conn.execute(query)).mappings().first()
         return None if row is None else _device(row)
 
+    async def secret_hashes(self, device_ids: Collection[str]) -> dict[str, str]:
+        """Device id → the hash of its current credential, for those of `device_ids` that
+        exist."""
+        query = select(devices.c.id, devices.c.secret_hash).where(
+            devices.c.id.in_(sorted(set(device_ids)))
+        )
+        return {row.id: row.secret_hash for row in await self._conn.execute(query)}
+
     async def find_by_serial_number(self, serial: str) -> Device | None:
         """The device with this serial number; None when no device, or more than one, has it
         (serial numbers are unique per manufacturer only, so a shared one identifies nothing)."""
@@ -388,12 +459,50 @@ class Assignments:
         )
 
     async def for_device(self, device_id: str) -> Sequence[DeviceAssignment]:
+        return (await self.for_devices([device_id]))[device_id]
+
+    async def for_devices(self, device_ids: Collection[str]) -> dict[str, list[DeviceAssignment]]:
+        """Each device's assignment history, oldest first, in one query (an empty list for a
+        device never assigned)."""
+        if not device_ids:
+            return {}
         query = (
             select(device_assignments)
-            .where(device_assignments.c.device_id == device_id)
+            .where(device_assignments.c.device_id.in_(sorted(set(device_ids))))
             .order_by(device_assignments.c.start)
         )
-        return [
-            DeviceAssignment(r["device_id"], r["patient_id"], r["start"], r["end"])
-            for r in (await self._conn.execute(query)).mappings()
-        ]
+        found: dict[str, list[DeviceAssignment]] = {device_id: [] for device_id in device_ids}
+        for r in (await self._conn.execute(query)).mappings():
+            found[r["device_id"]].append(
+                DeviceAssignment(r["device_id"], r["patient_id"], r["start"], r["end"])
+            )
+        return found
+
+    async def for_devices_with_credentials(
+        self, device_ids: Collection[str]
+    ) -> tuple[dict[str, list[DeviceAssignment]], dict[str, str]]:
+        """`for_devices`, and each existing device's credential hash (`Devices.secret_hashes`),
+        in one query: what ingest reads for the devices of a group commit."""
+        if not device_ids:
+            return {}, {}
+        query = (
+            select(
+                devices.c.id,
+                devices.c.secret_hash,
+                device_assignments.c.patient_id,
+                device_assignments.c.start,
+                device_assignments.c.end,
+            )
+            .select_from(devices.outerjoin(device_assignments))
+            .where(devices.c.id.in_(sorted(set(device_ids))))
+            .order_by(devices.c.id, device_assignments.c.start)
+        )
+        histories: dict[str, list[DeviceAssignment]] = {device_id: [] for device_id in device_ids}
+        credentials: dict[str, str] = {}
+        for r in (await self._conn.execute(query)).mappings():
+            credentials[r["id"]] = r["secret_hash"]
+            if r["start"] is not None:
+                histories[r["id"]].append(
+                    DeviceAssignment(r["id"], r["patient_id"], r["start"], r["end"])
+                )
+        return histories, credentials

@@ -59,6 +59,17 @@ patients = Table(
     UniqueConstraint("identifier_index"),
 )
 
+# A patient's other identifiers (HL7 PID-3 repetitions beyond the one in `patients`), each
+# found by its blind index as the patient's own is; the value sealed with the patient's key.
+patient_identifiers = Table(
+    "patient_identifiers",
+    metadata,
+    Column("identifier_index", String(64), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False, index=True),
+    Column("system", String(200), nullable=False),
+    Column("value", LargeBinary, nullable=False),  # sealed
+)
+
 devices = Table(
     "devices",
     metadata,
@@ -73,6 +84,41 @@ devices = Table(
     # SHA-256 of the device's high-entropy secret; the secret itself is shown once and not kept.
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Client certificates issued by the device CA (docs/device-certificates.md): what was issued to
+# whom, until when, and when it was revoked; the CRL is made from the revoked rows.
+device_certificates = Table(
+    "device_certificates",
+    metadata,
+    Column("serial", String(40), primary_key=True),  # hex, lower case
+    Column("device_id", String(36), ForeignKey("devices.id"), nullable=False, index=True),
+    Column("not_before", UTCDateTime, nullable=False),
+    Column("not_after", UTCDateTime, nullable=False),
+    Column("issued_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# A device's Ed25519 public key for signed readings (docs/signed-payloads.md); a table of its
+# own so that devices without one carry nothing.
+device_signing_keys = Table(
+    "device_signing_keys",
+    metadata,
+    Column("device_id", String(36), ForeignKey("devices.id"), primary_key=True),
+    Column("public_key", LargeBinary, nullable=False),  # raw 32 bytes
+    Column("key_id", String(16), nullable=False),  # first 16 hex digits of its SHA-256
+    # Whether this device's readings must be signed (besides MEDMESH_REQUIRE_SIGNED_READINGS).
+    Column("required", Boolean, nullable=False, server_default=false()),
+    Column("set_at", UTCDateTime, nullable=False),
+)
+
+# Nonces of signed readings seen within the replay window, shared by every process.
+signature_nonces = Table(
+    "signature_nonces",
+    metadata,
+    Column("device_id", String(36), primary_key=True),
+    Column("nonce", String(64), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
 
 device_status = Table(
@@ -257,7 +303,8 @@ users = Table(
     # The patient record a patient account belongs to; NULL for staff.
     Column("patient_id", String(36), nullable=True),
     Column("password_hash", String(200), nullable=False),  # argon2id, PHC string
-    Column("totp_secret", String(64), nullable=True),  # base32; NULL until enrolled
+    # Sealed with the accounts' service key (docs/accounts.md); NULL until enrolled.
+    Column("totp_secret_sealed", LargeBinary, nullable=True),
     Column("totp_last_step", Integer, nullable=True),  # refuses a replayed code
     Column("failed_logins", Integer, nullable=False, server_default=false()),
     Column("locked_until", UTCDateTime, nullable=True),
@@ -517,6 +564,20 @@ rule_states = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# The readings of a rule state, by minute of reading time: a batch appends one segment a
+# minute it touches, a closed minute is compacted into one, minutes behind the state's horizon
+# are deleted (rules/state.py). `version` is the state's version that wrote the segment, so a
+# process holding an older copy reads only what was written since. Sealed with the patient's
+# key.
+rule_state_segments = Table(
+    "rule_state_segments",
+    metadata,
+    Column("patient_id", String(36), ForeignKey("patients.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("bucket", UTCDateTime, primary_key=True),
+    Column("state", LargeBinary, nullable=False),  # sealed
+)
+
 subscriptions = Table(
     "subscriptions",
     metadata,
@@ -538,7 +599,9 @@ webhook_deliveries = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("subscription_id", String(36), ForeignKey("subscriptions.id"), nullable=False),
     Column("event_id", String(36), nullable=False),
-    Column("payload", LargeBinary, nullable=False),
+    # The patient the event concerns, whose key seals the payload (erasure deletes by it).
+    Column("patient_id", String(36), nullable=True, index=True),
+    Column("payload", LargeBinary, nullable=False),  # sealed (docs/webhooks.md#at-rest)
     Column("status", String(16), nullable=False),  # pending, delivered, failed
     Column("attempts", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
@@ -852,6 +915,39 @@ time_entry_revisions = Table(
     Column("before", LargeBinary, nullable=False),  # sealed JSON of the earlier version
     Index(None, "entry_id", "changed_at"),
 )
+
+# Caregivers (care/caregivers.py, docs/paging.md#caregivers): a patient's single-use
+# invitations (the code only as its SHA-256 hash) and the caregivers who accepted one, each
+# with the consent naming them (RelatedPerson) and the severities they are paged for.
+caregiver_invitations = Table(
+    "caregiver_invitations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("code_hash", String(64), nullable=False, unique=True),
+    Column("categories", Text, nullable=False),  # JSON list; empty: every category
+    Column("alert_types", Text, nullable=False),  # JSON list of severities paged
+    Column("created_by", String(36), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Index(None, "patient_id"),
+)
+
+caregivers = Table(
+    "caregivers",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("patient_id", String(36), ForeignKey("patients.id"), nullable=False),
+    Column("user_id", String(36), ForeignKey("users.id"), nullable=False),
+    Column("consent_id", String(36), ForeignKey("consents.id"), nullable=False),
+    Column("alert_types", Text, nullable=False),  # JSON list of severities paged
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index(None, "patient_id"),
+    Index(None, "user_id"),
+)
+
 
 # Paging (medmesh.paging, docs/paging.md). Channels and pages name people and counts, never a
 # patient or a value; `page_alerts` links a page to the alerts it announces (and so to their

@@ -10,7 +10,13 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import Conflict
+from medmesh.store.database import cipher_of
 from medmesh.store.schema import organizations, users
+
+# Accounts are not patients: their TOTP secrets are sealed with a service key of the key store,
+# owned by no patient (docs/accounts.md#two-step-sign-in), bound to the column and the user.
+ACCOUNTS_OWNER = "platform:accounts"
+_TOTP = "users.totp_secret_sealed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +36,7 @@ class UserRecord:
     session_epoch: int = 0  # web sessions made under an earlier value have ended
 
 
-def _user(row: RowMapping) -> UserRecord:
+def _user(row: RowMapping, totp_secret: str | None) -> UserRecord:
     return UserRecord(
         id=row["id"],
         organization_id=row["organization_id"],
@@ -39,7 +45,7 @@ def _user(row: RowMapping) -> UserRecord:
         role=row["role"],
         patient_id=row["patient_id"],
         password_hash=row["password_hash"],
-        totp_secret=row["totp_secret"],
+        totp_secret=totp_secret,
         totp_last_step=row["totp_last_step"],
         failed_logins=row["failed_logins"],
         locked_until=row["locked_until"],
@@ -78,15 +84,31 @@ class Users:
             )
         )
 
+    async def _record(self, row: RowMapping | None) -> UserRecord | None:
+        if row is None:
+            return None
+        sealed = row["totp_secret_sealed"]
+        secret = None
+        if sealed is not None:
+            key = await cipher_of(self._conn).key_or_create(ACCOUNTS_OWNER)
+            secret = key.open_text(bytes(sealed), _TOTP, row["id"])
+        return _user(row, secret)
+
     async def get(self, user_id: str) -> UserRecord | None:
-        row = (await self._conn.execute(select(users).where(users.c.id == user_id))).mappings()
-        found = row.first()
-        return None if found is None else _user(found)
+        rows = await self._conn.execute(select(users).where(users.c.id == user_id))
+        return await self._record(rows.mappings().first())
 
     async def find_by_username(self, username: str) -> UserRecord | None:
         rows = await self._conn.execute(select(users).where(users.c.username == username))
-        found = rows.mappings().first()
-        return None if found is None else _user(found)
+        return await self._record(rows.mappings().first())
+
+    async def set_totp(self, user_id: str, secret: str | None, last_step: int | None) -> None:
+        """Set (sealed) or clear the account's TOTP secret and its last used step."""
+        sealed = None
+        if secret is not None:
+            key = await cipher_of(self._conn).key_or_create(ACCOUNTS_OWNER)
+            sealed = key.seal_text(secret, _TOTP, user_id)
+        await self.update(user_id, totp_secret_sealed=sealed, totp_last_step=last_step)
 
     async def update(self, user_id: str, **values: object) -> None:
         """Set columns of one account (password hash, TOTP state, lockout counters…)."""

@@ -18,12 +18,18 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.store._sql import insert_ignoring_duplicates
+from medmesh.store.database import cipher_of
 from medmesh.store.schema import webhook_deliveries
 
 PENDING = "pending"
 DELIVERED = "delivered"
 FAILED = "failed"
 MAX_ERROR_LENGTH = 500
+# The event a delivery notifies of is sealed with the key of the patient it concerns, so a copy
+# of the database shows no alert detail and erasure reaches every copy; an event about no patient
+# is sealed with this service key (docs/webhooks.md#at-rest).
+WEBHOOKS_OWNER = "platform:webhooks"
+_PAYLOAD = "webhook_deliveries.payload"
 
 _t = webhook_deliveries.c
 
@@ -33,13 +39,16 @@ class Delivery:
     id: int
     subscription_id: str
     event_id: str
-    payload: bytes  # the event as published (ids and codes); the notification is built per send
+    # The event as published (ids and codes), sealed: `WebhookDeliveries.event_of` opens it.
+    # The notification itself is built per send.
+    payload: bytes
     status: str
     attempts: int
     next_attempt_at: datetime
     last_error: str | None
     created_at: datetime
     delivered_at: datetime | None
+    patient_id: str | None = None
 
 
 def _delivery(row: RowMapping) -> Delivery:
@@ -54,6 +63,7 @@ def _delivery(row: RowMapping) -> Delivery:
         last_error=row["last_error"],
         created_at=row["created_at"],
         delivered_at=row["delivered_at"],
+        patient_id=row["patient_id"],
     )
 
 
@@ -62,17 +72,26 @@ class WebhookDeliveries:
         self._conn = conn
 
     async def enqueue(
-        self, subscription_ids: Sequence[str], event_id: str, payload: bytes, now: datetime
+        self,
+        subscription_ids: Sequence[str],
+        event_id: str,
+        payload: bytes,
+        now: datetime,
+        patient_id: str | None = None,
     ) -> int:
         """A pending delivery of the event to each subscription; one that exists already (the
-        same event seen by another process) is left alone. Returns how many were added."""
+        same event seen by another process) is left alone. Returns how many were added.
+        Raises DataKeyDestroyed when the patient was erased meanwhile."""
         if not subscription_ids:
             return 0
+        key = await cipher_of(self._conn).key_or_create(patient_id or WEBHOOKS_OWNER)
+        sealed = key.seal(payload, _PAYLOAD, event_id)
         rows = [
             {
                 "subscription_id": subscription_id,
                 "event_id": event_id,
-                "payload": payload,
+                "patient_id": patient_id,
+                "payload": sealed,
                 "status": PENDING,
                 "attempts": 0,
                 "next_attempt_at": now,
@@ -82,6 +101,13 @@ class WebhookDeliveries:
         ]
         insert = insert_ignoring_duplicates(self._conn, webhook_deliveries).returning(_t.id)
         return len((await self._conn.execute(insert, rows)).all())
+
+    async def event_of(self, delivery: Delivery) -> bytes:
+        """The event the delivery notifies of, as published; raises DataKeyDestroyed when its
+        patient was erased."""
+        cipher = cipher_of(self._conn)
+        key = await cipher.key(delivery.patient_id or WEBHOOKS_OWNER)
+        return key.open(delivery.payload, _PAYLOAD, delivery.event_id)
 
     async def claim(
         self,

@@ -19,6 +19,7 @@ from medmesh.web.vitals import VitalSpec
 # What a signed-in person's session may do: everything their role and the policy allow.
 _STAFF_SCOPES = Scopes.parse("user/*.cruds")
 _PATIENT_SCOPES = Scopes.parse("patient/*.rs")
+_CAREGIVER_SCOPES = Scopes.parse("user/*.rs")  # reads only; the policy refuses writes too
 # What the care pages' sessions may do (the policy still decides each patient, and care/access
 # who may act): read and search, plus exactly the writes the care pages make. A clinician
 # answers and marks messages read (Communication c, u), keeps the medication list and answers
@@ -31,6 +32,7 @@ PATIENT_CARE_SCOPES = Scopes.parse(
     "patient/*.rs patient/Communication.cu patient/MedicationRequest.c patient/Appointment.cu"
 )
 RECHECK_SECONDS = 5.0
+_SCOPES = {Role.PATIENT: _PATIENT_SCOPES, Role.CAREGIVER: _CAREGIVER_SCOPES}
 
 
 def principal_of(request: Request, user: SessionUser) -> Principal:
@@ -41,7 +43,7 @@ def principal_of(request: Request, user: SessionUser) -> Principal:
         name=user.display_name,
         role=user.role,
         organization_id=user.organization_id,
-        scopes=_PATIENT_SCOPES if user.role is Role.PATIENT else _STAFF_SCOPES,
+        scopes=_SCOPES.get(user.role, _STAFF_SCOPES),
         patient_id=user.patient_id,
         source=request.client.host if request.client is not None else None,
     )
@@ -49,14 +51,16 @@ def principal_of(request: Request, user: SessionUser) -> Principal:
 
 def care_principal(request: Request, user: SessionUser) -> Principal:
     """The session's person as the care pages act: with the care scopes of their side."""
-    scopes = PATIENT_CARE_SCOPES if user.role is Role.PATIENT else STAFF_CARE_SCOPES
+    scopes = {Role.PATIENT: PATIENT_CARE_SCOPES, Role.CAREGIVER: _CAREGIVER_SCOPES}.get(
+        user.role, STAFF_CARE_SCOPES
+    )
     return dataclasses.replace(principal_of(request, user), scopes=scopes)
 
 
 async def signed_in_patient(request: Request) -> SessionUser:
-    """The signed-in patient; staff are sent to their own home page."""
+    """The signed-in patient; staff and caregivers are sent to their own home page."""
     user = await current_user(request, touch=True)
-    if user.is_staff:
+    if user.role is not Role.PATIENT:
         raise ElsewhereHome(user.home)
     return user
 

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from medmesh.access.identity.accounts import (
-    STAFF,
     Account,
     AccountLocked,
     AddressThrottled,
@@ -64,7 +63,7 @@ def login_page(
 
 def _signed_in(request: Request, account: Account) -> Response:
     session.sign_in(request, account)
-    target = session.take_return(request) or ("/" if account.role in STAFF else "/me")
+    target = session.take_return(request) or session.home_for(account.role)
     return RedirectResponse(target, status_code=303)
 
 

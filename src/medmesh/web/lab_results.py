@@ -24,6 +24,8 @@ _FLAGS = {
 @dataclass(frozen=True, slots=True)
 class LabRow:
     test: str
+    comparator: str | None  # "<" for a result reported as "<5"
+    status: str  # final, preliminary or corrected
     value: float
     unit: str
     reference_range: str | None
@@ -35,9 +37,13 @@ class LabRow:
 def lab_row(observation: StoredObservation) -> LabRow:
     measure = measure_by_code(observation.code)
     value = observation.values[0]
-    code = observation.lab.interpretation if observation.lab is not None else None
+    lab = observation.lab
+    code = lab.interpretation if lab is not None else None
+    name = lab.display if lab is not None and lab.display else observation.code
     return LabRow(
-        test=measure.display if measure is not None else observation.code,
+        test=measure.display if measure is not None else name,
+        comparator=lab.comparator if lab is not None else None,
+        status=lab.status if lab is not None else "final",
         value=value.value,
         unit=value.unit,
         reference_range=observation.lab.reference_range if observation.lab is not None else None,

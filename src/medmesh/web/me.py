@@ -24,6 +24,7 @@ from medmesh.store.users import Users
 from medmesh.web import session
 from medmesh.web.access import signed_in_patient
 from medmesh.web.auth import client_address, enrol_context, moment, restart, sign_in_service
+from medmesh.web.caregivers import caregivers_context
 from medmesh.web.responses import WebRoute
 from medmesh.web.session import SessionUser
 from medmesh.web.templating import page
@@ -90,6 +91,7 @@ async def me(request: Request) -> Response:
         "two_step": await _two_step_active(request, user),
         "accesses": accesses,
         "emergencies": emergencies,
+        **await caregivers_context(database_of(request), str(user.patient_id)),
     }
     return page(request, "me.html", context)
 

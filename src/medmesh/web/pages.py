@@ -14,7 +14,7 @@ from medmesh.access.policy.decision import ALERTS_CATEGORY
 from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.alerts import Severity
 from medmesh.domain.errors import NotFound
-from medmesh.domain.vocabulary import LABORATORY_TESTS, Category
+from medmesh.domain.vocabulary import LABORATORY_TESTS, OTHER_LABORATORY_CODES, Category
 from medmesh.http.deps import DatabaseDep
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
@@ -50,6 +50,8 @@ from medmesh.web.vitals import CHART_VITALS, PANEL_VITALS
 router = APIRouter(route_class=WebRoute, include_in_schema=False)
 
 MAX_ROW_IDS = 100
+# The patient page's test results: the vocabulary's laboratory tests and any other LOINC code.
+LABORATORY_RESULTS = (*LABORATORY_TESTS, OTHER_LABORATORY_CODES)
 NO_ALERTS: dict[str, Any] = {"alerts": [], "active": [], "unacknowledged": 0}
 REFUSED_WINDOW = timedelta(hours=24)
 LATE_READINGS = timedelta(hours=6)  # how old a newly arrived reading may be to be added live
@@ -162,7 +164,7 @@ async def render_patient_page(
         lab_results = (
             await Observations(conn).search(
                 ObservationQuery(
-                    patient_id=patient_id, codes=LABORATORY_TESTS, newest_first=True, limit=20
+                    patient_id=patient_id, codes=LABORATORY_RESULTS, newest_first=True, limit=20
                 )
             )
             if decision.allows_category(Category.LABORATORY.value)

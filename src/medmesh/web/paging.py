@@ -1,7 +1,11 @@
 """A page's link: /page/{code}. It opens after sign-in (with the second factor for staff),
 shows the alerts the page announced, as the policy allows, and acknowledges them in one
 click (naming who and from which channel) or snoozes them with a reason and an end time.
-An unknown, expired, used or someone else's code shows a plain notice and does nothing."""
+An unknown, expired, used or someone else's code shows a plain notice and does nothing.
+
+A caregiver's page (docs/paging.md#caregivers) shows the alerts their consent lets them see;
+"Seen" acknowledges their own page only: the clinical alert stays open for the care team,
+whose escalation goes on, and a caregiver cannot snooze."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request, Response
 
+from medmesh.access.identity.principals import Role
 from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.alerts import Alert, AlertStatus
 from medmesh.domain.errors import Conflict, NotFound
@@ -38,8 +43,8 @@ def _moment(request: Request) -> datetime:
 
 
 async def _signed_in(request: Request, code: str) -> session.SessionUser:
-    try:
-        return await session.signed_in(request)
+    try:  # staff, and caregivers for their own pages
+        return await session.signed_in_as(request, Role.CLINICIAN, Role.ORG_ADMIN, Role.CAREGIVER)
     except session.SignInRequired:
         session.remember_return(request, f"/page/{codes.normalized(code)}")
         raise
@@ -86,6 +91,12 @@ async def _alerts(request: Request, user: session.SessionUser, page: Page) -> li
     return shown
 
 
+def _who(user: session.SessionUser) -> dict[str, object]:
+    """The template's person: staff as `clinician` (their navigation), others as `user`."""
+    caregiver = user.role is Role.CAREGIVER
+    return {"clinician" if user.is_staff else "user": user, "caregiver": caregiver}
+
+
 def _gone(request: Request) -> Response:
     return problem(request, 410, "Link no longer valid", GONE)
 
@@ -99,7 +110,7 @@ async def open_page(request: Request, code: str) -> Response:
     page, delivery = valid
     alerts = await _alerts(request, user, page)
     context = {
-        "clinician": user,
+        **_who(user),
         "code": codes.normalized(code),
         "alerts": alerts,
         "open_count": sum(a.status is AlertStatus.OPEN for a in alerts),
@@ -130,7 +141,9 @@ async def acknowledge(request: Request, code: str, database: DatabaseDep, bus: B
     user, page, delivery = used
     who = f"{user.display_name} (paged by {delivery.channel_kind})"
     done: list[str] = []
-    for alert in await _alerts(request, user, page):
+    # A caregiver acknowledges their own page only: the alert stays with the care team.
+    paged = [] if user.role is Role.CAREGIVER else await _alerts(request, user, page)
+    for alert in paged:
         if alert.status is not AlertStatus.OPEN:
             continue
         await open_record(
@@ -157,7 +170,7 @@ async def acknowledge(request: Request, code: str, database: DatabaseDep, bus: B
             acknowledged_via=delivery.channel_kind,
         )
         await pages.close_for_alerts(done, except_page=page.id)
-    context = {"clinician": user, "count": len(done), "channel": delivery.channel_kind}
+    context = {**_who(user), "count": len(done), "channel": delivery.channel_kind}
     return render(request, "page_done.html", context)
 
 
@@ -171,6 +184,11 @@ async def snooze(request: Request, code: str, database: DatabaseDep) -> Response
         )
     if not isinstance(minutes, str) or not minutes.isdigit() or int(minutes) not in SNOOZE_MINUTES:
         return problem(request, 400, "Snooze length", "Choose one of the offered lengths.")
+    signed_in = await _signed_in(request, code)
+    if signed_in.role is Role.CAREGIVER:
+        return problem(
+            request, 403, "Not for caregivers", "Only the care team can snooze an alert."
+        )
     used = await _use(request, code)
     if used is None:
         return _gone(request)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -17,6 +18,7 @@ from medmesh.store.vitals import Vitals
 from medmesh.web.access import open_record, signed_in_patient, visible_vitals
 from medmesh.web.patient import Connectivity, chart_cards, current_devices
 from medmesh.web.responses import WebRoute
+from medmesh.web.session import SessionUser
 from medmesh.web.templating import page
 from medmesh.web.vitals import CHART_VITALS
 
@@ -39,10 +41,11 @@ class MyDevice:
     last_reported: datetime | None  # when it last sent anything
 
 
-@router.get("/me/readings")
-async def my_readings(request: Request, database: DatabaseDep) -> Response:
-    user = await signed_in_patient(request)
-    patient_id = str(user.patient_id)
+async def readings_context(
+    request: Request, database: DatabaseDep, user: SessionUser, patient_id: str
+) -> dict[str, Any]:
+    """The readings page's charts and devices of one patient, each look decided and audited:
+    for the patient themself, and for a caregiver the categories their consent grants."""
     raw = request.query_params.get("range")
     range_key = raw if raw in RANGE_WORDS else DEFAULT_RANGE
     decision = await open_record(request, user, patient_id)
@@ -65,9 +68,8 @@ async def my_readings(request: Request, database: DatabaseDep) -> Response:
                 MyDevice(device, connectivity, status.last_seen if status is not None else None)
             )
     cards, chart_config = await chart_cards(database, patient_id, shown, latest, range_key, now)
-    context = {
+    return {
         "user": user,
-        "nav": "readings",
         "charts": cards,
         "chart_config": chart_config,
         "range_key": range_key,
@@ -75,4 +77,11 @@ async def my_readings(request: Request, database: DatabaseDep) -> Response:
         "downsampled": chart_config["downsampled"],
         "devices": devices,
     }
+
+
+@router.get("/me/readings")
+async def my_readings(request: Request, database: DatabaseDep) -> Response:
+    user = await signed_in_patient(request)
+    context = await readings_context(request, database, user, str(user.patient_id))
+    context |= {"nav": "readings", "readings_url": "/me/readings"}
     return page(request, "me_readings.html", context)

@@ -12,6 +12,7 @@ from medmesh.web import (
     auth,
     calendar,
     care,
+    caregivers,
     imaging,
     live,
     me,
@@ -31,6 +32,7 @@ router = APIRouter(include_in_schema=False)
 router.include_router(auth.router)
 router.include_router(pages.router)
 router.include_router(me.router)
+router.include_router(caregivers.router)
 router.include_router(messages.router)
 router.include_router(care.router)
 router.include_router(imaging.router)

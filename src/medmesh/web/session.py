@@ -52,7 +52,14 @@ class SessionUser:
     @property
     def home(self) -> str:
         """Where this person lands after signing in."""
-        return "/" if self.is_staff else "/me"
+        return home_for(self.role)
+
+
+def home_for(role: Role) -> str:
+    """Where a person of this role lands after signing in."""
+    if role is Role.CAREGIVER:
+        return "/caregiving"
+    return "/" if role in STAFF else "/me"
 
 
 class SignInRequired(Exception):
@@ -296,6 +303,14 @@ async def signed_in(request: Request) -> SessionUser:
     """Dependency of the staff pages and actions: the clinician or organisation admin, whose
     activity this request is."""
     return await _staff(request, touch=True)
+
+
+async def signed_in_as(request: Request, *roles: Role) -> SessionUser:
+    """The signed-in person if they have one of these roles; anyone else goes home."""
+    user = await current_user(request, touch=True)
+    if user.role not in roles:
+        raise ElsewhereHome(user.home)
+    return user
 
 
 async def signed_in_quietly(request: Request) -> SessionUser:

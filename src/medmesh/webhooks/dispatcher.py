@@ -126,7 +126,7 @@ class WebhookDispatcher:
             return 0
         async with self._database.write() as conn:
             added = await WebhookDeliveries(conn).enqueue(
-                targets, event.id, event.to_json(), self._clock()
+                targets, event.id, event.to_json(), self._clock(), event.patient_id
             )
         if added:
             self.sender.wake()

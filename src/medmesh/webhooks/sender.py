@@ -17,6 +17,7 @@ import httpx
 import orjson
 
 import medmesh
+from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.subscription import InvalidSubscription, check_endpoint, parse_criteria
 from medmesh.events.model import ALERT, MESSAGE, READINGS, REFILL, Event
 from medmesh.fhir import resources
@@ -185,7 +186,10 @@ class WebhookSender:
             if subscription is None or subscription.status != ACTIVE:
                 status = subscription.status if subscription is not None else "gone"
                 return Outcome("cancelled", f"subscription is {status}")
-            event = Event.from_json(delivery.payload)
+            try:
+                event = Event.from_json(await WebhookDeliveries(conn).event_of(delivery))
+            except DataKeyDestroyed:
+                return Outcome("cancelled", "the patient was erased")
             changes = await _changes(Observations(conn), subscription, event)
             number = await WebhookDeliveries(conn).event_number(delivery)
         try:

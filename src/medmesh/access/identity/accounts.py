@@ -29,7 +29,10 @@ from medmesh.store.database import Database
 from medmesh.store.users import UserRecord, Users
 
 STAFF = frozenset({Role.CLINICIAN, Role.ORG_ADMIN})
-ROLES = frozenset({Role.PATIENT, Role.CLINICIAN, Role.ORG_ADMIN})
+ROLES = frozenset({Role.PATIENT, Role.CLINICIAN, Role.ORG_ADMIN, Role.CAREGIVER})
+# Accounts that must have a second factor before they finish signing in: staff, and
+# caregivers (they read another person's record).
+SECOND_FACTOR = STAFF | {Role.CAREGIVER}
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{2,99}")
 
 WRONG_CREDENTIALS = "The username or password is not right."
@@ -185,7 +188,7 @@ class SignIn:
         account = account_of(record)
         if totp_active(record):
             return PasswordAccepted(account, NextStep.CODE)
-        if account.role in STAFF:
+        if account.role in SECOND_FACTOR:
             return PasswordAccepted(account, NextStep.ENROL)
         async with self._database.write() as conn:
             await Users(conn).update(record.id, failed_logins=0, locked_until=None)
@@ -227,7 +230,7 @@ class SignIn:
         if secret is None:
             secret = totp.new_secret()
             async with self._database.write() as conn:
-                await Users(conn).update(record.id, totp_secret=secret, totp_last_step=None)
+                await Users(conn).set_totp(record.id, secret, None)
         return totp.enrolment(secret, record.username)
 
     async def confirm_enrolment(

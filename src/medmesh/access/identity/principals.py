@@ -15,6 +15,7 @@ class Role(StrEnum):
     CLINICIAN = "clinician"
     ORG_ADMIN = "org-admin"  # manages accounts, care teams and erasure; reads no health data
     SYSTEM = "system"  # a backend service (SMART Backend Services client or service token)
+    CAREGIVER = "caregiver"  # named by a patient; reads what their consent grants, writes nothing
 
 
 class ActorKind(StrEnum):

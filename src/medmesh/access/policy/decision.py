@@ -9,6 +9,8 @@ Order of the rules (docs/access.md):
 4. A backend service (system) sees its own organisation's patients, and the patients whose
    consent names its organisation.
 5. An organisation admin manages accounts, consents and erasure, and reads no health data.
+6. A caregiver (named by the patient) reads the categories the patient's consent naming them
+   (RelatedPerson) grants, and writes nothing.
 
 A token's patient/ scopes and launch patient only narrow: for anyone but the patient
 themself, the launch patient is seen only on the grounds of rules 3 and 4, like any other.
@@ -26,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.access.identity.principals import Principal, Role
 from medmesh.access.policy.scopes import Context, Interaction
-from medmesh.domain.consent import Consent
-from medmesh.domain.vocabulary import codes_in_categories, measure_by_code
+from medmesh.domain.consent import Consent, GranteeType
+from medmesh.domain.vocabulary import category_of, codes_in_categories
 from medmesh.store.consents import (
     BreakGlass,
     CareTeams,
@@ -38,6 +40,7 @@ from medmesh.store.consents import (
 
 EMERGENCY_PURPOSE = "ETREAT"
 ALERTS_CATEGORY = "alerts"  # the consent category of alerts (Flags)
+READS = frozenset({Interaction.READ, Interaction.SEARCH})
 
 
 class Refusal(StrEnum):
@@ -47,6 +50,7 @@ class Refusal(StrEnum):
     NO_CARE_RELATIONSHIP = "no-care-relationship"
     ROLE_WITHOUT_ACCESS = "role-without-access"
     UNKNOWN_PATIENT = "unknown-patient"
+    CAREGIVER_READS_ONLY = "caregiver-reads-only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,19 +76,21 @@ def _refuse(refusal: Refusal, purpose: str) -> Decision:
 
 def category_of_code(code: str) -> str | None:
     """The data category of a reading's LOINC code (observation-category)."""
-    measure = measure_by_code(code)
-    return None if measure is None else measure.category.value
+    return category_of(code).value
 
 
 def _consented(
     found: list[Consent], principal: Principal, patient_id: str, now: datetime
 ) -> Decision | None:
+    caregiver = principal.role is Role.CAREGIVER
     granting = [
         c
         for c in found
         if c.patient_id == patient_id
+        # A caregiver is let in only by a consent naming them, and only they by such a one.
+        and (c.grantee_type is GranteeType.RELATED_PERSON) == caregiver
         and c.grants(
-            user_id=principal.id if principal.role is Role.CLINICIAN else None,
+            user_id=principal.id if principal.role in (Role.CLINICIAN, Role.CAREGIVER) else None,
             organization_id=principal.organization_id,
             purpose=principal.purpose,
             at=now,
@@ -137,6 +143,14 @@ async def decide(
         emergency = await BreakGlass(conn).active(principal.id, patient_id, now)
         if emergency is not None:
             return _permit(f"break-glass:{emergency}", EMERGENCY_PURPOSE)
+        return _refuse(Refusal.NO_CARE_RELATIONSHIP, purpose)
+    if principal.role is Role.CAREGIVER and Context.USER in contexts:
+        if interaction not in READS:
+            return _refuse(Refusal.CAREGIVER_READS_ONLY, purpose)
+        consents = await Consents(conn).for_patient(patient_id, active_only=True)
+        consented = _consented(consents, principal, patient_id, now)
+        if consented is not None:
+            return consented
         return _refuse(Refusal.NO_CARE_RELATIONSHIP, purpose)
     if principal.role is Role.SYSTEM and Context.SYSTEM in contexts:
         organization = await patient_organization(conn, patient_id)
@@ -194,6 +208,17 @@ async def visible_patients(
         )
         if launch.permitted:
             decisions[principal.patient_id] = launch
+    if principal.role is Role.CAREGIVER:
+        if Context.USER not in contexts or interaction not in READS:
+            return decisions
+        granted = await Consents(conn).granted_to(
+            user_id=principal.id, organization_id=principal.organization_id, caregiver=True
+        )
+        for patient_id in sorted({c.patient_id for c in granted}):
+            consented = _consented(granted, principal, patient_id, now)
+            if consented is not None:
+                decisions[patient_id] = consented
+        return decisions
     if principal.role is Role.CLINICIAN and Context.USER in contexts:
         user_id: str | None = principal.id
         for patient_id, grant in (await BreakGlass(conn).active_grants(principal.id, now)).items():

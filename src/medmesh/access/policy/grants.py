@@ -22,6 +22,8 @@ ALLOWED_CONTEXTS: dict[Role, frozenset[Context]] = {
     # An org-admin reads no health data; user/ scopes only ever narrow what the policy allows.
     Role.ORG_ADMIN: frozenset({Context.USER}),
     Role.SYSTEM: frozenset({Context.SYSTEM}),
+    # A caregiver's user/ scopes reach only what their patients' consents grant, reads only.
+    Role.CAREGIVER: frozenset({Context.USER}),
 }
 
 

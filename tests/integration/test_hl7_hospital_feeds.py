@@ -522,6 +522,21 @@ async def test_a_cbc_panel_of_any_loinc_codes_becomes_laboratory_observations(
         if e["resource"]["resourceType"] == "Observation"
     }
     assert {"6690-2", "33914-3"} <= in_everything
+    # $lastn gives the newest result of every code held, the vocabulary's or not.
+    last = await client.get(
+        "/fhir/Observation/$lastn",
+        params={"patient": world.patient_id, "category": "laboratory"},
+        headers=world.reader_headers,
+    )
+    assert {e["resource"]["code"]["coding"][0]["code"] for e in last.json()["entry"]} == set(
+        by_code
+    )
+    one = await client.get(
+        "/fhir/Observation/$lastn",
+        params={"patient": world.patient_id, "code": "6690-2"},
+        headers=world.reader_headers,
+    )
+    assert [e["resource"]["valueQuantity"]["value"] for e in one.json()["entry"]] == [11.8]
 
 
 async def test_a_consent_to_laboratory_results_covers_every_loinc_code_and_no_other_category(

@@ -11,7 +11,6 @@ from medmesh.access.http import audit_results, require_principal, search_scope
 from medmesh.access.identity.principals import Principal
 from medmesh.access.policy.decision import observation_access
 from medmesh.domain.errors import InvalidSearch
-from medmesh.domain.vocabulary import MEASURES
 from medmesh.fhir import resources, search_params
 from medmesh.fhir.bundle import searchset
 from medmesh.fhir.observation_params import parse_observation_search
@@ -21,7 +20,7 @@ from medmesh.fhir.search_results import ResultControls, Summary, shaped
 from medmesh.http.deps import DatabaseDep
 from medmesh.http.openapi import ERROR_RESPONSES, fhir_search
 from medmesh.http.responses import FhirResponse
-from medmesh.store.observation_search import latest_per_code
+from medmesh.store.observation_search import codes_held, latest_per_code
 
 router = APIRouter(
     prefix="/fhir", tags=["fhir"], default_response_class=FhirResponse, responses=ERROR_RESPONSES
@@ -68,12 +67,12 @@ async def last_n(
     )
     if len(decisions) > MAX_PATIENTS:
         raise InvalidSearch(f"$lastn covers at most {MAX_PATIENTS} patients; name one with patient")
-    codes = [m.code for m in MEASURES]
-    for group in parsed.filter.code_groups:
-        codes = [c for c in codes if c in group]
     wanted = dataclasses.replace(parsed.filter, access=observation_access(decisions))
     async with database.read() as conn:
-        found = await latest_per_code(conn, wanted, sorted(decisions), codes, per_code)
+        # Every code the patients hold, laboratory codes outside the vocabulary included; the
+        # code and category filters are the search's own, applied to each pair's probe.
+        pairs = await codes_held(conn, sorted(decisions))
+        found = await latest_per_code(conn, wanted, pairs, per_code)
     if parsed.patient_id is None:
         await audit_results(
             request,

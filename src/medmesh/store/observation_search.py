@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import Select, and_, func, not_, or_, select, union_all
+from sqlalchemy import Select, and_, bindparam, func, not_, or_, select, text, union_all
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement
@@ -251,16 +251,41 @@ async def count_observations(conn: AsyncConnection, wanted: ObservationFilter) -
     return len(await _kept(Observations(conn), sql, wanted.keep, None))
 
 
+async def codes_held(conn: AsyncConnection, patient_ids: Sequence[str]) -> list[tuple[str, str]]:
+    """Each (patient, code) the patients have readings of, vocabulary or not (a laboratory
+    sends any LOINC code): a skip scan of the (patient, code, effective) index, one probe per
+    code held rather than a read of the patient's whole history."""
+    held: list[tuple[str, str]] = []
+    for start in range(0, len(patient_ids), 100):
+        chunk = list(patient_ids[start : start + 100])
+        sql = text(
+            """
+            WITH RECURSIVE held(patient_id, code) AS (
+                SELECT p.id, (SELECT MIN(o.code) FROM observations o WHERE o.patient_id = p.id)
+                FROM patients p WHERE p.id IN :patients
+                UNION ALL
+                SELECT h.patient_id, (
+                    SELECT MIN(o.code) FROM observations o
+                    WHERE o.patient_id = h.patient_id AND o.code > h.code
+                )
+                FROM held h WHERE h.code IS NOT NULL
+            )
+            SELECT patient_id, code FROM held WHERE code IS NOT NULL
+            """
+        ).bindparams(bindparam("patients", expanding=True))
+        rows = await conn.execute(sql, {"patients": chunk})
+        held.extend((row.patient_id, row.code) for row in rows)
+    return sorted(held)
+
+
 async def latest_per_code(
     conn: AsyncConnection,
     wanted: ObservationFilter,
-    patient_ids: Sequence[str],
-    codes: Sequence[str],
+    pairs: Sequence[tuple[str, str]],
     per_code: int,
 ) -> list[StoredObservation]:
-    """For each patient and code, its `per_code` newest matches ($lastn): one index range
+    """For each (patient, code) pair, its `per_code` newest matches ($lastn): one index range
     probe (patient, code, effective) per pair, sent as one statement per 100 pairs."""
-    pairs = [(p, code) for p in patient_ids for code in codes]
     found: list[StoredObservation] = []
     repository = Observations(conn)
     conditions = _conditions(wanted)

@@ -343,7 +343,7 @@ async def _demo_caregiver(database: Database, patient_id: str) -> DemoClinician:
             alert_types={"critical"},
             now=now,
         )
-        user_id = await caregivers.accept(
+        accepted = await caregivers.accept(
             database,
             code=invited.code,
             username=DEMO_CAREGIVER,
@@ -353,7 +353,7 @@ async def _demo_caregiver(database: Database, patient_id: str) -> DemoClinician:
         )
         async with database.write() as conn:
             await Channels(conn).add(
-                user_id, ChannelKind.EMAIL, DEMO_CAREGIVER_ADDRESS, "demo", now
+                accepted.user_id, ChannelKind.EMAIL, DEMO_CAREGIVER_ADDRESS, "demo", now
             )
     else:
         await provisioning.reset_password(database, DEMO_CAREGIVER, password)

@@ -241,14 +241,16 @@ async def cast(database: Database, http: AppClient) -> Cast:
         alert_types={"critical"},
         now=now,
     )
-    caregiver_id = await caregivers.accept(
-        database,
-        code=invited.code,
-        username="caregiver-a",
-        display_name="Caregiver A",
-        password=CLINICIAN_PASSWORD,
-        now=now,
-    )
+    caregiver_id = (
+        await caregivers.accept(
+            database,
+            code=invited.code,
+            username="caregiver-a",
+            display_name="Caregiver A",
+            password=CLINICIAN_PASSWORD,
+            now=now,
+        )
+    ).user_id
     caregiver_token = await provisioning.issue_user_token(
         database, user_id=caregiver_id, scopes="user/*.cruds"
     )

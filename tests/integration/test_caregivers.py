@@ -191,9 +191,14 @@ async def test_a_caregiver_sees_what_was_granted_is_paged_and_loses_access_on_re
     async with database.read() as conn:
         trail = await AuditLog(conn).search(patient_id=pid, count=500)
     seen = {(r.resource_type, r.subtype, r.outcome) for r in trail}
-    # The invitation and the revocation are audited as consent management, and the
-    # caregiver's looks (and the refused one after revocation) as any access to the record.
+    # The invitation, its acceptance (by the caregiver, who makes the consent) and the
+    # revocation are audited as consent management, and the caregiver's looks (and the refused
+    # one after revocation) as any access to the record.
     assert {("Consent", "create", "0"), ("Consent", "update", "0")} <= seen
+    assert any(
+        (r.actor_name, r.resource_type, r.subtype, r.outcome) == ("Mum", "Consent", "create", "0")
+        for r in trail
+    )
     assert any(r.actor_name == "Mum" and r.outcome != "0" for r in trail)
     assert any(r.actor_name == "Mum" and r.outcome == "0" for r in trail)
 

@@ -81,6 +81,16 @@ async def invite(
     return Invited(code, expires_at)
 
 
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What accepting an invitation made: the caregiver's account and the consent naming it."""
+
+    user_id: str
+    organization_id: str
+    patient_id: str
+    consent_id: str
+
+
 async def accept(
     database: Database,
     *,
@@ -89,8 +99,8 @@ async def accept(
     display_name: str,
     password: str,
     now: datetime,
-) -> str:
-    """Make the caregiver's account, the consent naming it and the link; the account's id.
+) -> Accepted:
+    """Make the caregiver's account, the consent naming it and the link.
     The password rules are checked (ValueError) before the invitation is used up."""
     if not display_name.strip():
         raise ValueError("give your name, as the patient will see it")
@@ -142,7 +152,7 @@ async def accept(
             alert_types=invitation.alert_types,
             at=now,
         )
-    return user_id
+    return Accepted(user_id, organization, invitation.patient_id, consent.id)
 
 
 async def revoke(database: Database, *, patient_id: str, link_id: str, now: datetime) -> None:

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from medmesh.access.http import audit_results, authorized_patients, record
-from medmesh.access.identity.principals import Role
-from medmesh.access.policy.scopes import Interaction
+from medmesh.access.identity.principals import ActorKind, Principal, Role
+from medmesh.access.policy.scopes import Interaction, Scopes
 from medmesh.care import caregivers
 from medmesh.domain.consent import CATEGORIES
 from medmesh.domain.errors import MedmeshError, NotFound
@@ -144,7 +144,7 @@ async def accept(request: Request, database: DatabaseDep) -> Response:
     password = str(form.get("password") or "")
     try:
         email = checked_target(ChannelKind.EMAIL, field["email"])
-        user_id = await caregivers.accept(
+        accepted = await caregivers.accept(
             database,
             code=field["code"],
             username=field["username"],
@@ -157,7 +157,28 @@ async def accept(request: Request, database: DatabaseDep) -> Response:
         status = 410 if isinstance(refused, caregivers.InvitationInvalid) else 400
         return _accept_form(request, code, error=f"{refused}.", status=status, **field)
     async with database.write() as conn:
-        await Channels(conn).add(user_id, ChannelKind.EMAIL, email, "e-mail", _now())
+        await Channels(conn).add(accepted.user_id, ChannelKind.EMAIL, email, "e-mail", _now())
+    # The consent the patient's invitation offered is made now, by the caregiver accepting it.
+    caregiver = Principal(
+        kind=ActorKind.USER,
+        id=accepted.user_id,
+        name=field["display_name"].strip(),
+        role=Role.CAREGIVER,
+        organization_id=accepted.organization_id,
+        scopes=Scopes(frozenset()),
+        source=request.client.host if request.client is not None else None,
+    )
+    await record(
+        request,
+        caregiver,
+        interaction=Interaction.CREATE,
+        permitted=True,
+        patient_id=accepted.patient_id,
+        resource_type="Consent",
+        subtype="create",
+        basis="invitation",
+        resource_id=accepted.consent_id,
+    )
     return RedirectResponse("/login", status_code=303)
 
 

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from medmesh import provisioning
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import measure_by_key
 from medmesh.store import migrate
@@ -37,13 +38,15 @@ from tests.conftest import POSTGRES_URL, World, _create_pg_database, _drop_pg_da
 NOW = datetime.now(UTC)
 
 
-def heart_rate(world: World, n: int, at: datetime, value: float = 70.0) -> Reading:
+def heart_rate(
+    patient_id: str, device_id: str, n: int, at: datetime, value: float = 70.0
+) -> Reading:
     measure = measure_by_key("heart-rate")
     assert measure is not None
     return Reading(
-        world.device_id,
+        device_id,
         f"hr-{n}",
-        world.patient_id,
+        patient_id,
         measure,
         at,
         (MeasuredValue("8867-4", value, "/min"),),
@@ -84,7 +87,10 @@ async def test_partitions_exist_ahead_and_a_reading_of_any_time_is_stored_once(
     assert {partition_name(m) for m in months} | {DEFAULT} <= have
 
     long_ago = datetime(2019, 3, 14, 15, 9, tzinfo=UTC)  # no partition of its month
-    readings = [heart_rate(world, 0, NOW - timedelta(minutes=1)), heart_rate(world, 1, long_ago)]
+    readings = [
+        heart_rate(world.patient_id, world.device_id, 0, NOW - timedelta(minutes=1)),
+        heart_rate(world.patient_id, world.device_id, 1, long_ago),
+    ]
     for _ in range(2):  # sent twice: stored once
         async with pg.write() as conn:
             inserted = await Observations(conn).add_batch(readings, NOW)
@@ -180,12 +186,19 @@ async def test_the_migration_moves_stored_readings_into_monthly_partitions(
     database = Database(fresh_pg)
     try:
         await migrate.upgrade(database, "0020")
-        # Today's provisioning also reads a later migration's table (a patient's other
-        # identifiers, 0024): lent for the set-up and dropped before the real upgrade.
+        # Only a patient and a device, no accounts: today's provisioning writes the tables of
+        # later migrations too (a patient's other identifiers, 0024, is lent for the set-up and
+        # dropped before the real upgrade; accounts' sealed TOTP keys, 0025, are not needed).
         async with database.write() as conn:
             await conn.run_sync(patient_identifiers.create)
-        world = await make_world(database)
-        readings = [heart_rate(world, n, NOW - timedelta(days=20 * n), 60.0 + n) for n in range(6)]
+        patient = await provisioning.create_patient(
+            database, family="Old", given="Schema", identifier="MRN-OLD"
+        )
+        device = await provisioning.register_device(database, display_name="Old monitor")
+        readings = [
+            heart_rate(patient.id, device.device_id, n, NOW - timedelta(days=20 * n), 60.0 + n)
+            for n in range(6)
+        ]
         async with database.write() as conn:
             await Observations(conn).add_batch(readings, NOW)
             await conn.run_sync(patient_identifiers.drop)
@@ -195,7 +208,7 @@ async def test_the_migration_moves_stored_readings_into_monthly_partitions(
         async with database.read() as conn:
             assert await is_partitioned(conn)
             found = await Observations(conn).search(
-                ObservationQuery(patient_id=world.patient_id, limit=10)
+                ObservationQuery(patient_id=patient.id, limit=10)
             )
         assert sorted(o.values[0].value for o in found) == [60.0 + n for n in range(6)]
         stored = await where_stored(database)

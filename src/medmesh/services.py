@@ -124,7 +124,7 @@ class Services:
             ),
         )
         bus = build_bus(settings)
-        pipeline.on_committed(readings_publisher(bus))
+        pipeline.on_committed_round(readings_publisher(bus))
         pipeline.on_committed_round(RuleEngine(database, bus, pipeline.now).on_committed_round)
         # Audit records of concurrent requests share write transactions (group commit).
         audit = AuditWriter(database)

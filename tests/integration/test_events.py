@@ -11,6 +11,8 @@ import httpx
 import orjson
 import pytest
 
+from medmesh.events.model import READINGS, Event
+from medmesh.events.postgres import PostgresBus
 from tests.conftest import World
 from tests.helpers import minute_series, reading
 from tests.live_server import live_server
@@ -133,3 +135,32 @@ async def test_an_alert_raised_in_one_process_reaches_a_client_of_another(
     assert event["patient_id"] == world.patient_id
     assert event["data"]["severity"] == "critical"
     assert event["data"]["status"] == "open"
+
+
+async def test_own_only_subscribers_see_each_event_of_their_process_once_and_no_other(
+    database_url: str,
+) -> None:
+    """What keeps the webhook dispatchers of several processes from each handling every event:
+    an `own_only` subscriber gets the events its process published, once (not again when
+    PostgreSQL echoes the notification), and none of another process's; an ordinary subscriber
+    (a dashboard) gets every process's events, in order."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY needs PostgreSQL; SQLite deployments are one process")
+    here, there = PostgresBus(database_url), PostgresBus(database_url)
+    await here.start()
+    await there.start()
+    try:
+        own, everything = here.subscribe(own_only=True), here.subscribe()
+        mine = [Event(READINGS, "p-1", {"count": i}) for i in range(3)]
+        theirs = [Event(READINGS, "p-2", {"count": i}) for i in range(2)]
+        await here.publish(mine[0])
+        await there.publish_many(theirs)
+        await here.publish_many(mine[1:])
+        seen = [await asyncio.wait_for(everything.get(), 10) for _ in range(5)]
+        # Every notification has arrived here, own ones included; the own_only queue is final.
+        assert [e.id for e in seen] == [e.id for e in [mine[0], *theirs, *mine[1:]]]
+        assert own.waiting == 3
+        assert [(await own.get()).id for _ in range(3)] == [e.id for e in mine]
+    finally:
+        await here.stop()
+        await there.stop()

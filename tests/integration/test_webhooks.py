@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +34,7 @@ from medmesh.webhooks.dispatcher import WebhookDispatcher
 from medmesh.webhooks.signing import verify
 from tests.conftest import World
 from tests.helpers import BASE_TIME, reading
+from tests.live_server import live_server
 from tests.webhook_receiver import Certificates, Received, Receiver
 
 INGEST = "/ingest/v1/readings"
@@ -437,3 +439,48 @@ async def test_two_dispatchers_on_one_database_deliver_each_event_once(
         if second is not None:
             await second.stop()
         await first.stop()
+
+
+async def test_two_server_processes_notify_each_reading_exactly_once(
+    database_url: str,
+    world: World,
+    start_receiver: StartReceiver,
+    webhook_certificates: Certificates,
+    tmp_path: Path,
+) -> None:
+    """Two `medmesh serve` processes on one PostgreSQL, events crossing on LISTEN/NOTIFY:
+    readings posted to either reach the subscriber once each, never twice, never not at all."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY needs PostgreSQL; SQLite deployments are one process")
+    receiver = start_receiver(webhook_certificates.trusted)
+    env = {
+        "MEDMESH_EVENT_BUS": "postgres",
+        "MEDMESH_WEBHOOK_CA_FILE": str(webhook_certificates.trusted / "ca.crt"),
+        "MEDMESH_WEBHOOK_RETRY_SECONDS": "[0.05]",
+    }
+    with (
+        live_server(database_url, tmp_path / "a.log", env=env) as first,
+        live_server(database_url, tmp_path / "b.log", env=env) as second,
+    ):
+        async with (
+            httpx.AsyncClient(base_url=first.base_url, timeout=10) as to_first,
+            httpx.AsyncClient(base_url=second.base_url, timeout=10) as to_second,
+        ):
+            _, secret = await _subscribe(
+                to_first, world, f"Observation?patient={world.patient_id}", receiver.url
+            )
+            for i in range(6):  # one at a time: each request its own batch, its own event
+                at = BASE_TIME + timedelta(minutes=i)
+                await _post_readings(
+                    (to_first, to_second)[i % 2], world, reading(f"r-{i}", value=60 + i, at=at)
+                )
+            requests = await receiver.wait_for(6, timeout=30)
+            await asyncio.sleep(1.0)  # time for any duplicate to arrive
+    assert len(receiver.requests) == 6
+    assert len({r.headers["x-medmesh-event-id"] for r in requests}) == 6
+    values = [
+        entry["resource"]["valueQuantity"]["value"]
+        for request in requests
+        for entry in _verified(request, secret)["entry"][1:]
+    ]
+    assert sorted(values) == [60, 61, 62, 63, 64, 65]

@@ -1,10 +1,15 @@
-"""The bus interface and the in-process bus (the default: one process serves everything)."""
+"""The bus interface and the in-process bus (the default: one process serves everything).
+
+A subscriber sees every event of every process sharing the bus, unless it subscribes with
+`own_only`: then it sees only the events this process published. The webhook dispatcher does,
+so that with several processes each event is dispatched once, by the process that published it
+(docs/webhooks.md); dashboards and SSE streams see everything."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from medmesh.events.model import Event
@@ -16,9 +21,10 @@ class Subscription:
     """One consumer's queue. A slow consumer loses its oldest events rather than holding up
     the publisher (dashboards re-read state on reconnect); `dropped` counts them."""
 
-    def __init__(self, bus: InProcessBus, maxsize: int) -> None:
+    def __init__(self, bus: InProcessBus, maxsize: int, *, own_only: bool = False) -> None:
         self._bus = bus
         self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.own_only = own_only
         self.dropped = 0
 
     def offer(self, event: Event) -> None:
@@ -29,6 +35,11 @@ class Subscription:
 
     async def get(self) -> Event:
         return await self._queue.get()
+
+    @property
+    def waiting(self) -> int:
+        """How many events are queued, not yet taken."""
+        return self._queue.qsize()
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._events()
@@ -44,7 +55,11 @@ class Subscription:
 class EventBus(Protocol):
     async def publish(self, event: Event) -> None: ...
 
-    def subscribe(self, maxsize: int = 1000) -> Subscription: ...
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        """Publish the events in order (on PostgreSQL in one round trip)."""
+        ...
+
+    def subscribe(self, maxsize: int = 1000, *, own_only: bool = False) -> Subscription: ...
 
     def unsubscribe(self, subscription: Subscription) -> None: ...
 
@@ -54,7 +69,7 @@ class EventBus(Protocol):
 
 
 class InProcessBus:
-    """Fan-out to the subscribers of this process."""
+    """Fan-out to the subscribers of this process (every event is this process's own)."""
 
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
@@ -62,12 +77,29 @@ class InProcessBus:
     async def publish(self, event: Event) -> None:
         self.deliver(event)
 
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        for event in events:
+            self.deliver(event)
+
     def deliver(self, event: Event) -> None:
+        """Hand the event to every subscriber."""
         for subscription in list(self._subscriptions):
             subscription.offer(event)
 
-    def subscribe(self, maxsize: int = 1000) -> Subscription:
-        subscription = Subscription(self, maxsize)
+    def deliver_own(self, event: Event) -> None:
+        """Hand an event this process published to the `own_only` subscribers."""
+        for subscription in list(self._subscriptions):
+            if subscription.own_only:
+                subscription.offer(event)
+
+    def deliver_shared(self, event: Event) -> None:
+        """Hand an event that came over a shared bus to the other subscribers."""
+        for subscription in list(self._subscriptions):
+            if not subscription.own_only:
+                subscription.offer(event)
+
+    def subscribe(self, maxsize: int = 1000, *, own_only: bool = False) -> Subscription:
+        subscription = Subscription(self, maxsize, own_only=own_only)
         self._subscriptions.add(subscription)
         return subscription
 

@@ -1,10 +1,16 @@
 """PostgreSQL LISTEN/NOTIFY: events published in one process reach the subscribers of every
-process sharing the database (ingest workers raise alerts, API processes serve dashboards)."""
+process sharing the database (ingest workers raise alerts, API processes serve dashboards).
+
+`own_only` subscribers (the webhook dispatcher) are handed the events of this process at
+publish time, whole, and never the notifications: each event is dispatched once across
+processes. The others get every notification, this process's own included (PostgreSQL echoes
+them to the listening connection)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -46,19 +52,36 @@ class PostgresBus:
         except (ValueError, KeyError):
             log.warning("ignored a malformed event notification")
             return
-        self._local.deliver(event)
+        self._local.deliver_shared(event)
 
     async def publish(self, event: Event) -> None:
-        payload = event.to_json().decode()
-        if len(payload.encode()) > MAX_PAYLOAD:
-            # Too large for NOTIFY: send the envelope; consumers re-read the details.
-            envelope = Event(event.kind, event.patient_id, {"truncated": True}, event.id, event.at)
-            payload = envelope.to_json().decode()
-        async with self._lock:  # one asyncpg connection runs one query at a time
-            await self._publisher.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+        await self.publish_many([event])
 
-    def subscribe(self, maxsize: int = 1000) -> Subscription:
-        return self._local.subscribe(maxsize)
+    async def publish_many(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        for event in events:
+            self._local.deliver_own(event)
+        payloads = [_payload(event) for event in events]
+        async with self._lock:  # one asyncpg connection runs one query at a time
+            if len(payloads) == 1:
+                await self._publisher.execute("SELECT pg_notify($1, $2)", CHANNEL, payloads[0])
+            else:  # one round trip, one transaction; notified in the array's order
+                await self._publisher.execute(
+                    "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", CHANNEL, payloads
+                )
+
+    def subscribe(self, maxsize: int = 1000, *, own_only: bool = False) -> Subscription:
+        return self._local.subscribe(maxsize, own_only=own_only)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._local.unsubscribe(subscription)
+
+
+def _payload(event: Event) -> str:
+    payload = event.to_json().decode()
+    if len(payload.encode()) > MAX_PAYLOAD:
+        # Too large for NOTIFY: send the envelope; consumers re-read the details.
+        envelope = Event(event.kind, event.patient_id, {"truncated": True}, event.id, event.at)
+        payload = envelope.to_json().decode()
+    return payload

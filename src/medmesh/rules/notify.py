@@ -10,5 +10,4 @@ from medmesh.events.model import ALERT, Event
 
 
 async def publish_alerts(bus: EventBus, changed: Iterable[Alert]) -> None:
-    for alert in changed:
-        await bus.publish(Event(ALERT, alert.patient_id, alert_json(alert)))
+    await bus.publish_many([Event(ALERT, alert.patient_id, alert_json(alert)) for alert in changed])

@@ -1,8 +1,10 @@
 """The dispatcher: turns each bus event into a pending delivery for every active Subscription it
 matches, and runs the sender that delivers them.
 
-Every process may run one. A delivery is keyed by (subscription, event), so when PostgreSQL
-LISTEN/NOTIFY hands the same event to several processes, one row is stored and one POST made.
+Every process runs one, and it dispatches only the events its own process published (an
+`own_only` bus subscription): with several processes sharing PostgreSQL LISTEN/NOTIFY, each
+event is matched, decided and queued once, not once per process. A delivery is also keyed by
+(subscription, event), so an event dispatched twice would still store one row and make one POST.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class WebhookDispatcher:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._subscription = self._bus.subscribe(QUEUE_SIZE)
+        self._subscription = self._bus.subscribe(QUEUE_SIZE, own_only=True)
         await self.sender.start()
         self._task = asyncio.create_task(self._run(), name="webhook-dispatcher")
 

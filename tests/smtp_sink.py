@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,15 @@ class Sink:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.received.append(message_from_bytes(envelope.content))
         return "250 OK"
+
+
+_RANDOM_PARTS = re.compile(r"https?://\S+|Code: [A-Z0-9-]+")
+
+
+def words_of_page(mail: Message) -> str:
+    """A page's text without its link and code, which are random (a port or a code may hold
+    any digits): what is left must carry no value and no name."""
+    return _RANDOM_PARTS.sub("", mail.as_string())
 
 
 @contextmanager

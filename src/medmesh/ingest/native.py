@@ -164,7 +164,7 @@ def _well_formed(item: Any) -> RawReading | None:
     """The reading of an item with a plain number for its value and every field well formed
     (nearly every reading), checked in one pass; None for anything else, which `parse_item`
     then reads field by field and refuses with the first bad field's reason. The same
-    `RawReading` as `parse_item` gives (tests/unit/test_native_fast_path.py)."""
+    `RawReading` as `parse_item` gives (tests/unit/test_ingest_fast_paths.py)."""
     if item.__class__ is not dict:
         return None
     message_id = item.get("id")

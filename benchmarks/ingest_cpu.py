@@ -19,9 +19,10 @@ import asyncpg
 import orjson
 
 from medmesh import provisioning
+from medmesh.domain.registry import DeviceAssignment
 from medmesh.events.bus import InProcessBus
 from medmesh.ingest.native import parse_body
-from medmesh.ingest.pipeline import IngestPipeline
+from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.rules.engine import RuleEngine
 from medmesh.store import migrate
 from medmesh.store.database import Database
@@ -91,6 +92,50 @@ async def measure(url_base: str, batch: int, batches: int, senders: int) -> None
         await admin.close()
 
 
+def parse_and_validate(batch: int, batches: int) -> None:
+    """The Python of the 202 path that is per reading and needs no database: parsing a native
+    body and validating its readings into `Reading`s (what `IngestPipeline` does before it
+    stores them), one process, CPU time per reading."""
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    pipe = IngestPipeline(None, clock=lambda: start + timedelta(days=1))  # type: ignore[arg-type]
+    histories = {"d": [DeviceAssignment("d", "p", datetime(2020, 1, 1, tzinfo=UTC))]}
+    bodies = [
+        orjson.dumps(
+            {
+                "readings": [
+                    {
+                        "id": f"m-{n * batch + i}",
+                        "type": "heart-rate",
+                        "time": (start + timedelta(seconds=n * batch + i)).strftime(
+                            "%Y-%m-%dT%H:%M:%SZ"
+                        ),
+                        "value": 60 + i % 30,
+                        "unit": "/min",
+                    }
+                    for i in range(batch)
+                ]
+            }
+        )
+        for n in range(batches)
+    ]
+    now = pipe.now()
+    c0 = time.process_time()
+    for body in bodies:
+        items = parse_body(body, 1000, "d")
+    c1 = time.process_time()
+    for body in bodies:
+        items = parse_body(body, 1000, "d")
+        device_batch = DeviceBatch("d", "http", items)
+        for item in items:
+            pipe._validate(device_batch, item, histories, now)
+    c2 = time.process_time()
+    n = batch * batches
+    print(
+        f"batch {batch}, no database: {n} readings; CPU/reading parse {1e6 * (c1 - c0) / n:.1f} us,"
+        f" parse+validate {1e6 * (c2 - c1) / n:.1f} us"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -102,6 +147,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     rounds = [(100, 2), (1, 5)] if args.quick else [(100, 25), (1, 200)]
+    parse_and_validate(100, 2 if args.quick else 500)
     for batch, batches in rounds:
         asyncio.run(measure(args.postgres, batch, batches, args.senders))
     return 0

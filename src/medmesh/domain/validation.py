@@ -33,28 +33,38 @@ def reading_measure(raw: RawReading) -> Measure:
 
 
 def _measured(quantity: Quantity, value: float, unit: str) -> MeasuredValue:
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):  # OverflowError: an int past float range
-        number = math.nan
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(number):
+    # Plain ints and floats (nearly every reading) skip the general checks; the errors are
+    # built only when raised (this runs once per quantity of every reading).
+    kind = value.__class__
+    if kind is float:
+        number = value
+    elif kind is int:
+        try:
+            number = float(value)
+        except OverflowError:  # an int past float range
+            number = math.nan
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
+            number = math.nan
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            number = math.nan
+    if not math.isfinite(number):
         raise InvalidReading(
             RejectReason.MALFORMED, f"{quantity.key} value must be a finite number"
         )
     ucum = normalize_unit(unit)
-    # The detail names the field and what is expected, never the unit sent: it goes back to the
-    # device and into dead_letters.detail in clear (docs/readings.md).
-    not_convertible = InvalidReading(
-        RejectReason.UNIT_NOT_CONVERTIBLE,
-        f"field 'unit' is not a unit of {quantity.key} (expected {_expected(quantity)})",
-    )
-    if ucum != quantity.unit and ucum not in quantity.alt_units:
-        raise not_convertible
-    try:
-        canonical = convert(number, unit, quantity.unit)
-    except UnitNotConvertible:
-        raise not_convertible from None
-    if not quantity.is_plausible(canonical):
+    if ucum == quantity.unit:
+        canonical = number
+    else:
+        if ucum not in quantity.alt_units:
+            raise _not_convertible(quantity)
+        try:
+            canonical = convert(number, unit, quantity.unit)
+        except UnitNotConvertible:
+            raise _not_convertible(quantity) from None
+    if not quantity.low <= canonical <= quantity.high:
         raise InvalidReading(
             RejectReason.IMPLAUSIBLE_VALUE,
             f"{quantity.key} is outside the plausible range "
@@ -65,6 +75,15 @@ def _measured(quantity: Quantity, value: float, unit: str) -> MeasuredValue:
             RejectReason.IMPLAUSIBLE_VALUE, f"{quantity.key} must be a whole number"
         )
     return MeasuredValue(quantity.code, round(canonical, 4), quantity.unit)
+
+
+def _not_convertible(quantity: Quantity) -> InvalidReading:
+    # The detail names the field and what is expected, never the unit sent: it goes back to the
+    # device and into dead_letters.detail in clear (docs/readings.md).
+    return InvalidReading(
+        RejectReason.UNIT_NOT_CONVERTIBLE,
+        f"field 'unit' is not a unit of {quantity.key} (expected {_expected(quantity)})",
+    )
 
 
 def _expected(quantity: Quantity) -> str:

@@ -138,6 +138,7 @@ class IngestPipeline:
         self._flushes: set[asyncio.Task[None]] = set()
         self._max_clock_skew = max_clock_skew
         self._reassignment_backfill = reassignment_backfill
+        self._earliest: tuple[Sequence[DeviceAssignment], datetime, datetime | None] | None = None
         self._clock = clock
         # A worker: whoever runs the pipeline starts it (services.py) when it has listeners.
         self.after_commit = after_commit or AfterCommit(database, clock=clock)
@@ -354,8 +355,16 @@ class IngestPipeline:
         # patient's record by back-dating: only a grace period for readings still buffered
         # on the device is allowed before the change.
         patient_id = _patient_at(history, moment)
-        change = _last_change(history, received_at)
-        if change is not None and moment < change - self._reassignment_backfill:
+        # Asked once per reading, the same for a whole batch: remembered for the last
+        # (history, time received) asked.
+        memo = self._earliest
+        if memo is not None and memo[0] is history and memo[1] == received_at:
+            earliest = memo[2]
+        else:
+            change = _last_change(history, received_at)
+            earliest = None if change is None else change - self._reassignment_backfill
+            self._earliest = (history, received_at, earliest)
+        if earliest is not None and moment < earliest:
             hours = self._reassignment_backfill.total_seconds() / 3600
             raise InvalidReading(
                 RejectReason.BEFORE_REASSIGNMENT,

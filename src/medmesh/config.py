@@ -214,7 +214,7 @@ class Settings(BaseSettings):
         True,
         description="Judge the patients of a committed reading that may raise an alert on its "
         "own (a glucose or blood pressure value beyond a one-reading level of the default "
-        "thresholds) ahead of the readings queued before it (docs/alerts.md)",
+        "thresholds) ahead of the readings queued before it (docs/configuration.md)",
     )
     alert_check_interval_seconds: float = Field(
         60.0,

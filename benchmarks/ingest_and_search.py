@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -153,6 +154,9 @@ class SearchFigure:
     latencies: list[float] = field(repr=False)
     # The same-run limit: a bare SELECT of the same rows (no decryption, no FHIR, no HTTP).
     limit: list[float] = field(default_factory=list, repr=False)
+    # Each search's time inside the server's app (its request log, all pages summed): the rest
+    # of `latencies` is HTTP, the client and waiting for a CPU.
+    in_server: list[float] = field(default_factory=list, repr=False)
 
 
 @dataclass(slots=True)
@@ -171,6 +175,7 @@ class Server:
     base_url: str
     pid: int
     startup_seconds: float
+    log_path: Path
 
     def cpu_seconds(self) -> float | None:
         """User + system CPU time of the server so far (Linux /proc; None elsewhere)."""
@@ -291,7 +296,7 @@ async def running_server(
     started = time.perf_counter()
     try:
         await wait_healthy(base_url, process, log_path)
-        yield Server(base_url, process.pid, time.perf_counter() - started)
+        yield Server(base_url, process.pid, time.perf_counter() - started, log_path)
     except Exception:
         log(f"server log (last lines):\n{tail(log_path)}")
         raise
@@ -440,6 +445,7 @@ async def measure_search(
         await fetch_day(client, params, headers)
     latencies: list[float] = []
     entries = pages = 0
+    logged_from = server.log_path.stat().st_size
     mark = cpu_mark(server)
     began = time.perf_counter()
     for _ in range(opts.searches):
@@ -451,7 +457,23 @@ async def measure_search(
     seconds = time.perf_counter() - began
     cpu = cpu_since(server, mark)
     limit = await bare_select(url, provisioned, opts.searches)
-    return SearchFigure(backend, entries, pages, seconds, cpu, latencies, limit)
+    in_server = server_times(server.log_path, logged_from, pages, opts.searches)
+    return SearchFigure(backend, entries, pages, seconds, cpu, latencies, limit, in_server)
+
+
+_SEARCH_LOGGED = re.compile(rb"GET /fhir/Observation 200 ([0-9.]+) ms")
+
+
+def server_times(log_path: Path, offset: int, pages: int, searches: int) -> list[float]:
+    """Each timed search's time in the server's app, its pages summed, from the request log
+    lines written after `offset` (empty when the log does not have them all)."""
+    with log_path.open("rb") as log_file:
+        log_file.seek(offset)
+        logged = [float(m.group(1)) / 1000 for m in _SEARCH_LOGGED.finditer(log_file.read())]
+    if len(logged) < pages * searches:
+        return []
+    logged = logged[: pages * searches]
+    return [sum(logged[i : i + pages]) for i in range(0, len(logged), pages)]
 
 
 async def bare_select(url: str, provisioned: Provisioned, times: int) -> list[float]:
@@ -517,6 +539,11 @@ async def bench_backend(
                 f"(cpu server/client {search.cpu.shares(search.seconds)}); limit, bare SELECT "
                 f"of the same rows: p50 {ms(search.limit, 50)} ms, p95 {ms(search.limit, 95)} ms"
             )
+            if search.in_server:
+                log(
+                    f"[{backend}] search-24h in the server's app (request log, pages summed): "
+                    f"p50 {ms(search.in_server, 50)} ms, p95 {ms(search.in_server, 95)} ms"
+                )
 
 
 # --- output -----------------------------------------------------------------------------------

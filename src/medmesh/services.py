@@ -129,7 +129,8 @@ class Services:
         )
         bus = build_bus(settings)
         pipeline.on_committed_round(readings_publisher(bus))
-        pipeline.on_committed_round(RuleEngine(database, bus, pipeline.now).on_committed_round)
+        engine = RuleEngine(database, bus, pipeline.now, held=pipeline.after_commit.held)
+        pipeline.on_committed_round(engine.on_committed_round)
         # Audit records of concurrent requests share write transactions (group commit).
         audit = AuditWriter(database)
         webhooks = WebhookDispatcher(

@@ -66,7 +66,8 @@ class Process:
 
 async def start(database: Database, clock: FrozenClock, *, incremental: bool = True) -> Process:
     pipeline = IngestPipeline(database, clock=clock)
-    engine = RuleEngine(database, InProcessBus(), clock, incremental=incremental)
+    held = pipeline.after_commit.held
+    engine = RuleEngine(database, InProcessBus(), clock, incremental=incremental, held=held)
     pipeline.on_committed(engine.on_committed)
     await pipeline.after_commit.start()
     return Process(pipeline, engine)
@@ -223,6 +224,38 @@ async def test_two_processes_ingesting_one_patient_raise_each_alert_once(
     assert len(state) == len(low) + len(back)
 
 
+@pytest.mark.parametrize("incremental", [True, False], ids=["state", "history"])
+async def test_a_batch_is_judged_with_what_another_process_committed_and_has_not_judged(
+    database: Database, world: World, incremental: bool
+) -> None:
+    """Another process has committed a patient's readings and not judged them yet (it is slow,
+    or its round is long); a batch judged here sees them, as judging from the stored history
+    does: ten minutes back at 97 % after the desaturation resolve the alert at the next
+    reading. (Before, the state held judged readings only, and the alert stayed open.)"""
+    clock = FrozenClock(BASE_TIME + timedelta(hours=1))
+    judging = await start(database, clock, incremental=incremental)
+    slow = IngestPipeline(database, clock=clock)  # its after-commit worker never runs
+    slow.on_committed(RuleEngine(database, InProcessBus(), clock).on_committed)
+    try:
+        await judging.send(
+            world.device_id,
+            [spo2(BASE_TIME + i * 30 * timedelta(seconds=1), 86) for i in range(30)],
+        )
+        [raised] = await _alerts(database, world.patient_id)
+        assert raised.status == AlertStatus.OPEN
+        back = [spo2(BASE_TIME + 15 * MINUTE + i * MINUTE, 97) for i in range(10)]
+        result = await slow.ingest(
+            world.device_id, "http", parse_body(orjson.dumps({"readings": back}), 1000)
+        )
+        assert len(result.stored) == len(back)
+        await judging.send(world.device_id, [spo2(BASE_TIME + 25 * MINUTE, 97)])
+    finally:
+        await judging.stop()
+    [alert] = await _alerts(database, world.patient_id)
+    assert (alert.rule, alert.status) == ("spo2-low", AlertStatus.RESOLVED)
+    assert alert.resolved_at == clock.at
+
+
 async def test_a_restart_in_a_sustained_spo2_window_still_raises_the_alert_on_time(
     database: Database, world: World
 ) -> None:
@@ -286,7 +319,7 @@ async def start_in_rounds(database: Database, clock: FrozenClock) -> Process:
     """A process whose after-commit worker is started only once a group of batches has been
     committed, so the whole group is judged as one round (`on_committed_round`)."""
     pipeline = IngestPipeline(database, clock=clock)
-    engine = RuleEngine(database, InProcessBus(), clock)
+    engine = RuleEngine(database, InProcessBus(), clock, held=pipeline.after_commit.held)
     pipeline.on_committed_round(engine.on_committed_round)
     return Process(pipeline, engine)
 

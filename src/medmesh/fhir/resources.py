@@ -152,12 +152,24 @@ def simple_observation(
 ) -> dict[str, Any]:
     """The Observation of a stored row holding one value and no laboratory findings, rendered
     straight from the row's columns (the search's path: no StoredObservation in between);
-    the same resource `observation` renders for it (tests/unit/test_observation_rows.py)."""
-    resource = _observation_base(
-        ident, patient_id, device_id, code, instant(effective), instant(issued)
-    )
+    the same resource `observation` renders for it (tests/unit/test_observation_rows.py).
+    `_observation_base` written out: a 24-hour search renders 1,440 of these."""
+    category, concept, meta = _observation_head(code)
+    resource: dict[str, Any] = {
+        "resourceType": "Observation",
+        "id": ident,
+        "status": "final",
+        "category": category,
+        "code": concept,
+        "subject": {"reference": "Patient/" + patient_id},
+        "effectiveDateTime": effective.isoformat().replace("+00:00", "Z"),  # unique: no cache
+        "issued": instant(issued),
+        "device": {"reference": "Device/" + device_id},
+    }
+    if meta is not None:
+        resource["meta"] = meta
     resource["valueQuantity"] = {
-        "value": _number(value),
+        "value": int(value) if value.is_integer() and abs(value) < 2**53 else value,
         "unit": _UNIT_DISPLAY.get(unit, unit),
         "system": UCUM,
         "code": unit,

@@ -113,6 +113,10 @@ class AfterCommit:
         """`listener` is called once a round, with its batches in commit order."""
         self._listeners.append(listener)
 
+    def held(self) -> frozenset[str]:
+        """The pending batches handed to this process and not finished (its own queue)."""
+        return frozenset(self._in_hand)
+
     @property
     def wanted(self) -> bool:
         """Whether committed batches need after-commit work at all."""

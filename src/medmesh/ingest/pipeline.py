@@ -291,9 +291,10 @@ class IngestPipeline:
             pending_id = None
             if fresh and self.after_commit.wanted:
                 # Committed with the readings: the rules run even if this process dies now.
-                pending_id = await PendingEvaluations(conn).add(
-                    [r.observation_id for r in fresh], received_at
-                )
+                by_patient: dict[str, list[str]] = {}
+                for reading in fresh:
+                    by_patient.setdefault(reading.patient_id, []).append(reading.observation_id)
+                pending_id = await PendingEvaluations(conn).add(by_patient, received_at)
         if pending_id is not None:
             await self.after_commit.submit(pending_id, fresh)
         return results

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -25,7 +25,13 @@ from medmesh.rules.state import SLACK, Head, RuleState, observed
 from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
-from medmesh.store.observations import ObservationQuery, Observations, TimeBound
+from medmesh.store.observations import (
+    ObservationQuery,
+    Observations,
+    StoredObservation,
+    TimeBound,
+)
+from medmesh.store.pending_evaluations import PendingEvaluations
 from medmesh.store.rule_states import RuleStates
 
 log = logging.getLogger(__name__)
@@ -52,10 +58,14 @@ class RuleEngine:
         clock: Callable[[], datetime] = _now,
         *,
         incremental: bool = True,
+        held: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self._database = database
         self._bus = bus
         self._clock = clock
+        # The pending batches this process has in hand (AfterCommit.held): judged here, in
+        # commit order, so not read ahead as other processes' readings are.
+        self._held = held
         # False: read the window from observations on every batch, as before rule states (kept
         # to check that both give the same alerts).
         self._incremental = incremental
@@ -72,29 +82,66 @@ class RuleEngine:
         given, exactly as `on_committed` would judge it alone (per patient at the batch's
         newest reading), so the alerts are the same; then publish the changes in order.
 
-        Every patient of the round is locked first, in sorted order, so that two processes
+        Every patient of the round is locked first, in id order, so that two processes
         judging rounds never wait on each other in a cycle.
         """
         changed: list[Alert] = []
         written: dict[str, tuple[int, RuleState]] = {}
         patients = sorted({r.patient_id for readings in batches for r in readings})
+        last = {r.patient_id: index for index, readings in enumerate(batches) for r in readings}
         async with self._database.write() as conn:
-            if len(batches) > 1:
-                alerts = Alerts(conn)
-                for patient_id in patients:
-                    await alerts.lock_patient(patient_id)
-            for readings in batches:
+            await Alerts(conn).lock_patients(patients)
+            committed = await self._committed(conn, batches) if self._incremental else {}
+            for index, readings in enumerate(batches):
                 by_patient: dict[str, list[Reading]] = {}
                 for reading in readings:
                     by_patient.setdefault(reading.patient_id, []).append(reading)
-                for patient_id in sorted(by_patient):  # sorted: locks taken in one order
+                for patient_id in sorted(by_patient):
                     changed += await self._evaluate(
-                        conn, patient_id, by_patient[patient_id], written
+                        conn,
+                        patient_id,
+                        by_patient[patient_id],
+                        written,
+                        committed.pop(patient_id, ()),
+                        last_of_round=last[patient_id] == index,
                     )
         self._remember(written)  # committed: now the stored versions are these
         await publish_alerts(self._bus, changed)
         # Counts only: titles and details are health data.
         log.debug("rules changed %d alert(s) for %d patient(s)", len(changed), len(patients))
+
+    async def _committed(
+        self, conn: AsyncConnection, batches: Sequence[Sequence[Reading]]
+    ) -> dict[str, list[StoredObservation]]:
+        """Per patient of the round, the readings of batches other processes committed and
+        have not judged yet (their `pending_evaluations`). A patient's state is merged with
+        them before their first batch of the round is judged, so a batch is judged with what
+        other processes committed, as judging from the stored history did; without them,
+        two processes judging one patient's batches out of order could each miss the other's
+        readings (a run seen short: an alert neither raised nor resolved). This process's own
+        batches (this round's, and those queued behind it) are judged in commit order, each
+        as it would be alone, so they are not read ahead."""
+        found: dict[str, list[StoredObservation]] = {}
+        own: set[str] = set()
+        for readings in batches:
+            for reading in readings:
+                own.add(reading.observation_id)
+                if reading.measure.code in catalog.RULE_CODES:
+                    found.setdefault(reading.patient_id, [])
+        held = self._held()
+        others = sorted(
+            {
+                oid
+                for pending_id, _, ids in await PendingEvaluations(conn).of_patients(sorted(found))
+                if pending_id not in held
+                for oid in ids
+            }
+            - own
+        )
+        for obs in await Observations(conn).get_many(others):
+            if obs.patient_id in found:  # (a merge may have moved it to another record)
+                found[obs.patient_id].append(obs)
+        return found
 
     async def _evaluate(
         self,
@@ -102,12 +149,17 @@ class RuleEngine:
         patient_id: str,
         readings: Sequence[Reading],
         written: dict[str, tuple[int, RuleState]],
+        committed: Iterable[StoredObservation],
+        *,
+        last_of_round: bool,
     ) -> list[Alert]:
-        """Judge one patient's state at the newest of `readings` and store the changes."""
+        """Judge one patient's state at the newest of `readings` and store the changes
+        (the patient is locked). The state is trimmed after the patient's last batch of the
+        round only, so that the round's later readings merged ahead do not move the horizon
+        past an earlier batch's window."""
         batch_codes = {r.measure.code for r in readings}
         newest = max(r.effective for r in readings)
         alerts = Alerts(conn)
-        await alerts.lock_patient(patient_id)
         thresholds = thresholds_for(await CarePlans(conn).get(patient_id))
         outcomes: list[Outcome] = [
             # A device that sends readings is reporting again.
@@ -119,11 +171,13 @@ class RuleEngine:
             if batch_codes & catalog.RULE_CODES:
                 lookback = catalog.lookback(thresholds)
                 state, version = await self._state(conn, patient_id, newest - lookback, written)
+                state.merge(committed)
                 state.merge(observed(r) for r in readings)
                 if codes:
                     window = state.window(newest - lookback, newest)
                     outcomes += catalog.evaluate(patient_id, window, batch_codes, thresholds)
-                state.trim(lookback)
+                if last_of_round:
+                    state.trim(lookback)
                 write = state.changes()
                 version = await RuleStates(conn).put(
                     patient_id,

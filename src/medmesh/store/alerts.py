@@ -64,6 +64,16 @@ class Alerts:
             select(patients.c.id).where(patients.c.id == patient_id).with_for_update(key_share=True)
         )
 
+    async def lock_patients(self, patient_ids: Collection[str]) -> None:
+        """`lock_patient` for several patients in one statement, locked in id order."""
+        if patient_ids:
+            await self._conn.execute(
+                select(patients.c.id)
+                .where(patients.c.id.in_(sorted(patient_ids)))
+                .order_by(patients.c.id)
+                .with_for_update(key_share=True)
+            )
+
     async def _all(self, query: Select[tuple[object, ...]]) -> list[Alert]:
         rows = (await self._conn.execute(query)).mappings().all()
         keys = await cipher_of(self._conn).keys_for({r["patient_id"] for r in rows})

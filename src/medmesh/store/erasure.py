@@ -51,6 +51,7 @@ from medmesh.store.schema import (
     patient_identifiers,
     patient_merges,
     patients,
+    pending_evaluation_patients,
     refill_requests,
     rule_state_segments,
     rule_states,
@@ -143,6 +144,12 @@ class PatientRecords:
             delete(rule_state_segments).where(rule_state_segments.c.patient_id == patient_id),
         )
         await run("rule_states", delete(rule_states).where(rule_states.c.patient_id == patient_id))
+        await run(
+            "pending_evaluation_patients",
+            delete(pending_evaluation_patients).where(
+                pending_evaluation_patients.c.patient_id == patient_id
+            ),
+        )
         await run("care_plans", delete(care_plans).where(care_plans.c.patient_id == patient_id))
         await run(
             "message_attachments",

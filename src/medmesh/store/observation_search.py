@@ -201,21 +201,21 @@ async def _fetch_page(conn: AsyncConnection, sql: Select[tuple[object, ...]]) ->
     (`DataKey.open_floats`); panels and laboratory results (a few) through the repository's
     own path."""
     rows = (await conn.execute(sql)).mappings().all()
-    full = {
-        o.id: o
-        for o in await Observations(conn)._fetch_rows(
-            [r for r in rows if r["value"] is None or is_laboratory_test(r["code"])]
-        )
-    }
-    singles = [r for r in rows if r["value"] is not None and r["id"] not in full]
-    keys = await patient_keys(conn, {r["patient_id"] for r in singles})
-    by_patient: dict[str, list[RowMapping]] = defaultdict(list)
-    for r in singles:
-        by_patient[r["patient_id"]].append(r)
+    laboratory = {code for code in {r["code"] for r in rows} if is_laboratory_test(code)}
+    others: list[RowMapping] = []
+    singles: dict[str, list[tuple[str, bytes]]] = defaultdict(list)  # by patient
+    for r in rows:  # one pass: a 24-hour search's page holds 1,000 rows
+        value = r["value"]
+        if value is None or r["code"] in laboratory:
+            others.append(r)
+        else:
+            singles[r["patient_id"]].append((r["id"], value))
+    full = {o.id: o for o in await Observations(conn)._fetch_rows(others)}
+    keys = await patient_keys(conn, set(singles))
     values: dict[str, float] = {}
-    for patient_id, mine in by_patient.items():
-        opened = keys[patient_id].open_floats([(r["id"], r["value"]) for r in mine], VALUE)
-        values.update(zip((r["id"] for r in mine), opened, strict=True))
+    for patient_id, mine in singles.items():
+        opened = keys[patient_id].open_floats(mine, VALUE)
+        values.update(zip((ident for ident, _ in mine), opened, strict=True))
     return ObservationPage(rows, values, full)
 
 

@@ -1,9 +1,10 @@
-"""Repository for pending evaluations: committed batches whose after-commit work has not run."""
+"""Repository for pending evaluations: committed batches whose after-commit work has not run,
+each with its patients and their readings in it (`of_patients`)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,7 +12,7 @@ import orjson
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.store.schema import pending_evaluations
+from medmesh.store.schema import pending_evaluation_patients, pending_evaluations
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +27,44 @@ class PendingEvaluations:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, observation_ids: Sequence[str], at: datetime) -> str:
+    async def add(self, by_patient: Mapping[str, Sequence[str]], at: datetime) -> str:
+        """A pending batch of the observations `by_patient` holds (patient id → ids)."""
         pending_id = str(uuid.uuid4())
+        observation_ids = [oid for ids in by_patient.values() for oid in ids]
         await self._conn.execute(
             pending_evaluations.insert().values(
                 id=pending_id,
-                observation_ids=orjson.dumps(list(observation_ids)).decode(),
+                observation_ids=orjson.dumps(observation_ids).decode(),
                 created_at=at,
                 attempts=0,
             )
         )
+        await self._conn.execute(
+            pending_evaluation_patients.insert(),
+            [
+                {
+                    "pending_id": pending_id,
+                    "patient_id": patient_id,
+                    "observation_ids": orjson.dumps(list(ids)).decode(),
+                }
+                for patient_id, ids in by_patient.items()
+            ],
+        )
         return pending_id
+
+    async def of_patients(self, patient_ids: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+        """(pending id, patient id, observation ids) of every pending batch (committed, not
+        judged yet, by any process) holding readings of `patient_ids`."""
+        if not patient_ids:
+            return []
+        rows = await self._conn.execute(
+            select(
+                pending_evaluation_patients.c.pending_id,
+                pending_evaluation_patients.c.patient_id,
+                pending_evaluation_patients.c.observation_ids,
+            ).where(pending_evaluation_patients.c.patient_id.in_(patient_ids))
+        )
+        return [(pending_id, patient_id, orjson.loads(ids)) for pending_id, patient_id, ids in rows]
 
     async def remove(self, pending_id: str) -> None:
         await self._conn.execute(

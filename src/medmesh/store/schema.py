@@ -191,6 +191,23 @@ pending_evaluations = Table(
     Index(None, "created_at"),
 )
 
+# Which patients a pending batch holds, and their readings in it: the rules read what other
+# batches committed for a patient and not judged yet (rules/engine.py), as judging from the
+# stored history did.
+pending_evaluation_patients = Table(
+    "pending_evaluation_patients",
+    metadata,
+    Column(
+        "pending_id",
+        String(36),
+        ForeignKey("pending_evaluations.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("patient_id", String(36), ForeignKey("patients.id"), primary_key=True),
+    Column("observation_ids", Text, nullable=False),  # JSON array
+    Index(None, "patient_id"),
+)
+
 observation_components = Table(
     "observation_components",
     metadata,

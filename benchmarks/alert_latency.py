@@ -56,6 +56,7 @@ import contextlib
 import importlib.metadata
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -126,6 +127,7 @@ class Options:
     # One more phase at the end, offered 80 % of the best rate a loaded phase committed: the
     # latency under a load the platform actually sustains.
     sustained: bool = False
+    profile: Path | None = None  # py-spy collapsed stacks of the server, one file a phase
 
     @property
     def phases(self) -> tuple[float, ...]:
@@ -316,6 +318,37 @@ async def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: 
                     return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT:.0f} s:\n{tail(log_path)}")
+
+
+@asynccontextmanager
+async def profiled(pid: int, out: Path | None) -> AsyncIterator[None]:
+    """`py-spy record` of the server while the block runs (the probe window), written as
+    collapsed stacks to `out`; nothing when `out` is None."""
+    if out is None:
+        yield
+        return
+    spy = Path(venv_python()).with_name("py-spy")
+    process = await asyncio.create_subprocess_exec(
+        str(spy),
+        "record",
+        "--pid",
+        str(pid),
+        "--rate",
+        "100",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        await process.wait()
+        log(f"profile: {out}")
 
 
 # --- the dashboard's event stream --------------------------------------------------------------
@@ -796,9 +829,11 @@ async def run_phase(
                 mark = cpu_mark(server, broker, load)
                 stream.frames.clear()
                 began = time.perf_counter()
-                samples = await run_probes(
-                    stream, publisher, counted, f"p{phase.index}", opts.spacing, opts.timeout
-                )
+                out = None if opts.profile is None else opts.profile / f"phase-{phase.index}.txt"
+                async with profiled(server.process.pid, out):
+                    samples = await run_probes(
+                        stream, publisher, counted, f"p{phase.index}", opts.spacing, opts.timeout
+                    )
                 window = time.perf_counter() - began
                 cpu = cpu_since(mark, cpu_mark(server, broker, load))
                 after = await count(db)
@@ -1057,6 +1092,12 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         help="one more phase offered 80%% of the best committed rate: the latency under a "
         "load actually sustained",
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="a folder: py-spy records the server during each phase's probe window "
+        "(collapsed stacks, phase-N.txt)",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--load-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -1068,6 +1109,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         parser.error("counts and rates must be positive")
     if args.spacing <= 0 or args.timeout <= 0 or warmup < 0:
         parser.error("--spacing and --timeout must be positive, --warmup not negative")
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     return Options(
         tuple(args.backend or ("sqlite", "postgresql")),
         args.postgres_url,
@@ -1079,6 +1122,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         args.devices,
         args.batch,
         sustained=args.sustained,
+        profile=args.profile,
     )
 
 

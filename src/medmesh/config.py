@@ -203,6 +203,19 @@ class Settings(BaseSettings):
         "after; a batch still unjudged this long after its commit (its process died) is judged "
         "by a running process",
     )
+    after_commit_round_readings: int = Field(
+        2000,
+        ge=1,
+        description="Committed readings judged by the alert rules together, in one "
+        "transaction, at most (a round is at least one committed batch): smaller rounds "
+        "shorten what a new reading waits behind under load; larger ones commit less often",
+    )
+    after_commit_urgent_first: bool = Field(
+        True,
+        description="Judge the patients of a committed reading that may raise an alert on its "
+        "own (a glucose or blood pressure value beyond a one-reading level of the default "
+        "thresholds) ahead of the readings queued before it (docs/configuration.md)",
+    )
     alert_check_interval_seconds: float = Field(
         60.0,
         ge=0,

@@ -31,6 +31,7 @@ from medmesh.ingest.templates import load_templates, parser_for
 from medmesh.paging.pager import Pager
 from medmesh.rules.engine import RuleEngine
 from medmesh.rules.periodic import PeriodicChecks
+from medmesh.rules.urgency import may_alert_at_once
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.partitions import PartitionMaintainer
@@ -110,7 +111,10 @@ class Services:
         if settings.auto_migrate:
             await migrate.upgrade(database)
         after_commit = AfterCommit(
-            database, recover_after=timedelta(seconds=settings.after_commit_recover_seconds)
+            database,
+            recover_after=timedelta(seconds=settings.after_commit_recover_seconds),
+            max_round_readings=settings.after_commit_round_readings,
+            urgent=may_alert_at_once if settings.after_commit_urgent_first else None,
         )
         pipeline = IngestPipeline(
             database,

@@ -9,10 +9,18 @@ between the acknowledgement and the rules delays an alert but never loses it. A 
 fails leaves the row too and is retried in the same way, up to `MAX_ATTEMPTS` times.
 
 Batches that queue up while one is being judged are taken together as a *round* (at most
-`MAX_ROUND`): a round listener (the rule engine) gets them all at once and judges them one
-after the other, in commit order, in one transaction, and their rows are removed in one more:
-two commits a round instead of two a batch, and the same alerts (the engine judges each batch
-as it would alone).
+`MAX_ROUND` batches and about `max_round_readings` readings, so that one round, and the wait
+of whatever queues behind it, stays short under load): a round listener (the rule engine) gets
+them all at once and judges them one after the other, in commit order, in one transaction, and
+their rows are removed in one more: two commits a round instead of two a batch, and the same
+alerts (the engine judges each batch as it would alone).
+
+Urgent first: a queued batch holding a reading that `urgent` says may raise an alert on its own
+(a critical glucose value) is not left behind the batches queued before it. The next round is
+then the readings of that batch's urgent patients, from every queued batch up to it, in commit
+order; the other patients' readings stay queued in their place. The rules judge each patient
+on its own state, so judging one patient's batches before another's changes no alert as long as
+each patient's own batches keep their commit order, which this does.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from medmesh.domain.reading import Reading
@@ -37,18 +47,31 @@ RoundListener = Callable[[Sequence[Sequence[Reading]]], Awaitable[None]]
 
 MAX_ATTEMPTS = 5
 MAX_ROUND = 64
+# Readings a round takes at most (a round is at least one batch, however large).
+MAX_ROUND_READINGS = 2000
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    """A committed batch waiting for its listeners, or the part of it still waiting."""
+
+    pending_id: str
+    readings: Sequence[Reading]
+    urgent: frozenset[str]  # patients with a reading that may raise an alert on its own
+
+
 class AfterCommit:
-    """Runs the listeners on each committed batch, one batch at a time in commit order.
+    """Runs the listeners on each committed batch, one round at a time, each patient's batches
+    in commit order.
 
     A worker (`start`/`stop`): `stop` lets the batches already handed over finish first. At
     most `max_queued` batches wait; past that, handing one over waits, which slows the
-    adapters rather than holding an unbounded backlog in memory.
+    adapters rather than holding an unbounded backlog in memory. `urgent` marks the readings
+    whose patients are judged ahead of the queue (rules/urgency.py; None: none are).
     """
 
     def __init__(
@@ -57,13 +80,22 @@ class AfterCommit:
         *,
         recover_after: timedelta = timedelta(seconds=30),
         max_queued: int = 1000,
+        max_round_readings: int = MAX_ROUND_READINGS,
+        urgent: Callable[[Reading], bool] | None = None,
         clock: Callable[[], datetime] = _now,
     ) -> None:
         self._database = database
         self._recover_after = recover_after
         self._clock = clock
         self._listeners: list[RoundListener] = []
-        self._queue: asyncio.Queue[tuple[str, Sequence[Reading]]] = asyncio.Queue(max_queued)
+        self._max_queued = max_queued
+        self._max_round_readings = max_round_readings
+        self._urgent = urgent
+        self._queue: deque[_Queued] = deque()
+        self._changed = asyncio.Condition()
+        # Pending id → its parts queued or being judged; an id leaves once all are judged.
+        self._parts: dict[str, int] = {}
+        self._failed: set[str] = set()  # a part failed: the row is marked failed at the end
         self._in_hand: set[str] = set()  # handed over and not finished: not for recovery
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -108,12 +140,20 @@ class AfterCommit:
 
     async def submit(self, pending_id: str, readings: Sequence[Reading]) -> None:
         """Hand over a committed batch (its `pending_evaluations` row is `pending_id`)."""
-        self._in_hand.add(pending_id)
-        await self._queue.put((pending_id, readings))
+        urgent = frozenset(
+            () if self._urgent is None else (r.patient_id for r in readings if self._urgent(r))
+        )
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self._queue) < self._max_queued)
+            self._in_hand.add(pending_id)
+            self._parts[pending_id] = self._parts.get(pending_id, 0) + 1
+            self._queue.append(_Queued(pending_id, readings, urgent))
+            self._changed.notify_all()
 
     async def settled(self) -> None:
         """Wait until every batch handed over so far has been through the listeners."""
-        await self._queue.join()
+        async with self._changed:
+            await self._changed.wait_for(lambda: not self._parts)
 
     async def recover(self) -> int:
         """Run the listeners on batches left pending for longer than `recover_after` (their
@@ -135,19 +175,69 @@ class AfterCommit:
             await self._process(pending.id, await self._readings(pending))
         return len(stale)
 
+    def _next_round(self) -> list[_Queued]:
+        """Take the next round off the queue: the urgent patients' readings of the first
+        batch that has any (with theirs from the batches before it), else the oldest batches
+        up to `MAX_ROUND` and `max_round_readings`."""
+        queue = self._queue
+        first = next((i for i, queued in enumerate(queue) if queued.urgent), None)
+        if first is not None:
+            patients = queue[first].urgent
+            round_: list[_Queued] = []
+            kept: list[_Queued] = []
+            for index in range(first + 1):
+                queued = queue[index]
+                mine = [r for r in queued.readings if r.patient_id in patients]
+                rest = [r for r in queued.readings if r.patient_id not in patients]
+                if mine:
+                    round_.append(_Queued(queued.pending_id, mine, frozenset()))
+                if rest:
+                    if mine:  # one batch, now in two parts
+                        self._parts[queued.pending_id] += 1
+                    kept.append(_Queued(queued.pending_id, rest, queued.urgent - patients))
+            for _ in range(first + 1):
+                queue.popleft()
+            queue.extendleft(reversed(kept))
+            return round_
+        round_ = [queue.popleft()]
+        readings = len(round_[0].readings)
+        while (
+            queue
+            and len(round_) < MAX_ROUND
+            and readings + len(queue[0].readings) <= self._max_round_readings
+        ):
+            round_.append(queue.popleft())
+            readings += len(round_[-1].readings)
+        return round_
+
     async def _run(self) -> None:
         while True:
-            round_ = [await self._queue.get()]
-            while len(round_) < MAX_ROUND and not self._queue.empty():
-                round_.append(self._queue.get_nowait())
+            async with self._changed:
+                await self._changed.wait_for(lambda: bool(self._queue))
+                round_ = self._next_round()
+                self._changed.notify_all()  # room for a waiting `submit`
+            finished: list[str] = []
             try:
-                await self._process_round(round_)
+                ok = await self._judge([queued.readings for queued in round_])
+                for queued in round_:
+                    self._parts[queued.pending_id] -= 1
+                    if not ok:
+                        self._failed.add(queued.pending_id)
+                    if self._parts[queued.pending_id] == 0:
+                        finished.append(queued.pending_id)
+                await self._settle_rows(
+                    [p for p in finished if p not in self._failed],
+                    [p for p in finished if p in self._failed],
+                )
             except Exception as exc:  # the rows stay; recovery takes them up
                 log.error("after-commit bookkeeping failed (%s)", type(exc).__name__)
             finally:
-                for pending_id, _ in round_:
-                    self._in_hand.discard(pending_id)
-                    self._queue.task_done()
+                async with self._changed:
+                    for pending_id in finished:
+                        del self._parts[pending_id]
+                        self._failed.discard(pending_id)
+                        self._in_hand.discard(pending_id)
+                    self._changed.notify_all()
 
     async def _recover_periodically(self) -> None:
         interval = max(self._recover_after.total_seconds() / 2, 0.05)
@@ -159,11 +249,13 @@ class AfterCommit:
             await asyncio.sleep(interval)
 
     async def _process(self, pending_id: str, readings: Sequence[Reading]) -> None:
-        await self._process_round([(pending_id, readings)])
+        ok = await self._judge([readings])
+        await self._settle_rows([pending_id] if ok else [], [] if ok else [pending_id])
 
-    async def _process_round(self, round_: Sequence[tuple[str, Sequence[Reading]]]) -> None:
+    async def _judge(self, round_: Sequence[Sequence[Reading]]) -> bool:
+        """Run every listener on the round's batches; False if one failed."""
         ok = True
-        batches = [readings for _, readings in round_ if readings]
+        batches = [readings for readings in round_ if readings]
         for listener in self._listeners:
             try:
                 if batches:
@@ -171,14 +263,17 @@ class AfterCommit:
             except Exception as exc:  # the batches are stored; a listener must not undo that
                 log.error("after-commit listener failed (%s)", type(exc).__name__)
                 ok = False
-        pending_ids = [pending_id for pending_id, _ in round_]
+        return ok
+
+    async def _settle_rows(self, done: Sequence[str], failed: Sequence[str]) -> None:
+        if not done and not failed:
+            return
         async with self._database.write() as conn:
             pending = PendingEvaluations(conn)
-            if ok:
-                await pending.remove_many(pending_ids)
-            else:
-                for pending_id in pending_ids:
-                    await pending.failed(pending_id)
+            if done:
+                await pending.remove_many(done)
+            for pending_id in failed:
+                await pending.failed(pending_id)
 
     async def _finish(self, pending_id: str, *, ok: bool) -> None:
         async with self._database.write() as conn:

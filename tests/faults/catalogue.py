@@ -37,7 +37,7 @@ def kill_worker() -> Fault:
 
     async def repair(stack: Stack) -> None:
         assert stack.worker is not None
-        await asyncio.to_thread(stack.worker.start)
+        await asyncio.to_thread(stack.worker.start, START_TIMEOUT)
 
     return Fault("kill -9 ingest worker", inject, repair, hold=0.5)
 

@@ -146,7 +146,7 @@ class Stack:
             self.workdir / "worker.log",
         )
         self.worker.env["MEDMESH_AFTER_COMMIT_RECOVER_SECONDS"] = "1"
-        self.worker.start()
+        self.worker.start(START_TIMEOUT)
 
     def key_directory(self) -> Path:
         """Where the deployment's patient keys are kept by default (docs/encryption.md)."""
@@ -382,12 +382,13 @@ async def _send_alerting_reading(stack: Stack, tag: str, give_up: float) -> None
 
 class AlertStream:
     """A client of the event stream (`GET /api/v1/events`) for the alert patient that, like a
-    browser's EventSource, connects again whenever the stream breaks; `seen` is set when an
-    `alert` event arrives."""
+    browser's EventSource, connects again whenever the stream breaks and then names the last
+    event id it was given (`Last-Event-ID`); `seen` is set when an `alert` event arrives."""
 
     def __init__(self, stack: Stack) -> None:
         self.stack = stack
         self.seen = asyncio.Event()
+        self.last_event_id: str | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -403,6 +404,9 @@ class AlertStream:
         while not self.seen.is_set():
             server = self.stack.server
             assert server is not None
+            headers = {"Authorization": f"Bearer {self.stack.token}"}
+            if self.last_event_id is not None:
+                headers["Last-Event-ID"] = self.last_event_id
             with contextlib.suppress(httpx.HTTPError):
                 async with (
                     httpx.AsyncClient(timeout=httpx.Timeout(10, read=None)) as http,
@@ -410,11 +414,13 @@ class AlertStream:
                         "GET",
                         f"{server.base_url}/api/v1/events",
                         params={"patient": self.stack.alert_patient},
-                        headers={"Authorization": f"Bearer {self.stack.token}"},
+                        headers=headers,
                     ) as response,
                 ):
                     async for line in response.aiter_lines():
-                        if line.strip() == "event: alert":
+                        if line.startswith("id: "):
+                            self.last_event_id = line.removeprefix("id: ").strip()
+                        elif line.strip() == "event: alert":
                             self.seen.set()
                             return
             await asyncio.sleep(0.2)
@@ -478,6 +484,7 @@ async def run_fault(
 ) -> tuple[FaultRow, Ledger]:
     """Load for `before` s, the fault (held `hold` s, an alert raised meanwhile), load for
     `after` s once repaired, then resend what is unacknowledged and count."""
+    await _supervise(stack)
     await _clear_alerts(stack)
     stream = AlertStream(stack)
     stream.start()
@@ -521,6 +528,14 @@ async def run_fault(
         alert_streamed=stream.seen.is_set(),
     )
     return row, ledger
+
+
+async def _supervise(stack: Stack) -> None:
+    """Start again any process of the stack that is not running, as systemd would: an
+    earlier fault whose repair failed must not become this fault's loss."""
+    for process in (stack.server, stack.worker):
+        if process is not None and (process.process is None or process.process.poll() is not None):
+            await asyncio.to_thread(process.start, START_TIMEOUT)
 
 
 async def _settled_store(

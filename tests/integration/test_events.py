@@ -11,9 +11,10 @@ import httpx
 import orjson
 import pytest
 
-from medmesh.events.model import READINGS, Event
+from medmesh.events.model import READINGS, Event, event_time
 from medmesh.events.postgres import PostgresBus
-from tests.conftest import World
+from medmesh.store.database import Database
+from tests.conftest import World, make_world
 from tests.helpers import minute_series, reading
 from tests.live_server import live_server
 
@@ -164,3 +165,78 @@ async def test_own_only_subscribers_see_each_event_of_their_process_once_and_no_
     finally:
         await here.stop()
         await there.stop()
+
+
+async def _events_until(lines: Any, kind: str, timeout: float = 10.0) -> list[tuple[str, Any]]:
+    """(kind, data) of each SSE event on an open stream, up to and including the first of
+    `kind`; the connect frame's id is given as ("id", id)."""
+    seen: list[tuple[str, Any]] = []
+
+    async def read() -> list[tuple[str, Any]]:
+        current = None
+        async for line in lines:
+            if line.startswith("id: ") and current is None and not seen:
+                seen.append(("id", line.removeprefix("id: ")))
+            elif line.startswith("event: "):
+                current = line.removeprefix("event: ")
+            elif line.startswith("data: "):
+                seen.append((str(current), orjson.loads(line.removeprefix("data: "))))
+                if current == kind:
+                    return seen
+        raise AssertionError("stream ended")
+
+    return await asyncio.wait_for(read(), timeout)
+
+
+async def _alerts_of(http: httpx.AsyncClient, who: World) -> list[dict[str, Any]]:
+    for _ in range(100):
+        listed = await http.get(
+            "/api/v1/alerts", params={"patient": who.patient_id}, headers=who.reader_headers
+        )
+        if alerts := listed.json()["alerts"]:
+            return list(alerts)
+        await asyncio.sleep(0.1)
+    raise AssertionError("no alert was raised")
+
+
+async def test_a_client_connecting_again_gets_the_alerts_opened_while_it_was_away(
+    database: Database, database_url: str, world: World, tmp_path: Path
+) -> None:
+    other = await make_world(database, identifier="MRN-2")  # another clinician's patient
+    low = {"kind": "blood-glucose", "value": 45, "unit": "mg/dL"}
+    with live_server(database_url, tmp_path / "server.log") as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+            async with http.stream("GET", "/api/v1/events", headers=world.reader_headers) as s:
+                lines = s.aiter_lines()
+                assert await anext(lines) == ": connected"
+                cursor = (await anext(lines)).removeprefix("id: ")
+            # Away: an alert for the clinician's patient and one for a patient of another.
+            for who, message in ((world, "low-1"), (other, "low-2")):
+                sent = await http.post(
+                    "/ingest/v1/readings",
+                    json={"readings": [reading(message, **low)]},  # type: ignore[arg-type]
+                    headers=who.device_headers,
+                )
+                assert sent.status_code == 202
+            raised = await _alerts_of(http, world)
+            await _alerts_of(http, other)
+
+            async def reconnect(headers: dict[str, str], n: int) -> list[tuple[str, Any]]:
+                async with http.stream("GET", "/api/v1/events", headers=headers) as s:
+                    lines = s.aiter_lines()
+                    assert await anext(lines) == ": connected"  # subscribed: live comes after
+                    await http.post(
+                        "/ingest/v1/readings",
+                        json={"readings": [reading(f"hr-{n}")]},
+                        headers=world.device_headers,
+                    )
+                    return await _events_until(lines, "readings")
+
+            resumed = await reconnect({**world.reader_headers, "Last-Event-ID": cursor}, 1)
+            fresh = await reconnect(world.reader_headers, 2)
+    alerts = [data for kind, data in resumed if kind == "alert"]
+    assert [a["data"]["id"] for a in alerts] == [raised[0]["id"]]  # not the other patient's
+    assert alerts[0]["data"]["status"] == "open"
+    assert event_time(alerts[0]["id"]) is not None  # an id a client can resume from
+    assert [kind for kind, _ in resumed[1:]] == ["alert", "readings"]  # missed, then live
+    assert [kind for kind, _ in fresh[1:]] == ["readings"]  # no Last-Event-ID: no replay

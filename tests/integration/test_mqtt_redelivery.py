@@ -55,7 +55,7 @@ class Worker:
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, timeout: float = 120.0) -> None:  # a loaded machine imports slowly
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -64,7 +64,7 @@ class Worker:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 120  # a loaded machine imports slowly
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if b"subscribed" in self.log.read_bytes()[offset:]:
                 return

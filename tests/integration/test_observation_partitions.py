@@ -5,6 +5,7 @@ already holds readings. SQLite keeps one plain table."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -109,6 +110,34 @@ async def test_partitions_exist_ahead_and_a_reading_of_any_time_is_stored_once(
     async with pg.read() as conn:
         found = await Observations(conn).search(ObservationQuery(patient_id=world.patient_id))
     assert sorted(o.effective for o in found) == sorted(r.effective for r in readings)
+
+
+async def test_readings_written_while_a_stray_month_moves_are_kept(
+    pg: Database, world: World
+) -> None:
+    """A reading of a month that waits in the default partition, written while that month's
+    readings move into their own partition (a process starting under load does this), is
+    neither refused nor does it make the move fail: it ends in the new partition."""
+    await PartitionMaintainer(pg).run_once()
+    stray = datetime(2017, 5, 14, 15, 9, tzinfo=UTC)  # a month no other test uses
+    async with pg.write() as conn:
+        await Observations(conn).add_batch(
+            [heart_rate(world.patient_id, world.device_id, 0, stray)], NOW
+        )
+
+    writer = await pg.engine.connect()  # another process's transaction, open across the move
+    try:
+        transaction = await writer.begin()
+        late = heart_rate(world.patient_id, world.device_id, 1, stray + timedelta(hours=1))
+        await Observations(writer).add_batch([late], NOW)
+        moving = asyncio.create_task(PartitionMaintainer(pg).run_once())
+        await asyncio.sleep(0.5)  # the move has started and waits for the writer
+        assert not moving.done()
+        await transaction.commit()
+    finally:
+        await writer.close()
+    assert await asyncio.wait_for(moving, timeout=30) == ["observations_p2017_05"]
+    assert (await where_stored(pg)).get("observations_p2017_05") == 2
 
 
 def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:

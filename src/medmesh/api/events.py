@@ -4,13 +4,20 @@
 see, within the categories a consent allows; the token and that set are decided again every
 few seconds, so a revoked consent or token ends the flow without a reconnect, and what was sent
 is audited in those few-second batches. The dashboard has its own, session-based stream.
+
+A client connecting again with `Last-Event-ID` (an EventSource does) first gets the alerts
+opened while it was away, up to `RESUME_WINDOW` back and `RESUME_LIMIT` of them, in their
+state now, then the live events (docs/api.md, "Event stream"). Readings are not replayed: they
+are in the record, and a client reads them there.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import StreamingResponse
 
 from medmesh.access.http import (
@@ -22,15 +29,19 @@ from medmesh.access.http import (
 from medmesh.access.identity.principals import Principal
 from medmesh.access.policy.decision import ALERTS_CATEGORY, Decision, category_of_code
 from medmesh.access.policy.scopes import Interaction
+from medmesh.domain.alerts import alert_json
 from medmesh.domain.errors import MedmeshError
-from medmesh.events.model import ALERT, READINGS, Event
+from medmesh.events.model import ALERT, READINGS, Event, event_id, event_time
 from medmesh.events.sse import sse_events
-from medmesh.http.deps import BusDep
+from medmesh.http.deps import BusDep, DatabaseDep
 from medmesh.http.openapi import ERROR_RESPONSES, EVENT_STREAM
+from medmesh.store.alerts import Alerts
 
 router = APIRouter(prefix="/api/v1", tags=["events"], responses=ERROR_RESPONSES)
 
 _RECHECK_SECONDS = 5.0
+RESUME_WINDOW = timedelta(hours=24)
+RESUME_LIMIT = 500
 
 
 @router.get(
@@ -42,7 +53,14 @@ _RECHECK_SECONDS = 5.0
 async def event_stream(
     request: Request,
     bus: BusDep,
+    database: DatabaseDep,
     patient: str | None = None,
+    last_event_id: str | None = Header(
+        None,
+        alias="Last-Event-ID",
+        max_length=64,
+        description="The id of the last event received: the alerts opened since are sent first",
+    ),
     principal: Principal = Depends(require_principal),
 ) -> StreamingResponse:
     # Refused here, before the stream starts, when the named patient is not visible.
@@ -87,11 +105,30 @@ async def event_stream(
         delivered.add(event.patient_id)
         return True
 
+    async def missed() -> Sequence[Event]:
+        since = _resume_from(last_event_id)
+        within = [p for p, d in decisions.items() if d.allows_category(ALERTS_CATEGORY)]
+        if since is None or not within:
+            return []
+        async with database.read() as conn:
+            found = await Alerts(conn).opened_since(since, within, RESUME_LIMIT)
+        return [Event(ALERT, a.patient_id, alert_json(a), id=event_id(a.opened_at)) for a in found]
+
     return StreamingResponse(
-        sse_events(subscription, wanted, request.is_disconnected),
+        sse_events(subscription, wanted, request.is_disconnected, missed),
         media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )
+
+
+def _resume_from(last_event_id: str | None) -> datetime | None:
+    """From when to send what the client missed: the time its last event id carries, at most
+    `RESUME_WINDOW` back. An id that carries no time (none, or one from before event ids were
+    ordered) resumes nothing."""
+    at = event_time(last_event_id) if last_event_id else None
+    if at is None:
+        return None
+    return max(at, datetime.now(UTC) - RESUME_WINDOW)
 
 
 def _within(decision: Decision, event: Event) -> bool:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from medmesh.events.bus import Subscription
-from medmesh.events.model import Event
+from medmesh.events.model import Event, event_id
 
 KEEPALIVE_SECONDS = 15.0
 
@@ -27,11 +27,21 @@ async def sse_events(
     subscription: Subscription,
     wanted: Callable[[Event], bool | Awaitable[bool]],
     is_disconnected: Callable[[], object],
+    missed: Callable[[], Awaitable[Sequence[Event]]] | None = None,
 ) -> AsyncIterator[bytes]:
     """Frames for the events `wanted` lets through, with a comment line as keep-alive so
-    proxies keep the connection open; ends (and unsubscribes) when the client goes away."""
+    proxies keep the connection open; ends (and unsubscribes) when the client goes away.
+
+    The first frame carries an id, the moment of connecting, and no data: a browser's
+    EventSource keeps it as its last event id and sends it back (`Last-Event-ID`) when it
+    connects again, so a client that saw no event yet still says from when it was away. Then
+    come the events `missed` finds (through `wanted` like the rest), then the live ones; the
+    subscription was taken first, so nothing falls between the two."""
     try:
-        yield b": connected\n\n"
+        yield b": connected\nid: " + event_id().encode() + b"\n\n"
+        for event in await missed() if missed is not None else ():
+            if await _keep(wanted, event):
+                yield sse_frame(event)
         while True:
             try:
                 event = await asyncio.wait_for(subscription.get(), KEEPALIVE_SECONDS)
@@ -41,10 +51,14 @@ async def sse_events(
                     return
                 yield b": keep-alive\n\n"
                 continue
-            keep = wanted(event)
-            if not isinstance(keep, bool):
-                keep = await keep
-            if keep:
+            if await _keep(wanted, event):
                 yield sse_frame(event)
     finally:
         subscription.close()
+
+
+async def _keep(wanted: Callable[[Event], bool | Awaitable[bool]], event: Event) -> bool:
+    keep = wanted(event)
+    if not isinstance(keep, bool):
+        keep = await keep
+    return keep

@@ -107,6 +107,19 @@ class Alerts:
             query = query.where(alerts.c.status.in_([s.value for s in statuses]))
         return await self._all(query.limit(limit).offset(offset))
 
+    async def opened_since(
+        self, since: datetime, within: Collection[str], limit: int
+    ) -> list[Alert]:
+        """These patients' alerts opened at or after `since`, oldest first, at most `limit`:
+        what a resuming event stream missed."""
+        query = (
+            select(alerts)
+            .where(alerts.c.opened_at >= since, alerts.c.patient_id.in_(list(within)))
+            .order_by(alerts.c.opened_at, alerts.c.id)
+            .limit(limit)
+        )
+        return await self._all(query)
+
     async def open_counts_by_patient(self) -> dict[str, tuple[int, Severity]]:
         """Per patient with alerts not resolved: how many, and the highest severity."""
         query = select(alerts.c.patient_id, alerts.c.severity).where(alerts.c.status.in_(_ACTIVE))

@@ -28,8 +28,11 @@ PARENT = "observations"
 DEFAULT = "observations_default"
 MONTHS_AHEAD = 3  # this month and the next three exist at any time
 CHECK_EVERY_SECONDS = 6 * 3600
+RETRY_SECONDS = 60.0  # after a failed round
 # Taken for the whole transaction, so two processes never create the same partition at once.
 _LOCK_ID = 0x6D6D_7061  # "mmpa"
+# How long a round waits for the table lock before giving up until the next round.
+LOCK_TIMEOUT = "3s"
 
 
 _FIELDS = (
@@ -88,26 +91,43 @@ async def ensure_partitions(
 ) -> list[str]:
     """Create the monthly partitions from `since` (default: this month) to MONTHS_AHEAD ahead,
     and one for each month with readings in the default partition (moved into it). Returns
-    the partitions created. Does nothing on SQLite or on an unpartitioned table."""
+    the partitions created. Does nothing on SQLite or on an unpartitioned table.
+
+    When something is to be created, the table is locked first (`LOCK_TIMEOUT`): creating a
+    partition scans the default one, and moving its readings must see every row written to
+    it, so writers wait for this transaction. Without the lock, a reading of a moved month
+    committed between the move and the attach made the attach fail. The parent is locked
+    before its partitions, the order writers take theirs in, so the two never deadlock; a
+    long reader makes this round give up (`LockNotAvailable`) rather than stall ingest."""
     if not await is_partitioned(conn):
         return []
     await conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
     have = await existing_partitions(conn)
+    if not await _missing_months(conn, now, since, have):
+        return []
+    await conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+    await conn.execute(text(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE"))
+    created = []
+    for month in await _missing_months(conn, now, since, have):  # again, now nobody writes
+        name = partition_name(month)
+        await _create(conn, name, month, add_months(month, 1), DEFAULT in have)
+        created.append(name)
+    log.info("created %d observation partitions", len(created))
+    return created
+
+
+async def _missing_months(
+    conn: AsyncConnection, now: datetime, since: datetime | None, have: set[str]
+) -> list[datetime]:
+    """The months from `since` to MONTHS_AHEAD ahead, and those with readings waiting in the
+    default partition, that have no partition yet, oldest first."""
     first = month_start(since or now)
     months = {add_months(first, n) for n in range(_months_between(first, now) + MONTHS_AHEAD + 1)}
     if DEFAULT in have:
         month_of = func.date_trunc("month", _DEFAULT_TABLE.c.effective, "UTC")
         stray = select(month_of).distinct()
         months |= {month_start(m.astimezone(UTC)) for m in (await conn.execute(stray)).scalars()}
-    created = []
-    for month in sorted(months):
-        name = partition_name(month)
-        if name not in have:
-            await _create(conn, name, month, add_months(month, 1), DEFAULT in have)
-            created.append(name)
-    if created:
-        log.info("created %d observation partitions", len(created))
-    return created
+    return sorted(m for m in months if partition_name(m) not in have)
 
 
 def _months_between(first: datetime, now: datetime) -> int:
@@ -139,16 +159,20 @@ def _now() -> datetime:
 
 class PartitionMaintainer:
     """Keeps the partitions ahead: once at start (before any input is taken) and every
-    `interval` seconds. A failed round is logged (type only) and retried at the next."""
+    `interval` seconds. A failed round is logged (type only) and retried `retry` seconds later:
+    a reading meanwhile lands in the default partition and moves at the next round, so a
+    failure never stops the process from starting."""
 
     def __init__(
         self,
         database: Database,
         interval: float = CHECK_EVERY_SECONDS,
         clock: Callable[[], datetime] = _now,
+        retry: float = RETRY_SECONDS,
     ) -> None:
         self._database = database
         self._interval = interval
+        self._retry = retry
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
 
@@ -159,8 +183,8 @@ class PartitionMaintainer:
     async def start(self) -> None:
         if self._database.backend != "postgresql":
             return
-        await self.run_once()
-        self._task = asyncio.create_task(self._run(), name="medmesh-partitions")
+        done = await self._round()
+        self._task = asyncio.create_task(self._run(done), name="medmesh-partitions")
 
     async def stop(self) -> None:
         if self._task is None:
@@ -170,10 +194,15 @@ class PartitionMaintainer:
             await self._task
         self._task = None
 
-    async def _run(self) -> None:
+    async def _round(self) -> bool:
+        try:
+            await self.run_once()
+        except Exception as exc:
+            log.warning("creating observation partitions failed: %s", type(exc).__name__)
+            return False
+        return True
+
+    async def _run(self, done: bool) -> None:
         while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning("creating observation partitions failed: %s", type(exc).__name__)
+            await asyncio.sleep(self._interval if done else min(self._retry, self._interval))
+            done = await self._round()

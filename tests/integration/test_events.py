@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from sqlalchemy import select
 
 from medmesh.events.model import READINGS, Event, event_time
 from medmesh.events.postgres import PostgresBus
 from medmesh.store.database import Database
+from medmesh.store.schema import audit_log
 from tests.conftest import World, make_world
 from tests.helpers import minute_series, reading
 from tests.live_server import live_server
@@ -240,3 +242,9 @@ async def test_a_client_connecting_again_gets_the_alerts_opened_while_it_was_awa
     assert event_time(alerts[0]["id"]) is not None  # an id a client can resume from
     assert [kind for kind, _ in resumed[1:]] == ["alert", "readings"]  # missed, then live
     assert [kind for kind, _ in fresh[1:]] == ["readings"]  # no Last-Event-ID: no replay
+    query = select(audit_log.c.patient_id).where(
+        audit_log.c.resource_type == "Flag", audit_log.c.subtype == "stream"
+    )
+    async with database.read() as conn:
+        audited = list((await conn.execute(query)).scalars())
+    assert audited == [world.patient_id]  # the replay is on the record, once

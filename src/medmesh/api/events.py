@@ -7,8 +7,9 @@ is audited in those few-second batches. The dashboard has its own, session-based
 
 A client connecting again with `Last-Event-ID` (an EventSource does) first gets the alerts
 opened while it was away, up to `RESUME_WINDOW` back and `RESUME_LIMIT` of them, in their
-state now, then the live events (docs/api.md, "Event stream"). Readings are not replayed: they
-are in the record, and a client reads them there.
+state now, then the live events (docs/fhir-api.md, "Live events"). The alerts sent so are
+audited at once, as `GET /api/v1/alerts` audits them. Readings are not replayed: they are in
+the record, and a client reads them there.
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ async def event_stream(
             return []
         async with database.read() as conn:
             found = await Alerts(conn).opened_since(since, within, RESUME_LIMIT)
+        # Audited at once, as the alert list is: the stream may end before its next recheck.
+        patients = {a.patient_id for a in found}
+        await audit_results(
+            request, principal, decisions, patients, resource_type="Flag", subtype="stream"
+        )
         return [Event(ALERT, a.patient_id, alert_json(a), id=event_id(a.opened_at)) for a in found]
 
     return StreamingResponse(

@@ -248,3 +248,32 @@ async def test_a_client_connecting_again_gets_the_alerts_opened_while_it_was_awa
     async with database.read() as conn:
         audited = list((await conn.execute(query)).scalars())
     assert audited == [world.patient_id]  # the replay is on the record, once
+
+
+async def test_what_a_stream_sent_just_before_it_ended_is_audited(
+    database: Database, database_url: str, world: World, tmp_path: Path
+) -> None:
+    """A client that reads a few events and goes away before the stream's next recheck (5 s)
+    still leaves a record of whose data it was sent."""
+    query = select(audit_log.c.patient_id).where(
+        audit_log.c.resource_type == "Observation", audit_log.c.subtype == "stream"
+    )
+    with live_server(database_url, tmp_path / "server.log") as server:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
+            async with http.stream("GET", "/api/v1/events", headers=world.reader_headers) as stream:
+                lines = stream.aiter_lines()
+                assert await anext(lines) == ": connected"
+                await http.post(
+                    "/ingest/v1/readings",
+                    json={"readings": minute_series(2)},
+                    headers=world.device_headers,
+                )
+                await next_event(lines, "readings")
+            # Gone within a second of the event: no recheck came.
+            for _ in range(50):
+                async with database.read() as conn:
+                    audited = list((await conn.execute(query)).scalars())
+                if audited:
+                    break
+                await asyncio.sleep(0.1)
+    assert audited == [world.patient_id]

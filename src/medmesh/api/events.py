@@ -3,7 +3,8 @@
 `?patient=<id>` narrows it to one patient. A client receives events of the patients it may
 see, within the categories a consent allows; the token and that set are decided again every
 few seconds, so a revoked consent or token ends the flow without a reconnect, and what was sent
-is audited in those few-second batches. The dashboard has its own, session-based stream.
+is audited in those few-second batches and when the stream ends. The dashboard has its own,
+session-based stream.
 
 A client connecting again with `Last-Event-ID` (an EventSource does) first gets the alerts
 opened while it was away, up to `RESUME_WINDOW` back and `RESUME_LIMIT` of them, in their
@@ -70,20 +71,25 @@ async def event_stream(
     delivered: set[str] = set()
     subscription = bus.subscribe()
 
-    async def refresh() -> None:
-        """Audit what was sent since the last look, then decide again: the token (revoked,
-        expired, account disabled?) and the patients it may see."""
-        nonlocal decisions, principal
+    async def audit_delivered() -> None:
+        """Audit what was sent since the last look (at each recheck, and when the stream ends)."""
         if delivered:
+            patients = set(delivered)
+            delivered.clear()
             await audit_results(
                 request,
                 principal,
                 decisions,
-                delivered,
+                patients,
                 resource_type="Observation",
                 subtype="stream",
             )
-            delivered.clear()
+
+    async def refresh() -> None:
+        """Audit what was sent since the last look, then decide again: the token (revoked,
+        expired, account disabled?) and the patients it may see."""
+        nonlocal decisions, principal
+        await audit_delivered()
         try:
             principal = await require_principal(request)
             found = await authorized_patients(
@@ -121,7 +127,7 @@ async def event_stream(
         return [Event(ALERT, a.patient_id, alert_json(a), id=event_id(a.opened_at)) for a in found]
 
     return StreamingResponse(
-        sse_events(subscription, wanted, request.is_disconnected, missed),
+        sse_events(subscription, wanted, request.is_disconnected, missed, audit_delivered),
         media_type="text/event-stream",
         headers={"X-Accel-Buffering": "no"},
     )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any
 
 from medmesh.events.bus import Subscription
 from medmesh.events.model import Event, event_id
 
 KEEPALIVE_SECONDS = 15.0
+# Work a stream leaves when it ends (`closed`), held until done: a task nothing refers to may
+# be collected before it runs.
+_closing: set[asyncio.Task[None]] = set()
 
 
 def sse_frame(event: Event) -> bytes:
@@ -28,6 +32,7 @@ async def sse_events(
     wanted: Callable[[Event], bool | Awaitable[bool]],
     is_disconnected: Callable[[], object],
     missed: Callable[[], Awaitable[Sequence[Event]]] | None = None,
+    closed: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> AsyncIterator[bytes]:
     """Frames for the events `wanted` lets through, with a comment line as keep-alive so
     proxies keep the connection open; ends (and unsubscribes) when the client goes away.
@@ -36,7 +41,9 @@ async def sse_events(
     EventSource keeps it as its last event id and sends it back (`Last-Event-ID`) when it
     connects again, so a client that saw no event yet still says from when it was away. Then
     come the events `missed` finds (through `wanted` like the rest), then the live ones; the
-    subscription was taken first, so nothing falls between the two."""
+    subscription was taken first, so nothing falls between the two. `closed` runs when the
+    stream ends, however it ends, in a task of its own: a client's going away cancels the
+    stream, and what it was sent last must still be audited."""
     try:
         yield b": connected\nid: " + event_id().encode() + b"\n\n"
         for event in await missed() if missed is not None else ():
@@ -55,6 +62,10 @@ async def sse_events(
                 yield sse_frame(event)
     finally:
         subscription.close()
+        if closed is not None:
+            task = asyncio.get_running_loop().create_task(closed())
+            _closing.add(task)
+            task.add_done_callback(_closing.discard)
 
 
 async def _keep(wanted: Callable[[Event], bool | Awaitable[bool]], event: Event) -> bool:

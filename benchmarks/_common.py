@@ -282,3 +282,40 @@ class Broker:
         if self.process is not None:
             stop_process(self.process, timeout=self.stop_timeout)
             self.process = None
+
+
+@asynccontextmanager
+async def profiled(
+    pid: int, out: Path | None, *, rate: int = 100, subprocesses: bool = False
+) -> AsyncIterator[None]:
+    """`py-spy record` of process `pid` (and its children with `subprocesses`, e.g. `serve
+    --workers N`) while the block runs, written as collapsed stacks to `out`; nothing when
+    `out` is None. py-spy comes with the dev dependencies, beside the venv's python."""
+    if out is None:
+        yield
+        return
+    spy = Path(venv_python()).with_name("py-spy")
+    options = ["--subprocesses"] if subprocesses else []
+    process = await asyncio.create_subprocess_exec(
+        str(spy),
+        "record",
+        "--pid",
+        str(pid),
+        *options,
+        "--rate",
+        str(rate),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--nonblocking",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(0.5)  # attached before the block starts
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)
+        await process.wait()
+        log(f"profile: {out}")

@@ -56,7 +56,6 @@ import contextlib
 import importlib.metadata
 import math
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -89,6 +88,7 @@ from _common import (
     on_each_backend,
     print_machine,
     process_cpu,
+    profiled,
     stop_process,
     tail,
     venv_python,
@@ -318,37 +318,6 @@ async def wait_ready(base_url: str, process: subprocess.Popen[bytes], log_path: 
                     return
             await asyncio.sleep(0.1)
     raise RuntimeError(f"server not ready after {STARTUP_TIMEOUT:.0f} s:\n{tail(log_path)}")
-
-
-@asynccontextmanager
-async def profiled(pid: int, out: Path | None) -> AsyncIterator[None]:
-    """`py-spy record` of the server while the block runs (the probe window), written as
-    collapsed stacks to `out`; nothing when `out` is None."""
-    if out is None:
-        yield
-        return
-    spy = Path(venv_python()).with_name("py-spy")
-    process = await asyncio.create_subprocess_exec(
-        str(spy),
-        "record",
-        "--pid",
-        str(pid),
-        "--rate",
-        "100",
-        "--format",
-        "raw",
-        "--output",
-        str(out),
-        "--nonblocking",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        yield
-    finally:
-        process.send_signal(signal.SIGINT)
-        await process.wait()
-        log(f"profile: {out}")
 
 
 # --- the dashboard's event stream --------------------------------------------------------------

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
-import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,6 +49,7 @@ from _common import (
     load_average,
     log,
     print_machine,
+    profiled,
     scratch_postgres,
     venv_python,
 )
@@ -380,39 +379,6 @@ async def rule_state_rss(url: str, workdir: Path, patients: int) -> tuple[float,
 # --- profiling ----------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def profiled(pid: int, out: Path | None) -> AsyncIterator[None]:
-    """`py-spy record` of the server (and its worker processes) while the block runs,
-    written as collapsed stacks to `out`; nothing when `out` is None."""
-    if out is None:
-        yield
-        return
-    spy = Path(venv_python()).with_name("py-spy")
-    process = await asyncio.create_subprocess_exec(
-        str(spy),
-        "record",
-        "--pid",
-        str(pid),
-        "--subprocesses",
-        "--rate",
-        "200",
-        "--format",
-        "raw",
-        "--output",
-        str(out),
-        "--nonblocking",
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    await asyncio.sleep(0.5)
-    try:
-        yield
-    finally:
-        process.send_signal(signal.SIGINT)
-        await process.wait()
-        log(f"profile: {out}")
-
-
 # --- medmesh ------------------------------------------------------------------------------
 
 
@@ -544,14 +510,18 @@ async def run(opts: Options) -> list[Figure]:
                 await measure(client, dsn, single, 1, 5)  # warm up
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
-                async with profiled(server.pid, _profile_file(opts, "batch")):
+                async with profiled(
+                    server.pid, _profile_file(opts, "batch"), rate=200, subprocesses=True
+                ):
                     acked0, judged0 = await measure(client, dsn, fresh, opts.batch, opts.requests)
                 cpu0 = cpu_since(server, mark).shares(time.perf_counter() - t0)
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
                 acked30, judged30 = await measure(client, dsn, aged, opts.batch, opts.requests)
                 cpu30 = cpu_since(server, mark).shares(time.perf_counter() - t0)
-                async with profiled(server.pid, _profile_file(opts, "single")):
+                async with profiled(
+                    server.pid, _profile_file(opts, "single"), rate=200, subprocesses=True
+                ):
                     acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
             b, d = opts.batch, opts.history_days
             figures += _logged(
@@ -580,7 +550,12 @@ async def run(opts: Options) -> list[Figure]:
                 httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
             ):
                 await measure(client, dsn, two, 1, 5)  # warm up both processes
-                async with profiled(server.pid, _profile_file(opts, "single-2-processes")):
+                async with profiled(
+                    server.pid,
+                    _profile_file(opts, "single-2-processes"),
+                    rate=200,
+                    subprocesses=True,
+                ):
                     acked2, judged2 = await measure(client, dsn, two, 1, opts.single_requests)
             figures += _logged(
                 [

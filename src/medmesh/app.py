@@ -48,6 +48,7 @@ from medmesh.fhir.lastn import router as lastn_router
 from medmesh.fhir.medication_requests import router as medication_requests_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
+from medmesh.http.answer_holds import AnswerHolds
 from medmesh.http.cors import AppOrigins
 from medmesh.http.deps import WallClock, provide
 from medmesh.http.errors import install_error_handlers
@@ -129,6 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     proxies = ProxyList(settings.proxies())
     provide(app, ProxyList, proxies)
     provide(app, DeviceTrust, DeviceTrust(wiring.device_ca_dir(settings)))
+    # Innermost: an answer held for its audit record that fails to write fails the request, and
+    # UnexpectedErrors (added next, outside it) answers 500.
+    app.add_middleware(AnswerHolds)
     install_error_handlers(app)
     app.include_router(ingest_router)
     app.include_router(bulk_router)  # before fhir_router: Patient/$export is no Patient id

@@ -31,6 +31,7 @@ from medmesh.access.policy import decision as policy
 from medmesh.access.policy.decision import Decision
 from medmesh.access.policy.scopes import Interaction
 from medmesh.domain.errors import Forbidden, NotFound, Unauthenticated
+from medmesh.http.answer_holds import hold_answer
 from medmesh.http.deps import database_of, provided, provided_or_none
 from medmesh.http.forwarded import ProxyList, connected_from
 from medmesh.store.registry import Devices
@@ -194,11 +195,16 @@ async def authorize(
     subtype: str,
     resource_id: str | None = None,
     hide: bool = False,
+    audit_beside_work: bool = False,
 ) -> Decision:
     """Decide and audit one access to one patient's record; refuse by raising.
 
     `hide`: answer a refusal as "not found", for reads by id, so a caller cannot learn that a
     resource exists in a record they may not see.
+    `audit_beside_work`: for routes whose one effect is their answer (a search): a permitted
+    access's record is written while the route works, and the answer waits for it
+    (http/answer_holds.py). Otherwise the record is durable before the route goes on, so that
+    nothing changes unrecorded when the audit log cannot be written.
     """
     if _plain(patient_id, _PLAIN_ID) is None:  # no record has such an id
         if hide:
@@ -208,7 +214,7 @@ async def authorize(
         decision = await policy.decide(
             conn, principal, patient_id, resource_type, interaction, now=datetime.now(UTC)
         )
-    await audit(
+    recorded = audit(
         request,
         [
             _entry(
@@ -223,6 +229,10 @@ async def authorize(
             )
         ],
     )
+    if decision.permitted and audit_beside_work:
+        await hold_answer(request, recorded)
+        return decision
+    await recorded
     if decision.permitted:
         return decision
     if hide:
@@ -302,9 +312,11 @@ async def search_scope(
     *,
     resource_type: str,
     interaction: Interaction = Interaction.SEARCH,
+    audit_beside_work: bool = False,
 ) -> dict[str, Decision]:
     """The patients a search may cover: the one it names (decided and audited, refused by
-    raising), or every patient the principal may see when it names none."""
+    raising), or every patient the principal may see when it names none.
+    `audit_beside_work`: as for `authorize`."""
     if patient_id is not None:
         decision = await authorize(
             request,
@@ -313,6 +325,7 @@ async def search_scope(
             resource_type=resource_type,
             interaction=interaction,
             subtype="search" if interaction is Interaction.SEARCH else "read",
+            audit_beside_work=audit_beside_work,
         )
         return {patient_id: decision}
     return await authorized_patients(

@@ -316,7 +316,7 @@ async def search_observations_route(
     controls = parse_controls(params, "Observation", observation_params.SORT_KEYS)
     parsed = parse_observation_search(params)
     decisions: dict[str, Decision] = await search_scope(
-        request, principal, parsed.patient_id, resource_type="Observation"
+        request, principal, parsed.patient_id, resource_type="Observation", audit_beside_work=True
     )
     wanted = dataclasses.replace(parsed.filter, access=observation_access(decisions))
     paging = controls.paging

@@ -199,10 +199,10 @@ def evaluate(
 ) -> Outcome | None:
     """Trigger on the score at the newest reading; clear when the score stayed below every
     alert level at each reading of the last `news2_recover_minutes` and at its start."""
-    times = sorted({p.at for points in inputs.values() for p in points})
-    if not times:
+    newest_each = [points[-1].at for points in inputs.values() if points]  # each in time order
+    if not newest_each:
         return None
-    now = times[-1]
+    now = max(newest_each)
     key = dedupe_key("news2", patient_id)
     current = score_at(inputs, now, t)
     if current is None:
@@ -222,7 +222,11 @@ def evaluate(
             newest.observation_id,
         )
     start = now - t.minutes("news2_recover_minutes")
-    for moment in [start, *(m for m in times if m > start)]:
+    # The reading times after `start` only: the window before it does not decide.
+    later = {
+        p.at for points in inputs.values() for p in points[bisect_right(points, start, key=_at) :]
+    }
+    for moment in [start, *sorted(later)]:
         earlier = score_at(inputs, moment, t)
         if earlier is None or earlier[0].severity(t) is not None:
             return None

@@ -42,11 +42,20 @@ def trailing_run(points: Sequence[Point], holds: Callable[[float], bool]) -> lis
     return run
 
 
-def spans(run: Sequence[Point], at_least: timedelta) -> bool:
-    """Whether a run lasts `at_least`: one point when that is zero, otherwise two or more
-    points that far apart (a single reading never shows that a condition was sustained)."""
-    if not run:
+def lasts(points: Sequence[Point], holds: Callable[[float], bool], at_least: timedelta) -> bool:
+    """Whether the trailing run of `holds` (`trailing_run`) lasts `at_least`: one point when
+    that is zero, otherwise two or more points that far apart (a single reading never shows
+    that a condition was sustained). Reads back only as far as deciding takes, so a healthy
+    patient's recovery costs the recovery time's readings, not the whole window's."""
+    if not points or not holds(points[-1].value):
         return False
     if at_least <= timedelta(0):
         return True
-    return len(run) >= 2 and run[-1].at - run[0].at >= at_least
+    newest = points[-1].at
+    for index in range(len(points) - 2, -1, -1):
+        point = points[index]
+        if not holds(point.value):
+            return False
+        if newest - point.at >= at_least:
+            return True
+    return False

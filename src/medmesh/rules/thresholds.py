@@ -16,7 +16,7 @@ from typing import Literal
 from medmesh.domain.alerts import Severity
 from medmesh.domain.care_plans import Thresholds
 from medmesh.rules.outcomes import Cleared, Finding, Outcome, dedupe_key, duration, number
-from medmesh.rules.series import Point, spans, trailing_run
+from medmesh.rules.series import Point, lasts, trailing_run
 
 SPO2 = ("2708-6",)
 HEART_RATE = ("8867-4",)
@@ -50,13 +50,13 @@ class LevelRule:
         if not points:
             return None
         key = dedupe_key(self.rule, patient_id)
-        met = [
-            (severity, run)
-            for level, severity in self.levels
-            if spans(run := trailing_run(points, self.beyond(level)), self.sustain)
-        ]
-        if met:
-            severity, run = met[-1]
+        # The most severe level whose run lasts `sustain`; only its run is read whole (for the
+        # detail), the others only as far back as deciding takes.
+        for level, severity in reversed(self.levels):
+            beyond = self.beyond(level)
+            if not lasts(points, beyond, self.sustain):
+                continue
+            run = trailing_run(points, beyond)
             return Finding(
                 self.rule,
                 key,
@@ -68,8 +68,8 @@ class LevelRule:
                 run[-1].observation_id,
             )
         short_of_clear = self.beyond(self.clear)
-        recovered = trailing_run(points, lambda value: not short_of_clear(value))
-        return Cleared(key) if spans(recovered, self.recover) else None
+        recovered = lasts(points, lambda value: not short_of_clear(value), self.recover)
+        return Cleared(key) if recovered else None
 
     def _detail(self, run: Sequence[Point]) -> str:
         level = self.levels[0][0]

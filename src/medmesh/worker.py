@@ -4,6 +4,7 @@ without the HTTP API, one process per worker."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -19,6 +20,10 @@ async def run_ingest_worker(settings: Settings) -> None:
     shared subscription and exit (`Services.stop`)."""
     logs.configure(fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = await Services.start(settings, mqtt=True)
+    # As the HTTP app does (app.py): what start-up built lives as long as the process, so full
+    # collections walk only what the batches made since (docs/benchmarks.md, "The workers'
+    # start-up heap").
+    gc.freeze()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):
@@ -35,6 +40,7 @@ async def run_dicom_worker(settings: Settings) -> None:
     """The DICOM listener alone, until SIGTERM or SIGINT; associations in progress end."""
     logs.configure(fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = await Services.start(settings, dicom=True)
+    gc.freeze()  # as for the ingest worker
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):

@@ -62,6 +62,7 @@ from medmesh.imaging.dicomweb import router as dicomweb_router
 from medmesh.imaging.quarantine_api import router as quarantine_router
 from medmesh.ingest.formats import Formats
 from medmesh.ingest.http import router as ingest_router
+from medmesh.ingest.known_signing_keys import KnownSigningKeys
 from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.paging.api import router as paging_router
 from medmesh.paging.pager import PagerSettings
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         provide(app, AuditWriter, services.audit)
         provide(app, IngestPipeline, services.pipeline)
         provide(app, KnownDeviceCredentials, KnownDeviceCredentials())
+        provide(app, KnownSigningKeys, KnownSigningKeys())
         provide(app, Formats, services.formats)
         provide(
             app,

@@ -27,7 +27,7 @@ from medmesh.ingest.pipeline import IngestPipeline
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetters
 from medmesh.store.device_keys import DeviceSigningKey, DeviceSigningKeys
-from medmesh.store.schema import dead_letters, devices
+from medmesh.store.schema import dead_letters, devices, observations
 from tests.conftest import World
 from tests.helpers import BASE_TIME, reading
 from tests.integration.test_mllp import VITALS, Peer, msa, oru
@@ -168,6 +168,55 @@ async def test_signed_http_readings_are_checked_before_anything_is_stored(
     async with database.read() as conn:
         letters = await DeadLetters(conn).for_device(world.device_id)
     assert letters == []  # an HTTP device has its answer; nothing of a refusal is kept
+
+
+async def test_a_signing_key_changed_elsewhere_decides_the_next_request(
+    client: httpx.AsyncClient, database: Database, world: World
+) -> None:
+    """The server remembers each device's signing key (ingest/known_signing_keys.py); keys set,
+    replaced or made optional in another process (here: straight in the database) decide the
+    very next request all the same."""
+    headers = {**world.device_headers, "Content-Type": "application/json"}
+
+    async def send(body: bytes, key: Ed25519PrivateKey | None = None) -> httpx.Response:
+        signed = dict(headers)
+        if key is not None:
+            signed["Medmesh-Signature"] = REF.signature_header(key, world.device_id, body)
+        return await client.post("/ingest/v1/readings", content=body, headers=signed)
+
+    # No key yet: unsigned readings are accepted, and the server has read that there is none.
+    assert (await send(batch("before-1"))).status_code == 202
+    first = Ed25519PrivateKey.generate()
+    await provisioning.set_signing_key(database, world.device_id, raw_base64(first), required=True)
+    unsigned = await send(batch("unsigned-1"))
+    assert unsigned.status_code == 401, unsigned.text
+    assert diagnostics(unsigned).startswith("signature-required")
+    assert (await send(batch("first-1"), first)).status_code == 202
+
+    # Rotated: the new key works at once, the one the server read before no longer does.
+    second = Ed25519PrivateKey.generate()
+    await provisioning.set_signing_key(database, world.device_id, raw_base64(second))
+    assert (await send(batch("second-1"), second)).status_code == 202
+    old = await send(batch("first-2"), first)
+    assert old.status_code == 401, old.text
+    assert diagnostics(old).startswith("signature-key-unknown")
+
+    # Rotated again while the server holds the second key: a reading signed by it is not
+    # stored, though the server's own check of it passed.
+    await provisioning.set_signing_key(
+        database, world.device_id, raw_base64(Ed25519PrivateKey.generate())
+    )
+    stale = await send(batch("second-2"), second)
+    assert stale.status_code == 401, stale.text
+    assert diagnostics(stale).startswith("signature-key-unknown")
+
+    # Made optional again: unsigned readings are accepted from the next request.
+    await provisioning.require_signatures(database, world.device_id, False)
+    assert (await send(batch("after-1"))).status_code == 202
+
+    async with database.read() as conn:
+        stored = (await conn.execute(select(observations.c.message_id))).scalars().all()
+    assert sorted(stored) == ["after-1", "before-1", "first-1", "second-1"]
 
 
 async def test_signed_mqtt_envelopes_are_checked_and_refusals_dead_lettered(

@@ -6,8 +6,6 @@ import csv
 import io
 from collections.abc import Mapping, Sequence
 
-from fpdf import FPDF
-
 from medmesh.care.rpm_report import PatientPeriod
 from medmesh.care.rpm_rules import RpmCodes
 
@@ -54,6 +52,11 @@ def csv_text(rows: Sequence[PatientPeriod], names: Mapping[str, str]) -> str:
 
 
 def pdf_bytes(rows: Sequence[PatientPeriod], names: Mapping[str, str], codes: RpmCodes) -> bytes:
+    # Imported here, not at the top: fpdf2 (with fontTools) takes ~0.8 s to import, which every
+    # `medmesh` process (server, workers, each CLI command) paid at start for a report that is
+    # rarely asked for (docs/benchmarks.md, "Starting a process").
+    from fpdf import FPDF
+
     pdf = FPDF(orientation="portrait", format="A4")
     pdf.set_title("Remote physiologic monitoring report")
     pdf.set_creator("medmesh")

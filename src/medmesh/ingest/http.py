@@ -14,13 +14,19 @@ from medmesh.access.http import (
     forget_device_credential,
     require_ingesting_device,
 )
-from medmesh.domain.errors import InvalidReading, Unauthenticated, UnsupportedMediaType
-from medmesh.http.deps import database_of, provided
+from medmesh.domain.errors import (
+    Conflict,
+    InvalidReading,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from medmesh.http.deps import database_of, provided, provided_or_none
 from medmesh.http.openapi import ERROR_RESPONSES
 from medmesh.ingest.formats import NATIVE, Formats
+from medmesh.ingest.known_signing_keys import KnownSigningKeys
 from medmesh.ingest.native import ignored_fields
 from medmesh.ingest.pipeline import IngestPipeline
-from medmesh.ingest.signed_readings import HEADER, check_and_record
+from medmesh.ingest.signed_readings import HEADER, check_request, record_nonce
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.registry import Devices
 
@@ -126,6 +132,7 @@ def check_media_type(request: Request) -> None:
 
 pipeline_of = provided(IngestPipeline)
 formats_of = provided(Formats)
+known_signing_keys_of = provided_or_none(KnownSigningKeys)
 
 
 async def _ingest(request: Request, device: IngestingDevice, format_name: str) -> IngestReceipt:
@@ -135,20 +142,21 @@ async def _ingest(request: Request, device: IngestingDevice, format_name: str) -
     # Its size is limited (max_body_bytes) before it gets here: http/request_limits.py.
     body = await request.body()
     device_id = device.principal.device_id
+    database = database_of(request)
+    known_keys = known_signing_keys_of(request)
     # Before anything is parsed or stored: a device that signs is checked here, and one that
     # must sign and did not is refused (docs/signed-payloads.md).
-    await check_and_record(
-        database_of(request),
-        device_id,
-        request.headers.get(HEADER),
-        body,
-        pipeline.signatures,
-        pipeline.now(),
+    signature = request.headers.get(HEADER)
+    policy, now = pipeline.signatures, pipeline.now()
+    seen, checked = await check_request(
+        database, known_keys, device_id, signature, body, policy, now
     )
+    if checked is not None:
+        await record_nonce(database, checked, now)
     try:
         batch = formats.parse(format_name, body, device_id)
     except InvalidReading as exc:
-        async with database_of(request).write() as conn:
+        async with database.write() as conn:
             if device.secret_hash is not None and (
                 (await Devices(conn).secret_hashes([device_id])).get(device_id)
                 != device.secret_hash
@@ -169,7 +177,20 @@ async def _ingest(request: Request, device: IngestingDevice, format_name: str) -
                 ]
             )
         raise
-    result = await pipeline.ingest(device_id, "http", batch, credential=device.secret_hash)
+    result = await pipeline.ingest(
+        device_id, "http", batch, credential=device.secret_hash, signing_key=seen
+    )
+    if result.signing_key_changed:
+        # The key this process remembered was replaced or made required since: check the
+        # signature again against the key now stored (its nonce is recorded already).
+        if known_keys is not None:
+            known_keys.forget(device_id)
+        seen, _ = await check_request(database, known_keys, device_id, signature, body, policy, now)
+        result = await pipeline.ingest(
+            device_id, "http", batch, credential=device.secret_hash, signing_key=seen
+        )
+        if result.signing_key_changed:
+            raise Conflict("the device's signing key changed while the readings were stored")
     if result.unauthenticated:
         forget_device_credential(request, device)
         raise _revoked()

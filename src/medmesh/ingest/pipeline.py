@@ -18,7 +18,7 @@ from medmesh.domain.registry import DeviceAssignment
 from medmesh.domain.validation import check_effective_time, reading_measure, validate_values
 from medmesh.ingest.after_commit import AfterCommit, CommittedListener, RoundListener
 from medmesh.ingest.incoming import Incoming
-from medmesh.ingest.signed_readings import SignaturePolicy
+from medmesh.ingest.signed_readings import SignaturePolicy, SigningKeySeen
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.device_status import DeviceStatuses
@@ -63,6 +63,10 @@ class DeviceBatch:
     # checked again in the storing transaction, and nothing of the batch is stored if it is
     # no longer the device's (access/identity/device_credentials.py).
     credential: str | None = None
+    # The signing key the batch's signature was checked against, when it was remembered by
+    # the process: the batch is stored only if it is still the device's
+    # (ingest/known_signing_keys.py).
+    signing_key: SigningKeySeen | None = None
 
 
 @dataclass(slots=True)
@@ -74,6 +78,9 @@ class IngestResult:
     rejected: list[Rejection] = field(default_factory=list)
     # The batch's credential was rotated or removed: nothing of it was stored.
     unauthenticated: bool = False
+    # The device's signing key is no longer the one its signature was checked against:
+    # nothing of it was stored, and the sender checks it again.
+    signing_key_changed: bool = False
 
 
 def _now() -> datetime:
@@ -164,10 +171,11 @@ class IngestPipeline:
         batch: Sequence[Incoming],
         *,
         credential: str | None = None,
+        signing_key: SigningKeySeen | None = None,
     ) -> IngestResult:
         """Store one device's batch. Returns after the commit; raises if the commit failed."""
         (result,) = await self.ingest_many(
-            [DeviceBatch(device_id, channel, batch, credential=credential)]
+            [DeviceBatch(device_id, channel, batch, credential=credential, signing_key=signing_key)]
         )
         return result
 
@@ -248,15 +256,24 @@ class IngestPipeline:
             assignments = Assignments(conn)
             valid: dict[str, tuple[IngestResult, Reading]] = {}
             # One query for every device of the group (group commit gathers many).
-            found, current = await assignments.for_devices_with_credentials(
-                {b.device_id for b in batches if b.patient_id is None or b.credential is not None}
+            found = await assignments.for_devices_with_credentials(
+                {
+                    b.device_id
+                    for b in batches
+                    if b.patient_id is None or b.credential is not None or b.signing_key is not None
+                }
             )
-            histories: dict[str, Sequence[DeviceAssignment]] = dict(found)
+            histories: dict[str, Sequence[DeviceAssignment]] = dict(found.histories)
             for batch, result in zip(batches, results, strict=True):
-                if batch.credential is not None and current.get(batch.device_id) != (
+                if batch.credential is not None and found.credentials.get(batch.device_id) != (
                     batch.credential
                 ):
                     result.unauthenticated = True
+                    continue
+                if batch.signing_key is not None and (
+                    found.signing_keys.get(batch.device_id) != batch.signing_key.key
+                ):
+                    result.signing_key_changed = True
                     continue
                 for index, item in enumerate(batch.items):
                     try:

@@ -26,6 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from medmesh.domain.errors import InvalidReading, RejectReason, SignatureRefused
+from medmesh.ingest.known_signing_keys import KnownSigningKeys
 from medmesh.store.database import Database
 from medmesh.store.device_keys import DeviceSigningKey, DeviceSigningKeys, SignatureNonces
 
@@ -156,24 +157,47 @@ def replayed(nonce: str) -> SignatureRefused:
     )
 
 
-async def check_and_record(
+@dataclass(frozen=True, slots=True)
+class SigningKeySeen:
+    """The device's signing key a batch's signature was checked against (None: it had none).
+    The storing transaction stores the batch only if that is still the device's key."""
+
+    key: DeviceSigningKey | None
+
+
+async def check_request(
     database: Database,
+    known: KnownSigningKeys | None,
     device_id: str,
     text: str | None,
     body: bytes,
     policy: SignaturePolicy,
     now: datetime,
-) -> None:
-    """The HTTP path: check the signature, then record its nonce in a transaction of its own
-    (a retried request is signed afresh, so a recorded nonce is never needed again)."""
+) -> tuple[SigningKeySeen, CheckedSignature | None]:
+    """The HTTP path: check a request's signature against the device's key, as this process
+    last read it when it has (`known`). A refusal is never decided on a remembered key: the
+    key is read again first."""
+    if known is not None:
+        remembered, key = known.lookup(device_id)
+        if remembered:
+            try:
+                return SigningKeySeen(key), check_signature(device_id, text, body, key, policy, now)
+            except SignatureRefused:
+                known.forget(device_id)
     async with database.read() as conn:
         key = await DeviceSigningKeys(conn).get(device_id)
-    checked = check_signature(device_id, text, body, key, policy, now)
-    if checked is None:
-        return
+    if known is not None:
+        known.remember(device_id, key)
+    return SigningKeySeen(key), check_signature(device_id, text, body, key, policy, now)
+
+
+async def record_nonce(database: Database, checked: CheckedSignature, now: datetime) -> None:
+    """Record a checked signature's nonce in a transaction of its own, before its readings are
+    stored (a retried request is signed afresh, so a recorded nonce is never needed again);
+    SignatureRefused (replayed) if it was recorded before."""
     async with database.write() as conn:
         new = await SignatureNonces(conn).record(
-            [(device_id, checked.nonce, checked.expires_at)], now
+            [(checked.device_id, checked.nonce, checked.expires_at)], now
         )
     if not new:
         raise replayed(checked.nonce)

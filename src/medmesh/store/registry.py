@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import orjson
@@ -14,8 +15,10 @@ from medmesh.crypto.envelope import Cipher, DataKey
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient, PostalAddress
 from medmesh.store.database import cipher_of
+from medmesh.store.device_keys import DeviceSigningKey
 from medmesh.store.schema import (
     device_assignments,
+    device_signing_keys,
     devices,
     imaging_studies,
     patient_identifiers,
@@ -408,6 +411,15 @@ class Devices:
         return [_device(r) for r in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class DevicesAtIngest:
+    """What the storing transaction knows of the devices of its batches."""
+
+    histories: dict[str, list[DeviceAssignment]]  # every device asked for; [] if unknown
+    credentials: dict[str, str]  # device id -> credential hash, for existing devices
+    signing_keys: dict[str, DeviceSigningKey]  # for the devices that have a signing key
+
+
 class Assignments:
     """Which patient a device belonged to, over time. Assignments of one device never overlap."""
 
@@ -478,13 +490,13 @@ class Assignments:
             )
         return found
 
-    async def for_devices_with_credentials(
-        self, device_ids: Collection[str]
-    ) -> tuple[dict[str, list[DeviceAssignment]], dict[str, str]]:
-        """`for_devices`, and each existing device's credential hash (`Devices.secret_hashes`),
-        in one query: what ingest reads for the devices of a group commit."""
+    async def for_devices_with_credentials(self, device_ids: Collection[str]) -> DevicesAtIngest:
+        """`for_devices`, each existing device's credential hash (`Devices.secret_hashes`) and
+        signing key, in one query: what ingest reads for the devices of a group commit."""
+        found = DevicesAtIngest({device_id: [] for device_id in device_ids}, {}, {})
         if not device_ids:
-            return {}, {}
+            return found
+        keys = device_signing_keys.c
         query = (
             select(
                 devices.c.id,
@@ -492,17 +504,26 @@ class Assignments:
                 device_assignments.c.patient_id,
                 device_assignments.c.start,
                 device_assignments.c.end,
+                keys.public_key,
+                keys.key_id,
+                keys.required,
             )
-            .select_from(devices.outerjoin(device_assignments))
+            .select_from(
+                devices.outerjoin(device_assignments).outerjoin(
+                    device_signing_keys, keys.device_id == devices.c.id
+                )
+            )
             .where(devices.c.id.in_(sorted(set(device_ids))))
             .order_by(devices.c.id, device_assignments.c.start)
         )
-        histories: dict[str, list[DeviceAssignment]] = {device_id: [] for device_id in device_ids}
-        credentials: dict[str, str] = {}
         for r in (await self._conn.execute(query)).mappings():
-            credentials[r["id"]] = r["secret_hash"]
+            found.credentials[r["id"]] = r["secret_hash"]
+            if r["key_id"] is not None:
+                found.signing_keys[r["id"]] = DeviceSigningKey(
+                    r["id"], bytes(r["public_key"]), r["key_id"], r["required"]
+                )
             if r["start"] is not None:
-                histories[r["id"]].append(
+                found.histories[r["id"]].append(
                     DeviceAssignment(r["id"], r["patient_id"], r["start"], r["end"])
                 )
-        return histories, credentials
+        return found

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from itertools import groupby
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.crypto.envelope import DataKey
@@ -183,17 +183,18 @@ class Rollups:
                 for k in chunk
             ],
         )
-        stored: dict[RollupKey, bytes] = {}
-        for series, keys_of_series in groupby(chunk, key=lambda k: k.tuple()[:4]):
-            # One quantity at one resolution: an index seek per bucket (a row-value IN list
-            # would make SQLite scan the table).
-            # The range beside the list bounds the index scan even where the planner's
-            # statistics are stale (a table filled in one go) and it filters by the list.
-            patient_id, code, component, resolution = series
+        # One statement for every series of the chunk (a quantity at a resolution): an index
+        # range a series, ORed. The range beside each list bounds its index scan even where the
+        # planner's statistics are stale (a table filled in one go) and it filters by the
+        # list; a row-value IN list instead would make SQLite scan the table. Rows are locked
+        # in key order, as the ORDER BY returns them.
+        series = []
+        for (patient_id, code, component, resolution), keys_of_series in groupby(
+            chunk, key=lambda k: k.tuple()[:4]
+        ):
             buckets = [k.bucket for k in keys_of_series]
-            locked = (
-                select(table.c.bucket, table.c.stats)
-                .where(
+            series.append(
+                and_(
                     table.c.patient_id == patient_id,
                     table.c.code == code,
                     table.c.component == component,
@@ -202,11 +203,26 @@ class Rollups:
                     table.c.bucket <= buckets[-1],
                     table.c.bucket.in_(buckets),
                 )
-                .order_by(table.c.bucket)
-                .with_for_update()
             )
-            for bucket, sealed in await self._conn.execute(locked):
-                stored[RollupKey(patient_id, code, component, resolution, bucket)] = sealed
+        key_columns = (
+            table.c.patient_id,
+            table.c.code,
+            table.c.component,
+            table.c.resolution,
+            table.c.bucket,
+        )
+        locked = (
+            select(*key_columns, table.c.stats)
+            .where(or_(*series))
+            .order_by(*key_columns)
+            .with_for_update()
+        )
+        stored = {
+            RollupKey(patient_id, code, component, resolution, bucket): sealed
+            for patient_id, code, component, resolution, bucket, sealed in await self._conn.execute(
+                locked
+            )
+        }
         changes = []
         for k in chunk:
             merged = deltas[k]

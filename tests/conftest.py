@@ -8,6 +8,7 @@ where they fail: CI must exercise the real PostgreSQL backend.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import uuid
@@ -23,13 +24,15 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from medmesh import provisioning
-from medmesh.access.identity.principals import Role
+from medmesh.access.identity.passwords import hash_password, rules_for
+from medmesh.access.identity.principals import DEFAULT_ORGANIZATION, Role
 from medmesh.app import create_app
 from medmesh.config import Settings
 from medmesh.crypto.local import default_key_paths
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import metadata
+from medmesh.store.users import Users
 
 POSTGRES_URL = os.environ.get(
     "MEDMESH_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -151,18 +154,30 @@ async def make_world(database: Database, identifier: str = "MRN-1") -> World:
     )
     credential = await provisioning.register_device(database, display_name="Cuff", model="BP-1")
     await provisioning.assign_device(database, credential.device_id, patient.id, ASSIGNED_SINCE)
-    clinician = await provisioning.create_user(
-        database,
-        username=f"dr-test-{identifier.lower()}",
-        display_name="dr test",
-        role=Role.CLINICIAN,
-        password=CLINICIAN_PASSWORD,
-    )
-    await provisioning.add_to_care_team(database, patient.id, clinician.id, added_by="test")
+    # The clinician's account as `provisioning.create_user` makes it, with the password's
+    # argon2id hash made once a session: hashing takes a quarter of a second and a core, and
+    # most tests make a world (tests/unit/test_accounts*.py and the sign-in tests go through
+    # create_user itself).
+    clinician_id = str(uuid.uuid4())
+    async with database.write() as conn:
+        await Users(conn).add(
+            user_id=clinician_id,
+            organization_id=DEFAULT_ORGANIZATION,
+            username=f"dr-test-{identifier.lower()}",
+            display_name="dr test",
+            role=Role.CLINICIAN.value,
+            password_hash=_clinician_password_hash(),
+        )
+    await provisioning.add_to_care_team(database, patient.id, clinician_id, added_by="test")
     token = await provisioning.issue_user_token(
-        database, user_id=clinician.id, scopes="user/*.cruds"
+        database, user_id=clinician_id, scopes="user/*.cruds"
     )
-    return World(patient.id, credential.device_id, credential.secret, token, clinician.id)
+    return World(patient.id, credential.device_id, credential.secret, token, clinician_id)
+
+
+@functools.cache
+def _clinician_password_hash() -> str:
+    return hash_password(CLINICIAN_PASSWORD, username="dr-test", rules=rules_for(Role.CLINICIAN))
 
 
 @pytest.fixture

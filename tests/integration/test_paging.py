@@ -27,7 +27,7 @@ from medmesh.store.database import Database
 from medmesh.testing import FrozenClock
 from medmesh.wiring import pager_settings
 from tests.accounts_fixtures import Person, csrf_of, make_clinician, sign_in
-from tests.conftest import World, make_world
+from tests.conftest import ASSIGNED_SINCE, World, make_world
 from tests.helpers import AppClient, reading
 from tests.live_server import free_port
 from tests.page_receiver import PageReceiver, page_receiver
@@ -280,6 +280,22 @@ async def test_a_failing_mail_server_falls_through_to_the_next_channel(
         assert page.status == "sent"
 
 
+async def _another_patient(
+    database: Database, ward: Ward, identifier: str
+) -> tuple[str, dict[str, str]]:
+    """A patient with a device, on the care team of the ward's clinician and of the on-call
+    clinician: the patient and device of `make_world` without a clinician account of its own
+    (hashing that account's password was most of the time of a fifty-patient test)."""
+    patient = await provisioning.create_patient(
+        database, family="Doe", given="Jane", identifier=identifier
+    )
+    device = await provisioning.register_device(database, display_name="Cuff")
+    await provisioning.assign_device(database, device.device_id, patient.id, ASSIGNED_SINCE)
+    for user_id in (ward.world.clinician_id, ward.oncall.user_id):
+        await provisioning.add_to_care_team(database, patient.id, user_id, added_by="test")
+    return patient.id, {"Authorization": f"Bearer {device.secret}"}
+
+
 async def test_fifty_alerts_in_a_minute_are_one_page_per_person(
     ward: Ward, sink: Sink, database: Database
 ) -> None:
@@ -292,22 +308,23 @@ async def test_fifty_alerts_in_a_minute_are_one_page_per_person(
     assert plan.status_code == 200
     # Fifty patients of the same clinician, each with a critical reading, within a minute.
     for i in range(50):
-        world = ward.world if i == 0 else await make_world(database, f"MRN-S{i}")
+        patient_id, device_headers = (
+            (ward.world.patient_id, ward.world.device_headers)
+            if i == 0
+            else await _another_patient(database, ward, f"MRN-S{i}")
+        )
         if i:
-            await provisioning.add_to_care_team(
-                database, world.patient_id, ward.oncall.user_id, added_by="test"
-            )
             await ward.http.put(
-                f"/api/v1/patients/{world.patient_id}/care-plan",
+                f"/api/v1/patients/{patient_id}/care-plan",
                 json={"primary_clinician": ward.oncall.user_id},
-                headers=world.reader_headers,
+                headers=ward.world.reader_headers,
             )
         answer = await ward.http.post(
             "/ingest/v1/readings",
             json={
                 "readings": [reading(f"s-{i}", "blood-glucose", 40, "mg/dL", at=datetime.now(UTC))]
             },
-            headers=world.device_headers,
+            headers=device_headers,
         )
         assert answer.status_code == 202
         ward.clock.advance(timedelta(seconds=1))

@@ -17,6 +17,7 @@ from medmesh.domain.registry import DeviceAssignment
 from medmesh.domain.vocabulary import measure_by_key
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
+from medmesh.store.device_status import DeviceStatuses
 from medmesh.store.observations import ObservationQuery, Observations, TimeBound
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.schema import metadata, observation_components
@@ -211,3 +212,22 @@ async def test_failed_transaction_leaves_nothing_behind(database: Database, worl
             raise RuntimeError("crash before commit")
     async with database.read() as conn:
         assert await Observations(conn).existing_ids([batch[0].observation_id]) == set()
+
+
+async def test_devices_heard_from_together_are_each_seen_in_one_write(database: Database) -> None:
+    """A group commit records every device of the group as heard from: new ones and known
+    ones, each once however many of its batches the group holds."""
+    ids = [
+        (await provisioning.register_device(database, display_name=f"d{n}")).device_id
+        for n in range(3)
+    ]
+    earlier = datetime(2026, 12, 4, 8, 0, tzinfo=UTC)
+    later = earlier + timedelta(minutes=5)
+    async with database.write() as conn:
+        await DeviceStatuses(conn).seen([ids[0]], earlier)
+    async with database.write() as conn:
+        await DeviceStatuses(conn).seen([ids[2], ids[0], ids[1], ids[0]], later)
+        await DeviceStatuses(conn).seen([], later)  # a group of refused messages only
+    async with database.read() as conn:
+        statuses = [await DeviceStatuses(conn).get(device_id) for device_id in ids]
+    assert [s.last_seen if s else None for s in statuses] == [later, later, later]

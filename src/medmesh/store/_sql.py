@@ -25,3 +25,18 @@ def upsert(
     return statement.on_conflict_do_update(
         index_elements=key, set_={c: statement.excluded[c] for c in update}
     )
+
+
+def upsert_rows(
+    conn: AsyncConnection,
+    table: Table,
+    key: list[str],
+    rows: list[dict[str, Any]],
+    update: list[str],
+) -> Any:
+    """`upsert` of several rows in one statement (a multi-row VALUES, in the order given)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).values(rows)
+    return statement.on_conflict_do_update(
+        index_elements=key, set_={c: statement.excluded[c] for c in update}
+    )

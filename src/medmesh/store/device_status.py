@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.store._sql import upsert
+from medmesh.store._sql import upsert, upsert_rows
 from medmesh.store.schema import device_status
 
 
@@ -31,17 +31,13 @@ class DeviceStatuses:
     async def seen(self, device_ids: Iterable[str], at: datetime) -> None:
         """Record that each device was heard from at `at`.
 
-        Rows are written in device-id order, so two workers touching the same devices lock
-        them in the same order and cannot deadlock."""
-        for device_id in sorted(set(device_ids)):
+        One statement for every device (a group commit or an MQTT micro-batch has many);
+        its rows in device-id order, so two workers touching the same devices lock them in
+        the same order and cannot deadlock."""
+        rows = [{"device_id": d, "last_seen": at} for d in sorted(set(device_ids))]
+        if rows:
             await self._conn.execute(
-                upsert(
-                    self._conn,
-                    device_status,
-                    ["device_id"],
-                    {"device_id": device_id, "last_seen": at},
-                    ["last_seen"],
-                )
+                upsert_rows(self._conn, device_status, ["device_id"], rows, ["last_seen"])
             )
 
     async def report(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.alerts import Alert
+from medmesh.domain.care_plans import CarePlan
 from medmesh.domain.reading import Reading
 from medmesh.events.bus import EventBus
 from medmesh.rules import catalog
@@ -92,6 +93,23 @@ class RuleEngine:
         async with self._database.write() as conn:
             await Alerts(conn).lock_patients(patients)
             committed = await self._committed(conn, batches) if self._incremental else {}
+            # Read for the whole round in one query each (the patients are locked, so they
+            # are what a read at each patient's turn would find).
+            plans = await CarePlans(conn).for_patients(patients)
+            heads = (
+                await RuleStates(conn).heads(
+                    sorted(
+                        {
+                            r.patient_id
+                            for readings in batches
+                            for r in readings
+                            if r.measure.code in catalog.RULE_CODES
+                        }
+                    )
+                )
+                if self._incremental
+                else {}
+            )
             for index, readings in enumerate(batches):
                 by_patient: dict[str, list[Reading]] = {}
                 for reading in readings:
@@ -99,10 +117,11 @@ class RuleEngine:
                 for patient_id in sorted(by_patient):
                     changed += await self._evaluate(
                         conn,
-                        patient_id,
+                        plans.get(patient_id) or CarePlan(patient_id),
                         by_patient[patient_id],
                         written,
                         committed.pop(patient_id, ()),
+                        heads,
                         last_of_round=last[patient_id] == index,
                     )
         self._remember(written)  # committed: now the stored versions are these
@@ -146,10 +165,11 @@ class RuleEngine:
     async def _evaluate(
         self,
         conn: AsyncConnection,
-        patient_id: str,
+        plan: CarePlan,
         readings: Sequence[Reading],
         written: dict[str, tuple[int, RuleState]],
         committed: Iterable[StoredObservation],
+        heads: dict[str, tuple[int, bytes] | None],
         *,
         last_of_round: bool,
     ) -> list[Alert]:
@@ -157,10 +177,11 @@ class RuleEngine:
         (the patient is locked). The state is trimmed after the patient's last batch of the
         round only, so that the round's later readings merged ahead do not move the horizon
         past an earlier batch's window."""
+        patient_id = plan.patient_id
         batch_codes = {r.measure.code for r in readings}
         newest = max(r.effective for r in readings)
         alerts = Alerts(conn)
-        thresholds = thresholds_for(await CarePlans(conn).get(patient_id))
+        thresholds = thresholds_for(plan)
         outcomes: list[Outcome] = [
             # A device that sends readings is reporting again.
             Cleared(dedupe_key(STALE_RULE, patient_id, device_id))
@@ -170,7 +191,9 @@ class RuleEngine:
         if self._incremental:
             if batch_codes & catalog.RULE_CODES:
                 lookback = catalog.lookback(thresholds)
-                state, version = await self._state(conn, patient_id, newest - lookback, written)
+                state, version = await self._state(
+                    conn, patient_id, newest - lookback, written, heads
+                )
                 state.merge(committed)
                 state.merge(observed(r) for r in readings)
                 if codes:
@@ -212,6 +235,7 @@ class RuleEngine:
         patient_id: str,
         since: datetime,
         written: dict[str, tuple[int, RuleState]],
+        heads: dict[str, tuple[int, bytes] | None],
     ) -> tuple[RuleState, int | None]:
         """The patient's state covering `since` on, and the version stored (None: none is).
 
@@ -227,7 +251,8 @@ class RuleEngine:
         if patient_id in written:  # judged earlier in this round: this transaction's own
             version, state = written[patient_id]
         else:
-            stored = await states.head(patient_id)
+            # Read with the round's other heads, unless the patient was not among them.
+            stored = heads[patient_id] if patient_id in heads else await states.head(patient_id)
             # Taken out: put back only once the transaction that updates it has committed.
             cached = self._states.pop(patient_id, None)
             head = None if stored is None else Head.decode(stored[1])

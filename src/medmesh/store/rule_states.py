@@ -45,6 +45,21 @@ class RuleStates:
         key = await cipher_of(self._conn).key(patient_id)
         return row.version, key.open(row.state, _STATE, patient_id)
 
+    async def heads(self, patient_ids: Sequence[str]) -> dict[str, tuple[int, bytes] | None]:
+        """`head` of each patient, in one query (None for those without one)."""
+        found: dict[str, tuple[int, bytes] | None] = dict.fromkeys(patient_ids)
+        if not patient_ids:
+            return found
+        query = select(rule_states.c.patient_id, rule_states.c.version, rule_states.c.state).where(
+            rule_states.c.patient_id.in_(sorted(set(patient_ids)))
+        )
+        rows = (await self._conn.execute(query)).all()
+        keys = await cipher_of(self._conn).keys_for({row.patient_id for row in rows})
+        for row in rows:
+            key = keys[row.patient_id]
+            found[row.patient_id] = row.version, key.open(row.state, _STATE, row.patient_id)
+        return found
+
     async def segments(self, patient_id: str, after: int = 0) -> list[bytes]:
         """The segments written after version `after`, opened, in the order written."""
         query = (

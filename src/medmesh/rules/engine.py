@@ -93,8 +93,10 @@ class RuleEngine:
         async with self._database.write() as conn:
             await Alerts(conn).lock_patients(patients)
             committed = await self._committed(conn, batches) if self._incremental else {}
-            # Read for the whole round in one query each (the patients are locked, so they
-            # are what a read at each patient's turn would find).
+            # Read for the whole round in one query each. The heads are what a read at each
+            # patient's turn would find (only a round holding the patient's lock writes one);
+            # a care plan saved while the round runs counts from the next round, as one saved
+            # just after it would.
             plans = await CarePlans(conn).for_patients(patients)
             heads = (
                 await RuleStates(conn).heads(

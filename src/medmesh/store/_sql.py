@@ -40,3 +40,15 @@ def upsert_rows(
     return statement.on_conflict_do_update(
         index_elements=key, set_={c: statement.excluded[c] for c in update}
     )
+
+
+def insert_or_lock(conn: AsyncConnection, table: Table, key: list[str], touch: str) -> Any:
+    """INSERT … ON CONFLICT (key) DO UPDATE SET `touch` to itself, RETURNING every column: each
+    row comes back as stored, an existing one locked as `SELECT … FOR UPDATE` would lock it
+    (the update that changes nothing still takes the row's lock), a new one as inserted. Rows
+    are taken in the order given."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table).on_conflict_do_update(
+        index_elements=key, set_={touch: table.c[touch]}
+    )
+    return statement.returning(*table.c)

@@ -14,14 +14,13 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import groupby
 
-from sqlalchemy import and_, bindparam, delete, or_, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.crypto.envelope import DataKey
 from medmesh.domain.reading import Reading
-from medmesh.store._sql import insert_ignoring_duplicates
+from medmesh.store._sql import insert_or_lock
 from medmesh.store.database import cipher_of
 from medmesh.store.schema import observation_rollups
 
@@ -37,6 +36,7 @@ _PACKED = struct.Struct("<qdddd")
 _PLACEHOLDER = b""
 # Rows a statement touches at most: bound parameters stay far below SQLite's limit.
 _CHUNK = 500
+_KEY = ("patient_id", "code", "component", "resolution", "bucket")
 
 
 @dataclass(slots=True)
@@ -154,9 +154,9 @@ class Rollups:
     async def add(self, deltas: dict[RollupKey, Stats]) -> None:
         """Merge `deltas` into the stored buckets (made when missing).
 
-        Buckets are locked in key order (PostgreSQL `FOR UPDATE`; SQLite writes one
-        transaction at a time), so two batches of one patient, in two processes, add up rather
-        than overwrite each other and cannot deadlock.
+        Buckets are locked in key order (on PostgreSQL by the upsert that makes or finds them;
+        SQLite writes one transaction at a time), so two batches of one patient, in two
+        processes, add up rather than overwrite each other and cannot deadlock.
         """
         if not deltas:
             return
@@ -168,9 +168,11 @@ class Rollups:
     async def _add_chunk(
         self, chunk: list[RollupKey], deltas: dict[RollupKey, Stats], keys: dict[str, DataKey]
     ) -> None:
+        # One statement makes the missing buckets (empty) and locks the existing ones, in key
+        # order, returning each as stored.
         table = observation_rollups
-        await self._conn.execute(
-            insert_ignoring_duplicates(self._conn, table),
+        returned = await self._conn.execute(
+            insert_or_lock(self._conn, table, list(_KEY), "stats"),
             [
                 {
                     "patient_id": k.patient_id,
@@ -183,45 +185,9 @@ class Rollups:
                 for k in chunk
             ],
         )
-        # One statement for every series of the chunk (a quantity at a resolution): an index
-        # range a series, ORed. The range beside each list bounds its index scan even where the
-        # planner's statistics are stale (a table filled in one go) and it filters by the
-        # list; a row-value IN list instead would make SQLite scan the table. Rows are locked
-        # in key order, as the ORDER BY returns them.
-        series = []
-        for (patient_id, code, component, resolution), keys_of_series in groupby(
-            chunk, key=lambda k: k.tuple()[:4]
-        ):
-            buckets = [k.bucket for k in keys_of_series]
-            series.append(
-                and_(
-                    table.c.patient_id == patient_id,
-                    table.c.code == code,
-                    table.c.component == component,
-                    table.c.resolution == resolution,
-                    table.c.bucket >= buckets[0],
-                    table.c.bucket <= buckets[-1],
-                    table.c.bucket.in_(buckets),
-                )
-            )
-        key_columns = (
-            table.c.patient_id,
-            table.c.code,
-            table.c.component,
-            table.c.resolution,
-            table.c.bucket,
-        )
-        locked = (
-            select(*key_columns, table.c.stats)
-            .where(or_(*series))
-            .order_by(*key_columns)
-            .with_for_update()
-        )
         stored = {
-            RollupKey(patient_id, code, component, resolution, bucket): sealed
-            for patient_id, code, component, resolution, bucket, sealed in await self._conn.execute(
-                locked
-            )
+            RollupKey(r.patient_id, r.code, r.component, r.resolution, r.bucket): r.stats
+            for r in returned
         }
         changes = []
         for k in chunk:

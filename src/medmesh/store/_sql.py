@@ -20,11 +20,7 @@ def upsert(
     conn: AsyncConnection, table: Table, key: list[str], values: dict[str, Any], update: list[str]
 ) -> Any:
     """INSERT … ON CONFLICT (key) DO UPDATE SET the `update` columns from the new row."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(table).values(**values)
-    return statement.on_conflict_do_update(
-        index_elements=key, set_={c: statement.excluded[c] for c in update}
-    )
+    return upsert_rows(conn, table, key, [values], update)
 
 
 def upsert_rows(

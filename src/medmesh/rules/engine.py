@@ -98,20 +98,9 @@ class RuleEngine:
             # a care plan saved while the round runs counts from the next round, as one saved
             # just after it would.
             plans = await CarePlans(conn).for_patients(patients)
-            heads = (
-                await RuleStates(conn).heads(
-                    sorted(
-                        {
-                            r.patient_id
-                            for readings in batches
-                            for r in readings
-                            if r.measure.code in catalog.RULE_CODES
-                        }
-                    )
-                )
-                if self._incremental
-                else {}
-            )
+            # `committed` has a key for every patient of the round with a reading the rules
+            # read: those whose state is judged.
+            heads = await RuleStates(conn).heads(sorted(committed)) if self._incremental else {}
             for index, readings in enumerate(batches):
                 by_patient: dict[str, list[Reading]] = {}
                 for reading in readings:

@@ -295,6 +295,7 @@ async def profiled(
         yield
         return
     spy = Path(venv_python()).with_name("py-spy")
+    out.parent.mkdir(parents=True, exist_ok=True)
     options = ["--subprocesses"] if subprocesses else []
     process = await asyncio.create_subprocess_exec(
         str(spy),
@@ -310,12 +311,17 @@ async def profiled(
         str(out),
         "--nonblocking",
         stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     await asyncio.sleep(0.5)  # attached before the block starts
     try:
         yield
     finally:
-        process.send_signal(signal.SIGINT)
-        await process.wait()
-        log(f"profile: {out}")
+        if process.returncode is None:
+            process.send_signal(signal.SIGINT)
+        _, stderr = await process.communicate()
+        if await asyncio.to_thread(out.exists):
+            log(f"profile: {out}")
+        else:
+            reason = stderr.decode(errors="replace").strip().splitlines()[:1]
+            log(f"profile: none written to {out} (py-spy: {' '.join(reason) or 'no reason given'})")

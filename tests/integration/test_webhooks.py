@@ -18,19 +18,24 @@ import pytest
 from fastapi import FastAPI
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.flag import Flag
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
-from medmesh import wiring
+from medmesh import provisioning, wiring
+from medmesh.access.erasure import erase_patient
 from medmesh.access.identity.credentials import hash_secret
 from medmesh.app import create_app
 from medmesh.config import Settings
-from medmesh.events.model import ALERT, READINGS, Event
+from medmesh.events.bus import InProcessBus
+from medmesh.events.model import ALERT, DEVICE, READINGS, Event
 from medmesh.services import Services
 from medmesh.store.database import Database
 from medmesh.store.schema import api_tokens
 from medmesh.store.subscriptions import ACTIVE, StoredSubscription, Subscriptions
 from medmesh.store.webhook_deliveries import Delivery, WebhookDeliveries
 from medmesh.webhooks.dispatcher import WebhookDispatcher
+from medmesh.webhooks.policy import WebhookPolicy
 from medmesh.webhooks.signing import verify
 from tests.conftest import World
 from tests.helpers import BASE_TIME, reading
@@ -439,6 +444,83 @@ async def test_two_dispatchers_on_one_database_deliver_each_event_once(
         if second is not None:
             await second.stop()
         await first.stop()
+
+
+async def _add_subscription(
+    database: Database, world: World, subscription_id: str, criteria: str
+) -> None:
+    async with database.write() as conn:
+        await Subscriptions(conn).add(
+            StoredSubscription(
+                id=subscription_id,
+                criteria=criteria,
+                endpoint="https://127.0.0.1:9/hook",
+                signing_secret="s3cret",
+                status=ACTIVE,
+                resource={},
+                created_at=datetime.now(UTC),
+                created_by=await _token_id(database, world.token),
+            )
+        )
+
+
+async def test_events_waiting_together_are_matched_against_one_read_of_the_subscriptions(
+    database: Database, world: World
+) -> None:
+    """Under load a commit's events wait together: each is still queued for exactly the
+    subscriptions it matches, and the active subscriptions are read once for all of them."""
+    await _add_subscription(database, world, "sub-obs", f"Observation?patient={world.patient_id}")
+    await _add_subscription(database, world, "sub-flag", "Flag")
+    other = await provisioning.create_patient(database, family="Other", given="O", identifier="O1")
+    readings = Event(READINGS, world.patient_id, {"count": 1, "codes": [], "observations": []})
+    alert = Event(ALERT, world.patient_id, {"id": "a-1"})
+    elsewhere = Event(READINGS, other.id, {"count": 1, "codes": [], "observations": []})
+    device = Event(DEVICE, None, {"device_id": "d-1", "online": True})
+    dispatcher = WebhookDispatcher(database, InProcessBus(), WebhookPolicy())
+    reads: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "FROM subscriptions" in statement:
+            reads.append(statement)
+
+    sqlalchemy_event.listen(Engine, "before_cursor_execute", count)
+    try:
+        added = await dispatcher.dispatch_many([readings, alert, elsewhere, device])
+    finally:
+        sqlalchemy_event.remove(Engine, "before_cursor_execute", count)
+    assert added == 2
+    assert len(reads) == 1
+    assert [d.event_id for d in await _deliveries(database, "sub-obs")] == [readings.id]
+    assert [d.event_id for d in await _deliveries(database, "sub-flag")] == [alert.id]
+
+
+async def test_an_event_that_cannot_be_queued_costs_only_itself(
+    database: Database, world: World
+) -> None:
+    """An alert of a patient erased since it was published cannot be sealed for delivery;
+    the events published with it are queued all the same."""
+    await _add_subscription(database, world, "sub-flag", "Flag")
+    gone = await provisioning.create_patient(database, family="Gone", given="G", identifier="G1")
+    await erase_patient(database, gone.id, reason="patient request", requested_by="admin-1")
+    bus = InProcessBus()
+    dispatcher = WebhookDispatcher(database, bus, WebhookPolicy())
+    await dispatcher.start()
+    try:
+        events = [
+            Event(ALERT, world.patient_id, {"id": "a-1"}),
+            Event(ALERT, gone.id, {"id": "a-2"}),
+            Event(ALERT, world.patient_id, {"id": "a-3"}),
+        ]
+        await bus.publish_many(events)  # waiting together when the dispatcher wakes
+
+        async def both_queued() -> bool:
+            return len(await _deliveries(database, "sub-flag")) == 2
+
+        await _eventually(both_queued)
+    finally:
+        await dispatcher.stop()
+    delivered = sorted(d.event_id for d in await _deliveries(database, "sub-flag"))
+    assert delivered == sorted([events[0].id, events[2].id])
 
 
 async def test_two_server_processes_notify_each_reading_exactly_once(

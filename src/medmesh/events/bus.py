@@ -36,6 +36,13 @@ class Subscription:
     async def get(self) -> Event:
         return await self._queue.get()
 
+    def take_waiting(self, limit: int) -> list[Event]:
+        """Up to `limit` of the events already queued, oldest first, without waiting."""
+        taken: list[Event] = []
+        while len(taken) < limit and not self._queue.empty():
+            taken.append(self._queue.get_nowait())
+        return taken
+
     @property
     def waiting(self) -> int:
         """How many events are queued, not yet taken."""

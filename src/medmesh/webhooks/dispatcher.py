@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 from medmesh.domain.subscription import Criteria, InvalidSubscription, parse_criteria
@@ -28,6 +28,7 @@ from medmesh.webhooks.sender import WebhookSender
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 10_000  # events waiting for the dispatcher before the bus drops the oldest
+DISPATCH_BATCH = 500  # events matched against one read of the active subscriptions, at most
 NOTIFIED = (READINGS, ALERT, REFILL, MESSAGE)  # the event kinds a Subscription may match
 
 
@@ -96,7 +97,9 @@ class WebhookDispatcher:
     async def _run(self) -> None:
         assert self._subscription is not None
         dropped = 0
-        async for event in self._subscription:
+        while True:
+            first = await self._subscription.get()
+            events = [first, *self._subscription.take_waiting(DISPATCH_BATCH - 1)]
             if self._subscription.dropped > dropped:
                 log.error(
                     "webhook dispatcher fell behind: %d events dropped",
@@ -104,32 +107,51 @@ class WebhookDispatcher:
                 )
                 dropped = self._subscription.dropped
             try:
-                await self.dispatch(event)
-            except Exception as exc:  # one event lost is better than a dispatcher stopped
-                log.error("webhook dispatch of event %s failed (%s)", event.id, type(exc).__name__)
+                await self.dispatch_many(events)
+            except Exception:
+                # Each on its own, so that one event that cannot be queued costs only itself.
+                for event in events:
+                    try:
+                        await self.dispatch(event)
+                    except Exception as exc:  # one event lost is better than a dispatcher stopped
+                        log.error(
+                            "webhook dispatch of event %s failed (%s)", event.id, type(exc).__name__
+                        )
 
     async def dispatch(self, event: Event) -> int:
         """Queue the event for the subscriptions it matches; returns how many rows were added
         (0 when another process queued them first)."""
-        if event.kind not in NOTIFIED:
+        return await self.dispatch_many([event])
+
+    async def dispatch_many(self, events: Sequence[Event]) -> int:
+        """`dispatch` of each event, in order, with the active subscriptions read once for all
+        of them: under load the events of several commits are waiting together, and one read
+        a batch rather than one an event keeps the database for the readings. The read comes
+        after every event of the batch was published, so a subscription counts for an event
+        as soon as it would when read for that event alone."""
+        notified = [event for event in events if event.kind in NOTIFIED]
+        if not notified:
             return 0
         async with self._database.read() as conn:
             active = await Subscriptions(conn).active()
-        targets = []
-        for subscription in active:
-            criteria = _criteria(subscription.criteria)
-            if (
-                criteria is not None
-                and matches(criteria, event)
-                and (self._audience is None or await self._audience(subscription, event))
-            ):
-                targets.append(subscription.id)
-        if not targets:
-            return 0
-        async with self._database.write() as conn:
-            added = await WebhookDeliveries(conn).enqueue(
-                targets, event.id, event.to_json(), self._clock(), event.patient_id
-            )
-        if added:
-            self.sender.wake()
+        added = 0
+        try:
+            for event in notified:
+                targets = [s.id for s in active if await self._matches(s, event)]
+                if targets:
+                    async with self._database.write() as conn:
+                        added += await WebhookDeliveries(conn).enqueue(
+                            targets, event.id, event.to_json(), self._clock(), event.patient_id
+                        )
+        finally:
+            if added:  # those queued before a failure are delivered all the same
+                self.sender.wake()
         return added
+
+    async def _matches(self, subscription: StoredSubscription, event: Event) -> bool:
+        criteria = _criteria(subscription.criteria)
+        return (
+            criteria is not None
+            and matches(criteria, event)
+            and (self._audience is None or await self._audience(subscription, event))
+        )

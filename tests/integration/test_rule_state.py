@@ -15,6 +15,7 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from medmesh import provisioning
 from medmesh.access.erasure import erase_patient
 from medmesh.crypto.errors import DataKeyDestroyed
 from medmesh.domain.alerts import Alert, AlertStatus
@@ -36,7 +37,7 @@ from medmesh.sim.models import (
 from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
-from medmesh.store.rule_states import RuleStates
+from medmesh.store.rule_states import RuleStates, SegmentWrite, StatePut
 from medmesh.store.schema import rule_state_segments, rule_states
 from medmesh.testing import FrozenClock
 from tests.conftest import World, make_world
@@ -211,17 +212,22 @@ async def test_two_processes_ingesting_one_patient_raise_each_alert_once(
         await second.stop()
     alerts = await _alerts(database, world.patient_id)
     assert [(a.rule, a.status) for a in alerts] == [("spo2-low", AlertStatus.RESOLVED)]
+    version, state = await _loaded(database, world.patient_id)
+    assert version == len(low) + len(back)  # one write a batch, none lost
+    assert len(state) == len(low) + len(back)
+
+
+async def _loaded(database: Database, patient_id: str) -> tuple[int, RuleState]:
+    """The patient's stored state as a restarted process loads it, with its version."""
     async with database.read() as conn:
-        stored = await RuleStates(conn).head(world.patient_id)
+        stored = await RuleStates(conn).head(patient_id)
         assert stored is not None
         version, data = stored
         head = Head.decode(data)
         assert head is not None
-        state = RuleState.load(
-            world.patient_id, head, await RuleStates(conn).segments(world.patient_id)
+        return version, RuleState.load(
+            patient_id, head, await RuleStates(conn).segments(patient_id)
         )
-    assert version == len(low) + len(back)  # one write a batch, none lost
-    assert len(state) == len(low) + len(back)
 
 
 @pytest.mark.parametrize("incremental", [True, False], ids=["state", "history"])
@@ -315,6 +321,54 @@ async def test_erasure_deletes_the_rule_state_and_a_copy_of_it_no_longer_opens(
         await keyed.dispose()
 
 
+async def test_a_rounds_states_stored_together_are_each_what_was_put(
+    database: Database,
+) -> None:
+    """A round stores its patients' states in one call: each patient's head, version and
+    segments read back as if stored alone (a new patient's, an appended minute, minutes
+    dropped behind the horizon, a minute rewritten whole, a full rewrite)."""
+    a, b, c = [
+        (
+            await provisioning.create_patient(
+                database, family=f"R{n}", given="S", identifier=f"RS-{n}"
+            )
+        ).id
+        for n in range(3)
+    ]
+    m0, m1, m2 = DAY, DAY + MINUTE, DAY + 2 * MINUTE
+
+    def part(bucket: datetime, data: bytes, whole: bool = False) -> SegmentWrite:
+        return SegmentWrite(bucket, data, whole)
+
+    async def put(*puts: StatePut) -> dict[str, int]:
+        async with database.write() as conn:
+            return await RuleStates(conn).put_many(list(puts), DAY)
+
+    async def stored(patient_id: str, after: int = 0) -> tuple[Any, list[bytes]]:
+        async with database.read() as conn:
+            states = RuleStates(conn)
+            return await states.head(patient_id), await states.segments(patient_id, after)
+
+    assert await put(
+        StatePut(a, b"a-head-1", [part(m0, b"a0"), part(m1, b"a1"), part(m2, b"a2")], None),
+        StatePut(b, b"b-head-1", [part(m0, b"b0"), part(m1, b"b1")], None),
+    ) == {a: 1, b: 1}
+    assert await put(
+        StatePut(a, b"a-head-2", [part(m2, b"a2-whole", whole=True)], 1, drop_before=m1),
+        StatePut(b, b"b-head-2", [part(m1, b"b1-more")], 1),
+        StatePut(c, b"c-head-1", [part(m0, b"c0")], None),
+    ) == {a: 2, b: 2, c: 1}
+    assert await stored(a) == ((2, b"a-head-2"), [b"a1", b"a2-whole"])
+    assert await stored(b) == ((2, b"b-head-2"), [b"b0", b"b1", b"b1-more"])
+    assert await stored(b, after=1) == ((2, b"b-head-2"), [b"b1-more"])
+    assert await stored(c) == ((1, b"c-head-1"), [b"c0"])
+    assert await put(
+        StatePut(b, b"b-head-3", [part(m2, b"b-all", whole=True)], 2, replace_all=True)
+    ) == {b: 3}
+    assert await stored(b) == ((3, b"b-head-3"), [b"b-all"])
+    assert await stored(a) == ((2, b"a-head-2"), [b"a1", b"a2-whole"])
+
+
 async def start_in_rounds(database: Database, clock: FrozenClock) -> Process:
     """A process whose after-commit worker is started only once a group of batches has been
     committed, so the whole group is judged as one round (`on_committed_round`)."""
@@ -373,3 +427,11 @@ async def test_judging_queued_batches_together_raises_exactly_the_alerts_of_judg
     assert expected, "the stream raises alerts"
     assert [_judged(a) for a in await _alerts(database, worlds[1].patient_id)] == expected
     assert [_judged(a) for a in await _alerts(database, worlds[2].patient_id)] == expected
+    # Stored once a round, the state a restarted process loads holds what the one stored
+    # batch by batch holds, from the later of their horizons (each trims on its own beat).
+    (_, by_batch), (version, by_round) = [await _loaded(database, w.patient_id) for w in worlds[1:]]
+    since, until = max(by_batch.horizon, by_round.horizon), DAY + timedelta(days=400)
+    codes = sorted(RULE_CODES)
+    kept = sorted((p.at, p.value) for p in by_round.window(since, until)(codes))
+    assert kept and kept == sorted((p.at, p.value) for p in by_batch.window(since, until)(codes))
+    assert version == len(groups)  # one write a round

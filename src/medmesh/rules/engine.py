@@ -1,7 +1,8 @@
 """The rules on every committed batch: per patient, merge the batch into the patient's rule
-state (rules/state.py), judge the woken rules on it, store the alert changes and the state,
-then publish the changes. The state replaces re-reading the rules' window from observations,
-so a batch costs what the batch costs however long the history."""
+state (rules/state.py), judge the woken rules on it and store the alert changes; store the
+round's states together at its end, then publish the changes. The state replaces re-reading
+the rules' window from observations, so a batch costs what the batch costs however long the
+history."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from medmesh.store.observations import (
     TimeBound,
 )
 from medmesh.store.pending_evaluations import PendingEvaluations
-from medmesh.store.rule_states import RuleStates
+from medmesh.store.rule_states import RuleStates, StatePut
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class RuleEngine:
         judging rounds never wait on each other in a cycle.
         """
         changed: list[Alert] = []
-        written: dict[str, tuple[int, RuleState]] = {}
+        # patient id → (version read, state): judged this round, stored at its end.
+        judged: dict[str, tuple[int | None, RuleState]] = {}
         patients = sorted({r.patient_id for readings in batches for r in readings})
         last = {r.patient_id: index for index, readings in enumerate(batches) for r in readings}
         async with self._database.write() as conn:
@@ -110,11 +112,12 @@ class RuleEngine:
                         conn,
                         plans.get(patient_id) or CarePlan(patient_id),
                         by_patient[patient_id],
-                        written,
+                        judged,
                         committed.pop(patient_id, ()),
                         heads,
                         last_of_round=last[patient_id] == index,
                     )
+            written = await self._store(conn, judged)
         self._remember(written)  # committed: now the stored versions are these
         await publish_alerts(self._bus, changed)
         # Counts only: titles and details are health data.
@@ -158,14 +161,15 @@ class RuleEngine:
         conn: AsyncConnection,
         plan: CarePlan,
         readings: Sequence[Reading],
-        written: dict[str, tuple[int, RuleState]],
+        judged: dict[str, tuple[int | None, RuleState]],
         committed: Iterable[StoredObservation],
         heads: dict[str, tuple[int, bytes] | None],
         *,
         last_of_round: bool,
     ) -> list[Alert]:
-        """Judge one patient's state at the newest of `readings` and store the changes
-        (the patient is locked). The state is trimmed after the patient's last batch of the
+        """Judge one patient's state at the newest of `readings` and store the alert changes
+        (the patient is locked); the state goes in `judged`, stored with the round's others
+        at its end. The state is trimmed after the patient's last batch of the
         round only, so that the round's later readings merged ahead do not move the horizon
         past an earlier batch's window."""
         patient_id = plan.patient_id
@@ -183,7 +187,7 @@ class RuleEngine:
             if batch_codes & catalog.RULE_CODES:
                 lookback = catalog.lookback(thresholds)
                 state, version = await self._state(
-                    conn, patient_id, newest - lookback, written, heads
+                    conn, patient_id, newest - lookback, judged, heads
                 )
                 state.merge(committed)
                 state.merge(observed(r) for r in readings)
@@ -192,17 +196,8 @@ class RuleEngine:
                     outcomes += catalog.evaluate(patient_id, window, batch_codes, thresholds)
                 if last_of_round:
                     state.trim(lookback)
-                write = state.changes()
-                version = await RuleStates(conn).put(
-                    patient_id,
-                    write.head,
-                    write.segments,
-                    version,
-                    self._clock(),
-                    drop_before=write.drop_before,
-                    replace_all=write.replace_all,
-                )
-                written[patient_id] = (version, state)
+                # Stored once for the round (`_store`), with what its later batches add.
+                judged[patient_id] = (version, state)
         elif codes:
             history = await Observations(conn).search(
                 ObservationQuery(
@@ -220,12 +215,33 @@ class RuleEngine:
             )
         return await apply_outcomes(alerts, patient_id, outcomes, self._clock())
 
+    async def _store(
+        self, conn: AsyncConnection, judged: dict[str, tuple[int | None, RuleState]]
+    ) -> dict[str, tuple[int, RuleState]]:
+        """Store the states the round judged, each over the version it was read at, all
+        together; returns each with its new version."""
+        puts = []
+        for patient_id, (version, state) in sorted(judged.items()):
+            write = state.changes()
+            puts.append(
+                StatePut(
+                    patient_id,
+                    write.head,
+                    write.segments,
+                    version,
+                    drop_before=write.drop_before,
+                    replace_all=write.replace_all,
+                )
+            )
+        versions = await RuleStates(conn).put_many(puts, self._clock())
+        return {patient_id: (versions[patient_id], judged[patient_id][1]) for patient_id in judged}
+
     async def _state(
         self,
         conn: AsyncConnection,
         patient_id: str,
         since: datetime,
-        written: dict[str, tuple[int, RuleState]],
+        judged: dict[str, tuple[int | None, RuleState]],
         heads: dict[str, tuple[int, bytes] | None],
     ) -> tuple[RuleState, int | None]:
         """The patient's state covering `since` on, and the version stored (None: none is).
@@ -239,8 +255,8 @@ class RuleEngine:
         states = RuleStates(conn)
         state: RuleState | None = None
         version: int | None = None
-        if patient_id in written:  # judged earlier in this round: this transaction's own
-            version, state = written[patient_id]
+        if patient_id in judged:  # judged earlier in this round: this transaction's own
+            version, state = judged[patient_id]
         else:
             # Read with the round's other heads, unless the patient was not among them.
             stored = heads[patient_id] if patient_id in heads else await states.head(patient_id)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.store.database import cipher_of
@@ -28,6 +28,20 @@ class SegmentWrite:
     bucket: datetime
     data: bytes
     whole: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StatePut:
+    """A patient's state to store over the version `previous` (None: none is stored yet):
+    its head, the segments to write, the minutes before `drop_before` to delete, and whether
+    every other segment goes (a full write)."""
+
+    patient_id: str
+    head: bytes
+    segments: Sequence[SegmentWrite]
+    previous: int | None
+    drop_before: datetime | None = None
+    replace_all: bool = False
 
 
 class RuleStates:
@@ -76,62 +90,97 @@ class RuleStates:
         key = await cipher_of(self._conn).key(patient_id)
         return [key.open(sealed, _SEGMENT, patient_id) for sealed in rows]
 
-    async def put(
-        self,
-        patient_id: str,
-        head: bytes,
-        segments: Sequence[SegmentWrite],
-        previous: int | None,
-        at: datetime,
-        *,
-        drop_before: datetime | None = None,
-        replace_all: bool = False,
-    ) -> int:
-        """Store a head and segments over version `previous` (None: there was none); returns
-        the new version. The caller holds the patient's lock, so nobody wrote in between."""
-        key = await cipher_of(self._conn).key(patient_id)
-        version = 1 if previous is None else previous + 1
-        mine = rule_state_segments.c.patient_id == patient_id
-        if replace_all or previous is None:
-            await self._conn.execute(delete(rule_state_segments).where(mine))
-        else:
-            if drop_before is not None:
-                await self._conn.execute(
-                    delete(rule_state_segments).where(
-                        mine, rule_state_segments.c.bucket < drop_before
-                    )
-                )
-            wholes = [s.bucket for s in segments if s.whole]
-            if wholes:
-                await self._conn.execute(
-                    delete(rule_state_segments).where(
-                        mine, rule_state_segments.c.bucket.in_(wholes)
-                    )
-                )
-        if segments:
+    async def put_many(self, puts: Sequence[StatePut], at: datetime) -> dict[str, int]:
+        """Store each patient's head and segments over its version `previous`; returns each
+        patient's new version. A round of the rules stores all its patients' states in a few
+        statements (each kind of change executed once for all of them), not two a patient.
+        The caller holds the patients' locks, so nobody wrote in between."""
+        if not puts:
+            return {}
+        cipher = cipher_of(self._conn)
+        keys = await cipher.keys_for({p.patient_id for p in puts})
+        for p in puts:
+            if p.patient_id not in keys:
+                keys[p.patient_id] = await cipher.key(p.patient_id)  # raises as it should
+        versions = {p.patient_id: 1 if p.previous is None else p.previous + 1 for p in puts}
+        segment = rule_state_segments.c
+        rewritten = sorted(p.patient_id for p in puts if p.replace_all or p.previous is None)
+        if rewritten:
             await self._conn.execute(
-                insert(rule_state_segments),
-                [
-                    {
-                        "patient_id": patient_id,
-                        "version": version,
-                        "bucket": s.bucket,
-                        "state": key.seal(s.data, _SEGMENT, patient_id),
-                    }
-                    for s in segments
-                ],
+                delete(rule_state_segments).where(segment.patient_id.in_(rewritten))
             )
-        sealed = key.seal(head, _STATE, patient_id)
-        if previous is None:
+        kept = [p for p in puts if not (p.replace_all or p.previous is None)]
+        dropped = [
+            {"b_patient": p.patient_id, "b_before": p.drop_before}
+            for p in kept
+            if p.drop_before is not None
+        ]
+        if dropped:
             await self._conn.execute(
-                rule_states.insert().values(
-                    patient_id=patient_id, version=version, state=sealed, updated_at=at
-                )
+                delete(rule_state_segments).where(
+                    segment.patient_id == bindparam("b_patient"),
+                    segment.bucket < bindparam("b_before"),
+                ),
+                dropped,
             )
-        else:
+        replaced = [
+            {"b_patient": p.patient_id, "b_bucket": s.bucket}
+            for p in kept
+            for s in p.segments
+            if s.whole
+        ]
+        if replaced:
+            await self._conn.execute(
+                delete(rule_state_segments).where(
+                    segment.patient_id == bindparam("b_patient"),
+                    segment.bucket == bindparam("b_bucket"),
+                ),
+                replaced,
+            )
+        rows = [
+            {
+                "patient_id": p.patient_id,
+                "version": versions[p.patient_id],
+                "bucket": s.bucket,
+                "state": keys[p.patient_id].seal(s.data, _SEGMENT, p.patient_id),
+            }
+            for p in puts
+            for s in p.segments
+        ]
+        if rows:
+            await self._conn.execute(insert(rule_state_segments), rows)
+        heads = {p.patient_id: keys[p.patient_id].seal(p.head, _STATE, p.patient_id) for p in puts}
+        new = [
+            {
+                "patient_id": p.patient_id,
+                "version": versions[p.patient_id],
+                "state": heads[p.patient_id],
+                "updated_at": at,
+            }
+            for p in puts
+            if p.previous is None
+        ]
+        if new:
+            await self._conn.execute(insert(rule_states), new)
+        moved = [
+            {
+                "b_patient": p.patient_id,
+                "b_version": versions[p.patient_id],
+                "b_state": heads[p.patient_id],
+                "b_at": at,
+            }
+            for p in puts
+            if p.previous is not None
+        ]
+        if moved:
             await self._conn.execute(
                 update(rule_states)
-                .where(rule_states.c.patient_id == patient_id)
-                .values(version=version, state=sealed, updated_at=at)
+                .where(rule_states.c.patient_id == bindparam("b_patient"))
+                .values(
+                    version=bindparam("b_version"),
+                    state=bindparam("b_state"),
+                    updated_at=bindparam("b_at"),
+                ),
+                moved,
             )
-        return version
+        return versions

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -48,6 +48,18 @@ def _alert(row: RowMapping, key: DataKey) -> Alert:
     )
 
 
+# What every round of the rules runs, built once (store/_sql.py says why).
+_LOCK_PATIENTS = (
+    select(patients.c.id)
+    .where(patients.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(patients.c.id)
+    .with_for_update(key_share=True)
+)
+_ACTIVE_OF_PATIENT = select(alerts).where(
+    alerts.c.patient_id == bindparam("p"), alerts.c.status.in_(_ACTIVE)
+)
+
+
 class Alerts:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -67,15 +79,12 @@ class Alerts:
     async def lock_patients(self, patient_ids: Collection[str]) -> None:
         """`lock_patient` for several patients in one statement, locked in id order."""
         if patient_ids:
-            await self._conn.execute(
-                select(patients.c.id)
-                .where(patients.c.id.in_(sorted(patient_ids)))
-                .order_by(patients.c.id)
-                .with_for_update(key_share=True)
-            )
+            await self._conn.execute(_LOCK_PATIENTS, {"ids": sorted(patient_ids)})
 
     async def _all(self, query: Select[tuple[object, ...]]) -> list[Alert]:
-        rows = (await self._conn.execute(query)).mappings().all()
+        return await self._opened((await self._conn.execute(query)).mappings().all())
+
+    async def _opened(self, rows: Sequence[RowMapping]) -> list[Alert]:
         keys = await cipher_of(self._conn).keys_for({r["patient_id"] for r in rows})
         return [_alert(r, keys[r["patient_id"]]) for r in rows if r["patient_id"] in keys]
 
@@ -132,10 +141,8 @@ class Alerts:
 
     async def active_for_patient(self, patient_id: str) -> dict[str, Alert]:
         """The patient's alerts not resolved, by dedupe key (at most one each)."""
-        query = select(alerts).where(
-            alerts.c.patient_id == patient_id, alerts.c.status.in_(_ACTIVE)
-        )
-        return {a.dedupe_key: a for a in await self._all(query)}
+        rows = (await self._conn.execute(_ACTIVE_OF_PATIENT, {"p": patient_id})).mappings().all()
+        return {a.dedupe_key: a for a in await self._opened(rows)}
 
     async def active_evidence(self, rules: Sequence[str]) -> dict[str, datetime]:
         """Last evidence time of each active alert of these rules, by dedupe key."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -46,6 +46,12 @@ def chain_json(chain: Sequence[EscalationStep]) -> list[dict[str, Any]]:
     return [{"to": s.to, "ref": s.ref, "after": dict(s.after)} for s in chain]
 
 
+# Read by every round of the rules, built once (store/_sql.py says why).
+_OF_PATIENTS = select(care_plans).where(
+    care_plans.c.patient_id.in_(bindparam("ids", expanding=True))
+)
+
+
 class CarePlans:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -59,8 +65,8 @@ class CarePlans:
         """Stored plans of these patients (patients without one are left out)."""
         if not patient_ids:
             return {}
-        query = select(care_plans).where(care_plans.c.patient_id.in_(list(patient_ids)))
-        return {p.patient_id: p for p in map(_plan, (await self._conn.execute(query)).mappings())}
+        rows = await self._conn.execute(_OF_PATIENTS, {"ids": list(patient_ids)})
+        return {p.patient_id: p for p in map(_plan, rows.mappings())}
 
     async def scheduled(self) -> list[CarePlan]:
         """Stored plans that expect readings on a schedule."""
@@ -83,5 +89,5 @@ class CarePlans:
             "updated_by": by,
         }
         await self._conn.execute(
-            upsert(self._conn, care_plans, ["patient_id"], values, list(values)[1:])
+            upsert(self._conn, care_plans, ("patient_id",), tuple(values)[1:]), values
         )

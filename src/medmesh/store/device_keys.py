@@ -52,12 +52,9 @@ class DeviceSigningKeys:
         }
         await self._conn.execute(
             upsert(
-                self._conn,
-                device_signing_keys,
-                ["device_id"],
-                values,
-                ["public_key", "key_id", "set_at"],
-            )
+                self._conn, device_signing_keys, ("device_id",), ("public_key", "key_id", "set_at")
+            ),
+            values,
         )
         stored = await self.get(device_id)
         assert stored is not None

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.store._sql import upsert, upsert_rows
+from medmesh.store._sql import upsert
 from medmesh.store.schema import device_status
 
 
@@ -37,7 +37,7 @@ class DeviceStatuses:
         rows = [{"device_id": d, "last_seen": at} for d in sorted(set(device_ids))]
         if rows:
             await self._conn.execute(
-                upsert_rows(self._conn, device_status, ["device_id"], rows, ["last_seen"])
+                upsert(self._conn, device_status, ("device_id",), ("last_seen",)), rows
             )
 
     async def report(
@@ -71,13 +71,7 @@ class DeviceStatuses:
             "reported_at": at,
         }
         await self._conn.execute(
-            upsert(
-                self._conn,
-                device_status,
-                ["device_id"],
-                values,
-                [k for k in values if k != "device_id"],
-            )
+            upsert(self._conn, device_status, ("device_id",), tuple(values)[1:]), values
         )
 
     async def get(self, device_id: str) -> DeviceStatus | None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, delete, false, literal, or_, select
+from sqlalchemy import and_, bindparam, delete, false, literal, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -177,6 +177,19 @@ def _within(
     return or_(false(), *groups)
 
 
+# Built once (store/_sql.py says why).
+_EXISTING = select(observations.c.id).where(observations.c.id.in_(bindparam("ids", expanding=True)))
+_BY_IDS = (
+    select(observations)
+    .where(observations.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(observations.c.effective, observations.c.id)
+)
+# PostgreSQL's INSERT … ON CONFLICT DO NOTHING RETURNING id (SQLite does without RETURNING).
+_INSERTED_IDS = (
+    postgresql.insert(observations).on_conflict_do_nothing().returning(observations.c.id)
+)
+
+
 class Observations:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -184,8 +197,7 @@ class Observations:
     async def existing_ids(self, ids: Sequence[str]) -> set[str]:
         if not ids:
             return set()
-        query = select(observations.c.id).where(observations.c.id.in_(ids))
-        return set((await self._conn.execute(query)).scalars())
+        return set((await self._conn.execute(_EXISTING, {"ids": list(ids)})).scalars())
 
     async def add_batch(self, readings: Sequence[Reading], received_at: datetime) -> set[str]:
         """Insert readings; one already stored (same device and message id) is left as it is.
@@ -251,7 +263,7 @@ class Observations:
                     insert_ignoring_duplicates(self._conn, observations), fresh
                 )
             return {str(row["id"]) for row in fresh}
-        insert = insert_ignoring_duplicates(self._conn, observations).returning(observations.c.id)
+        insert = _INSERTED_IDS
         params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
         return set((await self._conn.execute(insert, params)).scalars())
 
@@ -283,11 +295,8 @@ class Observations:
         """The stored observations among `observation_ids`, oldest first (unknown ids skipped)."""
         if not observation_ids:
             return []
-        return await self._fetch(
-            select(observations)
-            .where(observations.c.id.in_(observation_ids))
-            .order_by(observations.c.effective, observations.c.id)
-        )
+        rows = await self._conn.execute(_BY_IDS, {"ids": list(observation_ids)})
+        return await self._fetch_rows(rows.mappings().all())
 
     async def search(self, query: ObservationQuery) -> list[StoredObservation]:
         sql = select(observations)

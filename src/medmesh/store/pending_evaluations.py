@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.store.schema import pending_evaluation_patients, pending_evaluations
@@ -23,6 +23,19 @@ class PendingEvaluation:
     attempts: int
 
 
+# What every batch and every round runs, built once (store/_sql.py says why).
+_ADD = insert(pending_evaluations)
+_ADD_PATIENTS = insert(pending_evaluation_patients)
+_OF_PATIENTS = select(
+    pending_evaluation_patients.c.pending_id,
+    pending_evaluation_patients.c.patient_id,
+    pending_evaluation_patients.c.observation_ids,
+).where(pending_evaluation_patients.c.patient_id.in_(bindparam("ids", expanding=True)))
+_REMOVE_MANY = delete(pending_evaluations).where(
+    pending_evaluations.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
 class PendingEvaluations:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -32,15 +45,16 @@ class PendingEvaluations:
         pending_id = str(uuid.uuid4())
         observation_ids = [oid for ids in by_patient.values() for oid in ids]
         await self._conn.execute(
-            pending_evaluations.insert().values(
-                id=pending_id,
-                observation_ids=orjson.dumps(observation_ids).decode(),
-                created_at=at,
-                attempts=0,
-            )
+            _ADD,
+            {
+                "id": pending_id,
+                "observation_ids": orjson.dumps(observation_ids).decode(),
+                "created_at": at,
+                "attempts": 0,
+            },
         )
         await self._conn.execute(
-            pending_evaluation_patients.insert(),
+            _ADD_PATIENTS,
             [
                 {
                     "pending_id": pending_id,
@@ -57,13 +71,7 @@ class PendingEvaluations:
         judged yet, by any process) holding readings of `patient_ids`."""
         if not patient_ids:
             return []
-        rows = await self._conn.execute(
-            select(
-                pending_evaluation_patients.c.pending_id,
-                pending_evaluation_patients.c.patient_id,
-                pending_evaluation_patients.c.observation_ids,
-            ).where(pending_evaluation_patients.c.patient_id.in_(patient_ids))
-        )
+        rows = await self._conn.execute(_OF_PATIENTS, {"ids": list(patient_ids)})
         return [(pending_id, patient_id, orjson.loads(ids)) for pending_id, patient_id, ids in rows]
 
     async def remove(self, pending_id: str) -> None:
@@ -73,9 +81,7 @@ class PendingEvaluations:
 
     async def remove_many(self, pending_ids: Sequence[str]) -> None:
         if pending_ids:
-            await self._conn.execute(
-                delete(pending_evaluations).where(pending_evaluations.c.id.in_(pending_ids))
-            )
+            await self._conn.execute(_REMOVE_MANY, {"ids": list(pending_ids)})
 
     async def failed(self, pending_id: str) -> None:
         """Count a failed attempt; the row stays for the next recovery round."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import orjson
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -420,6 +420,28 @@ class DevicesAtIngest:
     signing_keys: dict[str, DeviceSigningKey]  # for the devices that have a signing key
 
 
+# What ingest reads of the devices of every group commit, built once (store/_sql.py says why).
+_DEVICES_AT_INGEST = (
+    select(
+        devices.c.id,
+        devices.c.secret_hash,
+        device_assignments.c.patient_id,
+        device_assignments.c.start,
+        device_assignments.c.end,
+        device_signing_keys.c.public_key,
+        device_signing_keys.c.key_id,
+        device_signing_keys.c.required,
+    )
+    .select_from(
+        devices.outerjoin(device_assignments).outerjoin(
+            device_signing_keys, device_signing_keys.c.device_id == devices.c.id
+        )
+    )
+    .where(devices.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(devices.c.id, device_assignments.c.start)
+)
+
+
 class Assignments:
     """Which patient a device belonged to, over time. Assignments of one device never overlap."""
 
@@ -496,27 +518,9 @@ class Assignments:
         found = DevicesAtIngest({device_id: [] for device_id in device_ids}, {}, {})
         if not device_ids:
             return found
-        keys = device_signing_keys.c
-        query = (
-            select(
-                devices.c.id,
-                devices.c.secret_hash,
-                device_assignments.c.patient_id,
-                device_assignments.c.start,
-                device_assignments.c.end,
-                keys.public_key,
-                keys.key_id,
-                keys.required,
-            )
-            .select_from(
-                devices.outerjoin(device_assignments).outerjoin(
-                    device_signing_keys, keys.device_id == devices.c.id
-                )
-            )
-            .where(devices.c.id.in_(sorted(set(device_ids))))
-            .order_by(devices.c.id, device_assignments.c.start)
-        )
-        for r in (await self._conn.execute(query)).mappings():
+        query = _DEVICES_AT_INGEST
+        ids = {"ids": sorted(set(device_ids))}
+        for r in (await self._conn.execute(query, ids)).mappings():
             found.credentials[r["id"]] = r["secret_hash"]
             if r["key_id"] is not None:
                 found.signing_keys[r["id"]] = DeviceSigningKey(

@@ -37,6 +37,18 @@ _PLACEHOLDER = b""
 # Rows a statement touches at most: bound parameters stay far below SQLite's limit.
 _CHUNK = 500
 _KEY = ("patient_id", "code", "component", "resolution", "bucket")
+# A chunk's merged stats, written back to the buckets its upsert locked (built once).
+_MERGED = (
+    update(observation_rollups)
+    .where(
+        observation_rollups.c.patient_id == bindparam("p"),
+        observation_rollups.c.code == bindparam("c"),
+        observation_rollups.c.component == bindparam("m"),
+        observation_rollups.c.resolution == bindparam("r"),
+        observation_rollups.c.bucket == bindparam("b"),
+    )
+    .values(stats=bindparam("stats"))
+)
 
 
 @dataclass(slots=True)
@@ -172,7 +184,7 @@ class Rollups:
         # order, returning each as stored.
         table = observation_rollups
         returned = await self._conn.execute(
-            insert_or_lock(self._conn, table, list(_KEY), "stats"),
+            insert_or_lock(self._conn, table, _KEY, "stats"),
             [
                 {
                     "patient_id": k.patient_id,
@@ -206,18 +218,7 @@ class Rollups:
                     "stats": keys[k.patient_id].seal(merged.pack(), _STATS, k.row()),
                 }
             )
-        await self._conn.execute(
-            update(table)
-            .where(
-                table.c.patient_id == bindparam("p"),
-                table.c.code == bindparam("c"),
-                table.c.component == bindparam("m"),
-                table.c.resolution == bindparam("r"),
-                table.c.bucket == bindparam("b"),
-            )
-            .values(stats=bindparam("stats")),
-            changes,
-        )
+        await self._conn.execute(_MERGED, changes)
 
     async def delete_patient(self, patient_id: str) -> int:
         table = observation_rollups

@@ -30,6 +30,36 @@ class SegmentWrite:
     whole: bool
 
 
+# What every round of the rules runs, built once (store/_sql.py says why).
+_segment = rule_state_segments.c
+_HEADS = select(rule_states.c.patient_id, rule_states.c.version, rule_states.c.state).where(
+    rule_states.c.patient_id.in_(bindparam("ids", expanding=True))
+)
+_SEGMENTS_AFTER = (
+    select(_segment.state)
+    .where(_segment.patient_id == bindparam("p"), _segment.version > bindparam("after"))
+    .order_by(_segment.version, _segment.bucket)
+)
+_DROP_ALL = delete(rule_state_segments).where(
+    _segment.patient_id.in_(bindparam("ids", expanding=True))
+)
+_DROP_BEFORE = delete(rule_state_segments).where(
+    _segment.patient_id == bindparam("b_patient"), _segment.bucket < bindparam("b_before")
+)
+_DROP_BUCKET = delete(rule_state_segments).where(
+    _segment.patient_id == bindparam("b_patient"), _segment.bucket == bindparam("b_bucket")
+)
+_ADD_SEGMENTS = insert(rule_state_segments)
+_ADD_HEADS = insert(rule_states)
+_MOVE_HEADS = (
+    update(rule_states)
+    .where(rule_states.c.patient_id == bindparam("b_patient"))
+    .values(
+        version=bindparam("b_version"), state=bindparam("b_state"), updated_at=bindparam("b_at")
+    )
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StatePut:
     """A patient's state to store over the version `previous` (None: none is stored yet):
@@ -64,10 +94,7 @@ class RuleStates:
         found: dict[str, tuple[int, bytes] | None] = dict.fromkeys(patient_ids)
         if not patient_ids:
             return found
-        query = select(rule_states.c.patient_id, rule_states.c.version, rule_states.c.state).where(
-            rule_states.c.patient_id.in_(sorted(set(patient_ids)))
-        )
-        rows = (await self._conn.execute(query)).all()
+        rows = (await self._conn.execute(_HEADS, {"ids": sorted(set(patient_ids))})).all()
         keys = await cipher_of(self._conn).keys_for({row.patient_id for row in rows})
         for row in rows:
             key = keys[row.patient_id]
@@ -76,15 +103,8 @@ class RuleStates:
 
     async def segments(self, patient_id: str, after: int = 0) -> list[bytes]:
         """The segments written after version `after`, opened, in the order written."""
-        query = (
-            select(rule_state_segments.c.state)
-            .where(
-                rule_state_segments.c.patient_id == patient_id,
-                rule_state_segments.c.version > after,
-            )
-            .order_by(rule_state_segments.c.version, rule_state_segments.c.bucket)
-        )
-        rows = (await self._conn.execute(query)).scalars().all()
+        found = await self._conn.execute(_SEGMENTS_AFTER, {"p": patient_id, "after": after})
+        rows = found.scalars().all()
         if not rows:
             return []
         key = await cipher_of(self._conn).key(patient_id)
@@ -103,12 +123,9 @@ class RuleStates:
             if p.patient_id not in keys:
                 keys[p.patient_id] = await cipher.key(p.patient_id)  # raises as it should
         versions = {p.patient_id: 1 if p.previous is None else p.previous + 1 for p in puts}
-        segment = rule_state_segments.c
         rewritten = sorted(p.patient_id for p in puts if p.replace_all or p.previous is None)
         if rewritten:
-            await self._conn.execute(
-                delete(rule_state_segments).where(segment.patient_id.in_(rewritten))
-            )
+            await self._conn.execute(_DROP_ALL, {"ids": rewritten})
         kept = [p for p in puts if not (p.replace_all or p.previous is None)]
         dropped = [
             {"b_patient": p.patient_id, "b_before": p.drop_before}
@@ -116,13 +133,7 @@ class RuleStates:
             if p.drop_before is not None
         ]
         if dropped:
-            await self._conn.execute(
-                delete(rule_state_segments).where(
-                    segment.patient_id == bindparam("b_patient"),
-                    segment.bucket < bindparam("b_before"),
-                ),
-                dropped,
-            )
+            await self._conn.execute(_DROP_BEFORE, dropped)
         replaced = [
             {"b_patient": p.patient_id, "b_bucket": s.bucket}
             for p in kept
@@ -130,13 +141,7 @@ class RuleStates:
             if s.whole
         ]
         if replaced:
-            await self._conn.execute(
-                delete(rule_state_segments).where(
-                    segment.patient_id == bindparam("b_patient"),
-                    segment.bucket == bindparam("b_bucket"),
-                ),
-                replaced,
-            )
+            await self._conn.execute(_DROP_BUCKET, replaced)
         rows = [
             {
                 "patient_id": p.patient_id,
@@ -148,7 +153,7 @@ class RuleStates:
             for s in p.segments
         ]
         if rows:
-            await self._conn.execute(insert(rule_state_segments), rows)
+            await self._conn.execute(_ADD_SEGMENTS, rows)
         heads = {p.patient_id: keys[p.patient_id].seal(p.head, _STATE, p.patient_id) for p in puts}
         new = [
             {
@@ -161,7 +166,7 @@ class RuleStates:
             if p.previous is None
         ]
         if new:
-            await self._conn.execute(insert(rule_states), new)
+            await self._conn.execute(_ADD_HEADS, new)
         moved = [
             {
                 "b_patient": p.patient_id,
@@ -173,14 +178,5 @@ class RuleStates:
             if p.previous is not None
         ]
         if moved:
-            await self._conn.execute(
-                update(rule_states)
-                .where(rule_states.c.patient_id == bindparam("b_patient"))
-                .values(
-                    version=bindparam("b_version"),
-                    state=bindparam("b_state"),
-                    updated_at=bindparam("b_at"),
-                ),
-                moved,
-            )
+            await self._conn.execute(_MOVE_HEADS, moved)
         return versions

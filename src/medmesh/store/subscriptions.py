@@ -49,6 +49,10 @@ def _subscription(row: RowMapping) -> StoredSubscription:
     )
 
 
+# Read for every batch of events the webhook dispatcher matches, built once (store/_sql.py).
+_ACTIVE = select(subscriptions).where(subscriptions.c.status == ACTIVE)
+
+
 class Subscriptions:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -96,9 +100,7 @@ class Subscriptions:
         return [_subscription(r) for r in rows.mappings()]
 
     async def active(self) -> list[StoredSubscription]:
-        rows = await self._conn.execute(
-            select(subscriptions).where(subscriptions.c.status == ACTIVE)
-        )
+        rows = await self._conn.execute(_ACTIVE)
         return [_subscription(r) for r in rows.mappings()]
 
     async def set_status(

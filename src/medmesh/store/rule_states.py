@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -50,13 +51,16 @@ _DROP_BUCKET = delete(rule_state_segments).where(
     _segment.patient_id == bindparam("b_patient"), _segment.bucket == bindparam("b_bucket")
 )
 _ADD_SEGMENTS = insert(rule_state_segments)
-_ADD_HEADS = insert(rule_states)
+_HEAD_VALUES: dict[str, Any] = {
+    "version": bindparam("b_version"),
+    "state": bindparam("b_state"),
+    "updated_at": bindparam("b_at"),
+}
+_ADD_HEADS = insert(rule_states).values(patient_id=bindparam("b_patient"), **_HEAD_VALUES)
 _MOVE_HEADS = (
     update(rule_states)
     .where(rule_states.c.patient_id == bindparam("b_patient"))
-    .values(
-        version=bindparam("b_version"), state=bindparam("b_state"), updated_at=bindparam("b_at")
-    )
+    .values(**_HEAD_VALUES)
 )
 
 
@@ -154,29 +158,19 @@ class RuleStates:
         ]
         if rows:
             await self._conn.execute(_ADD_SEGMENTS, rows)
-        heads = {p.patient_id: keys[p.patient_id].seal(p.head, _STATE, p.patient_id) for p in puts}
-        new = [
-            {
-                "patient_id": p.patient_id,
-                "version": versions[p.patient_id],
-                "state": heads[p.patient_id],
-                "updated_at": at,
-            }
-            for p in puts
-            if p.previous is None
-        ]
-        if new:
-            await self._conn.execute(_ADD_HEADS, new)
-        moved = [
+        heads = [
             {
                 "b_patient": p.patient_id,
                 "b_version": versions[p.patient_id],
-                "b_state": heads[p.patient_id],
+                "b_state": keys[p.patient_id].seal(p.head, _STATE, p.patient_id),
                 "b_at": at,
             }
             for p in puts
-            if p.previous is not None
         ]
+        new = [head for p, head in zip(puts, heads, strict=True) if p.previous is None]
+        if new:
+            await self._conn.execute(_ADD_HEADS, new)
+        moved = [head for p, head in zip(puts, heads, strict=True) if p.previous is not None]
         if moved:
             await self._conn.execute(_MOVE_HEADS, moved)
         return versions

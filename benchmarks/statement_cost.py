@@ -7,7 +7,8 @@ once; beside the limit, asyncpg's own `fetch` of the same SQL on the same connec
 CPU time of this process only (PostgreSQL's work is in its own process), so the figures are
 the client-side cost a statement adds to a request, whatever the machine's load.
 
-Run: `.venv/bin/python benchmarks/statement_cost.py` (`--statements N`, default 3000).
+Run: `.venv/bin/python benchmarks/statement_cost.py` (`--statements N`, default 3000;
+`--quick` for a smoke run).
 """
 
 from __future__ import annotations
@@ -111,7 +112,10 @@ def main() -> int:
         "--postgres-url", default=os.environ.get("MEDMESH_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     )
     parser.add_argument("--statements", type=int, default=3000, help="timed, for each way")
+    parser.add_argument("--quick", action="store_true", help="few statements, for a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.statements = 200
     asyncio.run(print_machine(postgres_url=args.postgres_url))
     try:
         asyncio.run(run(args.postgres_url, args.statements))

@@ -30,8 +30,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = sorted(p for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
 AT_ONCE = 4  # scripts running together: most of their time is server start-up and fsync
 TIMEOUT = 240.0  # per script, queueing included
-# A figure as the scripts print them: a number and its unit (12.3 ms, 1,234/s, 45 MiB, 30%).
-FIGURE = re.compile(r"\d[\d,.]*\s*(ms|s|/s|MiB|%)\b|\d[\d,.]*\s*(records|messages|readings)/s")
+# A figure as the scripts print them: a number and its unit (12.3 ms, 85 µs, 1,234/s, 45 MiB, 30%).
+FIGURE = re.compile(r"\d[\d,.]*\s*(µs|ms|s|/s|MiB|%)\b|\d[\d,.]*\s*(records|messages|readings)/s")
 
 
 @dataclass(frozen=True, slots=True)

@@ -103,6 +103,8 @@ class RuleEngine:
             # `committed` has a key for every patient of the round with a reading the rules
             # read: those whose state is judged.
             heads = await RuleStates(conn).heads(sorted(committed)) if self._incremental else {}
+            # Kept up to date by each batch's changes for the next (`apply_outcomes`).
+            active = await Alerts(conn).active_for_patients(patients)
             for index, readings in enumerate(batches):
                 by_patient: dict[str, list[Reading]] = {}
                 for reading in readings:
@@ -115,6 +117,7 @@ class RuleEngine:
                         judged,
                         committed.pop(patient_id, ()),
                         heads,
+                        active[patient_id],
                         last_of_round=last[patient_id] == index,
                     )
             written = await self._store(conn, judged)
@@ -164,6 +167,7 @@ class RuleEngine:
         judged: dict[str, tuple[int | None, RuleState]],
         committed: Iterable[StoredObservation],
         heads: dict[str, tuple[int, bytes] | None],
+        active: dict[str, Alert],
         *,
         last_of_round: bool,
     ) -> list[Alert]:
@@ -213,7 +217,7 @@ class RuleEngine:
             outcomes += catalog.evaluate(
                 patient_id, catalog.from_history(history), batch_codes, thresholds
             )
-        return await apply_outcomes(alerts, patient_id, outcomes, self._clock())
+        return await apply_outcomes(alerts, patient_id, outcomes, self._clock(), active)
 
     async def _store(
         self, conn: AsyncConnection, judged: dict[str, tuple[int | None, RuleState]]

@@ -58,6 +58,9 @@ _LOCK_PATIENTS = (
 _ACTIVE_OF_PATIENT = select(alerts).where(
     alerts.c.patient_id == bindparam("p"), alerts.c.status.in_(_ACTIVE)
 )
+_ACTIVE_OF_PATIENTS = select(alerts).where(
+    alerts.c.patient_id.in_(bindparam("ids", expanding=True)), alerts.c.status.in_(_ACTIVE)
+)
 
 
 class Alerts:
@@ -143,6 +146,18 @@ class Alerts:
         """The patient's alerts not resolved, by dedupe key (at most one each)."""
         rows = (await self._conn.execute(_ACTIVE_OF_PATIENT, {"p": patient_id})).mappings().all()
         return {a.dedupe_key: a for a in await self._opened(rows)}
+
+    async def active_for_patients(
+        self, patient_ids: Collection[str]
+    ) -> dict[str, dict[str, Alert]]:
+        """`active_for_patient` of several patients in one statement: every patient asked for
+        has an entry, empty when none of their alerts is active."""
+        found: dict[str, dict[str, Alert]] = {patient_id: {} for patient_id in patient_ids}
+        if found:
+            result = await self._conn.execute(_ACTIVE_OF_PATIENTS, {"ids": sorted(found)})
+            for alert in await self._opened(result.mappings().all()):
+                found[alert.patient_id][alert.dedupe_key] = alert
+        return found
 
     async def active_evidence(self, rules: Sequence[str]) -> dict[str, datetime]:
         """Last evidence time of each active alert of these rules, by dedupe key."""

@@ -13,6 +13,11 @@ medmesh (`python -m medmesh serve`, a child process) on the same work: senders p
 figure is printed with its ratio to its limit. "Judged" rates count until the alert rules have
 run on every batch (no `pending_evaluations` left), not only until the 202s.
 
+Single readings are also counted a server CPU-second (readings over the server process's
+user + system CPU, judging included), beside the bare ASGI endpoint's requests a CPU-second of
+its own process: what one core could take if the server had it alone. With many senders the
+client, not the server, sets the rate on two cores; this figure does not depend on it.
+
 History: half the senders' patients first get `--history-days` of one-a-minute heart rate (30
 days by default), the other half none, and both halves are measured the same way, so a cost
 that grows with history shows as a gap between the two rates.
@@ -49,6 +54,7 @@ from _common import (
     load_average,
     log,
     print_machine,
+    process_cpu,
     profiled,
     scratch_postgres,
     venv_python,
@@ -166,7 +172,13 @@ async def copy_limit(url: str, opts: Options) -> float:
     return per_sender * opts.senders / (time.perf_counter() - started)
 
 
-async def bare_asgi_limit(workdir: Path, opts: Options, size: int, requests: int) -> float:
+@dataclass(frozen=True, slots=True)
+class BareLimit:
+    per_second: float  # readings
+    per_cpu_second: float | None  # readings a CPU-second of the endpoint's process
+
+
+async def bare_asgi_limit(workdir: Path, opts: Options, size: int, requests: int) -> BareLimit:
     """Readings/s a bare ASGI endpoint answering 202 takes, same bodies, same client."""
     (workdir / "bare_app.py").write_text(BARE_APP)
     port = free_port()
@@ -203,9 +215,16 @@ async def bare_asgi_limit(workdir: Path, opts: Options, size: int, requests: int
                     )
                     assert response.status_code == 202
 
+            cpu = process_cpu(process.pid)
             started = time.perf_counter()
             await asyncio.gather(*(loop(s) for s in senders))
-            return requests * size * len(senders) / (time.perf_counter() - started)
+            readings = requests * size * len(senders)
+            elapsed = time.perf_counter() - started
+            used = process_cpu(process.pid)
+            return BareLimit(
+                readings / elapsed,
+                None if cpu is None or used is None or used <= cpu else readings / (used - cpu),
+            )
     finally:
         process.terminate()
         await process.wait()
@@ -506,8 +525,10 @@ async def run(opts: Options) -> list[Figure]:
             log(f"limit: raw COPY {copy:,.0f} rows/s")
             bare_batch = await bare_asgi_limit(workdir, opts, opts.batch, opts.requests)
             bare_single = await bare_asgi_limit(workdir, opts, 1, opts.single_requests)
-            log(f"limit: bare ASGI {bare_batch:,.0f} readings/s ({opts.batch} a request)")
-            log(f"limit: bare ASGI {bare_single:,.0f} readings/s (1 a request)")
+            log(
+                f"limit: bare ASGI {bare_batch.per_second:,.0f} readings/s ({opts.batch} a request)"
+            )
+            log(f"limit: bare ASGI {bare_single.per_second:,.0f} readings/s (1 a request)")
             async with (
                 running_server(
                     url, workdir, {"MEDMESH_GROUP_COMMIT_MS": str(opts.group_commit_ms)}
@@ -526,25 +547,43 @@ async def run(opts: Options) -> list[Figure]:
                 t0 = time.perf_counter()
                 acked30, judged30 = await measure(client, dsn, aged, opts.batch, opts.requests)
                 cpu30 = cpu_since(server, mark).shares(time.perf_counter() - t0)
+                mark = cpu_mark(server)
                 async with profiled(
                     server.pid, _profile_file(opts, "single"), rate=200, subprocesses=True
                 ):
                     acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
+                cpu1 = cpu_since(server, mark).server
             b, d = opts.batch, opts.history_days
             figures += _logged(
                 [
                     Figure(f"HTTP {b}/request, no history, acked", acked0, copy, "raw COPY"),
-                    Figure(f"HTTP {b}/request, no history, acked", acked0, bare_batch, "bare ASGI"),
+                    Figure(
+                        f"HTTP {b}/request, no history, acked",
+                        acked0,
+                        bare_batch.per_second,
+                        "bare ASGI",
+                    ),
                     Figure(f"HTTP {b}/request, no history, judged", judged0, copy, "raw COPY"),
                     Figure(f"HTTP {b}/request, {d} d history, acked", acked30, copy, "raw COPY"),
                     Figure(f"HTTP {b}/request, {d} d history, judged", judged30, copy, "raw COPY"),
                     Figure(
                         f"HTTP {b}/request judged: {d} d history vs none", judged30, judged0, "none"
                     ),
-                    Figure("HTTP 1/request, acked", acked1, bare_single, "bare ASGI"),
-                    Figure("HTTP 1/request, judged", judged1, bare_single, "bare ASGI"),
+                    Figure("HTTP 1/request, acked", acked1, bare_single.per_second, "bare ASGI"),
+                    Figure("HTTP 1/request, judged", judged1, bare_single.per_second, "bare ASGI"),
                 ]
             )
+            if cpu1 and bare_single.per_cpu_second:
+                figures += _logged(
+                    [
+                        Figure(
+                            "HTTP 1/request, judged, a server CPU-second",
+                            len(single) * opts.single_requests / cpu1,
+                            bare_single.per_cpu_second,
+                            "bare ASGI, a CPU-second",
+                        )
+                    ]
+                )
             log(f"server/client CPU (% of one core): no history {cpu0}, {d} d history {cpu30}")
             two = await provision_senders(url, "two", opts.senders * 2)
             async with (
@@ -566,9 +605,17 @@ async def run(opts: Options) -> list[Figure]:
                     acked2, judged2 = await measure(client, dsn, two, 1, opts.single_requests)
             figures += _logged(
                 [
-                    Figure("HTTP 1/request, 2 processes, acked", acked2, bare_single, "bare ASGI"),
                     Figure(
-                        "HTTP 1/request, 2 processes, judged", judged2, bare_single, "bare ASGI"
+                        "HTTP 1/request, 2 processes, acked",
+                        acked2,
+                        bare_single.per_second,
+                        "bare ASGI",
+                    ),
+                    Figure(
+                        "HTTP 1/request, 2 processes, judged",
+                        judged2,
+                        bare_single.per_second,
+                        "bare ASGI",
                     ),
                 ]
             )

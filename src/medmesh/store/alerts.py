@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from medmesh.crypto.envelope import DataKey
 from medmesh.domain.alerts import Alert, AlertStatus, Severity
 from medmesh.domain.errors import NotFound
+from medmesh.store._sql import any_of
 from medmesh.store.database import cipher_of
 from medmesh.store.schema import alerts, patients
 
@@ -51,7 +52,7 @@ def _alert(row: RowMapping, key: DataKey) -> Alert:
 # What every round of the rules runs, built once (store/_sql.py says why).
 _LOCK_PATIENTS = (
     select(patients.c.id)
-    .where(patients.c.id.in_(bindparam("ids", expanding=True)))
+    .where(any_of(patients.c.id, "ids"))
     .order_by(patients.c.id)
     .with_for_update(key_share=True)
 )
@@ -59,7 +60,7 @@ _ACTIVE_OF_PATIENT = select(alerts).where(
     alerts.c.patient_id == bindparam("p"), alerts.c.status.in_(_ACTIVE)
 )
 _ACTIVE_OF_PATIENTS = select(alerts).where(
-    alerts.c.patient_id.in_(bindparam("ids", expanding=True)), alerts.c.status.in_(_ACTIVE)
+    any_of(alerts.c.patient_id, "ids"), alerts.c.status.in_(_ACTIVE)
 )
 
 

@@ -8,12 +8,12 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.care_plans import CarePlan, EscalationStep, Schedule
-from medmesh.store._sql import upsert
+from medmesh.store._sql import any_of, upsert
 from medmesh.store.schema import care_plans
 
 
@@ -47,9 +47,7 @@ def chain_json(chain: Sequence[EscalationStep]) -> list[dict[str, Any]]:
 
 
 # Read by every round of the rules, built once (store/_sql.py says why).
-_OF_PATIENTS = select(care_plans).where(
-    care_plans.c.patient_id.in_(bindparam("ids", expanding=True))
-)
+_OF_PATIENTS = select(care_plans).where(any_of(care_plans.c.patient_id, "ids"))
 
 
 class CarePlans:

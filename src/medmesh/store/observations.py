@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from sqlalchemy import and_, bindparam, delete, false, literal, or_, select
+from sqlalchemy import and_, delete, false, literal, or_, select
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,7 +24,7 @@ from medmesh.domain.vocabulary import (
     is_laboratory_test,
 )
 from medmesh.store import rollups
-from medmesh.store._sql import insert_ignoring_duplicates
+from medmesh.store._sql import any_of, insert_ignoring_duplicates
 from medmesh.store.database import cipher_of
 from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.schema import observation_components, observations, observations_staging
@@ -178,10 +178,10 @@ def _within(
 
 
 # Built once (store/_sql.py says why).
-_EXISTING = select(observations.c.id).where(observations.c.id.in_(bindparam("ids", expanding=True)))
+_EXISTING = select(observations.c.id).where(any_of(observations.c.id, "ids"))
 _BY_IDS = (
     select(observations)
-    .where(observations.c.id.in_(bindparam("ids", expanding=True)))
+    .where(any_of(observations.c.id, "ids"))
     .order_by(observations.c.effective, observations.c.id)
 )
 # PostgreSQL's INSERT … ON CONFLICT DO NOTHING RETURNING id (SQLite does without RETURNING).

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.store._sql import any_of
 from medmesh.store.schema import pending_evaluation_patients, pending_evaluations
 
 
@@ -30,10 +31,8 @@ _OF_PATIENTS = select(
     pending_evaluation_patients.c.pending_id,
     pending_evaluation_patients.c.patient_id,
     pending_evaluation_patients.c.observation_ids,
-).where(pending_evaluation_patients.c.patient_id.in_(bindparam("ids", expanding=True)))
-_REMOVE_MANY = delete(pending_evaluations).where(
-    pending_evaluations.c.id.in_(bindparam("ids", expanding=True))
-)
+).where(any_of(pending_evaluation_patients.c.patient_id, "ids"))
+_REMOVE_MANY = delete(pending_evaluations).where(any_of(pending_evaluations.c.id, "ids"))
 
 
 class PendingEvaluations:

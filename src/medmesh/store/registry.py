@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import orjson
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.crypto.envelope import Cipher, DataKey
 from medmesh.domain.errors import Conflict, NotFound
 from medmesh.domain.registry import Device, DeviceAssignment, Patient, PostalAddress
+from medmesh.store._sql import any_of
 from medmesh.store.database import cipher_of
 from medmesh.store.device_keys import DeviceSigningKey
 from medmesh.store.schema import (
@@ -437,7 +438,7 @@ _DEVICES_AT_INGEST = (
             device_signing_keys, device_signing_keys.c.device_id == devices.c.id
         )
     )
-    .where(devices.c.id.in_(bindparam("ids", expanding=True)))
+    .where(any_of(devices.c.id, "ids"))
     .order_by(devices.c.id, device_assignments.c.start)
 )
 

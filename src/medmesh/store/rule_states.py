@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from medmesh.store._sql import any_of
 from medmesh.store.database import cipher_of
 from medmesh.store.schema import rule_state_segments, rule_states
 
@@ -34,16 +35,14 @@ class SegmentWrite:
 # What every round of the rules runs, built once (store/_sql.py says why).
 _segment = rule_state_segments.c
 _HEADS = select(rule_states.c.patient_id, rule_states.c.version, rule_states.c.state).where(
-    rule_states.c.patient_id.in_(bindparam("ids", expanding=True))
+    any_of(rule_states.c.patient_id, "ids")
 )
 _SEGMENTS_AFTER = (
     select(_segment.state)
     .where(_segment.patient_id == bindparam("p"), _segment.version > bindparam("after"))
     .order_by(_segment.version, _segment.bucket)
 )
-_DROP_ALL = delete(rule_state_segments).where(
-    _segment.patient_id.in_(bindparam("ids", expanding=True))
-)
+_DROP_ALL = delete(rule_state_segments).where(any_of(_segment.patient_id, "ids"))
 _DROP_BEFORE = delete(rule_state_segments).where(
     _segment.patient_id == bindparam("b_patient"), _segment.bucket < bindparam("b_before")
 )

@@ -3,14 +3,20 @@ ahead of the batches queued before it, each patient's batches still in commit or
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import stored_measure
 from medmesh.ingest.after_commit import AfterCommit
 from medmesh.rules.urgency import may_alert_at_once
 from medmesh.store.database import Database
+from medmesh.store.pending_evaluations import PendingEvaluations
+from tests.conftest import World
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -54,3 +60,34 @@ async def test_urgent_patients_are_judged_first_and_each_patient_keeps_commit_or
         [["m-a-1"], ["m-a-2", "m-b-2"]],
         [["m-b-3"]],
     ]
+
+
+async def test_a_pending_batch_is_held_from_its_transaction_and_let_go_if_never_queued(
+    database: Database, world: World
+) -> None:
+    """A committed batch is this process's from its transaction on, so a round does not read
+    it ahead as another process's; but a batch that fails to commit, or whose hand-over is
+    cancelled, must not stay held, or this process's recovery would never take it up."""
+    after = AfterCommit(database, recover_after=timedelta(0), max_queued=1)
+
+    with pytest.raises(RuntimeError):
+        async with after.holding() as hold, database.write() as conn:
+            hold(await PendingEvaluations(conn).add({world.patient_id: ["o-1"]}, AT))
+            raise RuntimeError("the commit failed")
+    assert after.held() == frozenset()
+
+    async with after.holding() as hold, database.write() as conn:
+        pending_id = await PendingEvaluations(conn).add({world.patient_id: ["o-2"]}, AT)
+        hold(pending_id)
+    assert after.held() == {pending_id}  # committed, not handed over yet
+
+    await after.submit("queued-first", [_reading("a", 1)])  # the queue (of 1) is full
+    handing_over = asyncio.create_task(after.submit(pending_id, [_reading("b", 2)]))
+    await asyncio.sleep(0.05)
+    handing_over.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await handing_over
+    assert pending_id not in after.held()
+    assert await after.recover() == 1  # taken up, as a batch of a process that died is
+    async with database.read() as conn:
+        assert await PendingEvaluations(conn).not_newer_than(AT + timedelta(days=3650)) == []

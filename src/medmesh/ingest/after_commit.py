@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -113,6 +113,24 @@ class AfterCommit:
         """`listener` is called once a round, with its batches in commit order."""
         self._listeners.append(listener)
 
+    @contextlib.asynccontextmanager
+    async def holding(self) -> AsyncIterator[Callable[[str], None]]:
+        """Around a transaction that writes pending rows: `hold(pending_id)` counts the row
+        as this process's (`held`) from before its commit, so that a round judging its
+        patients meanwhile does not take its readings for another process's and read them
+        ahead; if the transaction fails, the rows it held are released."""
+        held: list[str] = []
+
+        def hold(pending_id: str) -> None:
+            self._in_hand.add(pending_id)
+            held.append(pending_id)
+
+        try:
+            yield hold
+        except BaseException:
+            self._in_hand.difference_update(held)
+            raise
+
     def held(self) -> frozenset[str]:
         """The pending batches handed to this process and not finished (its own queue)."""
         return frozenset(self._in_hand)
@@ -143,12 +161,19 @@ class AfterCommit:
         urgent = frozenset(
             () if self._urgent is None else (r.patient_id for r in readings if self._urgent(r))
         )
-        async with self._changed:
-            await self._changed.wait_for(lambda: len(self._queue) < self._max_queued)
-            self._in_hand.add(pending_id)
-            self._parts[pending_id] = self._parts.get(pending_id, 0) + 1
-            self._queue.append(_Queued(pending_id, readings, urgent))
-            self._changed.notify_all()
+        try:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self._queue) < self._max_queued)
+                self._in_hand.add(pending_id)
+                self._parts[pending_id] = self._parts.get(pending_id, 0) + 1
+                self._queue.append(_Queued(pending_id, readings, urgent))
+                self._changed.notify_all()
+        except BaseException:
+            # Not queued (cancelled while the queue was full): held since its transaction
+            # (`holding`), it is let go, so that recovery takes it up.
+            if pending_id not in self._parts:
+                self._in_hand.discard(pending_id)
+            raise
 
     async def settled(self) -> None:
         """Wait until every batch handed over so far has been through the listeners."""

@@ -251,7 +251,8 @@ class IngestPipeline:
         received_at = self.now()
         results = [IngestResult() for _ in batches]
         letters = list(refused)
-        async with self._database.write() as conn:
+        # A pending row held (`hold`) is released again if the transaction fails.
+        async with self.after_commit.holding() as hold, self._database.write() as conn:
             observations = Observations(conn)
             assignments = Assignments(conn)
             valid: dict[str, tuple[IngestResult, Reading]] = {}
@@ -313,6 +314,9 @@ class IngestPipeline:
                 for reading in fresh:
                     by_patient.setdefault(reading.patient_id, []).append(reading.observation_id)
                 pending_id = await PendingEvaluations(conn).add(by_patient, received_at)
+                # Judged here, in commit order: a round of the rules must not read it ahead
+                # as another process's, even before it is handed over after the commit.
+                hold(pending_id)
         if pending_id is not None:
             await self.after_commit.submit(pending_id, fresh)
         return results

@@ -10,6 +10,7 @@ was read, on both backends.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from medmesh import provisioning
@@ -56,13 +57,26 @@ async def _all(database: Database, patient_id: str) -> list[Alert]:
         return await Alerts(conn).search(patient_id=patient_id)
 
 
+async def _read_then_acted_on(
+    database: Database, patient: str, act: Callable[[str], Awaitable[Alert]]
+) -> tuple[Alert, dict[str, Alert]]:
+    """An alert opened; the patient's active alerts read, as a round's start reads them; then
+    a clinician's `act` on the alert, committed."""
+    (opened,) = await _apply(database, patient, [_finding(patient, 1)], {})
+    active = await _read(database, patient)
+    await act(opened.id)
+    return opened, active
+
+
+def _acknowledge(database: Database) -> Callable[[str], Awaitable[Alert]]:
+    return lambda alert_id: lifecycle.acknowledge(database, InProcessBus(), alert_id, "dr-lee")
+
+
 async def test_a_condition_that_clears_resolves_an_alert_acknowledged_since_it_was_read(
     database: Database, world: World
 ) -> None:
     patient = world.patient_id
-    (opened,) = await _apply(database, patient, [_finding(patient, 1)], {})
-    active = await _read(database, patient)
-    await lifecycle.acknowledge(database, InProcessBus(), opened.id, "dr-lee")
+    _, active = await _read_then_acted_on(database, patient, _acknowledge(database))
 
     (changed,) = await _apply(database, patient, [Cleared(f"{RULE}:{patient}")], active)
 
@@ -77,9 +91,13 @@ async def test_a_finding_after_a_clinician_resolved_the_alert_opens_a_new_one(
     database: Database, world: World
 ) -> None:
     patient = world.patient_id
-    (first,) = await _apply(database, patient, [_finding(patient, 1)], {})
-    active = await _read(database, patient)
-    await lifecycle.resolve(database, InProcessBus(), first.id, "dr-lee", "seen at the bedside")
+    first, active = await _read_then_acted_on(
+        database,
+        patient,
+        lambda alert_id: lifecycle.resolve(
+            database, InProcessBus(), alert_id, "dr-lee", "seen at the bedside"
+        ),
+    )
 
     (changed,) = await _apply(database, patient, [_finding(patient, 2)], active)
 
@@ -97,9 +115,7 @@ async def test_a_retrigger_of_an_alert_acknowledged_since_it_was_read_keeps_it_a
     database: Database, world: World
 ) -> None:
     patient = world.patient_id
-    (opened,) = await _apply(database, patient, [_finding(patient, 1)], {})
-    active = await _read(database, patient)
-    await lifecycle.acknowledge(database, InProcessBus(), opened.id, "dr-lee")
+    opened, active = await _read_then_acted_on(database, patient, _acknowledge(database))
 
     (changed,) = await _apply(database, patient, [_finding(patient, 2)], active)
 

@@ -9,9 +9,10 @@ object executed again keeps its cache key.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, String, Table, any_, bindparam
+from sqlalchemy import Boolean, Row, Select, String, Table, any_, bindparam, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
@@ -50,20 +51,34 @@ def upsert(
     return _built[cache_key]
 
 
-def insert_or_lock(conn: AsyncConnection, table: Table, key: tuple[str, ...], touch: str) -> Any:
+async def insert_or_lock(
+    conn: AsyncConnection,
+    table: Table,
+    key: tuple[str, ...],
+    touch: str,
+    rows: Sequence[Mapping[str, Any]],
+) -> Sequence[Row[Any]]:
     """INSERT … ON CONFLICT (key) DO UPDATE SET `touch` to itself, RETURNING every column: each
     row comes back as stored, an existing one locked as `SELECT … FOR UPDATE` would lock it
     (the update that changes nothing still takes the row's lock), a new one as inserted. Rows
-    are taken in the order given."""
-    cache_key = ("lock", conn.dialect.name, table, key, touch)
+    are taken in the order given; each has the same columns, and no two the same key. On
+    PostgreSQL the rows go as arrays (`unnested`), one statement text whatever their number."""
+    if not rows:
+        return []
+    columns = tuple(rows[0])
+    cache_key = ("lock", conn.dialect.name, table, key, touch, columns)
     if cache_key not in _built:
-        statement = (
-            _dialect(conn)
-            .insert(table)
-            .on_conflict_do_update(index_elements=list(key), set_={touch: table.c[touch]})
-        )
-        _built[cache_key] = statement.returning(*table.c)
-    return _built[cache_key]
+        statement = _dialect(conn).insert(table)
+        if conn.dialect.name == "postgresql":
+            statement = statement.from_select(columns, unnested(table, columns))
+        _built[cache_key] = statement.on_conflict_do_update(
+            index_elements=list(key), set_={touch: table.c[touch]}
+        ).returning(*table.c)
+    if conn.dialect.name == "postgresql":
+        result = await conn.execute(_built[cache_key], as_arrays(rows, columns))
+    else:
+        result = await conn.execute(_built[cache_key], list(rows))
+    return result.all()
 
 
 class AnyOf(ColumnElement[bool]):
@@ -95,13 +110,31 @@ def _any_of_in(element: AnyOf, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(AnyOf, "postgresql")
 def _any_of_array(element: AnyOf, compiler: SQLCompiler, **kw: Any) -> str:
-    # Unbounded: an explicit cast to VARCHAR(36)[] would cut a longer value down to 36
-    # characters, and so find the row whose id is its first 36.
-    item = String() if isinstance(element.column.type, String) else element.column.type
-    array = bindparam(element.name, type_=postgresql.ARRAY(item))
+    # Unbounded, or a longer value would find the row whose id is its first 36 characters.
+    array = bindparam(element.name, type_=postgresql.ARRAY(_unbounded(element.column.type)))
     return str(compiler.process(element.column == any_(array), **kw))
 
 
 def any_of(column: ColumnElement[Any], name: str) -> AnyOf:
     """`column IN` the list bound as `name`, one statement text whatever its length."""
     return AnyOf(column, name)
+
+
+def _unbounded(type_: Any) -> Any:
+    # An explicit cast to VARCHAR(36)[] would cut a longer value down to 36 characters.
+    return String() if isinstance(type_, String) else type_
+
+
+def unnested(table: Table, columns: Sequence[str]) -> Select[Any]:
+    """PostgreSQL: the rows bound as one array a column (each under the column's name, as
+    `as_arrays` makes them), in the order given. One statement text whatever the number of
+    rows, where executemany of an INSERT … RETURNING is sent as one multi-row `VALUES` a
+    number of rows (prepared again for each)."""
+    arrays = [bindparam(c, type_=postgresql.ARRAY(_unbounded(table.c[c].type))) for c in columns]
+    rows = func.unnest(*arrays).table_valued(*columns, with_ordinality="n").render_derived()
+    return select(*(rows.c[c] for c in columns)).order_by(rows.c.n)
+
+
+def as_arrays(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> dict[str, list[Any]]:
+    """The parameters of an `unnested` statement: rows as one list a column."""
+    return {c: [row[c] for row in rows] for c in columns}

@@ -24,7 +24,7 @@ from medmesh.domain.vocabulary import (
     is_laboratory_test,
 )
 from medmesh.store import rollups
-from medmesh.store._sql import any_of, insert_ignoring_duplicates
+from medmesh.store._sql import any_of, as_arrays, insert_ignoring_duplicates, unnested
 from medmesh.store.database import cipher_of
 from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.schema import observation_components, observations, observations_staging
@@ -184,9 +184,13 @@ _BY_IDS = (
     .where(any_of(observations.c.id, "ids"))
     .order_by(observations.c.effective, observations.c.id)
 )
-# PostgreSQL's INSERT … ON CONFLICT DO NOTHING RETURNING id (SQLite does without RETURNING).
+# PostgreSQL's INSERT … ON CONFLICT DO NOTHING RETURNING id (SQLite does without RETURNING),
+# of the rows as arrays: one text whatever their number.
 _INSERTED_IDS = (
-    postgresql.insert(observations).on_conflict_do_nothing().returning(observations.c.id)
+    postgresql.insert(observations)
+    .from_select(_COLUMNS, unnested(observations, _COLUMNS))
+    .on_conflict_do_nothing()
+    .returning(observations.c.id)
 )
 
 
@@ -263,9 +267,9 @@ class Observations:
                     insert_ignoring_duplicates(self._conn, observations), fresh
                 )
             return {str(row["id"]) for row in fresh}
-        insert = _INSERTED_IDS
         params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-        return set((await self._conn.execute(insert, params)).scalars())
+        result = await self._conn.execute(_INSERTED_IDS, as_arrays(params, _COLUMNS))
+        return set(result.scalars())
 
     async def _copy_new(self, rows: Sequence[tuple[object, ...]]) -> set[str]:
         """PostgreSQL: COPY the rows into the connection's staging table (schema.py; emptied

@@ -183,8 +183,11 @@ class Rollups:
         # One statement makes the missing buckets (empty) and locks the existing ones, in key
         # order, returning each as stored.
         table = observation_rollups
-        returned = await self._conn.execute(
-            insert_or_lock(self._conn, table, _KEY, "stats"),
+        returned = await insert_or_lock(
+            self._conn,
+            table,
+            _KEY,
+            "stats",
             [
                 {
                     "patient_id": k.patient_id,

@@ -1,15 +1,15 @@
-"""`any_of` (store/_sql.py): a list lookup that is one SQL text whatever the list's length on
-PostgreSQL (so asyncpg prepares it once a connection), and finds the same rows on both
-backends."""
+"""Statements that are one SQL text on PostgreSQL whatever the number of values they carry, so
+asyncpg prepares each once a connection (store/_sql.py): `any_of`, a list lookup, and
+`insert_or_lock`, rows made or locked; each does the same on both backends."""
 
 from __future__ import annotations
 
 from sqlalchemy import event, select
 
 from medmesh import provisioning
-from medmesh.store._sql import any_of
+from medmesh.store._sql import any_of, insert_or_lock
 from medmesh.store.database import Database
-from medmesh.store.schema import patients
+from medmesh.store.schema import observation_rollups, patients
 from tests.conftest import World
 
 _FOUND = select(patients.c.id).where(any_of(patients.c.id, "ids")).order_by(patients.c.id)
@@ -49,3 +49,45 @@ async def test_postgresql_is_sent_one_text_for_every_length_of_list(database: Da
         assert "= ANY" in sent[0]
     else:  # SQLite prepares nothing across calls: an expanding IN, a text a length
         assert len(set(sent)) == 3
+
+
+def _bucket(patient_id: str, minute: int, stats: bytes) -> dict[str, object]:
+    return {
+        "patient_id": patient_id,
+        "code": "8867-4",
+        "component": "",
+        "resolution": 60,
+        "bucket": minute,
+        "stats": stats,
+    }
+
+
+async def test_rows_are_made_or_locked_and_come_back_as_stored_in_one_text(
+    database: Database, world: World
+) -> None:
+    key = ("patient_id", "code", "component", "resolution", "bucket")
+    sent: list[str] = []
+
+    def record(*args: object) -> None:
+        sent.append(str(args[2]))
+
+    patient = world.patient_id
+    async with database.write() as conn:
+        event.listen(conn.sync_connection, "before_cursor_execute", record)
+        first = await insert_or_lock(
+            conn, observation_rollups, key, "stats", [_bucket(patient, 2, b"two")]
+        )
+        again = await insert_or_lock(
+            conn,
+            observation_rollups,
+            key,
+            "stats",
+            [_bucket(patient, m, b"new") for m in (1, 2, 3)],
+        )
+
+    assert [(r.bucket, r.stats) for r in first] == [(2, b"two")]
+    # In the order given; the stored bucket comes back as stored, not overwritten.
+    assert [(r.bucket, r.stats) for r in again] == [(1, b"new"), (2, b"two"), (3, b"new")]
+    if database.backend == "postgresql":
+        assert len(sent) == 2 and sent[0] == sent[1]
+        assert "unnest" in sent[0]

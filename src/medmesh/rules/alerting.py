@@ -80,11 +80,11 @@ async def apply_outcomes(
     # Read back: a clinician may have acknowledged one meanwhile (the updates name only
     # their own columns), and events must carry what is stored.
     stored = [await alerts.get(alert.id) for alert in changed]
-    for alert in stored:
+    for alert in stored:  # as the round's next batch must find them
         if alert.status in _ACTIVE:
             active[alert.dedupe_key] = alert
-        elif active.get(alert.dedupe_key, alert).id == alert.id:
-            active.pop(alert.dedupe_key, None)
+        elif (kept := active.get(alert.dedupe_key)) is not None and kept.id == alert.id:
+            del active[alert.dedupe_key]  # resolved by a clinician meanwhile
     return stored
 
 

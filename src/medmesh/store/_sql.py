@@ -81,6 +81,12 @@ async def insert_or_lock(
     return result.all()
 
 
+def _unbounded(type_: Any) -> Any:
+    # An explicit cast to VARCHAR(36)[] would cut a longer value down to 36 characters, and
+    # a lookup would find the row whose id is its first 36.
+    return String() if isinstance(type_, String) else type_
+
+
 class AnyOf(ColumnElement[bool]):
     """`column` is one of the list bound as `name`, one statement text whatever the list's
     length: `column = ANY(:name)` with an array on PostgreSQL, an expanding `IN` elsewhere.
@@ -110,7 +116,6 @@ def _any_of_in(element: AnyOf, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(AnyOf, "postgresql")
 def _any_of_array(element: AnyOf, compiler: SQLCompiler, **kw: Any) -> str:
-    # Unbounded, or a longer value would find the row whose id is its first 36 characters.
     array = bindparam(element.name, type_=postgresql.ARRAY(_unbounded(element.column.type)))
     return str(compiler.process(element.column == any_(array), **kw))
 
@@ -118,11 +123,6 @@ def _any_of_array(element: AnyOf, compiler: SQLCompiler, **kw: Any) -> str:
 def any_of(column: ColumnElement[Any], name: str) -> AnyOf:
     """`column IN` the list bound as `name`, one statement text whatever its length."""
     return AnyOf(column, name)
-
-
-def _unbounded(type_: Any) -> Any:
-    # An explicit cast to VARCHAR(36)[] would cut a longer value down to 36 characters.
-    return String() if isinstance(type_, String) else type_
 
 
 def unnested(table: Table, columns: Sequence[str]) -> Select[Any]:

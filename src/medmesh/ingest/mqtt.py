@@ -9,8 +9,10 @@ Topics (`{device}` is the device id, which is also its broker user name):
 Delivery is QoS 1 with manual acknowledgement: a PUBACK is sent only after the message's
 readings (or its dead letter) are committed. A worker that dies before that leaves the message
 unacknowledged in its persistent session, and the broker delivers it again on reconnect; the
-(device, message id) dedupe keeps the reading single. Several workers share the load through
-an MQTT 5 shared subscription (`$share/{group}/…`).
+(device, message id) dedupe keeps the reading single. Two micro-batches are stored at once (one
+is read and parsed while the other commits); PUBACKs still go in the order received, and a
+status report is stored only after everything received before it. Several workers share the
+load through an MQTT 5 shared subscription (`$share/{group}/…`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -52,6 +56,9 @@ STATUS_FILTER = f"{TOPIC_ROOT}/+/status"
 MAX_DEAD_LETTER_PAYLOAD = 65_536
 MAX_DEVICE_ID_LENGTH = 36  # device ids are UUIDs
 TRANSIENT_RETRIES = 3
+# Micro-batches being stored at once. Their PUBACKs still go in the order received (MQTT
+# requires it); while one commits, the next is read, parsed and stored.
+IN_FLIGHT = 2
 # PostgreSQL SQLSTATEs worth retrying whole: deadlock, serialization failure.
 _TRANSIENT_SQLSTATES = {"40P01", "40001"}
 
@@ -95,6 +102,14 @@ class MqttSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class _Storing:
+    """A micro-batch being stored, acknowledged once `task` has stored it."""
+
+    messages: list[aiomqtt.Message]
+    task: asyncio.Task[None]
+
+
+@dataclass(frozen=True, slots=True)
 class Topic:
     device_id: str
     kind: str  # "readings" or "status"
@@ -113,6 +128,11 @@ def parse_topic(topic: str) -> Topic | None:
     if kind == "status" and not rest:
         return Topic(device_id, kind, "status")
     return None
+
+
+def _is_status(message: aiomqtt.Message) -> bool:
+    topic = parse_topic(message.topic.value)
+    return topic is not None and topic.kind == "status"
 
 
 def _payload_bytes(message: aiomqtt.Message) -> bytes:
@@ -143,7 +163,8 @@ class MqttIngest:
         s = self._settings
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = s.session_expiry_seconds
-        properties.ReceiveMaximum = s.max_batch  # lets the broker send a whole micro-batch
+        # Lets the broker send whole micro-batches, as many as are stored at once.
+        properties.ReceiveMaximum = s.max_batch * IN_FLIGHT
         tls = None
         if s.ca_file or s.cert_file:
             tls = aiomqtt.TLSParameters(
@@ -220,32 +241,79 @@ class MqttIngest:
             self.connected.set()
             log.info("MQTT ingest subscribed as %s", s.client_id)
             messages = client.messages
-            while not self._stopping.is_set():
-                self._waiting = asyncio.ensure_future(anext(messages))
-                try:
-                    first = await self._waiting
-                except asyncio.CancelledError:
-                    if self._stopping.is_set():
-                        break
-                    raise
-                finally:
-                    self._waiting = None
-                pending = [first]
-                size = len(_payload_bytes(first))
-                # Bounded by count and by bytes (≈ readings), so one transaction stays short
-                # and a critical reading never waits behind tens of thousands of others.
-                while len(messages) > 0 and len(pending) < s.max_batch and size < s.max_batch_bytes:
-                    message = await anext(messages)
-                    pending.append(message)
-                    size += len(_payload_bytes(message))
-                await self._process_isolating_poison(pending)
-                for message in pending:
-                    if message.qos > 0:
-                        paho.ack(message.mid, message.qos)
-                self.processed += len(pending)
+            storing: deque[_Storing] = deque()
+            try:
+                while (first := await self._next_message(messages, storing, paho)) is not None:
+                    pending = [first]
+                    size = len(_payload_bytes(first))
+                    # Bounded by count and by bytes (≈ readings), so one transaction stays
+                    # short and a critical reading never waits behind tens of thousands.
+                    while (
+                        len(messages) > 0
+                        and len(pending) < s.max_batch
+                        and size < s.max_batch_bytes
+                    ):
+                        message = await anext(messages)
+                        pending.append(message)
+                        size += len(_payload_bytes(message))
+                    # A status report is stored after everything received before it, so a
+                    # device's reports are never stored out of order.
+                    if len(storing) >= IN_FLIGHT or any(_is_status(m) for m in pending):
+                        while storing:
+                            await self._acknowledge(paho, storing.popleft())
+                    task = asyncio.create_task(self._process_isolating_poison(pending))
+                    storing.append(_Storing(pending, task))
+                while storing:  # stopping: what is in hand is stored and acknowledged first
+                    await self._acknowledge(paho, storing.popleft())
+            finally:
+                # Leaving on an error: what is still being stored is not acknowledged (the
+                # broker delivers it again, and the dedupe keeps its readings single).
+                for left in storing:
+                    left.task.cancel()
+                for left in storing:
+                    with contextlib.suppress(BaseException):
+                        await left.task
             if s.shared_group:
                 for topic_filter in filters:
                     await client.unsubscribe(topic_filter)
+
+    async def _next_message(
+        self,
+        messages: AsyncIterator[aiomqtt.Message],
+        storing: deque[_Storing],
+        paho: Any,
+    ) -> aiomqtt.Message | None:
+        """The next message, acknowledging meanwhile each micro-batch stored, in the order
+        received; None once stopping."""
+        if self._stopping.is_set():
+            return None
+        waiting = self._waiting = asyncio.ensure_future(anext(messages))
+        try:
+            while not waiting.done():
+                if storing and storing[0].task.done():
+                    await self._acknowledge(paho, storing.popleft())
+                    continue
+                oldest = {storing[0].task} if storing else set()
+                await asyncio.wait({waiting, *oldest}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            waiting.cancel()
+            raise
+        finally:
+            self._waiting = None
+        if waiting.cancelled():
+            if self._stopping.is_set():
+                return None
+            raise asyncio.CancelledError
+        return waiting.result()
+
+    async def _acknowledge(self, paho: Any, stored: _Storing) -> None:
+        """PUBACK a micro-batch once it is stored; if storing it failed, this raises and
+        nothing of it, or received after it, is acknowledged."""
+        await stored.task
+        for message in stored.messages:
+            if message.qos > 0:
+                paho.ack(message.mid, message.qos)
+        self.processed += len(stored.messages)
 
     async def _process_isolating_poison(self, messages: Sequence[aiomqtt.Message]) -> None:
         """Process a micro-batch; if it cannot be stored, find the message that breaks it.

@@ -212,7 +212,7 @@ class MqttIngest:
         self._task = asyncio.create_task(self.run(), name="medmesh-mqtt-ingest")
 
     async def stop(self) -> None:
-        """Stop after the batch in hand is committed and acknowledged (never between the two),
+        """Stop after the batches in hand are committed and acknowledged (never between the two),
         and leave the shared subscription first, so the broker gives this worker's share to
         the others instead of keeping it for a worker that may not come back."""
         self._stopping.set()

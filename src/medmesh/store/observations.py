@@ -24,7 +24,7 @@ from medmesh.domain.vocabulary import (
     is_laboratory_test,
 )
 from medmesh.store import rollups
-from medmesh.store._sql import any_of, as_arrays, insert_ignoring_duplicates, unnested
+from medmesh.store._sql import any_of, insert_ignoring_duplicates, unnested
 from medmesh.store.database import cipher_of
 from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.schema import observation_components, observations, observations_staging
@@ -267,8 +267,11 @@ class Observations:
                     insert_ignoring_duplicates(self._conn, observations), fresh
                 )
             return {str(row["id"]) for row in fresh}
-        params = [dict(zip(_COLUMNS, row, strict=True)) for row in rows]
-        result = await self._conn.execute(_INSERTED_IDS, as_arrays(params, _COLUMNS))
+        if not rows:
+            return set()
+        # The rows, one list a column (`unnested`): transposed, not made into dicts first.
+        arrays = dict(zip(_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
+        result = await self._conn.execute(_INSERTED_IDS, arrays)
         return set(result.scalars())
 
     async def _copy_new(self, rows: Sequence[tuple[object, ...]]) -> set[str]:

@@ -1,13 +1,14 @@
 """Statements that are one SQL text on PostgreSQL whatever the number of values they carry, so
-asyncpg prepares each once a connection (store/_sql.py): `any_of`, a list lookup, and
-`insert_or_lock`, rows made or locked; each does the same on both backends."""
+asyncpg prepares each once a connection (store/_sql.py): `any_of`, a list lookup,
+`insert_or_lock`, rows made or locked, and `update_rows`, rows updated by key; each does the
+same on both backends."""
 
 from __future__ import annotations
 
 from sqlalchemy import event, select
 
 from medmesh import provisioning
-from medmesh.store._sql import any_of, insert_or_lock
+from medmesh.store._sql import any_of, insert_or_lock, update_rows
 from medmesh.store.database import Database
 from medmesh.store.schema import observation_rollups, patients
 from tests.conftest import World
@@ -90,4 +91,59 @@ async def test_rows_are_made_or_locked_and_come_back_as_stored_in_one_text(
     assert [(r.bucket, r.stats) for r in again] == [(1, b"new"), (2, b"two"), (3, b"new")]
     if database.backend == "postgresql":
         assert len(sent) == 2 and sent[0] == sent[1]
+        assert "unnest" in sent[0]
+
+
+async def _stored_buckets(database: Database) -> list[tuple[str, int, bytes]]:
+    table = observation_rollups
+    query = select(table.c.patient_id, table.c.bucket, table.c.stats).order_by(
+        table.c.patient_id, table.c.bucket
+    )
+    async with database.read() as conn:
+        return [tuple(row) for row in await conn.execute(query)]  # type: ignore[misc]
+
+
+async def test_rows_are_updated_by_their_key_and_no_other_in_one_text(
+    database: Database, world: World
+) -> None:
+    key = ("patient_id", "code", "component", "resolution", "bucket")
+    other = await provisioning.create_patient(database, family="Roe", given="R", identifier="MRN-2")
+    mine, theirs = world.patient_id, other.id
+    sent: list[str] = []
+
+    def record(*args: object) -> None:
+        sent.append(str(args[2]))
+
+    async with database.write() as conn:
+        await insert_or_lock(
+            conn,
+            observation_rollups,
+            key,
+            "stats",
+            [_bucket(p, m, b"old") for p in (mine, theirs) for m in (1, 2, 3)],
+        )
+    async with database.write() as conn:
+        event.listen(conn.sync_connection, "before_cursor_execute", record)
+        await update_rows(conn, observation_rollups, key, [_bucket(mine, 2, b"two")])
+        await update_rows(
+            conn,
+            observation_rollups,
+            key,
+            [_bucket(theirs, 3, b"three"), _bucket(mine, 1, b"one"), _bucket(mine, 9, b"none")],
+        )
+        await update_rows(conn, observation_rollups, key, [])
+
+    # Each row changed only the bucket of its own key; a key not stored makes no row.
+    assert sorted(await _stored_buckets(database)) == sorted(
+        [
+            (mine, 1, b"one"),
+            (mine, 2, b"two"),
+            (mine, 3, b"old"),
+            (theirs, 1, b"old"),
+            (theirs, 2, b"old"),
+            (theirs, 3, b"three"),
+        ]
+    )
+    if database.backend == "postgresql":
+        assert len(sent) == 2 and sent[0] == sent[1]  # one text for 1 and 3 rows
         assert "unnest" in sent[0]

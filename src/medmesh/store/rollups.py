@@ -15,12 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.crypto.envelope import DataKey
 from medmesh.domain.reading import Reading
-from medmesh.store._sql import insert_or_lock
+from medmesh.store._sql import insert_or_lock, update_rows
 from medmesh.store.database import cipher_of
 from medmesh.store.schema import observation_rollups
 
@@ -37,18 +37,6 @@ _PLACEHOLDER = b""
 # Rows a statement touches at most: bound parameters stay far below SQLite's limit.
 _CHUNK = 500
 _KEY = ("patient_id", "code", "component", "resolution", "bucket")
-# A chunk's merged stats, written back to the buckets its upsert locked (built once).
-_MERGED = (
-    update(observation_rollups)
-    .where(
-        observation_rollups.c.patient_id == bindparam("p"),
-        observation_rollups.c.code == bindparam("c"),
-        observation_rollups.c.component == bindparam("m"),
-        observation_rollups.c.resolution == bindparam("r"),
-        observation_rollups.c.bucket == bindparam("b"),
-    )
-    .values(stats=bindparam("stats"))
-)
 
 
 @dataclass(slots=True)
@@ -213,15 +201,16 @@ class Rollups:
                 merged.add(deltas[k])
             changes.append(
                 {
-                    "p": k.patient_id,
-                    "c": k.code,
-                    "m": k.component,
-                    "r": k.resolution,
-                    "b": k.bucket,
+                    "patient_id": k.patient_id,
+                    "code": k.code,
+                    "component": k.component,
+                    "resolution": k.resolution,
+                    "bucket": k.bucket,
                     "stats": keys[k.patient_id].seal(merged.pack(), _STATS, k.row()),
                 }
             )
-        await self._conn.execute(_MERGED, changes)
+        # Written back to the buckets the upsert locked.
+        await update_rows(self._conn, table, _KEY, changes)
 
     async def delete_patient(self, patient_id: str) -> int:
         table = observation_rollups

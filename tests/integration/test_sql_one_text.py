@@ -1,14 +1,14 @@
 """Statements that are one SQL text on PostgreSQL whatever the number of values they carry, so
 asyncpg prepares each once a connection (store/_sql.py): `any_of`, a list lookup,
-`insert_or_lock`, rows made or locked, and `update_rows`, rows updated by key; each does the
-same on both backends."""
+`insert_or_lock`, rows made or locked, and `insert_rows`, `update_rows` and `delete_rows`;
+each does the same on both backends."""
 
 from __future__ import annotations
 
 from sqlalchemy import event, select
 
 from medmesh import provisioning
-from medmesh.store._sql import any_of, insert_or_lock, update_rows
+from medmesh.store._sql import any_of, delete_rows, insert_or_lock, insert_rows, update_rows
 from medmesh.store.database import Database
 from medmesh.store.schema import observation_rollups, patients
 from tests.conftest import World
@@ -147,3 +147,44 @@ async def test_rows_are_updated_by_their_key_and_no_other_in_one_text(
     if database.backend == "postgresql":
         assert len(sent) == 2 and sent[0] == sent[1]  # one text for 1 and 3 rows
         assert "unnest" in sent[0]
+
+
+async def test_rows_are_inserted_and_deleted_by_their_columns_in_one_text_each(
+    database: Database, world: World
+) -> None:
+    other = await provisioning.create_patient(database, family="Roe", given="R", identifier="MRN-2")
+    mine, theirs = world.patient_id, other.id
+    sent: list[str] = []
+
+    def record(*args: object) -> None:
+        sent.append(str(args[2]))
+
+    async with database.write() as conn:
+        event.listen(conn.sync_connection, "before_cursor_execute", record)
+        await insert_rows(conn, observation_rollups, [_bucket(mine, 1, b"one")])
+        await insert_rows(
+            conn,
+            observation_rollups,
+            [_bucket(p, m, b"more") for p in (mine, theirs) for m in (2, 3)],
+        )
+        await insert_rows(conn, observation_rollups, [])
+        # Each row given deletes the rows equal to it in those columns, and no other.
+        await delete_rows(conn, observation_rollups, [{"patient_id": mine, "bucket": 3}])
+        await delete_rows(
+            conn,
+            observation_rollups,
+            [
+                {"patient_id": theirs, "bucket": 2},
+                {"patient_id": mine, "bucket": 1},
+                {"patient_id": theirs, "bucket": 9},
+            ],
+        )
+        await delete_rows(conn, observation_rollups, [])
+
+    assert sorted(await _stored_buckets(database)) == sorted(
+        [(mine, 2, b"more"), (theirs, 3, b"more")]
+    )
+    if database.backend == "postgresql":
+        assert len(sent) == 4
+        assert sent[0] == sent[1] and sent[2] == sent[3]  # one text each for 1 and 3 rows
+        assert all("unnest" in text for text in sent)

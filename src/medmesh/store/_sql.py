@@ -12,7 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, Row, Select, String, Table, any_, bindparam, func, select, update
+from sqlalchemy import (
+    Boolean,
+    Row,
+    Select,
+    String,
+    Table,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.ext.compiler import compiles
@@ -95,25 +108,75 @@ async def update_rows(
     cache_key = ("update", conn.dialect.name, table, key, columns)
     postgres = conn.dialect.name == "postgresql"
     if cache_key not in _built:
-        # Bound under other names than the columns': SQLAlchemy keeps those for SET.
-        if postgres:
-            arrays = [
-                bindparam(f"a_{c}", type_=postgresql.ARRAY(_unbounded(table.c[c].type)))
-                for c in columns
-            ]
-            given = func.unnest(*arrays).table_valued(*columns).render_derived(name="given")
-            new = {c: given.c[c] for c in columns}
-        else:
-            new = {c: bindparam(f"a_{c}", type_=table.c[c].type) for c in columns}
+        given = _given(table, columns) if postgres else _bound(table, columns)
         _built[cache_key] = (
             update(table)
-            .where(*(table.c[k] == new[k] for k in key))
-            .values({c: new[c] for c in columns if c not in key})
+            .where(*(table.c[k] == given[k] for k in key))
+            .values({c: given[c] for c in columns if c not in key})
         )
+    await _execute_given(conn, _built[cache_key], rows, columns)
+
+
+async def insert_rows(
+    conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """INSERT the rows (each with the same columns). On PostgreSQL one statement, `INSERT …
+    SELECT … FROM unnest(…)` (`unnested`), instead of an executemany (`update_rows` says
+    why)."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    cache_key = ("insert", conn.dialect.name, table, columns)
+    postgres = conn.dialect.name == "postgresql"
+    if cache_key not in _built:
+        statement = insert(table)
+        if postgres:
+            statement = statement.from_select(columns, unnested(table, columns))
+        _built[cache_key] = statement
     if postgres:
-        await conn.execute(_built[cache_key], as_arrays(rows, columns, prefix="a_"))
+        await conn.execute(_built[cache_key], as_arrays(rows, columns))
     else:
-        await conn.execute(_built[cache_key], [{f"a_{c}": row[c] for c in columns} for row in rows])
+        await conn.execute(_built[cache_key], list(rows))
+
+
+async def delete_rows(
+    conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """DELETE every row whose columns equal one of `rows` (each with the same columns). On
+    PostgreSQL one statement, `DELETE … USING unnest(…)` (`update_rows` says why)."""
+    if not rows:
+        return
+    columns = tuple(rows[0])
+    cache_key = ("delete", conn.dialect.name, table, columns)
+    postgres = conn.dialect.name == "postgresql"
+    if cache_key not in _built:
+        given = _given(table, columns) if postgres else _bound(table, columns)
+        _built[cache_key] = delete(table).where(*(table.c[c] == given[c] for c in columns))
+    await _execute_given(conn, _built[cache_key], rows, columns)
+
+
+def _given(table: Table, columns: Sequence[str]) -> dict[str, Any]:
+    """PostgreSQL: the columns of rows bound as one array a column (`a_<column>`), unnested."""
+    arrays = [
+        bindparam(f"a_{c}", type_=postgresql.ARRAY(_unbounded(table.c[c].type))) for c in columns
+    ]
+    given = func.unnest(*arrays).table_valued(*columns).render_derived(name="given")
+    return {c: given.c[c] for c in columns}
+
+
+def _bound(table: Table, columns: Sequence[str]) -> dict[str, Any]:
+    """Elsewhere: the columns of one row bound as `a_<column>`, for an executemany. (Not
+    under the columns' own names: SQLAlchemy keeps those for an UPDATE's SET.)"""
+    return {c: bindparam(f"a_{c}", type_=table.c[c].type) for c in columns}
+
+
+async def _execute_given(
+    conn: AsyncConnection, statement: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(statement, as_arrays(rows, columns, prefix="a_"))
+    else:
+        await conn.execute(statement, [{f"a_{c}": row[c] for c in columns} for row in rows])
 
 
 def _unbounded(type_: Any) -> Any:

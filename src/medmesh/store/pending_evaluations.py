@@ -12,7 +12,7 @@ import orjson
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.store._sql import any_of
+from medmesh.store._sql import any_of, insert_rows
 from medmesh.store.schema import pending_evaluation_patients, pending_evaluations
 
 
@@ -26,7 +26,6 @@ class PendingEvaluation:
 
 # What every batch and every round runs, built once (store/_sql.py says why).
 _ADD = insert(pending_evaluations)
-_ADD_PATIENTS = insert(pending_evaluation_patients)
 _OF_PATIENTS = select(
     pending_evaluation_patients.c.pending_id,
     pending_evaluation_patients.c.patient_id,
@@ -52,8 +51,9 @@ class PendingEvaluations:
                 "attempts": 0,
             },
         )
-        await self._conn.execute(
-            _ADD_PATIENTS,
+        await insert_rows(
+            self._conn,
+            pending_evaluation_patients,
             [
                 {
                     "pending_id": pending_id,

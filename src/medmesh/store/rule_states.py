@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from medmesh.store._sql import any_of
+from medmesh.store._sql import any_of, delete_rows, insert_rows, update_rows
 from medmesh.store.database import cipher_of
 from medmesh.store.schema import rule_state_segments, rule_states
 
@@ -46,21 +46,12 @@ _DROP_ALL = delete(rule_state_segments).where(any_of(_segment.patient_id, "ids")
 _DROP_BEFORE = delete(rule_state_segments).where(
     _segment.patient_id == bindparam("b_patient"), _segment.bucket < bindparam("b_before")
 )
-_DROP_BUCKET = delete(rule_state_segments).where(
-    _segment.patient_id == bindparam("b_patient"), _segment.bucket == bindparam("b_bucket")
-)
-_ADD_SEGMENTS = insert(rule_state_segments)
 _HEAD_VALUES: dict[str, Any] = {
     "version": bindparam("b_version"),
     "state": bindparam("b_state"),
     "updated_at": bindparam("b_at"),
 }
 _ADD_HEADS = insert(rule_states).values(patient_id=bindparam("b_patient"), **_HEAD_VALUES)
-_MOVE_HEADS = (
-    update(rule_states)
-    .where(rule_states.c.patient_id == bindparam("b_patient"))
-    .values(**_HEAD_VALUES)
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,14 +128,15 @@ class RuleStates:
         ]
         if dropped:
             await self._conn.execute(_DROP_BEFORE, dropped)
+        # A batch of readings a minute apart touches a segment a minute: many rows a round,
+        # each kind written in one statement (`delete_rows`, `insert_rows`).
         replaced = [
-            {"b_patient": p.patient_id, "b_bucket": s.bucket}
+            {"patient_id": p.patient_id, "bucket": s.bucket}
             for p in kept
             for s in p.segments
             if s.whole
         ]
-        if replaced:
-            await self._conn.execute(_DROP_BUCKET, replaced)
+        await delete_rows(self._conn, rule_state_segments, replaced)
         rows = [
             {
                 "patient_id": p.patient_id,
@@ -155,8 +147,7 @@ class RuleStates:
             for p in puts
             for s in p.segments
         ]
-        if rows:
-            await self._conn.execute(_ADD_SEGMENTS, rows)
+        await insert_rows(self._conn, rule_state_segments, rows)
         heads = [
             {
                 "b_patient": p.patient_id,
@@ -169,7 +160,15 @@ class RuleStates:
         new = [head for p, head in zip(puts, heads, strict=True) if p.previous is None]
         if new:
             await self._conn.execute(_ADD_HEADS, new)
-        moved = [head for p, head in zip(puts, heads, strict=True) if p.previous is not None]
-        if moved:
-            await self._conn.execute(_MOVE_HEADS, moved)
+        moved = [
+            {
+                "patient_id": p.patient_id,
+                "version": head["b_version"],
+                "state": head["b_state"],
+                "updated_at": at,
+            }
+            for p, head in zip(puts, heads, strict=True)
+            if p.previous is not None
+        ]
+        await update_rows(self._conn, rule_states, ("patient_id",), moved)
         return versions

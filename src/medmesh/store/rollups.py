@@ -32,8 +32,6 @@ RESOLUTIONS = (MINUTE, HOUR)
 _STATS = "observation_rollups.stats"
 # count, sum of (time - bucket start) in seconds, sum of values, lowest, highest.
 _PACKED = struct.Struct("<qdddd")
-# A row made in this transaction and filled before it commits: never committed empty.
-_PLACEHOLDER = b""
 # Rows a statement touches at most: bound parameters stay far below SQLite's limit.
 _CHUNK = 500
 _KEY = ("patient_id", "code", "component", "resolution", "bucket")
@@ -168,9 +166,14 @@ class Rollups:
     async def _add_chunk(
         self, chunk: list[RollupKey], deltas: dict[RollupKey, Stats], keys: dict[str, DataKey]
     ) -> None:
-        # One statement makes the missing buckets (empty) and locks the existing ones, in key
-        # order, returning each as stored.
+        # One statement makes each missing bucket, already holding its new readings (sealed),
+        # and locks each existing one, in key order, returning every bucket as stored. A
+        # bucket that comes back holding the very blob sent (sealed with a random nonce, so no
+        # other has it) was made by this statement: done. Only the existing ones are merged
+        # and written again. Readings a minute apart each start a minute bucket of their own,
+        # so most buckets are new and are written once.
         table = observation_rollups
+        sent = {k: keys[k.patient_id].seal(deltas[k].pack(), _STATS, k.row()) for k in chunk}
         returned = await insert_or_lock(
             self._conn,
             table,
@@ -183,22 +186,18 @@ class Rollups:
                     "component": k.component,
                     "resolution": k.resolution,
                     "bucket": k.bucket,
-                    "stats": _PLACEHOLDER,
+                    "stats": sealed,
                 }
-                for k in chunk
+                for k, sealed in sent.items()
             ],
         )
-        stored = {
-            RollupKey(r.patient_id, r.code, r.component, r.resolution, r.bucket): r.stats
-            for r in returned
-        }
         changes = []
-        for k in chunk:
-            merged = deltas[k]
-            sealed = stored.get(k, _PLACEHOLDER)
-            if sealed != _PLACEHOLDER:
-                merged = Stats.unpack(keys[k.patient_id].open(sealed, _STATS, k.row()))
-                merged.add(deltas[k])
+        for r in returned:
+            k = RollupKey(r.patient_id, r.code, r.component, r.resolution, r.bucket)
+            if r.stats == sent[k]:
+                continue
+            merged = Stats.unpack(keys[k.patient_id].open(r.stats, _STATS, k.row()))
+            merged.add(deltas[k])
             changes.append(
                 {
                     "patient_id": k.patient_id,
@@ -209,7 +208,7 @@ class Rollups:
                     "stats": keys[k.patient_id].seal(merged.pack(), _STATS, k.row()),
                 }
             )
-        # Written back to the buckets the upsert locked.
+        # Written back to the existing buckets the statement locked.
         await update_rows(self._conn, table, _KEY, changes)
 
     async def delete_patient(self, patient_id: str) -> int:
@@ -246,12 +245,11 @@ class Rollups:
             return []
         key = await cipher_of(self._conn).key(patient_id)
         prefix = f"{resolution}/{code}/{component or ''}/"
-        filled = [(bucket, sealed) for bucket, sealed in rows if sealed != _PLACEHOLDER]
         # One batched open (the associated data's prefix built once): a 90-day chart opens
         # ~2,160 rows a series, and per-row `open` was most of its time.
-        opened = key.open_many([(f"{prefix}{bucket}", sealed) for bucket, sealed in filled], _STATS)
+        opened = key.open_many([(f"{prefix}{bucket}", sealed) for bucket, sealed in rows], _STATS)
         unpack = _PACKED.unpack
         return [
             RolledUp(bucket, Stats(*unpack(data)))
-            for (bucket, _), data in zip(filled, opened, strict=True)
+            for (bucket, _), data in zip(rows, opened, strict=True)
         ]

@@ -6,6 +6,7 @@ each does the same on both backends."""
 from __future__ import annotations
 
 from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh import provisioning
 from medmesh.store._sql import any_of, delete_rows, insert_or_lock, insert_rows, update_rows
@@ -14,6 +15,17 @@ from medmesh.store.schema import observation_rollups, patients
 from tests.conftest import World
 
 _FOUND = select(patients.c.id).where(any_of(patients.c.id, "ids")).order_by(patients.c.id)
+
+
+def _texts_sent(conn: AsyncConnection) -> list[str]:
+    """The SQL texts `conn` sends from now on, one a statement."""
+    sent: list[str] = []
+
+    def record(*args: object) -> None:
+        sent.append(str(args[2]))  # (conn, cursor, statement, parameters, context, many)
+
+    event.listen(conn.sync_connection, "before_cursor_execute", record)
+    return sent
 
 
 async def _found(database: Database, ids: list[str]) -> list[str]:
@@ -35,13 +47,9 @@ async def test_a_list_finds_exactly_its_rows_whatever_its_length(
 
 
 async def test_postgresql_is_sent_one_text_for_every_length_of_list(database: Database) -> None:
-    sent: list[str] = []
-
-    def record(*args: object) -> None:
-        sent.append(str(args[2]))  # (conn, cursor, statement, parameters, context, many)
 
     async with database.read() as conn:
-        event.listen(conn.sync_connection, "before_cursor_execute", record)
+        sent = _texts_sent(conn)
         for length in (1, 2, 7):
             await conn.execute(_FOUND, {"ids": [f"id-{n}" for n in range(length)]})
     assert len(sent) == 3
@@ -67,14 +75,10 @@ async def test_rows_are_made_or_locked_and_come_back_as_stored_in_one_text(
     database: Database, world: World
 ) -> None:
     key = ("patient_id", "code", "component", "resolution", "bucket")
-    sent: list[str] = []
-
-    def record(*args: object) -> None:
-        sent.append(str(args[2]))
 
     patient = world.patient_id
     async with database.write() as conn:
-        event.listen(conn.sync_connection, "before_cursor_execute", record)
+        sent = _texts_sent(conn)
         first = await insert_or_lock(
             conn, observation_rollups, key, "stats", [_bucket(patient, 2, b"two")]
         )
@@ -109,10 +113,6 @@ async def test_rows_are_updated_by_their_key_and_no_other_in_one_text(
     key = ("patient_id", "code", "component", "resolution", "bucket")
     other = await provisioning.create_patient(database, family="Roe", given="R", identifier="MRN-2")
     mine, theirs = world.patient_id, other.id
-    sent: list[str] = []
-
-    def record(*args: object) -> None:
-        sent.append(str(args[2]))
 
     async with database.write() as conn:
         await insert_or_lock(
@@ -123,7 +123,7 @@ async def test_rows_are_updated_by_their_key_and_no_other_in_one_text(
             [_bucket(p, m, b"old") for p in (mine, theirs) for m in (1, 2, 3)],
         )
     async with database.write() as conn:
-        event.listen(conn.sync_connection, "before_cursor_execute", record)
+        sent = _texts_sent(conn)
         await update_rows(conn, observation_rollups, key, [_bucket(mine, 2, b"two")])
         await update_rows(
             conn,
@@ -154,13 +154,9 @@ async def test_rows_are_inserted_and_deleted_by_their_columns_in_one_text_each(
 ) -> None:
     other = await provisioning.create_patient(database, family="Roe", given="R", identifier="MRN-2")
     mine, theirs = world.patient_id, other.id
-    sent: list[str] = []
-
-    def record(*args: object) -> None:
-        sent.append(str(args[2]))
 
     async with database.write() as conn:
-        event.listen(conn.sync_connection, "before_cursor_execute", record)
+        sent = _texts_sent(conn)
         await insert_rows(conn, observation_rollups, [_bucket(mine, 1, b"one")])
         await insert_rows(
             conn,

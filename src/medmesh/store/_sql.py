@@ -9,7 +9,7 @@ object executed again keeps its cache key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -102,41 +102,35 @@ async def update_rows(
     `UPDATE … FROM unnest(…)`, one array a column: an executemany would have SQLAlchemy build
     every row's parameters in Python (a tenth of the server's CPU when a batch of readings
     touches a thousand rollup buckets, docs/benchmarks.md)."""
-    if not rows:
-        return
-    columns = tuple(rows[0])
-    cache_key = ("update", conn.dialect.name, table, key, columns)
-    postgres = conn.dialect.name == "postgresql"
-    if cache_key not in _built:
-        given = _given(table, columns) if postgres else _bound(table, columns)
-        _built[cache_key] = (
+    await _each_row(
+        conn,
+        ("update", key),
+        table,
+        rows,
+        lambda given: (
             update(table)
             .where(*(table.c[k] == given[k] for k in key))
-            .values({c: given[c] for c in columns if c not in key})
-        )
-    await _execute_given(conn, _built[cache_key], rows, columns)
+            .values({c: v for c, v in given.items() if c not in key})
+        ),
+    )
 
 
 async def insert_rows(
     conn: AsyncConnection, table: Table, rows: Sequence[Mapping[str, Any]]
 ) -> None:
     """INSERT the rows (each with the same columns). On PostgreSQL one statement, `INSERT …
-    SELECT … FROM unnest(…)` (`unnested`), instead of an executemany (`update_rows` says
-    why)."""
-    if not rows:
-        return
-    columns = tuple(rows[0])
-    cache_key = ("insert", conn.dialect.name, table, columns)
-    postgres = conn.dialect.name == "postgresql"
-    if cache_key not in _built:
-        statement = insert(table)
-        if postgres:
-            statement = statement.from_select(columns, unnested(table, columns))
-        _built[cache_key] = statement
-    if postgres:
-        await conn.execute(_built[cache_key], as_arrays(rows, columns))
-    else:
-        await conn.execute(_built[cache_key], list(rows))
+    SELECT … FROM unnest(…)`, instead of an executemany (`update_rows` says why)."""
+    await _each_row(
+        conn,
+        ("insert",),
+        table,
+        rows,
+        lambda given: (
+            insert(table).from_select(list(given), select(*given.values()))
+            if conn.dialect.name == "postgresql"
+            else insert(table).values(given)
+        ),
+    )
 
 
 async def delete_rows(
@@ -144,15 +138,35 @@ async def delete_rows(
 ) -> None:
     """DELETE every row whose columns equal one of `rows` (each with the same columns). On
     PostgreSQL one statement, `DELETE … USING unnest(…)` (`update_rows` says why)."""
+    await _each_row(
+        conn,
+        ("delete",),
+        table,
+        rows,
+        lambda given: delete(table).where(*(table.c[c] == v for c, v in given.items())),
+    )
+
+
+async def _each_row(
+    conn: AsyncConnection,
+    kind: tuple[object, ...],
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    build: Callable[[dict[str, Any]], Any],
+) -> None:
+    """Execute the statement `build` makes of the rows' columns as given (`_given` on
+    PostgreSQL, `_bound` elsewhere), built once, for every row."""
     if not rows:
         return
     columns = tuple(rows[0])
-    cache_key = ("delete", conn.dialect.name, table, columns)
     postgres = conn.dialect.name == "postgresql"
+    cache_key = (*kind, conn.dialect.name, table, columns)
     if cache_key not in _built:
-        given = _given(table, columns) if postgres else _bound(table, columns)
-        _built[cache_key] = delete(table).where(*(table.c[c] == given[c] for c in columns))
-    await _execute_given(conn, _built[cache_key], rows, columns)
+        _built[cache_key] = build(_given(table, columns) if postgres else _bound(table, columns))
+    if postgres:
+        await conn.execute(_built[cache_key], as_arrays(rows, columns, prefix="a_"))
+    else:
+        await conn.execute(_built[cache_key], [{f"a_{c}": row[c] for c in columns} for row in rows])
 
 
 def _given(table: Table, columns: Sequence[str]) -> dict[str, Any]:
@@ -168,15 +182,6 @@ def _bound(table: Table, columns: Sequence[str]) -> dict[str, Any]:
     """Elsewhere: the columns of one row bound as `a_<column>`, for an executemany. (Not
     under the columns' own names: SQLAlchemy keeps those for an UPDATE's SET.)"""
     return {c: bindparam(f"a_{c}", type_=table.c[c].type) for c in columns}
-
-
-async def _execute_given(
-    conn: AsyncConnection, statement: Any, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
-) -> None:
-    if conn.dialect.name == "postgresql":
-        await conn.execute(statement, as_arrays(rows, columns, prefix="a_"))
-    else:
-        await conn.execute(statement, [{f"a_{c}": row[c] for c in columns} for row in rows])
 
 
 def _unbounded(type_: Any) -> Any:

@@ -14,6 +14,7 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -51,6 +52,15 @@ class Stats:
     def of(cls, offset: float, value: float) -> Stats:
         return cls(1, offset, value, value, value)
 
+    def add_one(self, offset: float, value: float) -> None:
+        self.count += 1
+        self.time_sum += offset
+        self.value_sum += value
+        if value < self.low:
+            self.low = value
+        if value > self.high:
+            self.high = value
+
     def add(self, other: Stats) -> None:
         self.count += other.count
         self.time_sum += other.time_sum
@@ -67,8 +77,10 @@ class Stats:
         return cls(count, time_sum, value_sum, low, high)
 
 
-@dataclass(frozen=True, slots=True)
-class RollupKey:
+class RollupKey(NamedTuple):
+    """A bucket's key, in the order buckets are locked. A tuple, not a dataclass: a batch of
+    readings a minute apart makes and hashes two a reading (docs/benchmarks.md)."""
+
     patient_id: str
     code: str
     component: str  # a panel's component code (systolic of a blood pressure); "" otherwise
@@ -77,9 +89,6 @@ class RollupKey:
 
     def row(self) -> str:
         return f"{self.resolution}/{self.code}/{self.component}/{self.bucket}"
-
-    def tuple(self) -> tuple[str, str, str, int, int]:
-        return (self.patient_id, self.code, self.component, self.resolution, self.bucket)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,12 +134,11 @@ def summarise_values(
         for resolution in RESOLUTIONS:
             bucket = math.floor(at / resolution) * resolution
             key = RollupKey(patient_id, code, component, resolution, bucket)
-            delta = Stats.of(at - bucket, value)
             found = deltas.get(key)
             if found is None:
-                deltas[key] = delta
+                deltas[key] = Stats.of(at - bucket, value)
             else:
-                found.add(delta)
+                found.add_one(at - bucket, value)
     return deltas
 
 
@@ -158,7 +166,7 @@ class Rollups:
         """
         if not deltas:
             return
-        ordered = sorted(deltas, key=RollupKey.tuple)
+        ordered = sorted(deltas)
         keys = await cipher_of(self._conn).keys_for({k.patient_id for k in ordered})
         for start in range(0, len(ordered), _CHUNK):
             await self._add_chunk(ordered[start : start + _CHUNK], deltas, keys)

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.store._sql import any_of, delete_rows, insert_rows, update_rows
@@ -46,12 +45,6 @@ _DROP_ALL = delete(rule_state_segments).where(any_of(_segment.patient_id, "ids")
 _DROP_BEFORE = delete(rule_state_segments).where(
     _segment.patient_id == bindparam("b_patient"), _segment.bucket < bindparam("b_before")
 )
-_HEAD_VALUES: dict[str, Any] = {
-    "version": bindparam("b_version"),
-    "state": bindparam("b_state"),
-    "updated_at": bindparam("b_at"),
-}
-_ADD_HEADS = insert(rule_states).values(patient_id=bindparam("b_patient"), **_HEAD_VALUES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,25 +143,15 @@ class RuleStates:
         await insert_rows(self._conn, rule_state_segments, rows)
         heads = [
             {
-                "b_patient": p.patient_id,
-                "b_version": versions[p.patient_id],
-                "b_state": keys[p.patient_id].seal(p.head, _STATE, p.patient_id),
-                "b_at": at,
+                "patient_id": p.patient_id,
+                "version": versions[p.patient_id],
+                "state": keys[p.patient_id].seal(p.head, _STATE, p.patient_id),
+                "updated_at": at,
             }
             for p in puts
         ]
         new = [head for p, head in zip(puts, heads, strict=True) if p.previous is None]
-        if new:
-            await self._conn.execute(_ADD_HEADS, new)
-        moved = [
-            {
-                "patient_id": p.patient_id,
-                "version": head["b_version"],
-                "state": head["b_state"],
-                "updated_at": at,
-            }
-            for p, head in zip(puts, heads, strict=True)
-            if p.previous is not None
-        ]
+        await insert_rows(self._conn, rule_states, new)
+        moved = [head for p, head in zip(puts, heads, strict=True) if p.previous is not None]
         await update_rows(self._conn, rule_states, ("patient_id",), moved)
         return versions

@@ -193,9 +193,12 @@ class Services:
             await workers.start("MQTT ingest", self.mqtt)
 
     async def stop(self) -> None:
-        """Stop the workers (newest first), then flush the audit and close the database."""
-        await self.workers.stop()
-        await self._close()
+        """Stop the workers (newest first), then flush the audit and close the database, even
+        when a worker did not stop in time (`WorkersDidNotStop`, raised after)."""
+        try:
+            await self.workers.stop()
+        finally:
+            await self._close()
 
     async def _close(self) -> None:
         await self.audit.aclose()

@@ -21,6 +21,7 @@ from medmesh.events.model import APPOINTMENT, MESSAGE, REFILL, Event
 from medmesh.store.consents import CareTeams
 from medmesh.store.database import Database
 from medmesh.store.notifications import Notifications, Pending, backoff, patient_accounts
+from medmesh.workers import wait_for_wake
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,7 @@ class Notifier:
             except Exception as exc:
                 log.error("sending notifications failed (%s)", type(exc).__name__)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+            await wait_for_wake(self._wake, self._settings.poll_seconds)
 
     async def send_due(self) -> int:
         """Send what is due now; returns how many were sent."""

@@ -45,6 +45,7 @@ from medmesh.store.exports import (
     ExportJobs,
     export_key_owner,
 )
+from medmesh.workers import wait_for_wake
 
 log = logging.getLogger(__name__)
 
@@ -245,8 +246,7 @@ class ExportRunner:
             except Exception as exc:  # the database may be back next round
                 log.error("export runner round failed (%s)", type(exc).__name__)
             wait = min(self.settings.poll_interval, max(0.0, next_sweep - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait)
+            await wait_for_wake(self._wake, wait)
 
     async def run_queued(self) -> None:
         """Run every queued job this runner can claim, oldest first."""

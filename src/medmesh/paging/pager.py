@@ -42,6 +42,7 @@ from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
 from medmesh.store.notifications import Notifications
+from medmesh.workers import wait_for_wake
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,7 @@ class Pager:
             except Exception as exc:
                 log.error("paging failed (%s)", type(exc).__name__)
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.poll_seconds)
+            await wait_for_wake(self._wake, self._settings.poll_seconds)
 
     async def tick(self) -> int:
         """Send what is due and escalate what is overdue; returns pages sent."""

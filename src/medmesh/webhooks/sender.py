@@ -35,6 +35,7 @@ from medmesh.webhooks.signing import (
     TIMESTAMP_HEADER,
     signature,
 )
+from medmesh.workers import wait_for_wake
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +129,7 @@ class WebhookSender:
                 log.error("webhook sender could not claim deliveries (%s)", type(exc).__name__)
                 delay = self._policy.poll_seconds
             if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                await wait_for_wake(self._wake, delay)
 
     def _free_slots(self) -> int:
         return self._policy.concurrency - sum(self._in_flight.values())

@@ -67,6 +67,11 @@ def searchset(
     return searchset_bundle(request, resources, links, total=total, included=included)
 
 
+# Every entry's Bundle.entry.search, shared (read-only) rather than built for each entry.
+_MATCH = {"mode": "match"}
+_INCLUDE = {"mode": "include"}
+
+
 def searchset_bundle(
     request: Request,
     resources: Sequence[dict[str, Any]],
@@ -85,9 +90,9 @@ def searchset_bundle(
         {
             "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
             "resource": r,
-            "search": {"mode": mode},
+            "search": search,
         }
-        for rs, mode in ((resources, "match"), (included, "include"))
+        for rs, search in ((resources, _MATCH), (included, _INCLUDE))
         for r in rs
     ]
     return bundle

@@ -161,20 +161,33 @@ def simple_observation(
         "status": "final",
         "category": category,
         "code": concept,
-        "subject": {"reference": "Patient/" + patient_id},
+        "subject": _reference("Patient/", patient_id),
         "effectiveDateTime": effective.isoformat().replace("+00:00", "Z"),  # unique: no cache
         "issued": instant(issued),
-        "device": {"reference": "Device/" + device_id},
+        "device": _reference("Device/", device_id),
     }
     if meta is not None:
         resource["meta"] = meta
-    resource["valueQuantity"] = {
-        "value": int(value) if value.is_integer() and abs(value) < 2**53 else value,
+    resource["valueQuantity"] = _shared_quantity(value, unit)
+    return resource
+
+
+# A page's rows share their patient, their device and, for whole-number vital signs, their
+# value: shared read-only parts, as the code's above, so a 24-hour search allocates two
+# containers a row instead of five (fewer objects for the collector to walk while it renders).
+@functools.lru_cache(maxsize=4096)
+def _reference(prefix: str, ident: str) -> dict[str, str]:
+    return {"reference": prefix + ident}
+
+
+@functools.lru_cache(maxsize=4096)
+def _shared_quantity(value: float, unit: str) -> dict[str, Any]:
+    return {
+        "value": _number(value),
         "unit": _UNIT_DISPLAY.get(unit, unit),
         "system": UCUM,
         "code": unit,
     }
-    return resource
 
 
 def observation(obs: StoredObservation) -> dict[str, Any]:

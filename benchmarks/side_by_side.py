@@ -8,15 +8,21 @@ Limits, measured in the same run on the same machine:
 - bare ASGI: a uvicorn child process whose only endpoint reads the body and answers 202, posted
   the same bodies by the same client: what HTTP alone costs on this machine.
 
+The client is `light_http.py` (one keep-alive connection a sender, requests written as bytes)
+unless `--client httpx`: httpx costs more CPU a request than the server's own handling of a
+single reading, and on two cores it, not the server, set the single-reading rates.
+
 medmesh (`python -m medmesh serve`, a child process) on the same work: senders post
 `--batch`-reading bodies (heart rate, one a second per device), and single readings. Each
 figure is printed with its ratio to its limit. "Judged" rates count until the alert rules have
 run on every batch (no `pending_evaluations` left), not only until the 202s.
 
-Single readings are also counted a server CPU-second (readings over the server process's
-user + system CPU, judging included), beside the bare ASGI endpoint's requests a CPU-second of
-its own process: what one core could take if the server had it alone. With many senders the
-client, not the server, sets the rate on two cores; this figure does not depend on it.
+Single readings come from `--single-senders` devices (64), each waiting for its 202 before it
+sends again, into one server process and then into two (`serve --workers 2`). A sender that
+waits is a closed loop: with few of them the rate measures the wait of one request (the group
+commit's window and the commit), not what the server can take. They are also counted a server
+CPU-second (readings over the server process's user + system CPU, judging included), beside
+the bare ASGI endpoint's requests a CPU-second of its own process.
 
 History: half the senders' patients first get `--history-days` of one-a-minute heart rate (30
 days by default), the other half none, and both halves are measured the same way, so a cost
@@ -34,7 +40,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +67,7 @@ from _common import (
     venv_python,
 )
 from ingest_and_search import Sender, cpu_mark, cpu_since, running_server, server_env
+from light_http import LightHttp
 from medmesh import provisioning
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import measure_by_key
@@ -81,7 +89,8 @@ async def app(scope, receive, send):
         message = await receive()
         more = message.get("more_body", False)
     await send({"type": "http.response.start", "status": 202,
-                "headers": [(b"content-type", b"application/json")]})
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", b"14")]})
     await send({"type": "http.response.body", "body": b'{"accepted":1}'})
 """
 
@@ -97,6 +106,8 @@ class Options:
     history_days: int
     group_commit_ms: float
     profile: Path | None = None  # py-spy collapsed stacks of the server, one file a phase
+    client: str = "light"  # the HTTP load generator: "light" (light_http.py) or "httpx"
+    single_senders: int = 64  # concurrent devices sending single readings
     mqtt_devices: int = 20
     mqtt_messages: int = 20_000  # single-reading messages; half as many 10-reading ones
     rss_patients: int = 10_000
@@ -178,7 +189,9 @@ class BareLimit:
     per_cpu_second: float | None  # readings a CPU-second of the endpoint's process
 
 
-async def bare_asgi_limit(workdir: Path, opts: Options, size: int, requests: int) -> BareLimit:
+async def bare_asgi_limit(
+    workdir: Path, opts: Options, size: int, requests: int, concurrent: int
+) -> BareLimit:
     """Readings/s a bare ASGI endpoint answering 202 takes, same bodies, same client."""
     (workdir / "bare_app.py").write_text(BARE_APP)
     port = free_port()
@@ -204,16 +217,17 @@ async def bare_asgi_limit(workdir: Path, opts: Options, size: int, requests: int
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
-            senders = [Sender("bare", "x", LIVE_FROM) for _ in range(opts.senders)]
+            senders = [Sender("bare", "x", LIVE_FROM) for _ in range(concurrent)]
 
             async def loop(sender: Sender) -> None:
-                for _ in range(requests):
-                    response = await client.post(
-                        "/ingest/v1/readings",
-                        json=sender.next_batch(size),
-                        headers={"Authorization": "Bearer x"},
-                    )
-                    assert response.status_code == 202
+                async with connection(base, opts.client) as post:
+                    for _ in range(requests):
+                        status, _ = await post(
+                            "/ingest/v1/readings",
+                            sender.next_batch(size),
+                            {"Authorization": "Bearer x"},
+                        )
+                        assert status == 202
 
             cpu = process_cpu(process.pid)
             started = time.perf_counter()
@@ -412,9 +426,10 @@ async def provision(url: str, opts: Options) -> tuple[list[Sender], list[Sender]
         # ahead of the server's clock is refused (docs/readings.md), and refusals are not
         # what is measured (`measure` checks every reading was stored).
         spread = datetime.now(UTC) - timedelta(days=2) - LIVE_FROM
-        step = min(timedelta(days=40), spread / max(opts.senders, 1))
+        counts = (opts.senders, opts.senders, opts.single_senders)
         for group, senders in enumerate(groups):
-            for k in range(opts.senders):
+            step = min(timedelta(days=40), spread / max(counts[group], 1))
+            for k in range(counts[group]):
                 patient = await provisioning.create_patient(
                     db, family="Bench", given="Side", identifier=f"SBS-{group}-{k}"
                 )
@@ -480,23 +495,53 @@ async def pending(dsn: str) -> int:
         await conn.close()
 
 
+# POST a JSON body to a path with headers; the answer's status and its JSON.
+Post = Callable[[str, Any, dict[str, str]], Awaitable[tuple[int, Any]]]
+
+
+@asynccontextmanager
+async def connection(base_url: str, client: str) -> AsyncIterator[Post]:
+    """A sender's own connection to the server, through the chosen load generator."""
+    if client == "light":
+        host, _, port = base_url.removeprefix("http://").partition(":")
+        async with LightHttp(host, int(port)) as light:
+
+            async def post_light(path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+                answer = await light.post_json(path, body, headers)
+                return answer.status, answer.json()
+
+            yield post_light
+        return
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+
+        async def post_httpx(path: str, body: Any, headers: dict[str, str]) -> tuple[int, Any]:
+            response = await http.post(path, json=body, headers=headers)
+            return response.status_code, response.json()
+
+        yield post_httpx
+
+
 async def measure(
-    client: httpx.AsyncClient, dsn: str, senders: Sequence[Sender], size: int, requests: int
+    base_url: str,
+    client: str,
+    dsn: str,
+    senders: Sequence[Sender],
+    size: int,
+    requests: int,
 ) -> tuple[float, float]:
     """(readings/s until the last 202, readings/s until the rules ran on every batch)."""
 
     async def loop(sender: Sender) -> None:
-        for _ in range(requests):
-            body = sender.next_batch(size)
-            response = await client.post(
-                "/ingest/v1/readings",
-                json=body,
-                headers={"Authorization": f"Bearer {sender.secret}"},
-            )
-            if response.status_code != 202:
-                raise RuntimeError(f"ingest answered {response.status_code}")
-            if response.json()["accepted"] != size:  # refused ones would be cheaper
-                raise RuntimeError(f"ingest stored {response.json()['accepted']} of {size}")
+        async with connection(base_url, client) as post:
+            for _ in range(requests):
+                body = sender.next_batch(size)
+                status, answer = await post(
+                    "/ingest/v1/readings", body, {"Authorization": f"Bearer {sender.secret}"}
+                )
+                if status != 202:
+                    raise RuntimeError(f"ingest answered {status}")
+                if answer["accepted"] != size:  # refused ones would be cheaper
+                    raise RuntimeError(f"ingest stored {answer['accepted']} of {size}")
 
     started = time.perf_counter()
     await asyncio.gather(*(loop(s) for s in senders))
@@ -518,40 +563,49 @@ async def run(opts: Options) -> list[Figure]:
             started = time.perf_counter()
             fresh, aged, single = await provision(url, opts)
             log(
-                f"provisioned {3 * opts.senders} patients, {opts.history_days} days of history "
+                f"provisioned {2 * opts.senders + opts.single_senders} patients, "
+                f"{opts.history_days} days of history "
                 f"for {opts.senders} ({time.perf_counter() - started:.0f} s)"
             )
             copy = await copy_limit(url, opts)
             log(f"limit: raw COPY {copy:,.0f} rows/s")
-            bare_batch = await bare_asgi_limit(workdir, opts, opts.batch, opts.requests)
-            bare_single = await bare_asgi_limit(workdir, opts, 1, opts.single_requests)
+            bare_batch = await bare_asgi_limit(
+                workdir, opts, opts.batch, opts.requests, opts.senders
+            )
+            bare_single = await bare_asgi_limit(
+                workdir, opts, 1, opts.single_requests, opts.single_senders
+            )
             log(
                 f"limit: bare ASGI {bare_batch.per_second:,.0f} readings/s ({opts.batch} a request)"
             )
             log(f"limit: bare ASGI {bare_single.per_second:,.0f} readings/s (1 a request)")
-            async with (
-                running_server(
-                    url, workdir, {"MEDMESH_GROUP_COMMIT_MS": str(opts.group_commit_ms)}
-                ) as server,
-                httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
-            ):
-                await measure(client, dsn, single, 1, 5)  # warm up
+            async with running_server(
+                url, workdir, {"MEDMESH_GROUP_COMMIT_MS": str(opts.group_commit_ms)}
+            ) as server:
+                base, client = server.base_url, opts.client
+                await measure(base, client, dsn, single, 1, 5)  # warm up
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
                 async with profiled(
                     server.pid, _profile_file(opts, "batch"), rate=200, subprocesses=True
                 ):
-                    acked0, judged0 = await measure(client, dsn, fresh, opts.batch, opts.requests)
+                    acked0, judged0 = await measure(
+                        base, client, dsn, fresh, opts.batch, opts.requests
+                    )
                 cpu0 = cpu_since(server, mark).shares(time.perf_counter() - t0)
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
-                acked30, judged30 = await measure(client, dsn, aged, opts.batch, opts.requests)
+                acked30, judged30 = await measure(
+                    base, client, dsn, aged, opts.batch, opts.requests
+                )
                 cpu30 = cpu_since(server, mark).shares(time.perf_counter() - t0)
                 mark = cpu_mark(server)
                 async with profiled(
                     server.pid, _profile_file(opts, "single"), rate=200, subprocesses=True
                 ):
-                    acked1, judged1 = await measure(client, dsn, single, 1, opts.single_requests)
+                    acked1, judged1 = await measure(
+                        base, client, dsn, single, 1, opts.single_requests
+                    )
                 cpu1 = cpu_since(server, mark).server
             b, d = opts.batch, opts.history_days
             figures += _logged(
@@ -585,24 +639,22 @@ async def run(opts: Options) -> list[Figure]:
                     ]
                 )
             log(f"server/client CPU (% of one core): no history {cpu0}, {d} d history {cpu30}")
-            two = await provision_senders(url, "two", opts.senders * 2)
-            async with (
-                running_server(
-                    url,
-                    workdir,
-                    {"MEDMESH_GROUP_COMMIT_MS": str(opts.group_commit_ms)},
-                    args=("--workers", "2"),
-                ) as server,
-                httpx.AsyncClient(base_url=server.base_url, timeout=60) as client,
-            ):
-                await measure(client, dsn, two, 1, 5)  # warm up both processes
+            two = await provision_senders(url, "two", opts.single_senders)
+            async with running_server(
+                url,
+                workdir,
+                {"MEDMESH_GROUP_COMMIT_MS": str(opts.group_commit_ms)},
+                args=("--workers", "2"),
+            ) as server:
+                base, client = server.base_url, opts.client
+                await measure(base, client, dsn, two, 1, 5)  # warm up both processes
                 async with profiled(
                     server.pid,
                     _profile_file(opts, "single-2-processes"),
                     rate=200,
                     subprocesses=True,
                 ):
-                    acked2, judged2 = await measure(client, dsn, two, 1, opts.single_requests)
+                    acked2, judged2 = await measure(base, client, dsn, two, 1, opts.single_requests)
             figures += _logged(
                 [
                     Figure(
@@ -682,6 +734,13 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         "before it sends again. More senders give group commit more to gather "
         "(docs/benchmarks.md, 'Concurrency')",
     )
+    parser.add_argument(
+        "--single-senders",
+        type=int,
+        default=64,
+        help="concurrent devices sending single readings (one process and two), each waiting "
+        "for its 202; closed-loop, so fewer senders measure the wait, not the server",
+    )
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--requests", type=int, default=50, help="per sender, per phase")
     parser.add_argument("--single-requests", type=int, default=200, help="per sender")
@@ -695,6 +754,12 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         type=Path,
         default=None,
         help="a folder: py-spy records the server during each phase (collapsed stacks)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("light", "httpx"),
+        default="light",
+        help="the HTTP load generator (default light: light_http.py)",
     )
     parser.add_argument("--mqtt-devices", type=int, default=20)
     parser.add_argument(
@@ -716,6 +781,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
             1,
             args.group_commit_ms,
             args.profile,
+            args.client,
+            single_senders=2,
             mqtt_devices=2,
             mqtt_messages=200,
             rss_patients=20,
@@ -730,6 +797,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         args.history_days,
         args.group_commit_ms,
         args.profile,
+        args.client,
+        args.single_senders,
         args.mqtt_devices,
         args.mqtt_messages,
         args.rss_patients,
@@ -746,7 +815,10 @@ def main() -> int:
         return 0
     log("")
     given = " ".join(sys.argv[1:]) or "defaults"
-    log(f"side by side, PostgreSQL, {opts.senders} senders ({given})")
+    log(
+        f"side by side, PostgreSQL, {opts.senders} senders, {opts.single_senders} of single "
+        f"readings, {opts.client} client ({given})"
+    )
     for figure in figures:
         log(figure.line())
     log(f"load after: {load_average()}; {time.perf_counter() - started:.0f} s in all")

@@ -640,6 +640,7 @@ async def run(opts: Options) -> list[Figure]:
                 )
             log(f"server/client CPU (% of one core): no history {cpu0}, {d} d history {cpu30}")
             two = await provision_senders(url, "two", opts.single_senders)
+            two_batch = await provision_senders(url, "two-batch", opts.senders)
             async with running_server(
                 url,
                 workdir,
@@ -655,8 +656,12 @@ async def run(opts: Options) -> list[Figure]:
                     subprocesses=True,
                 ):
                     acked2, judged2 = await measure(base, client, dsn, two, 1, opts.single_requests)
+                _, batch2 = await measure(base, client, dsn, two_batch, opts.batch, opts.requests)
             figures += _logged(
                 [
+                    Figure(
+                        f"HTTP {opts.batch}/request, 2 processes, judged", batch2, copy, "raw COPY"
+                    ),
                     Figure(
                         "HTTP 1/request, 2 processes, acked",
                         acked2,

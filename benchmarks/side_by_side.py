@@ -8,7 +8,7 @@ Limits, measured in the same run on the same machine:
 - bare ASGI: a uvicorn child process whose only endpoint reads the body and answers 202, posted
   the same bodies by the same client: what HTTP alone costs on this machine.
 
-The client is `light_http.py` (one keep-alive connection a sender, requests written as bytes)
+The client is `_light_http.py` (one keep-alive connection a sender, requests written as bytes)
 unless `--client httpx`: httpx costs more CPU a request than the server's own handling of a
 single reading, and on two cores it, not the server, set the single-reading rates.
 
@@ -66,8 +66,8 @@ from _common import (
     scratch_postgres,
     venv_python,
 )
+from _light_http import LightHttp
 from ingest_and_search import Sender, cpu_mark, cpu_since, running_server, server_env
-from light_http import LightHttp
 from medmesh import provisioning
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import measure_by_key
@@ -106,7 +106,7 @@ class Options:
     history_days: int
     group_commit_ms: float
     profile: Path | None = None  # py-spy collapsed stacks of the server, one file a phase
-    client: str = "light"  # the HTTP load generator: "light" (light_http.py) or "httpx"
+    client: str = "light"  # the HTTP load generator: "light" (_light_http.py) or "httpx"
     single_senders: int = 64  # concurrent devices sending single readings
     mqtt_devices: int = 20
     mqtt_messages: int = 20_000  # single-reading messages; half as many 10-reading ones
@@ -764,7 +764,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         "--client",
         choices=("light", "httpx"),
         default="light",
-        help="the HTTP load generator (default light: light_http.py)",
+        help="the HTTP load generator (default light: _light_http.py)",
     )
     parser.add_argument("--mqtt-devices", type=int, default=20)
     parser.add_argument(

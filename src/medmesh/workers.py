@@ -91,7 +91,11 @@ class Workers:
             # A task of its own, so that where a late stop waits can be told before it is
             # cancelled.
             stopping = asyncio.create_task(worker.stop(), name=f"stopping {name}")
-            await asyncio.wait([stopping], timeout=self._stop_grace)
+            try:
+                await asyncio.wait([stopping], timeout=self._stop_grace)
+            except asyncio.CancelledError:  # the stop itself is called off: so is this one
+                stopping.cancel()
+                raise
             if not stopping.done():
                 log.error(
                     "%s did not stop within %g s; the tasks still waiting:\n%s",

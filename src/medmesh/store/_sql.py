@@ -171,10 +171,7 @@ async def _each_row(
 
 def _given(table: Table, columns: Sequence[str]) -> dict[str, Any]:
     """PostgreSQL: the columns of rows bound as one array a column (`a_<column>`), unnested."""
-    arrays = [
-        bindparam(f"a_{c}", type_=postgresql.ARRAY(_unbounded(table.c[c].type))) for c in columns
-    ]
-    given = func.unnest(*arrays).table_valued(*columns).render_derived(name="given")
+    given = _unnest(table, columns, prefix="a_", name="given")
     return {c: given.c[c] for c in columns}
 
 
@@ -233,9 +230,28 @@ def unnested(table: Table, columns: Sequence[str]) -> Select[Any]:
     `as_arrays` makes them), in the order given. One statement text whatever the number of
     rows, where executemany of an INSERT … RETURNING is sent as one multi-row `VALUES` a
     number of rows (prepared again for each)."""
-    arrays = [bindparam(c, type_=postgresql.ARRAY(_unbounded(table.c[c].type))) for c in columns]
-    rows = func.unnest(*arrays).table_valued(*columns, with_ordinality="n").render_derived()
+    rows = _unnest(table, columns, ordinality="n")
     return select(*(rows.c[c] for c in columns)).order_by(rows.c.n)
+
+
+def _unnest(
+    table: Table,
+    columns: Sequence[str],
+    *,
+    prefix: str = "",
+    ordinality: str | None = None,
+    name: str | None = None,
+) -> Any:
+    """`unnest` of one array parameter a column (`<prefix><column>`, typed as the column's
+    array), as a derived table of those columns (and `ordinality`, the row's position)."""
+    arrays = [
+        bindparam(prefix + c, type_=postgresql.ARRAY(_unbounded(table.c[c].type))) for c in columns
+    ]
+    return (
+        func.unnest(*arrays)
+        .table_valued(*columns, with_ordinality=ordinality)
+        .render_derived(name=name)
+    )
 
 
 def as_arrays(

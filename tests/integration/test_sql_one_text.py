@@ -47,7 +47,6 @@ async def test_a_list_finds_exactly_its_rows_whatever_its_length(
 
 
 async def test_postgresql_is_sent_one_text_for_every_length_of_list(database: Database) -> None:
-
     async with database.read() as conn:
         sent = _texts_sent(conn)
         for length in (1, 2, 7):

@@ -59,13 +59,17 @@ def _number(value: float) -> float | int:
     return int(value) if value.is_integer() and abs(value) < 2**53 else value
 
 
-def _quantity(value: MeasuredValue) -> dict[str, Any]:
+def _quantity_of(value: float, unit: str) -> dict[str, Any]:
     return {
-        "value": _number(value.value),
-        "unit": _UNIT_DISPLAY.get(value.unit, value.unit),
+        "value": _number(value),
+        "unit": _UNIT_DISPLAY.get(unit, unit),
         "system": UCUM,
-        "code": value.unit,
+        "code": unit,
     }
+
+
+def _quantity(value: MeasuredValue) -> dict[str, Any]:
+    return _quantity_of(value.value, value.unit)
 
 
 # The parts below depend only on the code, so each is built once and shared between resources
@@ -180,14 +184,7 @@ def _reference(prefix: str, ident: str) -> dict[str, str]:
     return {"reference": prefix + ident}
 
 
-@functools.lru_cache(maxsize=4096)
-def _shared_quantity(value: float, unit: str) -> dict[str, Any]:
-    return {
-        "value": _number(value),
-        "unit": _UNIT_DISPLAY.get(unit, unit),
-        "system": UCUM,
-        "code": unit,
-    }
+_shared_quantity = functools.lru_cache(maxsize=4096)(_quantity_of)
 
 
 def observation(obs: StoredObservation) -> dict[str, Any]:

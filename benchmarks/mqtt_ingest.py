@@ -56,6 +56,7 @@ from _common import (
     venv_python,
 )
 from medmesh import provisioning
+from medmesh.ingest.paho_properties import share_property_tables
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.schema import dead_letters, observations
@@ -259,7 +260,9 @@ def payloads(tag: str, start: datetime, messages: int, per_message: int) -> list
 
 
 def connect_publishers(port: int, devices: Sequence[str]) -> list[paho.Client]:
-    """One MQTT 5 connection per device, each with its network thread, connected."""
+    """One MQTT 5 connection per device, each with its network thread, connected (paho with
+    the Properties tables shared, as in medmesh's worker)."""
+    share_property_tables()
     clients: list[paho.Client] = []
     try:
         for _ in devices:

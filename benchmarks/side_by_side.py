@@ -71,6 +71,7 @@ from ingest_and_search import Sender, cpu_mark, cpu_since, running_server, serve
 from medmesh import provisioning
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import measure_by_key
+from medmesh.ingest.paho_properties import share_property_tables
 from medmesh.store import migrate
 from medmesh.store.database import Database
 from medmesh.store.observations import Observations
@@ -246,7 +247,9 @@ async def bare_asgi_limit(
 
 def mosquitto_limit(workdir: Path, devices: int, messages: int, body: bytes) -> float:
     """Messages/s Mosquitto itself carries from publishers to one subscriber (QoS 1 both
-    ways, paho-mqtt as in medmesh's worker and the benchmark's publishers): the MQTT limit."""
+    ways, paho-mqtt as in medmesh's worker and the benchmark's publishers, its Properties
+    tables shared as there): the MQTT limit."""
+    share_property_tables()
     directory = workdir / "mosquitto-limit"
     directory.mkdir()
     broker = Broker(directory, max_queued=1_000_000)

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from medmesh.domain.errors import InvalidReading, RejectReason, SignatureRefused
 from medmesh.ingest.formats import NATIVE, Formats
+from medmesh.ingest.paho_properties import share_property_tables
 from medmesh.ingest.pipeline import DeviceBatch, IngestPipeline
 from medmesh.ingest.signed_readings import (
     CheckedSignature,
@@ -152,6 +153,7 @@ class MqttIngest:
         self._database = database
         self._pipeline = pipeline
         self._formats = formats
+        share_property_tables()  # a quarter of the worker's CPU otherwise (paho_properties)
         self._known_devices: set[str] = set()
         self.processed = 0
         self.connected = asyncio.Event()

@@ -68,6 +68,17 @@ def test_publish_properties_pack_and_unpack_as_with_pahos_own_init() -> None:
     assert original.pack() == packed
 
 
+def test_clear_removes_every_property_and_nothing_else() -> None:
+    share_property_tables()
+    properties = _publish_properties()
+    properties.clear()
+    assert properties.isEmpty()
+    assert properties.pack() == b"\x00"
+    assert properties.packetType == PacketTypes.PUBLISH
+    properties.ContentType = "text/plain"  # still a Properties that takes properties
+    assert properties.json() == {"ContentType": "text/plain"}
+
+
 def test_a_property_of_another_packet_is_still_refused() -> None:
     share_property_tables()
     connect = Properties(PacketTypes.CONNECT)
@@ -82,6 +93,8 @@ def test_a_property_of_another_packet_is_still_refused() -> None:
 
 def test_another_paho_version_is_left_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Properties, "__init__", paho_properties._original_init)
+    monkeypatch.setattr(Properties, "clear", paho_properties._original_clear)
     assert not share_property_tables(version="2.3.0")
     assert Properties.__init__ is paho_properties._original_init
+    assert Properties.clear is paho_properties._original_clear
     assert Properties(PacketTypes.PUBLISH).names is not Properties(PacketTypes.PUBLISH).names

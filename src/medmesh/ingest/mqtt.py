@@ -97,7 +97,7 @@ class MqttSettings:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
-    max_batch: int = 500  # messages per transaction
+    max_batch: int = 1000  # messages per transaction
     max_batch_bytes: int = 256 * 1024  # payload bytes per transaction (about 2,500 readings)
     session_expiry_seconds: int = 3600
 

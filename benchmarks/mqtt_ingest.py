@@ -6,8 +6,9 @@ shared subscription group) against a PRIVATE Mosquitto broker it starts on a fre
 127.0.0.1 (the machine's own broker is not touched). Each phase gets a fresh broker and fresh
 workers, so the per-worker message counts (logged by each worker on SIGTERM) are the phase's.
 
-Devices publish with paho-mqtt (MQTT 5, QoS 1) from a few publisher threads, one connection per
-device; every message is a native batch `{"readings": [...]}` of 1 or of 10 readings. The clock
+Each device publishes with its own `mosquitto_pub -l` process (MQTT 5, QoS 1; `--publisher paho`:
+paho-mqtt connections from a few threads of this process, as before 2026-12-05); every message
+is a native batch `{"readings": [...]}` of 1 or of 10 readings. The clock
 runs from the first publish until the observations table holds every reading (COUNT(*) polled
 every 50 ms): the figure is end-to-end committed throughput. The publish rate (first publish to
 last PUBACK from the broker) is printed too. Publishers, workers and broker share the machine,
@@ -24,13 +25,14 @@ import contextlib
 import importlib.metadata
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -80,11 +82,12 @@ class Options:
     backends: tuple[str, ...]
     postgres_url: str  # maintenance database; the run creates and drops its own
     devices: int
-    publishers: int  # publisher threads, the devices shared among them
+    publishers: int  # paho publisher threads, the devices shared among them
     workers: tuple[int, ...]  # worker counts to run
     shapes: tuple[tuple[int, int], ...]  # (readings per message, messages per phase)
     timeout: float  # per phase, for every reading to be committed
     max_queued: int  # broker's max_queued_messages per client
+    publisher: str = "mosquitto_pub"  # or "paho"
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +332,68 @@ def publish_all(
     return time.perf_counter()
 
 
+def publish_with_mosquitto_pub(
+    port: int, devices: Sequence[str], bodies: Sequence[Sequence[bytes]], directory: Path
+) -> float:
+    """Publish every device's messages (QoS 1, MQTT 5) with one `mosquitto_pub -l` a device,
+    its messages one a line (C, libmosquitto: the devices' side takes little of the machine,
+    where paho in this process took 35-40 % of a core); return the perf_counter() once every
+    one has exited, which it does after its last PUBACK."""
+    binary = shutil.which("mosquitto_pub")
+    if binary is None:
+        raise RuntimeError("mosquitto_pub is not installed (Debian: mosquitto-clients)")
+    files = []
+    for device, messages in zip(devices, bodies, strict=True):
+        path = directory / f"{device}-{uuid.uuid4().hex[:8]}.lines"
+        path.write_bytes(b"".join(body + b"\n" for body in messages))
+        files.append(path)
+    processes = []
+    for device, path in zip(devices, files, strict=True):
+        with path.open("rb") as lines:
+            processes.append(
+                subprocess.Popen(
+                    [
+                        binary,
+                        *("-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-q", "1", "-l"),
+                        *("-i", f"bench-pub-{uuid.uuid4().hex[:12]}", "-t", TOPIC.format(device)),
+                    ],
+                    stdin=lines,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                )
+            )
+    failures = []
+    for process in processes:
+        _, error = process.communicate(timeout=PUBACK_TIMEOUT)
+        if process.returncode != 0:
+            failures.append(error.decode(errors="replace").strip() or f"exit {process.returncode}")
+    finished = time.perf_counter()
+    for path in files:
+        path.unlink()
+    if failures:
+        raise RuntimeError("mosquitto_pub failed: " + "; ".join(failures[:3]))
+    return finished
+
+
+Publish = Callable[[Sequence[Sequence[bytes]]], float]
+
+
+def publishers(
+    opts: Options, port: int, devices: Sequence[str], directory: Path
+) -> tuple[Publish, Callable[[], None]]:
+    """How this run publishes each device's messages (`--publisher`), and how to let go of the
+    publishers after: `mosquitto_pub` processes started for each round of messages, or paho
+    connections made now."""
+    if opts.publisher == "mosquitto_pub":
+        return (lambda bodies: publish_with_mosquitto_pub(port, devices, bodies, directory)), (
+            lambda: None
+        )
+    clients = connect_publishers(port, devices)
+    return (lambda bodies: publish_all(clients, devices, bodies, opts.publishers)), (
+        lambda: disconnect(clients)
+    )
+
+
 # --- measuring --------------------------------------------------------------------------------
 
 
@@ -355,7 +420,10 @@ def cpu_mark(workers: Sequence[Worker], broker: Broker) -> Cpu:
     parts = [w.cpu() for w in workers]
     used = None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
     broker_cpu = None if broker.process is None else process_cpu(broker.process.pid)
-    return Cpu(used, broker_cpu, time.process_time())
+    children = os.times()  # the mosquitto_pub publishers, once they have exited
+    return Cpu(
+        used, broker_cpu, time.process_time() + children.children_user + children.children_system
+    )
 
 
 def cpu_since(workers: Sequence[Worker], broker: Broker, mark: Cpu) -> Cpu:
@@ -401,13 +469,13 @@ async def run_phase(
             for n in range(phase.workers)
         ]
         await asyncio.gather(*(asyncio.to_thread(w.start) for w in workers))
-        clients = await asyncio.to_thread(connect_publishers, broker.port, devices)
+        publish, close = await asyncio.to_thread(publishers, opts, broker.port, devices, directory)
         try:
             # Warm-up: a message per device, so every worker has met the devices and opened
             # its database connections before the clock starts.
             warm = [payloads(f"p{phase.index}-warm", EPOCH, 1, 1) for _ in devices]
             target = await count(db) + len(devices)
-            await asyncio.to_thread(publish_all, clients, devices, warm, opts.publishers)
+            await asyncio.to_thread(publish, warm)
             stored, _ = await wait_for_count(db, target, opts.timeout)
             if stored < target:
                 raise RuntimeError(f"warm-up: {stored} of {target} readings stored")
@@ -426,9 +494,7 @@ async def run_phase(
             target = baseline + messages * phase.per_message
             mark = cpu_mark(workers, broker)
             began = time.perf_counter()
-            publishing = asyncio.create_task(
-                asyncio.to_thread(publish_all, clients, devices, bodies, opts.publishers)
-            )
+            publishing = asyncio.create_task(asyncio.to_thread(publish, bodies))
             stored, done = await wait_for_count(db, target, opts.timeout)
             cpu = cpu_since(workers, broker, mark)
             published = await publishing
@@ -437,7 +503,7 @@ async def run_phase(
             # the workers finish acknowledging first. Not part of the measured time.
             await asyncio.sleep(SETTLE_SECONDS)
         finally:
-            await asyncio.to_thread(disconnect, clients)
+            await asyncio.to_thread(close)
     except Exception:
         for worker in workers:
             log(f"{worker.client_id} log (last lines):\n{tail(worker.log_path)}")
@@ -531,8 +597,13 @@ async def print_run(opts: Options) -> None:
         python=f"; paho-mqtt {importlib.metadata.version('paho-mqtt')}",
     )
     shapes = ", ".join(f"{m} messages x {r} reading(s)" for r, m in opts.shapes)
+    by = (
+        "one mosquitto_pub each"
+        if opts.publisher == "mosquitto_pub"
+        else f"paho, {opts.publishers} publisher threads"
+    )
     log(
-        f"run:        {opts.devices} devices over {opts.publishers} publisher threads (QoS 1, "
+        f"run:        {opts.devices} devices ({by}; QoS 1, "
         f"MQTT 5); {', '.join(map(str, opts.workers))} worker(s); per phase {shapes}; "
         f"broker max_queued_messages {opts.max_queued}; timeout {opts.timeout:g} s per phase"
     )
@@ -574,7 +645,16 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     add_backend_options(parser)
     parser.add_argument("--devices", type=int, default=20, help="devices (default 20)")
-    parser.add_argument("--publishers", type=int, default=4, help="publisher threads (default 4)")
+    parser.add_argument(
+        "--publisher",
+        choices=("mosquitto_pub", "paho"),
+        default="mosquitto_pub",
+        help="the devices' client: one mosquitto_pub process a device (default), or paho "
+        "connections in this process",
+    )
+    parser.add_argument(
+        "--publishers", type=int, default=4, help="paho publisher threads (default 4)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -617,6 +697,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         ((1, single), (10, ten)),
         timeout,
         args.max_queued,
+        args.publisher,
     )
 
 

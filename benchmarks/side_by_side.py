@@ -6,7 +6,9 @@ Limits, measured in the same run on the same machine:
   columns and indexes, a sealed-size value), `--batch` rows a transaction, one connection per
   sender;
 - bare ASGI: a uvicorn child process whose only endpoint reads the body and answers 202, posted
-  the same bodies by the same client: what HTTP alone costs on this machine.
+  the same bodies by the same client: what HTTP alone costs on this machine;
+- Mosquitto pub→sub: what a private Mosquitto carries from the devices (`mosquitto_pub`, one a
+  device) to one paho-mqtt subscriber, QoS 1, the client library of medmesh's worker.
 
 The client is `_light_http.py` (one keep-alive connection a sender, requests written as bytes)
 unless `--client httpx`: httpx costs more CPU a request than the server's own handling of a
@@ -23,6 +25,9 @@ waits is a closed loop: with few of them the rate measures the wait of one reque
 commit's window and the commit), not what the server can take. They are also counted a server
 CPU-second (readings over the server process's user + system CPU, judging included), beside
 the bare ASGI endpoint's requests a CPU-second of its own process.
+
+MQTT: one `medmesh ingest-worker` takes messages of 1 and of 10 readings from the same
+`mosquitto_pub` devices (benchmarks/mqtt_ingest.py), counted until committed.
 
 History: half the senders' patients first get `--history-days` of one-a-minute heart rate (30
 days by default), the other half none, and both halves are measured the same way, so a cost
@@ -246,9 +251,10 @@ async def bare_asgi_limit(
 
 
 def mosquitto_limit(workdir: Path, devices: int, messages: int, body: bytes) -> float:
-    """Messages/s Mosquitto itself carries from publishers to one subscriber (QoS 1 both
-    ways, paho-mqtt as in medmesh's worker and the benchmark's publishers, its Properties
-    tables shared as there): the MQTT limit."""
+    """Messages/s Mosquitto itself carries from the devices to one subscriber, QoS 1 both
+    ways: the MQTT limit. The subscriber is paho-mqtt as in medmesh's worker (its Properties
+    tables shared as there), alone in this process; the devices are `mosquitto_pub`, as in
+    medmesh's MQTT phases."""
     share_property_tables()
     directory = workdir / "mosquitto-limit"
     directory.mkdir()
@@ -268,34 +274,17 @@ def mosquitto_limit(workdir: Path, devices: int, messages: int, body: bytes) -> 
     subscriber.on_message = on_message
     try:
         subscriber.connect("127.0.0.1", broker.port)
-        subscriber.subscribe("limit/#", qos=1)
+        subscriber.subscribe(mqtt_ingest.TOPIC.format("+"), qos=1)
         subscriber.loop_start()
         time.sleep(0.5)
         names = [f"d{k}" for k in range(devices)]
-        clients = mqtt_ingest.connect_publishers(broker.port, names)
-        try:
-            started = time.perf_counter()
-            failures: list[str] = []
-
-            def run(k: int) -> None:
-                infos = [
-                    clients[k].publish(f"limit/{names[k]}", body, qos=1) for _ in range(messages)
-                ]
-                for info in infos:
-                    info.wait_for_publish(timeout=60)
-                if not all(info.is_published() for info in infos):
-                    failures.append(names[k])
-
-            threads = [threading.Thread(target=run, args=(k,)) for k in range(devices)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            if not done.wait(120) or failures:
-                raise RuntimeError(f"mosquitto limit: {received} of {total} received")
-            return total / (time.perf_counter() - started)
-        finally:
-            mqtt_ingest.disconnect(clients)
+        started = time.perf_counter()
+        mqtt_ingest.publish_with_mosquitto_pub(
+            broker.port, names, [[body] * messages for _ in names], directory
+        )
+        if not done.wait(120):
+            raise RuntimeError(f"mosquitto limit: {received} of {total} received")
+        return total / (time.perf_counter() - started)
     finally:
         subscriber.loop_stop()
         subscriber.disconnect()
@@ -303,8 +292,9 @@ def mosquitto_limit(workdir: Path, devices: int, messages: int, body: bytes) -> 
 
 
 async def medmesh_mqtt(url: str, workdir: Path, opts: Options) -> list[mqtt_ingest.Figure]:
-    """medmesh's MQTT ingest (one `medmesh ingest-worker`, private broker, same publishers as
-    benchmarks/mqtt_ingest.py): single-reading and 10-reading messages, committed."""
+    """medmesh's MQTT ingest (one `medmesh ingest-worker`, private broker, a `mosquitto_pub`
+    a device as in benchmarks/mqtt_ingest.py): single-reading and 10-reading messages,
+    committed."""
     mopts = mqtt_ingest.Options(
         backends=("postgresql",),
         postgres_url=opts.postgres_url,

@@ -364,13 +364,21 @@ def publish_with_mosquitto_pub(
                 )
             )
     failures = []
-    for process in processes:
-        _, error = process.communicate(timeout=PUBACK_TIMEOUT)
-        if process.returncode != 0:
-            failures.append(error.decode(errors="replace").strip() or f"exit {process.returncode}")
-    finished = time.perf_counter()
-    for path in files:
-        path.unlink()
+    try:
+        for process in processes:
+            _, error = process.communicate(timeout=PUBACK_TIMEOUT)
+            if process.returncode != 0:
+                failures.append(
+                    error.decode(errors="replace").strip() or f"exit {process.returncode}"
+                )
+        finished = time.perf_counter()
+    finally:  # one that hangs (no PUBACK within the timeout) is not left behind
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for path in files:
+            path.unlink()
     if failures:
         raise RuntimeError("mosquitto_pub failed: " + "; ".join(failures[:3]))
     return finished

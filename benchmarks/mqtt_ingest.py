@@ -441,14 +441,21 @@ async def wait_for_count(
     db: Database, patients: Sequence[str], target: int, within: float
 ) -> tuple[int, float]:
     """Poll until the patients have `target` observations, for at most `within` seconds;
-    return (count, perf_counter() of that count)."""
+    return (count, perf_counter() of that count).
+
+    Every POLL_SECONDS near the end; before that, after a quarter of the time the rest should
+    take at the rate so far (at most half a second). A count reads every row counted so far:
+    polled every 50 ms through a phase of 400,000 readings, it was 40 % of PostgreSQL's active
+    samples (pg_stat_activity sampled every 5 ms)."""
     deadline = time.monotonic() + within
-    while True:
-        stored = await stored_for(db, patients)
-        now = time.perf_counter()
-        if stored >= target or time.monotonic() >= deadline:
-            return stored, now
-        await asyncio.sleep(POLL_SECONDS)
+    first, began = await stored_for(db, patients), time.perf_counter()
+    stored, now = first, began
+    while stored < target and time.monotonic() < deadline:
+        rate = (stored - first) / (now - began) if now > began else 0.0
+        wait = (target - stored) / rate / 4 if rate > 0 else POLL_SECONDS
+        await asyncio.sleep(min(max(wait, POLL_SECONDS), 0.5))
+        stored, now = await stored_for(db, patients), time.perf_counter()
+    return stored, now
 
 
 def cpu_mark(workers: Sequence[Worker], broker: Broker) -> Cpu:

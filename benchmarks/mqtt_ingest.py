@@ -10,10 +10,10 @@ Each device publishes with its own `mosquitto_pub -l` process (MQTT 5, QoS 1; `-
 paho`: paho-mqtt connections from a few threads of this process, as before 2026-12-05); every
 message is a native batch `{"readings": [...]}` of 1 or of 10 readings. The clock runs from
 the first publish until the observations table holds every reading (the devices' patients'
-rows counted every 50 ms): the figure is end-to-end committed throughput. The publish rate
-(first publish to last PUBACK from the broker) is printed too. Publishers, workers and broker
-share the machine, so on a small one they compete for CPU; each phase's CPU use is printed per
-process kind.
+rows counted, every 50 ms near the end): the figure is end-to-end committed throughput. The
+publish rate (first publish to last PUBACK from the broker) is printed too. Publishers, workers
+and broker share the machine, so on a small one they compete for CPU; each phase's CPU use is
+printed per process kind.
 
 Run: `.venv/bin/python benchmarks/mqtt_ingest.py` (`--help` for the counts, `--quick`).
 """
@@ -406,7 +406,7 @@ def publishers(
 # --- measuring --------------------------------------------------------------------------------
 
 
-async def count(db: Database, table: Table = observations) -> int:
+async def count(db: Database, table: Table) -> int:
     """COUNT(*) of a table."""
     async with db.read() as conn:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())

@@ -338,7 +338,7 @@ def publish_with_mosquitto_pub(
 ) -> float:
     """Publish every device's messages (QoS 1, MQTT 5) with one `mosquitto_pub -l` a device,
     its messages one a line (C, libmosquitto: the devices' side takes little of the machine,
-    where paho in this process took 35-40 % of a core); return the perf_counter() once every
+    where paho in this process took 35-42 % of a core); return the perf_counter() once every
     one has exited, which it does after its last PUBACK."""
     binary = shutil.which("mosquitto_pub")
     if binary is None:

@@ -18,7 +18,12 @@ from medmesh.domain.vocabulary import measure_by_key
 from medmesh.store.database import Database
 from medmesh.store.dead_letters import DeadLetter, DeadLetters
 from medmesh.store.device_status import DeviceStatuses
-from medmesh.store.observations import ObservationQuery, Observations, TimeBound
+from medmesh.store.observations import (
+    COPY_FROM_ROWS,
+    ObservationQuery,
+    Observations,
+    TimeBound,
+)
 from medmesh.store.registry import Assignments, Devices, Patients
 from medmesh.store.schema import metadata, observation_components
 from tests.conftest import World
@@ -134,6 +139,33 @@ async def test_observation_batch_insert_is_idempotent(database: Database, world:
         ids = await Observations(conn).existing_ids([r.observation_id for r in batch] + ["nope"])
     assert [o.effective for o in stored] == [r.effective for r in batch]
     assert ids == {r.observation_id for r in batch}
+
+
+async def test_a_copied_batch_with_stored_readings_keeps_the_rest(
+    database: Database, world: World
+) -> None:
+    """A batch big enough for COPY on PostgreSQL that repeats stored readings: those are
+    reported as not inserted, the new ones are stored, and what the transaction wrote before
+    the batch stays."""
+    first = [_heart_rate(world, f"c{i}", T0 + timedelta(minutes=i), 60 + i) for i in range(30)]
+    resent = first[10:] + [
+        _heart_rate(world, f"c{i}", T0 + timedelta(minutes=i), 60 + i) for i in range(30, 45)
+    ]
+    assert len(resent) >= COPY_FROM_ROWS
+    async with database.write() as conn:
+        assert await Observations(conn).add_batch(first, T0) == {r.observation_id for r in first}
+    letter = DeadLetter(T0, "http", world.device_id, "x", "implausible-value", "out of range", "")
+    async with database.write() as conn:
+        await DeadLetters(conn).add_many([letter])
+        inserted = await Observations(conn).add_batch(resent, T0)
+    assert inserted == {r.observation_id for r in resent[20:]}
+    async with database.read() as conn:
+        stored = await Observations(conn).search(
+            ObservationQuery(patient_id=world.patient_id, limit=100)
+        )
+        letters = await DeadLetters(conn).for_device(world.device_id)
+    assert [o.values[0].value for o in stored] == [60 + i for i in range(45)]
+    assert letters == [letter]
 
 
 async def test_panel_components_round_trip(database: Database, world: World) -> None:

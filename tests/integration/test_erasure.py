@@ -4,6 +4,7 @@ refuses it; the certificate verifies and a modified one does not."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from medmesh import provisioning
@@ -293,6 +295,44 @@ async def test_erasure_deletes_every_row_about_the_patient_and_nothing_of_others
     assert stored == [patient_id]
     with pytest.raises(DataKeyDestroyed):  # an erased patient gets no new key
         await keyed.cipher.key_or_create(patient_id)
+
+
+async def test_erasure_waits_for_a_batch_storing_the_patients_readings_and_erases_it_too(
+    keyed: Database, keyed_world: World, database_url: str, tmp_path: Path
+) -> None:
+    """A batch in another process holds the patient when erasure starts: erasure waits for its
+    commit, then deletes its readings with the rest, and succeeds."""
+    patient_id, device_id = keyed_world.patient_id, keyed_world.device_id
+    other = keyed_database(database_url, tmp_path / "keys")  # another process, its own cache
+    try:
+        async with other.write() as conn:
+            await Observations(conn).add_batch([heart_rate(patient_id, device_id, 10, 80)], START)
+            erasing = asyncio.create_task(_erase(keyed, patient_id))
+            await asyncio.sleep(0.5)
+            assert not erasing.done()  # waiting for the batch's commit
+        document = await asyncio.wait_for(erasing, 30)
+    finally:
+        await other.dispose()
+    assert document["rows_deleted"]["observations"] == 5  # type: ignore[index]
+    assert (await raw_rows(keyed, patient_id))["observations"] == []
+
+
+async def test_a_process_holding_an_erased_patients_key_cannot_store_readings_for_them(
+    keyed: Database, keyed_world: World, database_url: str, tmp_path: Path
+) -> None:
+    """Another process still has the patient's key in its cache after the erasure: the
+    readings it is given for them are refused (the patient's row is gone), none is stored."""
+    patient_id, device_id = keyed_world.patient_id, keyed_world.device_id
+    other = keyed_database(database_url, tmp_path / "keys")
+    try:
+        await other.cipher.key(patient_id)  # cached
+        await _erase(keyed, patient_id)
+        batch = [heart_rate(patient_id, device_id, n, 80) for n in range(10, 40)]
+        with pytest.raises((DataKeyDestroyed, IntegrityError)):  # SQLite: its foreign key
+            await store(other, batch)
+    finally:
+        await other.dispose()
+    assert (await raw_rows(keyed, patient_id))["observations"] == []
 
 
 async def test_a_legal_hold_refuses_erasure_and_destroys_nothing(

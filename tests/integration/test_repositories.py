@@ -45,20 +45,16 @@ def _heart_rate(world: World, message_id: str, at: datetime, value: float = 70) 
 
 
 def _partition_differences(diff: list[object]) -> list[object]:
-    """What PostgreSQL's partitioned `observations` differs in, by design (migration 0021,
-    docs/scaling.md): the dedupe key holds the partition key, components lose their foreign
-    key to observations(id)."""
-    dedupe = {
-        ("remove_constraint", "uq_observations_device_id_message_id"),
-        ("add_constraint", "uq_observations_device_id_message_id"),
-    }
+    """What PostgreSQL's partitioned `observations` differs in, by design (migrations 0021
+    and 0028, docs/scaling.md): no dedupe key beside the primary key (id, effective), no
+    foreign keys from or to observations."""
     return [
         d
         for d in diff
         if isinstance(d, tuple)
         and (
-            (d[0], d[1].name) in dedupe
-            or (d[0] == "add_fk" and d[1].referred_table.name == "observations")
+            (d[0], d[1].name) == ("add_constraint", "uq_observations_device_id_message_id")
+            or (d[0] == "add_fk" and "observations" in (d[1].referred_table.name, d[1].parent.name))
         )
     ]
 
@@ -76,7 +72,7 @@ async def test_migrations_produce_exactly_the_declared_schema(database: Database
         found = await conn.run_sync(diff)
     if database.backend == "postgresql":
         by_design = _partition_differences(found)
-        assert len(by_design) >= 3  # the dedupe key's two sides, the components' foreign key
+        assert len(by_design) >= 4  # dedupe key; foreign keys to patients, devices; components
         found = [d for d in found if d not in by_design]
     assert found == []
 

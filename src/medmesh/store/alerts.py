@@ -73,8 +73,9 @@ class Alerts:
         evaluated at once cannot both open the same alert.
 
         PostgreSQL: FOR NO KEY UPDATE on the patient's row, which does not block the key-share
-        locks that inserting the patient's observations takes. SQLite has one writer at a time
-        already (no FOR clause is emitted there). Lock several patients in sorted order.
+        lock that storing the patient's observations takes (store/observation_owners.py).
+        SQLite has one writer at a time already (no FOR clause is emitted there). Lock several
+        patients in sorted order.
         """
         await self._conn.execute(
             select(patients.c.id).where(patients.c.id == patient_id).with_for_update(key_share=True)

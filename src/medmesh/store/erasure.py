@@ -78,12 +78,12 @@ class PatientRecords:
 
     async def legal_hold(self, patient_id: str) -> bool:
         """The patient's legal-hold flag, read under a write lock on PostgreSQL, so it cannot
-        be set between this check and the deletion in the same transaction."""
-        query = (
-            select(patients.c.legal_hold)
-            .where(patients.c.id == patient_id)
-            .with_for_update(key_share=True)
-        )
+        be set between this check and the deletion in the same transaction.
+
+        FOR UPDATE, the lock that conflicts with the key-share lock storing readings takes
+        (store/observation_owners.py): a batch holding it is committed first and its readings
+        are deleted with the rest; a batch after finds the patient gone."""
+        query = select(patients.c.legal_hold).where(patients.c.id == patient_id).with_for_update()
         hold = (await self._conn.execute(query)).scalar_one_or_none()
         if hold is None:
             raise NotFound("Patient not found")

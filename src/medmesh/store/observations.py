@@ -28,6 +28,7 @@ from medmesh.store import rollups
 from medmesh.store._sql import any_of, insert_ignoring_duplicates, unnested
 from medmesh.store.database import cipher_of
 from medmesh.store.lab_results import LabFindings, LabResults
+from medmesh.store.observation_owners import hold_owners
 from medmesh.store.schema import observation_components, observations, observations_staging
 
 Comparator = Literal["ge", "gt", "le", "lt"]
@@ -214,7 +215,9 @@ class Observations:
         """
         if not readings:
             return set()
-        keys = await patient_keys(self._conn, {r.patient_id for r in readings})
+        patient_ids = {r.patient_id for r in readings}
+        keys = await patient_keys(self._conn, patient_ids)
+        await hold_owners(self._conn, patient_ids, {r.device_id for r in readings})
         sealed = _seal_values(readings, keys)
         rows = [
             (

@@ -24,6 +24,7 @@ from medmesh.domain.errors import Conflict, NotFound
 from medmesh.store import rollup_backfill
 from medmesh.store.database import cipher_of
 from medmesh.store.lab_results import DETAIL
+from medmesh.store.observation_owners import hold_owners
 from medmesh.store.observations import COMPONENT_VALUE, VALUE, component_row
 from medmesh.store.schema import (
     consents,
@@ -170,6 +171,8 @@ class PatientMerges:
 
     async def _move(self, record: PatientMerge, source: str, target: str) -> None:
         keys = await cipher_of(self._conn).keys_for({source, target})
+        # The readings' new owner is held as storing readings holds it (no foreign key).
+        await hold_owners(self._conn, {target}, ())
         old, new = keys[source], keys[target]
         await self._reseal_observations(record.observations, source, old, new, target)
         # What was computed from the readings follows them: both records' chart rollups are

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -48,6 +47,7 @@ from medmesh.fhir.lastn import router as lastn_router
 from medmesh.fhir.medication_requests import router as medication_requests_router
 from medmesh.fhir.router import router as fhir_router
 from medmesh.fhir.subscriptions import router as subscriptions_router
+from medmesh.heap import long_lived_heap
 from medmesh.http.answer_holds import AnswerHolds
 from medmesh.http.cors import AppOrigins
 from medmesh.http.deps import WallClock, provide
@@ -105,14 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         if services.exports is not None:
             provide(app, ExportRunner, services.exports)
-        # What startup built (modules, SQLAlchemy's caches, services) lives as long as the
-        # process: frozen, a full collection walks only what requests made since. Unfrozen it
-        # was a 100-200 ms pause every few chart or search requests (docs/benchmarks.md).
-        gc.freeze()
         try:
-            yield
+            with long_lived_heap():  # heap.py: the collector of a long-running process
+                yield
         finally:
-            gc.unfreeze()
             await services.stop()
 
     app = FastAPI(

@@ -4,12 +4,12 @@ without the HTTP API, one process per worker."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import signal
 
 from medmesh import logs
 from medmesh.config import Settings
+from medmesh.heap import long_lived_heap
 from medmesh.services import Services
 
 log = logging.getLogger(__name__)
@@ -20,16 +20,13 @@ async def run_ingest_worker(settings: Settings) -> None:
     shared subscription and exit (`Services.stop`)."""
     logs.configure(fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = await Services.start(settings, mqtt=True)
-    # As the HTTP app does (app.py): what start-up built lives as long as the process, so full
-    # collections walk only what the batches made since (docs/benchmarks.md, "The workers'
-    # start-up heap").
-    gc.freeze()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(stop, stopping.set)
     try:
-        await stopping.wait()
+        with long_lived_heap():  # as the HTTP app (heap.py)
+            await stopping.wait()
     finally:
         mqtt = services.mqtt
         await services.stop()
@@ -40,12 +37,12 @@ async def run_dicom_worker(settings: Settings) -> None:
     """The DICOM listener alone, until SIGTERM or SIGINT; associations in progress end."""
     logs.configure(fmt="%(asctime)s %(levelname)s %(name)s %(message)s")
     services = await Services.start(settings, dicom=True)
-    gc.freeze()  # as for the ingest worker
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for stop in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(stop, stopping.set)
     try:
-        await stopping.wait()
+        with long_lived_heap():
+            await stopping.wait()
     finally:
         await services.stop()

@@ -146,6 +146,9 @@ device_assignments = Table(
     Index(None, "patient_id"),
 )
 
+# On PostgreSQL partitioned by month (migration 0021), with (id, effective) its primary and
+# dedupe key and no foreign keys (migration 0028: ingest checks the owners once a batch,
+# store/observation_owners.py); SQLite keeps the table as declared here.
 observations = Table(
     "observations",
     metadata,
@@ -166,8 +169,9 @@ observations = Table(
     Index(None, "patient_id", "effective"),
 )
 
-# PostgreSQL: each connection's own temporary table that ingest COPYs a batch into before moving
-# it into observations (store/observations.py); created when the connection opens
+# PostgreSQL: each connection's own temporary table that ingest COPYs a batch holding stored
+# readings into before moving the new ones into observations (store/observations.py `_copy_new`:
+# a batch of new readings only is COPYed straight in); created when the connection opens
 # (store/database.py), emptied at every commit. Not in `metadata`: migrations never see it.
 staging_metadata = MetaData()
 observations_staging = Table(

@@ -33,7 +33,7 @@ from medmesh.rules import catalog, news2
 from medmesh.rules.defaults import thresholds_for
 from medmesh.rules.engine import RuleEngine
 from medmesh.rules.series import Point
-from medmesh.rules.state import RuleState, observed
+from medmesh.rules.state import RuleState
 from medmesh.store import migrate
 from medmesh.store.database import Database
 
@@ -74,7 +74,7 @@ def state_size() -> tuple[int, int, float]:
                     (MeasuredValue(measure.code, value, unit),),
                 )
             )
-    state.merge(observed(r) for r in readings)
+    state.merge_readings(readings)
     state.trim(catalog.lookback(t))
     started = time.perf_counter()
     # Storing it whole, as a full write does (and as every batch did before segments).

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from medmesh.domain.reading import MeasuredValue
+from medmesh.domain.reading import MeasuredValue, Reading
+from medmesh.domain.vocabulary import measure_by_code
 from medmesh.rules.catalog import RULE_CODES
 from medmesh.rules.series import series
 from medmesh.rules.state import SLACK, Head, RuleState, StateWrite
@@ -147,3 +148,34 @@ def test_a_batch_writes_its_own_readings_not_the_window() -> None:
     assert len(state) > 9_000
     assert max(sizes[-100:]) < whole / 20
     assert len(table.rows) < 400  # at most a few segments a minute of the window
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_readings_merged_as_committed_give_the_state_their_stored_rows_give(seed: int) -> None:
+    """`merge_readings` (the worker's path, straight from the validated readings) and `merge`
+    of the same readings as stored and read back make the same series and the same segments."""
+    stream = _stream(seed)
+    readings = [_as_reading(o) for o in stream]
+    from_readings = RuleState("p", START - SLACK, generation="g")
+    from_rows = RuleState("p", START - SLACK, generation="g")
+    for start in range(0, len(stream), 50):
+        from_readings.merge_readings(readings[start : start + 50])
+        from_rows.merge(stream[start : start + 50])
+    newest = max(o.effective for o in stream)
+    for codes in [[c] for c in [*SINGLE, SYSTOLIC, DIASTOLIC]] + [["41653-7", "99504-3"]]:
+        assert from_readings.window(START, newest)(codes) == from_rows.window(START, newest)(codes)
+    assert from_readings.changes() == from_rows.changes()
+
+
+def _as_reading(stored: StoredObservation) -> Reading:
+    """The validated reading a stored observation was: a single value under its quantity's
+    code and canonical unit (as ingest makes it), a panel's components as they are."""
+    measure = measure_by_code(stored.code)
+    assert measure is not None
+    if measure.quantity is None:
+        values = stored.values
+    else:
+        values = (MeasuredValue(measure.quantity.code, stored.values[0].value, "unit"),)
+    reading = Reading(stored.device_id, stored.id, "p", measure, stored.effective, values)
+    object.__setattr__(reading, "observation_id", stored.id)  # the stream's own ids
+    return reading

@@ -23,7 +23,7 @@ from medmesh.rules.defaults import thresholds_for
 from medmesh.rules.notify import publish_alerts
 from medmesh.rules.outcomes import Cleared, Outcome, dedupe_key
 from medmesh.rules.schedule import STALE_RULE
-from medmesh.rules.state import SLACK, Head, RuleState, observed
+from medmesh.rules.state import SLACK, Head, RuleState
 from medmesh.store.alerts import Alerts
 from medmesh.store.care_plans import CarePlans
 from medmesh.store.database import Database
@@ -194,7 +194,7 @@ class RuleEngine:
                     conn, patient_id, newest - lookback, judged, heads
                 )
                 state.merge(committed)
-                state.merge(observed(r) for r in readings)
+                state.merge_readings(readings)
                 if codes:
                     window = state.window(newest - lookback, newest)
                     outcomes += catalog.evaluate(patient_id, window, batch_codes, thresholds)

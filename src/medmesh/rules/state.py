@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 
-from medmesh.domain.reading import MeasuredValue, Reading
+from medmesh.domain.reading import Reading
 from medmesh.rules import catalog
 from medmesh.rules.series import Point
 from medmesh.store.observations import StoredObservation
@@ -57,22 +57,33 @@ def _bucket(micros: int) -> int:
     return micros - micros % _BUCKET_US
 
 
-def observed(reading: Reading) -> StoredObservation:
-    """A committed reading as the rules see it (as read back from the store)."""
-    if reading.measure.is_panel:
-        values = reading.values
-    else:  # stored single values carry the observation's code
-        values = (MeasuredValue(reading.measure.code, reading.values[0].value, ""),)
-    return StoredObservation(
-        reading.observation_id,
-        reading.patient_id,
-        reading.device_id,
-        "",
-        reading.measure.code,
-        reading.effective,
-        values,
-        reading.effective,
-    )
+# What merging takes of a reading: time, code, observation id, device id, (value code, value)s.
+_Entry = tuple[datetime, str, str, str, Sequence[tuple[str, float]]]
+
+
+def _stored_entries(found: Iterable[StoredObservation]) -> Iterable[_Entry]:
+    for obs in found:
+        yield (
+            obs.effective,
+            obs.code,
+            obs.id,
+            obs.device_id,
+            [(v.code, v.value) for v in obs.values],
+        )
+
+
+def _reading_entries(readings: Iterable[Reading]) -> Iterable[_Entry]:
+    """Committed readings as `_stored_entries` gives them once stored and read back (single
+    values under the observation's code), without a StoredObservation and a MeasuredValue a
+    reading in between (the worker's hottest loop)."""
+    for r in readings:
+        measure = r.measure
+        code = measure.code
+        if measure.components:  # a panel: its components' codes
+            pairs = [(v.code, v.value) for v in r.values]
+        else:  # stored single values carry the observation's code
+            pairs = [(code, r.values[0].value)]
+        yield r.effective, code, r.observation_id, r.device_id, pairs
 
 
 def _order(point: Point) -> tuple[datetime, str]:
@@ -158,44 +169,53 @@ class RuleState:
     def merge(self, found: Iterable[StoredObservation]) -> None:
         """Add readings (again is harmless); those before the horizon or of codes no rule
         reads are left out."""
-        self._merge(found, fresh=True)
+        self._merge(_stored_entries(found), fresh=True)
 
-    def _merge(self, found: Iterable[StoredObservation], *, fresh: bool) -> None:
-        for obs in found:
-            if obs.code not in catalog.RULE_CODES or obs.effective < self.horizon:
+    def merge_readings(self, readings: Iterable[Reading]) -> None:
+        """`merge` of readings just committed, as read back from the store."""
+        self._merge(_reading_entries(readings), fresh=True)
+
+    def _merge(self, entries: Iterable[_Entry], *, fresh: bool) -> None:
+        rule_codes = catalog.RULE_CODES
+        horizon = self.horizon
+        buckets = self._buckets
+        points_of = self._points
+        newest = self.newest
+        for effective, code, oid, device_id, pairs in entries:
+            if code not in rule_codes or effective < horizon:
                 continue
-            at = _micros(obs.effective)
-            bucket = self._buckets.setdefault(_bucket(at), {})
-            if obs.id in bucket:
+            at = _micros(effective)
+            minute = _bucket(at)
+            bucket = buckets.get(minute)
+            if bucket is None:
+                bucket = buckets[minute] = {}
+            elif oid in bucket:
                 continue
             # Copied to a bytes of its own size: orjson's result keeps the buffer it wrote into
             # (4 KiB for a ~100-byte reading), and a cached state keeps every row it holds
             # (2,000 cached states of 40 readings: 176 MiB traced, 26 MiB copied).
-            row = bytes(
-                memoryview(
-                    orjson.dumps(
-                        [
-                            at,
-                            obs.code,
-                            obs.id,
-                            obs.device_id,
-                            [[v.code, v.value] for v in obs.values],
-                        ]
-                    )
-                )
-            )
-            bucket[obs.id] = row
+            row = bytes(memoryview(orjson.dumps([at, code, oid, device_id, pairs])))
+            bucket[oid] = row
             if fresh:
-                self._fresh.setdefault(_bucket(at), []).append(row)
-            for value in obs.values:
-                points = self._points.setdefault(value.code, [])
-                point = Point(obs.effective, value.value, obs.id, obs.device_id)
-                if not points or _order(points[-1]) < _order(point):
-                    points.append(point)  # the usual case: readings arrive in time order
+                self._fresh.setdefault(minute, []).append(row)
+            for value_code, value in pairs:
+                points = points_of.get(value_code)
+                if points is None:
+                    points = points_of[value_code] = []
+                point = Point(effective, value, oid, device_id)
+                if points:
+                    last = points[-1]
+                    # `_order(last) < _order(point)`, without the two tuples: the usual case,
+                    # readings arriving in time order.
+                    if last.at < effective or (last.at == effective and last.observation_id < oid):
+                        points.append(point)
+                    else:
+                        insort(points, point, key=_order)
                 else:
-                    insort(points, point, key=_order)
-            if self.newest is None or obs.effective > self.newest:
-                self.newest = obs.effective
+                    points.append(point)
+            if newest is None or effective > newest:
+                newest = effective
+        self.newest = newest
 
     def trim(self, lookback: timedelta) -> None:
         """Drop what no batch judged from the state reads any more (in steps, not on every
@@ -295,16 +315,7 @@ class RuleState:
             self._stored[bucket] = self._stored.get(bucket, 0) + 1
         self._merge(
             (
-                StoredObservation(
-                    oid,
-                    self.patient_id,
-                    device_id,
-                    "",
-                    code,
-                    (moment := _moment(at)),
-                    tuple(MeasuredValue(c, v, "") for c, v in values),
-                    moment,
-                )
+                (_moment(at), code, oid, device_id, values)
                 for at, code, oid, device_id, values in raw["readings"]
             ),
             fresh=False,

@@ -107,22 +107,17 @@ class RolledUp:
         return self.stats.value_sum / self.stats.count
 
 
-def quantities(reading: Reading) -> Iterable[tuple[str, str, float]]:
-    """(code, component, value) of each quantity of a reading, as charts ask for them."""
-    if reading.measure.is_panel:
-        for v in reading.values:
-            yield reading.measure.code, v.code, v.value
-    else:
-        yield reading.measure.code, "", reading.values[0].value
-
-
 def summarise(readings: Iterable[Reading]) -> dict[RollupKey, Stats]:
     """What the readings add to each bucket they fall in, at every resolution."""
-    return summarise_values(
-        (reading.patient_id, code, component, reading.effective.timestamp(), value)
-        for reading in readings
-        for code, component, value in quantities(reading)
-    )
+    deltas: dict[RollupKey, Stats] = {}
+    for reading in readings:
+        measure, at = reading.measure, reading.effective.timestamp()
+        if measure.components:  # a panel: each component, under the panel's code
+            for v in reading.values:
+                _add_at(deltas, reading.patient_id, measure.code, v.code, at, v.value)
+        else:
+            _add_at(deltas, reading.patient_id, measure.code, "", at, reading.values[0].value)
+    return deltas
 
 
 def summarise_values(
@@ -131,15 +126,29 @@ def summarise_values(
     """The same from (patient, code, component, epoch seconds, value) of each quantity."""
     deltas: dict[RollupKey, Stats] = {}
     for patient_id, code, component, at, value in values:
-        for resolution in RESOLUTIONS:
-            bucket = math.floor(at / resolution) * resolution
-            key = RollupKey(patient_id, code, component, resolution, bucket)
-            found = deltas.get(key)
-            if found is None:
-                deltas[key] = Stats.of(at - bucket, value)
-            else:
-                found.add_one(at - bucket, value)
+        _add_at(deltas, patient_id, code, component, at, value)
     return deltas
+
+
+def _add_at(
+    deltas: dict[RollupKey, Stats],
+    patient_id: str,
+    code: str,
+    component: str,
+    at: float,
+    value: float,
+) -> None:
+    # Looked up by a plain tuple (equal to the RollupKey, with the same hash); the NamedTuple
+    # is made only for a bucket the batch has not met yet. Readings in time order fall in the
+    # bucket before them nearly always.
+    for resolution in RESOLUTIONS:
+        bucket = math.floor(at / resolution) * resolution
+        found = deltas.get((patient_id, code, component, resolution, bucket))  # type: ignore[call-overload]
+        if found is None:
+            key = RollupKey(patient_id, code, component, resolution, bucket)
+            deltas[key] = Stats.of(at - bucket, value)
+        else:
+            found.add_one(at - bucket, value)
 
 
 async def add_readings(conn: AsyncConnection, stored: Sequence[Reading]) -> None:

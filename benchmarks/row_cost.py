@@ -40,7 +40,7 @@ from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import measure_by_key
 from medmesh.store import migrate
 from medmesh.store.database import Database
-from medmesh.store.observations import Observations
+from medmesh.store.observations import Observations, observation_rows
 
 PATIENTS = 100
 START = datetime(2026, 12, 1, tzinfo=UTC)
@@ -85,20 +85,9 @@ def _readings(owners: Sequence[Owner], first: int, count: int) -> Batch:
 
 
 def _rows(batch: Batch) -> list[tuple[object, ...]]:
-    return [
-        (
-            r.observation_id,
-            r.patient_id,
-            r.device_id,
-            r.message_id,
-            r.measure.code,
-            r.effective,
-            uuid.uuid4().bytes * 3,  # a sealed value's size
-            "/min",
-            START,
-        )
-        for r in batch
-    ]
+    """The batch as medmesh's rows, a random value of a sealed value's size for each."""
+    sealed = {r.observation_id: uuid.uuid4().bytes * 3 for r in batch}
+    return observation_rows(batch, sealed, START)
 
 
 async def _backends_cpu(conn: asyncpg.Connection) -> dict[int, float] | None:

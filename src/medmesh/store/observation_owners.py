@@ -43,12 +43,9 @@ async def hold_owners(
     """
     if conn.dialect.name != "postgresql" or not (patient_ids or device_ids):
         return
-    found = (
-        await conn.execute(
-            _HOLD, {"patients": sorted(set(patient_ids)), "devices": sorted(set(device_ids))}
-        )
-    ).one()
-    if found[0] != len(set(patient_ids)):
+    wanted = {"patients": sorted(set(patient_ids)), "devices": sorted(set(device_ids))}
+    held_patients, held_devices = (await conn.execute(_HOLD, wanted)).one()
+    if held_patients != len(wanted["patients"]):
         raise DataKeyDestroyed("readings for a patient who no longer exists (erased?)")
-    if found[1] != len(set(device_ids)):
+    if held_devices != len(wanted["devices"]):
         raise NotFound("readings from a device that is not registered")

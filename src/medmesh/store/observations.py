@@ -90,6 +90,27 @@ def _seal_components(reading: Reading, keys: dict[str, DataKey]) -> list[bytes]:
     )
 
 
+def observation_rows(
+    readings: Sequence[Reading], sealed: dict[str, bytes], received_at: datetime
+) -> list[tuple[object, ...]]:
+    """The readings as `observations` rows, in `_COLUMNS` order, with their sealed single
+    values (`sealed`, by observation id; a panel has none: its values are components)."""
+    return [
+        (
+            r.observation_id,
+            r.patient_id,
+            r.device_id,
+            r.message_id,
+            r.measure.code,
+            r.effective,
+            sealed.get(r.observation_id),
+            None if r.measure.is_panel else r.values[0].unit,
+            received_at,
+        )
+        for r in readings
+    ]
+
+
 def component_row(observation_id: str, code: str) -> str:
     return f"{observation_id}/{code}"
 
@@ -218,21 +239,7 @@ class Observations:
         patient_ids = {r.patient_id for r in readings}
         keys = await patient_keys(self._conn, patient_ids)
         await hold_owners(self._conn, patient_ids, {r.device_id for r in readings})
-        sealed = _seal_values(readings, keys)
-        rows = [
-            (
-                r.observation_id,
-                r.patient_id,
-                r.device_id,
-                r.message_id,
-                r.measure.code,
-                r.effective,
-                sealed.get(r.observation_id),
-                None if r.measure.is_panel else r.values[0].unit,
-                received_at,
-            )
-            for r in readings
-        ]
+        rows = observation_rows(readings, _seal_values(readings, keys), received_at)
         if self._conn.dialect.name == "postgresql" and len(rows) >= COPY_FROM_ROWS:
             inserted = await self._copy_new(rows)
         else:

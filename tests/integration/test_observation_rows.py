@@ -8,12 +8,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import orjson
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.observation import Observation
 
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import measure_by_key
 from medmesh.fhir import resources
+from medmesh.http.responses import FhirResponse
 from medmesh.store.database import Database
 from medmesh.store.lab_results import LabFindings, LabResults
 from medmesh.store.observations import Observations
@@ -112,4 +114,8 @@ async def test_the_row_rendering_of_a_single_value_equals_the_stored_rendering(
         value.value,
         value.unit,
     )
-    assert row_rendered == resources.observation(stored)
+    # The row's rendering keeps its times as datetimes for the response to write.
+    assert row_rendered["effectiveDateTime"] == stored.effective
+    written = FhirResponse(row_rendered).body
+    assert written == FhirResponse(resources.observation(stored)).body
+    assert orjson.loads(written)["issued"] == "2026-03-02T08:00:03.250000Z"

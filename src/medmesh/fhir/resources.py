@@ -155,9 +155,12 @@ def simple_observation(
     unit: str,
 ) -> dict[str, Any]:
     """The Observation of a stored row holding one value and no laboratory findings, rendered
-    straight from the row's columns (the search's path: no StoredObservation in between);
-    the same resource `observation` renders for it (tests/unit/test_observation_rows.py).
-    `_observation_base` written out: a 24-hour search renders 1,440 of these."""
+    straight from the row's columns (the search's path: no StoredObservation in between).
+    `_observation_base` written out: a 24-hour search renders 1,440 of these.
+
+    Its times stay datetimes, for `FhirResponse` to write (as `instant` would, natively): the
+    resource is for that response only. Written, it is the JSON `observation` gives for the
+    row (tests/integration/test_observation_rows.py)."""
     category, concept, meta = _observation_head(code)
     resource: dict[str, Any] = {
         "resourceType": "Observation",
@@ -166,8 +169,8 @@ def simple_observation(
         "category": category,
         "code": concept,
         "subject": _reference("Patient/", patient_id),
-        "effectiveDateTime": effective.isoformat().replace("+00:00", "Z"),  # unique: no cache
-        "issued": instant(issued),
+        "effectiveDateTime": effective,
+        "issued": issued,
         "device": _reference("Device/", device_id),
     }
     if meta is not None:

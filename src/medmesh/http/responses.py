@@ -11,10 +11,14 @@ FHIR_JSON = "application/fhir+json"
 
 
 class FhirResponse(Response):
+    """FHIR JSON. A datetime in `content` is written as an instant in UTC with a Z, as
+    `resources.instant` writes it: the search renders its rows' times this way (orjson
+    formats them natively) instead of formatting 2,880 strings a 24-hour search in Python."""
+
     media_type = FHIR_JSON
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
+        return orjson.dumps(content, option=orjson.OPT_UTC_Z)
 
 
 def operation_outcome(code: str, diagnostics: str, severity: str = "error") -> dict[str, Any]:

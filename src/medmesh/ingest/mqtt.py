@@ -58,8 +58,9 @@ MAX_DEAD_LETTER_PAYLOAD = 65_536
 MAX_DEVICE_ID_LENGTH = 36  # device ids are UUIDs
 TRANSIENT_RETRIES = 3
 # Micro-batches being stored at once. Their PUBACKs still go in the order received (MQTT
-# requires it); while one commits, the next is read, parsed and stored.
-IN_FLIGHT = 2
+# requires it); while one commits, the next ones are read, parsed and stored. With two, both
+# often waited on the database with the worker idle (docs/mqtt.md).
+IN_FLIGHT = 3
 # PostgreSQL SQLSTATEs worth retrying whole: deadlock, serialization failure.
 _TRANSIENT_SQLSTATES = {"40P01", "40001"}
 

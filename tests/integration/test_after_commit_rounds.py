@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from medmesh import provisioning
 from medmesh.domain.reading import MeasuredValue, Reading
 from medmesh.domain.vocabulary import stored_measure
 from medmesh.ingest.after_commit import AfterCommit
@@ -91,3 +92,26 @@ async def test_a_pending_batch_is_held_from_its_transaction_and_let_go_if_never_
     assert await after.recover() == 1  # taken up, as a batch of a process that died is
     async with database.read() as conn:
         assert await PendingEvaluations(conn).not_newer_than(AT + timedelta(days=3650)) == []
+
+
+async def test_a_round_reads_other_processes_pending_readings_and_not_its_own_queue(
+    database: Database, world: World
+) -> None:
+    """`of_patients` leaves out the batches named (this process's queue) in the query itself:
+    what is left is what other processes committed and have not judged."""
+    other = await provisioning.create_patient(
+        database, family="Other", given="Patient", identifier="OTHER-1"
+    )
+    async with database.write() as conn:
+        pending = PendingEvaluations(conn)
+        mine = await pending.add({world.patient_id: ["o-mine-1", "o-mine-2"]}, AT)
+        theirs = await pending.add({world.patient_id: ["o-theirs"]}, AT)
+        await pending.add({other.id: ["o-other-patient"]}, AT)
+    async with database.read() as conn:
+        pending = PendingEvaluations(conn)
+        everything = await pending.of_patients([world.patient_id])
+        others = await pending.of_patients([world.patient_id], excluding={mine})
+    assert sorted((p, ids) for p, _, ids in everything) == sorted(
+        [(mine, ["o-mine-1", "o-mine-2"]), (theirs, ["o-theirs"])]
+    )
+    assert others == [(theirs, world.patient_id, ["o-theirs"])]

@@ -144,16 +144,8 @@ class RuleEngine:
                 own.add(reading.observation_id)
                 if reading.measure.code in catalog.RULE_CODES:
                     found.setdefault(reading.patient_id, [])
-        held = self._held()
-        others = sorted(
-            {
-                oid
-                for pending_id, _, ids in await PendingEvaluations(conn).of_patients(sorted(found))
-                if pending_id not in held
-                for oid in ids
-            }
-            - own
-        )
+        pending = await PendingEvaluations(conn).of_patients(sorted(found), self._held())
+        others = sorted({oid for _, _, ids in pending for oid in ids} - own)
         for obs in await Observations(conn).get_many(others):
             if obs.patient_id in found:  # (a merge may have moved it to another record)
                 found[obs.patient_id].append(obs)

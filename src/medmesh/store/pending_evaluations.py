@@ -4,7 +4,7 @@ each with its patients and their readings in it (`of_patients`)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,7 +30,10 @@ _OF_PATIENTS = select(
     pending_evaluation_patients.c.pending_id,
     pending_evaluation_patients.c.patient_id,
     pending_evaluation_patients.c.observation_ids,
-).where(any_of(pending_evaluation_patients.c.patient_id, "ids"))
+).where(
+    any_of(pending_evaluation_patients.c.patient_id, "ids"),
+    ~any_of(pending_evaluation_patients.c.pending_id, "excluding"),
+)
 _REMOVE_MANY = delete(pending_evaluations).where(any_of(pending_evaluations.c.id, "ids"))
 
 
@@ -65,12 +68,18 @@ class PendingEvaluations:
         )
         return pending_id
 
-    async def of_patients(self, patient_ids: Sequence[str]) -> list[tuple[str, str, list[str]]]:
+    async def of_patients(
+        self, patient_ids: Sequence[str], excluding: Collection[str] = ()
+    ) -> list[tuple[str, str, list[str]]]:
         """(pending id, patient id, observation ids) of every pending batch (committed, not
-        judged yet, by any process) holding readings of `patient_ids`."""
+        judged yet, by any process) holding readings of `patient_ids`, but those `excluding`
+        names (a process's own batches queued to be judged: most of what is pending, and
+        long lists of ids to send and decode for nothing)."""
         if not patient_ids:
             return []
-        rows = await self._conn.execute(_OF_PATIENTS, {"ids": list(patient_ids)})
+        rows = await self._conn.execute(
+            _OF_PATIENTS, {"ids": list(patient_ids), "excluding": list(excluding)}
+        )
         return [(pending_id, patient_id, orjson.loads(ids)) for pending_id, patient_id, ids in rows]
 
     async def remove(self, pending_id: str) -> None:

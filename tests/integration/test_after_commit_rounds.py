@@ -97,8 +97,8 @@ async def test_a_pending_batch_is_held_from_its_transaction_and_let_go_if_never_
 async def test_a_round_reads_other_processes_pending_readings_and_not_its_own_queue(
     database: Database, world: World
 ) -> None:
-    """`of_patients` leaves out the batches named (this process's queue) in the query itself:
-    what is left is what other processes committed and have not judged."""
+    """`of_patients` leaves out the batches named (this process's queue), undecoded: what is
+    left is what other processes committed and have not judged."""
     other = await provisioning.create_patient(
         database, family="Other", given="Patient", identifier="OTHER-1"
     )

@@ -30,10 +30,7 @@ _OF_PATIENTS = select(
     pending_evaluation_patients.c.pending_id,
     pending_evaluation_patients.c.patient_id,
     pending_evaluation_patients.c.observation_ids,
-).where(
-    any_of(pending_evaluation_patients.c.patient_id, "ids"),
-    ~any_of(pending_evaluation_patients.c.pending_id, "excluding"),
-)
+).where(any_of(pending_evaluation_patients.c.patient_id, "ids"))
 _REMOVE_MANY = delete(pending_evaluations).where(any_of(pending_evaluations.c.id, "ids"))
 
 
@@ -73,14 +70,19 @@ class PendingEvaluations:
     ) -> list[tuple[str, str, list[str]]]:
         """(pending id, patient id, observation ids) of every pending batch (committed, not
         judged yet, by any process) holding readings of `patient_ids`, but those `excluding`
-        names (a process's own batches queued to be judged: most of what is pending, and
-        long lists of ids to send and decode for nothing)."""
+        names (a process's own batches queued to be judged: most of what is pending), whose
+        lists of ids are not decoded. Left out here, not in the query: `pending_id <> ALL`
+        of a bound array compares each row with every element in PostgreSQL's generic plan
+        (3.7 ms against 0.6 ms for 2,400 rows and 150 ids), and the round holds its patients'
+        locks meanwhile."""
         if not patient_ids:
             return []
-        rows = await self._conn.execute(
-            _OF_PATIENTS, {"ids": list(patient_ids), "excluding": list(excluding)}
-        )
-        return [(pending_id, patient_id, orjson.loads(ids)) for pending_id, patient_id, ids in rows]
+        rows = await self._conn.execute(_OF_PATIENTS, {"ids": list(patient_ids)})
+        return [
+            (pending_id, patient_id, orjson.loads(ids))
+            for pending_id, patient_id, ids in rows
+            if pending_id not in excluding
+        ]
 
     async def remove(self, pending_id: str) -> None:
         await self._conn.execute(

@@ -325,3 +325,51 @@ async def profiled(
         else:
             reason = stderr.decode(errors="replace").strip().splitlines()[:1]
             log(f"profile: none written to {out} (py-spy: {' '.join(reason) or 'no reason given'})")
+
+
+def postgres_cpu() -> float | None:
+    """User + system CPU seconds used so far by the local PostgreSQL cluster: its live
+    processes (backends, WAL writer, checkpointer, autovacuum) plus the exited backends the
+    postmaster has reaped. Differences over a phase give what the database spent on it; the
+    whole cluster is counted, so other databases' work on the machine counts too. None
+    where /proc is not readable or no `postgres` process is seen (a remote server)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    seen = False
+    for stat_path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = stat_path.read_text()
+        except OSError:
+            continue  # exited meanwhile
+        name = stat[stat.find("(") + 1 : stat.rfind(")")]
+        if name != "postgres":
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        seen = True
+        total += int(fields[11]) + int(fields[12])
+        if _parent_name(int(fields[1])) != "postgres":  # the postmaster: its reaped children
+            total += int(fields[13]) + int(fields[14])
+    return total / ticks if seen else None
+
+
+def _parent_name(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat[stat.find("(") + 1 : stat.rfind(")")]
+
+
+def process_tree_cpu(pid: int | None) -> float | None:
+    """`process_cpu` of a process and its live descendants (uvicorn's worker processes)."""
+    own = process_cpu(pid)
+    if own is None or pid is None:
+        return own
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids = children.read_text().split()
+        except OSError:
+            continue
+        for kid in kids:
+            own += process_tree_cpu(int(kid)) or 0.0
+    return own

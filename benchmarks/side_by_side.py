@@ -26,6 +26,12 @@ commit's window and the commit), not what the server can take. They are also cou
 CPU-second (readings over the server process's user + system CPU, judging included), beside
 the bare ASGI endpoint's requests a CPU-second of its own process.
 
+CPU a reading: for raw COPY and for the 100-reading phases (no history; two processes), the
+CPU seconds the server (its workers included), the whole local PostgreSQL cluster and this
+client spent, over the readings (rows) of the phase, and the rate two cores would reach if all
+three were busy all the time (2 s over their sum). It says where a ratio's ceiling is: a phase
+whose CPU a reading is more than twice COPY's cannot reach half of COPY's rate by waiting less.
+
 MQTT: one `medmesh ingest-worker` takes messages of 1 and of 10 readings from the same
 `mosquitto_pub` devices (benchmarks/mqtt_ingest.py), counted until committed.
 
@@ -65,8 +71,10 @@ from _common import (
     free_port,
     load_average,
     log,
+    postgres_cpu,
     print_machine,
     process_cpu,
+    process_tree_cpu,
     profiled,
     scratch_postgres,
     venv_python,
@@ -187,6 +195,61 @@ async def copy_limit(url: str, opts: Options) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(one(k) for k in range(opts.senders)))
     return per_sender * opts.senders / (time.perf_counter() - started)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuMark:
+    """CPU seconds so far of the server (and its workers), PostgreSQL and this process."""
+
+    server: float | None
+    postgres: float | None
+    client: float
+
+    @classmethod
+    def now(cls, server_pid: int | None) -> CpuMark:
+        return cls(process_tree_cpu(server_pid), postgres_cpu(), time.process_time())
+
+
+@dataclass(frozen=True, slots=True)
+class CpuBudget:
+    """What a phase's readings (or rows) cost in CPU, by process: the rate two cores could
+    reach if every process were busy all the time is 2 s over the sum."""
+
+    phase: str
+    items: int
+    server: float | None  # seconds; None: no server (COPY) or no /proc
+    postgres: float | None
+    client: float
+
+    @classmethod
+    def since(cls, phase: str, items: int, mark: CpuMark, server_pid: int | None) -> CpuBudget:
+        now = CpuMark.now(server_pid)
+
+        def used(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else a - b
+
+        return cls(
+            phase,
+            items,
+            used(now.server, mark.server),
+            used(now.postgres, mark.postgres),
+            now.client - mark.client,
+        )
+
+    def line(self) -> str:
+        parts = [
+            ("server", self.server),
+            ("PostgreSQL", self.postgres),
+            ("client", self.client),
+        ]
+        known = [(name, s) for name, s in parts if s is not None]
+        total = sum(s for _, s in known)
+        each = ", ".join(f"{name} {s / self.items * 1e6:.1f} µs" for name, s in known)
+        ceiling = self.items / total * 2 if total else float("nan")
+        return (
+            f"CPU a reading, {self.phase}: {each}; {total / self.items * 1e6:.1f} µs in all, "
+            f"so at most {ceiling:,.0f}/s on 2 busy cores"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,9 +621,10 @@ async def measure(
     return readings / acked, readings / judged
 
 
-async def run(opts: Options) -> list[Figure]:
+async def run(opts: Options) -> tuple[list[Figure], list[CpuBudget]]:
     await print_machine(postgres_url=opts.postgres_url)
     figures: list[Figure] = []
+    budgets: list[CpuBudget] = []
     async with scratch_postgres(opts.postgres_url) as url:
         dsn = url.replace("postgresql+asyncpg://", "postgresql://")
         with tempfile.TemporaryDirectory(prefix="medmesh-sbs-") as tmp:
@@ -572,8 +636,12 @@ async def run(opts: Options) -> list[Figure]:
                 f"{opts.history_days} days of history "
                 f"for {opts.senders} ({time.perf_counter() - started:.0f} s)"
             )
+            mark = CpuMark.now(None)
             copy = await copy_limit(url, opts)
             log(f"limit: raw COPY {copy:,.0f} rows/s")
+            rows = opts.copy_rows // opts.senders * opts.senders
+            budgets.append(CpuBudget.since("raw COPY, a row", rows, mark, None))
+            log(budgets[-1].line())
             bare_batch = await bare_asgi_limit(
                 workdir, opts, opts.batch, opts.requests, opts.senders
             )
@@ -590,6 +658,7 @@ async def run(opts: Options) -> list[Figure]:
                 base, client = server.base_url, opts.client
                 await measure(base, client, dsn, single, 1, 5)  # warm up
                 mark = cpu_mark(server)
+                budget_mark = CpuMark.now(server.pid)
                 t0 = time.perf_counter()
                 async with profiled(
                     server.pid, _profile_file(opts, "batch"), rate=200, subprocesses=True
@@ -598,6 +667,14 @@ async def run(opts: Options) -> list[Figure]:
                         base, client, dsn, fresh, opts.batch, opts.requests
                     )
                 cpu0 = cpu_since(server, mark).shares(time.perf_counter() - t0)
+                budgets.append(
+                    CpuBudget.since(
+                        f"HTTP {opts.batch}/request, no history, judged",
+                        opts.batch * opts.requests * len(fresh),
+                        budget_mark,
+                        server.pid,
+                    )
+                )
                 mark = cpu_mark(server)
                 t0 = time.perf_counter()
                 acked30, judged30 = await measure(
@@ -644,6 +721,7 @@ async def run(opts: Options) -> list[Figure]:
                     ]
                 )
             log(f"server/client CPU (% of one core): no history {cpu0}, {d} d history {cpu30}")
+            log(budgets[-1].line())
             two = await provision_senders(url, "two", opts.single_senders)
             two_batch = await provision_senders(url, "two-batch", opts.senders)
             async with running_server(
@@ -661,7 +739,16 @@ async def run(opts: Options) -> list[Figure]:
                     subprocesses=True,
                 ):
                     acked2, judged2 = await measure(base, client, dsn, two, 1, opts.single_requests)
+                budget_mark = CpuMark.now(server.pid)
                 _, batch2 = await measure(base, client, dsn, two_batch, opts.batch, opts.requests)
+                budgets.append(
+                    CpuBudget.since(
+                        f"HTTP {opts.batch}/request, 2 processes, judged",
+                        opts.batch * opts.requests * len(two_batch),
+                        budget_mark,
+                        server.pid,
+                    )
+                )
             figures += _logged(
                 [
                     Figure(
@@ -681,6 +768,7 @@ async def run(opts: Options) -> list[Figure]:
                     ),
                 ]
             )
+            log(budgets[-1].line())
             if opts.mqtt_messages:
                 body = mqtt_ingest.payloads("limit", LIVE_FROM, 1, 1)[0]
                 limit = await asyncio.to_thread(
@@ -718,7 +806,7 @@ async def run(opts: Options) -> list[Figure]:
                     f"server RSS: {before:,.0f} MiB idle, {after:,.0f} MiB holding "
                     f"{opts.rss_patients:,} patients' rule state (target < 600 MB)"
                 )
-    return figures
+    return figures, budgets
 
 
 def _logged(figures: list[Figure]) -> list[Figure]:
@@ -821,7 +909,7 @@ def main() -> int:
     opts = parse_options()
     started = time.perf_counter()
     try:
-        figures = asyncio.run(run(opts))
+        figures, budgets = asyncio.run(run(opts))
     except PostgresUnreachable as exc:
         log(f"skipped: {exc}")
         return 0
@@ -833,6 +921,8 @@ def main() -> int:
     )
     for figure in figures:
         log(figure.line())
+    for budget in budgets:
+        log(budget.line())
     log(f"load after: {load_average()}; {time.perf_counter() - started:.0f} s in all")
     return 0
 

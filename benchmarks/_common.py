@@ -42,16 +42,34 @@ def venv_python() -> str:
     return str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
 
 
-def process_cpu(pid: int | None) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
-    if pid is None:
-        return None
+def _proc_stat(path: Path) -> tuple[str, list[str]] | None:
+    """A /proc stat file's command name and the fields after it (state first); None when the
+    process is gone or /proc is not there."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = path.read_text()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[1].split()
+    return stat[stat.find("(") + 1 : stat.rfind(")")], stat.rsplit(")", 1)[1].split()
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc; None elsewhere)."""
+    found = None if pid is None else _proc_stat(Path(f"/proc/{pid}/stat"))
+    if found is None:
+        return None
+    fields = found[1]
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live children of a process (Linux /proc)."""
+    kids: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            kids += [int(kid) for kid in children.read_text().split()]
+        except OSError:
+            continue
+    return kids
 
 
 def tail(path: Path, lines: int = 20) -> str:
@@ -333,31 +351,19 @@ def postgres_cpu() -> float | None:
     postmaster has reaped. Differences over a phase give what the database spent on it; the
     whole cluster is counted, so other databases' work on the machine counts too. None
     where /proc is not readable or no `postgres` process is seen (a remote server)."""
-    ticks = os.sysconf("SC_CLK_TCK")
     total = 0
     seen = False
     for stat_path in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            stat = stat_path.read_text()
-        except OSError:
-            continue  # exited meanwhile
-        name = stat[stat.find("(") + 1 : stat.rfind(")")]
-        if name != "postgres":
+        found = _proc_stat(stat_path)
+        if found is None or found[0] != "postgres":
             continue
-        fields = stat.rsplit(")", 1)[1].split()
+        fields = found[1]
         seen = True
         total += int(fields[11]) + int(fields[12])
-        if _parent_name(int(fields[1])) != "postgres":  # the postmaster: its reaped children
+        parent = _proc_stat(Path(f"/proc/{fields[1]}/stat"))
+        if parent is None or parent[0] != "postgres":  # the postmaster: its reaped children
             total += int(fields[13]) + int(fields[14])
-    return total / ticks if seen else None
-
-
-def _parent_name(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat[stat.find("(") + 1 : stat.rfind(")")]
+    return total / os.sysconf("SC_CLK_TCK") if seen else None
 
 
 def process_tree_cpu(pid: int | None) -> float | None:
@@ -365,11 +371,4 @@ def process_tree_cpu(pid: int | None) -> float | None:
     own = process_cpu(pid)
     if own is None or pid is None:
         return own
-    for children in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            kids = children.read_text().split()
-        except OSError:
-            continue
-        for kid in kids:
-            own += process_tree_cpu(int(kid)) or 0.0
-    return own
+    return own + sum(process_tree_cpu(kid) or 0.0 for kid in child_pids(pid))

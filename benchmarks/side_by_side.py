@@ -69,6 +69,7 @@ from _common import (
     DEFAULT_POSTGRES_URL,
     Broker,
     PostgresUnreachable,
+    child_pids,
     free_port,
     load_average,
     log,
@@ -392,9 +393,8 @@ def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             total += int(line.split()[1])
-    for child in Path(f"/proc/{pid}/task").glob("*/children"):
-        for kid in child.read_text().split():
-            total += int(rss_mib(int(kid)) * 1024)
+    for kid in child_pids(pid):
+        total += int(rss_mib(kid) * 1024)
     return total / 1024
 
 
